@@ -1,0 +1,48 @@
+/* Conventions shared by every Lua binding in core/lua: failure tuples, userdata types, callbacks
+ * into Lua that never kill the process, and work on the libuv thread pool. */
+#ifndef AP_BINDING_H
+#define AP_BINDING_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+/* Bumped whenever a binding changes incompatibly; lua/autopgo/init.lua checks it at load. */
+#define AP_ABI 1
+
+/* Runtime failure: pushes nil, "CODE: message", "CODE" and returns 3 (luv's fail tuple). */
+int ap_fail(lua_State *L, const char *code, const char *fmt, ...);
+/* Pushes only the "CODE: message" string, for error-first callbacks. */
+void ap_push_error(lua_State *L, const char *code, const char *fmt, ...);
+
+/* Registers a userdata type: metatable "autopgo.<name>" with __index = methods, plus the given
+ * metamethods (__gc, __tostring, __close are expected). Leaves nothing on the stack. */
+void ap_register_type(lua_State *L, const char *tname, const luaL_Reg *methods, const luaL_Reg *meta);
+/* Allocates a zeroed userdata of `size` bytes and sets its metatable. */
+void *ap_new_udata(lua_State *L, size_t size, const char *tname);
+
+/* The process's one loop (luv's). */
+uv_loop_t *ap_loop(lua_State *L);
+/* The main Lua thread, the only state callbacks may run on. */
+lua_State *ap_main_state(lua_State *L);
+
+/* Calls the function below its `nargs` arguments in protected mode with a traceback. A failure is
+ * logged and counted, never fatal. Same signature as luv's callback runner (luv_CFpcall). */
+int ap_call(lua_State *L, int nargs, int nresults, int flags);
+/* Number of callback failures so far (exposed to Lua as core.callback_errors()). */
+unsigned long ap_callback_errors(void);
+
+/* Work on the libuv thread pool. `work` runs off the loop and must not touch Lua; `after` runs on
+ * the loop, pushes the callback's arguments (error first) and returns how many it pushed; then the
+ * callback is called with ap_call. `pins` are stack indices of values (e.g. userdata the work
+ * reads) kept alive until `after` has run. `cleanup` (may be NULL) runs last and frees `data`. */
+typedef void (*ap_work_fn)(void *data);
+typedef int (*ap_after_fn)(lua_State *L, void *data);
+typedef void (*ap_cleanup_fn)(void *data);
+void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *data, ap_work_fn work,
+                   ap_after_fn after, ap_cleanup_fn cleanup);
+
+/* Each binding file exports one opener that pushes its table. */
+int ap_open_log(lua_State *L);
+
+#endif

@@ -1,0 +1,165 @@
+-- The one declarative schema of every option: its flag, short flag, AUTOPGO_* variable, config
+-- file key, type, default and description. The CLI, --help, env lookup and config validation all
+-- read this table. Short flags are only unique per command (-d is --duration in scrape and
+-- --older-than in clean, as in the original).
+local M = {}
+
+-- type: string | url | int | port | duration | size | bool | enum | path | table
+M.list = {
+  { name = "log_level", short = "l", type = "enum", values = { "debug", "info", "warn", "error" },
+    default = "info",
+    desc = "Controls the verbosity of log output, valid values are debug, info, warn & error" },
+  { name = "config", type = "path", config = false,
+    desc = "A Lua file returning a table of options (see config.example.lua)" },
+  { name = "lua_path", type = "path", config = false,
+    desc = "A directory holding an editable copy of lua/ that takes priority over the built-in one" },
+  { name = "api_url", short = "u", type = "url", default = "http://localhost:8080",
+    desc = "The base URL of the profile server" },
+  { name = "port", short = "p", type = "port", default = 8080,
+    desc = "Specifies the port to use for HTTP traffic" },
+  { name = "sample_size", short = "s", type = "int", min = 1,
+    desc = "Specifies the maximum number of targets to profile concurrently" },
+  { name = "app", short = "a", type = "app",
+    desc = "Specifies the application name that profiles will be uploaded for" },
+  { name = "frequency", short = "f", type = "duration", default = "60s", min = 0.001,
+    desc = "Specifies the interval between profiling runs" },
+  { name = "duration", short = "d", type = "duration", default = "30s", min = 1,
+    desc = "Specifies the amount of time a target will be profiled for" },
+  { name = "mode", short = "m", type = "string", default = "file",
+    desc = "What mode to run the scraper in (file, kube, nomad, consul, or a Lua discovery module)" },
+  { name = "event_writer_url", type = "string",
+    desc = "Specifies the event bus to use for publishing profile events (default: in-process)" },
+  { name = "event_reader_url", type = "string",
+    desc = "Specifies the event bus to use for consuming profile events (default: in-process)" },
+  { name = "blob_store_url", type = "string",
+    desc = "Specifies the blob storage provider to use for reading & writing profiles (default: file:// under --data-dir)" },
+  { name = "prune", type = "path",
+    desc = "Specifies the location of the configuration file for profile pruning" },
+  { name = "data_dir", type = "path", default = "./autopgo-data",
+    desc = "Where the embedded default file store keeps profiles when no --blob-store-url is given" },
+  { name = "max_upload_size", type = "size", default = "64MiB",
+    desc = "The largest profile upload accepted, in bytes or with a unit (KiB, MiB, GiB)" },
+  { name = "output", short = "o", type = "string", default = "default.pgo",
+    desc = "The location on the local file system to store the profile" },
+  { name = "fail_open", type = "bool", default = false,
+    desc = "When the server is unreachable or fails, warn and exit 0 keeping any existing file" },
+  { name = "json", type = "bool", default = false, desc = "Print the raw JSON response" },
+  { name = "older_than", short = "d", type = "duration", min = 0,
+    desc = "How long a profile must not have been updated for to be eligible for cleaning" },
+  { name = "larger_than", short = "s", type = "size",
+    desc = "The minimum size (in bytes) a profile must be to be eligible for cleaning" },
+  { name = "dry_run", type = "bool", default = false, desc = "Print what would be deleted without deleting" },
+  { name = "insecure", type = "bool", default = false,
+    desc = "Skip TLS certificate verification for outbound HTTPS requests" },
+  { name = "policy", type = "table", flag = false,
+    desc = "Per-app merge policy: { [app] = { prune = { {drop=..., keep=...} }, hook = function(profile, app) } }" },
+}
+
+M.by_name = {}
+for _, o in ipairs(M.list) do
+  if o.flag == nil then o.flag = o.name:gsub("_", "-") end
+  if o.env == nil and o.flag then o.env = "AUTOPGO_" .. o.name:upper() end
+  if o.config == nil then o.config = true end
+  M.by_name[o.name] = o
+end
+
+local units = require "autopgo.units"
+
+local function is_app(s)
+  return s ~= "" and not s:find("[^a-z0-9%-]")
+end
+M.is_app_name = is_app
+
+local booleans = { ["true"] = true, ["1"] = true, yes = true, on = true,
+  ["false"] = false, ["0"] = false, no = false, off = false }
+
+-- Each checker takes a raw value (a string from a flag or env var, or any Lua value from the
+-- config file) and returns the typed value, or nil and a message saying what was expected.
+local check = {}
+
+function check.string(_, v)
+  if type(v) ~= "string" then return nil, "must be a string" end
+  return v
+end
+check.path = check.string
+
+function check.url(_, v)
+  if type(v) ~= "string" then return nil, "must be a string" end
+  if not v:match("^https?://[^/%s]+") then return nil, ("must be an http:// or https:// URL, got %q"):format(v) end
+  return (v:gsub("/+$", ""))
+end
+
+function check.app(_, v)
+  if type(v) ~= "string" or not is_app(v) then
+    return nil, ("must be an application name of a-z, 0-9 and '-', got %q"):format(tostring(v))
+  end
+  return v
+end
+
+function check.int(o, v)
+  local n = v
+  if type(v) == "string" then n = tonumber(v, 10) end
+  n = math.tointeger(n)
+  if not n then return nil, ("must be an integer, got %q"):format(tostring(v)) end
+  if o.min and n < o.min then return nil, ("must be at least %d, got %d"):format(o.min, n) end
+  if o.max and n > o.max then return nil, ("must be at most %d, got %d"):format(o.max, n) end
+  return n
+end
+
+function check.port(_, v)
+  return check.int({ min = 0, max = 65535 }, v)
+end
+
+function check.duration(o, v)
+  local secs, err = v, nil
+  if type(v) == "string" then
+    secs, err = units.parse_duration(v)
+    if not secs then return nil, (err:gsub("^INVALID: ", "")) end
+  elseif type(v) ~= "number" then
+    return nil, "must be a duration such as \"30s\", \"1m30s\" or \"24h\""
+  end
+  if o.min and secs < o.min then
+    return nil, ("must be at least %s, got %s"):format(units.format_duration(o.min), units.format_duration(secs))
+  end
+  return secs
+end
+
+function check.size(_, v)
+  local n, err = units.parse_size(v)
+  if not n then return nil, (err:gsub("^INVALID: ", "")) end
+  return n
+end
+
+function check.bool(_, v)
+  if type(v) == "boolean" then return v end
+  local b = type(v) == "string" and booleans[v:lower()]
+  if b == nil then return nil, ("must be true or false, got %q"):format(tostring(v)) end
+  return b
+end
+
+function check.enum(o, v)
+  for _, allowed in ipairs(o.values) do
+    if v == allowed then return v end
+  end
+  return nil, ("must be one of %s, got %q"):format(table.concat(o.values, ", "), tostring(v))
+end
+
+function check.table(_, v)
+  if type(v) ~= "table" then return nil, "must be a table" end
+  return v
+end
+
+--- Converts a raw value for option `o`; returns the value or nil, message.
+function M.coerce(o, v)
+  return check[o.type](o, v)
+end
+
+--- The option's default, converted (defaults are written as users would write them).
+function M.default(o)
+  if o.default == nil then return nil end
+  local v, why = M.coerce(o, o.default)
+  assert(v ~= nil, why)
+  return v
+end
+
+return M
