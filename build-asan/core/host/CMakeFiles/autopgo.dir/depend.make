@@ -1,0 +1,2 @@
+# Empty dependencies file for autopgo.
+# This may be replaced when dependencies are built.
