@@ -21,7 +21,7 @@ test:
 	scripts/test.sh
 
 format:
-	git ls-files 'core/*.[ch]' 'tests/*.[ch]' 'bench/*.[ch]' | xargs clang-format -i
+	git ls-files --cached --others --exclude-standard 'core/*.[ch]' 'tests/*.[ch]' 'bench/*.[ch]' | xargs clang-format -i
 
 clean:
 	rm -rf $(BUILD) build-asan

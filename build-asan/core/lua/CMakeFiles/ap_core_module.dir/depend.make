@@ -1,2 +1,0 @@
-# Empty dependencies file for ap_core_module.
-# This may be replaced when dependencies are built.

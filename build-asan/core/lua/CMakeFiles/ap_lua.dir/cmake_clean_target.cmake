@@ -1,3 +1,0 @@
-file(REMOVE_RECURSE
-  "libap_lua.a"
-)
