@@ -26,7 +26,8 @@ describe("xml", function()
   end)
 
   it("reads an STS response with a namespace prefix and an S3 error", function()
-    local sts = assert(xml.parse([[<sts:AssumeRoleWithWebIdentityResponse xmlns:sts="https://sts.amazonaws.com/doc/2011-06-15/">
+    local sts = assert(xml.parse([[<sts:AssumeRoleWithWebIdentityResponse
+  xmlns:sts="https://sts.amazonaws.com/doc/2011-06-15/">
 <sts:AssumeRoleWithWebIdentityResult><sts:Credentials><sts:AccessKeyId>ASIA1</sts:AccessKeyId>
 <sts:Expiration>2019-11-09T13:34:41Z</sts:Expiration></sts:Credentials></sts:AssumeRoleWithWebIdentityResult>
 </sts:AssumeRoleWithWebIdentityResponse>]]))
