@@ -94,7 +94,11 @@ busted_suite() { # name binary run-profile
         while IFS= read -r line; do skipped+=("$name: $line"); done < <(echo "$out" |
             awk '/^Pending -> /{getline; print}')
     fi
-    record "$name" "$s" $((f + e))
+    # A sanitizer report (ASan, LSan at exit, UBSan) is a failure even when every spec passed.
+    local san
+    san=$(echo "$out" | grep -cE 'ERROR: (Address|Leak)Sanitizer|runtime error:')
+    [ "$san" -eq 0 ] || echo "$name: $san sanitizer report(s), see $logdir/$name.log"
+    record "$name" "$s" $((f + e + san))
 }
 
 suite_extra() {
