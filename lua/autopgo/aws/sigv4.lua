@@ -16,6 +16,7 @@ local M = {}
 M.ALGORITHM = "AWS4-HMAC-SHA256"
 M.UNSIGNED = "UNSIGNED-PAYLOAD"
 M.EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+M.STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 
 -- Headers that proxies and HTTP stacks may change or drop; signing them would break requests.
 local UNSIGNED_HEADERS = {
@@ -77,12 +78,13 @@ local function trim_value(v)
 end
 
 --- Canonical headers and the signed-headers list of a header map (name -> value or list).
-function M.canonical_headers(headers)
+-- sign_length signs Content-Length too (streaming uploads, where it is fixed in advance).
+function M.canonical_headers(headers, sign_length)
   local by_name = {}
   local names = {}
   for name, value in pairs(headers) do
     local lname = name:lower()
-    if not UNSIGNED_HEADERS[lname] then
+    if not UNSIGNED_HEADERS[lname] or (sign_length and lname == "content-length") then
       if not by_name[lname] then
         by_name[lname] = {}
         names[#names + 1] = lname
@@ -98,8 +100,8 @@ function M.canonical_headers(headers)
 end
 
 --- The canonical request string and the signed-headers list.
-function M.canonical_request(req, double_encode)
-  local headers, signed = M.canonical_headers(req.headers or {})
+function M.canonical_request(req, double_encode, sign_length)
+  local headers, signed = M.canonical_headers(req.headers or {}, sign_length)
   return table.concat({
     req.method:upper(),
     M.canonical_uri(req.path, double_encode),
@@ -168,13 +170,54 @@ function M.sign(req, creds, opts)
   end
   local double = opts.double_encode
   if double == nil then double = opts.service ~= "s3" end
-  local creq, signed = M.canonical_request(req, double)
+  local creq, signed = M.canonical_request(req, double, req.payload_hash == M.STREAMING)
   local sig, sts, scope = M.signature(creds.secret_access_key, amz_date, opts.region, opts.service, creq)
   local authorization = ("%s Credential=%s/%s, SignedHeaders=%s, Signature=%s"):format(
     M.ALGORITHM, creds.access_key_id, scope, signed, sig)
   set_header(headers, "authorization", authorization)
   return { canonical_request = creq, string_to_sign = sts, signature = sig, authorization = authorization,
-    signed_headers = signed }
+    signed_headers = signed, amz_date = amz_date }
+end
+
+-- Streaming uploads ("aws-chunked", STREAMING-AWS4-HMAC-SHA256-PAYLOAD): the body goes out in
+-- chunks that each carry a signature chained from the request's own, so a body can be signed
+-- as it streams, without knowing its hash in advance.
+
+local CHUNK_OVERHEAD = #";chunk-signature=" + 64 + 4 -- plus the hex size and the data
+
+--- The encoded length of `decoded` bytes sent in chunks of `chunk_size` (all full but the last,
+-- then the empty final chunk): the Content-Length of a streaming upload.
+function M.chunked_length(decoded, chunk_size)
+  local full, rem = decoded // chunk_size, decoded % chunk_size
+  local n = full * (#("%x"):format(chunk_size) + CHUNK_OVERHEAD + chunk_size)
+  if rem > 0 then n = n + #("%x"):format(rem) + CHUNK_OVERHEAD + rem end
+  return n + 1 + CHUNK_OVERHEAD
+end
+
+--- Headers a streaming upload of `decoded` bytes needs before sign(); payload_hash must be
+-- sigv4.STREAMING. Returns the encoded length.
+function M.streaming_headers(headers, decoded, chunk_size)
+  local encoded = M.chunked_length(decoded, chunk_size)
+  set_header(headers, "content-encoding", "aws-chunked")
+  set_header(headers, "x-amz-decoded-content-length", tostring(decoded))
+  set_header(headers, "content-length", tostring(encoded))
+  return encoded
+end
+
+--- A chunk encoder for a streaming upload: encode(data) returns the framed, signed chunk; call
+-- it once more with "" for the final chunk. `info` is what sign() returned for the request.
+function M.chunk_encoder(creds, info, opts)
+  local amz_date = info.amz_date
+  local date = amz_date:sub(1, 8)
+  local scope = ("%s/%s/%s/aws4_request"):format(date, opts.region, opts.service)
+  local key = M.signing_key(creds.secret_access_key, date, opts.region, opts.service)
+  local prev = info.signature
+  return function(data)
+    local sts = table.concat({ "AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, M.EMPTY_SHA256,
+      M.sha256_hex(data) }, "\n")
+    prev = crypto.hex(crypto.hmac("sha256", key, sts))
+    return ("%x;chunk-signature=%s\r\n"):format(#data, prev) .. data .. "\r\n"
+  end
 end
 
 --- A presigned URL's query string (SigV4 query authentication). req.headers must hold host;

@@ -100,6 +100,25 @@ describe("sigv4", function()
       .. "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404", q)
   end)
 
+  it("signs a streaming upload chunk by chunk (the S3 guide's aws-chunked example)", function()
+    local req = { method = "PUT", path = "/examplebucket/chunkObject.txt", payload_hash = sigv4.STREAMING,
+      headers = { Host = "s3.amazonaws.com", ["x-amz-storage-class"] = "REDUCED_REDUNDANCY" } }
+    local encoded = sigv4.streaming_headers(req.headers, 66560, 65536)
+    assert.equals(66824, encoded)
+    local info = sigv4.sign(req, S3DOC, S3_OPTS)
+    assert.equals("content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;"
+      .. "x-amz-decoded-content-length;x-amz-storage-class", info.signed_headers)
+    assert.equals("4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9", info.signature)
+    local encode = sigv4.chunk_encoder(S3DOC, info, S3_OPTS)
+    local c1, c2, c3 = encode(("a"):rep(65536)), encode(("a"):rep(1024)), encode("")
+    assert.equals("10000;chunk-signature=ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648\r\n",
+      c1:sub(1, 88))
+    assert.equals("400;chunk-signature=0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497\r\n",
+      c2:sub(1, 86))
+    assert.equals("0;chunk-signature=b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9\r\n\r\n", c3)
+    assert.equals(encoded, #c1 + #c2 + #c3)
+  end)
+
   it("adds and signs a session token, and merges repeated header values", function()
     local req = { method = "GET", path = "/", headers = { Host = "example.amazonaws.com",
       ["My-Header1"] = { "  a   b  c  ", "second" } } }
