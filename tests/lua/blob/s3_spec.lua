@@ -4,7 +4,6 @@
 local s3 = require "autopgo.blob.s3"
 local blob = require "autopgo.blob"
 local url = require "autopgo.url"
-local async = require "autopgo.async"
 local crypto = require("autopgo.core").crypto
 local support = require "tests.lua.support"
 local services = require "tests.lua.blob.services"
