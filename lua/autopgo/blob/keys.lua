@@ -18,12 +18,13 @@ local function chars(s)
   return out
 end
 
---- Escapes the characters of `key` for which should_escape(chars, i) is true.
-function M.escape(key, should_escape)
+--- Escapes the characters of `key` for which should_escape(chars, i, is_prefix) is true
+-- (is_prefix: the key is a list prefix, not a whole key).
+function M.escape(key, should_escape, is_prefix)
   local cs = chars(key)
   local changed = false
   for i = 1, #cs do
-    if should_escape(cs, i) then
+    if should_escape(cs, i, is_prefix) then
       local cp = utf8.len(cs[i]) and utf8.codepoint(cs[i]) or cs[i]:byte()
       cs[i] = ("__0x%x__"):format(cp)
       changed = true
@@ -55,10 +56,11 @@ end
 
 local AZURE = { ['"'] = true, ["#"] = true, ["%"] = true, ["?"] = true, ["\\"] = true, ["\127"] = true }
 
---- azureblob: ASCII 0-31, '"', '#', '%', '?', '\', DEL, the "/" of "../" and a trailing "/".
-function M.azure(cs, i)
+--- azureblob: ASCII 0-31, '"', '#', '%', '?', '\', DEL, the "/" of "../" and a trailing "/"
+-- of a whole key (not of a list prefix).
+function M.azure(cs, i, is_prefix)
   local c = cs[i]
-  return (#c == 1 and c:byte() < 32) or AZURE[c] or after_dotdot(cs, i) or (c == "/" and i == #cs)
+  return (#c == 1 and c:byte() < 32) or AZURE[c] or after_dotdot(cs, i) or (c == "/" and i == #cs and not is_prefix)
 end
 
 return M

@@ -469,7 +469,7 @@ end
 function Store:list(prefix, opts)
   opts = opts or {}
   prefix = prefix or ""
-  local full = keys.escape(self.prefix .. prefix, keys.s3)
+  local full = keys.escape(self.prefix .. prefix, keys.s3, true)
   local entries, token = {}, nil
   repeat
     local query = { { "list-type", "2" }, { "prefix", full }, { "max-keys", tostring(opts.page_size or 1000) } }
