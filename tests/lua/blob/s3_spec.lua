@@ -230,6 +230,24 @@ describe("s3 store against Ceph RGW", function()
     end)
   end)
 
+  it("signs with keys from the ECS container endpoint", function()
+    local srv = fixture.start(function(_, conn)
+      conn:respond(200, { { "Content-Type", "application/json" } },
+        ('{"AccessKeyId":"%s","SecretAccessKey":"%s","Expiration":"2100-01-01T00:00:00Z"}')
+          :format(env.AUTOPGO_TEST_S3_ACCESS_KEY, env.AUTOPGO_TEST_S3_SECRET_KEY))
+    end)
+    run(function()
+      open()
+      local st = open("", env_of({ AWS_CONTAINER_CREDENTIALS_FULL_URI = srv.url .. "/creds",
+        AWS_CONFIG_FILE = "/nonexistent", AWS_SHARED_CREDENTIALS_FILE = "/nonexistent" }))
+      assert(st:put("ecs-key", "via ECS credentials"))
+      assert.equals("via ECS credentials", assert(st:get("ecs-key")).body)
+      assert(st:delete("ecs-key"))
+    end)
+    assert.equals(1, #srv.requests) -- cached for the three calls
+    srv:close()
+  end)
+
   it("is opened from AWS_PROFILE credentials in the shared files", function()
     run(function()
       local dir = support.tmpdir()
