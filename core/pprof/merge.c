@@ -121,6 +121,7 @@ static int nomem(ap_pprof_error *err)
 /* Grows a plain scratch array (not charged to any profile). */
 static int sgrow(void **p, size_t *cap, size_t size, size_t need)
 {
+    if (need == 0) need = 1; /* never leave a NULL array behind (memset and friends) */
     if (need <= *cap) return 0;
     size_t n = *cap ? *cap : 64;
     while (n < need) n *= 2;
@@ -437,7 +438,8 @@ static int map_sample(ap_pprof_merger *m, uint32_t si)
         uint32_t x = (uint32_t)s - 1;
         const ap_pprof_sample *os = &out->samples[x];
         if (os->nloc == ss->nloc && os->nlabel == nl &&
-            memcmp(&out->sample_locs[os->loc_off], m->klocs, (size_t)ss->nloc * 4) == 0 &&
+            (ss->nloc == 0 ||
+             memcmp(&out->sample_locs[os->loc_off], m->klocs, (size_t)ss->nloc * 4) == 0) &&
             (nl == 0 ||
              memcmp(&out->labels[os->label_off], m->klabels, nl * sizeof *m->klabels) == 0)) {
             int64_t *ov = &out->values[(size_t)x * nv];

@@ -183,8 +183,8 @@ pb t_profile(const t_sample *s, int n, int64_t period, int64_t time_nanos)
 {
     /* string table: 0 "", 1 samples, 2 count, 3 cpu, 4 nanoseconds, 5 main, 6 a, 7 b,
      * 8 main.go, 9 /bin/app, 10.. label strings */
-    const char *strs[32] = {"",    "samples", "count",   "cpu",      "nanoseconds",
-                            "main", "a",       "b",       "main.go",  "/bin/app"};
+    const char *strs[32] = {"",     "samples", "count", "cpu",     "nanoseconds",
+                            "main", "a",       "b",     "main.go", "/bin/app"};
     int nstr = 10;
     pb p = {0}, m = {0};
     pb_u64(&m, 1, 1);

@@ -11,41 +11,41 @@
 
 extern int t_pass, t_fail;
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (cond) {                                                                            \
-            t_pass++;                                                                          \
-        } else {                                                                               \
-            t_fail++;                                                                          \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);            \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            t_pass++;                                                                              \
+        } else {                                                                                   \
+            t_fail++;                                                                              \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_INT(a, b)                                                                        \
-    do {                                                                                       \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                    \
-        if (a_ == b_) {                                                                        \
-            t_pass++;                                                                          \
-        } else {                                                                               \
-            t_fail++;                                                                          \
-            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a, \
-                    a_, #b, b_);                                                               \
-        }                                                                                      \
+#define CHECK_INT(a, b)                                                                            \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ == b_) {                                                                            \
+            t_pass++;                                                                              \
+        } else {                                                                                   \
+            t_fail++;                                                                              \
+            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a,    \
+                    a_, #b, b_);                                                                   \
+        }                                                                                          \
     } while (0)
 
 /* err->msg contains `needle`. */
-#define CHECK_ERR(err, code_, needle)                                                          \
-    do {                                                                                       \
-        ap_pprof_error e_ = (err);                                                             \
-        int ok_ = e_.code == (code_) && strstr(e_.msg, (needle)) != NULL;                      \
-        if (ok_) {                                                                             \
-            t_pass++;                                                                          \
-        } else {                                                                               \
-            t_fail++;                                                                          \
-            fprintf(stderr, "%s:%d: expected %s containing \"%s\", got %s: %s\n", __FILE__,    \
-                    __LINE__, ap_pprof_code_name(code_), (needle), ap_pprof_code_name(e_.code), \
-                    e_.msg);                                                                   \
-        }                                                                                      \
+#define CHECK_ERR(err, code_, needle)                                                              \
+    do {                                                                                           \
+        ap_pprof_error e_ = (err);                                                                 \
+        int ok_ = e_.code == (code_) && strstr(e_.msg, (needle)) != NULL;                          \
+        if (ok_) {                                                                                 \
+            t_pass++;                                                                              \
+        } else {                                                                                   \
+            t_fail++;                                                                              \
+            fprintf(stderr, "%s:%d: expected %s containing \"%s\", got %s: %s\n", __FILE__,        \
+                    __LINE__, ap_pprof_code_name(code_), (needle), ap_pprof_code_name(e_.code),    \
+                    e_.msg);                                                                       \
+        }                                                                                          \
     } while (0)
 
 /* Prints "N passed, N failed" and returns the exit status. */
@@ -69,10 +69,10 @@ void pb_free(pb *p);
 void pb_bytes(pb *p, const void *d, size_t n);
 void pb_varint(pb *p, uint64_t v);
 void pb_key(pb *p, unsigned field, unsigned wt);
-void pb_u64(pb *p, unsigned field, uint64_t v);               /* varint field */
-void pb_len(pb *p, unsigned field, const void *d, size_t n);   /* length-delimited field */
+void pb_u64(pb *p, unsigned field, uint64_t v);              /* varint field */
+void pb_len(pb *p, unsigned field, const void *d, size_t n); /* length-delimited field */
 void pb_str(pb *p, unsigned field, const char *s);
-void pb_msg(pb *p, unsigned field, const pb *m);               /* embeds m (then frees it) */
+void pb_msg(pb *p, unsigned field, const pb *m); /* embeds m (then frees it) */
 void pb_packed(pb *p, unsigned field, const uint64_t *v, size_t n);
 
 /* gzip of data (level 6, mtime 0); malloc'd. */

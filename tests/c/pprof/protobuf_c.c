@@ -19,11 +19,11 @@ static int str_is(const ap_pprof_profile *p, uint32_t i, const PB *q, int64_t j)
 static void compare(const char *name, const ap_pprof_profile *p, const PB *q)
 {
     int bad = 0;
-#define SAME(c)                                                                                \
-    do {                                                                                       \
-        if (!(c)) {                                                                            \
-            if (!bad++) fprintf(stderr, "%s: differs: %s\n", name, #c);                        \
-        }                                                                                      \
+#define SAME(c)                                                                                    \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            if (!bad++) fprintf(stderr, "%s: differs: %s\n", name, #c);                            \
+        }                                                                                          \
     } while (0)
     SAME(p->nstrings == q->n_string_table);
     for (uint32_t i = 0; i < p->nstrings && i < q->n_string_table; i++) SAME(str_is(p, i, q, i));
