@@ -37,7 +37,6 @@ int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_ppro
             }
             if (ap_pprof_decode_into(scratch, inputs[i].data, inputs[i].len, limits, err)) {
                 err->input = (int)i;
-                ap_pprof_error_prefix(err, "input %zu", i);
                 goto done;
             }
             src = scratch;
@@ -61,7 +60,6 @@ int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_ppro
     }
     if (incompatible.code) {
         *err = incompatible;
-        ap_pprof_error_prefix(err, "input %d (compared with input 0)", incompatible.input);
         goto done;
     }
     ap_pprof_profile_free(scratch);

@@ -249,9 +249,11 @@ typedef struct {
 
 /* Decode every input, Merge, Prune with each rule, and encode (when out != NULL) or return the
  * profile (when out_profile != NULL). Inputs are decoded one at a time, so peak memory is the
- * merged profile plus one input. A decode error names its input (err->input); when an input is
- * incompatible the remaining inputs are still decoded so that a malformed one is reported
- * first, as parsing comes before merging in the original worker. */
+ * merged profile plus one input. err->input is the index of the input that failed (messages do
+ * not name it: callers know their inputs' names); for INCOMPATIBLE, err->other is the input it
+ * was compared with. When an input is incompatible the remaining inputs are still decoded so
+ * that a malformed one is reported first, as parsing comes before merging in the original
+ * worker. */
 int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_pprof_limits *limits,
                            const ap_pprof_pruner *pruner, const ap_pprof_encode_opts *opts,
                            uint8_t **out, size_t *out_len, ap_pprof_profile **out_profile,
