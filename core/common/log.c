@@ -90,11 +90,21 @@ static void put_escaped(line_buf *b, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         switch (c) {
-        case '"': put(b, "\\\"", 2); break;
-        case '\\': put(b, "\\\\", 2); break;
-        case '\n': put(b, "\\n", 2); break;
-        case '\r': put(b, "\\r", 2); break;
-        case '\t': put(b, "\\t", 2); break;
+        case '"':
+            put(b, "\\\"", 2);
+            break;
+        case '\\':
+            put(b, "\\\\", 2);
+            break;
+        case '\n':
+            put(b, "\\n", 2);
+            break;
+        case '\r':
+            put(b, "\\r", 2);
+            break;
+        case '\t':
+            put(b, "\\t", 2);
+            break;
         default:
             if (c < 0x20 || c == 0x7f) {
                 snprintf(tmp, sizeof tmp, "\\u%04x", c);
@@ -161,8 +171,8 @@ void ap_log_fields(ap_log_level level, const char *msg, const ap_log_field *fiel
         put_value(&b, msg, strlen(msg), 0);
     }
     for (size_t i = 0; i < n; i++) {
-        put_field(&b, fields[i].key, fields[i].val ? fields[i].val : "", fields[i].val ? fields[i].len : 0,
-                  fields[i].raw);
+        put_field(&b, fields[i].key, fields[i].val ? fields[i].val : "",
+                  fields[i].val ? fields[i].len : 0, fields[i].raw);
     }
     if (json_output) {
         if (b.len > sizeof(b.data) - 2) b.len = sizeof(b.data) - 2;

@@ -27,8 +27,9 @@ static int preload_loader(lua_State *L)
 {
     const ap_embedded_file *f = &ap_embedded_files[lua_tointeger(L, lua_upvalueindex(1))];
     if (load_file(L, f) != LUA_OK) return lua_error(L);
-    lua_pushvalue(L, 1);                         /* module name */
-    lua_pushfstring(L, ":embedded:%s", f->path); /* loader data, like package.searchpath's file name */
+    lua_pushvalue(L, 1); /* module name */
+    lua_pushfstring(L, ":embedded:%s",
+                    f->path); /* loader data, like package.searchpath's file name */
     lua_call(L, 2, 1);
     return 1;
 }

@@ -36,7 +36,8 @@ void ap_push_error(lua_State *L, const char *code, const char *fmt, ...)
     va_end(ap);
 }
 
-void ap_register_type(lua_State *L, const char *tname, const luaL_Reg *methods, const luaL_Reg *meta)
+void ap_register_type(lua_State *L, const char *tname, const luaL_Reg *methods,
+                      const luaL_Reg *meta)
 {
     if (!luaL_newmetatable(L, tname)) {
         lua_pop(L, 1);
@@ -151,8 +152,8 @@ static void on_after_work(uv_work_t *req, int status)
     lua_settop(L, top);
 }
 
-void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *data, ap_work_fn work,
-                   ap_after_fn after, ap_cleanup_fn cleanup)
+void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *data,
+                   ap_work_fn work, ap_after_fn after, ap_cleanup_fn cleanup)
 {
     cb_idx = lua_absindex(L, cb_idx);
     luaL_checktype(L, cb_idx, LUA_TFUNCTION);

@@ -17,7 +17,8 @@ void ap_push_error(lua_State *L, const char *code, const char *fmt, ...);
 
 /* Registers a userdata type: metatable "autopgo.<name>" with __index = methods, plus the given
  * metamethods (__gc, __tostring, __close are expected). Leaves nothing on the stack. */
-void ap_register_type(lua_State *L, const char *tname, const luaL_Reg *methods, const luaL_Reg *meta);
+void ap_register_type(lua_State *L, const char *tname, const luaL_Reg *methods,
+                      const luaL_Reg *meta);
 /* Allocates a zeroed userdata of `size` bytes and sets its metatable. */
 void *ap_new_udata(lua_State *L, size_t size, const char *tname);
 
@@ -39,11 +40,12 @@ unsigned long ap_callback_errors(void);
 typedef void (*ap_work_fn)(void *data);
 typedef int (*ap_after_fn)(lua_State *L, void *data);
 typedef void (*ap_cleanup_fn)(void *data);
-void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *data, ap_work_fn work,
-                   ap_after_fn after, ap_cleanup_fn cleanup);
+void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *data,
+                   ap_work_fn work, ap_after_fn after, ap_cleanup_fn cleanup);
 
 /* Each binding file exports one opener that pushes its table. */
 int ap_open_log(lua_State *L);
+int ap_open_crypto(lua_State *L);
 int ap_open_pprof(lua_State *L);
 
 #endif

@@ -83,8 +83,8 @@ static int l_format(lua_State *L)
 int ap_open_log(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"write", l_write},         {"set_level", l_set_level}, {"level", l_level},
-        {"enabled", l_enabled},     {"set_format", l_set_format}, {"format", l_format},
+        {"write", l_write},     {"set_level", l_set_level},   {"level", l_level},
+        {"enabled", l_enabled}, {"set_format", l_set_format}, {"format", l_format},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

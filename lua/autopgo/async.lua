@@ -92,12 +92,14 @@ function M.sleep(ms)
 end
 
 --- A one-shot event: any number of coroutines wait() until set(...) is called; later waits
--- return at once. wait(timeout_ms) returns nil, "TIMEOUT: ..." when the time runs out.
+-- return at once with set's values (true when set had none). wait(timeout_ms) returns
+-- nil, "TIMEOUT: ...", "TIMEOUT" when the time runs out.
 function M.event()
   local ev = { is_set = false, waiters = {} }
   function ev.set(...)
     if ev.is_set then return end
     ev.is_set, ev.values = true, table.pack(...)
+    if ev.values.n == 0 then ev.values = { true, n = 1 } end
     local waiters = ev.waiters
     ev.waiters = {}
     for _, co in ipairs(waiters) do M.resume(co, true) end

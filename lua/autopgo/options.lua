@@ -32,7 +32,8 @@ M.list = {
   { name = "event_reader_url", type = "string",
     desc = "Specifies the event bus to use for consuming profile events (default: in-process)" },
   { name = "blob_store_url", type = "string",
-    desc = "Specifies the blob storage provider to use for reading & writing profiles (default: file:// under --data-dir)" },
+    desc = "Specifies the blob storage provider to use for reading & writing profiles "
+      .. "(default: file:// under --data-dir)" },
   { name = "prune", type = "path",
     desc = "Specifies the location of the configuration file for profile pruning" },
   { name = "data_dir", type = "path", default = "./autopgo-data",
@@ -111,8 +112,9 @@ function check.port(_, v)
 end
 
 function check.duration(o, v)
-  local secs, err = v, nil
+  local secs = v
   if type(v) == "string" then
+    local err
     secs, err = units.parse_duration(v)
     if not secs then return nil, (err:gsub("^INVALID: ", "")) end
   elseif type(v) ~= "number" then

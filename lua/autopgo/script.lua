@@ -34,6 +34,13 @@ function M.find(path)
     if chunk then return chunk, "embedded:" .. path end
     if not err:find("^NOT_FOUND") then return nil, "LOAD: " .. err, "LOAD" end
   end
+  -- Installed as a rock: roles/ and discovery/ live under autopgo/ on package.path.
+  local installed = package.searchpath("autopgo." .. path:gsub("%.lua$", ""):gsub("/", "."), package.path)
+  if installed then
+    local chunk, err = loadfile(installed, "t")
+    if not chunk then return nil, "LOAD: " .. err, "LOAD" end
+    return chunk, installed
+  end
   return nil, ("NOT_FOUND: no script %s (looked in the working directory%s and the built-in scripts)")
     :format(path, M.lua_root and (", " .. M.lua_root) or ""), "NOT_FOUND"
 end

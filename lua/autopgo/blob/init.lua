@@ -1,0 +1,58 @@
+-- Blob stores behind one interface, chosen by the URL scheme of --blob-store-url (the same URL
+-- strings as gocloud.dev): file:///dir, mem://, s3://bucket?region=..., gs://bucket,
+-- azblob://container. Adding a store is adding lua/autopgo/blob/<module>.lua and a line below.
+--
+-- A store module returns { open = function(u, opts) -> store | nil, err, code } where u is
+-- autopgo.url.parse(url) and opts may carry { insecure = bool }. Every store method runs in a
+-- coroutine (it may yield on I/O) and returns its result, or nil, "CODE: message", "CODE" with a
+-- CODE callers act on: NOT_FOUND, PRECONDITION_FAILED, UNAUTHORIZED, UNAVAILABLE, INVALID, IO.
+--
+--   store:put(key, body, opts) -> { etag = "...", size = n }
+--       body: a string; or { path = "/file" } streamed from disk; or { producer = fn, size = n }
+--       where fn() returns the next chunk or nil at the end (it may yield). opts.if_match = etag
+--       writes only over that exact version; opts.if_none_match = "*" writes only if absent
+--       (PRECONDITION_FAILED otherwise); opts.content_type.
+--   store:get(key, opts) -> { body = "...", etag, size, last_modified }; with opts.sink, each
+--       chunk goes to sink(chunk) as it arrives (it may yield, which applies back-pressure) and
+--       body is nil. last_modified is Unix seconds (a number).
+--   store:stat(key) -> { etag, size, last_modified }
+--   store:delete(key) -> true            (NOT_FOUND when absent)
+--   store:list(prefix) -> { { key, size, last_modified, etag }, ... } sorted by key, all pages
+--   store:health() -> true | nil, err, code
+--   store:close()
+--   store.name: a short description for logs and /api/health ("file:///data", "s3://bucket")
+local url = require "autopgo.url"
+
+local M = {}
+
+M.schemes = {
+  file = "autopgo.blob.file",
+  mem = "autopgo.blob.mem",
+  s3 = "autopgo.blob.s3",
+  gs = "autopgo.blob.gcs",
+  azblob = "autopgo.blob.azblob",
+}
+
+--- Opens the store for `raw_url`; returns it or nil, "CODE: message", "CODE".
+function M.open(raw_url, opts)
+  local u, err, code = url.parse(raw_url)
+  if not u then return nil, err, code end
+  local name = M.schemes[u.scheme]
+  if not name then
+    local known = {}
+    for s in pairs(M.schemes) do known[#known + 1] = s .. "://" end
+    table.sort(known)
+    return nil, ("INVALID: unsupported blob store scheme %q (supported: %s)"):format(u.scheme,
+      table.concat(known, ", ")), "INVALID"
+  end
+  local ok, mod = pcall(require, name)
+  if not ok then
+    if tostring(mod):find("module '" .. name .. "' not found", 1, true) then
+      return nil, ("UNSUPPORTED: the %s:// blob store is not built yet"):format(u.scheme), "UNSUPPORTED"
+    end
+    error(mod, 0)
+  end
+  return mod.open(u, opts or {})
+end
+
+return M
