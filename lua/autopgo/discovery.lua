@@ -110,12 +110,14 @@ function M.open(mode, arg, ctx)
   return setmetatable({ mode = mod, name = mode, where = where, arg = arg, ctx = ctx, targets = {} }, Source)
 end
 
---- Starts the mode and takes its first list; a failure here is fatal for the scraper.
+--- Starts the mode (a failing start hook is fatal for the scraper: bad configuration) and
+-- takes a first list. A failing first list is not fatal: it is returned as a second value
+-- and the scraper starts with no targets until the mode answers.
 function Source:start()
   local ok, err, code = call(self, "start", self.arg)
   if not ok then return nil, err, code end
-  local targets, lerr, lcode = self:refresh()
-  if not targets then return nil, lerr, lcode end
+  local targets, lerr = self:refresh()
+  if not targets then return true, lerr end
   return true
 end
 
