@@ -34,7 +34,7 @@ local reloads = metrics.counter("autopgo_discovery_reloads_total", "Discovery re
 local s = scraper.new(opts, source, {
   on_round = function(n)
     rounds:inc()
-    known:set(n)
+    known:set(nil, n)
   end,
   on_result = function(kind, _, n)
     scrapes:inc({ result = kind })
@@ -43,28 +43,22 @@ local s = scraper.new(opts, source, {
 })
 
 local stopping = false
-health.register("discovery:" .. source.name, function()
-  return source:health()
-end)
+if source.mode.health then
+  health.register("discovery (" .. source.name .. ")", function() return source:health() end)
+end
 
-local server, lerr = httpd.listen {
-  name = "scraper", port = opts.port,
-  handler = function(req, res)
-    if req.method ~= "GET" and req.method ~= "HEAD" then
-      return res:status(405):header("allow", "GET, HEAD"):send("Method Not Allowed\n")
-    end
-    if req.path == "/api/health" then
-      return health.respond(res)
-    elseif req.path == "/api/ready" then
-      if stopping then return res:json(503, { status = "unhealthy", message = "shutting down" }) end
-      return health.respond(res)
-    elseif req.path == "/metrics" then
-      return res:status(200):header("content-type", metrics.content_type):send(metrics.render())
-    end
-    return res:status(404):header("content-type", "text/plain; charset=utf-8"):send("404 page not found\n")
-  end,
-}
-if not server then cli.exit(1, "autopgo scrape: cannot serve on port " .. opts.port .. ": " .. lerr) end
+local ready = health.handler()
+local router = httpd.router()
+router:add("GET", "/api/health", health.handler())
+router:add("GET", "/api/ready", function(req, res)
+  if stopping then return res:error(503, "shutting down") end
+  return ready(req, res)
+end)
+router:add("GET", "/metrics", metrics.handler())
+local server, lerr = httpd.listen { name = "scraper", host = opts.host, port = opts.port, handler = router }
+if not server then
+  cli.exit(1, ("autopgo scrape: cannot serve on %s:%d: %s"):format(opts.host, opts.port, tostring(lerr)))
+end
 
 local signals = {}
 local function on_signal(name, fn)

@@ -88,7 +88,7 @@ end
 --- Starts `autopgo scrape` with `args`; returns { proc, port (health port), url }.
 function M.start_scraper(args, env)
   local port = support.free_port()
-  local all = { "scrape", "--port", tostring(port) }
+  local all = { "scrape", "--host", "127.0.0.1", "--port", tostring(port) }
   for _, a in ipairs(args) do all[#all + 1] = a end
   local proc = support.spawn(support.bin, all, { env = env })
   return { proc = proc, port = port, url = "http://127.0.0.1:" .. port }
