@@ -43,22 +43,22 @@ struct ap_http_client {
     uv_timer_t timer;     /* curl's timeout */
     uv_timer_t keepalive; /* see KEEPALIVE_MS */
     uv_idle_t dispatcher; /* runs owner callbacks outside curl */
-    ap_http_req *ready_head, *ready_tail;
-    ap_http_req *reqs; /* every request not yet freed */
+    ap_http_call *ready_head, *ready_tail;
+    ap_http_call *reqs; /* every request not yet freed */
     size_t active;
     sock_ctx *socks;
     int closing;
     int handles; /* open uv handles; the client is freed when the last one has closed */
 };
 
-struct ap_http_req {
+struct ap_http_call {
     ap_http_client *c;
     CURL *easy;
     struct curl_slist *hdr_list;
-    ap_http_handlers h;
+    ap_http_call_handlers h;
     void *ud;
     int state;
-    ap_http_result result;
+    ap_http_call_result result;
     char *msg;
     char *label; /* "METHOD scheme://host/path" (no credentials, no query) for messages */
     char errbuf[CURL_ERROR_SIZE];
@@ -73,7 +73,7 @@ struct ap_http_req {
     buf rx, rx_out; /* streamed response: filled by curl / being handed to the owner */
     int rx_inflight, rx_paused;
     /* request body */
-    ap_http_body_kind body_kind;
+    ap_http_call_body_kind body_kind;
     const char *src; /* BODY_MEMORY */
     size_t src_len, src_off;
     FILE *fp;
@@ -85,28 +85,28 @@ struct ap_http_req {
     /* dispatch */
     unsigned pending;
     int queued;
-    ap_http_req *next_ready;
-    ap_http_req *prev, *next;
+    ap_http_call *next_ready;
+    ap_http_call *prev, *next;
 };
 
 static int curl_ready;
 
-const char *ap_http_result_code(ap_http_result r)
+const char *ap_http_call_result_code(ap_http_call_result r)
 {
     switch (r) {
-    case AP_HTTP_OK:
+    case AP_HTTP_CALL_OK:
         return "OK";
-    case AP_HTTP_UNAVAILABLE:
+    case AP_HTTP_CALL_UNAVAILABLE:
         return "UNAVAILABLE";
-    case AP_HTTP_TIMEOUT:
+    case AP_HTTP_CALL_TIMEOUT:
         return "TIMEOUT";
-    case AP_HTTP_TLS:
+    case AP_HTTP_CALL_TLS:
         return "TLS";
-    case AP_HTTP_INVALID:
+    case AP_HTTP_CALL_INVALID:
         return "INVALID";
-    case AP_HTTP_TOO_LARGE:
+    case AP_HTTP_CALL_TOO_LARGE:
         return "TOO_LARGE";
-    case AP_HTTP_CANCELED:
+    case AP_HTTP_CALL_CANCELED:
         return "CANCELED";
     }
     return "UNAVAILABLE";
@@ -173,7 +173,7 @@ static void sock_close(sock_ctx *sc)
 
 static void on_dispatch(uv_idle_t *idle);
 
-static void queue(ap_http_req *r, unsigned ev)
+static void queue(ap_http_call *r, unsigned ev)
 {
     ap_http_client *c = r->c;
     r->pending |= ev;
@@ -190,12 +190,12 @@ static void queue(ap_http_req *r, unsigned ev)
         uv_idle_start(&c->dispatcher, on_dispatch);
 }
 
-static void unqueue(ap_http_req *r)
+static void unqueue(ap_http_call *r)
 {
     if (!r->queued) return;
     ap_http_client *c = r->c;
-    ap_http_req *prev = NULL;
-    for (ap_http_req *it = c->ready_head; it; prev = it, it = it->next_ready) {
+    ap_http_call *prev = NULL;
+    for (ap_http_call *it = c->ready_head; it; prev = it, it = it->next_ready) {
         if (it != r) continue;
         if (prev)
             prev->next_ready = it->next_ready;
@@ -208,7 +208,7 @@ static void unqueue(ap_http_req *r)
     r->next_ready = NULL;
 }
 
-static void req_free(ap_http_req *r)
+static void req_free(ap_http_call *r)
 {
     ap_http_client *c = r->c;
     if (r->prev)
@@ -236,7 +236,7 @@ static void req_free(ap_http_req *r)
 
 /* Ends a running request: detaches it from curl and queues on_done. Never called from inside
  * a curl callback (curl_multi_remove_handle is not allowed there). */
-static void finish(ap_http_req *r, ap_http_result res, const char *msg)
+static void finish(ap_http_call *r, ap_http_call_result res, const char *msg)
 {
     if (r->state != ST_RUNNING) return;
     ap_http_client *c = r->c;
@@ -253,18 +253,18 @@ static void finish(ap_http_req *r, ap_http_result res, const char *msg)
 }
 
 /* Curl's pause state follows the two flags (curl_easy_pause sets both directions at once). */
-static void apply_pause(ap_http_req *r)
+static void apply_pause(ap_http_call *r)
 {
     if (r->state != ST_RUNNING) return;
     int mask = (r->rx_paused ? CURLPAUSE_RECV : 0) | (r->tx_paused ? CURLPAUSE_SEND : 0);
     curl_easy_pause(r->easy, mask);
 }
 
-static void deliver(ap_http_req *r)
+static void deliver(ap_http_call *r)
 {
     unsigned ev = r->pending;
     r->pending = 0;
-    int ok = r->state == ST_RUNNING || (r->state == ST_FINISHED && r->result == AP_HTTP_OK);
+    int ok = r->state == ST_RUNNING || (r->state == ST_FINISHED && r->result == AP_HTTP_CALL_OK);
     if ((ev & EV_DATA) && ok && !r->rx_inflight && r->rx.len > 0) {
         buf t = r->rx;
         r->rx = r->rx_out;
@@ -282,7 +282,7 @@ static void deliver(ap_http_req *r)
     if ((ev & EV_NEED) && r->state == ST_RUNNING && r->need_pending && r->h.on_need)
         r->h.on_need(r, r->ud);
     /* A successful response is handed over whole before on_done; a failure cuts it short. */
-    if (r->state == ST_FINISHED && (r->result != AP_HTTP_OK || r->rx.len == 0)) {
+    if (r->state == ST_FINISHED && (r->result != AP_HTTP_CALL_OK || r->rx.len == 0)) {
         unqueue(r);
         r->state = ST_DELIVERED;
         r->h.on_done(r, r->ud, r->result, r->msg);
@@ -294,7 +294,7 @@ static void on_dispatch(uv_idle_t *idle)
 {
     ap_http_client *c = idle->data;
     uv_idle_stop(idle);
-    ap_http_req *r;
+    ap_http_call *r;
     while ((r = c->ready_head) != NULL) {
         c->ready_head = r->next_ready;
         if (c->ready_head == NULL) c->ready_tail = NULL;
@@ -330,28 +330,28 @@ static int is_tls_error(CURLcode rc)
     }
 }
 
-static void finish_curl(ap_http_req *r, CURLcode rc)
+static void finish_curl(ap_http_call *r, CURLcode rc)
 {
     if (rc == CURLE_OK) {
-        finish(r, AP_HTTP_OK, "");
+        finish(r, AP_HTTP_CALL_OK, "");
         return;
     }
     const char *detail = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
-    ap_http_result res = AP_HTTP_UNAVAILABLE;
+    ap_http_call_result res = AP_HTTP_CALL_UNAVAILABLE;
     char *msg = NULL;
     if (rc == CURLE_OPERATION_TIMEDOUT) {
-        res = AP_HTTP_TIMEOUT;
+        res = AP_HTTP_CALL_TIMEOUT;
     } else if (is_tls_error(rc)) {
-        res = AP_HTTP_TLS;
+        res = AP_HTTP_CALL_TLS;
     } else if (rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT ||
                rc == CURLE_BAD_FUNCTION_ARGUMENT || rc == CURLE_NOT_BUILT_IN) {
-        res = AP_HTTP_INVALID;
+        res = AP_HTTP_CALL_INVALID;
     } else if (rc == CURLE_FILESIZE_EXCEEDED || (rc == CURLE_WRITE_ERROR && r->too_large)) {
-        res = AP_HTTP_TOO_LARGE;
+        res = AP_HTTP_CALL_TOO_LARGE;
         msg =
             fmt_alloc("%s: response body larger than %lld bytes", r->label, (long long)r->max_body);
     } else if ((rc == CURLE_READ_ERROR || rc == CURLE_ABORTED_BY_CALLBACK) && r->read_errno) {
-        res = AP_HTTP_INVALID;
+        res = AP_HTTP_CALL_INVALID;
         msg = fmt_alloc("%s: cannot read %s: %s", r->label, r->body_path ? r->body_path : "body",
                         strerror(r->read_errno));
     }
@@ -368,7 +368,7 @@ static void check_done(ap_http_client *c)
         if (m->msg != CURLMSG_DONE) continue;
         CURL *easy = m->easy_handle;
         CURLcode rc = m->data.result;
-        ap_http_req *r = NULL;
+        ap_http_call *r = NULL;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
         if (r) finish_curl(r, rc);
     }
@@ -455,7 +455,7 @@ static void on_keepalive(uv_timer_t *t)
 
 static size_t on_write(char *ptr, size_t size, size_t n, void *userp)
 {
-    ap_http_req *r = userp;
+    ap_http_call *r = userp;
     size_t len = size * n;
     if (r->state != ST_RUNNING) return 0;
     if (!r->stream_response) {
@@ -476,7 +476,7 @@ static size_t on_write(char *ptr, size_t size, size_t n, void *userp)
 
 static size_t on_header(char *line, size_t size, size_t n, void *userp)
 {
-    ap_http_req *r = userp;
+    ap_http_call *r = userp;
     size_t len = size * n;
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
         /* a new response (after 1xx or a redirect): forget the previous one's headers */
@@ -518,7 +518,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *userp)
     return len;
 }
 
-static void request_more(ap_http_req *r)
+static void request_more(ap_http_call *r)
 {
     if (r->need_pending || r->tx_eof || r->state != ST_RUNNING) return;
     r->need_pending = 1;
@@ -527,17 +527,17 @@ static void request_more(ap_http_req *r)
 
 static size_t on_read(char *dst, size_t size, size_t n, void *userp)
 {
-    ap_http_req *r = userp;
+    ap_http_call *r = userp;
     size_t len = size * n;
     switch (r->body_kind) {
-    case AP_HTTP_BODY_MEMORY: {
+    case AP_HTTP_CALL_BODY_MEMORY: {
         size_t left = r->src_len - r->src_off;
         size_t k = left < len ? left : len;
         memcpy(dst, r->src + r->src_off, k);
         r->src_off += k;
         return k;
     }
-    case AP_HTTP_BODY_FILE: {
+    case AP_HTTP_CALL_BODY_FILE: {
         size_t k = fread(dst, 1, len, r->fp);
         if (k == 0 && ferror(r->fp)) {
             r->read_errno = errno ? errno : EIO;
@@ -545,7 +545,7 @@ static size_t on_read(char *dst, size_t size, size_t n, void *userp)
         }
         return k;
     }
-    case AP_HTTP_BODY_STREAM: {
+    case AP_HTTP_CALL_BODY_STREAM: {
         size_t avail = r->tx.len - r->tx_off;
         if (avail > 0) {
             size_t k = avail < len ? avail : len;
@@ -562,7 +562,7 @@ static size_t on_read(char *dst, size_t size, size_t n, void *userp)
         r->tx_paused = 1;
         return CURL_READFUNC_PAUSE;
     }
-    case AP_HTTP_BODY_NONE:
+    case AP_HTTP_CALL_BODY_NONE:
         break;
     }
     return 0;
@@ -570,13 +570,13 @@ static size_t on_read(char *dst, size_t size, size_t n, void *userp)
 
 static int on_seek(void *userp, curl_off_t off, int origin)
 {
-    ap_http_req *r = userp;
+    ap_http_call *r = userp;
     if (origin != SEEK_SET || off < 0) return CURL_SEEKFUNC_CANTSEEK;
-    if (r->body_kind == AP_HTTP_BODY_MEMORY && (size_t)off <= r->src_len) {
+    if (r->body_kind == AP_HTTP_CALL_BODY_MEMORY && (size_t)off <= r->src_len) {
         r->src_off = (size_t)off;
         return CURL_SEEKFUNC_OK;
     }
-    if (r->body_kind == AP_HTTP_BODY_FILE && r->fp && fseeko(r->fp, (off_t)off, SEEK_SET) == 0)
+    if (r->body_kind == AP_HTTP_CALL_BODY_FILE && r->fp && fseeko(r->fp, (off_t)off, SEEK_SET) == 0)
         return CURL_SEEKFUNC_OK;
     return CURL_SEEKFUNC_CANTSEEK;
 }
@@ -619,8 +619,8 @@ void ap_http_client_close(ap_http_client *c)
     if (c == NULL || c->closing) return;
     c->closing = 1;
     while (c->reqs) {
-        ap_http_req *r = c->reqs;
-        if (r->state == ST_RUNNING) finish(r, AP_HTTP_CANCELED, "the HTTP client was closed");
+        ap_http_call *r = c->reqs;
+        if (r->state == ST_RUNNING) finish(r, AP_HTTP_CALL_CANCELED, "the HTTP client was closed");
         unqueue(r);
         r->state = ST_DELIVERED;
         r->h.on_done(r, r->ud, r->result, r->msg);
@@ -692,8 +692,8 @@ static int set_blob(CURL *e, CURLoption opt, const char *data, size_t len)
     return curl_easy_setopt(e, opt, &b) == CURLE_OK ? 0 : -1;
 }
 
-ap_http_req *ap_http_request(ap_http_client *c, const ap_http_opts *o, const ap_http_handlers *h,
-                             void *ud, char *err, size_t errlen)
+ap_http_call *ap_http_call_start(ap_http_client *c, const ap_http_call_opts *o,
+                                 const ap_http_call_handlers *h, void *ud, char *err, size_t errlen)
 {
     const char *method = o->method ? o->method : "GET";
     if (c->closing) {
@@ -714,7 +714,7 @@ ap_http_req *ap_http_request(ap_http_client *c, const ap_http_opts *o, const ap_
             return NULL;
         }
     }
-    if (o->body_kind == AP_HTTP_BODY_STREAM && h->on_need == NULL) {
+    if (o->body_kind == AP_HTTP_CALL_BODY_STREAM && h->on_need == NULL) {
         snprintf(err, errlen, "a streamed body needs on_need");
         return NULL;
     }
@@ -723,7 +723,7 @@ ap_http_req *ap_http_request(ap_http_client *c, const ap_http_opts *o, const ap_
         return NULL;
     }
 
-    ap_http_req *r = calloc(1, sizeof *r);
+    ap_http_call *r = calloc(1, sizeof *r);
     if (r == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -748,12 +748,12 @@ ap_http_req *ap_http_request(ap_http_client *c, const ap_http_opts *o, const ap_
 
     int64_t upload_size = -1;
     switch (o->body_kind) {
-    case AP_HTTP_BODY_MEMORY:
+    case AP_HTTP_CALL_BODY_MEMORY:
         r->src = o->body ? o->body : "";
         r->src_len = o->body ? o->body_len : 0;
         upload_size = (int64_t)r->src_len;
         break;
-    case AP_HTTP_BODY_FILE: {
+    case AP_HTTP_CALL_BODY_FILE: {
         struct stat st;
         r->body_path = strdup(o->body_path ? o->body_path : "");
         r->fp = o->body_path ? fopen(o->body_path, "rb") : NULL;
@@ -769,10 +769,10 @@ ap_http_req *ap_http_request(ap_http_client *c, const ap_http_opts *o, const ap_
         upload_size = (int64_t)st.st_size;
         break;
     }
-    case AP_HTTP_BODY_STREAM:
+    case AP_HTTP_CALL_BODY_STREAM:
         upload_size = o->body_length >= 0 ? o->body_length : -1;
         break;
-    case AP_HTTP_BODY_NONE:
+    case AP_HTTP_CALL_BODY_NONE:
         break;
     }
 
@@ -799,7 +799,7 @@ ap_http_req *ap_http_request(ap_http_client *c, const ap_http_opts *o, const ap_
 
     if (strcmp(method, "HEAD") == 0) {
         SETOPT(CURLOPT_NOBODY, 1L);
-    } else if (o->body_kind != AP_HTTP_BODY_NONE) {
+    } else if (o->body_kind != AP_HTTP_CALL_BODY_NONE) {
         /* One path for every method with a body: an upload, with the method string replaced
          * (curl sends Content-Length, or chunked when the size is unknown). */
         SETOPT(CURLOPT_UPLOAD, 1L);
@@ -811,7 +811,7 @@ ap_http_req *ap_http_request(ap_http_client *c, const ap_http_opts *o, const ap_
         if (strcmp(method, "PUT") != 0) SETOPT(CURLOPT_CUSTOMREQUEST, method);
         /* A streamed body cannot be rewound, so it never goes on a reused connection that
          * might turn out to be dead (curl would have to resend from the start). */
-        if (o->body_kind == AP_HTTP_BODY_STREAM) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+        if (o->body_kind == AP_HTTP_CALL_BODY_STREAM) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
     } else if (strcmp(method, "GET") != 0) {
         SETOPT(CURLOPT_CUSTOMREQUEST, method);
     }
@@ -866,7 +866,7 @@ ap_http_req *ap_http_request(ap_http_client *c, const ap_http_opts *o, const ap_
     if (c->reqs) c->reqs->prev = r;
     c->reqs = r;
     if (c->active++ == 0) uv_timer_start(&c->keepalive, on_keepalive, KEEPALIVE_MS, KEEPALIVE_MS);
-    if (o->body_kind == AP_HTTP_BODY_STREAM) request_more(r); /* have the first chunk ready */
+    if (o->body_kind == AP_HTTP_CALL_BODY_STREAM) request_more(r); /* have the first chunk ready */
     return r;
 
 fail:
@@ -879,16 +879,16 @@ fail:
     return NULL;
 }
 
-void ap_http_req_ack(ap_http_req *r)
+void ap_http_call_ack(ap_http_call *r)
 {
     if (r == NULL || r->state == ST_DELIVERED) return;
     r->rx_inflight = 0;
     if (r->rx.len > 0) queue(r, EV_DATA);
 }
 
-void ap_http_req_feed(ap_http_req *r, const char *data, size_t len, int eof)
+void ap_http_call_feed(ap_http_call *r, const char *data, size_t len, int eof)
 {
-    if (r == NULL || r->state != ST_RUNNING || r->body_kind != AP_HTTP_BODY_STREAM) return;
+    if (r == NULL || r->state != ST_RUNNING || r->body_kind != AP_HTTP_CALL_BODY_STREAM) return;
     r->need_pending = 0;
     if (eof) {
         r->tx_eof = 1;
@@ -902,7 +902,7 @@ void ap_http_req_feed(ap_http_req *r, const char *data, size_t len, int eof)
             r->tx_off = 0;
         }
         if (buf_append(&r->tx, data, len) != 0) {
-            finish(r, AP_HTTP_UNAVAILABLE, "out of memory buffering the request body");
+            finish(r, AP_HTTP_CALL_UNAVAILABLE, "out of memory buffering the request body");
             return;
         }
     }
@@ -912,29 +912,29 @@ void ap_http_req_feed(ap_http_req *r, const char *data, size_t len, int eof)
     }
 }
 
-void ap_http_req_cancel(ap_http_req *r, const char *reason)
+void ap_http_call_cancel(ap_http_call *r, const char *reason)
 {
     if (r == NULL || r->state != ST_RUNNING) return;
-    finish(r, AP_HTTP_CANCELED, reason && *reason ? reason : "the request was canceled");
+    finish(r, AP_HTTP_CALL_CANCELED, reason && *reason ? reason : "the request was canceled");
 }
 
-long ap_http_req_status(const ap_http_req *r)
+long ap_http_call_status(const ap_http_call *r)
 {
     return r->status;
 }
 
-size_t ap_http_req_header_count(const ap_http_req *r)
+size_t ap_http_call_header_count(const ap_http_call *r)
 {
     return r->nheaders;
 }
 
-void ap_http_req_header(const ap_http_req *r, size_t i, const char **name, const char **value)
+void ap_http_call_header(const ap_http_call *r, size_t i, const char **name, const char **value)
 {
     *name = i < r->nheaders ? r->headers[i].name : NULL;
     *value = i < r->nheaders ? r->headers[i].value : NULL;
 }
 
-const char *ap_http_req_body(const ap_http_req *r, size_t *len)
+const char *ap_http_call_body(const ap_http_call *r, size_t *len)
 {
     if (r->stream_response) {
         *len = 0;

@@ -23,7 +23,7 @@ typedef struct {
 } req_box;
 
 struct req_ctx {
-    ap_http_req *r;
+    ap_http_call *r;
     lua_State *L;
     client_ud *client;
     req_box *box;
@@ -72,13 +72,13 @@ static req_box *ap_check_http_request(lua_State *L, int idx)
     return luaL_checkudata(L, idx, REQUEST_TYPE);
 }
 
-static void push_headers(lua_State *L, const ap_http_req *r)
+static void push_headers(lua_State *L, const ap_http_call *r)
 {
     lua_newtable(L);
-    size_t n = ap_http_req_header_count(r);
+    size_t n = ap_http_call_header_count(r);
     for (size_t i = 0; i < n; i++) {
         const char *name, *value;
-        ap_http_req_header(r, i, &name, &value);
+        ap_http_call_header(r, i, &name, &value);
         if (lua_getfield(L, -1, name) == LUA_TSTRING) {
             lua_pushliteral(L, ", ");
             lua_pushstring(L, value);
@@ -91,7 +91,7 @@ static void push_headers(lua_State *L, const ap_http_req *r)
     }
 }
 
-static void on_data(ap_http_req *r, void *ud, const char *data, size_t len)
+static void on_data(ap_http_call *r, void *ud, const char *data, size_t len)
 {
     (void)r;
     req_ctx *ctx = ud;
@@ -105,7 +105,7 @@ static void on_data(ap_http_req *r, void *ud, const char *data, size_t len)
     lua_settop(L, top);
 }
 
-static void on_need(ap_http_req *r, void *ud)
+static void on_need(ap_http_call *r, void *ud)
 {
     (void)r;
     req_ctx *ctx = ud;
@@ -119,7 +119,7 @@ static void on_need(ap_http_req *r, void *ud)
 }
 
 /* cb("done", err | nil, status, headers, body | nil) */
-static void on_done(ap_http_req *r, void *ud, ap_http_result res, const char *msg)
+static void on_done(ap_http_call *r, void *ud, ap_http_call_result res, const char *msg)
 {
     req_ctx *ctx = ud;
     if (ctx->box) ctx->box->ctx = NULL;
@@ -131,15 +131,15 @@ static void on_done(ap_http_req *r, void *ud, ap_http_result res, const char *ms
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->cb_ref);
     lua_pushliteral(L, "done");
-    if (res == AP_HTTP_OK)
+    if (res == AP_HTTP_CALL_OK)
         lua_pushnil(L);
     else
-        lua_pushfstring(L, "%s: %s", ap_http_result_code(res), msg);
-    lua_pushinteger(L, ap_http_req_status(r));
+        lua_pushfstring(L, "%s: %s", ap_http_call_result_code(res), msg);
+    lua_pushinteger(L, ap_http_call_status(r));
     push_headers(L, r);
     size_t len;
-    const char *body = ap_http_req_body(r, &len);
-    if (body && res == AP_HTTP_OK)
+    const char *body = ap_http_call_body(r, &len);
+    if (body && res == AP_HTTP_CALL_OK)
         lua_pushlstring(L, body, len);
     else
         lua_pushnil(L);
@@ -193,7 +193,7 @@ static int l_request(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    ap_http_opts o;
+    ap_http_call_opts o;
     memset(&o, 0, sizeof o);
     size_t len;
     o.method = opt_string(L, "method", &len);
@@ -221,16 +221,16 @@ static int l_request(lua_State *L)
     if ((body != NULL) + (body_path != NULL) + (body_stream != 0) > 1)
         return luaL_error(L, "http request: give at most one of body, body_path, body_stream");
     if (body) {
-        o.body_kind = AP_HTTP_BODY_MEMORY;
+        o.body_kind = AP_HTTP_CALL_BODY_MEMORY;
         o.body = body;
         o.body_len = len;
         lua_getfield(L, 1, "body");
         body_idx = lua_gettop(L);
     } else if (body_path) {
-        o.body_kind = AP_HTTP_BODY_FILE;
+        o.body_kind = AP_HTTP_CALL_BODY_FILE;
         o.body_path = body_path;
     } else if (body_stream) {
-        o.body_kind = AP_HTTP_BODY_STREAM;
+        o.body_kind = AP_HTTP_CALL_BODY_STREAM;
         o.body_length = (int64_t)opt_number(L, "body_length", -1);
     }
 
@@ -266,9 +266,9 @@ static int l_request(lua_State *L)
     ctx->client = client;
     ctx->box = box;
     ctx->body_ref = LUA_NOREF;
-    static const ap_http_handlers handlers = {on_data, on_need, on_done};
+    static const ap_http_call_handlers handlers = {on_data, on_need, on_done};
     char err[512];
-    ctx->r = ap_http_request(client->c, &o, &handlers, ctx, err, sizeof err);
+    ctx->r = ap_http_call_start(client->c, &o, &handlers, ctx, err, sizeof err);
     if (ctx->r == NULL) {
         free(ctx);
         return ap_fail(L, "INVALID", "%s", err);
@@ -290,7 +290,7 @@ static int l_request(lua_State *L)
 static int l_ack(lua_State *L)
 {
     req_box *b = ap_check_http_request(L, 1);
-    if (b->ctx) ap_http_req_ack(b->ctx->r);
+    if (b->ctx) ap_http_call_ack(b->ctx->r);
     return 0;
 }
 
@@ -300,7 +300,7 @@ static int l_feed(lua_State *L)
     req_box *b = ap_check_http_request(L, 1);
     size_t len = 0;
     const char *s = luaL_optlstring(L, 2, NULL, &len);
-    if (b->ctx) ap_http_req_feed(b->ctx->r, s, len, s == NULL);
+    if (b->ctx) ap_http_call_feed(b->ctx->r, s, len, s == NULL);
     return 0;
 }
 
@@ -309,7 +309,7 @@ static int l_cancel(lua_State *L)
 {
     req_box *b = ap_check_http_request(L, 1);
     const char *reason = luaL_optstring(L, 2, NULL);
-    if (b->ctx) ap_http_req_cancel(b->ctx->r, reason);
+    if (b->ctx) ap_http_call_cancel(b->ctx->r, reason);
     return 0;
 }
 
@@ -318,7 +318,7 @@ static int l_response(lua_State *L)
 {
     req_box *b = ap_check_http_request(L, 1);
     if (b->ctx == NULL) return 0;
-    lua_pushinteger(L, ap_http_req_status(b->ctx->r));
+    lua_pushinteger(L, ap_http_call_status(b->ctx->r));
     push_headers(L, b->ctx->r);
     return 2;
 }
@@ -335,7 +335,7 @@ static int l_active(lua_State *L)
 static int l_request_close(lua_State *L)
 {
     req_box *b = ap_check_http_request(L, 1);
-    if (b->ctx) ap_http_req_cancel(b->ctx->r, "the request went out of scope");
+    if (b->ctx) ap_http_call_cancel(b->ctx->r, "the request went out of scope");
     return 0;
 }
 

@@ -11,7 +11,8 @@
 --     body_producer = fn, body_length = n,  -- fn() -> chunk | nil (end) | nil, err (abort); may
 --                                           -- yield; chunked transfer when body_length is nil
 --     sink = function(chunk, res) end,  -- streams the response body (res has status and headers);
---                                       -- may yield (back-pressure); returning false, why aborts
+--                                       -- may yield (back-pressure); returning false[, why] or
+--                                       -- nil, why (a failed file:write, say) aborts
 --     timeout = 30, connect_timeout = 10,   -- seconds (whole request / connect)
 --     insecure = false, ca_file = path, ca_pem = "PEM", client_cert = path, client_key = path,
 --     client_cert_pem = "PEM", client_key_pem = "PEM",
@@ -190,7 +191,7 @@ function M.request(opts)
           raised = raised or keep
           aborted = true
           req:cancel("the response sink failed: " .. tostring(keep))
-        elseif keep == false then
+        elseif keep == false or (keep == nil and why ~= nil) then
           aborted = true
           req:cancel(why ~= nil and tostring(why) or "the response sink stopped the transfer")
         else

@@ -196,6 +196,8 @@ describe("autopgo.http", function()
       local _, err, code = http.request { url = srv.url .. "/", sink = function() return false, "enough" end }
       assert.equals("CANCELED", code)
       assert.equals("CANCELED: enough", err)
+      _, err = http.request { url = srv.url .. "/", sink = function() return nil, "disk full" end }
+      assert.equals("CANCELED: disk full", err)
       local ok, raised = pcall(http.request, { url = srv.url .. "/", sink = function() error("sink bug") end })
       assert.is_false(ok)
       assert.matches("sink bug", raised)

@@ -171,7 +171,7 @@ static void close_any(uv_handle_t *h, void *arg)
 /* ---- the owner ----------------------------------------------------------------------------- */
 
 typedef struct {
-    ap_http_result result;
+    ap_http_call_result result;
     int done_calls;
     long status;
     char msg[512];
@@ -182,22 +182,22 @@ typedef struct {
     size_t received, max_piece, pieces;
     int defer_ack;
     uv_timer_t ack_timer;
-    ap_http_req *req;
+    ap_http_call *req;
     /* streamed request body */
     const char *const *chunks;
     int next_chunk, defer_feed, needs;
     uv_timer_t feed_timer;
 } owner;
 
-static void on_done(ap_http_req *r, void *ud, ap_http_result res, const char *msg)
+static void on_done(ap_http_call *r, void *ud, ap_http_call_result res, const char *msg)
 {
     owner *o = ud;
     o->done_calls++;
     o->result = res;
-    o->status = ap_http_req_status(r);
+    o->status = ap_http_call_status(r);
     snprintf(o->msg, sizeof o->msg, "%s", msg);
     size_t len;
-    const char *b = ap_http_req_body(r, &len);
+    const char *b = ap_http_call_body(r, &len);
     if (b) {
         o->body = malloc(len + 1);
         memcpy(o->body, b, len);
@@ -205,9 +205,9 @@ static void on_done(ap_http_req *r, void *ud, ap_http_result res, const char *ms
         o->body_len = len;
     }
     o->headers[0] = 0;
-    for (size_t i = 0; i < ap_http_req_header_count(r); i++) {
+    for (size_t i = 0; i < ap_http_call_header_count(r); i++) {
         const char *n, *v;
-        ap_http_req_header(r, i, &n, &v);
+        ap_http_call_header(r, i, &n, &v);
         size_t at = strlen(o->headers);
         snprintf(o->headers + at, sizeof o->headers - at, "%s=%s;", n, v);
     }
@@ -217,10 +217,10 @@ static void on_done(ap_http_req *r, void *ud, ap_http_result res, const char *ms
 static void on_ack_timer(uv_timer_t *t)
 {
     owner *o = t->data;
-    if (o->req) ap_http_req_ack(o->req);
+    if (o->req) ap_http_call_ack(o->req);
 }
 
-static void on_data(ap_http_req *r, void *ud, const char *data, size_t len)
+static void on_data(ap_http_call *r, void *ud, const char *data, size_t len)
 {
     owner *o = ud;
     (void)data;
@@ -230,7 +230,7 @@ static void on_data(ap_http_req *r, void *ud, const char *data, size_t len)
     if (o->defer_ack)
         uv_timer_start(&o->ack_timer, on_ack_timer, 1, 0); /* a slow consumer */
     else
-        ap_http_req_ack(r);
+        ap_http_call_ack(r);
 }
 
 static void feed_next(owner *o)
@@ -238,10 +238,10 @@ static void feed_next(owner *o)
     o->needs++;
     const char *c = o->chunks[o->next_chunk];
     if (c == NULL) {
-        ap_http_req_feed(o->req, NULL, 0, 1);
+        ap_http_call_feed(o->req, NULL, 0, 1);
     } else {
         o->next_chunk++;
-        ap_http_req_feed(o->req, c, strlen(c), 0);
+        ap_http_call_feed(o->req, c, strlen(c), 0);
     }
 }
 
@@ -251,7 +251,7 @@ static void on_feed_timer(uv_timer_t *t)
     if (o->req) feed_next(o);
 }
 
-static void on_need(ap_http_req *r, void *ud)
+static void on_need(ap_http_call *r, void *ud)
 {
     (void)r;
     owner *o = ud;
@@ -261,7 +261,7 @@ static void on_need(ap_http_req *r, void *ud)
         feed_next(o);
 }
 
-static const ap_http_handlers handlers = {on_data, on_need, on_done};
+static const ap_http_call_handlers handlers = {on_data, on_need, on_done};
 
 static void owner_init(owner *o)
 {
@@ -286,13 +286,13 @@ static void run_until_done(owner *o)
     while (o->done_calls == 0) uv_run(loop, UV_RUN_ONCE);
 }
 
-static ap_http_req *start(owner *o, ap_http_opts *opts, const char *path)
+static ap_http_call *start(owner *o, ap_http_call_opts *opts, const char *path)
 {
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
     opts->url = url;
     char err[256];
-    o->req = ap_http_request(client, opts, &handlers, o, err, sizeof err);
+    o->req = ap_http_call_start(client, opts, &handlers, o, err, sizeof err);
     if (o->req == NULL) fprintf(stderr, "request failed to start: %s\n", err);
     return o->req;
 }
@@ -303,11 +303,11 @@ static void test_buffered(void)
 {
     owner o;
     owner_init(&o);
-    ap_http_opts opts = {0};
+    ap_http_call_opts opts = {0};
     CHECK(start(&o, &opts, "/hello") != NULL);
     run_until_done(&o);
     CHECK(o.done_calls == 1);
-    CHECK(o.result == AP_HTTP_OK);
+    CHECK(o.result == AP_HTTP_CALL_OK);
     CHECK(o.status == 200);
     CHECK_STR(o.body, "hello");
     CHECK(strstr(o.headers, "x-multi=a;x-multi=b;") != NULL);
@@ -320,11 +320,11 @@ static void test_streamed_with_slow_acks(void)
     owner o;
     owner_init(&o);
     o.defer_ack = 1;
-    ap_http_opts opts = {0};
+    ap_http_call_opts opts = {0};
     opts.stream_response = 1;
     CHECK(start(&o, &opts, "/big") != NULL);
     run_until_done(&o);
-    CHECK(o.result == AP_HTTP_OK);
+    CHECK(o.result == AP_HTTP_CALL_OK);
     CHECK(o.received == BIG_SIZE);
     CHECK(o.body == NULL);
     /* pieces are bounded by the read-ahead buffer, however slow the consumer */
@@ -337,9 +337,9 @@ static void test_bodies(void)
 {
     owner o;
     owner_init(&o);
-    ap_http_opts opts = {0};
+    ap_http_call_opts opts = {0};
     opts.method = "POST";
-    opts.body_kind = AP_HTTP_BODY_MEMORY;
+    opts.body_kind = AP_HTTP_CALL_BODY_MEMORY;
     opts.body = "from memory";
     opts.body_len = 11;
     CHECK(start(&o, &opts, "/echo") != NULL);
@@ -356,7 +356,7 @@ static void test_bodies(void)
     owner_init(&o);
     memset(&opts, 0, sizeof opts);
     opts.method = "PUT";
-    opts.body_kind = AP_HTTP_BODY_FILE;
+    opts.body_kind = AP_HTTP_CALL_BODY_FILE;
     opts.body_path = path;
     CHECK(start(&o, &opts, "/echo") != NULL);
     run_until_done(&o);
@@ -371,11 +371,11 @@ static void test_bodies(void)
         o.defer_feed = deferred;
         memset(&opts, 0, sizeof opts);
         opts.method = "POST";
-        opts.body_kind = AP_HTTP_BODY_STREAM;
+        opts.body_kind = AP_HTTP_CALL_BODY_STREAM;
         opts.body_length = -1;
         CHECK(start(&o, &opts, "/echo") != NULL);
         run_until_done(&o);
-        CHECK(o.result == AP_HTTP_OK);
+        CHECK(o.result == AP_HTTP_CALL_OK);
         CHECK_STR(o.body, "one,two,three");
         CHECK(o.needs >= 5);
         owner_free(&o);
@@ -386,11 +386,11 @@ static void test_failures(void)
 {
     owner o;
     owner_init(&o);
-    ap_http_opts opts = {0};
+    ap_http_call_opts opts = {0};
     opts.timeout_ms = 200;
     CHECK(start(&o, &opts, "/silent") != NULL);
     run_until_done(&o);
-    CHECK(o.result == AP_HTTP_TIMEOUT);
+    CHECK(o.result == AP_HTTP_CALL_TIMEOUT);
     CHECK(strstr(o.msg, "GET http://127.0.0.1:") != NULL);
     owner_free(&o);
 
@@ -399,7 +399,7 @@ static void test_failures(void)
     opts.max_body = 1000;
     CHECK(start(&o, &opts, "/big") != NULL);
     run_until_done(&o);
-    CHECK(o.result == AP_HTTP_TOO_LARGE);
+    CHECK(o.result == AP_HTTP_CALL_TOO_LARGE);
     CHECK(o.body == NULL || o.body_len == 0 || o.body_len <= 1000);
     owner_free(&o);
 
@@ -419,23 +419,23 @@ static void test_failures(void)
     memset(&opts, 0, sizeof opts);
     opts.url = url;
     char err[256];
-    o.req = ap_http_request(client, &opts, &handlers, &o, err, sizeof err);
+    o.req = ap_http_call_start(client, &opts, &handlers, &o, err, sizeof err);
     CHECK(o.req != NULL);
     run_until_done(&o);
-    CHECK(o.result == AP_HTTP_UNAVAILABLE);
+    CHECK(o.result == AP_HTTP_CALL_UNAVAILABLE);
     owner_free(&o);
 
     memset(&opts, 0, sizeof opts);
     opts.url = "gopher://x/";
-    CHECK(ap_http_request(client, &opts, &handlers, &o, err, sizeof err) == NULL);
+    CHECK(ap_http_call_start(client, &opts, &handlers, &o, err, sizeof err) == NULL);
     CHECK(strstr(err, "only http and https") != NULL);
     opts.url = "http://127.0.0.1/";
     opts.method = "G E T";
-    CHECK(ap_http_request(client, &opts, &handlers, &o, err, sizeof err) == NULL);
+    CHECK(ap_http_call_start(client, &opts, &handlers, &o, err, sizeof err) == NULL);
     opts.method = NULL;
-    opts.body_kind = AP_HTTP_BODY_FILE;
+    opts.body_kind = AP_HTTP_CALL_BODY_FILE;
     opts.body_path = "/nonexistent/file";
-    CHECK(ap_http_request(client, &opts, &handlers, &o, err, sizeof err) == NULL);
+    CHECK(ap_http_call_start(client, &opts, &handlers, &o, err, sizeof err) == NULL);
     CHECK(strstr(err, "/nonexistent/file") != NULL);
     CHECK(ap_http_client_active(client) == 0);
 }
@@ -444,15 +444,15 @@ static void test_cancel(void)
 {
     owner o;
     owner_init(&o);
-    ap_http_opts opts = {0};
+    ap_http_call_opts opts = {0};
     CHECK(start(&o, &opts, "/silent") != NULL);
     for (int i = 0; i < 5; i++) uv_run(loop, UV_RUN_NOWAIT);
-    ap_http_req_cancel(o.req, "stop now");
-    ap_http_req_cancel(o.req, "twice is harmless");
+    ap_http_call_cancel(o.req, "stop now");
+    ap_http_call_cancel(o.req, "twice is harmless");
     CHECK(o.done_calls == 0); /* on_done comes from the loop, never from inside cancel */
     run_until_done(&o);
     CHECK(o.done_calls == 1);
-    CHECK(o.result == AP_HTTP_CANCELED);
+    CHECK(o.result == AP_HTTP_CALL_CANCELED);
     CHECK_STR(o.msg, "stop now");
     owner_free(&o);
     CHECK(ap_http_client_active(client) == 0);
@@ -468,18 +468,18 @@ static void test_close_in_flight(void)
     char u1[64], u2[64], err[256];
     snprintf(u1, sizeof u1, "http://127.0.0.1:%d/silent", port);
     snprintf(u2, sizeof u2, "http://127.0.0.1:%d/big", port);
-    ap_http_opts o1 = {0}, o2 = {0};
+    ap_http_call_opts o1 = {0}, o2 = {0};
     o1.url = u1;
     o2.url = u2;
     o2.stream_response = 1;
-    a.req = ap_http_request(c2, &o1, &handlers, &a, err, sizeof err);
-    b.req = ap_http_request(c2, &o2, &handlers, &b, err, sizeof err);
+    a.req = ap_http_call_start(c2, &o1, &handlers, &a, err, sizeof err);
+    b.req = ap_http_call_start(c2, &o2, &handlers, &b, err, sizeof err);
     CHECK(a.req && b.req);
     while (b.received == 0) uv_run(loop, UV_RUN_ONCE);
     CHECK(ap_http_client_active(c2) == 2);
     ap_http_client_close(c2);
-    CHECK(a.done_calls == 1 && a.result == AP_HTTP_CANCELED);
-    CHECK(b.done_calls == 1 && b.result == AP_HTTP_CANCELED);
+    CHECK(a.done_calls == 1 && a.result == AP_HTTP_CALL_CANCELED);
+    CHECK(b.done_calls == 1 && b.result == AP_HTTP_CALL_CANCELED);
     owner_free(&a);
     owner_free(&b);
     uv_run(loop, UV_RUN_NOWAIT);
