@@ -13,6 +13,7 @@ typedef struct {
 static const ap_module ap_modules[] = {
     {"log", ap_open_log},
     {"crypto", ap_open_crypto},
+    {"http_server", ap_open_http_server},
     {NULL, NULL},
 };
 
