@@ -14,6 +14,7 @@ static const ap_module ap_modules[] = {
     {"log", ap_open_log},
     {"crypto", ap_open_crypto},
     {"http_server", ap_open_http_server},
+    {"fs", ap_open_fs},
     {NULL, NULL},
 };
 
