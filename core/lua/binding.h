@@ -48,5 +48,6 @@ int ap_open_log(lua_State *L);
 int ap_open_crypto(lua_State *L);
 int ap_open_http_server(lua_State *L);
 int ap_open_fs(lua_State *L);
+int ap_open_pprof(lua_State *L);
 
 #endif

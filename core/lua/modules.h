@@ -15,6 +15,7 @@ static const ap_module ap_modules[] = {
     {"crypto", ap_open_crypto},
     {"http_server", ap_open_http_server},
     {"fs", ap_open_fs},
+    {"pprof", ap_open_pprof},
     {NULL, NULL},
 };
 
