@@ -4,9 +4,15 @@
 local uv = require "luv"
 local json = require "autopgo.json"
 local options = require "autopgo.options"
+local metrics = require "autopgo.metrics"
 local crypto = require("autopgo.core").crypto
 
 local M = {}
+
+local published = metrics.counter("autopgo_events_published_total", "Events published, by type.", { "type" })
+local failed = metrics.counter("autopgo_events_failed_total",
+  "Events that could not be published (stage=publish) or handled (stage=handle), by type.", { "type", "stage" })
+local consumed = metrics.counter("autopgo_events_consumed_total", "Events received and handled, by type.", { "type" })
 
 M.UPLOADED = "profile.uploaded"
 M.MERGED = "profile.merged"
@@ -107,6 +113,24 @@ local function check_payload(kind, p)
     end
   end
   return true
+end
+
+--- Wraps and publishes a payload with the app as ordering key; counts it. Returns the envelope,
+-- or nil, err, code.
+function M.publish(writer, kind, payload)
+  local text, env = M.envelope(kind, payload)
+  local ok, err, code = writer:publish(text, { key = payload.app })
+  if not ok then
+    failed:inc({ type = kind, stage = "publish" })
+    return nil, err or "UNAVAILABLE: publish failed", code or "UNAVAILABLE"
+  end
+  published:inc({ type = kind })
+  return env
+end
+
+--- Counts an event handled (ok) or not.
+function M.count_handled(kind, ok)
+  if ok then consumed:inc({ type = kind }) else failed:inc({ type = kind, stage = "handle" }) end
 end
 
 --- Parses an envelope. Returns { id, timestamp, time (Unix seconds), type, payload } or
