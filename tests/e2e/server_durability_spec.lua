@@ -12,7 +12,10 @@ local run = support.run
 describe("autopgo server killed with -9 during uploads", function()
   local dir
   before_each(function() dir = support.tmpdir() end)
-  after_each(function() support.rm_rf(dir) end)
+  after_each(function()
+    support.run(serverproc.cleanup)
+    support.rm_rf(dir)
+  end)
 
   it("counts every acknowledged upload exactly once after a restart", function()
     run(function()

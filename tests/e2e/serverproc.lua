@@ -6,6 +6,8 @@ local async = require "autopgo.async"
 
 local M = {}
 
+local running = {} -- servers started and not known to have exited
+
 --- Starts a server in dir (its ./autopgo-data is the embedded default's store) with extra args.
 -- Returns { proc, port, dir, url = "http://127.0.0.1:port" }.
 function M.start(dir, args, env)
@@ -14,6 +16,7 @@ function M.start(dir, args, env)
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local proc = support.spawn(support.bin, argv, { cwd = dir, env = env })
   local s = { proc = proc, port = port, dir = dir, data = dir .. "/autopgo-data", url = "http://127.0.0.1:" .. port }
+  running[s] = true
   for _ = 1, 400 do
     local ok, res = pcall(httpc.request, port, "GET", "/api/ready")
     if ok and res and res.status == 200 then return s end
@@ -23,6 +26,17 @@ function M.start(dir, args, env)
   proc:kill("sigkill")
   local _, _, out, err = proc:wait(5000)
   error("the server did not come up: " .. out .. err)
+end
+
+--- Kills (SIGKILL) every server a spec left running, e.g. after a failed assertion. For after_each.
+function M.cleanup()
+  for s in pairs(running) do
+    if s.proc.code == nil then
+      s.proc:kill("sigkill")
+      pcall(s.proc.wait, s.proc, 10000)
+    end
+    running[s] = nil
+  end
 end
 
 --- SIGTERM and wait; returns the exit code and stderr.
