@@ -14,6 +14,8 @@ static const ap_module ap_modules[] = {
     {"log", ap_open_log},
     {"crypto", ap_open_crypto},
     {"http_client", ap_open_http_client},
+    {"http_server", ap_open_http_server},
+    {"fs", ap_open_fs},
     {"pprof", ap_open_pprof},
     {NULL, NULL},
 };
