@@ -189,6 +189,9 @@ function Store:on_error(res, what)
   end
   if res.status == 409 and code == "INVALID" then code = "PRECONDITION_FAILED" end
   local detail = scode and (scode .. (smsg ~= "" and (": " .. smsg) or "")) or ("HTTP " .. res.status)
+  if not scode and code == "UNAUTHORIZED" then
+    detail = detail .. " (no error code in the answer: a wrong secret, an unknown key or a missing permission)"
+  end
   if AUTH_HINTS[scode] then detail = detail .. " (" .. AUTH_HINTS[scode] .. ")" end
   if code == "NOT_FOUND" and (scode == "NoSuchBucket") then
     detail = ("bucket %s does not exist (NoSuchBucket)"):format(self.bucket)
@@ -497,17 +500,13 @@ function Store:list(prefix, opts)
   return rest.sort_entries(entries)
 end
 
---- store:health() -> true | nil, err, code (HEAD on the bucket)
+--- store:health() -> true | nil, err, code (a one-key list of the bucket, whose errors say why)
 function Store:health()
   local res, err, code = self:call("health check", function()
-    return self:request({ method = "HEAD", key = "", timeout = 10 })
+    return self:request({ method = "GET", key = "", query = { { "list-type", "2" }, { "max-keys", "1" } },
+      timeout = 10 })
   end)
-  if not res then
-    if code == "NOT_FOUND" then
-      return nil, ("NOT_FOUND: %s: bucket %s does not exist"):format(self.name, self.bucket), "NOT_FOUND"
-    end
-    return nil, err, code
-  end
+  if not res then return nil, err, code end
   return true
 end
 
