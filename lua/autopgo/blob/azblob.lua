@@ -53,7 +53,8 @@ local function service_url(o)
   return ("%s://%s.%s"):format(protocol, o.account, domain)
 end
 
---- Opens the store for a parsed azblob:// URL. opts: deadline, block_size, getenv, now.
+--- Opens the store for a parsed azblob:// URL. opts: deadline, block_size, getenv, now, insecure,
+-- ca_file.
 function M.open(u, opts)
   opts = opts or {}
   local q = {}
@@ -122,6 +123,7 @@ function M.open(u, opts)
     container = container, prefix = prefix, auth = auth, account = o.account or (auth.account),
     scheme = bu.scheme, host = host, base_path = (bu.path or ""):gsub("/+$", ""),
     block_size = opts.block_size or M.BLOCK_SIZE, now = opts.now or os.time,
+    insecure = opts.insecure or nil, ca_file = opts.ca_file,
   }, Store)
   self.ctx = { deadline = opts.deadline, name = self.name }
   return self
@@ -163,7 +165,7 @@ function Store:request(r)
     method = r.method, url = ("%s://%s%s%s"):format(self.scheme, self.host, path, query ~= "" and ("?" .. query) or ""),
     headers = headers, body = r.body or ((r.method == "PUT" and not r.body_path and not r.body_producer) and "" or nil),
     body_path = r.body_path, body_producer = r.body_producer, body_length = r.body_length, sink = r.sink,
-    timeout = r.timeout or 60,
+    timeout = r.timeout or 60, insecure = self.insecure, ca_file = self.ca_file,
   }
 end
 

@@ -26,7 +26,7 @@ Store.__index = Store
 local function nonempty(v) return v ~= nil and v ~= "" and v or nil end
 
 --- Opens the store for a parsed gs:// URL. opts: deadline, getenv, home, now, token_source,
--- endpoint (another API base URL, e.g. a Private Service Connect endpoint).
+-- endpoint (another API base URL, e.g. a Private Service Connect endpoint), insecure, ca_file.
 function M.open(u, opts)
   opts = opts or {}
   local q = {}
@@ -54,7 +54,7 @@ function M.open(u, opts)
   local self = setmetatable({
     name = "gs://" .. bucket .. (prefix ~= "" and ("?prefix=" .. prefix) or ""),
     bucket = bucket, prefix = prefix, base = base, anonymous = anonymous, tokens = tokens,
-    emulator = emulator ~= nil,
+    emulator = emulator ~= nil, insecure = opts.insecure or nil, ca_file = opts.ca_file,
   }, Store)
   self.ctx = { deadline = opts.deadline, name = self.name }
   return self
@@ -84,7 +84,7 @@ function Store:request(r)
   return {
     method = r.method, url = self.base .. r.path .. (q ~= "" and ("?" .. q) or ""), headers = headers,
     body = r.body, body_path = r.body_path, body_producer = r.body_producer, body_length = r.body_length,
-    sink = r.sink, timeout = r.timeout or 60,
+    sink = r.sink, timeout = r.timeout or 60, insecure = self.insecure, ca_file = self.ca_file,
   }
 end
 

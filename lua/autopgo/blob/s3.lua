@@ -74,7 +74,8 @@ local function endpoint_of(bucket, q, flags, region, getenv)
 end
 
 --- Opens the store for a parsed s3:// URL. opts: deadline (s), part_size, getenv, home, now,
--- credentials (a source from autopgo.aws.credentials, for tests and sharing).
+-- credentials (a source from autopgo.aws.credentials, for tests and sharing), insecure (skip
+-- TLS verification), ca_file (default AWS_CA_BUNDLE).
 function M.open(u, opts)
   opts = opts or {}
   local q = {}
@@ -110,6 +111,7 @@ function M.open(u, opts)
     bucket = bucket, prefix = prefix, region = region, endpoint = ep, creds = creds,
     anonymous = flags.anonymous, part_size = part_size, deadline = opts.deadline, now = opts.now or os.time,
     sse = q.ssetype, kms_key = q.kmskeyid,
+    insecure = opts.insecure or nil, ca_file = opts.ca_file or getenv("AWS_CA_BUNDLE"),
   }, Store)
   self.ctx = { deadline = opts.deadline, name = self.name }
   return self
@@ -149,7 +151,7 @@ function Store:request(r)
   return {
     method = r.method, url = target, headers = headers, body = r.body, body_path = r.body_path,
     body_producer = r.body_producer, body_length = r.body_length, sink = r.sink,
-    timeout = r.timeout or 60, max_body = r.max_body,
+    timeout = r.timeout or 60, max_body = r.max_body, insecure = self.insecure, ca_file = self.ca_file,
   }, info, c
 end
 
