@@ -191,22 +191,33 @@ function Store:stat(key)
   return object_attrs(doc)
 end
 
---- store:get(key, opts) -> { body | nil with opts.sink, etag = generation, size, last_modified }
+--- store:get(key, opts) -> { body | nil with opts.sink, etag = generation, size, last_modified }.
+-- A streamed download that breaks off resumes where it stopped (Range, the same generation).
 function Store:get(key, opts)
   opts = opts or {}
   local ok, err, code = rest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
-  res, err, code = self:call("get " .. key, function()
-    return self:request({ method = "GET", path = self:object_path(okey), query = { { "alt", "media" } },
+  self.retried_auth = false
+  res, err, code = rest.call(self.ctx, function(_, resume)
+    local query, headers = { { "alt", "media" } }, nil
+    if resume then
+      -- the rest of the same generation (412 if it was replaced meanwhile)
+      query[2] = { "ifGenerationMatch", resume.version }
+      headers = { range = ("bytes=%d-"):format(resume.offset) }
+    end
+    return self:request({ method = "GET", path = self:object_path(okey), query = query, headers = headers,
       sink = opts.sink, timeout = opts.timeout or 3600 })
-  end)
+  end, function(r) return self:on_error(r, "get " .. key) end,
+    opts.sink and function(r) return r.headers["x-goog-generation"] end)
   if not res then return nil, err, code end
   local h = res.headers
   local out = { etag = h["x-goog-generation"], size = tonumber(h["content-length"]),
     last_modified = utc.parse_http_date(h["last-modified"]) }
-  if not opts.sink then
+  if opts.sink then
+    out.size = res.delivered
+  else
     out.body = res.body or ""
     out.size = #out.body
   end

@@ -46,17 +46,24 @@ local function retryable(code, _, _, hint)
 end
 
 --- One exchange with retries (see the file comment). A response with a sink streams only
--- successful bodies to it; an error body is collected (up to 64 KiB) into res.body. A request
--- whose sink already received data is not retried.
-function M.call(ctx, build, on_error)
-  local delivered = false
+-- successful bodies to it; an error body is collected (up to 64 KiB) into res.body, and
+-- res.delivered counts the bytes the sink got. When `version_of(res)` is given (downloads), a
+-- body that breaks off is resumed where it stopped: build(attempt, { offset, version }) must ask
+-- for the bytes from `offset` on of that same version (Range plus If-Match or a generation);
+-- without it, a request whose sink already received data is not retried.
+function M.call(ctx, build, on_error, version_of)
+  local delivered, version = 0, nil
   return retry.run(function(attempt)
-    if delivered then return nil, "UNAVAILABLE: the transfer failed after data was delivered", "UNAVAILABLE", nil,
-      "final" end
-    local req, berr, bcode = build(attempt)
+    if delivered > 0 and not version then
+      return nil, ("UNAVAILABLE: %s: the transfer broke off after data was delivered"):format(ctx.name or "blob"),
+        "UNAVAILABLE", nil, "final"
+    end
+    local resume = delivered > 0 and { offset = delivered, version = version } or nil
+    local req, berr, bcode = build(attempt, resume)
     if not req then return nil, berr, bcode, nil, "final" end
     local user_sink, errbuf, errlen = req.sink, {}, 0
     if user_sink then
+      local skip = nil -- bytes to drop when a server ignored the Range of a resumed download
       req.sink = function(chunk, res)
         if res.status >= 300 then
           if errlen < M.ERROR_BODY_LIMIT then
@@ -65,7 +72,16 @@ function M.call(ctx, build, on_error)
           end
           return true
         end
-        delivered = true
+        if skip == nil then skip = (resume and res.status == 200) and resume.offset or 0 end
+        if skip > 0 then
+          if #chunk <= skip then
+            skip = skip - #chunk
+            return true
+          end
+          chunk, skip = chunk:sub(skip + 1), 0
+        end
+        if delivered == 0 and version_of then version = version_of(res) end
+        delivered = delivered + #chunk
         return user_sink(chunk, res)
       end
     end
@@ -81,10 +97,17 @@ function M.call(ctx, build, on_error)
       end
       return nil, err .. where, code, nil, "final"
     end
-    if user_sink and res.status >= 300 then res.body = table.concat(errbuf) end
+    if user_sink then
+      if res.status >= 300 then res.body = table.concat(errbuf) end
+      res.delivered = delivered
+    end
     if res.status >= 300 and res.status ~= 304 then
       local e, c, after, hint = on_error(res)
-      if hint == nil and c == "UNAVAILABLE" and delivered then hint = "final" end
+      if resume and c == "PRECONDITION_FAILED" then
+        return nil, ("UNAVAILABLE: %s: the object changed while it was being downloaded"):format(ctx.name or "blob"),
+          "UNAVAILABLE", nil, "final"
+      end
+      if hint == nil and c == "UNAVAILABLE" and delivered > 0 and not version then hint = "final" end
       return nil, e, c, after or M.retry_after(res), hint
     end
     return res

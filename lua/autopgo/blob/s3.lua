@@ -424,19 +424,28 @@ local function attrs(res)
     last_modified = utc.parse_http_date(h["last-modified"]) }
 end
 
---- store:get(key, opts) -> { body | nil with opts.sink, etag, size, last_modified }
+--- store:get(key, opts) -> { body | nil with opts.sink, etag, size, last_modified }. A streamed
+-- download that breaks off resumes where it stopped (Range, If-Match the same ETag).
 function Store:get(key, opts)
   opts = opts or {}
   local ok, err, code = rest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
-  res, err, code = self:call("get " .. key, function()
-    return self:request({ method = "GET", key = okey, sink = opts.sink, timeout = opts.timeout or 3600 })
-  end)
+  self.retried_expired = false
+  res, err, code = rest.call(self.ctx, function(_, resume)
+    local headers
+    if resume then
+      headers = { range = ("bytes=%d-"):format(resume.offset), ["if-match"] = if_match_value(resume.version) }
+    end
+    return self:request({ method = "GET", key = okey, headers = headers, sink = opts.sink,
+      timeout = opts.timeout or 3600 })
+  end, function(r) return self:on_error(r, "get " .. key) end, opts.sink and function(r) return r.headers.etag end)
   if not res then return nil, err, code end
   local out = attrs(res)
-  if not opts.sink then
+  if opts.sink then
+    out.size = res.delivered
+  else
     out.body = res.body or ""
     out.size = #out.body
   end

@@ -9,6 +9,7 @@ local support = require "tests.lua.support"
 local services = require "tests.lua.blob.services"
 local fixture = require "tests.lua.http_fixture"
 local big = require "tests.lua.blob.big_body"
+local flaky = require "tests.lua.blob.flaky_server"
 
 local run = support.run
 
@@ -297,6 +298,34 @@ describe("s3 store retries", function()
       assert.matches("gave up after %d+ attempts", err)
     end)
     srv:close()
+  end)
+
+  it("resumes a download that breaks off, from the same version only", function()
+    local body = big.pattern(300000, 2)
+    for _, changed in ipairs { false, true } do
+      local srv = flaky.start({ body = body, cut = 123457, version_header = "ETag", version = '"v1etag"',
+        changed = changed })
+      run(function()
+        local st = assert(open_url(("s3://b?endpoint=%s&use_path_style=true&anonymous=true"):format(
+          url.escape(srv.url)), { deadline = 5 }))
+        local parts = {}
+        local got, err, code = st:get("k", { sink = function(chunk) parts[#parts + 1] = chunk end })
+        if changed then
+          assert.is_nil(got)
+          assert.equals("UNAVAILABLE", code)
+          assert.matches("changed while it was being downloaded", err, 1, true)
+        else
+          assert(got, err)
+          assert.equals(body, table.concat(parts))
+          assert.equals(#body, got.size)
+          -- resumed where the sink stopped (the reset may lose bytes that were in flight)
+          local from = tonumber(srv.requests[2].headers.range:match("^bytes=(%d+)%-$"))
+          assert.is_true(from > 0 and from <= 123457, srv.requests[2].headers.range)
+          assert.equals("v1etag", srv.requests[2].headers["if-match"])
+        end
+      end)
+      srv:close()
+    end
   end)
 
   it("does not retry what a retry cannot fix", function()
