@@ -54,7 +54,7 @@ local function service_url(o)
 end
 
 --- Opens the store for a parsed azblob:// URL. opts: deadline, block_size, getenv, now, insecure,
--- ca_file.
+-- ca_file, page_size (blobs per list request, 1000).
 function M.open(u, opts)
   opts = opts or {}
   local q = {}
@@ -123,7 +123,7 @@ function M.open(u, opts)
     container = container, prefix = prefix, auth = auth, account = o.account or (auth.account),
     scheme = bu.scheme, host = host, base_path = (bu.path or ""):gsub("/+$", ""),
     block_size = opts.block_size or M.BLOCK_SIZE, now = opts.now or os.time,
-    insecure = opts.insecure or nil, ca_file = opts.ca_file,
+    insecure = opts.insecure or nil, ca_file = opts.ca_file, page_size = opts.page_size or 1000,
   }, Store)
   self.ctx = { deadline = opts.deadline, name = self.name }
   return self
@@ -368,7 +368,7 @@ function Store:list(prefix, opts)
   local entries, marker = {}, nil
   repeat
     local query = { { "restype", "container" }, { "comp", "list" }, { "prefix", full },
-      { "maxresults", tostring(opts.page_size or 1000) } }
+      { "maxresults", tostring(opts.page_size or self.page_size) } }
     if marker then query[#query + 1] = { "marker", marker } end
     local res, err, code = self:call("list " .. prefix, function()
       return self:request({ method = "GET", query = query })

@@ -26,7 +26,8 @@ Store.__index = Store
 local function nonempty(v) return v ~= nil and v ~= "" and v or nil end
 
 --- Opens the store for a parsed gs:// URL. opts: deadline, getenv, home, now, token_source,
--- endpoint (another API base URL, e.g. a Private Service Connect endpoint), insecure, ca_file.
+-- endpoint (another API base URL, e.g. a Private Service Connect endpoint), insecure, ca_file,
+-- page_size (objects per list request, 1000).
 function M.open(u, opts)
   opts = opts or {}
   local q = {}
@@ -55,6 +56,7 @@ function M.open(u, opts)
     name = "gs://" .. bucket .. (prefix ~= "" and ("?prefix=" .. prefix) or ""),
     bucket = bucket, prefix = prefix, base = base, anonymous = anonymous, tokens = tokens,
     emulator = emulator ~= nil, insecure = opts.insecure or nil, ca_file = opts.ca_file,
+    page_size = opts.page_size or 1000,
   }, Store)
   self.ctx = { deadline = opts.deadline, name = self.name }
   return self
@@ -257,7 +259,7 @@ function Store:list(prefix, opts)
   local full = keys.escape(self.prefix .. prefix, keys.gcs, true)
   local entries, token = {}, nil
   repeat
-    local query = { { "prefix", full }, { "maxResults", tostring(opts.page_size or 1000) } }
+    local query = { { "prefix", full }, { "maxResults", tostring(opts.page_size or self.page_size) } }
     if token then query[#query + 1] = { "pageToken", token } end
     local res, err, code = self:call("list " .. prefix, function()
       return self:request({ method = "GET", path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)),

@@ -57,6 +57,8 @@ local function endpoint_of(bucket, q, flags, region, getenv)
     local u, err = url.parse(ep)
     if not u or u.host == "" then return nil, err or ("INVALID: bad S3 endpoint %q"):format(ep), "INVALID" end
     local host = u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host
+    -- an IP address or localhost cannot carry the bucket as a subdomain
+    if u.host:match("^[%d.]+$") or u.host:find(":", 1, true) or u.host == "localhost" then path_style = true end
     return { scheme = u.scheme, host = host .. (u.port and (":" .. u.port) or ""),
       base_path = (u.path or ""):gsub("/+$", ""), path_style = path_style }
   end
@@ -75,7 +77,7 @@ end
 
 --- Opens the store for a parsed s3:// URL. opts: deadline (s), part_size, getenv, home, now,
 -- credentials (a source from autopgo.aws.credentials, for tests and sharing), insecure (skip
--- TLS verification), ca_file (default AWS_CA_BUNDLE).
+-- TLS verification), ca_file (default AWS_CA_BUNDLE), page_size (keys per list request, 1000).
 function M.open(u, opts)
   opts = opts or {}
   local q = {}
@@ -112,6 +114,7 @@ function M.open(u, opts)
     anonymous = flags.anonymous, part_size = part_size, deadline = opts.deadline, now = opts.now or os.time,
     sse = q.ssetype, kms_key = q.kmskeyid,
     insecure = opts.insecure or nil, ca_file = opts.ca_file or getenv("AWS_CA_BUNDLE"),
+    page_size = opts.page_size or 1000,
   }, Store)
   self.ctx = { deadline = opts.deadline, name = self.name }
   return self
@@ -479,14 +482,15 @@ function Store:delete(key)
 end
 
 --- store:list(prefix, opts) -> entries sorted by key; every page (ListObjectsV2).
--- opts.page_size (default 1000) is the page size asked for.
+-- opts.page_size (default: the store's) is the page size asked for.
 function Store:list(prefix, opts)
   opts = opts or {}
   prefix = prefix or ""
   local full = keys.escape(self.prefix .. prefix, keys.s3, true)
   local entries, token = {}, nil
   repeat
-    local query = { { "list-type", "2" }, { "prefix", full }, { "max-keys", tostring(opts.page_size or 1000) } }
+    local query = { { "list-type", "2" }, { "prefix", full },
+      { "max-keys", tostring(opts.page_size or self.page_size) } }
     if token then query[#query + 1] = { "continuation-token", token } end
     local res, err, code = self:call("list " .. prefix, function()
       return self:request({ method = "GET", key = "", query = query })

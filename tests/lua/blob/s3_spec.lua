@@ -54,6 +54,9 @@ describe("s3 URL options", function()
   it("takes endpoints as URLs or hosts, with disable_https / disableSSL choosing http", function()
     local st = assert(open_url("s3://b?endpoint=http%3A%2F%2F127.0.0.1%3A9000&use_path_style=true&anonymous=true"))
     assert.same({ scheme = "http", host = "127.0.0.1:9000", base_path = "", path_style = true }, st.endpoint)
+    -- an IP endpoint cannot take the bucket as a subdomain
+    assert.is_true(assert(open_url("s3://b?endpoint=http://127.0.0.1:9000&anonymous=true")).endpoint.path_style)
+    assert.is_true(assert(open_url("s3://b?endpoint=http://localhost:9000&anonymous=true")).endpoint.path_style)
     st = assert(open_url("s3://b?endpoint=minio.local:9000&disable_https=true&anonymous=true"))
     assert.equals("http", st.endpoint.scheme)
     assert.equals("b.minio.local:9000", select(2, st:locate("k")))
@@ -110,10 +113,27 @@ describe("s3 store against Ceph RGW", function()
   end
 
   require("tests.lua.blob.contract")("s3:// (RGW)", {
-    open = function() return open() end,
+    open = function() return open("", nil, { page_size = 7 }) end,
     page_size = 7,
     large = 24 * 1024 * 1024, -- above the part size below: multipart
   })
+
+  it("lists page by page with continuation tokens", function()
+    run(function()
+      local st = open("", nil, { page_size = 2 })
+      for i = 1, 5 do assert(st:put("paged/" .. i, tostring(i))) end
+      local calls, call = 0, st.call
+      st.call = function(self, what, build)
+        if what:match("^list") then calls = calls + 1 end
+        return call(self, what, build)
+      end
+      local items = assert(st:list("paged/"))
+      assert.equals(5, #items)
+      assert.equals("paged/5", items[5].key)
+      assert.equals(3, calls)
+      for i = 1, 5 do assert(st:delete("paged/" .. i)) end
+    end)
+  end)
 
   it("uses multipart uploads above the part size, and one streamed PUT for conditional writes", function()
     run(function()
