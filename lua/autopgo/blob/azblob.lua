@@ -199,8 +199,9 @@ function Store:on_error(res, what)
   return ("%s: %s %s: %s"):format(code, self.name, what, detail), code
 end
 
-function Store:call(what, build)
-  return rest.call(self.ctx, build, function(res) return self:on_error(res, what) end)
+function Store:call(what, build, deadline)
+  local ctx = deadline and { deadline = deadline, name = self.name } or self.ctx
+  return rest.call(ctx, build, function(res) return self:on_error(res, what) end)
 end
 
 local function conditions(h, opts)
@@ -396,8 +397,8 @@ end
 --- store:health() -> true | nil, err, code (Get Container Properties)
 function Store:health()
   local res, err, code = self:call("health check", function()
-    return self:request({ method = "GET", query = { { "restype", "container" } }, timeout = 10 })
-  end)
+    return self:request({ method = "GET", query = { { "restype", "container" } }, timeout = rest.HEALTH_DEADLINE })
+  end, rest.HEALTH_DEADLINE)
   if not res then return nil, err, code end
   return true
 end

@@ -114,9 +114,10 @@ function Store:on_error(res, what)
   return ("%s: %s %s: %s%s"):format(code, self.name, what, reason and (reason .. ": ") or "", msg), code, nil, hint
 end
 
-function Store:call(what, build)
+function Store:call(what, build, deadline)
   self.retried_auth = false
-  return rest.call(self.ctx, build, function(res) return self:on_error(res, what) end)
+  local ctx = deadline and { deadline = deadline, name = self.name } or self.ctx
+  return rest.call(ctx, build, function(res) return self:on_error(res, what) end)
 end
 
 local function object_attrs(doc)
@@ -285,8 +286,8 @@ end
 function Store:health()
   local res, err, code = self:call("health check", function()
     return self:request({ method = "GET", path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)),
-      query = { { "maxResults", "1" } }, timeout = 10 })
-  end)
+      query = { { "maxResults", "1" } }, timeout = rest.HEALTH_DEADLINE })
+  end, rest.HEALTH_DEADLINE)
   if not res then
     if code == "NOT_FOUND" then
       return nil, ("NOT_FOUND: %s: bucket %s does not exist"):format(self.name, self.bucket), "NOT_FOUND"

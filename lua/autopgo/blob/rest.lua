@@ -15,6 +15,7 @@ local retry = require "autopgo.retry"
 local M = {}
 
 M.DEFAULT_DEADLINE = 60
+M.HEALTH_DEADLINE = 5 -- health checks answer quickly, retries included
 M.ERROR_BODY_LIMIT = 64 * 1024
 
 local function http() return require "autopgo.http" end

@@ -204,9 +204,10 @@ function Store:on_error(res, what)
   return ("%s: %s %s: %s"):format(code, self.name, what, detail), code, nil, hint
 end
 
-function Store:call(what, build)
+function Store:call(what, build, deadline)
   self.retried_expired = false
-  return rest.call(self.ctx, build, function(res) return self:on_error(res, what) end)
+  local ctx = deadline and { deadline = deadline, name = self.name } or self.ctx
+  return rest.call(ctx, build, function(res) return self:on_error(res, what) end)
 end
 
 -- If-Match for writes carries the ETag without its quotes: S3 accepts both forms, and Ceph RGW
@@ -519,8 +520,8 @@ end
 function Store:health()
   local res, err, code = self:call("health check", function()
     return self:request({ method = "GET", key = "", query = { { "list-type", "2" }, { "max-keys", "1" } },
-      timeout = 10 })
-  end)
+      timeout = rest.HEALTH_DEADLINE })
+  end, rest.HEALTH_DEADLINE)
   if not res then return nil, err, code end
   return true
 end
