@@ -212,7 +212,7 @@ end
 
 -- The request body of a piece of a source (whole or one block): in memory, a file (reopened
 -- per attempt) or the caller's producer (sent once).
-local function body_fields(src, shared, offset, length, used)
+local function body_fields(src, shared, offset, length, used, last_err)
   if src.kind == "string" then
     return { body = (offset == 0 and length == src.size) and src.data or src.data:sub(offset + 1, offset + length) }
   end
@@ -223,7 +223,7 @@ local function body_fields(src, shared, offset, length, used)
     reader.offset = offset
   else
     if used.value then
-      return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure", "UNAVAILABLE"
+      return rest.not_replayable(last_err)
     end
     used.value = true
     reader = shared
@@ -241,8 +241,8 @@ end
 
 function Store:send(what, method, okey, query, headers, src, shared, offset, length)
   local used, readers = { value = false }, {}
-  local res, err, code = self:call(what, function()
-    local f, ferr, fcode = body_fields(src, shared, offset, length, used)
+  local res, err, code = self:call(what, function(_, _, last_err)
+    local f, ferr, fcode = body_fields(src, shared, offset, length, used, last_err)
     if not f then return nil, ferr, fcode end
     if f.reader and src.kind == "path" then readers[#readers + 1] = f.reader end
     local h = {}

@@ -147,7 +147,7 @@ function Store:put(key, body, opts)
   local shared = src.kind == "producer" and rest.reader(src) or nil
   local used = false
   local res
-  res, err, code = self:call("put " .. key, function()
+  res, err, code = self:call("put " .. key, function(_, _, last_err)
     local r = { method = "POST", path = ("/upload/storage/v1/b/%s/o"):format(url.escape(self.bucket)), query = query,
       headers = { ["content-type"] = opts.content_type or "application/octet-stream" },
       timeout = rest.transfer_timeout(src.size) }
@@ -156,7 +156,9 @@ function Store:put(key, body, opts)
     elseif src.kind == "path" then
       r.body_path = src.path
     else
-      if used then return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure", "UNAVAILABLE" end
+      if used then
+        return rest.not_replayable(last_err)
+      end
       used = true
       local left = src.size
       r.body_length = src.size

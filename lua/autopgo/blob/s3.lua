@@ -241,9 +241,9 @@ local function piece_of(src, shared, offset, length)
     end }
   end
   local used = false
-  return { size = length, open = function()
+  return { size = length, open = function(last_err)
     if used then
-      return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure", "UNAVAILABLE"
+      return rest.not_replayable(last_err)
     end
     used = true
     return shared
@@ -253,7 +253,7 @@ end
 -- Sends one piece (a whole object or a part) with a PUT; returns the response.
 function Store:send_piece(what, okey, query, headers, piece)
   local opened = {}
-  local res, err, code = self:call(what, function()
+  local res, err, code = self:call(what, function(_, _, last_err)
     local h = {}
     for k, v in pairs(headers) do h[k] = v end
     local timeout = rest.transfer_timeout(piece.size)
@@ -261,7 +261,7 @@ function Store:send_piece(what, okey, query, headers, piece)
       return self:request({ method = "PUT", key = okey, query = query, headers = h, body = piece.data,
         payload_hash = sigv4.sha256_hex(piece.data), timeout = timeout })
     end
-    local reader, rerr, rcode = piece.open()
+    local reader, rerr, rcode = piece.open(last_err)
     if not reader then return nil, rerr, rcode end
     if not piece.shared then opened[#opened + 1] = reader end
     local encoded

@@ -348,6 +348,38 @@ describe("s3 store retries", function()
     end
   end)
 
+  it("resends a file body after a reset, but never a producer's, saying why", function()
+    local puts = 0
+    local srv = fixture.start(function(_, conn)
+      puts = puts + 1
+      if puts == 1 then return conn:reset() end -- the first attempt of each put
+      local body = conn:read_body()
+      conn:respond(200, { { "ETag", '"' .. crypto.hex(crypto.digest("md5", body)) .. '"' } }, "")
+    end, { stream_body = true })
+    run(function()
+      local st = assert(open_url(("s3://b?endpoint=%s&use_path_style=true&anonymous=true"):format(url.escape(srv.url)),
+        { deadline = 5 }))
+      local dir = support.tmpdir()
+      local data = big.pattern(9 * 1024 * 1024, 6) -- above the size hashed up front: streamed from the file
+      local put = assert(st:put("from-file", { path = support.write_file(dir .. "/f", data) }))
+      assert.equals('"' .. crypto.hex(crypto.digest("md5", data)) .. '"', put.etag)
+      assert.equals(2, #srv.requests)
+      support.rm_rf(dir)
+      puts = 0
+      local sent = 0
+      local res, err, code = st:put("from-producer", { size = 300000, producer = function()
+        if sent >= 300000 then return nil end
+        sent = sent + 100000
+        return ("p"):rep(100000)
+      end })
+      assert.is_nil(res)
+      assert.equals("UNAVAILABLE", code)
+      assert.matches("a streamed body cannot be sent again after a failure: UNAVAILABLE", err, 1, true)
+      assert.equals(3, #srv.requests)
+    end)
+    srv:close()
+  end)
+
   it("does not retry what a retry cannot fix", function()
     local srv = fixture.start(function(_, conn)
       conn:respond(412, {}, "<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you "
