@@ -78,8 +78,15 @@ function M.start(ctx)
 end
 
 function M.list(ctx)
-  local names, err, code = get(ctx, "/v1/catalog/services")
-  if not names then return nil, err, code end
+  local names, res, code = get(ctx, "/v1/catalog/services")
+  if not names then return nil, res, code end
+  -- an agent with default-deny ACLs answers a token-less query with nothing rather than 403
+  local filtered = res.headers["x-consul-results-filtered-by-acls"] == "true"
+  if filtered and not ctx.state.acl_warned then
+    ctx.log.warn("Consul filtered the catalog by ACLs; set CONSUL_HTTP_TOKEN to a token with service:read",
+      "token_set", ctx.state.cfg.headers["x-consul-token"] ~= nil)
+  end
+  ctx.state.acl_warned = filtered
   local sorted = {}
   for name in pairs(json_api.table(names) or {}) do
     if type(name) == "string" then sorted[#sorted + 1] = name end

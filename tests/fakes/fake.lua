@@ -37,6 +37,7 @@ function M.start(config, dir)
     if not line then async.sleep(20) end
   end
   local ports = assert(cjson.decode(line), line)
+  ports.port, ports.control = math.tointeger(ports.port), math.tointeger(ports.control)
   local scheme = config.tls and "https" or "http"
   return setmetatable({
     proc = proc, port = ports.port, url = ("%s://127.0.0.1:%d"):format(scheme, ports.port),
@@ -167,6 +168,18 @@ function M.log()
     return out
   end
   return log
+end
+
+--- Waits until fn() returns a truthy value (returned), polling; fails after timeout_ms (default
+-- 15 s) saying what it waited for. Never a timing assertion: only a bound on a hang.
+function M.wait_for(fn, what, timeout_ms)
+  local deadline = uv.now() + (timeout_ms or 15000)
+  while true do
+    local v = fn()
+    if v then return v end
+    if uv.now() > deadline then error("timed out waiting for " .. (what or "a condition"), 2) end
+    async.sleep(20)
+  end
 end
 
 --- Targets sorted by address then path, for order-free comparison.

@@ -188,8 +188,9 @@ function create(config, fixtures) {
     }
   }
 
-  // Control: PUT /pods {pod} (add or replace), DELETE /pods/NS/NAME, POST /compact (watches from
-  // an older resourceVersion get 410), POST /bookmark, POST /close-watches, GET /pods.
+  // Control: PUT /pods {pod} (add or replace), DELETE /pods/NS/NAME, POST /compact [{rv}] (watches
+  // from a resourceVersion below rv, default the next one, get 410), POST /bookmark,
+  // POST /close-watches, GET /pods (the pods, the resourceVersion and the open watches).
   function control(method, path, body, res) {
     if (method === 'PUT' && path === '/pods') return send(res, 200, put(body));
     const m = /^\/pods\/([^/]+)\/([^/]+)$/.exec(path);
@@ -197,7 +198,10 @@ function create(config, fixtures) {
       const gone = remove(m[1], m[2]);
       return gone ? send(res, 200, gone) : send(res, 404, { error: 'no such pod' });
     }
-    if (method === 'POST' && path === '/compact') { compacted = rv + 1; return send(res, 200, { compacted }); }
+    if (method === 'POST' && path === '/compact') {
+      compacted = body && body.rv !== undefined ? body.rv : rv + 1;
+      return send(res, 200, { compacted, rv });
+    }
     if (method === 'POST' && path === '/bookmark') { watchers.forEach((w) => w.bookmark()); return send(res, 200, { rv }); }
     if (method === 'POST' && path === '/close-watches') {
       const n = watchers.size;

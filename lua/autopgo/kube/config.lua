@@ -206,7 +206,8 @@ local function resolve(kc, source)
   end
   if cluster["insecure-skip-tls-verify"] == true then
     if cfg.tls.ca_pem or cfg.tls.ca_file then
-      return nil, ("INVALID: %s: a certificate authority cannot be combined with insecure-skip-tls-verify"):format(where)
+      return nil, ("INVALID: %s: a certificate authority cannot be combined with insecure-skip-tls-verify")
+        :format(where)
     end
     cfg.tls.insecure = true
   end
@@ -300,7 +301,9 @@ function M.in_cluster(getenv)
   if host:find(":", 1, true) then host = "[" .. host .. "]" end
   local dir = M.service_account_dir
   local token = dir .. "/token"
-  if not exists(token) then return nil, ("INVALID: in-cluster: cannot read the service account token %s"):format(token) end
+  if not exists(token) then
+    return nil, ("INVALID: in-cluster: cannot read the service account token %s"):format(token)
+  end
   local cfg = { server = ("https://%s:%s"):format(host, port), source = "in-cluster service account",
     auth = { token_file = token }, tls = {}, warnings = {} }
   if exists(dir .. "/ca.crt") then cfg.tls.ca_file = dir .. "/ca.crt" end

@@ -99,6 +99,7 @@ describe("nomad discovery", function()
       start({}, { NOMAD_TOKEN = "stolen" })
       local src = open()
       local targets, err = src:list()
+      local _
       assert.same({}, targets)
       assert.matches("^UNAUTHORIZED: GET http://127%.0%.0%.1:%d+/v1/services: the server answered 403: ACL token not "
         .. "found$", err)
