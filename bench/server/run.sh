@@ -21,11 +21,11 @@ gobuild() { # GOPATH-dir tool
 }
 gobuild "$here" goserver
 gobuild "$here" loadgen
-gobuild "$root/tools/goref" pprofgen
+"$root/tools/goref/build.sh" "$out/goref"
 
 # A typical 30 s CPU profile of a busy service: 2500 samples over 3000 locations, with start lines.
 profile="$out/profile.pb.gz"
-"$out/bin/pprofgen" -o "$profile" -samples 2500 -locations 3000 -functions 1500 -duration 30000000000
+"$out/goref/bin/pprofgen" -o "$profile" -samples 2500 -locations 3000 -functions 1500 -duration 30000000000
 
 current=""
 cleanup() { [ -z "$current" ] || kill "$current" 2>/dev/null || true; }
