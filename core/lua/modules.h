@@ -14,6 +14,7 @@ static const ap_module ap_modules[] = {
     {"log", ap_open_log},
     {"crypto", ap_open_crypto},
     {"http_client", ap_open_http_client},
+    {"pprof", ap_open_pprof},
     {NULL, NULL},
 };
 
