@@ -75,7 +75,6 @@ function Watch:sync()
   until not continue
   self.lists = self.lists + 1
   self.pods, self.rv, self.synced = pods, rv, true
-  self.failure = nil
   if not self.running and not self.stopped then
     self.running = true
     async.spawn(function() self:watch_loop() end)
@@ -118,7 +117,7 @@ function Watch:watch_once()
   local res, err = self.client:request {
     url = self.client:url("/api/v1/pods", self:query { watch = "true", resourceVersion = self.rv,
       allowWatchBookmarks = "true", timeoutSeconds = timeout }),
-    timeout = timeout + 30, cancel = self.canceler,
+    timeout = timeout + 30, cancel = self.canceler, headers = { accept = "application/json" },
     sink = function(chunk, r)
       if r.status ~= 200 then
         errdoc[#errdoc + 1] = chunk
@@ -175,7 +174,6 @@ function Watch:watch_loop()
           self.log.info("the pod watch's resourceVersion expired; listing again next round",
             "labelSelector", self.label_selector)
         else
-          self.failure = why
           self.log.warn("the pod watch failed; listing again next round", "labelSelector", self.label_selector,
             "error", why)
         end

@@ -185,7 +185,7 @@ cat "$here/exec-output.json"
     end)
   end)
 
-  it("asks what kubectl asks and sees the pods kubectl sees (cross-check of fixtures and kubeconfig)", function()
+  it("asks what kubectl asks and sees the pods kubectl sees, listed and watched (cross-check)", function()
     run(function()
       start()
       local kc = kubeconfig("token.yaml", { "--token", "scraper-token" })
@@ -217,6 +217,38 @@ cat "$here/exec-output.json"
         assert.matches("^kubectl/", kubectl_lists[1].headers["user-agent"])
         assert.equals("Bearer scraper-token", kubectl_lists[1].headers.authorization)
       end
+
+      -- kubectl reads the watch stream the scraper reads
+      local watcher = support.spawn("kubectl", { "--kubeconfig", kc, "--cache-dir", dir .. "/kcache", "get", "pods",
+        "-A", "-l", sel_long, "--field-selector", "status.phase=Running", "--watch-only", "-o",
+        'jsonpath={.metadata.namespace}/{.metadata.name}{"\\n"}' })
+      local ok, err = pcall(function()
+        fake.wait_for(function()
+          for _, r in ipairs(srv:requests_to("/api/v1/pods")) do
+            if r.query.watch == "true" and r.headers["user-agent"]:match("^kubectl/") then return true end
+          end
+        end, "kubectl's watch")
+        local new = pod_fixture("checkout-7d9f8b6c4-x2k9p")
+        new.metadata.name, new.metadata.uid = "checkout-7d9f8b6c4-w4tch", nil
+        srv:put("/pods", new)
+        srv:call("DELETE", "/pods/default/checkout-canary-0")
+        fake.wait_for(function()
+          local out = watcher.output()
+          return out:find("payments/checkout-7d9f8b6c4-w4tch\n", 1, true) and out:find("default/checkout-canary-0\n",
+            1, true)
+        end, "kubectl to print the added and the deleted pod")
+        local function has_pod(name)
+          for _, pod in pairs(src.ctx.state.kube.watches[1].pods) do
+            if pod.metadata.name == name then return true end
+          end
+          return false
+        end
+        fake.wait_for(function() return has_pod("checkout-7d9f8b6c4-w4tch") and not has_pod("checkout-canary-0") end,
+          "the scraper's watch to see the same")
+      end)
+      watcher:kill()
+      watcher:wait(10000)
+      assert(ok, err)
     end)
   end)
 
