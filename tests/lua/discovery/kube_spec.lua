@@ -39,8 +39,7 @@ describe("kube discovery", function()
   setup(function()
     dir = support.tmpdir()
     certs = fake.certs(dir)
-    -- in bin/, not next to the kubeconfigs: `kubectl config` writes the command relative to the
-    -- kubeconfig, and a bare file name would then be looked up in PATH (as client-go does)
+    -- in bin/: the kubeconfigs name them bin/plugin.sh, relative to their own directory
     os.execute("mkdir -p " .. dir .. "/bin")
     support.write_file(dir .. "/bin/plugin.sh", [[#!/bin/sh
 # An exec credential plugin for the specs: counts its runs, keeps what it was given, prints
@@ -474,19 +473,45 @@ users:
       support.write_file(dir .. "/exec-output.json", cjson.encode { apiVersion = api or
         "client.authentication.k8s.io/v1", kind = "ExecCredential", status = status })
     end
-    local function exec_kubeconfig(name, api, extra)
-      local args = { "--exec-command", dir .. "/bin/plugin.sh", "--exec-api-version", api or
-        "client.authentication.k8s.io/v1", "--exec-arg", "token", "--exec-arg", "--cluster=fake",
-        "--exec-env", "PLUGIN_REGION=eu-west-1", "--exec-interactive-mode", "Never" }
-      for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-      return kubeconfig(name, args)
+    -- Written by hand rather than with `kubectl config`: older kubectl releases (Debian's 1.20)
+    -- lack the --exec-interactive-mode and --exec-provide-cluster-info flags. The command is
+    -- relative to the kubeconfig's directory.
+    local function exec_kubeconfig(name, o)
+      o = o or {}
+      return support.write_file(dir .. "/" .. name, ([[
+apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: scraper
+  user:
+    exec:
+      apiVersion: %s
+      command: %s
+      args: [token, "--cluster=fake"]
+      env:
+      - name: PLUGIN_REGION
+        value: eu-west-1
+      interactiveMode: Never
+      provideClusterInfo: %s
+%scontexts:
+- name: fake
+  context: {cluster: fake, user: scraper}
+current-context: fake
+]]):format(srv.url, b64(support.read_file(certs.ca)), o.api or "client.authentication.k8s.io/v1",
+        o.command or "bin/plugin.sh", tostring(o.provide_cluster_info == true),
+        o.install_hint and ("      installHint: " .. o.install_hint .. "\n") or ""))
     end
 
     it("runs the plugin once and caches its token until expirationTimestamp", function()
       run(function()
         start { auth = { tokens = { "exec-token-1" } } }
         credential { token = "exec-token-1", expirationTimestamp = "2999-01-01T00:00:00Z" }
-        local src = open(exec_kubeconfig("exec.yaml", nil, { "--exec-provide-cluster-info=true" }))
+        local src = open(exec_kubeconfig("exec.yaml", { provide_cluster_info = true }))
         assert.same(everything, fake.sorted(src.targets))
         for _ = 1, 3 do assert.is_true(src:health()) end
         assert.equals(1, runs())
@@ -533,7 +558,7 @@ users:
         start { auth = { tokens = {} } }
         credential({ clientCertificateData = support.read_file(certs.client_cert),
           clientKeyData = support.read_file(certs.client_key) }, "client.authentication.k8s.io/v1beta1")
-        local src = open(exec_kubeconfig("exec-beta.yaml", "client.authentication.k8s.io/v1beta1"))
+        local src = open(exec_kubeconfig("exec-beta.yaml", { api = "client.authentication.k8s.io/v1beta1" }))
         assert.same(everything, fake.sorted(src.targets))
         assert.equals("autopgo-scraper", srv:requests()[1].clientCert)
         local info = cjson.decode(support.read_file(dir .. "/exec-info.json"))
@@ -544,11 +569,8 @@ users:
     it("reports a plugin that fails or answers nonsense, with its install hint", function()
       run(function()
         start()
-        local kc = kubeconfig("failing.yaml", { "--exec-command", dir .. "/bin/failing-plugin.sh", "--exec-api-version",
-          "client.authentication.k8s.io/v1", "--exec-interactive-mode", "Never" })
-        local text = support.read_file(kc):gsub("      interactiveMode: Never\n",
-          "      interactiveMode: Never\n      installHint: install it with your package manager\n")
-        support.write_file(kc, text)
+        local kc = exec_kubeconfig("failing.yaml", { command = "bin/failing-plugin.sh",
+          install_hint = "install it with your package manager" })
         local _, err = open(kc):list()
         assert.equals(("AUTH: the exec credential plugin %s/bin/failing-plugin.sh exited with 3: no credentials for "
           .. "this cluster; install it with your package manager"):format(dir), err)
@@ -563,8 +585,7 @@ users:
         credential { token = "x", expirationTimestamp = "tomorrow" }
         _, err = open(exec_kubeconfig("badtime.yaml")):list()
         assert.matches("expirationTimestamp that is not RFC 3339: tomorrow", err)
-        local missing = kubeconfig("plugin-missing.yaml", { "--exec-command", "no-such-plugin-anywhere",
-          "--exec-api-version", "client.authentication.k8s.io/v1", "--exec-interactive-mode", "Never" })
+        local missing = exec_kubeconfig("plugin-missing.yaml", { command = "no-such-plugin-anywhere" })
         _, err = open(missing):list()
         assert.matches("^AUTH: the exec credential plugin no%-such%-plugin%-anywhere could not run: ", err)
       end)
