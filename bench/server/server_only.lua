@@ -17,6 +17,8 @@ local writer = {
 local router = httpd.router()
 api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size }):routes(router)
 local srv = assert(httpd.listen { port = opts.port, max_body = opts.max_upload_size, handler = router })
-daemon.wait_for_stop()
+local stop = daemon.stop_signals()
+stop.wait()
 srv:shutdown()
+stop.close()
 return 0

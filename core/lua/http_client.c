@@ -6,8 +6,8 @@
 #include "binding.h"
 #include "http_client.h"
 
-#define CLIENT_TYPE  "autopgo.http_client"
-#define REQUEST_TYPE "autopgo.http_request"
+#define CLIENT_TYPE "autopgo.http_client"
+#define CALL_TYPE   "autopgo.http_call"
 
 typedef struct {
     ap_http_client *c;
@@ -69,7 +69,7 @@ static int l_client_tostring(lua_State *L)
 
 static req_box *ap_check_http_request(lua_State *L, int idx)
 {
-    return luaL_checkudata(L, idx, REQUEST_TYPE);
+    return luaL_checkudata(L, idx, CALL_TYPE);
 }
 
 static void push_headers(lua_State *L, const ap_http_call *r)
@@ -258,7 +258,7 @@ static int l_request(lua_State *L)
     if (client == NULL) return ap_fail(L, "UNAVAILABLE", "cannot create the HTTP client");
 
     /* Everything that can raise is done: from here on C owns memory. */
-    req_box *box = ap_new_udata(L, sizeof *box, REQUEST_TYPE);
+    req_box *box = ap_new_udata(L, sizeof *box, CALL_TYPE);
     int box_idx = lua_gettop(L);
     req_ctx *ctx = calloc(1, sizeof *ctx);
     if (ctx == NULL) return ap_fail(L, "UNAVAILABLE", "out of memory");
@@ -351,7 +351,7 @@ static int l_request_gc(lua_State *L)
 static int l_request_tostring(lua_State *L)
 {
     req_box *b = ap_check_http_request(L, 1);
-    lua_pushfstring(L, "autopgo.http_request (%s)", b->ctx ? "active" : "done");
+    lua_pushfstring(L, "autopgo.http_call (%s)", b->ctx ? "active" : "done");
     return 1;
 }
 
@@ -378,7 +378,7 @@ int ap_open_http_client(lua_State *L)
                                         {"__close", l_request_close},
                                         {"__tostring", l_request_tostring},
                                         {NULL, NULL}};
-    ap_register_type(L, REQUEST_TYPE, req_methods, req_meta);
+    ap_register_type(L, CALL_TYPE, req_methods, req_meta);
     static const luaL_Reg fns[] = {
         {"request", l_request}, {"active", l_active_count}, {NULL, NULL}};
     luaL_newlib(L, fns);

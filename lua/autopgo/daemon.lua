@@ -73,18 +73,31 @@ function M.register_health(store, writer, reader, registry)
   if reader then registry:register("event-reader", function() return reader:health() end) end
 end
 
---- Waits (in the calling coroutine) for SIGTERM or SIGINT; returns the signal's name.
-function M.wait_for_stop()
-  local stop = async.event()
+--- Watches SIGTERM and SIGINT. stop.wait() suspends the calling coroutine until the first one and
+-- returns its name; a second signal while the role is still stopping exits at once (status 1),
+-- for a stop that hangs. stop.close() releases the signal handlers once the role is done.
+function M.stop_signals()
+  local first = async.event()
   local handles = {}
+  local stop = {}
   for _, name in ipairs { "sigterm", "sigint" } do
     local h = uv.new_signal()
-    h:start(name, function() stop.set(name) end)
+    h:start(name, function()
+      if first.is_set then
+        log.warn("second stop signal: exiting without finishing", "signal", name)
+        os.exit(1)
+      end
+      first.set(name)
+    end)
     handles[#handles + 1] = h
   end
-  local which = stop.wait()
-  for _, h in ipairs(handles) do h:close() end
-  return which
+  function stop.wait() return first.wait() end
+  function stop.close()
+    for _, h in ipairs(handles) do
+      if not h:is_closing() then h:close() end
+    end
+  end
+  return stop
 end
 
 return M

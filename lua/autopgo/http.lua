@@ -119,6 +119,7 @@ function M.request(opts)
       while not needed do
         producer_parked = true
         coroutine.yield()
+        if not req:active() then return end
       end
       needed = false
       if not req:active() then return end
@@ -140,7 +141,7 @@ function M.request(opts)
         req:cancel("the body producer returned a " .. type(chunk))
         return
       elseif chunk == "" then
-        needed = true
+        req:feed("") -- asked again from the loop: a producer with nothing yet never spins it
       else
         req:feed(chunk)
       end

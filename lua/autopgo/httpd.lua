@@ -1,6 +1,17 @@
 -- The HTTP server for Lua code: httpd.listen{...} serves HTTP/1.1 with the h2o server of the C core
 -- (core.http_server) and runs handler(req, res) in its own coroutine per request, so handlers can
 -- wait on stores and buses. httpd.router() maps "METHOD /path/{param}" patterns to handlers.
+--
+--   local srv = assert(httpd.listen { host = "0.0.0.0", port = 8080, max_body = bytes,
+--     handler = function(req, res) res:json(200, { ok = true }) end })
+--   srv.port; srv:close(on_closed) or srv:shutdown() (in a coroutine); srv:stats()
+--   req.method, req.path (decoded), req.raw_path, req.target (with the query), req.query (map),
+--   req.query_list, req.headers (lower-case names, "host" and "content-length" included),
+--   req.params (router), req.peer, req.body_size; req:body() (the whole body), req:read(n) (the next
+--   piece, nil at the end), req:header(name)
+--   res:status(n), res:header(k, v), res:add_header(k, v), res:send(body), res:write(chunk) (waits
+--   for the client), res:finish([chunk]), res:send_file(path, mime), res:json(status, value),
+--   res:error(status, message), res:state()
 local core = require "autopgo.core"
 local async = require "autopgo.async"
 local url = require "autopgo.url"

@@ -50,7 +50,7 @@ function M.new(o)
     policy = assert(o.policy, "worker: policy"),
     concurrency = o.concurrency or 4, batch_limit = o.batch_limit or 64,
     batch_bytes = o.batch_bytes or 256 * 1024 * 1024,
-    recover = o.recover, announced = {}, announced_n = 0, locks = {}, busy = 0, loops = 0,
+    recover = o.recover, announced = {}, announced_n = 0, locks = {}, bases = {}, busy = 0, loops = 0,
     stopping = false, ack_extend = o.ack_extend or 300,
   }, Worker)
 end
@@ -199,26 +199,54 @@ end
 
 -- One merge pass for app: everything staged and not yet in the base goes in (up to the batch
 -- limits). Returns true and the number of profiles merged, or nil, err, code.
+-- The base of app and what its ledger says it holds: { etag, hash, merged = set, body } (body only
+-- when with_body), or false when there is no base. The hash and ledger of the version seen last
+-- are remembered, so the events of uploads already coalesced into a base cost a stat, not a read.
+function Worker:base_state(app, with_body)
+  local store = self.store
+  local cached = self.bases[app]
+  if not with_body and cached ~= nil then
+    local st, err, code = store:stat(base_key(app))
+    if not st and code ~= "NOT_FOUND" then return nil, err, code end
+    if (not st and cached == false) or (st and cached and cached.etag == st.etag) then return cached end
+  end
+  local base, err, code = store:get(base_key(app))
+  if not base then
+    if code ~= "NOT_FOUND" then return nil, err, code end
+    self.bases[app] = false
+    return false
+  end
+  local state = { etag = base.etag, body = base.body }
+  if cached and cached.etag == base.etag then
+    state.hash, state.merged = cached.hash, cached.merged
+  else
+    state.hash, state.merged = hash(base.body), {}
+    local ledger, lerr, lcode = store:get(ledger_key(app, state.hash))
+    if ledger then
+      local doc = json.decode(ledger.body)
+      if type(doc) == "table" and type(doc.merged) == "table" then
+        for _, k in ipairs(doc.merged) do state.merged[k] = true end
+      else
+        log.warn("unreadable ledger, treating the base as holding no staged upload", "app", app)
+      end
+    elseif lcode ~= "NOT_FOUND" then
+      return nil, lerr, lcode
+    end
+  end
+  self.bases[app] = { etag = state.etag, hash = state.hash, merged = state.merged }
+  return state
+end
+
+-- One merge pass for app: everything staged and not yet in the base goes in (up to the batch
+-- limits). Returns true and the number of profiles merged, or nil, err, code.
 function Worker:merge_once(app)
   local store = self.store
+  local with_body = false
   for _ = 1, M.MAX_ATTEMPTS do
-    local base, err, code = store:get(base_key(app))
-    if not base and code ~= "NOT_FOUND" then return nil, err, code end
-    local base_hash = base and hash(base.body)
-    local merged = {}
-    if base then
-      local ledger, lerr, lcode = store:get(ledger_key(app, base_hash))
-      if ledger then
-        local doc = json.decode(ledger.body)
-        if type(doc) == "table" and type(doc.merged) == "table" then
-          for _, k in ipairs(doc.merged) do merged[k] = true end
-        else
-          log.warn("unreadable ledger, treating the base as holding no staged upload", "app", app)
-        end
-      elseif lcode ~= "NOT_FOUND" then
-        return nil, lerr, lcode
-      end
-    end
+    local base, err, code = self:base_state(app, with_body)
+    if base == nil then return nil, err, code end
+    local merged = base and base.merged or {}
+    local base_hash = base and base.hash
     local staged, serr, scode = store:list(app .. "/staging/")
     if not staged then return nil, serr, scode end
     local present, pending, already = {}, {}, {}
@@ -229,6 +257,11 @@ function Worker:merge_once(app)
     if #pending == 0 then
       self:announce(app, already)
       return true, 0
+    end
+    if base and not base.body then
+      -- Work to do and only the remembered state at hand: read the base, then look again.
+      with_body = true
+      goto continue
     end
     local started = uv.hrtime()
     local batch, bytes = {}, 0
@@ -270,6 +303,9 @@ function Worker:merge_once(app)
         m.per_merge:observe(nil, #keys)
         m.size:set({ app = app }, #out)
         log.info("merged", "app", app, "profiles", #keys, "size", #out, "seconds", ("%.3f"):format(secs))
+        local now_merged = {}
+        for _, k in ipairs(contents) do now_merged[k] = true end
+        self.bases[app] = { etag = put.etag, hash = new_hash, merged = now_merged }
         self:announce(app, keys)
         self:announce(app, already)
         if base_hash and base_hash ~= new_hash then store:delete(ledger_key(app, base_hash)) end
@@ -279,6 +315,7 @@ function Worker:merge_once(app)
       m.conflicts:inc()
       log.debug("another merge wrote the base first; merging again from it", "app", app)
     end
+    ::continue::
   end
   m.merges:inc({ result = "failed" })
   return nil, ("CONFLICT: gave up merging %s after %d attempts"):format(app, M.MAX_ATTEMPTS), "CONFLICT"
@@ -335,6 +372,7 @@ function Worker:on_deleted(p)
       if not dok and dcode ~= "NOT_FOUND" then return nil, derr, dcode end
     end
     m.size:remove({ app = p.app })
+    self.bases[p.app] = nil
     log.info("deleted every object of an app", "app", p.app, "objects", #items)
     return true
   end)

@@ -6,6 +6,7 @@
 local opts, args = require("autopgo.cli").parse("scrape", arg)
 
 local uv = require "luv"
+local async = require "autopgo.async"
 local cli = require "autopgo.cli"
 local log = require "autopgo.log"
 local http = require "autopgo.http"
@@ -75,7 +76,7 @@ end
 on_signal("sigterm", function() shutdown("SIGTERM") end)
 on_signal("sigint", function() shutdown("SIGINT") end)
 on_signal("sighup", function()
-  require("autopgo.async").spawn(function()
+  async.spawn(function()
     local rok, rerr = source:reload()
     if rok then
       reloads:inc({ result = "success" })

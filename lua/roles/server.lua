@@ -40,7 +40,8 @@ if embedded then embedded:start() end
 log.info("server listening", "port", srv.port, "blob_store", store.name, "event_writer", writer.name,
   "worker", embedded and "in this process" or "separate")
 
-local signal = daemon.wait_for_stop()
+local stop = daemon.stop_signals()
+local signal = stop.wait()
 log.info("stopping: finishing requests in flight", "signal", signal)
 srv:shutdown()
 if embedded then
@@ -49,5 +50,6 @@ if embedded then
 end
 writer:close()
 store:close()
+stop.close()
 log.info("stopped")
 return 0

@@ -41,11 +41,13 @@ w:start()
 log.info("worker running", "port", srv.port, "blob_store", store.name, "event_reader", reader.name,
   "event_writer", writer.name)
 
-local signal = daemon.wait_for_stop()
+local stop = daemon.stop_signals()
+local signal = stop.wait()
 log.info("stopping: finishing the merge in progress", "signal", signal)
 w:stop()
 srv:shutdown()
 writer:close()
 store:close()
+stop.close()
 log.info("stopped")
 return 0

@@ -10,19 +10,13 @@ local function exec(cmd, args, timeout_ms)
 end
 
 local out = support.root .. "/build/goref"
-local go = os.getenv("AP_GO") or "/usr/lib/go-1.19/bin/go"
 
---- Builds the tools if needed (inside a coroutine). Raises when Go or the sources are missing.
+--- Builds the tools if needed with tools/goref/build.sh (inside a coroutine). Raises when Go or
+-- the sources are missing.
 function M.ensure()
   if support.read_file(out .. "/bin/pprofcanon") and support.read_file(out .. "/bin/pprofmerge") then return end
-  local src = support.root .. "/tools/goref"
-  for _, tool in ipairs { "pprofmerge", "pprofcanon" } do
-    local code, _, err = exec("env", {
-      "GO111MODULE=off", "GOPATH=/usr/share/gocode:" .. src, "GOCACHE=" .. out .. "/cache", "GOPROXY=off",
-      "GOFLAGS=", go, "build", "-o", out .. "/bin/" .. tool, tool,
-    }, 600000)
-    assert(code == 0, "building the Go reference " .. tool .. " failed: " .. tostring(err))
-  end
+  local code, stdout, stderr = exec(support.root .. "/tools/goref/build.sh", { out }, 600000)
+  assert(code == 0, "building the Go reference failed: " .. stdout .. stderr)
 end
 
 local function tool(name, args)

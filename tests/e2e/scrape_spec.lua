@@ -53,18 +53,28 @@ describe("autopgo scrape (end to end)", function()
       assert.matches('autopgo_scrapes_total{result="success"} %d+', res.body)
       assert.matches("autopgo_scrape_bytes_total %d+", res.body)
 
-      -- the merged profile: downloaded with the CLI, read with Go's own pprof
+      -- the merged profile, downloaded with the CLI and read with Go's own pprof, names the three
+      -- functions with their start lines (merges go on, so wait until it has samples of all three)
       local out = dir .. "/default.pgo"
+      local functions = { "main.burnFibonacci", "main.burnHashing", "main.burnSorting" }
+      local raw, missing
       e2e.wait_for(function()
-        local code = support.autopgo({ "download", "goservice", "-o", out, "--api-url", server.url })
-        return code == 0
-      end, 60000, "a merged profile")
-      local code, raw, err = e2e.go_tool({ "tool", "pprof", "-raw", out })
-      assert.equals(0, code, err)
-      for _, fn in ipairs { "main.burnFibonacci", "main.burnHashing", "main.burnSorting" } do
-        local start_line = raw:match(fn:gsub("%.", "%%.") .. " [^\n]*main%.go:%d+:?%d* s=(%d+)")
-        assert.is_not_nil(start_line, fn .. " is not in the merged profile:\n" .. raw:sub(1, 2000))
-        assert.is_true(tonumber(start_line) > 0, fn .. " has no start_line")
+        local code = support.autopgo({ "download", "goservice", "-o", out, "--api-url", server.url },
+          { env = { "XDG_CACHE_HOME=" .. dir .. "/cache" } })
+        if code ~= 0 then return false end
+        local gcode, text, gerr = e2e.go_tool({ "tool", "pprof", "-raw", out })
+        assert.equals(0, gcode, gerr)
+        raw, missing = text, nil
+        for _, fn in ipairs(functions) do
+          if not text:find(fn .. " ", 1, true) then missing = fn end
+        end
+        return missing == nil
+      end, 90000, "a merged profile with samples of all three functions")
+      for _, fn in ipairs(functions) do
+        for start_line in raw:gmatch(fn:gsub("%.", "%%.") .. " [^\n]*main%.go:%d+[:%d]* s=(%d+)") do
+          assert.is_true(tonumber(start_line) > 0, fn .. " has no start_line")
+        end
+        assert.matches(fn:gsub("%.", "%%.") .. " [^\n]*main%.go:%d+[:%d]* s=[1-9]%d*", raw)
       end
       -- and Go's PGO loader takes it
       local pcode, _, perr = e2e.go_tool({ "tool", "preprofile", "-i", out, "-o", dir .. "/pgo.txt" })
@@ -110,10 +120,14 @@ describe("autopgo scrape (end to end)", function()
       code, _, err = support.autopgo { "scrape", "--app", "a", "-s", "0" }
       assert.equals(2, code)
       assert.matches("must be at least 1", err)
+      -- the role script is the command
+      local code2, _, err2 = support.autopgo { "run", "roles/scraper.lua", "--app", "a" }
+      assert.equals(2, code2)
+      assert.equals(select(3, support.autopgo { "scrape", "--app", "a" }), err2)
     end)
   end)
 
-  it("loads a custom discovery module by path", function()
+  it("loads a custom discovery module by path, and the dns example by name", function()
     run(function()
       services = e2e.start_goservices(1, dir)
       server = e2e.start_server(dir)
@@ -124,6 +138,12 @@ describe("autopgo scrape (end to end)", function()
         "-d", "1s", "--mode", dir .. "/mine.lua", services[1].url })
       e2e.wait_for(function() return #e2e.log_lines(scraper.proc, "profile forwarded") > 0 end, 60000,
         "a profile found through the custom module")
+      assert.equals(0, e2e.stop(scraper.proc))
+      scraper = e2e.start_scraper({ "--api-url", server.url, "--app", "custom", "-s", "1", "-f", "500ms",
+        "-d", "1s", "--mode", "dns", services[1].url .. "/debug/pprof/profile" })
+      e2e.wait_for(function() return #e2e.log_lines(scraper.proc, "profile forwarded") > 0 end, 60000,
+        "a profile found through the dns mode")
+      assert.equals(1, #e2e.log_lines(scraper.proc, "target=" .. services[1].url .. "/debug/pprof/profile"))
     end, 120000)
   end)
 end)

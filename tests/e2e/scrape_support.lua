@@ -63,8 +63,13 @@ function M.start_goservices(n, dir)
   for i = 1, n do
     local port_file = ("%s/goservice-%d.port"):format(dir, i)
     local proc = support.spawn(bin, { "-addr", "127.0.0.1:0", "-port-file", port_file })
-    local port = M.wait_for(function() return tonumber(support.read_file(port_file) or "") end, 15000,
-      "the Go service to listen")
+    local ok, port = pcall(M.wait_for, function() return tonumber(support.read_file(port_file) or "") end,
+      15000, "the Go service to listen")
+    if not ok then
+      M.stop(proc)
+      for _, s in ipairs(list) do M.stop(s.proc) end
+      error(port, 0)
+    end
     list[i] = { proc = proc, port = port, url = "http://127.0.0.1:" .. port }
   end
   return list
@@ -77,11 +82,15 @@ function M.start_server(dir, extra)
   for _, a in ipairs(extra or {}) do args[#args + 1] = a end
   local proc = support.spawn(support.bin, args)
   local url = "http://127.0.0.1:" .. port
-  M.wait_for(function()
+  local ok, err = pcall(M.wait_for, function()
     if proc.code then error("autopgo server exited: " .. select(2, proc.output())) end
     local res = http.request { url = url .. "/api/ready", timeout = 2 }
     return res and res.status == 200
   end, 30000, "the server to be ready")
+  if not ok then
+    M.stop(proc) -- never leave a server behind
+    error(err, 0)
+  end
   return { proc = proc, port = port, url = url }
 end
 

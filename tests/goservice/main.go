@@ -47,13 +47,14 @@ func burnSorting(n int) int {
 	return xs[n/2]
 }
 
-// work keeps one core partly busy: bursts of the three functions, then a short sleep.
+// work keeps one core partly busy: bursts of the three functions (each about a millisecond, so
+// that even a short profile samples all three), then a short sleep.
 func work() {
 	for {
-		sink += uint64(burnFibonacci(22))
-		h := burnHashing(2000)
+		sink += uint64(burnFibonacci(25))
+		h := burnHashing(4000)
 		sink += uint64(h[0])
-		sink += uint64(burnSorting(20000))
+		sink += uint64(burnSorting(10000))
 		time.Sleep(2 * time.Millisecond)
 	}
 }

@@ -95,6 +95,33 @@ describe("worker", function()
     end)
   end)
 
+  it("handles the events of uploads already merged along the way without reading the base", function()
+    run(function()
+      local real = assert(blob.open("mem://reads-" .. crypto.hex(crypto.random(4))))
+      local base_reads = 0
+      local counting = setmetatable({ name = real.name }, { __index = function(_, k)
+        return function(_, ...) return real[k](real, ...) end
+      end })
+      counting.get = function(_, key, opts)
+        if key == "app/default.pgo" then base_reads = base_reads + 1 end
+        return real:get(key, opts)
+      end
+      local e = setup { store = counting }
+      local before = merges()
+      stage(e, "app", profiles.variant(1))
+      e.worker:start()
+      wait_until("the first upload is merged", function() return #keys(real, "app/staging/") == 0 end)
+      for i = 2, 9 do stage(e, "app", profiles.variant(i)) end
+      wait_until("everything is merged", function() return #keys(real, "app/staging/") == 0 end)
+      e.worker:stop()
+      assert.same({ 1, 1, 1, 1, 1, 1, 1, 1, 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
+      -- one read to find no base, then one per merge pass that had something to merge: not per event
+      local passes = merges() - before
+      assert.is_true(passes < 9, "the uploads were not coalesced")
+      assert.is_true(base_reads <= passes, ("the base was read %d times for %d merges"):format(base_reads, passes))
+    end)
+  end)
+
   it("does not count a redelivered upload twice (crash between writing the base and acknowledging)", function()
     run(function()
       local e = setup()

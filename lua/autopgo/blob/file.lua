@@ -68,13 +68,6 @@ local function mkdirs(path)
   return io_fail(err, code)
 end
 
-local function fsync_dir(path)
-  local fd = async.await(uv.fs_open, path, "r", 0)
-  if not fd then return end
-  async.await(uv.fs_fsync, fd)
-  async.await(uv.fs_close, fd)
-end
-
 local function write_all(fd, data, offset)
   local pos = 1
   while pos <= #data do
@@ -175,17 +168,10 @@ function Store:_locked(fn)
   return table.unpack(res, 2, res.n)
 end
 
--- Moves the temporary file into place; `how` is "rename" or "link" (fails if the key exists).
--- A concurrent delete may remove the parent directory in between: recreate and retry.
-local function commit(tmp, path, how)
-  for _ = 1, 5 do
-    local ok, err, code = async.await(how == "link" and uv.fs_link or uv.fs_rename, tmp, path)
-    if ok then return true end
-    if code ~= "ENOENT" then return nil, err, code end
-    local mok, merr, mcode = mkdirs(dirname(path))
-    if not mok then return nil, merr, mcode end
-  end
-  return fail("IO", "cannot move a file into %s", path)
+-- Moves the temporary file into place (one thread-pool job: link or rename, directories made as
+-- needed, the directory fsync'd). exclusive: fails with EEXIST rather than replace.
+local function place(tmp, path, exclusive)
+  return async.await(core.fs.place_async, tmp, path, exclusive)
 end
 
 function Store:put(key, body, opts)
@@ -193,36 +179,43 @@ function Store:put(key, body, opts)
   if not ok then return nil, err, code end
   opts = opts or {}
   local path = self.root .. "/" .. key
-  local tmp, st, wcode = self:_write_temp(body)
-  if not tmp then return nil, st, wcode end
+  local tmp, st
+  if type(body) == "string" then
+    -- The common case in one thread-pool job: create, write, fsync, stat.
+    tmp = ("%s/%s/tmp/%s"):format(self.root, INTERNAL, core.crypto.uuid4())
+    local info, werr, wcode = async.await(core.fs.write_new_async, tmp, body)
+    if not info then return io_fail(werr, wcode) end
+    st = { ino = info.ino, size = info.size, mtime = { sec = info.mtime_sec, nsec = info.mtime_nsec } }
+  else
+    local wcode
+    tmp, st, wcode = self:_write_temp(body)
+    if not tmp then return nil, st, wcode end
+  end
   local cok, cerr, ccode
   if opts.if_none_match == "*" then
-    cok, cerr, ccode = commit(tmp, path, "link")
-    async.await(uv.fs_unlink, tmp)
-    if not cok and ccode == "EEXIST" then
-      return fail("PRECONDITION_FAILED", "%q already exists", key)
-    end
+    cok, cerr, ccode = place(tmp, path, true)
+    if not cok then async.await(uv.fs_unlink, tmp) end
+    if ccode == "EEXIST" then return fail("PRECONDITION_FAILED", "%q already exists", key) end
   elseif opts.if_match then
     cok, cerr, ccode = self:_locked(function()
       local cur = async.await(uv.fs_stat, path)
       if not cur or cur.type ~= "file" or etag_of(cur) ~= opts.if_match then
         return fail("PRECONDITION_FAILED", "%q is not at version %s", key, opts.if_match)
       end
-      return commit(tmp, path, "rename")
+      return place(tmp, path, false)
     end)
     if not cok then async.await(uv.fs_unlink, tmp) end
     if ccode == "PRECONDITION_FAILED" then return nil, cerr, ccode end
   else
-    cok, cerr, ccode = commit(tmp, path, "rename")
+    cok, cerr, ccode = place(tmp, path, false)
     if not cok then async.await(uv.fs_unlink, tmp) end
   end
   if not cok then
-    if ccode == "EISDIR" or ccode == "ENOTDIR" or ccode == "EEXIST" then
+    if ccode == "EISDIR" or ccode == "ENOTDIR" or ccode == "EEXIST" or ccode == "EPERM" then
       return fail("INVALID", "key %q clashes with a directory of other keys", key)
     end
     return io_fail(cerr, ccode)
   end
-  fsync_dir(dirname(path))
   return { etag = etag_of(st), size = st.size }
 end
 
