@@ -6,8 +6,10 @@
 -- profile, anonymous, dualstack, fips, accelerate, ssetype, kmskeyid, prefix; awssdk,
 -- rate_limiter_capacity, request_checksum_calculation and response_checksum_validation are
 -- accepted for compatibility and change nothing here. Credentials: autopgo.aws.credentials.
--- Requests are SigV4-signed with the SHA-256 of the payload. Bodies above the part size go up as
--- a multipart upload, one part in memory at a time; preconditions use If-Match / If-None-Match.
+-- Requests are SigV4-signed: bodies in memory with their SHA-256, streamed bodies (files,
+-- producers) in signed aws-chunked framing, so nothing is held to be hashed. Bodies above the
+-- part size go up as a multipart upload, unless the write is conditional (If-Match /
+-- If-None-Match), which goes up as one PUT (up to 5 GiB) so that every server checks it.
 local crypto = require("autopgo.core").crypto
 local async = require "autopgo.async"
 local url = require "autopgo.url"
