@@ -184,6 +184,7 @@ static int dec_repeated_u64(ap_dec *d, const uint8_t **pp, const uint8_t *end, u
         const uint8_t *data;
         size_t len;
         if (read_len_field(pp, end, wt, &data, &len, e)) return -1;
+        if (len == 0) return 0;
         const uint8_t *q = data, *qend = data + len;
         /* At most one element per byte. */
         if (*n + len > *cap && tgrow(d, (void **)arr, cap, sizeof **arr, *n + len)) OOM(e, data);

@@ -209,6 +209,21 @@ static void test_wire_rules(void)
     }
     pb_free(&p);
 
+    /* An empty packed field is no elements (found by the fuzzer: no array yet). */
+    base(&p);
+    pb_len(&m, 1, "", 0);
+    pb_len(&m, 2, "", 0);
+    pb_msg(&p, 2, &m);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "has 0 values but there are 1");
+    base(&p);
+    pb_len(&m, 1, "", 0);
+    pb_u64(&m, 2, 4);
+    pb_msg(&p, 2, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) CHECK_INT(pr->samples[0].nloc, 0);
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+
     /* Unknown fields of wire types 0, 1, 2, 5 are skipped at every level; field 0 too. */
     base(&p);
     pb_u64(&p, 100, 1);
