@@ -194,6 +194,12 @@ static int dec_repeated_u64(ap_dec *d, const uint8_t **pp, const uint8_t *end, u
                 *out++ = *q++;
                 continue;
             }
+            /* Location ids of big profiles are mostly two bytes. */
+            if (qend - q >= 2 && q[1] < 0x80) {
+                *out++ = (uint64_t)(q[0] & 0x7f) | ((uint64_t)q[1] << 7);
+                q += 2;
+                continue;
+            }
             const uint8_t *r = ap_varint(q, qend, out);
             if (!r) WFAIL(e, q, "bad varint (packed)");
             out++;
