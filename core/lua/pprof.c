@@ -90,6 +90,7 @@ static void check_encode_opts(lua_State *L, int arg, ap_pprof_encode_opts *o)
 {
     o->level = -1;
     o->raw = 0;
+    o->threads = 0;
     if (lua_isnoneornil(L, arg)) return;
     luaL_checktype(L, arg, LUA_TTABLE);
     lua_getfield(L, arg, "level");
@@ -102,6 +103,14 @@ static void check_encode_opts(lua_State *L, int arg, ap_pprof_encode_opts *o)
     lua_pop(L, 1);
     lua_getfield(L, arg, "raw");
     o->raw = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, arg, "threads");
+    if (!lua_isnil(L, -1)) {
+        int isnum;
+        lua_Integer v = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || v < 0 || v > 64) luaL_argerror(L, arg, "threads must be an integer in 0..64");
+        o->threads = (int)v;
+    }
     lua_pop(L, 1);
 }
 
@@ -462,7 +471,7 @@ static int do_merge(lua_State *L, int async)
 
     /* Check everything that can raise before allocating. */
     ap_pprof_limits lim = {0};
-    ap_pprof_encode_opts eo = {.level = -1, .raw = 0};
+    ap_pprof_encode_opts eo = {.level = -1, .raw = 0, .threads = 0};
     int want_profile = 0;
     if (has_opts) {
         lua_getfield(L, 2, "limits");
@@ -550,7 +559,7 @@ static int do_merge(lua_State *L, int async)
 /* pprof.merge(inputs [, opts]) -> bytes|profile, summary | nil, err, code, input_index
  * inputs: list of encoded profiles (strings) and/or profile objects, merged in order.
  * opts: { prune = {{drop=, keep=}...}, limits = {...}, level = -1..9, raw = bool,
- *         output = "bytes" | "profile" } */
+ *         threads = n (0: automatic), output = "bytes" | "profile" } */
 static int l_merge(lua_State *L)
 {
     return do_merge(L, 0);
@@ -699,7 +708,7 @@ static void job_cleanup(void *d)
     free(j);
 }
 
-/* profile:encode([{level = -1..9, raw = bool}]) -> bytes */
+/* profile:encode([{level = -1..9, raw = bool, threads = n}]) -> bytes */
 static int m_encode(lua_State *L)
 {
     lprofile *w = ap_check_profile(L, 1);

@@ -397,7 +397,7 @@ typedef struct {
     uint32_t lab_off, nlab;
 } pending;
 
-#define BATCH 16
+#define BATCH 32
 
 static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
 {
@@ -732,6 +732,7 @@ ap_pprof_profile *ap_pprof_merger_finish(ap_pprof_merger *m, ap_pprof_error *err
     m->ninputs = 0;
     out->labels_sorted = 1;
     out->strings_unique = 1;
+    ap_pprof_profile_shrink(out);
     uint32_t nv = out->nsample_type;
     for (uint32_t i = 0; i < out->nsamples; i++) {
         int zero = 1;

@@ -150,6 +150,8 @@ ap_pprof_profile *ap_pprof_profile_new(void);
 void ap_pprof_profile_free(ap_pprof_profile *p);
 /* Empties the profile but keeps its allocations for reuse. */
 void ap_pprof_profile_clear(ap_pprof_profile *p);
+/* Gives back the growth slack of its arrays (for profiles that are kept around). */
+void ap_pprof_profile_shrink(ap_pprof_profile *p);
 /* Bytes of memory the profile holds. */
 uint64_t ap_pprof_profile_memory(const ap_pprof_profile *p);
 

@@ -298,6 +298,7 @@ ap_pprof_profile *ap_pprof_decode(const void *data, size_t len, const ap_pprof_l
         ap_pprof_profile_free(p);
         return NULL;
     }
+    ap_pprof_profile_shrink(p);
     return p;
 }
 
