@@ -458,9 +458,9 @@ static int add_sample(ap_pprof_merger *m, const pending *pd)
     ap_pprof_profile *out = m->out;
     uint32_t nv = out->nsample_type;
     const int64_t *sv = &m->src->values[(size_t)pd->si * nv];
-    const uint32_t *klocs = &m->klocs[pd->loc_off];
-    const ap_pprof_label *klabels = &m->klabels[pd->lab_off];
     uint32_t nloc = pd->nloc, nl = pd->nlab;
+    const uint32_t *klocs = nloc ? &m->klocs[pd->loc_off] : NULL;
+    const ap_pprof_label *klabels = nl ? &m->klabels[pd->lab_off] : NULL;
     table *t = &m->samples;
     uint64_t h = pd->h, mask = (1ull << t->bits) - 1, tag = h >> 32;
     uint64_t j = table_start(t, h);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer target for the pprof decoder (clang, ASan + UBSan), replays every seed,
 # then fuzzes for FUZZ_SECONDS (default 60) on a corpus seeded from tests/testdata/pprof (raw and
-# gunzipped). Ends with "N passed, N failed": one per replayed seed, plus one for the fuzz run.
+# gunzipped) and tests/fuzz/regressions (inputs that once crashed). Ends with "N passed, N failed": one per replayed seed, plus one for the fuzz run.
 # usage: tests/fuzz/run.sh   (env: FUZZ_SECONDS, BUILD_DIR)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,7 +25,7 @@ while IFS= read -r f; do
     i=$((i + 1))
     cp "$f" "$out/seeds/$i-$(basename "$f")"
     if gzip -t "$f" 2>/dev/null; then gzip -dc "$f" >"$out/seeds/$i-$(basename "$f").raw" 2>/dev/null; fi
-done < <(find "$root/tests/testdata/pprof" -type f ! -name '*.md' | sort)
+done < <(find "$root/tests/testdata/pprof" "$root/tests/fuzz/regressions" -type f ! -name '*.md' | sort)
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for f in "$out"/seeds/*; do

@@ -357,6 +357,29 @@ static void test_wire_rules(void)
     ap_pprof_profile_free(pr);
     pb_free(&p);
 
+    /* A 64-bit id in the middle of a packed list, after narrow ones, and in a later sample. */
+    base(&p);
+    add_function(&p, 1);
+    add_location(&p, 1, 1);
+    add_location(&p, 1ull << 40, 1);
+    add_location(&p, 0xffffffffu, 1);
+    uint64_t mixed[] = {1, 1ull << 40, 1, 0xffffffffu};
+    pb_packed(&m, 1, mixed, 4);
+    pb_u64(&m, 2, 1);
+    pb_msg(&p, 2, &m);
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 1, 1ull << 40);
+    pb_u64(&m, 2, 1);
+    pb_msg(&p, 2, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) {
+        CHECK_INT(pr->nsample_locs, 6);
+        uint32_t want[] = {0, 1, 0, 2, 0, 1};
+        for (int i = 0; i < 6; i++) CHECK_INT(pr->sample_locs[i], want[i]);
+    }
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+
     /* Samples: value count and sample types. */
     base(&p);
     pb_u64(&m, 2, 1);
