@@ -488,14 +488,27 @@ static int do_merge(lua_State *L, int async)
         }
         lua_pop(L, 1);
     }
+    /* Input kinds: 0 bytes, 1 profile, 2 file path (the path string replaces its table). */
+    unsigned char *kinds = lua_newuserdatauv(L, (size_t)n, 0);
     int base = lua_gettop(L);
     luaL_checkstack(L, (int)n + 8, "too many inputs");
     for (lua_Integer i = 1; i <= n; i++) {
         lua_geti(L, 1, i);
+        kinds[i - 1] = 0;
         if (lua_type(L, -1) == LUA_TSTRING) continue;
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_getfield(L, -1, "file");
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_argerror(L, 1, lua_pushfstring(L, "input %d: file must be a string", (int)i));
+            lua_remove(L, -2);
+            kinds[i - 1] = 2;
+            continue;
+        }
+        kinds[i - 1] = 1;
         lprofile *w = luaL_testudata(L, -1, PROFILE_MT);
         if (!w)
-            luaL_argerror(L, 1, lua_pushfstring(L, "input %d is not a string or profile", (int)i));
+            luaL_argerror(
+                L, 1, lua_pushfstring(L, "input %d is not a string, {file=} or profile", (int)i));
         if (w->closed || !w->p)
             return ap_fail(L, "CLOSED", "input %d: the profile is closed", (int)i);
         if (w->writer) return ap_fail(L, "BUSY", "input %d: the profile is being pruned", (int)i);
@@ -526,7 +539,10 @@ static int do_merge(lua_State *L, int async)
     j->want_profile = want_profile;
     for (lua_Integer i = 1; i <= n; i++) {
         int idx = base + (int)i;
-        if (lua_type(L, idx) == LUA_TSTRING) {
+        if (kinds[i - 1] == 2) {
+            /* Paths are read on the pool thread: the file's bytes never reach Lua. */
+            j->inputs[i - 1].path = lua_tostring(L, idx);
+        } else if (kinds[i - 1] == 0) {
             size_t len;
             j->inputs[i - 1].data = lua_tolstring(L, idx, &len);
             j->inputs[i - 1].len = len;
@@ -557,7 +573,8 @@ static int do_merge(lua_State *L, int async)
 }
 
 /* pprof.merge(inputs [, opts]) -> bytes|profile, summary | nil, err, code, input_index
- * inputs: list of encoded profiles (strings) and/or profile objects, merged in order.
+ * inputs: list of encoded profiles (strings), files ({file = path}, read on the thread pool)
+ * and/or profile objects, merged in order.
  * opts: { prune = {{drop=, keep=}...}, limits = {...}, level = -1..9, raw = bool,
  *         threads = n (0: automatic), output = "bytes" | "profile" } */
 static int l_merge(lua_State *L)

@@ -1,8 +1,13 @@
 /* What the worker does to a batch of profiles, in one call: decode each input (reusing two
  * profiles' buffers; the next input is decoded on a helper thread while the current one is
  * merged), Merge, Prune with each rule, encode. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "zpar.h"
@@ -11,14 +16,77 @@ typedef struct {
     const ap_pprof_input *in;
     const ap_pprof_limits *limits;
     ap_pprof_profile *p; /* scratch to decode into */
+    size_t bytes;        /* encoded size */
     ap_pprof_error err;
     int rc;
 } decode_task;
 
+/* Reads a whole file; a file larger than any profile the limits allow is refused unread. */
+static uint8_t *read_file(const char *path, uint64_t max, size_t *len, ap_pprof_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ap_pprof_fail(err, AP_PPROF_EIO, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    uint8_t *buf = NULL;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        ap_pprof_fail(err, AP_PPROF_EIO, "%s is not a regular file", path);
+        goto fail;
+    }
+    if ((uint64_t)st.st_size > max) {
+        ap_pprof_fail(err, AP_PPROF_ETOOLARGE, "%s is larger than the limit of %llu bytes", path,
+                      (unsigned long long)max);
+        goto fail;
+    }
+    buf = malloc((size_t)st.st_size ? (size_t)st.st_size : 1);
+    if (!buf) {
+        ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory reading %s", path);
+        goto fail;
+    }
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            ap_pprof_fail(err, AP_PPROF_EIO, "cannot read %s: %s", path,
+                          r < 0 ? strerror(errno) : "file shrank while reading");
+            goto fail;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *len = got;
+    return buf;
+fail:
+    free(buf);
+    close(fd);
+    return NULL;
+}
+
 static void *decode_thread(void *arg)
 {
     decode_task *t = arg;
-    t->rc = ap_pprof_decode_into(t->p, t->in->data, t->in->len, t->limits, &t->err);
+    const ap_pprof_input *in = t->in;
+    if (!in->path) {
+        t->bytes = in->len;
+        t->rc = ap_pprof_decode_into(t->p, in->data, in->len, t->limits, &t->err);
+        return NULL;
+    }
+    /* gzip may expand incompressible data a little: leave room over the decompressed limit. */
+    uint64_t max = t->limits && t->limits->max_decompressed ? t->limits->max_decompressed
+                                                            : AP_PPROF_DEFAULT_MAX_DECOMPRESSED;
+    max += max / 64 + 4096;
+    size_t len = 0;
+    uint8_t *data = read_file(in->path, max, &len, &t->err);
+    if (!data) {
+        t->rc = -1;
+        return NULL;
+    }
+    t->bytes = len;
+    t->rc = ap_pprof_decode_into(t->p, data, len, t->limits, &t->err);
+    free(data);
     return NULL;
 }
 
@@ -82,7 +150,7 @@ int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_ppro
                 goto done;
             }
             src = cur->p;
-            sum.bytes_in += inputs[i].len;
+            sum.bytes_in += cur->bytes;
             sum.decompressed_in += cur->p->decompressed_size;
         }
         sum.inputs++;

@@ -16,6 +16,7 @@ typedef enum {
     AP_PPROF_EPATTERN,      /* "BAD_PATTERN": a prune regular expression does not compile */
     AP_PPROF_ENOMEM,        /* "NOMEM": an allocation failed */
     AP_PPROF_EINVAL,        /* "INVALID_ARGUMENT": a caller error (no inputs, bad option) */
+    AP_PPROF_EIO,           /* "IO": an input file could not be read */
 } ap_pprof_status;
 
 typedef struct {
@@ -243,6 +244,7 @@ typedef struct {
     const void *data;
     size_t len;
     const ap_pprof_profile *profile; /* used instead of data/len when set */
+    const char *path;                /* a file to read instead, when set (and no profile) */
 } ap_pprof_input;
 
 typedef struct {

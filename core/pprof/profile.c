@@ -28,6 +28,8 @@ const char *ap_pprof_code_name(ap_pprof_status code)
         return "BAD_PATTERN";
     case AP_PPROF_ENOMEM:
         return "NOMEM";
+    case AP_PPROF_EIO:
+        return "IO";
     case AP_PPROF_EINVAL:
         return "INVALID_ARGUMENT";
     }

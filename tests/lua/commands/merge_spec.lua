@@ -59,6 +59,14 @@ describe("autopgo merge", function()
     assert.matches("heap%-sample%-types.pb.gz is incompatible with .*minimal.pb.gz: incompatible period types", err)
   end)
 
+  it("says when a file cannot be read", function()
+    local code, _, err = support.run(function()
+      return support.autopgo { "merge", "-o", dir .. "/out.pgo", data .. "/edge/minimal.pb.gz", dir .. "/missing" }
+    end)
+    assert.equals(1, code)
+    assert.matches("IO: cannot open .*/missing: No such file or directory", err)
+  end)
+
   it("reads stdin and writes stdout with -", function()
     local code, out, err = support.run(function()
       return support.autopgo({ "merge", "-o", "-", "-" }, { stdin = support.read_file(data .. "/edge/minimal.pb.gz") })
