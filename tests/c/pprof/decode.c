@@ -380,6 +380,30 @@ static void test_wire_rules(void)
     ap_pprof_profile_free(pr);
     pb_free(&p);
 
+    /* Packed ids of every varint length, read by the branch-free loop and the general one. */
+    base(&p);
+    add_function(&p, 1);
+    uint64_t lens[] = {1,       127,       128,       16383,      16384,      2097151,
+                       2097152, 268435455, 268435456, 0xfffffffe, 1ull << 35, 1ull << 62};
+    size_t nlens = sizeof lens / sizeof *lens;
+    for (size_t i = 0; i < nlens; i++) add_location(&p, lens[i], 1);
+    uint64_t seq[40];
+    size_t nseq = 0;
+    for (int rep = 0; rep < 3; rep++)
+        for (size_t i = 0; i < nlens; i++) seq[nseq++] = lens[(i * 7 + (size_t)rep) % nlens];
+    pb_packed(&m, 1, seq, nseq);
+    pb_u64(&m, 2, 1);
+    pb_msg(&p, 2, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) {
+        CHECK_INT(pr->nsample_locs, nseq);
+        int ok = 1;
+        for (size_t i = 0; i < nseq; i++) ok &= pr->locations[pr->sample_locs[i]].id == seq[i];
+        CHECK(ok);
+    }
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+
     /* Samples: value count and sample types. */
     base(&p);
     pb_u64(&m, 2, 1);
