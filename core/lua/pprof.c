@@ -28,7 +28,7 @@ static void push_err(lua_State *L, const ap_pprof_error *err)
 
 /* ---- argument helpers ---- */
 
-lprofile *ap_check_profile(lua_State *L, int idx)
+static lprofile *ap_check_profile(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, PROFILE_MT);
 }
@@ -324,9 +324,8 @@ static int do_decode(lua_State *L, int validate, int async)
         return 1;
     }
     decode_work(j);
-    int n;
-    /* decode_push may raise on OOM while j is unowned: keep j reachable through a guard. */
-    n = decode_push(L, j, 0);
+    /* Only a Lua out-of-memory error can escape decode_push; j would then leak with it. */
+    int n = decode_push(L, j, 0);
     decode_cleanup(j);
     return n;
 }
