@@ -39,7 +39,7 @@ static int call_main(lua_State *L, const char *fn, int nargs, int nresults)
 }
 
 /* Kept in a static so that LeakSanitizer sees everything Lua owns as reachable at exit. */
-static lua_State *main_state;
+static lua_State *volatile main_state;
 
 int main(int argc, char **argv)
 {

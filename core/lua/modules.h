@@ -11,10 +11,15 @@ typedef struct {
 } ap_module;
 
 static const ap_module ap_modules[] = {
+    /* clang-format off */
     {"log", ap_open_log},
     {"crypto", ap_open_crypto},
+    {"http_server", ap_open_http_server},
+    {"http_client", ap_open_http_client},
+    {"fs", ap_open_fs},
     {"pprof", ap_open_pprof},
     {NULL, NULL},
+    /* clang-format on */
 };
 
 #endif
