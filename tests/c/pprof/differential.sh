@@ -11,11 +11,6 @@ go123=${AP_GO123:-/usr/lib/go-1.23/bin/go}
 rm -rf "$work"
 mkdir -p "$work/gen"
 export GOCACHE="$work/gocache" GOFLAGS= GOPROXY=off
-# Under the sanitizer build, LeakSanitizer at process exit reports the host's Lua state as
-# leaked whenever no stray pointer to it survives (the static meant to keep it reachable is
-# optimised away): a false positive of the host, not of this code. Leaks of the pprof core and
-# its binding are checked in-process by the C tests and tests/lua/pprof_spec.lua.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 pass=0 fail=0
 
 ok() { pass=$((pass + 1)); }
