@@ -371,6 +371,19 @@ function Worker:on_deleted(p)
   local ok, res, err, code = pcall(function()
     local items, lerr, lcode = self.store:list(p.app .. "/")
     if not items then return nil, lerr, lcode end
+    -- The base goes last and its ledger just before it: while the app still shows in the list
+    -- something of it is left, and once it is gone everything is (a crash half-way leaves a
+    -- base that a redelivered event deletes again, never uploads that could be merged twice).
+    local function rank(key)
+      if key == base_key(p.app) then return 2 end
+      if key:sub(#p.app + 2, #p.app + 8) == "ledger/" then return 1 end
+      return 0
+    end
+    table.sort(items, function(a, b)
+      local ra, rb = rank(a.key), rank(b.key)
+      if ra ~= rb then return ra < rb end
+      return a.key < b.key
+    end)
     for _, item in ipairs(items) do
       local dok, derr, dcode = self.store:delete(item.key)
       if not dok and dcode ~= "NOT_FOUND" then return nil, derr, dcode end

@@ -271,6 +271,29 @@ describe("worker", function()
     end)
   end)
 
+  it("deletes the base last and its ledger just before it", function()
+    run(function()
+      local e = setup()
+      local order = {}
+      local delete = e.store.delete
+      e.store.delete = function(store, key)
+        order[#order + 1] = key
+        return delete(store, key)
+      end
+      e.worker:start()
+      stage(e, "app", profiles.variant(1))
+      wait_until("merged", function() return base_of(e, "app") and #keys(e.store, "app/staging/") == 0 end)
+      stage(e, "app", profiles.variant(2), false) -- pending, never announced
+      order = {}
+      assert(events.publish(e.writer, events.DELETED, { app = "app" }))
+      wait_until("the app is gone", function() return #keys(e.store, "app/") == 0 end)
+      e.worker:stop()
+      assert.equals("app/default.pgo", order[#order])
+      assert.matches("^app/ledger/", order[#order - 1])
+      assert.matches("^app/staging/", order[1])
+    end)
+  end)
+
   it("only ever deletes staged objects on profile.merged", function()
     run(function()
       local e = setup()
