@@ -46,5 +46,6 @@ void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *d
 /* Each binding file exports one opener that pushes its table. */
 int ap_open_log(lua_State *L);
 int ap_open_crypto(lua_State *L);
+int ap_open_kafka(lua_State *L);
 
 #endif

@@ -13,6 +13,7 @@ typedef struct {
 static const ap_module ap_modules[] = {
     {"log", ap_open_log},
     {"crypto", ap_open_crypto},
+    {"kafka", ap_open_kafka},
     {NULL, NULL},
 };
 
