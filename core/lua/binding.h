@@ -47,5 +47,6 @@ void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *d
 int ap_open_log(lua_State *L);
 int ap_open_crypto(lua_State *L);
 int ap_open_kafka(lua_State *L);
+int ap_open_nats(lua_State *L);
 
 #endif

@@ -14,6 +14,7 @@ static const ap_module ap_modules[] = {
     {"log", ap_open_log},
     {"crypto", ap_open_crypto},
     {"kafka", ap_open_kafka},
+    {"nats", ap_open_nats},
     {NULL, NULL},
 };
 
