@@ -66,6 +66,7 @@ suite_c() {
     fi
     local out pass fail
     out=$(ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
         ctest --test-dir build-asan --output-on-failure -j"$jobs" 2>&1 | tee "$logdir/ctest.log")
     echo "$out" | grep -E 'Test +#|tests passed|tests failed' || true
     pass=$(echo "$out" | grep -cE 'Test +#.* Passed')
@@ -75,7 +76,8 @@ suite_c() {
 
 busted_suite() { # name binary run-profile
     local name=$1 bin=$2 run=$3 out summary s f e p
-    out=$(ASAN_OPTIONS=detect_leaks=0 "$bin" run tests/lua/busted.lua --run="$run" -o utfTerminal 2>&1 |
+    out=$(ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
+        "$bin" run tests/lua/busted.lua --run="$run" -o utfTerminal 2>&1 |
         tee "$logdir/$name.log")
     echo "$out" | tail -n +2 | grep -vE '^$' | tail -n 60
     summary=$(echo "$out" | grep -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' | tail -n1)
@@ -92,7 +94,11 @@ busted_suite() { # name binary run-profile
         while IFS= read -r line; do skipped+=("$name: $line"); done < <(echo "$out" |
             awk '/^Pending -> /{getline; print}')
     fi
-    record "$name" "$s" $((f + e))
+    # A sanitizer report (ASan, LSan at exit, UBSan) is a failure even when every spec passed.
+    local san
+    san=$(echo "$out" | grep -cE 'ERROR: (Address|Leak)Sanitizer|runtime error:')
+    [ "$san" -eq 0 ] || echo "$name: $san sanitizer report(s), see $logdir/$name.log"
+    record "$name" "$s" $((f + e + san))
 }
 
 suite_extra() {

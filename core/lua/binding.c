@@ -39,10 +39,18 @@ void ap_push_error(lua_State *L, const char *code, const char *fmt, ...)
 void ap_register_type(lua_State *L, const char *tname, const luaL_Reg *methods,
                       const luaL_Reg *meta)
 {
+    /* The method table's address identifies the binding that owns the name: registering again
+     * from the same binding (autopgo.core loaded twice) is fine, a second binding is a bug. */
+    const void *owner = methods ? (const void *)methods : (const void *)meta;
     if (!luaL_newmetatable(L, tname)) {
-        lua_pop(L, 1);
+        lua_getfield(L, -1, "__ap_owner");
+        const void *had = lua_touserdata(L, -1);
+        lua_pop(L, 2);
+        if (had != owner) luaL_error(L, "userdata type '%s' is registered by two bindings", tname);
         return;
     }
+    lua_pushlightuserdata(L, (void *)owner);
+    lua_setfield(L, -2, "__ap_owner");
     if (meta) luaL_setfuncs(L, meta, 0);
     if (methods) {
         lua_newtable(L);

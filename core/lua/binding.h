@@ -16,7 +16,8 @@ int ap_fail(lua_State *L, const char *code, const char *fmt, ...);
 void ap_push_error(lua_State *L, const char *code, const char *fmt, ...);
 
 /* Registers a userdata type: metatable "autopgo.<name>" with __index = methods, plus the given
- * metamethods (__gc, __tostring, __close are expected). Leaves nothing on the stack. */
+ * metamethods (__gc, __tostring, __close are expected). Leaves nothing on the stack. Raises if
+ * another binding already registered the same name. */
 void ap_register_type(lua_State *L, const char *tname, const luaL_Reg *methods,
                       const luaL_Reg *meta);
 /* Allocates a zeroed userdata of `size` bytes and sets its metatable. */
@@ -46,6 +47,10 @@ void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *d
 /* Each binding file exports one opener that pushes its table. */
 int ap_open_log(lua_State *L);
 int ap_open_crypto(lua_State *L);
+int ap_open_http_server(lua_State *L);
+int ap_open_fs(lua_State *L);
+int ap_open_http_client(lua_State *L);
+int ap_open_pprof(lua_State *L);
 int ap_open_kafka(lua_State *L);
 int ap_open_nats(lua_State *L);
 

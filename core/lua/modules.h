@@ -11,11 +11,17 @@ typedef struct {
 } ap_module;
 
 static const ap_module ap_modules[] = {
+    /* clang-format off */
     {"log", ap_open_log},
     {"crypto", ap_open_crypto},
+    {"http_server", ap_open_http_server},
+    {"http_client", ap_open_http_client},
+    {"fs", ap_open_fs},
+    {"pprof", ap_open_pprof},
     {"kafka", ap_open_kafka},
     {"nats", ap_open_nats},
     {NULL, NULL},
+    /* clang-format on */
 };
 
 #endif

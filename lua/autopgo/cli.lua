@@ -29,7 +29,7 @@ M.commands = {
     options = list(role_options, { "event_reader_url", "prune", "data_dir", "policy" }) },
   { name = "scrape", script = "roles/scraper.lua", args = { 0, 1, "[FILE|KUBECONFIG]" },
     summary = "Periodically profile Go applications and forward the profiles to the server",
-    options = { "log_level", "api_url", "port", "sample_size", "app", "frequency", "duration", "mode",
+    options = { "log_level", "api_url", "port", "host", "sample_size", "app", "frequency", "duration", "mode",
       "insecure" },
     required = { "sample_size", "app" } },
   { name = "upload", module = "autopgo.commands.upload", args = { 1, 1, "FILE" },

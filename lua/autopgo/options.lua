@@ -17,6 +17,8 @@ M.list = {
     desc = "The base URL of the profile server" },
   { name = "port", short = "p", type = "port", default = 8080,
     desc = "Specifies the port to use for HTTP traffic" },
+  { name = "host", type = "string", default = "0.0.0.0",
+    desc = "The address to listen on for HTTP traffic (127.0.0.1 keeps it on this machine)" },
   { name = "sample_size", short = "s", type = "int", min = 1,
     desc = "Specifies the maximum number of targets to profile concurrently" },
   { name = "app", short = "a", type = "app",

@@ -7,7 +7,7 @@ local M = {}
 
 M.root = uv.cwd()
 M.bin = os.getenv("AUTOPGO_BIN") or (M.root .. "/build/autopgo")
-M.testdata = os.getenv("AUTOPGO_TESTDATA") or (M.root .. "/../shared/testdata/pprof")
+M.testdata = os.getenv("AUTOPGO_TESTDATA") or (M.root .. "/tests/testdata/pprof")
 
 --- Runs fn in a coroutine, turning the loop until it finishes; returns its results or raises its
 -- error (with the coroutine's traceback). Fails after timeout_ms (default 30 s).

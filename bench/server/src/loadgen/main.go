@@ -1,0 +1,86 @@
+// loadgen: the client of bench/server. N concurrent clients (keep-alive connections) post one
+// profile file to URL in a loop for a duration after a warm-up, and it prints one JSON line:
+// uploads (201s), errors, uploads/s, p50 and p99 latency in milliseconds.
+//
+//	loadgen -url http://127.0.0.1:8080/api/profile/app -file P -c 16 -d 10s -warmup 2s
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"time"
+)
+
+func main() {
+	url := flag.String("url", "", "upload URL")
+	file := flag.String("file", "", "profile to post")
+	conc := flag.Int("c", 1, "concurrent clients")
+	dur := flag.Duration("d", 10*time.Second, "measured duration")
+	warm := flag.Duration("warmup", 2*time.Second, "warm-up before measuring")
+	flag.Parse()
+	body, err := os.ReadFile(*file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc, MaxIdleConns: *conc},
+		Timeout: 60 * time.Second}
+
+	start := time.Now()
+	measureFrom := start.Add(*warm)
+	end := measureFrom.Add(*dur)
+	var mu sync.Mutex
+	var lat []float64
+	errors := 0
+	var wg sync.WaitGroup
+	for i := 0; i < *conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				t0 := time.Now()
+				if t0.After(end) {
+					return
+				}
+				resp, err := client.Post(*url, "application/octet-stream", bytes.NewReader(body))
+				ok := false
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					ok = resp.StatusCode == http.StatusCreated
+				}
+				t1 := time.Now()
+				if t0.Before(measureFrom) || t1.After(end) {
+					continue
+				}
+				mu.Lock()
+				if ok {
+					lat = append(lat, float64(t1.Sub(t0).Microseconds())/1000)
+				} else {
+					errors++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Float64s(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		i := int(p * float64(len(lat)-1))
+		return lat[i]
+	}
+	json.NewEncoder(os.Stdout).Encode(map[string]interface{}{
+		"uploads": len(lat), "errors": errors, "per_second": float64(len(lat)) / dur.Seconds(),
+		"p50_ms": pct(0.50), "p99_ms": pct(0.99),
+	})
+}

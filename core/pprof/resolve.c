@@ -1,0 +1,330 @@
+/* Go's postDecode + CheckValid over a freshly decoded profile: every string index in range,
+ * ids non-zero and unique, every reference found (a location's mapping may dangle, as in Go),
+ * values per sample equal to the sample types. Ids become indices. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "decode.h"
+
+/* id -> index + 1: a dense array for ids up to n (what Go does) and a hash map above. Inserts
+ * overwrite, like Go's postDecode, so lookups see the last entry with an id. */
+typedef struct {
+    uint32_t *dense;
+    uint64_t ndense;
+    uint64_t *keys;
+    uint32_t *vals;
+    uint64_t cap;
+} idmap;
+
+static int idmap_init(idmap *m, uint64_t n)
+{
+    memset(m, 0, sizeof *m);
+    m->ndense = n + 1;
+    m->dense = calloc(m->ndense, sizeof *m->dense);
+    return m->dense ? 0 : -1;
+}
+
+static void idmap_free(idmap *m)
+{
+    free(m->dense);
+    free(m->keys);
+    free(m->vals);
+}
+
+static uint32_t idmap_get(const idmap *m, uint64_t id)
+{
+    if (id < m->ndense) return m->dense[id];
+    if (!m->cap) return 0;
+    uint64_t mask = m->cap - 1;
+    for (uint64_t j = ap_hash_u64(id) & mask;; j = (j + 1) & mask) {
+        if (!m->vals[j]) return 0;
+        if (m->keys[j] == id) return m->vals[j];
+    }
+}
+
+/* Returns the previous value for id (0 if none), or UINT32_MAX on allocation failure. */
+static uint32_t idmap_put(idmap *m, uint64_t id, uint32_t val, uint64_t expected)
+{
+    if (id < m->ndense) {
+        uint32_t old = m->dense[id];
+        m->dense[id] = val;
+        return old;
+    }
+    if (!m->cap) {
+        m->cap = ap_pow2(expected * 2 + 16);
+        m->keys = malloc(m->cap * sizeof *m->keys);
+        m->vals = calloc(m->cap, sizeof *m->vals);
+        if (!m->keys || !m->vals) return UINT32_MAX;
+    }
+    uint64_t mask = m->cap - 1;
+    for (uint64_t j = ap_hash_u64(id) & mask;; j = (j + 1) & mask) {
+        if (!m->vals[j]) {
+            m->keys[j] = id;
+            m->vals[j] = val;
+            return 0;
+        }
+        if (m->keys[j] == id) {
+            uint32_t old = m->vals[j];
+            m->vals[j] = val;
+            return old;
+        }
+    }
+}
+
+typedef struct {
+    const ap_pprof_profile *p;
+    ap_pprof_error *err;
+    int failed;
+} strcheck;
+
+/* Go's getString: the index must be within the string table. */
+static int check_str(strcheck *c, uint32_t idx, const char *fmt, uint64_t n, const char *field)
+{
+    if (c->failed || idx < c->p->nstrings) return 0;
+    char where[96];
+    snprintf(where, sizeof where, fmt, (unsigned long long)n);
+    c->failed = 1;
+    if (idx == AP_DEC_BADSTR)
+        return ap_pprof_fail(c->err, AP_PPROF_EMALFORMED,
+                             "%s: %s: string index is negative or too large", where, field);
+    return ap_pprof_fail(c->err, AP_PPROF_EMALFORMED,
+                         "%s: %s: string index %u out of range (string table has %u entries)",
+                         where, field, idx, c->p->nstrings);
+}
+
+static int check_strings(ap_dec *d, ap_pprof_error *err)
+{
+    ap_pprof_profile *p = d->p;
+    strcheck c = {p, err, 0};
+    for (uint32_t i = 0; i < p->nmappings && !c.failed; i++) {
+        check_str(&c, p->mappings[i].file, "mapping #%llu", i, "filename");
+        check_str(&c, p->mappings[i].build_id, "mapping #%llu", i, "build_id");
+    }
+    for (uint32_t i = 0; i < p->nfunctions && !c.failed; i++) {
+        check_str(&c, p->functions[i].name, "function #%llu", i, "name");
+        check_str(&c, p->functions[i].system_name, "function #%llu", i, "system_name");
+        check_str(&c, p->functions[i].filename, "function #%llu", i, "filename");
+    }
+    for (uint32_t i = 0; i < p->nsample_type && !c.failed; i++) {
+        check_str(&c, p->sample_type[2 * i], "sample_type #%llu", i, "type");
+        check_str(&c, p->sample_type[2 * i + 1], "sample_type #%llu", i, "unit");
+    }
+    for (uint32_t i = 0; i < p->nsamples && !c.failed; i++) {
+        const ap_pprof_sample *s = &p->samples[i];
+        for (uint32_t j = 0; j < s->nlabel && !c.failed; j++) {
+            const ap_pprof_label *l = &p->labels[s->label_off + j];
+            check_str(&c, l->key, "sample #%llu: label", i, "key");
+            if (!(l->flags & AP_PPROF_LABEL_NUM))
+                check_str(&c, l->str, "sample #%llu: label", i, "str");
+            else if (l->flags & AP_PPROF_LABEL_UNIT_SET)
+                check_str(&c, l->unit, "sample #%llu: label", i, "num_unit");
+        }
+    }
+    for (size_t i = 0; i < d->ndropped_keys && !c.failed; i++)
+        check_str(&c, d->dropped_keys[i], "label #%llu without a value", i, "key");
+    check_str(&c, p->drop_frames, "profile%.0llu", 0, "drop_frames");
+    check_str(&c, p->keep_frames, "profile%.0llu", 0, "keep_frames");
+    check_str(&c, p->period_type[0], "period_type%.0llu", 0, "type");
+    check_str(&c, p->period_type[1], "period_type%.0llu", 0, "unit");
+    for (size_t i = 0; i < d->ncomments && !c.failed; i++) {
+        uint64_t v = d->comments[i];
+        check_str(&c, v >= AP_DEC_BADSTR ? AP_DEC_BADSTR : (uint32_t)v, "comment #%llu", i, "text");
+    }
+    check_str(&c, p->default_sample_type, "profile%.0llu", 0, "default_sample_type");
+    /* doc_url is unknown to Debian's pprof: a bad index there is ignored, not rejected. */
+    if (p->doc_url >= p->nstrings) p->doc_url = 0;
+    return c.failed ? -1 : 0;
+}
+
+static int oom(ap_pprof_error *err)
+{
+    return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory while resolving references");
+}
+
+int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
+{
+    ap_pprof_profile *p = d->p;
+    int rc = -1;
+    idmap maps, funcs, locs;
+    int have_maps = 0, have_funcs = 0, have_locs = 0;
+
+    if (p->nstrings == 0)
+        return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                             "no string table (every profile has at least the empty string)");
+    if (check_strings(d, err)) return -1;
+
+    /* Comments become string indices. */
+    if (d->ncomments) {
+        ap_pprof_status st;
+        if (ap_pprof_grow(p, (void **)&p->comments, &p->cap_comments, sizeof *p->comments,
+                          d->ncomments, &st))
+            return ap_pprof_fail(err, st, "too many comments");
+        for (size_t i = 0; i < d->ncomments; i++) p->comments[i] = (uint32_t)d->comments[i];
+        p->ncomments = (uint32_t)d->ncomments;
+    }
+
+    if (idmap_init(&maps, p->nmappings)) return oom(err);
+    have_maps = 1;
+    if (idmap_init(&funcs, p->nfunctions)) goto nomem;
+    have_funcs = 1;
+    if (idmap_init(&locs, p->nlocations)) goto nomem;
+    have_locs = 1;
+
+    /* Build the maps (last id wins, as in Go) and note the first zero or repeated id of each
+     * table; they are reported in CheckValid's order below. */
+    int64_t bad_map = -1, bad_func = -1, bad_loc = -1;
+    for (uint32_t i = 0; i < p->nmappings; i++) {
+        uint32_t old = idmap_put(&maps, p->mappings[i].id, i + 1, p->nmappings);
+        if (old == UINT32_MAX) goto nomem;
+        if (bad_map < 0 && (p->mappings[i].id == 0 || old)) bad_map = i;
+    }
+    for (uint32_t i = 0; i < p->nfunctions; i++) {
+        uint32_t old = idmap_put(&funcs, p->functions[i].id, i + 1, p->nfunctions);
+        if (old == UINT32_MAX) goto nomem;
+        if (bad_func < 0 && (p->functions[i].id == 0 || old)) bad_func = i;
+    }
+    for (uint32_t i = 0; i < p->nlocations; i++) {
+        uint32_t old = idmap_put(&locs, p->locations[i].id, i + 1, p->nlocations);
+        if (old == UINT32_MAX) goto nomem;
+        if (bad_loc < 0 && (p->locations[i].id == 0 || old)) bad_loc = i;
+    }
+
+    /* Samples: value counts and locations (ids resolved to indices in place). */
+    if (p->nsample_type == 0 && p->nsamples != 0) {
+        ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                      "missing sample type information (%u samples, no sample types)", p->nsamples);
+        goto out;
+    }
+    {
+        uint8_t *buf = (uint8_t *)d->locids;
+        for (uint32_t i = 0; i < p->nsamples; i++) {
+            const ap_pprof_sample *s = &p->samples[i];
+            if (d->nval[i] != p->nsample_type) {
+                ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                              "sample #%u: has %u values but there are %u sample types", i,
+                              d->nval[i], p->nsample_type);
+                goto out;
+            }
+            for (uint32_t j = 0; j < s->nloc; j++) {
+                size_t k = (size_t)s->loc_off + j;
+                uint64_t id;
+                memcpy(&id, buf + 8 * k, 8);
+                uint32_t x = id ? idmap_get(&locs, id) : 0;
+                if (!x) {
+                    ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                                  "sample #%u: location id %llu not found", i,
+                                  (unsigned long long)id);
+                    goto out;
+                }
+                x -= 1;
+                memcpy(buf + 4 * k, &x, 4);
+            }
+        }
+        p->nsample_locs = (uint32_t)d->nlocids;
+    }
+
+    if (bad_map >= 0) {
+        const ap_pprof_mapping *m = &p->mappings[bad_map];
+        if (m->id == 0)
+            ap_pprof_fail(err, AP_PPROF_EMALFORMED, "mapping #%lld: id 0 is reserved",
+                          (long long)bad_map);
+        else
+            ap_pprof_fail(err, AP_PPROF_EMALFORMED, "mapping #%lld: duplicate id %llu",
+                          (long long)bad_map, (unsigned long long)m->id);
+        goto out;
+    }
+    if (bad_func >= 0) {
+        const ap_pprof_function *f = &p->functions[bad_func];
+        if (f->id == 0)
+            ap_pprof_fail(err, AP_PPROF_EMALFORMED, "function #%lld: id 0 is reserved",
+                          (long long)bad_func);
+        else
+            ap_pprof_fail(err, AP_PPROF_EMALFORMED, "function #%lld: duplicate id %llu",
+                          (long long)bad_func, (unsigned long long)f->id);
+        goto out;
+    }
+    for (uint32_t i = 0; i < p->nlocations; i++) {
+        ap_pprof_location *l = &p->locations[i];
+        if ((int64_t)i == bad_loc) {
+            if (l->id == 0)
+                ap_pprof_fail(err, AP_PPROF_EMALFORMED, "location #%u: id 0 is reserved", i);
+            else
+                ap_pprof_fail(err, AP_PPROF_EMALFORMED, "location #%u: duplicate id %llu", i,
+                              (unsigned long long)l->id);
+            goto out;
+        }
+        /* A mapping id that is 0 or not found leaves the location without a mapping. */
+        uint64_t mid = d->mapids[i];
+        uint32_t m = mid ? idmap_get(&maps, mid) : 0;
+        l->mapping = m ? m - 1 : AP_PPROF_NONE;
+        for (uint32_t j = 0; j < l->nline; j++) {
+            uint64_t fid = d->fnids[l->line_off + j];
+            uint32_t f = fid ? idmap_get(&funcs, fid) : 0;
+            if (!f) {
+                if (fid == 0)
+                    ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                                  "location id %llu: line %u: no function id",
+                                  (unsigned long long)l->id, j);
+                else
+                    ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                                  "location id %llu: line %u: function id %llu not found",
+                                  (unsigned long long)l->id, j, (unsigned long long)fid);
+                goto out;
+            }
+            p->lines[l->line_off + j].function = f - 1;
+        }
+    }
+    rc = 0;
+    goto out;
+
+nomem:
+    oom(err);
+out:
+    if (have_maps) idmap_free(&maps);
+    if (have_funcs) idmap_free(&funcs);
+    if (have_locs) idmap_free(&locs);
+    return rc;
+}
+
+ap_pprof_profile *ap_pprof_decode(const void *data, size_t len, const ap_pprof_limits *limits,
+                                  ap_pprof_error *err)
+{
+    ap_pprof_profile *p = ap_pprof_profile_new();
+    if (!p) {
+        ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (ap_pprof_decode_into(p, data, len, limits, err)) {
+        ap_pprof_profile_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int ap_pprof_decode_into(ap_pprof_profile *p, const void *data, size_t len,
+                         const ap_pprof_limits *limits, ap_pprof_error *err)
+{
+    uint64_t max_dec = limits && limits->max_decompressed ? limits->max_decompressed
+                                                          : AP_PPROF_DEFAULT_MAX_DECOMPRESSED;
+    uint64_t max_mem =
+        limits && limits->max_memory ? limits->max_memory : AP_PPROF_DEFAULT_MAX_MEMORY;
+    ap_pprof_error_clear(err);
+    ap_pprof_profile_clear(p);
+    p->mem_limit = p->mem_used + max_mem;
+    ap_dec d;
+    memset(&d, 0, sizeof d);
+    d.p = p;
+    d.locids = (uint64_t *)p->sample_locs;
+    d.cap_locids = p->cap_sample_locs / 2;
+    p->sample_locs = NULL;
+    p->cap_sample_locs = 0;
+    int rc = ap_dec_wire(&d, data, len, max_dec, err);
+    if (rc == 0) rc = ap_dec_resolve(&d, err);
+    ap_dec_free(&d);
+    p->mem_limit = 0;
+    if (rc) {
+        ap_pprof_profile_clear(p);
+        return -1;
+    }
+    return 0;
+}

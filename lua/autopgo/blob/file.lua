@@ -1,0 +1,379 @@
+-- The local-disk blob store (file:///dir), the embedded default's store. Keys map to files under
+-- the root; every write goes to a temporary file that is fsync'd and then renamed (or linked, for
+-- create-only writes) into place, so readers and crashes only ever see whole objects. Conditional
+-- writes and deletes serialise on a flock(2) lock the kernel releases if the process dies. Keys
+-- that would leave the root (.., absolute paths, empty segments) are refused.
+local uv = require "luv"
+local async = require "autopgo.async"
+local url = require "autopgo.url"
+local core = require "autopgo.core"
+
+local M = {}
+
+local INTERNAL = ".autopgo" -- temporary files and the lock live here, never listed
+local CHUNK = 256 * 1024
+
+local Store = {}
+Store.__index = Store
+
+local function fail(code, fmt, ...)
+  return nil, code .. ": " .. fmt:format(...), code
+end
+
+-- Converts a luv failure ("ENOENT: no such file ...") into the store's codes.
+local function io_fail(err, code)
+  if code == "ENOENT" or code == "ENOTDIR" or code == "EISDIR" then return nil, "NOT_FOUND: " .. err, "NOT_FOUND" end
+  if code == "EACCES" or code == "EPERM" or code == "EROFS" then return nil, "UNAVAILABLE: " .. err, "UNAVAILABLE" end
+  return nil, "IO: " .. tostring(err), "IO"
+end
+
+local function check_key(key)
+  if type(key) ~= "string" or key == "" then return fail("INVALID", "a key must be a non-empty string") end
+  if key:find("%z") then return fail("INVALID", "key %q contains a NUL byte", key) end
+  if key:sub(1, 1) == "/" then return fail("INVALID", "key %q is absolute: keys stay under the store's root", key) end
+  for seg in (key .. "/"):gmatch("([^/]*)/") do
+    if seg == "" or seg == "." or seg == ".." then
+      return fail("INVALID", "key %q has an empty, '.' or '..' segment: keys stay under the store's root", key)
+    end
+  end
+  if key == INTERNAL or key:sub(1, #INTERNAL + 1) == INTERNAL .. "/" then
+    return fail("INVALID", "key %q is reserved for the store's own files", key)
+  end
+  return true
+end
+
+local function etag_of(st)
+  return ('"%x-%x%09d-%x"'):format(st.ino, st.mtime.sec, st.mtime.nsec, st.size)
+end
+
+local function meta_of(st)
+  return { etag = etag_of(st), size = st.size, last_modified = st.mtime.sec + st.mtime.nsec / 1e9 }
+end
+
+local function dirname(path)
+  return path:match("^(.*)/[^/]*$")
+end
+
+-- mkdir -p, tolerating directories that appear (or exist) concurrently.
+local function mkdirs(path)
+  local ok, err, code = async.await(uv.fs_mkdir, path, 493)
+  if ok or code == "EEXIST" then return true end
+  if code ~= "ENOENT" then return io_fail(err, code) end
+  local parent = dirname(path)
+  if not parent or parent == "" then return io_fail(err, code) end
+  local pok, perr, pcode = mkdirs(parent)
+  if not pok then return nil, perr, pcode end
+  ok, err, code = async.await(uv.fs_mkdir, path, 493)
+  if ok or code == "EEXIST" then return true end
+  return io_fail(err, code)
+end
+
+local function write_all(fd, data, offset)
+  local pos = 1
+  while pos <= #data do
+    local n, err, code = async.await(uv.fs_write, fd, pos == 1 and data or data:sub(pos), offset + pos - 1)
+    if not n then return io_fail(err, code) end
+    pos = pos + n
+  end
+  return #data
+end
+
+-- Writes body into a new temporary file, fsync'd; returns its path and stat.
+function Store:_write_temp(body)
+  local tmp = ("%s/%s/tmp/%s"):format(self.root, INTERNAL, core.crypto.uuid4())
+  local fd, err, code = async.await(uv.fs_open, tmp, "wx", 420)
+  if not fd then
+    if code == "ENOENT" then
+      local ok, merr, mcode = mkdirs(dirname(tmp))
+      if not ok then return nil, merr, mcode end
+      fd, err, code = async.await(uv.fs_open, tmp, "wx", 420)
+    end
+    if not fd then return io_fail(err, code) end
+  end
+  local function abort(...)
+    async.await(uv.fs_close, fd)
+    async.await(uv.fs_unlink, tmp)
+    return ...
+  end
+  local size = 0
+  if type(body) == "string" then
+    local n, werr, wcode = write_all(fd, body, 0)
+    if not n then return abort(nil, werr, wcode) end
+  elseif type(body) == "table" and body.path then
+    local src, serr, scode = async.await(uv.fs_open, body.path, "r", 0)
+    if not src then return abort(io_fail(serr, scode)) end
+    while true do
+      local data, rerr, rcode = async.await(uv.fs_read, src, CHUNK, size)
+      if not data then
+        async.await(uv.fs_close, src)
+        return abort(io_fail(rerr, rcode))
+      end
+      if data == "" then break end
+      local n, werr, wcode = write_all(fd, data, size)
+      if not n then
+        async.await(uv.fs_close, src)
+        return abort(nil, werr, wcode)
+      end
+      size = size + n
+    end
+    async.await(uv.fs_close, src)
+  elseif type(body) == "table" and type(body.producer) == "function" then
+    while true do
+      local ok, piece = pcall(body.producer)
+      if not ok then return abort(fail("IO", "the body producer failed: %s", tostring(piece))) end
+      if piece == nil then break end
+      local n, werr, wcode = write_all(fd, piece, size)
+      if not n then return abort(nil, werr, wcode) end
+      size = size + n
+    end
+    if body.size and body.size ~= size then
+      return abort(fail("INVALID", "the producer gave %d bytes, %d were announced", size, body.size))
+    end
+  else
+    return abort(fail("INVALID", "body must be a string, { path = ... } or { producer = fn, size = n }"))
+  end
+  local ok, ferr, fcode = async.await(uv.fs_fsync, fd)
+  if not ok then return abort(io_fail(ferr, fcode)) end
+  local st, sterr, stcode = async.await(uv.fs_fstat, fd)
+  if not st then return abort(io_fail(sterr, stcode)) end
+  async.await(uv.fs_close, fd)
+  return tmp, st
+end
+
+-- Runs fn() holding the store's exclusive lock (across processes sharing the directory).
+function Store:_locked(fn)
+  local path = ("%s/%s/lock"):format(self.root, INTERNAL)
+  local fd, err, code = async.await(uv.fs_open, path, "a", 420)
+  if not fd and code == "ENOENT" then
+    mkdirs(dirname(path))
+    fd, err, code = async.await(uv.fs_open, path, "a", 420)
+  end
+  if not fd then return io_fail(err, code) end
+  local wait, waited = 1, 0
+  while true do
+    local ok, lerr, lcode = core.fs.flock(fd, "exclusive")
+    if ok then break end
+    if lcode ~= "BUSY" or waited > 30000 then
+      async.await(uv.fs_close, fd)
+      return fail("UNAVAILABLE", "cannot lock %s: %s", path, lerr)
+    end
+    async.sleep(wait)
+    waited = waited + wait
+    wait = math.min(wait * 2, 20)
+  end
+  local res = table.pack(pcall(fn))
+  core.fs.flock(fd, "unlock")
+  async.await(uv.fs_close, fd)
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+-- Moves the temporary file into place (one thread-pool job: link or rename, directories made as
+-- needed, the directory fsync'd). exclusive: fails with EEXIST rather than replace.
+local function place(tmp, path, exclusive)
+  return async.await(core.fs.place_async, tmp, path, exclusive)
+end
+
+function Store:put(key, body, opts)
+  local ok, err, code = check_key(key)
+  if not ok then return nil, err, code end
+  opts = opts or {}
+  local path = self.root .. "/" .. key
+  local tmp, st
+  if type(body) == "string" then
+    -- The common case in one thread-pool job: create, write, fsync, stat.
+    tmp = ("%s/%s/tmp/%s"):format(self.root, INTERNAL, core.crypto.uuid4())
+    local info, werr, wcode = async.await(core.fs.write_new_async, tmp, body)
+    if not info then return io_fail(werr, wcode) end
+    st = { ino = info.ino, size = info.size, mtime = { sec = info.mtime_sec, nsec = info.mtime_nsec } }
+  else
+    local wcode
+    tmp, st, wcode = self:_write_temp(body)
+    if not tmp then return nil, st, wcode end
+  end
+  local cok, cerr, ccode
+  if opts.if_none_match == "*" then
+    cok, cerr, ccode = place(tmp, path, true)
+    if not cok then async.await(uv.fs_unlink, tmp) end
+    if ccode == "EEXIST" then return fail("PRECONDITION_FAILED", "%q already exists", key) end
+  elseif opts.if_match then
+    cok, cerr, ccode = self:_locked(function()
+      local cur = async.await(uv.fs_stat, path)
+      if not cur or cur.type ~= "file" or etag_of(cur) ~= opts.if_match then
+        return fail("PRECONDITION_FAILED", "%q is not at version %s", key, opts.if_match)
+      end
+      return place(tmp, path, false)
+    end)
+    if not cok then async.await(uv.fs_unlink, tmp) end
+    if ccode == "PRECONDITION_FAILED" then return nil, cerr, ccode end
+  else
+    cok, cerr, ccode = place(tmp, path, false)
+    if not cok then async.await(uv.fs_unlink, tmp) end
+  end
+  if not cok then
+    if ccode == "EISDIR" or ccode == "ENOTDIR" or ccode == "EEXIST" or ccode == "EPERM" then
+      return fail("INVALID", "key %q clashes with a directory of other keys", key)
+    end
+    return io_fail(cerr, ccode)
+  end
+  return { etag = etag_of(st), size = st.size }
+end
+
+function Store:get(key, opts)
+  local ok, err, code = check_key(key)
+  if not ok then return nil, err, code end
+  local path = self.root .. "/" .. key
+  local fd
+  fd, err, code = async.await(uv.fs_open, path, "r", 0)
+  if not fd then return io_fail(err, code) end
+  local st, serr, scode = async.await(uv.fs_fstat, fd)
+  if not st or st.type ~= "file" then
+    async.await(uv.fs_close, fd)
+    if st then return fail("NOT_FOUND", "no object %q", key) end
+    return io_fail(serr, scode)
+  end
+  local meta = meta_of(st)
+  local sink = opts and opts.sink
+  local parts, offset = {}, 0
+  while true do
+    local data, rerr, rcode = async.await(uv.fs_read, fd, CHUNK, offset)
+    if not data then
+      async.await(uv.fs_close, fd)
+      return io_fail(rerr, rcode)
+    end
+    if data == "" then break end
+    offset = offset + #data
+    if sink then
+      local sok, serr2 = pcall(sink, data)
+      if not sok then
+        async.await(uv.fs_close, fd)
+        return fail("IO", "the sink failed: %s", tostring(serr2))
+      end
+    else
+      parts[#parts + 1] = data
+    end
+  end
+  async.await(uv.fs_close, fd)
+  if not sink then meta.body = table.concat(parts) end
+  return meta
+end
+
+function Store:stat(key)
+  local ok, err, code = check_key(key)
+  if not ok then return nil, err, code end
+  local st
+  st, err, code = async.await(uv.fs_stat, self.root .. "/" .. key)
+  if not st then return io_fail(err, code) end
+  if st.type ~= "file" then return fail("NOT_FOUND", "no object %q", key) end
+  return meta_of(st)
+end
+
+function Store:delete(key)
+  local ok, err, code = check_key(key)
+  if not ok then return nil, err, code end
+  local path = self.root .. "/" .. key
+  ok, err, code = self:_locked(function()
+    local st = async.await(uv.fs_stat, path)
+    if st and st.type ~= "file" then return fail("NOT_FOUND", "no object %q", key) end
+    return async.await(uv.fs_unlink, path)
+  end)
+  if not ok then
+    if code == "NOT_FOUND" then return nil, err, code end
+    return io_fail(err, code)
+  end
+  -- Empty directories left behind are removed (they would only clutter listings of the tree).
+  local dir = dirname(path)
+  while dir and #dir > #self.root do
+    if not async.await(uv.fs_rmdir, dir) then break end
+    dir = dirname(dir)
+  end
+  return true
+end
+
+-- Appends every file under dir (a key prefix ending in "/" or "") to out.
+function Store:_walk(rel, prefix, out)
+  local dir = rel == "" and self.root or (self.root .. "/" .. rel:sub(1, -2))
+  local req, err, code = async.await(uv.fs_scandir, dir)
+  if not req then
+    if code == "ENOENT" or code == "ENOTDIR" then return true end
+    return io_fail(err, code)
+  end
+  local entries = {}
+  while true do
+    local name, kind = uv.fs_scandir_next(req)
+    if not name then break end
+    entries[#entries + 1] = { name, kind }
+  end
+  for _, e in ipairs(entries) do
+    local name, kind = e[1], e[2]
+    local key = rel .. name
+    if not (rel == "" and name == INTERNAL) then
+      if kind == "directory" then
+        local sub = key .. "/"
+        if sub:sub(1, #prefix) == prefix or prefix:sub(1, #sub) == sub then
+          local ok, werr, wcode = self:_walk(sub, prefix, out)
+          if not ok then return nil, werr, wcode end
+        end
+      elseif key:sub(1, #prefix) == prefix then
+        local st = async.await(uv.fs_stat, self.root .. "/" .. key)
+        if st and st.type == "file" then
+          local item = meta_of(st)
+          item.key = key
+          out[#out + 1] = item
+        end
+      end
+    end
+  end
+  return true
+end
+
+function Store:list(prefix)
+  prefix = prefix or ""
+  -- Start at the deepest directory the prefix names.
+  local start = prefix:match("^(.*/)") or ""
+  for seg in start:gmatch("([^/]*)/") do
+    if seg == "" or seg == "." or seg == ".." then return fail("INVALID", "prefix %q leaves the store", prefix) end
+  end
+  local out = {}
+  local ok, err, code = self:_walk(start, prefix, out)
+  if not ok then return nil, err, code end
+  table.sort(out, function(a, b) return a.key < b.key end)
+  return out
+end
+
+function Store:health()
+  local st, err, code = async.await(uv.fs_stat, self.root)
+  if not st then return io_fail(err, code) end
+  if st.type ~= "directory" then return fail("UNAVAILABLE", "%s is not a directory", self.root) end
+  local ok, aerr = async.await(uv.fs_access, self.root, "rw")
+  if not ok then return fail("UNAVAILABLE", "%s is not readable and writable: %s", self.root, tostring(aerr)) end
+  return true
+end
+
+function Store.close() end
+
+--- file:///absolute/dir (or file://./relative/dir); the directory is created if missing.
+function M.open(u)
+  local path = url.unescape(u.path or "")
+  if u.host ~= "" and u.host ~= "localhost" then path = url.unescape(u.host) .. path end
+  if path == "" then return fail("INVALID", "file:// needs a directory, e.g. file:///var/lib/autopgo") end
+  if path:sub(1, 1) ~= "/" then path = uv.cwd() .. "/" .. path end
+  path = path:gsub("/+$", ""):gsub("/%./", "/")
+  if path == "" then path = "/" end
+  local st = uv.fs_stat(path)
+  if st and st.type ~= "directory" then return fail("INVALID", "%s exists and is not a directory", path) end
+  if not st then
+    -- Once, at start: synchronous mkdir -p is fine here and works outside coroutines too.
+    local sofar = ""
+    for seg in path:gmatch("[^/]+") do
+      sofar = sofar .. "/" .. seg
+      local ok, err, code = uv.fs_mkdir(sofar, 493)
+      if not ok and code ~= "EEXIST" then
+        return fail("UNAVAILABLE", "cannot create the store directory %s: %s", path, tostring(err))
+      end
+    end
+  end
+  return setmetatable({ root = path, name = "file://" .. path }, Store)
+end
+
+return M

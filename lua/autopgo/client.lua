@@ -1,0 +1,132 @@
+-- The autopgo server's REST API seen from a client (the CLI utilities and the scraper): upload,
+-- download, list and delete, as the original's pkg/client. Failures follow the house
+-- convention; when the server answered, the message is the server's own with its HTTP status,
+-- "invalid app name (400)", and a fourth value carries that status:
+--   nil, "INVALID: invalid app name (400)", "INVALID", 400
+-- Transport failures keep the HTTP client's codes (UNAVAILABLE, TIMEOUT, TLS, ...).
+local http = require "autopgo.http"
+local url = require "autopgo.url"
+local cjson = require "cjson.safe"
+
+local M = {}
+
+local Client = {}
+Client.__index = Client
+
+--- A client for the server at `base_url`. opts: insecure, timeout (seconds, default 60),
+-- cancel (an http.canceler).
+function M.new(base_url, opts)
+  opts = opts or {}
+  return setmetatable({
+    base = (base_url:gsub("/+$", "")),
+    insecure = opts.insecure or false,
+    timeout = opts.timeout or 60,
+    cancel = opts.cancel,
+  }, Client)
+end
+
+local codes = { [400] = "INVALID", [401] = "UNAUTHORIZED", [403] = "UNAUTHORIZED", [404] = "NOT_FOUND",
+  [409] = "CONFLICT", [412] = "PRECONDITION_FAILED", [413] = "TOO_LARGE" }
+
+--- The error for a response the caller did not want: the server's JSON {message, code} when it
+-- sent one, else the status and the start of the body.
+function M.response_error(res)
+  local code = codes[res.status] or (res.status >= 500 and "SERVER" or "HTTP")
+  local doc = res.body and cjson.decode(res.body)
+  local msg
+  if type(doc) == "table" and type(doc.message) == "string" then
+    msg = ("%s (%d)"):format(doc.message, math.tointeger(doc.code) or res.status)
+  else
+    local text = (res.body or ""):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""):sub(1, 200)
+    msg = ("the server answered %d%s"):format(res.status, text ~= "" and (": " .. text) or "")
+  end
+  return nil, code .. ": " .. msg, code, res.status
+end
+
+--- The message of an error without its code when the server produced it (what a person wants
+-- to read), or the whole error for transport failures.
+function M.message(err, status)
+  if status then return (err:gsub("^[%u_]+: ", "")) end
+  return err
+end
+
+function Client:profile_url(app)
+  if app then return self.base .. "/api/profile/" .. url.escape(app) end
+  return self.base .. "/api/profile"
+end
+
+-- One request with the client's settings; opts as http.request's.
+function Client:request(opts)
+  opts.insecure = self.insecure
+  opts.timeout = opts.timeout or self.timeout
+  opts.cancel = opts.cancel or self.cancel
+  return http.request(opts)
+end
+
+--- Stages a profile for merging. `body` is { body = string } | { body_path = path } |
+-- { body_producer = fn, body_length = n }. Returns the staged key.
+function Client:upload(app, body)
+  local opts = { method = "POST", url = self:profile_url(app),
+    headers = { ["content-type"] = "application/octet-stream" },
+    body = body.body, body_path = body.body_path, body_producer = body.body_producer,
+    body_length = body.body_length, timeout = body.timeout }
+  local res, err, code = self:request(opts)
+  if not res then return nil, err, code end
+  if res.status ~= 201 and res.status ~= 200 then return M.response_error(res) end
+  local doc = cjson.decode(res.body or "")
+  if type(doc) ~= "table" or type(doc.key) ~= "string" then
+    return nil, "SERVER: the server accepted the profile but sent no key", "SERVER", res.status
+  end
+  return doc.key
+end
+
+--- Downloads an application's merged profile. opts.sink streams the body (else it is
+-- buffered); opts.etag sends If-None-Match. Returns the response (status 200, or 304 when the
+-- etag still matches); anything else is an error.
+function Client:download(app, opts)
+  opts = opts or {}
+  local headers = {}
+  if opts.etag then headers["if-none-match"] = opts.etag end
+  local sink, errdoc = nil, {}
+  if opts.sink then
+    sink = function(chunk, r)
+      if r.status == 200 then return opts.sink(chunk, r) end
+      -- an error document: kept for the message, never handed to the caller's sink
+      errdoc[#errdoc + 1] = chunk
+      if #errdoc > 16 then return false, "the server's error document is too large" end
+    end
+  end
+  local res, err, code = self:request { url = self:profile_url(app), headers = headers, sink = sink,
+    timeout = opts.timeout }
+  if not res then return nil, err, code end
+  if sink and res.status ~= 200 then res.body = table.concat(errdoc) end
+  if res.status ~= 200 and res.status ~= 304 then return M.response_error(res) end
+  return res
+end
+
+--- The merged profiles: a list of { key, size, lastModified } as the server sent them, and the
+-- raw response body.
+function Client:list()
+  local res, err, code = self:request { url = self:profile_url() }
+  if not res then return nil, err, code end
+  if res.status ~= 200 then return M.response_error(res) end
+  local doc = cjson.decode(res.body or "")
+  if type(doc) ~= "table" or (doc.profiles ~= nil and type(doc.profiles) ~= "table") then
+    return nil, "SERVER: the server sent a list that is not {\"profiles\": [...]}", "SERVER", res.status
+  end
+  local list = {}
+  for _, p in ipairs(doc.profiles or {}) do
+    if type(p) == "table" and type(p.key) == "string" then list[#list + 1] = p end
+  end
+  return list, res.body
+end
+
+--- Deletes an application's merged and pending profiles.
+function Client:delete(app)
+  local res, err, code = self:request { method = "DELETE", url = self:profile_url(app) }
+  if not res then return nil, err, code end
+  if res.status ~= 200 and res.status ~= 204 and res.status ~= 202 then return M.response_error(res) end
+  return true
+end
+
+return M

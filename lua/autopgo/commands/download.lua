@@ -1,0 +1,195 @@
+-- `autopgo download APP [-o default.pgo] [--fail-open]`: fetches an application's merged profile.
+-- The body goes to a temporary file next to the output, renamed into place only once complete,
+-- so a failed or interrupted download never leaves a truncated profile behind. When the output
+-- exists and is what the last download wrote, If-None-Match carries that download's ETag and a
+-- 304 leaves the file untouched. --fail-open: an unreachable server or a 5xx answer is a
+-- warning and exit 0, keeping any existing file. "-o -" writes to standard output.
+local uv = require "luv"
+local cjson = require "cjson.safe"
+local core = require "autopgo.core"
+local cli = require "autopgo.cli"
+local client = require "autopgo.client"
+local http = require "autopgo.http"
+local log = require "autopgo.log"
+
+local M = {}
+
+local function absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  return uv.cwd() .. "/" .. path
+end
+
+-- ETags of downloaded files live in $XDG_CACHE_HOME/autopgo/etags (or ~/.cache/...), one file
+-- per output path, so nothing appears next to a profile kept in a repository.
+local function cache_file(out)
+  local base = os.getenv("XDG_CACHE_HOME")
+  if not base or base == "" then
+    local home = os.getenv("HOME")
+    if not home or home == "" then return nil end
+    base = home .. "/.cache"
+  end
+  local key = core.crypto.hex(core.crypto.digest("sha256", absolute(out)))
+  return base .. "/autopgo/etags", key
+end
+
+local function mkdir_p(dir)
+  local path = ""
+  for part in dir:gmatch("[^/]+") do
+    path = path .. "/" .. part
+    uv.fs_mkdir(path, 493) -- 0755; an existing directory is fine
+  end
+end
+
+-- The ETag to send: only when the output is still exactly the file the last download wrote.
+local function known_etag(out, st)
+  local dir, key = cache_file(out)
+  if not dir then return nil end
+  local f = io.open(dir .. "/" .. key, "rb")
+  if not f then return nil end
+  local doc = cjson.decode(f:read("a") or "")
+  f:close()
+  if type(doc) ~= "table" or type(doc.etag) ~= "string" then return nil end
+  if doc.size ~= st.size or doc.mtime_sec ~= st.mtime.sec or doc.mtime_nsec ~= st.mtime.nsec then return nil end
+  return doc.etag
+end
+
+local function remember_etag(out, etag)
+  local dir, key = cache_file(out)
+  if not dir then return end
+  if not etag then
+    os.remove(dir .. "/" .. key)
+    return
+  end
+  local st = uv.fs_stat(out)
+  if not st then return end
+  mkdir_p(dir)
+  local doc = cjson.encode { etag = etag, path = absolute(out), size = st.size, mtime_sec = st.mtime.sec,
+    mtime_nsec = st.mtime.nsec }
+  local tmp = ("%s/%s.%s"):format(dir, key, core.crypto.hex(core.crypto.random(4)))
+  local f = io.open(tmp, "wb")
+  if not f then return end
+  f:write(doc)
+  f:close()
+  os.rename(tmp, dir .. "/" .. key)
+end
+
+local function write_all(fd, data)
+  local off = 0
+  while off < #data do
+    local n, err = uv.fs_write(fd, off == 0 and data or data:sub(off + 1), -1)
+    if not n then return nil, err end
+    off = off + n
+  end
+  return true
+end
+
+-- Interrupts cancel the download (which removes the temporary file) instead of killing the
+-- process half-way; the exit status is the shell's 128 + signal number.
+local function on_interrupt(canceler)
+  local handles, which = {}, nil
+  for _, name in ipairs { "sigint", "sigterm" } do
+    local h = uv.new_signal()
+    h:start(name, function()
+      which = which or name
+      canceler:cancel("interrupted by " .. name:upper())
+    end)
+    handles[#handles + 1] = h
+  end
+  return function()
+    for _, h in ipairs(handles) do h:close() end
+    return which
+  end
+end
+
+function M.run(opts, args)
+  local app, out = args[1], opts.output
+  local to_stdout = out == "-"
+  local st = not to_stdout and uv.fs_stat(out) or nil
+  if st and st.type ~= "file" then
+    cli.exit(1, ("autopgo download: %s exists and is not a regular file"):format(out))
+  end
+  local etag = st and known_etag(out, st) or nil
+  local dir, base = out:match("^(.*)/([^/]*)$")
+  if not dir then dir, base = ".", out end
+  if dir == "" then dir = "/" end
+
+  local tmp, fd, written, write_failure = nil, nil, 0, nil
+  local function sink(chunk)
+    if to_stdout then
+      io.stdout:write(chunk)
+      written = written + #chunk
+      return
+    end
+    if not fd then
+      tmp = ("%s/.%s.tmp-%s"):format(dir, base, core.crypto.hex(core.crypto.random(6)))
+      local f, err = uv.fs_open(tmp, "wx", 420) -- 0644 less the umask, like any new file
+      if not f then
+        tmp, write_failure = nil, ("cannot create a file in %s: %s"):format(dir, err)
+        return false, write_failure
+      end
+      fd = f
+    end
+    local ok, err = write_all(fd, chunk)
+    if not ok then
+      write_failure = ("cannot write %s: %s"):format(tmp, err)
+      return false, write_failure
+    end
+    written = written + #chunk
+  end
+  local function discard()
+    if fd then uv.fs_close(fd) end
+    if tmp then os.remove(tmp) end
+    fd, tmp = nil, nil
+  end
+
+  local canceler = http.canceler()
+  local stop_signals = on_interrupt(canceler)
+  local api = client.new(opts.api_url, { insecure = opts.insecure, timeout = 300, cancel = canceler })
+  local res, err, _, status = api:download(app, { etag = etag, sink = sink })
+  local interrupted = stop_signals()
+
+  if not res then
+    discard()
+    if interrupted then
+      cli.exit(interrupted == "sigint" and 130 or 143, "autopgo download: interrupted, " ..
+        (st and (out .. " was left as it was") or "nothing was written"))
+    end
+    if write_failure then cli.exit(1, "autopgo download: " .. write_failure) end
+    if opts.fail_open and (status == nil or status >= 500) then
+      log.warn("cannot download the profile; going on without it (--fail-open)", "app", app, "error", err,
+        "kept", st and out or "nothing")
+      return 0
+    end
+    cli.exit(1, "autopgo download: " .. client.message(err, status))
+  end
+  if res.status == 304 then
+    discard()
+    log.info("profile unchanged", "app", app, "output", out)
+    return 0
+  end
+  if to_stdout then
+    io.stdout:flush()
+    return 0
+  end
+  if not fd then sink("") end -- an empty body still replaces the file
+  if not fd then cli.exit(1, "autopgo download: " .. write_failure) end
+  local ok, ferr = uv.fs_fsync(fd)
+  uv.fs_close(fd)
+  fd = nil
+  if ok then ok, ferr = uv.fs_rename(tmp, out) end
+  if not ok then
+    discard()
+    cli.exit(1, ("autopgo download: cannot write %s: %s"):format(out, ferr))
+  end
+  tmp = nil
+  local dfd = uv.fs_open(dir, "r", 0)
+  if dfd then -- make the rename itself durable
+    uv.fs_fsync(dfd)
+    uv.fs_close(dfd)
+  end
+  remember_etag(out, res.headers.etag)
+  log.info("profile downloaded", "app", app, "output", out, "bytes", written)
+  return 0
+end
+
+return M

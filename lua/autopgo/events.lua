@@ -1,0 +1,154 @@
+-- Event envelopes exactly as the seed describes them: {"id": UUID v4, "timestamp": RFC 3339 UTC
+-- with milliseconds, "type", "payload"}, with the profile.uploaded / merged / deleted payloads
+-- written in the original's field order. Parsing checks every field and says what is wrong.
+local uv = require "luv"
+local json = require "autopgo.json"
+local options = require "autopgo.options"
+local metrics = require "autopgo.metrics"
+local crypto = require("autopgo.core").crypto
+
+local M = {}
+
+local published = metrics.counter("autopgo_events_published_total", "Events published, by type.", { "type" })
+local failed = metrics.counter("autopgo_events_failed_total",
+  "Events that could not be published (stage=publish) or handled (stage=handle), by type.", { "type", "stage" })
+local consumed = metrics.counter("autopgo_events_consumed_total", "Events received and handled, by type.", { "type" })
+
+M.UPLOADED = "profile.uploaded"
+M.MERGED = "profile.merged"
+M.DELETED = "profile.deleted"
+
+-- Payload fields per type, in the order the original writes them.
+M.fields = {
+  [M.UPLOADED] = { "app", "profileKey" },
+  [M.MERGED] = { "app", "profileKey", "mergedKey" },
+  [M.DELETED] = { "app" },
+}
+
+local function days_from_civil(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return era * 146097 + doe - 719468
+end
+
+--- Formats Unix seconds (default: now) as RFC 3339 UTC with milliseconds: 2024-10-28T12:16:34.964Z
+function M.format_time(t)
+  if not t then
+    local sec, usec = uv.gettimeofday()
+    t = sec + usec / 1e6
+  end
+  local ms = math.floor(t * 1000 + 0.5)
+  local secs, frac = ms // 1000, ms % 1000
+  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. (".%03dZ"):format(frac)
+end
+
+--- Parses an RFC 3339 timestamp (any fraction, Z or an offset) into Unix seconds.
+function M.parse_time(s)
+  if type(s) ~= "string" then return nil, "INVALID: timestamp must be a string", "INVALID" end
+  local y, mo, d, h, mi, sec, frac, zone =
+    s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
+  if not y or frac == "." then
+    return nil, ("INVALID: timestamp %q is not RFC 3339 (like 2024-10-28T12:16:34.964Z)"):format(s), "INVALID"
+  end
+  local offset = 0
+  if zone ~= "Z" and zone ~= "z" then
+    local sign, oh, om = zone:match("^([+-])(%d%d):(%d%d)$")
+    if not sign then
+      return nil, ("INVALID: timestamp %q has no time zone (Z or +hh:mm)"):format(s), "INVALID"
+    end
+    offset = (tonumber(oh) * 60 + tonumber(om)) * 60 * (sign == "+" and 1 or -1)
+  end
+  y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then
+    return nil, ("INVALID: timestamp %q is out of range"):format(s), "INVALID"
+  end
+  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+  if frac ~= "" then t = t + tonumber("0" .. frac) end
+  return t
+end
+
+local function encode_payload(kind, payload)
+  local fields = M.fields[kind]
+  if not fields then return payload end
+  local list = {}
+  for _, f in ipairs(fields) do
+    list[#list + 1] = f
+    list[#list + 1] = payload[f] == nil and "" or payload[f]
+  end
+  return json.object(table.unpack(list))
+end
+
+--- Wraps a payload: returns the envelope's JSON text and the envelope table.
+function M.envelope(kind, payload)
+  assert(type(kind) == "string" and kind ~= "", "events.envelope: type must be a non-empty string")
+  assert(type(payload) == "table", "events.envelope: payload must be a table")
+  local env = { id = crypto.uuid4(), timestamp = M.format_time(), type = kind, payload = payload }
+  local text = json.encode(json.object("id", env.id, "timestamp", env.timestamp, "type", kind,
+    "payload", encode_payload(kind, payload)))
+  return text, env
+end
+
+local function invalid(fmt, ...)
+  return nil, "INVALID: " .. fmt:format(...), "INVALID"
+end
+
+local function check_payload(kind, p)
+  local fields = M.fields[kind]
+  if not fields then return true end
+  for _, f in ipairs(fields) do
+    if type(p[f]) ~= "string" or p[f] == "" then
+      return invalid("%s payload needs a non-empty string %q", kind, f)
+    end
+  end
+  if not options.is_app_name(p.app) then
+    return invalid("%s payload has an invalid app name %q (a-z, 0-9 and '-')", kind, p.app)
+  end
+  local prefix = p.app .. "/"
+  for _, f in ipairs { "profileKey", "mergedKey" } do
+    if p[f] and p[f]:sub(1, #prefix) ~= prefix then
+      return invalid("%s payload %s %q is not under %s", kind, f, p[f], prefix)
+    end
+  end
+  return true
+end
+
+--- Wraps and publishes a payload with the app as ordering key; counts it. Returns the envelope,
+-- or nil, err, code.
+function M.publish(writer, kind, payload)
+  local text, env = M.envelope(kind, payload)
+  local ok, err, code = writer:publish(text, { key = payload.app })
+  if not ok then
+    failed:inc({ type = kind, stage = "publish" })
+    return nil, err or "UNAVAILABLE: publish failed", code or "UNAVAILABLE"
+  end
+  published:inc({ type = kind })
+  return env
+end
+
+--- Counts an event handled (ok) or not.
+function M.count_handled(kind, ok)
+  if ok then consumed:inc({ type = kind }) else failed:inc({ type = kind, stage = "handle" }) end
+end
+
+--- Parses an envelope. Returns { id, timestamp, time (Unix seconds), type, payload } or
+-- nil, "INVALID: what is wrong", "INVALID". Types other than the three profile events are
+-- returned as they are (their payload unchecked) for the caller to ignore.
+function M.parse(text)
+  if type(text) ~= "string" then return invalid("event body must be a string, got %s", type(text)) end
+  local env, err = json.decode(text)
+  if env == nil then return invalid("event is not JSON: %s", (tostring(err):gsub("^INVALID: ", ""))) end
+  if type(env) ~= "table" or env[1] ~= nil then return invalid("event is not a JSON object") end
+  if type(env.id) ~= "string" or env.id == "" then return invalid("event has no id") end
+  if type(env.type) ~= "string" or env.type == "" then return invalid("event %s has no type", env.id) end
+  local t, terr = M.parse_time(env.timestamp)
+  if not t then return invalid("event %s: %s", env.id, (terr:gsub("^INVALID: ", ""))) end
+  if type(env.payload) ~= "table" then return invalid("event %s has no payload object", env.id) end
+  local ok, perr = check_payload(env.type, env.payload)
+  if not ok then return invalid("event %s: %s", env.id, (perr:gsub("^INVALID: ", ""))) end
+  return { id = env.id, timestamp = env.timestamp, time = t, type = env.type, payload = env.payload }
+end
+
+return M

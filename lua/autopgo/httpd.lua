@@ -1,0 +1,336 @@
+-- The HTTP server for Lua code: httpd.listen{...} serves HTTP/1.1 with the h2o server of the C core
+-- (core.http_server) and runs handler(req, res) in its own coroutine per request, so handlers can
+-- wait on stores and buses. httpd.router() maps "METHOD /path/{param}" patterns to handlers.
+--
+--   local srv = assert(httpd.listen { host = "0.0.0.0", port = 8080, max_body = bytes,
+--     handler = function(req, res) res:json(200, { ok = true }) end })
+--   srv.port; srv:close(on_closed) or srv:shutdown() (in a coroutine); srv:stats()
+--   req.method, req.path (decoded), req.raw_path, req.target (with the query), req.query (map),
+--   req.query_list, req.headers (lower-case names, "host" and "content-length" included),
+--   req.params (router), req.peer, req.body_size; req:body() (the whole body), req:read(n) (the next
+--   piece, nil at the end), req:header(name)
+--   res:status(n), res:header(k, v), res:add_header(k, v), res:send(body), res:write(chunk) (waits
+--   for the client), res:finish([chunk]), res:send_file(path, mime), res:json(status, value),
+--   res:error(status, message), res:state()
+local core = require "autopgo.core"
+local async = require "autopgo.async"
+local url = require "autopgo.url"
+local json = require "autopgo.json"
+local log = require "autopgo.log"
+
+local M = {}
+
+M.default_max_body = 64 * 1024 * 1024
+M.default_chunk = 64 * 1024
+
+-- Requests -------------------------------------------------------------------------------------
+
+local Request = {}
+Request.__index = Request
+
+--- The whole body as a string (a copy of what the server received).
+function Request:body()
+  return self._ud:body()
+end
+
+--- Streaming read: the next piece of the body (at most n bytes, default 64 KiB), nil at the end;
+-- a large upload can be passed on piece by piece without a second full copy.
+function Request:read(n)
+  n = n or M.default_chunk
+  local pos = self._pos
+  if pos > self.body_size then return nil end
+  local chunk, err, code = self._ud:body_sub(pos, pos + n - 1)
+  if not chunk then return nil, err, code end
+  self._pos = pos + #chunk
+  return chunk
+end
+
+--- Rewinds the streaming read to the start of the body.
+function Request:rewind()
+  self._pos = 1
+end
+
+--- A request header (case-insensitive name) or nil.
+function Request:header(name)
+  return self.headers[name:lower()]
+end
+
+-- Responses ------------------------------------------------------------------------------------
+
+local Response = {}
+Response.__index = Response
+
+--- Sets the status code (default 200). Returns the response for chaining.
+function Response:status(code)
+  assert(math.type(code) == "integer" and code >= 100 and code <= 999, "status must be an HTTP status code")
+  self._status = code
+  return self
+end
+
+--- Sets a header, replacing any earlier value of that name; a nil value removes it.
+function Response:header(name, value)
+  name = name:lower()
+  local kept = {}
+  for _, h in ipairs(self._headers) do
+    if h[1] ~= name then kept[#kept + 1] = h end
+  end
+  if value ~= nil then kept[#kept + 1] = { name, tostring(value) } end
+  self._headers = kept
+  return self
+end
+
+--- Adds a header without replacing earlier ones of the same name.
+function Response:add_header(name, value)
+  self._headers[#self._headers + 1] = { name:lower(), tostring(value) }
+  return self
+end
+
+--- The value set for a response header, or nil.
+function Response:get_header(name)
+  name = name:lower()
+  for _, h in ipairs(self._headers) do
+    if h[1] == name then return h[2] end
+  end
+  return nil
+end
+
+--- "open" (nothing sent), "started" (headers sent, body streaming), "finished", or "gone" (the
+-- connection was lost or the response fully sent and released).
+function Response:state()
+  return self._ud:state()
+end
+
+-- Splits the headers into the list h2o sends and an explicit Content-Length, if any.
+function Response:_head()
+  local list, length = {}, nil
+  for _, h in ipairs(self._headers) do
+    if h[1] == "content-length" then
+      length = math.tointeger(tonumber(h[2]))
+    else
+      list[#list + 1] = h
+    end
+  end
+  return list, length
+end
+
+function Response:_start(length)
+  local list, explicit = self:_head()
+  return self._ud:start(self._status, list, length or explicit)
+end
+
+--- Sends the whole body (a string) and finishes the response.
+function Response:send(body)
+  body = body == nil and "" or tostring(body)
+  if self._ud:state() == "open" then
+    local ok, err, code = self:_start(#body)
+    if not ok then return nil, err, code end
+  end
+  return self._ud:send(body, true)
+end
+
+--- Streams a piece of the body (chunked unless a Content-Length header was set). Suspends the
+-- calling coroutine until the client has taken it, so a slow client slows the producer down.
+function Response:write(chunk)
+  chunk = tostring(chunk)
+  if self._ud:state() == "open" then
+    local ok, err, code = self:_start(nil)
+    if not ok then return nil, err, code end
+  end
+  if chunk == "" then return true end
+  local ud = self._ud
+  local ok, err, code = async.await(function(cb)
+    local sent, serr = ud:send(chunk, false, cb)
+    if not sent then cb(serr) end
+  end)
+  if ok == nil and err then return nil, err, code end
+  return true
+end
+
+--- Ends a streamed response (after optional last piece).
+function Response:finish(chunk)
+  local state = self._ud:state()
+  if state == "finished" or state == "gone" then return true end
+  if state == "open" then return self:send(chunk or "") end
+  return self._ud:send(chunk and tostring(chunk) or "", true)
+end
+
+--- Answers with the contents of a file, read by the server as the client takes it.
+function Response:send_file(path, mime)
+  local list = self:_head()
+  return self._ud:send_file(self._status, list, path, mime or self:get_header("content-type")
+    or "application/octet-stream")
+end
+
+--- Sends a JSON body the way Go's json.Encoder writes it (compact, trailing newline).
+function Response:json(status, value)
+  self:status(status)
+  self:header("content-type", "application/json")
+  return self:send(json.encode_line(value))
+end
+
+--- Sends the API's error body {"message": "...", "code": status}.
+function Response:error(status, message)
+  return self:json(status, json.object("message", message, "code", status))
+end
+
+-- Servers --------------------------------------------------------------------------------------
+
+local Server = {}
+Server.__index = Server
+
+--- Stops accepting connections; requests in flight finish. on_closed() runs once all is done.
+function Server:close(on_closed)
+  return self._ud:close(on_closed)
+end
+
+--- close() for coroutines: returns once the server has stopped.
+function Server:shutdown()
+  local ud = self._ud
+  async.await(function(cb) ud:close(function() cb(nil) end) end)
+  return true
+end
+
+--- { active = requests in progress, connections = open connections }
+function Server:stats()
+  return self._ud:stats()
+end
+
+local function finish_failed(res, why)
+  local state = res:state()
+  if state == "open" then
+    res:error(500, "internal server error")
+  elseif state == "started" then
+    res:finish()
+  end
+  return why
+end
+
+--- Starts a server. opts: host ("0.0.0.0"), port (8080; 0 picks a free one), max_body (bytes,
+-- 64 MiB; larger bodies get 413 before they are read), request_timeout (seconds to receive a
+-- request, also the keep-alive idle time; 120), json_errors (true: the server's own 400/413 answers
+-- use the API's JSON error body), handler = function(req, res) or a router.
+-- Returns the server (srv.port is the bound port) or nil, "LISTEN: ...", "LISTEN".
+function M.listen(opts)
+  assert(type(opts) == "table", "httpd.listen: options table expected")
+  local handler = opts.handler
+  assert(type(handler) == "function" or (type(handler) == "table" and getmetatable(handler)
+    and getmetatable(handler).__call), "httpd.listen: handler must be a function or a router")
+  local name = opts.name or "http"
+  local run = handler
+  if type(handler) ~= "function" then run = function(req, res) return handler(req, res) end end
+  local function on_request(ud, info)
+    local target = info.target
+    local raw_path, raw_query = target:match("^([^?]*)%??(.*)$")
+    local query, query_list = url.parse_query(raw_query)
+    local req = setmetatable({
+      method = info.method, target = target, raw_path = raw_path, path = url.unescape(raw_path),
+      query = query, query_list = query_list, headers = info.headers, peer = info.peer,
+      body_size = info.body_size, params = {}, _ud = ud, _pos = 1,
+    }, Request)
+    local res = setmetatable({ _ud = ud, _status = 200, _headers = {} }, Response)
+    async.spawn_with(function(ok, err, traceback)
+      if not ok then
+        log.error("http handler failed", "server", name, "method", req.method, "path", req.raw_path,
+          "error", traceback or tostring(err))
+        finish_failed(res)
+        return
+      end
+      local state = res:state()
+      if state == "open" then
+        log.error("http handler returned without answering", "server", name, "method", req.method,
+          "path", req.raw_path)
+        finish_failed(res)
+      elseif state == "started" then
+        res:finish()
+      end
+    end, run, req, res)
+  end
+  local ud, err, code = core.http_server.listen {
+    host = opts.host or "0.0.0.0",
+    port = opts.port or 8080,
+    max_body = opts.max_body or M.default_max_body,
+    request_timeout_ms = math.floor((opts.request_timeout or 120) * 1000),
+    json_errors = opts.json_errors ~= false,
+    on_request = on_request,
+  }
+  if not ud then return nil, err, code end
+  return setmetatable({ _ud = ud, port = ud:port(), name = name }, Server)
+end
+
+-- Routing --------------------------------------------------------------------------------------
+
+local Router = {}
+Router.__index = Router
+
+local function split(path)
+  local segs = {}
+  for seg in (path:sub(2) .. "/"):gmatch("([^/]*)/") do segs[#segs + 1] = seg end
+  return segs
+end
+
+--- Adds a route: method ("GET", "POST", ... or "*") and a pattern of literal segments and
+-- {name} segments, e.g. "/api/profile/{app}". A {name} matches one segment (which may be empty);
+-- its percent-decoded value is in req.params.name.
+function Router:add(method, pattern, fn)
+  assert(pattern:sub(1, 1) == "/", "route patterns start with /")
+  local segs = {}
+  for i, seg in ipairs(split(pattern)) do
+    local param = seg:match("^{([%w_]+)}$")
+    segs[i] = param and { param = param } or { literal = seg }
+  end
+  self.routes[#self.routes + 1] = { method = method:upper(), segs = segs, fn = fn }
+  return self
+end
+
+local function match(route, raw)
+  if #route.segs ~= #raw then return nil end
+  local params = {}
+  for i, seg in ipairs(route.segs) do
+    local value = url.unescape(raw[i])
+    if seg.param then
+      params[seg.param] = value
+    elseif seg.literal ~= value then
+      return nil
+    end
+  end
+  return params
+end
+
+--- Dispatches a request; answers 404 or 405 (with Allow) the way Go's ServeMux does when no
+-- route matches.
+function Router:handle(req, res)
+  local raw = split(req.raw_path)
+  local allowed = {}
+  for _, route in ipairs(self.routes) do
+    local params = match(route, raw)
+    if params then
+      if route.method == "*" or route.method == req.method then
+        req.params = params
+        return route.fn(req, res)
+      end
+      allowed[route.method] = true
+      if route.method == "GET" then allowed.HEAD = true end
+    end
+  end
+  if next(allowed) then
+    local list = {}
+    for m in pairs(allowed) do list[#list + 1] = m end
+    table.sort(list)
+    res:status(405):header("allow", table.concat(list, ", "))
+    res:header("content-type", "text/plain; charset=utf-8"):header("x-content-type-options", "nosniff")
+    return res:send("Method Not Allowed\n")
+  end
+  if self.not_found then return self.not_found(req, res) end
+  res:status(404):header("content-type", "text/plain; charset=utf-8")
+  res:header("x-content-type-options", "nosniff")
+  return res:send("404 page not found\n")
+end
+
+Router.__call = Router.handle
+
+--- A new router; opts.not_found = function(req, res) replaces the 404 answer.
+function M.router(opts)
+  return setmetatable({ routes = {}, not_found = opts and opts.not_found }, Router)
+end
+
+return M

@@ -1,0 +1,53 @@
+-- `autopgo worker` (same as `autopgo run roles/worker.lua`): merges uploaded profiles into one base
+-- profile per application, reading events from --event-reader-url and publishing profile.merged to
+-- --event-writer-url; serves /api/health, /api/ready and /metrics on --port. Editable: copy lua/ and
+-- run with --lua-path to change it (or the merge policy) without rebuilding.
+local opts = require("autopgo.cli").parse("worker", arg)
+local cli = require "autopgo.cli"
+local daemon = require "autopgo.daemon"
+local httpd = require "autopgo.httpd"
+local health = require "autopgo.health"
+local metrics = require "autopgo.metrics"
+local policy = require "autopgo.policy"
+local worker = require "autopgo.worker"
+local log = require "autopgo.log"
+
+local reader_url = daemon.reader_url(opts)
+if not reader_url then
+  cli.exit(2, "autopgo worker: --event-reader-url is required when --event-writer-url is not in-process"
+    .. " (see autopgo worker --help)")
+end
+if daemon.is_in_process(reader_url) then
+  log.warn("the worker reads the in-process bus: only uploads staged in its store are merged (at start);"
+    .. " give it --event-reader-url to follow a server")
+end
+local pol, perr = policy.new(opts)
+if not pol then cli.exit(1, "autopgo worker: " .. perr) end
+local store = daemon.open_store(opts)
+local writer = daemon.open_writer(daemon.writer_url(opts), opts)
+local reader = daemon.open_reader(reader_url, opts)
+daemon.register_health(store, writer, reader)
+
+local w = worker.new { store = store, writer = writer, reader = reader, policy = pol,
+  recover = daemon.is_in_process(reader_url) }
+
+local router = httpd.router()
+router:add("GET", "/api/health", health.handler())
+router:add("GET", "/api/ready", health.handler())
+router:add("GET", "/metrics", metrics.handler())
+local srv, err = httpd.listen { port = opts.port, handler = router, name = "worker" }
+if not srv then cli.exit(1, "autopgo worker: " .. err) end
+w:start()
+log.info("worker running", "port", srv.port, "blob_store", store.name, "event_reader", reader.name,
+  "event_writer", writer.name)
+
+local stop = daemon.stop_signals()
+local signal = stop.wait()
+log.info("stopping: finishing the merge in progress", "signal", signal)
+w:stop()
+srv:shutdown()
+writer:close()
+store:close()
+stop.close()
+log.info("stopped")
+return 0

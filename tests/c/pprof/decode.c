@@ -1,0 +1,504 @@
+/* Tests core/pprof/decode.c, resolve.c and source.c: the corpus, Go's acceptance rules on
+ * crafted wire bytes, gzip behaviour and the size and memory limits. */
+#include <stdlib.h>
+
+#include "helpers.h"
+
+static ap_pprof_error decode_err(const void *d, size_t n, const ap_pprof_limits *lim)
+{
+    ap_pprof_error err;
+    ap_pprof_profile *p = ap_pprof_decode(d, n, lim, &err);
+    if (p) {
+        ap_pprof_profile_free(p);
+        err.code = AP_PPROF_OK;
+        strcpy(err.msg, "(decoded)");
+    }
+    return err;
+}
+
+static ap_pprof_error decode_pb_err(pb *b)
+{
+    ap_pprof_error e = decode_err(b->b, b->n, NULL);
+    pb_free(b);
+    return e;
+}
+
+static void test_corpus_good(void)
+{
+    static char names[256][256];
+    const char *dirs[] = {".", "edge", "autopgo", "google-pprof/derived"};
+    int total = 0;
+    for (size_t d = 0; d < sizeof dirs / sizeof *dirs; d++) {
+        int n = t_list(dirs[d], names, 256);
+        for (int i = 0; i < n; i++) {
+            if (strstr(names[i], "README")) continue;
+            size_t len;
+            uint8_t *b = t_data(names[i], &len);
+            if (!b) continue;
+            ap_pprof_error err = decode_err(b, len, NULL);
+            if (err.code != AP_PPROF_OK) fprintf(stderr, "%s: %s\n", names[i], err.msg);
+            CHECK_INT(err.code, AP_PPROF_OK);
+            free(b);
+            total++;
+        }
+    }
+    CHECK(total >= 30);
+}
+
+static void test_corpus_legacy(void)
+{
+    /* google-pprof/ holds legacy text/binary formats (rejected: protobuf only) and four
+     * gzip'd protobuf files (accepted). */
+    static char names[64][256];
+    int n = t_list("google-pprof", names, 64), accepted = 0;
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        uint8_t *b = t_data(names[i], &len);
+        ap_pprof_error err = decode_err(b, len, NULL);
+        int is_proto = strstr(names[i], "cpu_no_samples_type") || strstr(names[i], "nomappings") ||
+                       strstr(names[i], "proftest--large") || strstr(names[i], "report--sample");
+        CHECK_INT(err.code, is_proto ? AP_PPROF_OK : AP_PPROF_EMALFORMED);
+        accepted += err.code == AP_PPROF_OK;
+        free(b);
+    }
+    CHECK_INT(accepted, 4);
+}
+
+static void test_corpus_bad(void)
+{
+    static const struct {
+        const char *file, *needle;
+    } cases[] = {
+        {"bad/bad-wire-type.pb.gz", "unknown wire type 7"},
+        {"bad/concatenated.pb", "concatenated profiles detected"},
+        {"bad/dangling-function-id.pb.gz", "location id 6: line 0: function id 77 not found"},
+        {"bad/dangling-location-id.pb.gz", "location id 42 not found"},
+        {"bad/duplicate-function-id.pb.gz", "duplicate id 2"},
+        {"bad/empty", "empty input"},
+        {"bad/empty-gzip.pb.gz", "empty input"},
+        {"bad/gzip-garbage.pb.gz", "unknown wire type"},
+        {"bad/gzip-text.pb.gz", "unknown wire type"},
+        {"bad/location-id-zero.pb.gz", "id 0 is reserved"},
+        {"bad/overlong-field.pb.gz", "too much data"},
+        {"bad/random.bin", "wire type"},
+        {"bad/string-index-out-of-range.pb.gz", "string index 999 out of range"},
+        {"bad/string0-not-empty.pb.gz", "string_table[0] must be ''"},
+        {"bad/truncated-goapp.pb.gz", "unexpected EOF"},
+        {"bad/truncated-header.pb.gz", "unexpected EOF"},
+        {"bad/truncated.pb.gz", "unexpected EOF"},
+        {"bad/value-count-mismatch.pb.gz", "has 1 values but there are 2 sample types"},
+    };
+    static char names[64][256];
+    int n = t_list("bad", names, 64);
+    CHECK_INT(n, (int)(sizeof cases / sizeof *cases));
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t len;
+        uint8_t *b = t_data(cases[i].file, &len);
+        ap_pprof_error err = decode_err(b ? b : (uint8_t *)"", b ? len : 0, NULL);
+        CHECK_ERR(err, AP_PPROF_EMALFORMED, cases[i].needle);
+        free(b);
+    }
+    /* Every file of bad/ is rejected, whether or not it is listed above. */
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        uint8_t *b = t_data(names[i], &len);
+        CHECK(decode_err(b, len, NULL).code != AP_PPROF_OK);
+        free(b);
+    }
+}
+
+static void test_fields(void)
+{
+    size_t len;
+    uint8_t *b = t_data("edge/labels-multi-and-numeric.pb.gz", &len);
+    ap_pprof_profile *p = t_decode(b, len);
+    free(b);
+    if (!p) return;
+    int nnum = 0, nstr = 0, units = 0;
+    for (uint32_t i = 0; i < p->nlabels; i++) {
+        if (p->labels[i].flags & AP_PPROF_LABEL_NUM) {
+            nnum++;
+            units += (p->labels[i].flags & AP_PPROF_LABEL_UNIT_SET) != 0;
+        } else {
+            nstr++;
+        }
+    }
+    CHECK(nnum > 0 && nstr > 0 && units > 0);
+    CHECK(p->gzipped);
+    ap_pprof_profile_free(p);
+
+    b = t_data("goapp-go123-cpu-1.pb.gz", &len);
+    p = t_decode(b, len);
+    free(b);
+    if (!p) return;
+    CHECK_INT(p->nsample_type, 2);
+    const ap_pprof_str *t0 = &p->strings[p->sample_type[0]];
+    CHECK(t0->len == 7 && memcmp(t0->ptr, "samples", 7) == 0);
+    CHECK_INT(p->period, 10000000);
+    CHECK(p->duration_nanos > 0 && p->time_nanos > 0);
+    int with_start = 0;
+    for (uint32_t i = 0; i < p->nfunctions; i++) with_start += p->functions[i].start_line != 0;
+    CHECK(with_start > 0);
+    /* Every sample's locations are valid indices. */
+    int ok = 1;
+    for (uint32_t i = 0; i < p->nsample_locs; i++) ok &= p->sample_locs[i] < p->nlocations;
+    CHECK(ok);
+    ap_pprof_profile_free(p);
+}
+
+/* A profile whose string table and sample types are in place, for crafting the rest. */
+static void base(pb *p)
+{
+    pb m = {0};
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 2, 2);
+    pb_msg(p, 1, &m);
+    pb_str(p, 6, "");
+    pb_str(p, 6, "samples");
+    pb_str(p, 6, "count");
+    pb_str(p, 6, "f");
+}
+
+static void add_function(pb *p, uint64_t id)
+{
+    pb m = {0};
+    pb_u64(&m, 1, id);
+    pb_u64(&m, 2, 3);
+    pb_msg(p, 5, &m);
+}
+
+static void add_location(pb *p, uint64_t id, uint64_t fn)
+{
+    pb m = {0}, l = {0};
+    pb_u64(&m, 1, id);
+    if (fn) {
+        pb_u64(&l, 1, fn);
+        pb_u64(&l, 2, 7);
+        pb_msg(&m, 4, &l);
+    }
+    pb_msg(p, 4, &m);
+}
+
+static void test_wire_rules(void)
+{
+    pb p = {0}, m = {0};
+
+    /* Packed and unpacked repeated fields mean the same. */
+    base(&p);
+    add_function(&p, 1);
+    add_location(&p, 1, 1);
+    add_location(&p, 2, 1);
+    uint64_t ids[] = {1, 2, 1};
+    pb_packed(&m, 1, ids, 3);
+    pb_u64(&m, 2, 5);
+    pb_msg(&p, 2, &m);
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 1, 2);
+    pb_u64(&m, 1, 1);
+    uint64_t v = 6;
+    pb_packed(&m, 2, &v, 1);
+    pb_msg(&p, 2, &m);
+    ap_pprof_profile *pr = t_decode(p.b, p.n);
+    if (pr) {
+        CHECK_INT(pr->nsamples, 2);
+        CHECK_INT(pr->samples[0].nloc, 3);
+        CHECK_INT(pr->samples[1].nloc, 3);
+        CHECK(memcmp(&pr->sample_locs[0], &pr->sample_locs[3], 3 * 4) == 0);
+        CHECK_INT(pr->values[1], 6);
+        ap_pprof_profile_free(pr);
+    }
+    pb_free(&p);
+
+    /* Unknown fields of wire types 0, 1, 2, 5 are skipped at every level; field 0 too. */
+    base(&p);
+    pb_u64(&p, 100, 1);
+    pb_key(&p, 101, 1);
+    pb_bytes(&p, "12345678", 8);
+    pb_str(&p, 102, "x");
+    pb_key(&p, 103, 5);
+    pb_bytes(&p, "1234", 4);
+    pb_u64(&p, 0, 9);
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 2, 3);
+    pb_u64(&m, 77, 3);
+    pb_msg(&p, 5, &m);
+    CHECK_INT(decode_pb_err(&p).code, AP_PPROF_OK);
+
+    /* Groups (wire types 3 and 4) are not skipped: Go's "unknown wire type". */
+    base(&p);
+    pb_key(&p, 100, 3);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "unknown wire type 3");
+
+    /* A known field with the wrong wire type is "type mismatch". */
+    base(&p);
+    pb_u64(&p, 2, 1);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "type mismatch");
+    base(&p);
+    pb_str(&p, 12, "x");
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "type mismatch");
+
+    /* Varints: non-minimal forms are fine, ten bytes is the most. */
+    base(&p);
+    uint8_t period[] = {0x60, 0x85, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+    pb_bytes(&p, period, sizeof period);
+    pr = t_decode(p.b, p.n);
+    if (pr) CHECK_INT(pr->period, 5);
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+    base(&p);
+    uint8_t longer[] = {0x60, 0x85, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+    pb_bytes(&p, longer, sizeof longer);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "bad varint");
+    base(&p);
+    uint8_t truncated[] = {0x60, 0x85};
+    pb_bytes(&p, truncated, sizeof truncated);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "bad varint");
+    base(&p);
+    pb_key(&p, 100, 1); /* an unknown fixed64, truncated */
+    pb_bytes(&p, "123", 3);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "not enough data");
+
+    /* Strings: index 0 must be "", and there must be a table at all. */
+    pb_str(&p, 6, "nope");
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "string_table[0]");
+    pb_u64(&p, 12, 1);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "no string table");
+    base(&p);
+    pb_u64(&p, 7, 99);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "drop_frames: string index 99");
+    base(&p);
+    pb_u64(&p, 13, (uint64_t)-1);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "negative or too large");
+    /* doc_url is not Debian's: a bad index is ignored, a good one kept. */
+    base(&p);
+    pb_u64(&p, 15, 99);
+    CHECK_INT(decode_pb_err(&p).code, AP_PPROF_OK);
+    base(&p);
+    pb_u64(&p, 15, 3);
+    pr = t_decode(p.b, p.n);
+    if (pr) CHECK_INT(pr->doc_url, 3);
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+
+    /* Concatenation: a second non-zero time_nanos. */
+    base(&p);
+    pb_u64(&p, 9, 0);
+    pb_u64(&p, 9, 5); /* after a zero: fine, as in Go */
+    CHECK_INT(decode_pb_err(&p).code, AP_PPROF_OK);
+    base(&p);
+    pb_u64(&p, 9, 5);
+    pb_u64(&p, 9, 5);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "concatenated");
+
+    /* Ids: zero, duplicate, dangling. */
+    base(&p);
+    pb_u64(&m, 1, 0);
+    pb_msg(&p, 3, &m);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "mapping #0: id 0 is reserved");
+    base(&p);
+    pb_u64(&m, 1, 4);
+    pb_msg(&p, 3, &m);
+    pb_u64(&m, 1, 4);
+    pb_msg(&p, 3, &m);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "mapping #1: duplicate id 4");
+    base(&p);
+    add_function(&p, 1);
+    add_function(&p, 1);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "function #1: duplicate id 1");
+    base(&p);
+    add_location(&p, 1, 0);
+    add_location(&p, 1, 0);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "duplicate id 1");
+    /* A line needs a function; a location without lines is fine. */
+    base(&p);
+    add_location(&p, 1, 0);
+    CHECK_INT(decode_pb_err(&p).code, AP_PPROF_OK);
+    base(&p);
+    pb line = {0};
+    pb_u64(&line, 2, 3);
+    pb_u64(&m, 1, 1);
+    pb_msg(&m, 4, &line);
+    pb_msg(&p, 4, &m);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "location id 1: line 0: no function id");
+    /* A dangling mapping id leaves the location without a mapping, as in Go. */
+    base(&p);
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 2, 42);
+    pb_msg(&p, 4, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) CHECK_INT(pr->locations[0].mapping, AP_PPROF_NONE);
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+    /* Large sparse ids go through the hash map. */
+    base(&p);
+    add_function(&p, 1ull << 60);
+    add_location(&p, 1ull << 61, 1ull << 60);
+    uint64_t sparse = 1ull << 61;
+    pb_packed(&m, 1, &sparse, 1);
+    pb_u64(&m, 2, 1);
+    pb_msg(&p, 2, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) CHECK_INT(pr->sample_locs[0], 0);
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+
+    /* Samples: value count and sample types. */
+    base(&p);
+    pb_u64(&m, 2, 1);
+    pb_u64(&m, 2, 1);
+    pb_msg(&p, 2, &m);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "has 2 values but there are 1");
+    pb_str(&p, 6, "");
+    pb_u64(&m, 2, 1);
+    pb_msg(&p, 2, &m);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "missing sample type");
+
+    /* Labels: str wins over num; key-only labels vanish but their key is still checked. */
+    base(&p);
+    pb lab = {0};
+    pb_u64(&m, 2, 1);
+    pb_u64(&lab, 1, 3);
+    pb_u64(&lab, 2, 3);
+    pb_u64(&lab, 3, 5);
+    pb_u64(&lab, 4, 99); /* ignored for a string label, as in Go */
+    pb_msg(&m, 3, &lab);
+    pb_u64(&lab, 1, 3);
+    pb_msg(&m, 3, &lab);
+    pb_u64(&lab, 1, 3);
+    pb_u64(&lab, 3, 7);
+    pb_msg(&m, 3, &lab);
+    pb_u64(&lab, 1, 3);
+    pb_u64(&lab, 4, 2);
+    pb_msg(&m, 3, &lab);
+    pb_msg(&p, 2, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) {
+        CHECK_INT(pr->samples[0].nlabel, 3);
+        CHECK_INT(pr->labels[0].flags, 0);
+        CHECK_INT(pr->labels[0].str, 3);
+        CHECK_INT(pr->labels[1].flags, AP_PPROF_LABEL_NUM);
+        CHECK_INT(pr->labels[1].num, 7);
+        CHECK_INT(pr->labels[2].flags, AP_PPROF_LABEL_NUM | AP_PPROF_LABEL_UNIT_SET);
+        CHECK_INT(pr->labels[2].num, 0);
+        ap_pprof_profile_free(pr);
+    }
+    pb_free(&p);
+    base(&p);
+    pb_u64(&m, 2, 1);
+    pb_u64(&lab, 1, 50);
+    pb_msg(&m, 3, &lab);
+    pb_msg(&p, 2, &m);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "string index 50");
+
+    /* Line.column (newer than Debian's pprof) is read when well-formed, skipped otherwise. */
+    base(&p);
+    add_function(&p, 1);
+    pb_u64(&m, 1, 1);
+    pb_u64(&line, 1, 1);
+    pb_u64(&line, 3, 12);
+    pb_msg(&m, 4, &line);
+    pb_msg(&p, 4, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) CHECK_INT(pr->lines[0].column, 12);
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+    base(&p);
+    add_function(&p, 1);
+    pb_u64(&m, 1, 1);
+    pb_u64(&line, 1, 1);
+    pb_str(&line, 3, "x");
+    pb_msg(&m, 4, &line);
+    pb_msg(&p, 4, &m);
+    CHECK_INT(decode_pb_err(&p).code, AP_PPROF_OK);
+}
+
+static void test_gzip(void)
+{
+    size_t len, rawlen, gzlen;
+    uint8_t *gz = t_data("goapp-cpu-1.pb.gz", &len);
+    uint8_t *raw = t_gunzip(gz, len, &rawlen);
+    CHECK(raw != NULL);
+
+    /* Raw and gzip'd give the same profile. */
+    ap_pprof_profile *a = t_decode(gz, len), *b = t_decode(raw, rawlen);
+    if (a && b) {
+        CHECK_INT(a->nsamples, b->nsamples);
+        CHECK_INT(a->decompressed_size, rawlen);
+        CHECK(!b->gzipped && a->gzipped);
+    }
+    ap_pprof_profile_free(a);
+    ap_pprof_profile_free(b);
+
+    /* Two gzip members are one stream (Go's multistream reader). */
+    size_t half = rawlen / 2, l1, l2;
+    /* Split on a field boundary is not needed: members concatenate before parsing. */
+    uint8_t *g1 = t_gzip(raw, half, &l1), *g2 = t_gzip(raw + half, rawlen - half, &l2);
+    uint8_t *both = malloc(l1 + l2 + 8);
+    memcpy(both, g1, l1);
+    memcpy(both + l1, g2, l2);
+    a = t_decode(both, l1 + l2);
+    CHECK(a && a->nsamples == 945);
+    ap_pprof_profile_free(a);
+    /* Trailing bytes that are not a gzip header are an error, as in Go. */
+    memcpy(both + l1, "\0\0\0\0\0\0\0\0", 8);
+    CHECK_ERR(decode_err(both, l1 + 8, NULL), AP_PPROF_EMALFORMED, "invalid header");
+    /* A corrupted trailer (CRC) is an error. */
+    uint8_t *bad = malloc(l1);
+    memcpy(bad, g1, l1);
+    bad[l1 - 6] ^= 0xff;
+    CHECK(decode_err(bad, l1, NULL).code == AP_PPROF_EMALFORMED);
+    free(bad);
+    free(g1);
+    free(g2);
+    free(both);
+
+    /* The size limit: a bomb is stopped at the limit, without reading on. */
+    ap_pprof_limits lim = {.max_decompressed = 4096};
+    CHECK_ERR(decode_err(gz, len, &lim), AP_PPROF_ETOOLARGE, "limit of 4096 bytes");
+    CHECK_ERR(decode_err(raw, rawlen, &lim), AP_PPROF_ETOOLARGE, "limit");
+    uint8_t *zeros = calloc(64 << 20, 1);
+    uint8_t *bomb = t_gzip(zeros, 64 << 20, &gzlen);
+    free(zeros);
+    lim.max_decompressed = 1 << 20;
+    CHECK_ERR(decode_err(bomb, gzlen, &lim), AP_PPROF_ETOOLARGE, "larger than the limit");
+    /* Within the limit, 64 MiB of zero bytes is a stream of field-0 varints: skipped, and the
+     * result has no string table. */
+    CHECK_ERR(decode_err(bomb, gzlen, NULL), AP_PPROF_EMALFORMED, "no string table");
+    free(bomb);
+
+    /* The memory limit. */
+    ap_pprof_limits mem = {.max_memory = 64 << 10};
+    CHECK_INT(decode_err(gz, len, &mem).code, AP_PPROF_ETOOLARGE);
+    free(gz);
+    free(raw);
+}
+
+static void test_reuse(void)
+{
+    ap_pprof_profile *p = ap_pprof_profile_new();
+    const char *files[] = {"goapp-cpu-1.pb.gz", "edge/minimal.pb.gz", "bad/truncated.pb.gz",
+                           "autopgo/default.pgo", "goapp-cpu-1.pb.gz"};
+    uint32_t expect[] = {945, 3, 0, 6326, 945};
+    for (int i = 0; i < 5; i++) {
+        size_t len;
+        uint8_t *b = t_data(files[i], &len);
+        ap_pprof_error err;
+        int rc = ap_pprof_decode_into(p, b, len, NULL, &err);
+        CHECK_INT(rc, expect[i] ? 0 : -1);
+        CHECK_INT(p->nsamples, expect[i]);
+        free(b);
+    }
+    ap_pprof_profile_free(p);
+}
+
+int main(void)
+{
+    test_corpus_good();
+    test_corpus_legacy();
+    test_corpus_bad();
+    test_fields();
+    test_wire_rules();
+    test_gzip();
+    test_reuse();
+    return t_done();
+}

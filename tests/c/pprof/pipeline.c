@@ -1,0 +1,94 @@
+/* Tests core/pprof/pipeline.c: the worker's one-call merge of encoded inputs, which input an
+ * error names, the malformed-before-incompatible rule, mixed inputs and pruning. */
+#include <stdlib.h>
+
+#include "helpers.h"
+
+typedef struct {
+    uint8_t *d;
+    size_t n;
+} blob;
+
+static blob load(const char *f)
+{
+    blob b;
+    b.d = t_data(f, &b.n);
+    return b;
+}
+
+static int run(const blob *bs, size_t n, const ap_pprof_pruner *pr, ap_pprof_error *err,
+               ap_pprof_merge_summary *sum, uint8_t **out, size_t *len)
+{
+    ap_pprof_input in[8];
+    for (size_t i = 0; i < n; i++) in[i] = (ap_pprof_input){bs[i].d, bs[i].n, NULL};
+    return ap_pprof_merge_encoded(in, n, NULL, pr, NULL, out, len, NULL, sum, err);
+}
+
+int main(void)
+{
+    blob g1 = load("goapp-cpu-1.pb.gz"), g2 = load("goapp-cpu-2.pb.gz"),
+         bad = load("bad/truncated.pb.gz"), nano = load("edge/cpu-only-nanoseconds.pb.gz"),
+         heap = load("edge/heap-sample-types.pb.gz");
+    ap_pprof_error err;
+    ap_pprof_merge_summary sum;
+    uint8_t *out;
+    size_t len;
+
+    blob ok[] = {g1, g2};
+    CHECK_INT(run(ok, 2, NULL, &err, &sum, &out, &len), 0);
+    CHECK_INT(sum.inputs, 2);
+    CHECK_INT(sum.samples_in, 945 + 935);
+    CHECK(sum.samples > 0 && sum.samples < sum.samples_in);
+    CHECK_INT(sum.bytes_out, len);
+    CHECK_INT(sum.bytes_in, g1.n + g2.n);
+    ap_pprof_profile *m = t_decode(out, len);
+    if (m) CHECK_INT(m->nsamples, sum.samples);
+    ap_pprof_profile_free(m);
+    free(out);
+
+    /* A malformed input is named by index. */
+    blob b1[] = {g1, bad, g2};
+    CHECK_INT(run(b1, 3, NULL, &err, &sum, &out, &len), -1);
+    CHECK_ERR(err, AP_PPROF_EMALFORMED, "gzip: unexpected EOF");
+    CHECK_INT(err.input, 1);
+    CHECK(out == NULL);
+
+    /* Incompatible: reported with both indices unless a later input is malformed. */
+    blob b2[] = {g1, nano, g2};
+    CHECK_INT(run(b2, 3, NULL, &err, &sum, &out, &len), -1);
+    CHECK_ERR(err, AP_PPROF_EINCOMPATIBLE, "incompatible sample types");
+    CHECK_INT(err.input, 1);
+    CHECK_INT(err.other, 0);
+    blob b3[] = {g1, heap, bad};
+    CHECK_INT(run(b3, 3, NULL, &err, &sum, &out, &len), -1);
+    CHECK_INT(err.code, AP_PPROF_EMALFORMED);
+    CHECK_INT(err.input, 2);
+
+    /* Profiles and bytes mixed; prune applied; the result as a profile. */
+    ap_pprof_profile *p1 = t_decode(g1.d, g1.n);
+    ap_pprof_prune_rule rule = {"runtime\\.", NULL};
+    ap_pprof_pruner *pr = ap_pprof_pruner_new(&rule, 1, &err);
+    ap_pprof_input in[] = {{NULL, 0, p1}, {g2.d, g2.n, NULL}};
+    ap_pprof_profile *res = NULL;
+    CHECK_INT(ap_pprof_merge_encoded(in, 2, NULL, pr, NULL, NULL, NULL, &res, &sum, &err), 0);
+    CHECK(res != NULL);
+    if (res) {
+        /* No sample keeps a runtime frame below a user frame. */
+        uint32_t total = 0;
+        for (uint32_t i = 0; i < res->nsamples; i++) total += res->samples[i].nloc;
+        CHECK(total > 0);
+    }
+    ap_pprof_profile_free(res);
+    ap_pprof_pruner_free(pr);
+    ap_pprof_profile_free(p1);
+
+    CHECK_INT(ap_pprof_merge_encoded(in, 0, NULL, NULL, NULL, &out, &len, NULL, NULL, &err), -1);
+    CHECK_INT(err.code, AP_PPROF_EINVAL);
+
+    free(g1.d);
+    free(g2.d);
+    free(bad.d);
+    free(nano.d);
+    free(heap.d);
+    return t_done();
+}

@@ -1,0 +1,210 @@
+-- End-to-end specs of `autopgo server` on the embedded default (file store, in-process bus, worker
+-- in the same process): uploads with curl of every PGO-usable corpus profile, the merge compared
+-- with the Go reference (plain and pruned), delete, restart, and a graceful stop.
+local support = require "tests.lua.support"
+local httpc = require "tests.lua.httpc"
+local serverproc = require "tests.e2e.serverproc"
+local goref = require "tests.e2e.goref"
+local async = require "autopgo.async"
+
+local run = support.run
+local corpus = support.root .. "/tests/testdata/pprof"
+
+-- The corpus README's table: files both profile.Parse and Go's PGO loader accept, in table
+-- order; and those only the PGO loader accepts (the original server refuses them with 400).
+local function corpus_lists()
+  local usable, parse_fails = {}, {}
+  for line in io.lines(corpus .. "/README.md") do
+    local file, parse, pgo = line:match("^| `([^`]+)` | %d+ | ([^|]-) | ([^|]-) |$")
+    if file and pgo:match("^ok") then
+      if parse == "ok" then usable[#usable + 1] = file else parse_fails[#parse_fails + 1] = file end
+    end
+  end
+  return usable, parse_fails
+end
+
+local function curl_upload(s, app, file)
+  local code, _, out = support.spawn("curl", { "-s", "-w", "\n%{http_code}", "--data-binary", "@" .. file,
+    s.url .. "/api/profile/" .. app }):wait(30000)
+  assert.equals(0, code)
+  local body, status = out:match("^(.*)\n(%d+)$")
+  return tonumber(status), body
+end
+
+local function curl_download(s, app, path)
+  local code, _, out = support.spawn("curl", { "-s", "-o", path, "-w", "%{http_code}",
+    s.url .. "/api/profile/" .. app }):wait(30000)
+  assert.equals(0, code)
+  return tonumber(out)
+end
+
+describe("autopgo server (embedded default)", function()
+  local dir
+  before_each(function()
+    dir = support.tmpdir()
+  end)
+  after_each(function()
+    support.run(serverproc.cleanup)
+    support.rm_rf(dir)
+  end)
+
+  it("merges every PGO-usable corpus profile exactly as the Go reference, pruned too, and keeps it", function()
+    run(function()
+      goref.ensure()
+      local usable, parse_fails = corpus_lists()
+      assert.is_true(#usable >= 10, "the corpus README lists " .. #usable .. " usable profiles")
+      -- One profile of the corpus is a CPU profile of another shape (cpu/nanoseconds only): it
+      -- merges with nothing else, so it goes last and is expected to be set aside.
+      local compatible, odd = {}, nil
+      for _, f in ipairs(usable) do
+        if f == "edge/cpu-only-nanoseconds.pb.gz" then odd = f else compatible[#compatible + 1] = corpus .. "/" .. f end
+      end
+      assert.is_not_nil(odd)
+      local rules = support.write_file(dir .. "/prune.json",
+        '[{"app":"pruned","rules":[{"drop":"^regexp\\\\.","keep":null},'
+        .. '{"drop":"^encoding/json\\\\.\\\\(\\\\*decodeState\\\\)"}]}]')
+      local s = serverproc.start(dir, { "--prune", rules })
+
+      for _, app in ipairs { "plain", "pruned" } do
+        for _, f in ipairs(compatible) do
+          local status, body = curl_upload(s, app, f)
+          assert.equals(201, status, f .. ": " .. tostring(body))
+          assert.matches('^{"key":"' .. app .. '/staging/%d+"}\n$', body)
+        end
+      end
+      assert.equals(201, (curl_upload(s, "plain", corpus .. "/" .. odd)))
+      for _, f in ipairs(parse_fails) do
+        local status, body = curl_upload(s, "plain", corpus .. "/" .. f)
+        assert.equals(400, status, f)
+        assert.matches('^{"message":".+","code":400}\n$', body)
+      end
+
+      serverproc.wait_until("every upload is merged or set aside", function()
+        return #serverproc.files(s, "plain/staging pruned/staging") == 0
+          and #serverproc.files(s, "plain/rejected") == 2
+      end)
+      local odd_name = serverproc.files(s, "plain/rejected")[1]
+      assert.matches("INCOMPATIBLE", support.read_file(s.data .. "/" .. odd_name .. ".reason"))
+
+      local want_plain = goref.canon(goref.merge(dir .. "/ref-plain.pgo", compatible))
+      local pruned = goref.merge(dir .. "/ref-pruned.pgo", compatible, { prune = rules, app = "pruned" })
+      -- the worker adds up stacks that pruning made equal (a single-input merge does the same)
+      local want_pruned = goref.canon(goref.merge(dir .. "/ref-pruned-norm.pgo", { pruned }))
+      assert.equals(200, curl_download(s, "plain", dir .. "/plain.pgo"))
+      assert.equals(200, curl_download(s, "pruned", dir .. "/pruned.pgo"))
+      assert.equals(want_plain, goref.canon(dir .. "/plain.pgo"))
+      assert.equals(want_pruned, goref.canon(dir .. "/pruned.pgo"))
+      assert.are_not.equal(want_plain, want_pruned)
+
+      -- a restart keeps the merged profiles
+      local code, err = serverproc.stop(s)
+      assert.equals(0, code, err)
+      s = serverproc.start(dir, { "--prune", rules })
+      assert.equals(200, curl_download(s, "pruned", dir .. "/pruned-again.pgo"))
+      assert.equals(support.read_file(dir .. "/pruned.pgo"), support.read_file(dir .. "/pruned-again.pgo"))
+      local list = httpc.request(s.port, "GET", "/api/profile")
+      assert.matches('"key":"plain"', list.body)
+      assert.matches('"key":"pruned"', list.body)
+
+      -- delete removes every object of the app, and only of that app
+      local r = httpc.request(s.port, "DELETE", "/api/profile/plain")
+      assert.equals(200, r.status)
+      assert.equals("{}\n", r.body)
+      serverproc.wait_until("the app's objects are gone", function()
+        return #serverproc.files(s, "plain") == 0
+      end)
+      assert.equals(404, httpc.request(s.port, "GET", "/api/profile/plain").status)
+      assert.equals(200, httpc.request(s.port, "GET", "/api/profile/pruned").status)
+      code, err = serverproc.stop(s)
+      assert.equals(0, code, err)
+    end, 600000)
+  end)
+
+  it("prints where it stores profiles and serves health, readiness and metrics", function()
+    run(function()
+      local s = serverproc.start(dir, { "--data-dir", "store" })
+      local h = httpc.request(s.port, "GET", "/api/health")
+      assert.equals(200, h.status)
+      assert.equals('{"status":"healthy","dependencies":[{"name":"blob-store","status":"healthy"},'
+        .. '{"name":"event-writer","status":"healthy"},{"name":"event-reader","status":"healthy"}]}\n', h.body)
+      assert.equals(200, httpc.request(s.port, "GET", "/api/ready").status)
+      local up = httpc.request(s.port, "POST", "/api/profile/app",
+        { body = support.read_file(corpus .. "/goapp-go123-cpu-1.pb.gz") })
+      assert.equals(201, up.status)
+      serverproc.wait_until("merged", function()
+        return #serverproc.files({ data = dir .. "/store" }, "app/default.pgo") == 1
+      end)
+      local m = httpc.request(s.port, "GET", "/metrics")
+      assert.equals("text/plain; version=0.0.4; charset=utf-8", m.headers["content-type"])
+      for _, want in ipairs {
+        'autopgo_uploads_total{status="201"} 1', "autopgo_upload_bytes_total %d+",
+        'autopgo_events_published_total{type="profile.uploaded"} 1',
+        'autopgo_merges_total{result="merged"} 1', "autopgo_merge_duration_seconds_count 1",
+        'autopgo_profile_size_bytes{app="app"} %d+', 'autopgo_events_consumed_total{type="profile.uploaded"} 1',
+      } do
+        assert.matches("\n" .. want .. "\n", m.body)
+      end
+      -- the store directory is broken: health says so with 503
+      support.rm_rf(dir .. "/store")
+      h = httpc.request(s.port, "GET", "/api/health")
+      assert.equals(503, h.status)
+      assert.matches('"status":"unhealthy"', h.body)
+      local code, err = serverproc.stop(s)
+      assert.equals(0, code)
+      assert.matches('msg="storing profiles on the local disk" dir=' .. dir:gsub("%p", "%%%0") .. "/store", err)
+    end, 120000)
+  end)
+
+  it("finishes a request in flight when told to stop, then exits 0", function()
+    run(function()
+      local s = serverproc.start(dir)
+      local body = support.read_file(corpus .. "/goapp-go123-cpu-2.pb.gz")
+      local c = httpc.connect(s.port)
+      local req = httpc.format("POST", "/api/profile/app", nil, body)
+      c:send(req:sub(1, #req - 1000))
+      async.sleep(100)
+      s.proc:kill("sigterm")
+      async.sleep(100)
+      assert.is_nil(s.proc.code, "the server exited with a request in flight")
+      c:send(req:sub(#req - 999))
+      local r = c:read_response()
+      assert.equals(201, r.status)
+      c:close()
+      local code = s.proc:wait(30000)
+      assert.equals(0, code)
+      -- the upload survives: merged now or at the next start
+      s = serverproc.start(dir)
+      serverproc.wait_until("the upload is merged", function()
+        return #serverproc.files(s, "app/staging") == 0 and #serverproc.files(s, "app/default.pgo") == 1
+      end)
+      assert.equals(0, (serverproc.stop(s)))
+    end, 120000)
+  end)
+
+  it("exits at once on a second stop signal when the first one is still waiting", function()
+    run(function()
+      local s = serverproc.start(dir)
+      local c = httpc.connect(s.port)
+      c:send(httpc.format("POST", "/api/profile/app", { { "Content-Length", "100000" } }) .. "partial")
+      async.sleep(100)
+      s.proc:kill("sigterm")
+      async.sleep(100)
+      assert.is_nil(s.proc.code, "the first signal should wait for the upload in flight")
+      s.proc:kill("sigint")
+      local code, _, _, err = s.proc:wait(10000)
+      assert.equals(1, code)
+      assert.matches("second stop signal", err)
+      c:close()
+    end, 60000)
+  end)
+
+  it("exits with one line when its port is taken", function()
+    run(function()
+      local s = serverproc.start(dir)
+      local code, _, err = support.autopgo({ "server", "--port", tostring(s.port) }, { cwd = dir })
+      assert.equals(1, code)
+      assert.matches("autopgo server: LISTEN: cannot listen on 0%.0%.0%.0:%d+: address already in use\n$", err)
+      serverproc.stop(s)
+    end)
+  end)
+end)

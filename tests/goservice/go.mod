@@ -1,0 +1,3 @@
+module autopgo.test/goservice
+
+go 1.23

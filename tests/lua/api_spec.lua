@@ -1,0 +1,313 @@
+-- Specs of lua/autopgo/api.lua over a real HTTP server: every answer of the original's API, the
+-- error paths with their status codes and JSON bodies, and nothing half-done after a failure.
+local support = require "tests.lua.support"
+local httpc = require "tests.lua.httpc"
+local profiles = require "tests.lua.profiles"
+local httpd = require "autopgo.httpd"
+local api = require "autopgo.api"
+local blob = require "autopgo.blob"
+local bus = require "autopgo.bus"
+local events = require "autopgo.events"
+local json = require "autopgo.json"
+local crypto = require("autopgo.core").crypto
+
+local run = support.run
+
+-- A store or writer whose chosen methods fail with UNAVAILABLE.
+local function failing(real, methods)
+  local wrapper = setmetatable({ name = real.name }, { __index = function(_, k)
+    return function(_, ...) return real[k](real, ...) end
+  end })
+  for _, name in ipairs(methods) do
+    wrapper[name] = function() return nil, "UNAVAILABLE: " .. name .. " is down", "UNAVAILABLE" end
+  end
+  return wrapper
+end
+
+local function serve(o)
+  o = o or {}
+  local id = crypto.hex(crypto.random(5))
+  local e = { store = assert(blob.open("mem://api-" .. id)), url = "mem://api-" .. id }
+  e.writer = assert(bus.writer(e.url))
+  e.reader = assert(bus.reader(e.url))
+  local router = httpd.router()
+  api.new({ store = o.store and o.store(e.store) or e.store, writer = o.writer and o.writer(e.writer) or e.writer,
+    max_upload_size = o.max or 1024 * 1024 }):routes(router)
+  e.srv = assert(httpd.listen { host = "127.0.0.1", port = 0, handler = router, max_body = o.max or 1024 * 1024 })
+  function e.request(method, path, opts) return httpc.request(e.srv.port, method, path, opts) end
+  function e.next_event()
+    local msg = assert(e.reader:receive())
+    msg:ack()
+    return assert(events.parse(msg.body))
+  end
+  function e.close()
+    e.srv:shutdown()
+    e.reader:close()
+  end
+  return e
+end
+
+local function keys(store, prefix)
+  local out = {}
+  for _, item in ipairs(assert(store:list(prefix))) do out[#out + 1] = item.key end
+  return out
+end
+
+local function error_body(code, message)
+  return ('{"message":%s,"code":%d}\n'):format(json.encode(message), code)
+end
+
+describe("api", function()
+  describe("POST /api/profile/{app}", function()
+    it("stages a valid profile, announces it and answers 201 with its key", function()
+      run(function()
+        local e = serve()
+        local body = profiles.file(profiles.usable[1])
+        local r = e.request("POST", "/api/profile/my-app", { body = body })
+        assert.equals(201, r.status)
+        assert.equals("application/json", r.headers["content-type"])
+        local key = r.body:match('^{"key":"(my%-app/staging/%d+)"}\n$')
+        assert.is_string(key, r.body)
+        assert.equals(body, assert(e.store:get(key)).body)
+        local env = e.next_event()
+        assert.equals("profile.uploaded", env.type)
+        assert.same({ app = "my-app", profileKey = key }, env.payload)
+        e.close()
+      end)
+    end)
+
+    it("gives every upload its own key", function()
+      run(function()
+        local e = serve()
+        local body = profiles.file(profiles.usable[2])
+        local results = require("autopgo.async").all((function()
+          local fns = {}
+          for i = 1, 10 do fns[i] = function() return e.request("POST", "/api/profile/a", { body = body }) end end
+          return fns
+        end)())
+        local seen, distinct = {}, 0
+        for _, r in ipairs(results) do
+          assert.equals(201, r[2].status)
+          if not seen[r[2].body] then distinct = distinct + 1 end
+          seen[r[2].body] = true
+        end
+        assert.equals(10, distinct)
+        assert.equals(10, #keys(e.store, "a/staging/"))
+        e.close()
+      end)
+    end)
+
+    it("refuses an invalid app name with 400", function()
+      run(function()
+        local e = serve()
+        for _, path in ipairs { "/api/profile/My-App", "/api/profile/a_b", "/api/profile/", "/api/profile/a%2Fb",
+          "/api/profile/%C3%A9" } do
+          local r = e.request("POST", path, { body = profiles.file(profiles.usable[1]) })
+          assert.equals(400, r.status, path)
+          assert.equals(error_body(400, "invalid app name"), r.body)
+        end
+        assert.same({}, keys(e.store, ""))
+        e.close()
+      end)
+    end)
+
+    it("refuses what does not parse with 400 and the decoder's message", function()
+      run(function()
+        local e = serve()
+        for _, f in ipairs { "bad/truncated.pb.gz", "bad/random.bin", "bad/empty", "bad/dangling-location-id.pb.gz" } do
+          local r = e.request("POST", "/api/profile/app", { body = profiles.file(f) })
+          assert.equals(400, r.status, f)
+          local doc = json.decode(r.body)
+          assert.equals(400, doc.code)
+          assert.is_true(#doc.message > 0)
+          assert.is_nil(doc.message:match("^MALFORMED"), "the message is the decoder's, without our code")
+        end
+        assert.same({}, keys(e.store, ""))
+        e.close()
+      end)
+    end)
+
+    it("refuses profiles go build -pgo cannot use with 400 saying why", function()
+      run(function()
+        local e = serve()
+        local r = e.request("POST", "/api/profile/app", { body = profiles.file("edge/heap-sample-types.pb.gz") })
+        assert.equals(400, r.status)
+        assert.equals(error_body(400, "profile cannot be used by go build -pgo: profile has no samples/count or "
+          .. "cpu/nanoseconds sample type (not a CPU profile)"), r.body)
+        r = e.request("POST", "/api/profile/app", { body = profiles.file("goapp-cpu-1.pb.gz") })
+        assert.equals(400, r.status)
+        assert.equals(error_body(400, "profile cannot be used by go build -pgo: profile has no Function.start_line "
+          .. "(written by Go older than 1.20?)"), r.body)
+        assert.same({}, keys(e.store, ""))
+        e.close()
+      end)
+    end)
+
+    it("refuses a body over the size limit with 413 before reading it", function()
+      run(function()
+        local e = serve { max = 20000 }
+        local r = e.request("POST", "/api/profile/app", { body = profiles.file(profiles.usable[1]) })
+        assert.equals(413, r.status)
+        assert.equals(error_body(413, "request body is larger than the limit of 20000 bytes"), r.body)
+        assert.same({}, keys(e.store, ""))
+        e.close()
+      end)
+    end)
+
+    it("answers 500 and stages nothing when the store cannot write", function()
+      run(function()
+        local e = serve { store = function(s) return failing(s, { "put" }) end }
+        local r = e.request("POST", "/api/profile/app", { body = profiles.file(profiles.usable[1]) })
+        assert.equals(500, r.status)
+        assert.equals(error_body(500, "UNAVAILABLE: put is down"), r.body)
+        assert.same({}, keys(e.store, ""))
+        e.close()
+      end)
+    end)
+
+    it("answers 500 and removes the staged upload when the event cannot be published", function()
+      run(function()
+        local e = serve { writer = function(w) return failing(w, { "publish" }) end }
+        local r = e.request("POST", "/api/profile/app", { body = profiles.file(profiles.usable[1]) })
+        assert.equals(500, r.status)
+        assert.equals(error_body(500, "UNAVAILABLE: publish is down"), r.body)
+        assert.same({}, keys(e.store, ""), "a staged upload without its event would be merged by a later pass")
+        e.close()
+      end)
+    end)
+  end)
+
+  describe("GET /api/profile/{app}", function()
+    it("answers 404 when there is no merged profile and 400 for a bad name", function()
+      run(function()
+        local e = serve()
+        local r = e.request("GET", "/api/profile/app")
+        assert.equals(404, r.status)
+        assert.equals(error_body(404, "Not Found"), r.body)
+        r = e.request("GET", "/api/profile/App")
+        assert.equals(400, r.status)
+        assert.equals(error_body(400, "invalid app name"), r.body)
+        e.close()
+      end)
+    end)
+
+    it("streams the merged profile with an ETag and answers 304 to a matching If-None-Match", function()
+      run(function()
+        local e = serve()
+        local body = profiles.file("autopgo/default.pgo")
+        local put = assert(e.store:put("app/default.pgo", body))
+        local r = e.request("GET", "/api/profile/app")
+        assert.equals(200, r.status)
+        assert.equals(body, r.body)
+        assert.equals("application/x-gzip", r.headers["content-type"])
+        assert.equals(put.etag, r.headers.etag)
+        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = put.etag } })
+        assert.equals(304, r.status)
+        assert.equals("", r.body)
+        assert.equals(put.etag, r.headers.etag)
+        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = '"old", W/' .. put.etag } })
+        assert.equals(304, r.status)
+        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = '"old"' } })
+        assert.equals(200, r.status)
+        assert.equals(body, r.body)
+        local newer = assert(e.store:put("app/default.pgo", body .. ""))
+        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = put.etag } })
+        assert.equals(200, r.status)
+        assert.equals(newer.etag, r.headers.etag)
+        e.close()
+      end)
+    end)
+
+    it("answers 500 when the store fails", function()
+      run(function()
+        local e = serve { store = function(s) return failing(s, { "stat" }) end }
+        local r = e.request("GET", "/api/profile/app")
+        assert.equals(500, r.status)
+        assert.equals(error_body(500, "UNAVAILABLE: stat is down"), r.body)
+        e.close()
+      end)
+    end)
+  end)
+
+  describe("GET /api/profile", function()
+    it("lists the merged profiles only, with key, size and lastModified", function()
+      run(function()
+        local e = serve()
+        local r = e.request("GET", "/api/profile")
+        assert.equals(200, r.status)
+        assert.equals('{"profiles":[]}\n', r.body)
+        assert(e.store:put("b/default.pgo", "bbb"))
+        assert(e.store:put("a/default.pgo", "a"))
+        assert(e.store:put("a/staging/1", "x"))
+        assert(e.store:put("a/ledger/x.json", "{}"))
+        r = e.request("GET", "/api/profile")
+        local doc = json.decode(r.body)
+        assert.equals(2, #doc.profiles)
+        assert.equals("a", doc.profiles[1].key)
+        assert.equals(1, doc.profiles[1].size)
+        assert.equals("b", doc.profiles[2].key)
+        assert.equals(3, doc.profiles[2].size)
+        assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d[.%d]*Z$", doc.profiles[1].lastModified)
+        assert.matches('^{"profiles":%[{"key":"a","size":1,"lastModified":"[^"]+"},{"key":"b"', r.body)
+        e.close()
+      end)
+    end)
+
+    it("formats times as Go's RFC 3339 with nanoseconds", function()
+      assert.equals("2024-10-28T12:16:34.964Z", api.format_time(1730117794.964))
+      assert.equals("2024-10-28T12:16:34Z", api.format_time(1730117794))
+      assert.equals("2024-10-28T12:16:34.000001Z", api.format_time(1730117794.000001))
+    end)
+  end)
+
+  describe("DELETE /api/profile/{app}", function()
+    it("announces the deletion of an app with a merged profile, or only staged uploads", function()
+      run(function()
+        local e = serve()
+        assert(e.store:put("app/default.pgo", "x"))
+        assert(e.store:put("staged-only/staging/1", "x"))
+        for _, app in ipairs { "app", "staged-only" } do
+          local r = e.request("DELETE", "/api/profile/" .. app)
+          assert.equals(200, r.status)
+          assert.equals("{}\n", r.body)
+          local env = e.next_event()
+          assert.equals("profile.deleted", env.type)
+          assert.same({ app = app }, env.payload)
+        end
+        e.close()
+      end)
+    end)
+
+    it("answers 404 for an app with nothing, 400 for a bad name, 500 when publishing fails", function()
+      run(function()
+        local e = serve()
+        local r = e.request("DELETE", "/api/profile/nothing")
+        assert.equals(404, r.status)
+        assert.equals(error_body(404, "Not Found"), r.body)
+        r = e.request("DELETE", "/api/profile/No")
+        assert.equals(400, r.status)
+        assert.equals(error_body(400, "invalid app name"), r.body)
+        e.close()
+        local f = serve { writer = function(w) return failing(w, { "publish" }) end }
+        assert(f.store:put("app/default.pgo", "x"))
+        r = f.request("DELETE", "/api/profile/app")
+        assert.equals(500, r.status)
+        assert.equals(error_body(500, "UNAVAILABLE: publish is down"), r.body)
+        f.close()
+      end)
+    end)
+  end)
+
+  it("answers other paths and methods like Go's ServeMux", function()
+    run(function()
+      local e = serve()
+      local r = e.request("GET", "/api/nope")
+      assert.equals(404, r.status)
+      assert.equals("404 page not found\n", r.body)
+      r = e.request("PUT", "/api/profile/app", { body = "" })
+      assert.equals(405, r.status)
+      assert.equals("DELETE, GET, HEAD, POST", r.headers.allow)
+      e.close()
+    end)
+  end)
+end)

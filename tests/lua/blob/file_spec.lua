@@ -1,0 +1,122 @@
+-- Specs of lua/autopgo/blob/file.lua: the shared blob store contract, plus what only a local
+-- directory has: keys confined to the root, atomic replacement, locks shared across processes.
+local support = require "tests.lua.support"
+local blob = require "autopgo.blob"
+local uv = require "luv"
+local async = require "autopgo.async"
+local fs = require("autopgo.core").fs
+
+local root = support.tmpdir()
+
+require("tests.lua.blob.contract")("file://", {
+  open = function() return blob.open("file://" .. root) end,
+})
+
+describe("file:// blob store", function()
+  local dir, store
+  before_each(function()
+    dir = support.tmpdir()
+    store = assert(blob.open("file://" .. dir .. "/data"))
+  end)
+  after_each(function() support.rm_rf(dir) end)
+
+  it("creates its directory and stores keys as files under it", function()
+    support.run(function()
+      assert.equals("file://" .. dir .. "/data", store.name)
+      assert(store:put("app/staging/1", "profile"))
+      assert.equals("profile", support.read_file(dir .. "/data/app/staging/1"))
+    end)
+  end)
+
+  it("refuses keys that would leave its root or touch its own files", function()
+    support.run(function()
+      for _, key in ipairs { "../escape", "a/../../b", "/etc/passwd", "a//b", "./a", "a/.", "", "a\0b",
+        ".autopgo/lock", ".autopgo" } do
+        for _, op in ipairs { "put", "get", "stat", "delete" } do
+          local res, err, code = store[op](store, key, "x")
+          assert.is_nil(res, op .. " " .. key)
+          assert.equals("INVALID", code, op .. " " .. key .. ": " .. tostring(err))
+        end
+      end
+      assert.is_nil(support.read_file(dir .. "/escape"))
+      assert.same({}, assert(store:list("")))
+    end)
+  end)
+
+  it("leaves no temporary files behind and never lists its own", function()
+    support.run(function()
+      assert(store:put("a/b", "1"))
+      assert(store:put("a/b", "2", { if_match = assert(store:stat("a/b")).etag }))
+      assert.is_nil(store:put("a/b", "3", { if_none_match = "*" }))
+      local keys = {}
+      for _, item in ipairs(assert(store:list(""))) do keys[#keys + 1] = item.key end
+      assert.same({ "a/b" }, keys)
+      local tmp = io.popen("ls -A '" .. dir .. "/data/.autopgo/tmp'"):read("a")
+      assert.equals("", tmp)
+    end)
+  end)
+
+  it("removes directories a delete leaves empty", function()
+    support.run(function()
+      assert(store:put("app/staging/1", "x"))
+      assert(store:put("app/default.pgo", "y"))
+      assert(store:delete("app/staging/1"))
+      assert.is_nil(uv.fs_stat(dir .. "/data/app/staging"))
+      assert.is_truthy(uv.fs_stat(dir .. "/data/app"))
+    end)
+  end)
+
+  it("reports a key that names a directory of other keys as missing", function()
+    support.run(function()
+      assert(store:put("app/staging/1", "x"))
+      assert.equals("NOT_FOUND", select(3, store:get("app/staging")))
+      assert.equals("NOT_FOUND", select(3, store:stat("app")))
+      assert.equals("NOT_FOUND", select(3, store:delete("app/staging")))
+    end)
+  end)
+
+  it("serialises conditional writes with another process holding the lock", function()
+    support.run(function()
+      local v1 = assert(store:put("base", "v1"))
+      -- another process takes the store's lock and holds it a while
+      local marker = dir .. "/released"
+      local holder = support.spawn("flock", { dir .. "/data/.autopgo/lock", "sh", "-c",
+        "sleep 0.3; echo yes > '" .. marker .. "'" })
+      local waited = false
+      for _ = 1, 500 do
+        local fd = uv.fs_open(dir .. "/data/.autopgo/lock", "a", 420)
+        local busy = not fs.flock(fd, "exclusive")
+        if not busy then fs.flock(fd, "unlock") end
+        uv.fs_close(fd)
+        if busy then
+          waited = true
+          break
+        end
+        async.sleep(10)
+      end
+      assert.is_true(waited, "the other process never held the lock")
+      local v2 = assert(store:put("base", "v2", { if_match = v1.etag }))
+      assert.equals("yes\n", support.read_file(marker), "the write went ahead while another process held the lock")
+      assert.equals(0, (holder:wait()))
+      assert.equals("v2", assert(store:get("base")).body)
+      assert.equals(v2.etag, assert(store:stat("base")).etag)
+    end)
+  end)
+
+  it("is unhealthy when its directory is gone", function()
+    support.run(function()
+      assert.is_true(store:health())
+      os.remove(dir .. "/data/.autopgo/lock")
+      support.rm_rf(dir)
+      local ok, err, code = store:health()
+      assert.is_nil(ok)
+      assert.equals("NOT_FOUND", code, err)
+    end)
+  end)
+end)
+
+describe("file:// blob store root", function()
+  it("cleans up its contract directory", function()
+    support.rm_rf(root)
+  end)
+end)

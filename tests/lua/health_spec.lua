@@ -1,0 +1,58 @@
+-- Specs of lua/autopgo/health.lua: checks, their time limit, and the original's JSON body.
+local support = require "tests.lua.support"
+local health = require "autopgo.health"
+local async = require "autopgo.async"
+
+describe("health", function()
+  it("is healthy with 200 when every check passes", function()
+    support.run(function()
+      local h = health.registry()
+      h:register("blob-store", function() return true end)
+      h:register("event-writer", function() async.sleep(1) return true end)
+      local status, body = h:report()
+      assert.equals(200, status)
+      assert.equals('{"status":"healthy","dependencies":[{"name":"blob-store","status":"healthy"},'
+        .. '{"name":"event-writer","status":"healthy"}]}\n', body)
+    end)
+  end)
+
+  it("is unhealthy with 503 naming what failed, errors and hangs included", function()
+    support.run(function()
+      local h = health.registry()
+      h.timeout_ms = 50
+      h:register("blob-store", function() return nil, "UNAVAILABLE: disk gone" end)
+      h:register("event-reader", function() error("boom") end)
+      h:register("event-writer", function() async.sleep(10000) return true end)
+      h:register("fine", function() return true end)
+      local status, body = h:report()
+      assert.equals(503, status)
+      local json = require("autopgo.json")
+      local doc = json.decode(body)
+      assert.equals("unhealthy", doc.status)
+      assert.equals("UNAVAILABLE: disk gone", doc.dependencies[1].message)
+      assert.matches("check failed: .*boom", doc.dependencies[2].message)
+      assert.equals("no answer within 50 ms", doc.dependencies[3].message)
+      assert.equals("healthy", doc.dependencies[4].status)
+      assert.is_nil(doc.dependencies[4].message)
+    end)
+  end)
+
+  it("writes null dependencies when nothing is checked, like the original", function()
+    support.run(function()
+      local status, body = health.registry():report()
+      assert.equals(200, status)
+      assert.equals('{"status":"healthy","dependencies":null}\n', body)
+    end)
+  end)
+
+  it("replaces a check registered twice and can drop one", function()
+    support.run(function()
+      local h = health.registry()
+      h:register("x", function() return nil, "bad" end)
+      h:register("x", function() return true end)
+      assert.equals(200, (h:report()))
+      h:unregister("x")
+      assert.equals('{"status":"healthy","dependencies":null}\n', select(2, h:report()))
+    end)
+  end)
+end)

@@ -1,0 +1,390 @@
+-- Specs of lua/autopgo/worker.lua over real stores and the in-process bus: merging, coalescing,
+-- exactly-once under redelivery and crashes, no lost updates between workers, poison, deletes.
+local support = require "tests.lua.support"
+local profiles = require "tests.lua.profiles"
+local async = require "autopgo.async"
+local blob = require "autopgo.blob"
+local bus = require "autopgo.bus"
+local events = require "autopgo.events"
+local json = require "autopgo.json"
+local metrics = require "autopgo.metrics"
+local policy = require "autopgo.policy"
+local worker = require "autopgo.worker"
+local crypto = require("autopgo.core").crypto
+
+local run = support.run
+
+local seq = 0
+local function next_key(app)
+  seq = seq + 1
+  return ("%s/staging/%d"):format(app, 1700000000000000000 + seq)
+end
+
+-- A fresh store, bus and worker. o.store: a store to use instead of a new mem:// one.
+local function setup(o)
+  o = o or {}
+  local id = crypto.hex(crypto.random(5))
+  local e = { url = "mem://worker-" .. id }
+  e.store = o.store or assert(blob.open("mem://worker-" .. id))
+  e.writer = assert(bus.writer(e.url))
+  e.reader = assert(bus.reader(e.url))
+  e.policy = assert(policy.new(o.policy_opts or {}))
+  e.worker = worker.new { store = e.store, writer = e.writer, reader = e.reader, policy = e.policy,
+    recover = o.recover, batch_limit = o.batch_limit }
+  return e
+end
+
+local function stage(e, app, body, announce)
+  local key = next_key(app)
+  assert(e.store:put(key, body, { if_none_match = "*" }))
+  if announce ~= false then assert(events.publish(e.writer, events.UPLOADED, { app = app, profileKey = key })) end
+  return key
+end
+
+local function wait_until(what, pred, ms)
+  local deadline = require("luv").now() + (ms or 10000)
+  while not pred() do
+    if require("luv").now() > deadline then error("timed out waiting until " .. what, 2) end
+    async.sleep(5)
+  end
+end
+
+local function keys(store, prefix)
+  local out = {}
+  for _, item in ipairs(assert(store:list(prefix))) do out[#out + 1] = item.key end
+  return out
+end
+
+local function base_of(e, app)
+  local got = e.store:get(app .. "/default.pgo")
+  return got and got.body
+end
+
+local function merges()
+  return metrics.default.by_name.autopgo_merges_total:get({ result = "merged" })
+end
+
+describe("worker", function()
+  it("merges an upload into a new base, announces it and deletes the staged object", function()
+    run(function()
+      local e = setup()
+      e.worker:start()
+      local key = stage(e, "app", profiles.variant(1))
+      wait_until("the staged upload is gone", function() return #keys(e.store, "app/staging/") == 0 end)
+      assert.same({ [1] = 1 }, profiles.counts(base_of(e, "app")))
+      local ledgers = keys(e.store, "app/ledger/")
+      assert.equals(1, #ledgers)
+      local doc = json.decode(assert(e.store:get(ledgers[1])).body)
+      assert.same({ key }, doc.merged)
+      e.worker:stop()
+    end)
+  end)
+
+  it("merges the uploads waiting for one app in a single pass", function()
+    run(function()
+      local e = setup()
+      for i = 1, 5 do stage(e, "app", profiles.variant(i)) end
+      local before = merges()
+      e.worker:start()
+      wait_until("everything is merged and cleaned up", function()
+        return #keys(e.store, "app/staging/") == 0
+      end)
+      e.worker:stop()
+      assert.same({ 1, 1, 1, 1, 1 }, profiles.counts(base_of(e, "app")))
+      assert.equals(1, merges() - before, "the five uploads should have been merged in one pass")
+    end)
+  end)
+
+  it("handles the events of uploads already merged along the way without reading the base", function()
+    run(function()
+      local real = assert(blob.open("mem://reads-" .. crypto.hex(crypto.random(4))))
+      local base_reads = 0
+      local counting = setmetatable({ name = real.name }, { __index = function(_, k)
+        return function(_, ...) return real[k](real, ...) end
+      end })
+      counting.get = function(_, key, opts)
+        if key == "app/default.pgo" then base_reads = base_reads + 1 end
+        return real:get(key, opts)
+      end
+      local e = setup { store = counting }
+      local before = merges()
+      stage(e, "app", profiles.variant(1))
+      e.worker:start()
+      wait_until("the first upload is merged", function() return #keys(real, "app/staging/") == 0 end)
+      for i = 2, 9 do stage(e, "app", profiles.variant(i)) end
+      wait_until("everything is merged", function() return #keys(real, "app/staging/") == 0 end)
+      e.worker:stop()
+      assert.same({ 1, 1, 1, 1, 1, 1, 1, 1, 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
+      -- one read to find no base, then one per merge pass that had something to merge: not per event
+      local passes = merges() - before
+      assert.is_true(passes < 9, "the uploads were not coalesced")
+      assert.is_true(base_reads <= passes, ("the base was read %d times for %d merges"):format(base_reads, passes))
+    end)
+  end)
+
+  it("does not count a redelivered upload twice (crash between writing the base and acknowledging)", function()
+    run(function()
+      local e = setup()
+      local key = stage(e, "app", profiles.variant(1), false)
+      -- A first delivery merged it, then the process died before acknowledging: replay the event.
+      assert(e.worker:merge_app("app"))
+      local etag = assert(e.store:stat("app/default.pgo")).etag
+      local before = merges()
+      assert(events.publish(e.writer, events.UPLOADED, { app = "app", profileKey = key }))
+      e.worker:start()
+      wait_until("the staged upload is deleted", function() return #keys(e.store, "app/staging/") == 0 end)
+      e.worker:stop()
+      assert.equals(etag, assert(e.store:stat("app/default.pgo")).etag)
+      assert.equals(before, merges())
+      assert.same({ [1] = 1 }, profiles.counts(base_of(e, "app")))
+    end)
+  end)
+
+  it("is unaffected by a crash between writing the new ledger and the base", function()
+    run(function()
+      local e = setup()
+      stage(e, "app", profiles.variant(1), false)
+      assert(e.worker:merge_app("app"))
+      local key2 = stage(e, "app", profiles.variant(2), false)
+      -- a dead worker's ledger for a base it never wrote, claiming upload 2
+      local ghost = json.encode(json.object("base", "f00d", "merged", json.array { key2 }))
+      assert(e.store:put("app/ledger/" .. ("f"):rep(64) .. ".json", ghost))
+      assert(e.worker:merge_app("app"))
+      assert.same({ 1, 1 }, profiles.counts(base_of(e, "app")))
+    end)
+  end)
+
+  it("loses no update when two workers merge the same app at once", function()
+    run(function()
+      local dir = support.tmpdir()
+      local store = assert(blob.open("file://" .. dir))
+      -- worker A reads the base, then waits to write until B has written: A's write must fail and
+      -- A must merge again from B's base.
+      local b_done = async.event()
+      local gated = setmetatable({ name = store.name }, { __index = function(_, k)
+        return function(_, ...) return store[k](store, ...) end
+      end })
+      local a_paused = async.event()
+      gated.put = function(_, key, body, opts)
+        if key == "app/default.pgo" and not b_done.is_set then
+          a_paused.set()
+          b_done.wait()
+        end
+        return store:put(key, body, opts)
+      end
+      local a = setup { store = gated }
+      local b = setup { store = store }
+      for i = 1, 3 do stage(a, "app", profiles.variant(i), false) end
+      local conflicts = metrics.default.by_name.autopgo_merge_conflicts_total:get()
+      local results = async.all {
+        function() return a.worker:merge_app("app") end,
+        function()
+          a_paused.wait()
+          for i = 4, 5 do stage(b, "app", profiles.variant(i), false) end
+          local ok, err = b.worker:merge_app("app")
+          b_done.set()
+          return ok, err
+        end,
+      }
+      assert.is_truthy(results[1][2], tostring(results[1][3]))
+      assert.is_truthy(results[2][2], tostring(results[2][3]))
+      assert.is_true(metrics.default.by_name.autopgo_merge_conflicts_total:get() > conflicts)
+      assert.same({ 1, 1, 1, 1, 1 }, profiles.counts(assert(store:get("app/default.pgo")).body))
+      support.rm_rf(dir)
+    end)
+  end)
+
+  it("moves poison aside to {app}/rejected/ and keeps going", function()
+    run(function()
+      local e = setup()
+      e.worker:start()
+      stage(e, "app", profiles.variant(1))
+      wait_until("the first merge", function() return base_of(e, "app") ~= nil end)
+      local bad = stage(e, "app", "this is not a profile")
+      local other = stage(e, "app", profiles.file("edge/cpu-only-nanoseconds.pb.gz"))
+      stage(e, "app", profiles.variant(2))
+      wait_until("the good upload is merged", function()
+        return (profiles.counts(base_of(e, "app"))[2] or 0) == 1
+      end)
+      wait_until("staging is empty", function() return #keys(e.store, "app/staging/") == 0 end)
+      local name, other_name = bad:match("[^/]+$"), other:match("[^/]+$")
+      assert.same({ "app/rejected/" .. name, "app/rejected/" .. name .. ".reason",
+        "app/rejected/" .. other_name, "app/rejected/" .. other_name .. ".reason" }, keys(e.store, "app/rejected/"))
+      assert.equals("this is not a profile", assert(e.store:get("app/rejected/" .. name)).body)
+      assert.matches("MALFORMED", assert(e.store:get("app/rejected/" .. name .. ".reason")).body)
+      assert.matches("INCOMPATIBLE", assert(e.store:get("app/rejected/" .. other_name .. ".reason")).body)
+      assert.same({ 1, 1 }, profiles.counts(base_of(e, "app")))
+      e.worker:stop()
+    end)
+  end)
+
+  it("acknowledges a malformed event and handles the next one", function()
+    run(function()
+      local e = setup()
+      e.worker:start()
+      assert(e.writer:publish("{not json", { key = "app" }))
+      assert(e.writer:publish('{"id":"x","timestamp":"2024-10-28T12:16:34Z","type":"profile.uploaded",'
+        .. '"payload":{"app":"../etc","profileKey":"x"}}', { key = "app" }))
+      stage(e, "app", profiles.variant(1))
+      wait_until("the upload is merged", function() return #keys(e.store, "app/staging/") == 0 end)
+      e.worker:stop()
+      assert.same({ [1] = 1 }, profiles.counts(base_of(e, "app")))
+    end)
+  end)
+
+  it("retries an event whose handling failed", function()
+    run(function()
+      local real = assert(blob.open("mem://retry-" .. crypto.hex(crypto.random(4))))
+      local failures = 0
+      local flaky = setmetatable({ name = real.name }, { __index = function(_, k)
+        return function(_, ...) return real[k](real, ...) end
+      end })
+      flaky.list = function(_, prefix)
+        if failures < 2 then
+          failures = failures + 1
+          return nil, "UNAVAILABLE: the store is down", "UNAVAILABLE"
+        end
+        return real:list(prefix)
+      end
+      local e = setup { store = flaky }
+      e.worker:start()
+      stage(e, "app", profiles.variant(1))
+      wait_until("the upload is merged", function() return #keys(real, "app/staging/") == 0 end, 20000)
+      e.worker:stop()
+      assert.equals(2, failures)
+      assert.same({ [1] = 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
+    end, 40000)
+  end)
+
+  it("deletes every object of an app on profile.deleted and nothing of other apps", function()
+    run(function()
+      local e = setup()
+      e.worker:start()
+      stage(e, "app", profiles.variant(1))
+      stage(e, "other", profiles.variant(2))
+      wait_until("both merged", function() return base_of(e, "app") and base_of(e, "other") end)
+      stage(e, "app", profiles.variant(3), false) -- pending, never announced
+      assert(events.publish(e.writer, events.DELETED, { app = "app" }))
+      wait_until("the app is gone", function() return #keys(e.store, "app/") == 0 end)
+      e.worker:stop()
+      assert.is_not_nil(base_of(e, "other"))
+    end)
+  end)
+
+  it("only ever deletes staged objects on profile.merged", function()
+    run(function()
+      local e = setup()
+      e.worker:start()
+      stage(e, "app", profiles.variant(1))
+      wait_until("merged", function() return #keys(e.store, "app/staging/") == 0 end)
+      assert(events.publish(e.writer, events.MERGED,
+        { app = "app", profileKey = "app/default.pgo", mergedKey = "app/default.pgo" }))
+      stage(e, "app", profiles.variant(2))
+      wait_until("merged again", function() return #keys(e.store, "app/staging/") == 0 end)
+      e.worker:stop()
+      assert.same({ 1, 1 }, profiles.counts(base_of(e, "app")))
+    end)
+  end)
+
+  it("applies the app's prune rules and hook", function()
+    run(function()
+      local pprof = require("autopgo.core").pprof
+      local rules = { { drop = "^regexp\\.", keep = "^regexp\\.\\(\\*machine\\)\\.add$" } }
+      local function rename(profile)
+        profile:rename_functions(function(name)
+          if name == "main.sortWork" then return "main.renamed" end
+        end)
+      end
+      local hooked = {}
+      local e = setup { policy_opts = { policy = {
+        app = { prune = rules, hook = function(profile, app)
+          hooked[#hooked + 1] = app
+          rename(profile)
+        end },
+      } } }
+      local inputs = {}
+      for i = 1, 2 do
+        local body = profiles.file(profiles.usable[i])
+        stage(e, "app", body, false)
+        inputs[i] = assert(pprof.decode(body))
+        rename(inputs[i])
+      end
+      assert(e.worker:merge_app("app"))
+      assert.same({ "app", "app" }, hooked)
+      -- what the policy says, done by hand: hook, merge, prune, then add up equal stacks
+      local pruned = assert(pprof.merge(inputs, { prune = rules, output = "profile" }))
+      local want = assert(pprof.decode(assert(pprof.merge({ pruned }))))
+      local got = assert(pprof.decode(base_of(e, "app")))
+      assert.same(want:top(100000, { by = "cum" }), got:top(100000, { by = "cum" }))
+      assert.same(want:info().sample_types, got:info().sample_types)
+      local names = {}
+      for _, t in ipairs(got:top(100000, { by = "cum" })) do names[t.name] = true end
+      assert.is_nil(names["main.sortWork"])
+      assert.is_true(names["main.renamed"])
+      -- the regexp frames are cut off: their time is their callers'
+      assert.is_true(names["main.regexpWork"])
+      assert.is_nil(names["regexp.(*Regexp).FindAllString"])
+    end)
+  end)
+
+  it("rejects an upload its hook fails on, and merges the rest", function()
+    run(function()
+      local e = setup { policy_opts = { policy = { ["*"] = { hook = function(profile)
+        if profile:top(1)[1].name == "upload_2" then error("no thanks") end
+      end } } } }
+      stage(e, "app", profiles.variant(1), false)
+      local bad = stage(e, "app", profiles.variant(2), false)
+      stage(e, "app", profiles.variant(3), false)
+      assert(e.worker:merge_app("app"))
+      assert.same({ [1] = 1, [3] = 1 }, profiles.counts(base_of(e, "app")))
+      local reason = assert(e.store:get("app/rejected/" .. bad:match("[^/]+$") .. ".reason")).body
+      assert.matches("POLICY: the policy hook of app failed: .*no thanks", reason)
+    end)
+  end)
+
+  it("lets the merge in progress finish when stopped", function()
+    run(function()
+      local real = assert(blob.open("mem://stop-" .. crypto.hex(crypto.random(4))))
+      local in_merge, release = async.event(), async.event()
+      local gated = setmetatable({ name = real.name }, { __index = function(_, k)
+        return function(_, ...) return real[k](real, ...) end
+      end })
+      gated.put = function(_, key, body, opts)
+        if key == "app/default.pgo" then
+          in_merge.set()
+          release.wait()
+        end
+        return real:put(key, body, opts)
+      end
+      local e = setup { store = gated }
+      for i = 1, 3 do stage(e, "app", profiles.variant(i)) end
+      e.worker:start()
+      in_merge.wait()
+      local stopped = async.event()
+      async.spawn(function()
+        e.worker:stop()
+        stopped.set()
+      end)
+      async.sleep(20)
+      assert.is_false(stopped.is_set, "stop returned while a merge was still writing")
+      release.set()
+      assert.is_true(stopped.wait(10000))
+      assert.same({ 1, 1, 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
+    end)
+  end)
+
+  it("merges what is staged when it starts, for buses that lose events", function()
+    run(function()
+      local e = setup { recover = true }
+      stage(e, "app", profiles.variant(1), false)
+      stage(e, "other-app", profiles.variant(2), false)
+      e.worker:start()
+      wait_until("both are merged", function()
+        return #keys(e.store, "app/staging/") == 0 and #keys(e.store, "other-app/staging/") == 0
+      end)
+      e.worker:stop()
+      assert.same({ [1] = 1 }, profiles.counts(base_of(e, "app")))
+      assert.same({ [2] = 1 }, profiles.counts(base_of(e, "other-app")))
+    end)
+  end)
+end)
