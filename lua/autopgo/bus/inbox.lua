@@ -4,14 +4,16 @@
 local uv = require "luv"
 local async = require "autopgo.async"
 local log = require "autopgo.log"
+local stats = require "autopgo.bus.stats"
 
 local M = {}
 
 local Inbox = {}
 Inbox.__index = Inbox
 
---- opts.high / opts.low: buffer watermarks; opts.on_full() is called when the buffer reaches
--- `high` and opts.on_drained() when it falls back to `low` (pause/resume fetching).
+--- opts.bus: the bus's name for the counters ("kafka", ...). opts.high / opts.low: buffer
+-- watermarks; opts.on_full() is called when the buffer reaches `high` and opts.on_drained() when
+-- it falls back to `low` (pause/resume fetching).
 function M.new(opts)
   opts = opts or {}
   return setmetatable({
@@ -21,7 +23,7 @@ function M.new(opts)
     high = opts.high or 512, low = opts.low or 128,
     on_full = opts.on_full, on_drained = opts.on_drained, full = false,
     closed_err = nil,
-    stats = { received = 0, acked = 0, nacked = 0, redelivered = 0, dead_lettered = 0, ack_failed = 0 },
+    stats = stats.new(opts.bus or "unknown", "reader"),
   }, Inbox)
 end
 
@@ -93,7 +95,7 @@ function Inbox:receive(skip)
     if self.closed_err then return nil, self.closed_err, "CLOSED" end
     local m = pop(self)
     if m and not (skip and skip(m)) then
-      self.stats.received = self.stats.received + 1
+      self.stats:inc("received")
       return m
     end
     if not m then
@@ -118,6 +120,34 @@ function Inbox:later(ms, fn)
   timer:start(math.max(0, math.floor(ms)), 0, function()
     cancel()
     async.spawn(fn)
+  end)
+  return cancel
+end
+
+--- Calls fn() every `interval_ms` until the returned cancel function is called, the inbox closes
+-- or `max_ms` have passed: keeps a message's lock, visibility or ack deadline alive while its
+-- work goes on, but not for ever (a handler that hangs must not hold a message for good).
+function Inbox:keepalive(interval_ms, max_ms, fn)
+  if max_ms <= 0 then return function() end end
+  local timer = uv.new_timer()
+  local deadline = uv.now() + max_ms
+  local function cancel()
+    if self.timers[timer] then
+      self.timers[timer] = nil
+      timer:close()
+    end
+  end
+  self.timers[timer] = true
+  interval_ms = math.max(100, math.floor(interval_ms))
+  timer:start(interval_ms, interval_ms, function()
+    if uv.now() >= deadline then
+      cancel()
+      return
+    end
+    async.spawn(function()
+      local ok, err = fn()
+      if not ok and err then log.warn("could not extend a message's lease", "error", err) end
+    end)
   end)
   return cancel
 end

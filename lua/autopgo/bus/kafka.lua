@@ -14,6 +14,7 @@ local async = require "autopgo.async"
 local log = require "autopgo.log"
 local url = require "autopgo.url"
 local inbox_mod = require "autopgo.bus.inbox"
+local stats = require "autopgo.bus.stats"
 
 local kafka = core.kafka
 local uv = require "luv"
@@ -80,11 +81,11 @@ function Writer:publish(body, opts)
     return self.producer:produce(self.topic, key, body, cb)
   end)
   if ok == nil and err then
-    self.stats.failed = self.stats.failed + 1
+    self.stats:inc("failed")
     self.last_error = err
     return nil, err, code
   end
-  self.stats.published = self.stats.published + 1
+  self.stats:inc("published")
   self.last_error = nil
   return true
 end
@@ -141,7 +142,7 @@ function M.writer(u, opts)
   if not producer then return nil, err, code end
   return setmetatable({
     name = "kafka://" .. topic, topic = topic, producer = producer,
-    stats = { published = 0, failed = 0 },
+    stats = stats.new("kafka", "writer"),
   }, Writer)
 end
 
@@ -252,15 +253,15 @@ function Msg:ack()
   local r, p = self.reader, self.part
   r:on_settle(p)
   if r.parts[p.key] ~= p then
-    r.inbox.stats.ack_failed = r.inbox.stats.ack_failed + 1
+    r.inbox.stats:inc("ack_failed")
     return nil, ("CONFLICT: %s was reassigned before the ack; its next owner redelivers it"):format(self.id),
       "CONFLICT"
   end
   p.state[self.offset] = "acked"
-  r.inbox.stats.acked = r.inbox.stats.acked + 1
+  r.inbox.stats:inc("acked")
   local ok, err = r:commit_soon().wait()
   if not ok then
-    r.inbox.stats.ack_failed = r.inbox.stats.ack_failed + 1
+    r.inbox.stats:inc("ack_failed")
     return nil, err, async.error_code(err)
   end
   return true
@@ -268,7 +269,7 @@ end
 
 function Msg:dead_letter(reason)
   local r = self.reader
-  r.inbox.stats.dead_lettered = r.inbox.stats.dead_lettered + 1
+  r.inbox.stats:inc("dead_lettered")
   if r.dlq then
     local ok, err = r.dlq:publish(self.body, { key = self.key })
     if not ok then
@@ -288,7 +289,7 @@ end
 function Msg:nack(delay)
   if self.settled then return true end
   local r, p = self.reader, self.part
-  r.inbox.stats.nacked = r.inbox.stats.nacked + 1
+  r.inbox.stats:inc("nacked")
   if self.attempt >= r.max_attempts and owned(r, p) then
     if self:dead_letter(("failed %d times"):format(self.attempt)) then return self:ack() end
   end
@@ -298,7 +299,7 @@ function Msg:nack(delay)
   delay = delay or inbox_mod.backoff(self.attempt)
   r.inbox:later(delay * 1000, function()
     if not owned(r, p) then return end
-    r.inbox.stats.redelivered = r.inbox.stats.redelivered + 1
+    r.inbox.stats:inc("redelivered")
     r.inbox:push_front(setmetatable({
       body = self.body, key = self.key, id = self.id, offset = self.offset, attempt = self.attempt + 1,
       part = p, reader = r,
@@ -432,7 +433,7 @@ function Reader:health()
 end
 
 function Reader:stats()
-  return self.inbox.stats
+  return self.inbox.stats:snapshot()
 end
 
 --- Stops receiving, waits (bounded) for messages in flight, commits, and leaves the group.
@@ -486,6 +487,7 @@ function M.reader(u, opts)
     revoke_timeout_ms = (opts.revoke_timeout or 30) * 1000,
   }, Reader)
   r.inbox = inbox_mod.new {
+    bus = "kafka",
     high = opts.max_buffered or 512,
     on_full = function() if not r.consumer_closed then r.consumer:pause(true) end end,
     on_drained = function() if not r.consumer_closed then r.consumer:pause(false) end end,

@@ -19,6 +19,7 @@ local log = require "autopgo.log"
 local url = require "autopgo.url"
 local units = require "autopgo.units"
 local inbox_mod = require "autopgo.bus.inbox"
+local stats = require "autopgo.bus.stats"
 
 local natsc = core.nats
 local uv = require "luv"
@@ -185,10 +186,10 @@ function Writer:publish(body, opts)
     if ok then err = nil end
   end
   if err then
-    self.stats.failed = self.stats.failed + 1
+    self.stats:inc("failed")
     return nil, err, code
   end
-  self.stats.published = self.stats.published + 1
+  self.stats:inc("published")
   return true
 end
 
@@ -208,7 +209,7 @@ function M.writer(u, opts)
   local s, err, code = settings(u, "writer", opts)
   if not s then return nil, err, code end
   local name = "nats://" .. s.subject .. (s.jetstream and "?jetstream=true" or "")
-  local w = setmetatable({ name = name, s = s, c = connector(s, name), stats = { published = 0, failed = 0 } },
+  local w = setmetatable({ name = name, s = s, c = connector(s, name), stats = stats.new("nats", "writer") },
     Writer)
   -- connect in the background (the constructor never waits); the first publish waits for it
   async.spawn(function()
@@ -227,6 +228,7 @@ local Msg = {}
 Msg.__index = Msg
 
 function Reader:settle(m)
+  if m.keepalive then m.keepalive() end
   m.settled = true
   self.held[m] = nil
   self.inflight = self.inflight - 1
@@ -237,12 +239,12 @@ function Msg:ack()
   if self.settled then return true end
   local r = self.reader
   r:settle(self)
-  r.inbox.stats.acked = r.inbox.stats.acked + 1
+  r.inbox.stats:inc("acked")
   if not self.nmsg then return true end -- core NATS: nothing to acknowledge
   local ok, err, code = self.nmsg:ack()
   self.nmsg:destroy()
   if not ok then
-    r.inbox.stats.ack_failed = r.inbox.stats.ack_failed + 1
+    r.inbox.stats:inc("ack_failed")
     return nil, err, code
   end
   return true
@@ -255,7 +257,7 @@ end
 
 function Msg:dead_letter(reason)
   local r = self.reader
-  r.inbox.stats.dead_lettered = r.inbox.stats.dead_lettered + 1
+  r.inbox.stats:inc("dead_lettered")
   if r.dlq then
     local ok, err, code = r.dlq:publish(self.body, { key = self.key })
     if not ok then return nil, err, code end
@@ -271,7 +273,7 @@ end
 function Msg:nack(delay)
   if self.settled then return true end
   local r = self.reader
-  r.inbox.stats.nacked = r.inbox.stats.nacked + 1
+  r.inbox.stats:inc("nacked")
   delay = delay or inbox_mod.backoff(self.attempt)
   if self.attempt >= r.max_attempts then
     local ok = self:dead_letter(("failed %d times"):format(self.attempt))
@@ -296,7 +298,7 @@ function Msg:nack(delay)
   end
   -- core NATS has no redelivery: keep it here and hand it out again (lost if we stop)
   r.inbox:later(delay * 1000, function()
-    r.inbox.stats.redelivered = r.inbox.stats.redelivered + 1
+    r.inbox.stats:inc("redelivered")
     r.inbox:push_front(setmetatable({ body = self.body, key = self.key, id = self.id, attempt = self.attempt + 1,
       reader = r }, Msg))
   end)
@@ -315,7 +317,7 @@ function Reader:on_msg(nmsg)
   if self.s.jetstream then
     local deliveries, seq = nmsg:meta()
     m.nmsg, m.attempt, m.id = nmsg, math.max(1, deliveries), ("%s/%d"):format(self.s.stream, seq)
-    if deliveries > 1 then self.inbox.stats.redelivered = self.inbox.stats.redelivered + 1 end
+    if deliveries > 1 then self.inbox.stats:inc("redelivered") end
   else
     self.seq = self.seq + 1
     m.attempt, m.id = 1, ("%s/%d"):format(self.s.subject, self.seq)
@@ -334,6 +336,13 @@ function Reader:receive()
   m.settled = false
   self.held[m] = true
   self.inflight = self.inflight + 1
+  if m.nmsg then
+    -- JetStream: keep the message ours while it is being handled, however long that takes
+    m.keepalive = self.inbox:keepalive(self.s.ack_wait * 1000 / 2, self.max_extension_ms, function()
+      if m.settled or not m.nmsg then return true end
+      return m.nmsg:in_progress()
+    end)
+  end
   if self.sub and self.s.jetstream then self.sub:want(1) end
   return m
 end
@@ -389,7 +398,7 @@ function Reader:health()
 end
 
 function Reader:stats()
-  return self.inbox.stats
+  return self.inbox.stats:snapshot()
 end
 
 --- Stops fetching, waits (bounded) for messages in flight, hands back what was not settled
@@ -430,8 +439,9 @@ function M.reader(u, opts)
     max_attempts = opts.max_attempts or 5,
     max_buffered = opts.max_buffered or 64,
     close_timeout_ms = (opts.close_timeout or 30) * 1000,
+    max_extension_ms = (opts.max_extension or 3600) * 1000,
   }, Reader)
-  r.inbox = inbox_mod.new { high = math.huge }
+  r.inbox = inbox_mod.new { bus = "nats", high = math.huge }
   if s.dead_letter then
     local dlq
     dlq, err, code = M.writer(url.parse(("nats://%s%s"):format(s.dead_letter, s.jetstream and "?jetstream=true" or "")),

@@ -57,6 +57,20 @@ describe("kafka bus", function()
   setup(function() svc = service.start("kafka") end)
   teardown(function() service.stop(svc) end)
 
+  require("tests.lua.bus.contract")("kafka://", {
+    setup = function() return { topic = service.unique("t-contract"), group = service.unique("g-contract") } end,
+    writer = function(ctx) return bus.writer("kafka://" .. ctx.topic) end,
+    reader = function(ctx) return reader(ctx.group, ctx.topic) end,
+    -- dies holding its message: nothing is waited for or committed
+    kill = function(_, r)
+      r.revoke_timeout_ms = 0
+      return r:close()
+    end,
+    -- a group's members join (and leave) within seconds on the mock cluster
+    timeout_ms = 30000,
+    redelivery_timeout_ms = 60000,
+  })
+
   it("takes the brokers from KAFKA_BROKERS, as gocloud.dev does", function()
     local saved = os.getenv("KAFKA_BROKERS")
     uv.os_unsetenv("KAFKA_BROKERS")

@@ -142,6 +142,18 @@ describe("nats bus", function()
   end)
 
   describe("JetStream", function()
+    require("tests.lua.bus.contract")("nats:// (JetStream)", {
+      setup = function() return { subject = service.unique("js.contract") } end,
+      writer = function(ctx) return bus.writer(js(ctx.subject)) end,
+      reader = function(ctx) return bus.reader(js(ctx.subject, "&queue=workers")) end,
+      -- dies holding its message: nothing handed back, the server redelivers after the ack wait
+      kill = function(_, r)
+        r.close_timeout_ms = 0
+        r.held = {}
+        return r:close()
+      end,
+    })
+
     it("keeps messages published before any reader existed, in order per key", function()
       run(function()
         local subject = service.unique("js.keep")
@@ -200,13 +212,28 @@ describe("nats bus", function()
       end, 30000)
     end)
 
+    it("keeps a message it holds past the ack wait, for as long as the work goes on", function()
+      run(function()
+        local subject = service.unique("js.hold")
+        local w = assert(bus.writer(js(subject)))
+        assert(w:publish("long merge", { key = "a" }))
+        local r = assert(bus.reader(js(subject, "&queue=w&ack_wait=1s")))
+        local m = take(r, 1, nil, true)[1]
+        assert.is_true(nothing_within(r, 3000)) -- three ack waits: not handed out again
+        assert.is_true(m:ack())
+        r:close()
+        w:close()
+      end, 30000)
+    end)
+
     it("redelivers an unsettled message after the ack wait, unless the work is extended", function()
       run(function()
         local subject = service.unique("js.ackwait")
         local w = assert(bus.writer(js(subject)))
         assert(w:publish("slow", { key = "a" }))
         assert(w:publish("forgotten", { key = "b" }))
-        local r = assert(bus.reader(js(subject, "&queue=w&ack_wait=1s")))
+        -- max_extension = 0: only explicit extend() keeps a message (as if its reader hung)
+        local r = assert(bus.reader(js(subject, "&queue=w&ack_wait=1s"), { max_extension = 0 }))
         local got = take(r, 2, nil, true)
         local slow = got[1].body == "slow" and got[1] or got[2]
         -- keep "slow" locked for 2.5 s by extending it; "forgotten" is redelivered
