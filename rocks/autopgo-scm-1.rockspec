@@ -1,6 +1,7 @@
 -- luarocks build of the autopgo Lua library and its C core (autopgo.core), for plain lua5.4:
 --   luarocks --lua-version 5.4 make rocks/autopgo-scm-1.rockspec
--- luv, lua-cjson and the C libraries come from Debian packages (scripts/deps.sh build).
+-- luv, lua-cjson, lua-yaml (lyaml, for kubeconfigs) and the C libraries come from Debian packages
+-- (scripts/deps.sh build).
 rockspec_format = "3.0"
 package = "autopgo"
 version = "scm-1"

@@ -9,12 +9,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build_pkgs=(
     cmake make gcc pkg-config
     lua5.4 liblua5.4-dev lua-luv-dev lua-cjson-dev
+    lua-yaml
     libuv1-dev libh2o-dev libcurl4-openssl-dev libssl-dev zlib1g-dev
     libprotobuf-c-dev protobuf-c-compiler libpcre2-dev
     librdkafka-dev libnats-dev
 )
 test_pkgs=(
-    clang libclang-rt-14-dev clang-format lua-busted lua-check luarocks curl procps
+    clang libclang-rt-14-dev clang-format lua-busted lua-check luarocks curl procps openssl
     golang-1.19-go golang-github-google-pprof-dev
     nats-server kcat openjdk-17-jre-headless
     libqpid-proton11-dev libqpid-proton11-dev-examples
