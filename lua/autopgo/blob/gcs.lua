@@ -1,0 +1,300 @@
+-- The Google Cloud Storage store over the JSON API, opened from gocloud.dev gcsblob URLs:
+-- gs://bucket (options: anonymous=true; access_id and private_key_path are accepted and only
+-- matter for signed URLs, which autopgo does not make; access_id=- also means anonymous).
+--
+-- STORAGE_EMULATOR_HOST ("host:port" or a URL) sends requests to an emulator without
+-- credentials, as Google's libraries do; otherwise tokens come from autopgo.gcp.auth. The
+-- store's etag is the object's generation, so preconditions are generation matches
+-- (ifGenerationMatch=<generation>; if_none_match = "*" is ifGenerationMatch=0) and checked by
+-- the service atomically. Bodies are streamed in one media upload.
+local cjson = require "cjson.safe"
+local url = require "autopgo.url"
+local utc = require "autopgo.utc"
+local rest = require "autopgo.blob.rest"
+local keys = require "autopgo.blob.keys"
+local auth = require "autopgo.gcp.auth"
+
+local M = {}
+
+M.CHUNK_SIZE = 256 * 1024
+
+local KNOWN = { anonymous = true, access_id = true, private_key_path = true }
+
+local Store = {}
+Store.__index = Store
+
+local function nonempty(v) return v ~= nil and v ~= "" and v or nil end
+
+--- Opens the store for a parsed gs:// URL. opts: deadline, getenv, home, now, token_source,
+-- endpoint (another API base URL, e.g. a Private Service Connect endpoint), insecure, ca_file.
+function M.open(u, opts)
+  opts = opts or {}
+  local q = {}
+  for k, v in pairs(u.query) do q[k] = v end
+  local prefix = rest.take_prefix(q)
+  local ok, err, code = rest.check_params("gs", q, KNOWN)
+  if not ok then return nil, err, code end
+  local bucket = u.host
+  if not bucket or bucket == "" then return nil, "INVALID: gs:// URL needs a bucket (gs://bucket)", "INVALID" end
+  local anonymous
+  anonymous, err, code = rest.parse_bool("anonymous", q.anonymous)
+  if anonymous == nil then return nil, err, code end
+  if q.access_id == "-" then anonymous = true end
+  local getenv = opts.getenv or os.getenv
+  local emulator = nonempty(getenv("STORAGE_EMULATOR_HOST"))
+  local base = opts.endpoint and opts.endpoint:gsub("/+$", "") or "https://storage.googleapis.com"
+  if emulator then
+    base = emulator:match("^%a[%w+.-]*://") and emulator:gsub("/+$", "") or ("http://" .. emulator)
+    anonymous = true
+  end
+  local tokens = opts.token_source
+  if not anonymous and not tokens then
+    tokens = auth.new({ getenv = getenv, home = opts.home, now = opts.now })
+  end
+  local self = setmetatable({
+    name = "gs://" .. bucket .. (prefix ~= "" and ("?prefix=" .. prefix) or ""),
+    bucket = bucket, prefix = prefix, base = base, anonymous = anonymous, tokens = tokens,
+    emulator = emulator ~= nil, insecure = opts.insecure or nil, ca_file = opts.ca_file,
+  }, Store)
+  self.ctx = { deadline = opts.deadline, name = self.name }
+  return self
+end
+
+function Store:object_key(key)
+  return keys.escape(self.prefix .. key, keys.gcs)
+end
+
+local function query_string(list)
+  local out = {}
+  for _, kv in ipairs(list or {}) do out[#out + 1] = url.escape(kv[1]) .. "=" .. url.escape(tostring(kv[2])) end
+  return table.concat(out, "&")
+end
+
+-- A request with a bearer token. r = { method, path, query = list, headers, body | body_path |
+-- body_producer + body_length, sink, timeout }.
+function Store:request(r)
+  local headers = {}
+  for k, v in pairs(r.headers or {}) do headers[k] = v end
+  if not self.anonymous then
+    local token, err, code = self.tokens:token()
+    if not token then return nil, err, code end
+    headers.authorization = "Bearer " .. token
+  end
+  local q = query_string(r.query)
+  return {
+    method = r.method, url = self.base .. r.path .. (q ~= "" and ("?" .. q) or ""), headers = headers,
+    body = r.body, body_path = r.body_path, body_producer = r.body_producer, body_length = r.body_length,
+    sink = r.sink, timeout = r.timeout or 60, insecure = self.insecure, ca_file = self.ca_file,
+  }
+end
+
+function Store:object_path(okey)
+  return ("/storage/v1/b/%s/o/%s"):format(url.escape(self.bucket), url.escape(okey))
+end
+
+local REASONS = { notFound = "NOT_FOUND", conditionNotMet = "PRECONDITION_FAILED", rateLimitExceeded = "UNAVAILABLE",
+  backendError = "UNAVAILABLE", authError = "UNAUTHORIZED", forbidden = "UNAUTHORIZED" }
+
+function Store:on_error(res, what)
+  local doc = cjson.decode(res.body or "")
+  local e = type(doc) == "table" and type(doc.error) == "table" and doc.error or nil
+  local reason = e and type(e.errors) == "table" and type(e.errors[1]) == "table" and e.errors[1].reason or nil
+  local code = REASONS[reason] or rest.code_for_status(res.status)
+  local hint
+  if res.status == 401 and self.tokens and not self.retried_auth then
+    -- the token may have been revoked or expired early: fetch a new one, once
+    self.tokens:invalidate()
+    self.retried_auth = true
+    hint = "retry"
+  end
+  local msg = e and e.message or (res.body or ""):sub(1, 200)
+  if msg == "" then msg = "HTTP " .. res.status end
+  return ("%s: %s %s: %s%s"):format(code, self.name, what, reason and (reason .. ": ") or "", msg), code, nil, hint
+end
+
+function Store:call(what, build)
+  self.retried_auth = false
+  return rest.call(self.ctx, build, function(res) return self:on_error(res, what) end)
+end
+
+local function object_attrs(doc)
+  return { etag = tostring(doc.generation), size = math.tointeger(tonumber(doc.size)) or 0,
+    last_modified = utc.parse_iso8601(doc.updated) }
+end
+
+--- store:put(key, body, opts) -> { etag = generation, size }
+function Store:put(key, body, opts)
+  opts = opts or {}
+  local ok, err, code = rest.check_key(key)
+  if not ok then return nil, err, code end
+  local src
+  src, err, code = rest.source(body)
+  if not src then return nil, err, code end
+  local okey = self:object_key(key)
+  local query = { { "uploadType", "media" }, { "name", okey } }
+  if opts.if_none_match then
+    query[#query + 1] = { "ifGenerationMatch", "0" }
+  elseif opts.if_match then
+    if not tostring(opts.if_match):match("^%d+$") then
+      return nil, ("PRECONDITION_FAILED: %s put %s: %q is not a generation"):format(self.name, key, opts.if_match),
+        "PRECONDITION_FAILED"
+    end
+    query[#query + 1] = { "ifGenerationMatch", tostring(opts.if_match) }
+  end
+  local shared = src.kind == "producer" and rest.reader(src) or nil
+  local used = false
+  local res
+  res, err, code = self:call("put " .. key, function()
+    local r = { method = "POST", path = ("/upload/storage/v1/b/%s/o"):format(url.escape(self.bucket)), query = query,
+      headers = { ["content-type"] = opts.content_type or "application/octet-stream" },
+      timeout = rest.transfer_timeout(src.size) }
+    if src.kind == "string" then
+      r.body = src.data
+    elseif src.kind == "path" then
+      r.body_path = src.path
+    else
+      if used then return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure", "UNAVAILABLE" end
+      used = true
+      local left = src.size
+      r.body_length = src.size
+      r.body_producer = function()
+        if left == 0 then return nil end
+        local data, e = shared:read(math.min(M.CHUNK_SIZE, left))
+        if not data then return nil, e end
+        if #data == 0 then return nil, ("the body ended %d bytes early"):format(left) end
+        left = left - #data
+        return data
+      end
+    end
+    return self:request(r)
+  end)
+  if not res then return nil, err, code end
+  local doc = cjson.decode(res.body or "")
+  if type(doc) ~= "table" or doc.generation == nil then
+    return nil, ("INVALID: %s put %s: no object metadata in the answer"):format(self.name, key), "INVALID"
+  end
+  return { etag = tostring(doc.generation), size = src.size }
+end
+
+--- store:stat(key) -> { etag = generation, size, last_modified }
+function Store:stat(key)
+  local ok, err, code = rest.check_key(key)
+  if not ok then return nil, err, code end
+  local okey = self:object_key(key)
+  local res
+  res, err, code = self:call("stat " .. key, function()
+    return self:request({ method = "GET", path = self:object_path(okey) })
+  end)
+  if not res then return nil, err, code end
+  local doc = cjson.decode(res.body or "")
+  if type(doc) ~= "table" then return nil, ("INVALID: %s stat %s: no JSON"):format(self.name, key), "INVALID" end
+  return object_attrs(doc)
+end
+
+--- store:get(key, opts) -> { body | nil with opts.sink, etag = generation, size, last_modified }.
+-- A streamed download that breaks off resumes where it stopped (Range, the same generation).
+function Store:get(key, opts)
+  opts = opts or {}
+  local ok, err, code = rest.check_key(key)
+  if not ok then return nil, err, code end
+  local okey = self:object_key(key)
+  local res
+  self.retried_auth = false
+  res, err, code = rest.call(self.ctx, function(_, resume)
+    local query, headers = { { "alt", "media" } }, nil
+    if resume then
+      -- the rest of the same generation (412 if it was replaced meanwhile)
+      query[2] = { "ifGenerationMatch", resume.version }
+      headers = { range = ("bytes=%d-"):format(resume.offset) }
+    end
+    return self:request({ method = "GET", path = self:object_path(okey), query = query, headers = headers,
+      sink = opts.sink, timeout = opts.timeout or 3600 })
+  end, function(r) return self:on_error(r, "get " .. key) end,
+    opts.sink and function(r) return r.headers["x-goog-generation"] end)
+  if not res then return nil, err, code end
+  local h = res.headers
+  local out = { etag = h["x-goog-generation"], size = tonumber(h["content-length"]),
+    last_modified = utc.parse_http_date(h["last-modified"]) }
+  if opts.sink then
+    out.size = res.delivered
+  else
+    out.body = res.body or ""
+    out.size = #out.body
+  end
+  if not out.last_modified or not out.etag or not out.size then
+    -- some servers (the emulator) leave these out of media downloads: ask for this generation
+    local q = out.etag and { { "generation", out.etag } } or nil
+    local meta
+    meta, err, code = self:call("stat " .. key, function()
+      return self:request({ method = "GET", path = self:object_path(okey), query = q })
+    end)
+    if not meta then return nil, err, code end
+    local attrs = object_attrs(cjson.decode(meta.body or "") or {})
+    out.etag = out.etag or attrs.etag
+    out.size = out.size or attrs.size
+    out.last_modified = out.last_modified or attrs.last_modified
+  end
+  return out
+end
+
+--- store:delete(key) -> true (NOT_FOUND when absent)
+function Store:delete(key)
+  local ok, err, code = rest.check_key(key)
+  if not ok then return nil, err, code end
+  local okey = self:object_key(key)
+  local res
+  res, err, code = self:call("delete " .. key, function()
+    return self:request({ method = "DELETE", path = self:object_path(okey) })
+  end)
+  if not res then return nil, err, code end
+  return true
+end
+
+--- store:list(prefix, opts) -> entries sorted by key, every page. opts.page_size (maxResults).
+function Store:list(prefix, opts)
+  opts = opts or {}
+  prefix = prefix or ""
+  local full = keys.escape(self.prefix .. prefix, keys.gcs, true)
+  local entries, token = {}, nil
+  repeat
+    local query = { { "prefix", full }, { "maxResults", tostring(opts.page_size or 1000) } }
+    if token then query[#query + 1] = { "pageToken", token } end
+    local res, err, code = self:call("list " .. prefix, function()
+      return self:request({ method = "GET", path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)),
+        query = query })
+    end)
+    if not res then return nil, err, code end
+    local doc = cjson.decode(res.body or "")
+    if type(doc) ~= "table" then return nil, ("INVALID: %s: unreadable list answer"):format(self.name), "INVALID" end
+    for _, item in ipairs(type(doc.items) == "table" and doc.items or {}) do
+      local k = keys.unescape(item.name or "")
+      if k:sub(1, #self.prefix) == self.prefix then
+        local a = object_attrs(item)
+        a.key = k:sub(#self.prefix + 1)
+        entries[#entries + 1] = a
+      end
+    end
+    token = type(doc.nextPageToken) == "string" and doc.nextPageToken ~= "" and doc.nextPageToken or nil
+  until not token
+  return rest.sort_entries(entries)
+end
+
+--- store:health() -> true | nil, err, code (a one-item list of the bucket)
+function Store:health()
+  local res, err, code = self:call("health check", function()
+    return self:request({ method = "GET", path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)),
+      query = { { "maxResults", "1" } }, timeout = 10 })
+  end)
+  if not res then
+    if code == "NOT_FOUND" then
+      return nil, ("NOT_FOUND: %s: bucket %s does not exist"):format(self.name, self.bucket), "NOT_FOUND"
+    end
+    return nil, err, code
+  end
+  return true
+end
+
+function Store.close(_) end
+
+M.Store = Store
+return M

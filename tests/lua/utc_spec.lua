@@ -1,0 +1,37 @@
+-- Specs for lua/autopgo/utc.lua: the timestamp forms cloud APIs use, checked against known dates
+-- and against os.time/os.date in UTC over a range of days.
+local utc = require "autopgo.utc"
+
+describe("utc", function()
+  it("converts known dates", function()
+    assert.equals(0, utc.timegm(1970, 1, 1, 0, 0, 0))
+    assert.equals(1440938160, utc.parse_iso8601("2015-08-30T12:36:00Z"))
+    assert.equals(1440938160, utc.parse_amz_date("20150830T123600Z"))
+    assert.equals(1440938160, utc.parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"))
+    assert.equals(1440938160, utc.parse_http_date("Sunday, 30-Aug-15 12:36:00 GMT"))
+    assert.equals(1440938160, utc.parse_http_date("Sun Aug 30 12:36:00 2015"))
+    assert.equals("2015-08-30T12:36:00Z", utc.iso8601(1440938160))
+    assert.equals("Sun, 30 Aug 2015 12:36:00 GMT", utc.http_date(1440938160))
+    assert.equals("20150830T123600Z", utc.amz_date(1440938160))
+    assert.equals("Thu, 29 Feb 2024 23:59:59 GMT", utc.http_date(utc.timegm(2024, 2, 29, 23, 59, 59)))
+  end)
+
+  it("handles fractions and offsets", function()
+    assert.equals(1440938160.25, utc.parse_iso8601("2015-08-30T12:36:00.25Z"))
+    assert.equals(1440938160, utc.parse_iso8601("2015-08-30T14:36:00+02:00"))
+    assert.equals(1440938160, utc.parse_iso8601("2015-08-30T07:36:00-0500"))
+    assert.equals(1440938160, utc.parse_iso8601("2015-08-30 12:36:00 UTC"))
+    assert.is_nil(utc.parse_iso8601("yesterday"))
+    assert.is_nil(utc.parse_iso8601("2015-08-30T12:36:00 nonsense"))
+    assert.is_nil(utc.parse_http_date("Sun, 30 Foo 2015 12:36:00 GMT"))
+    assert.is_nil(utc.parse_amz_date("2015-08-30"))
+  end)
+
+  it("agrees with the C library over many days", function()
+    for t = -86400 * 800, 86400 * 40000, 86400 * 37 + 3661 do
+      assert.equals(os.date("!%Y-%m-%dT%H:%M:%SZ", t), utc.iso8601(t))
+      assert.equals(t, utc.parse_iso8601(utc.iso8601(t)))
+      assert.equals(t, utc.parse_http_date(utc.http_date(t)))
+    end
+  end)
+end)
