@@ -105,6 +105,7 @@ describe("awssns bus", function()
       assert.equals("UNAVAILABLE", code)
       assert.is_string(err)
       assert.equals(1, w.stats.failed)
+      local _
       ok, _, code = w:health()
       assert.is_nil(ok)
       assert.equals("UNAVAILABLE", code)
