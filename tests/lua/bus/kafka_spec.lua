@@ -32,11 +32,15 @@ local function take(r, n, timeout_ms, keep)
       local m = r:receive()
       if not m then break end
       got[#got + 1] = m
-      if not keep then assert(m:ack()) end
+      if not keep then
+        local ok, err = m:ack()
+        if not ok then got.ack_error = err end
+      end
     end
     done.set()
   end)
   done.wait(timeout_ms or 20000)
+  assert(not got.ack_error, got.ack_error)
   return got
 end
 
