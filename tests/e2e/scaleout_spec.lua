@@ -1,11 +1,15 @@
--- Scale-out end to end: 2 servers and 3 workers as separate processes sharing one store and one
--- bus (the Kafka mock cluster, then NATS JetStream), 200 concurrent uploads across 5 apps; each
--- app's merged profile must equal the Go reference merge of exactly its uploads. Then the same
--- with one worker killed (SIGKILL) half-way: its unacknowledged events go to the others and no
--- upload is lost or counted twice.
+-- Scale-out end to end: 2 servers and 3 workers as separate processes sharing one S3 bucket (a
+-- real Ceph RGW) and one bus (the Kafka mock cluster, then NATS JetStream), 200 concurrent uploads
+-- across 5 apps; each app's merged profile must equal the Go reference merge of exactly its
+-- uploads. Then the same with one worker killed (SIGKILL) half-way: its unacknowledged events go
+-- to the others and no upload is lost or counted twice.
 local support = require "tests.lua.support"
 local httpc = require "tests.lua.httpc"
+local url = require "autopgo.url"
+local crypto = require("autopgo.core").crypto
+local s3 = require "autopgo.blob.s3"
 local service = require "tests.lua.bus.service"
+local services = require "tests.lua.blob.services"
 local cluster = require "tests.e2e.scaleout_support"
 
 local run = support.run
@@ -29,8 +33,27 @@ local buses = {
   },
 }
 
+-- The S3 bucket every process shares, on RGW (started once per run, shared with the blob specs).
+local function bucket()
+  local rgw = services.start("rgw")
+  local env = { "AWS_ACCESS_KEY_ID=" .. rgw.AUTOPGO_TEST_S3_ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY=" .. rgw.AUTOPGO_TEST_S3_SECRET_KEY, "AWS_EC2_METADATA_DISABLED=true",
+    "AWS_CONFIG_FILE=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent" }
+  local store_url = ("s3://autopgo-scaleout-%s?endpoint=%s&use_path_style=true&region=us-east-1")
+    :format(crypto.hex(crypto.random(4)), url.escape(rgw.AUTOPGO_TEST_S3_ENDPOINT))
+  local function getenv(k)
+    for _, kv in ipairs(env) do
+      local name, v = kv:match("^([^=]+)=(.*)$")
+      if name == k then return v end
+    end
+  end
+  local store = assert(s3.open(assert(url.parse(store_url)), { getenv = getenv, home = "/nonexistent" }))
+  assert(store:create_bucket())
+  return store_url, store, env
+end
+
 for _, b in ipairs(buses) do
-  describe("scale-out on " .. b.name, function()
+  describe("scale-out on " .. b.name .. " and S3 (Ceph RGW)", function()
     local dir, svc
 
     before_each(function()
@@ -45,14 +68,15 @@ for _, b in ipairs(buses) do
     end)
 
     local function scenario(kill_half_way)
-      local store = "file://" .. dir .. "/store"
+      local store_url, store, env = bucket()
       local workers, servers = {}, {}
       for i = 1, 3 do
-        workers[i] = cluster.start("worker", { "--blob-store-url", store, "--event-reader-url", b.reader,
-          "--event-writer-url", b.writer }, dir)
+        workers[i] = cluster.start("worker", { "--blob-store-url", store_url, "--event-reader-url", b.reader,
+          "--event-writer-url", b.writer }, dir, env)
       end
       for i = 1, 2 do
-        servers[i] = cluster.start("server", { "--blob-store-url", store, "--event-writer-url", b.writer }, dir)
+        servers[i] = cluster.start("server", { "--blob-store-url", store_url, "--event-writer-url", b.writer },
+          dir, env)
       end
       local killed
       local by_app = cluster.upload_all(servers, UPLOADS, APPS, CLIENTS, function(n)
@@ -62,7 +86,7 @@ for _, b in ipairs(buses) do
         end
       end, dir)
       if kill_half_way then assert(killed, "no worker was killed") end
-      cluster.wait_merged(dir .. "/store", 300000)
+      cluster.wait_merged(store, 300000)
       assert.equals(APPS, cluster.check(servers[1], by_app, dir))
       -- the survivors report a healthy bus, and count what they did (on Kafka a worker whose
       -- partitions hold none of the 5 apps may have had nothing to do)

@@ -25,12 +25,13 @@ local function wait_ready(p, what)
   error(("the %s did not become ready: %s%s"):format(what, out, err))
 end
 
---- Starts `autopgo <role>` on a free port with extra args; waits until /api/ready says 200.
-function M.start(role, args, dir)
+--- Starts `autopgo <role>` on a free port with extra args (and env, a list of "K=V"); waits until
+-- /api/ready says 200.
+function M.start(role, args, dir, env)
   local port = support.free_port()
   local argv = { role, "--port", tostring(port) }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local proc = support.spawn(support.bin, argv, { cwd = dir })
+  local proc = support.spawn(support.bin, argv, { cwd = dir, env = env })
   local p = { role = role, proc = proc, port = port }
   running[p] = true
   return wait_ready(p, role)
@@ -60,17 +61,6 @@ function M.cleanup()
     end
     running[p] = nil
   end
-end
-
---- The files under dir (recursively) whose path matches pattern.
-function M.find(dir, pattern)
-  local out = {}
-  local p = io.popen(("find %q -type f 2>/dev/null | sort"):format(dir))
-  for line in p:lines() do
-    if line:match(pattern) then out[#out + 1] = line end
-  end
-  p:close()
-  return out
 end
 
 --- Runs the scenario: `servers` and `workers` (lists of started processes), n uploads spread
@@ -105,12 +95,15 @@ function M.upload_all(servers, n, apps, clients, on_progress, dir)
   return by_app
 end
 
---- Waits until no staged upload is left in the file store at store_dir (every upload merged and
--- its profile.merged handled), or fails after timeout_ms.
-function M.wait_merged(store_dir, timeout_ms)
+--- Waits until no staged upload is left in the blob store (every upload merged and its
+-- profile.merged handled), or fails after timeout_ms.
+function M.wait_merged(store, timeout_ms)
   local deadline = uv.now() + timeout_ms
   while true do
-    local staged = M.find(store_dir, "/staging/")
+    local staged = {}
+    for _, item in ipairs(assert(store:list(""))) do
+      if item.key:find("/staging/", 1, true) then staged[#staged + 1] = item.key end
+    end
     if #staged == 0 then return end
     if uv.now() > deadline then
       error(("%d uploads were never merged, e.g. %s"):format(#staged, staged[1]))
