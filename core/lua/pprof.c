@@ -28,7 +28,7 @@ static void push_err(lua_State *L, const ap_pprof_error *err)
 
 /* ---- argument helpers ---- */
 
-lprofile *ap_check_profile(lua_State *L, int idx)
+static lprofile *ap_check_profile(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, PROFILE_MT);
 }
@@ -90,6 +90,7 @@ static void check_encode_opts(lua_State *L, int arg, ap_pprof_encode_opts *o)
 {
     o->level = -1;
     o->raw = 0;
+    o->threads = 0;
     if (lua_isnoneornil(L, arg)) return;
     luaL_checktype(L, arg, LUA_TTABLE);
     lua_getfield(L, arg, "level");
@@ -102,6 +103,14 @@ static void check_encode_opts(lua_State *L, int arg, ap_pprof_encode_opts *o)
     lua_pop(L, 1);
     lua_getfield(L, arg, "raw");
     o->raw = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, arg, "threads");
+    if (!lua_isnil(L, -1)) {
+        int isnum;
+        lua_Integer v = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || v < 0 || v > 64) luaL_argerror(L, arg, "threads must be an integer in 0..64");
+        o->threads = (int)v;
+    }
     lua_pop(L, 1);
 }
 
@@ -315,9 +324,8 @@ static int do_decode(lua_State *L, int validate, int async)
         return 1;
     }
     decode_work(j);
-    int n;
-    /* decode_push may raise on OOM while j is unowned: keep j reachable through a guard. */
-    n = decode_push(L, j, 0);
+    /* Only a Lua out-of-memory error can escape decode_push; j would then leak with it. */
+    int n = decode_push(L, j, 0);
     decode_cleanup(j);
     return n;
 }
@@ -462,7 +470,7 @@ static int do_merge(lua_State *L, int async)
 
     /* Check everything that can raise before allocating. */
     ap_pprof_limits lim = {0};
-    ap_pprof_encode_opts eo = {.level = -1, .raw = 0};
+    ap_pprof_encode_opts eo = {.level = -1, .raw = 0, .threads = 0};
     int want_profile = 0;
     if (has_opts) {
         lua_getfield(L, 2, "limits");
@@ -479,14 +487,27 @@ static int do_merge(lua_State *L, int async)
         }
         lua_pop(L, 1);
     }
+    /* Input kinds: 0 bytes, 1 profile, 2 file path (the path string replaces its table). */
+    unsigned char *kinds = lua_newuserdatauv(L, (size_t)n, 0);
     int base = lua_gettop(L);
     luaL_checkstack(L, (int)n + 8, "too many inputs");
     for (lua_Integer i = 1; i <= n; i++) {
         lua_geti(L, 1, i);
+        kinds[i - 1] = 0;
         if (lua_type(L, -1) == LUA_TSTRING) continue;
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_getfield(L, -1, "file");
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_argerror(L, 1, lua_pushfstring(L, "input %d: file must be a string", (int)i));
+            lua_remove(L, -2);
+            kinds[i - 1] = 2;
+            continue;
+        }
+        kinds[i - 1] = 1;
         lprofile *w = luaL_testudata(L, -1, PROFILE_MT);
         if (!w)
-            luaL_argerror(L, 1, lua_pushfstring(L, "input %d is not a string or profile", (int)i));
+            luaL_argerror(
+                L, 1, lua_pushfstring(L, "input %d is not a string, {file=} or profile", (int)i));
         if (w->closed || !w->p)
             return ap_fail(L, "CLOSED", "input %d: the profile is closed", (int)i);
         if (w->writer) return ap_fail(L, "BUSY", "input %d: the profile is being pruned", (int)i);
@@ -517,7 +538,10 @@ static int do_merge(lua_State *L, int async)
     j->want_profile = want_profile;
     for (lua_Integer i = 1; i <= n; i++) {
         int idx = base + (int)i;
-        if (lua_type(L, idx) == LUA_TSTRING) {
+        if (kinds[i - 1] == 2) {
+            /* Paths are read on the pool thread: the file's bytes never reach Lua. */
+            j->inputs[i - 1].path = lua_tostring(L, idx);
+        } else if (kinds[i - 1] == 0) {
             size_t len;
             j->inputs[i - 1].data = lua_tolstring(L, idx, &len);
             j->inputs[i - 1].len = len;
@@ -548,9 +572,10 @@ static int do_merge(lua_State *L, int async)
 }
 
 /* pprof.merge(inputs [, opts]) -> bytes|profile, summary | nil, err, code, input_index
- * inputs: list of encoded profiles (strings) and/or profile objects, merged in order.
+ * inputs: list of encoded profiles (strings), files ({file = path}, read on the thread pool)
+ * and/or profile objects, merged in order.
  * opts: { prune = {{drop=, keep=}...}, limits = {...}, level = -1..9, raw = bool,
- *         output = "bytes" | "profile" } */
+ *         threads = n (0: automatic), output = "bytes" | "profile" } */
 static int l_merge(lua_State *L)
 {
     return do_merge(L, 0);
@@ -699,7 +724,7 @@ static void job_cleanup(void *d)
     free(j);
 }
 
-/* profile:encode([{level = -1..9, raw = bool}]) -> bytes */
+/* profile:encode([{level = -1..9, raw = bool, threads = n}]) -> bytes */
 static int m_encode(lua_State *L)
 {
     lprofile *w = ap_check_profile(L, 1);

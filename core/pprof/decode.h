@@ -11,10 +11,14 @@
 typedef struct {
     ap_pprof_profile *p;
     ap_pprof_status status; /* why an allocation failed */
-    /* Raw sample location ids; the buffer is p->sample_locs, reinterpreted, so that resolving
-     * them to uint32 indices happens in place. */
-    uint64_t *locids;
-    size_t nlocids, cap_locids;
+    /* Raw sample location ids, straight into p->sample_locs's buffer (locs32) and resolved to
+     * indices in place; only an id that does not fit 32 bits moves them all to locs64. */
+    uint32_t *locs32;
+    size_t cap_locs32;
+    uint64_t *locs64;
+    size_t cap_locs64;
+    size_t nlocids;
+    int wide;
     size_t nvals;   /* values go straight to p->values */
     uint32_t *nval; /* values per sample */
     size_t cap_nval;

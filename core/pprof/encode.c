@@ -5,8 +5,7 @@
 #include <zlib.h>
 
 #include "internal.h"
-
-#define CHUNK (256u << 10)
+#include "zpar.h"
 
 typedef struct {
     const ap_pprof_profile *p;
@@ -15,12 +14,8 @@ typedef struct {
     uint32_t *order;       /* encoded index -> string index */
     uint32_t norder;
 
-    int gz;
-    z_stream zs;
-    int zinit;
-    uint8_t *chunk; /* serialized bytes waiting for deflate (gz) */
-    size_t clen;
-    uint8_t *out; /* result */
+    ap_zpar *z;   /* gzip writer, NULL for raw output */
+    uint8_t *out; /* raw result */
     size_t olen, ocap;
 
     uint8_t *scratch; /* one message body */
@@ -135,53 +130,15 @@ static int out_reserve(enc_t *e, size_t n)
     return 0;
 }
 
-static int deflate_bytes(enc_t *e, const uint8_t *data, size_t n, int flush)
-{
-    e->zs.next_in = (Bytef *)data;
-    e->zs.avail_in = (uInt)n;
-    for (;;) {
-        if (e->ocap - e->olen < 65536 && out_reserve(e, 65536)) return -1;
-        size_t room = e->ocap - e->olen;
-        if (room > UINT32_MAX) room = UINT32_MAX;
-        e->zs.next_out = e->out + e->olen;
-        e->zs.avail_out = (uInt)room;
-        int rc = deflate(&e->zs, flush);
-        e->olen += room - e->zs.avail_out;
-        if (rc == Z_STREAM_END) return 0;
-        if (rc != Z_OK && rc != Z_BUF_ERROR)
-            return ap_pprof_fail(e->err, AP_PPROF_ENOMEM, "deflate failed (%d)", rc);
-        if (e->zs.avail_in == 0 && e->zs.avail_out != 0 && flush == Z_NO_FLUSH) return 0;
-    }
-}
-
-static int flush_chunk(enc_t *e)
-{
-    if (!e->clen) return 0;
-    int rc = deflate_bytes(e, e->chunk, e->clen, Z_NO_FLUSH);
-    e->clen = 0;
-    return rc;
-}
-
 static int emit(enc_t *e, const void *data, size_t n)
 {
-    if (!e->gz) {
-        if (out_reserve(e, n)) return -1;
-        memcpy(e->out + e->olen, data, n);
-        e->olen += n;
+    if (e->z) {
+        if (ap_zpar_write(e->z, data, n)) return nomem(e);
         return 0;
     }
-    if (CHUNK - e->clen < n) {
-        if (flush_chunk(e)) return -1;
-        if (n > CHUNK) {
-            for (size_t off = 0; off < n; off += CHUNK) {
-                size_t k = n - off < CHUNK ? n - off : CHUNK;
-                if (deflate_bytes(e, (const uint8_t *)data + off, k, Z_NO_FLUSH)) return -1;
-            }
-            return 0;
-        }
-    }
-    memcpy(e->chunk + e->clen, data, n);
-    e->clen += n;
+    if (out_reserve(e, n)) return -1;
+    memcpy(e->out + e->olen, data, n);
+    e->olen += n;
     return 0;
 }
 
@@ -403,10 +360,12 @@ int ap_pprof_encode(const ap_pprof_profile *p, const ap_pprof_encode_opts *opts,
     memset(&e, 0, sizeof e);
     e.p = p;
     e.err = err;
-    e.gz = !(opts && opts->raw);
+    int gz = !(opts && opts->raw);
     int level = opts ? opts->level : Z_DEFAULT_COMPRESSION;
     if (level < -1 || level > 9)
         return ap_pprof_fail(err, AP_PPROF_EINVAL, "gzip level %d is not in -1..9", level);
+    int threads = opts ? opts->threads : 0;
+    if (threads <= 0) threads = ap_zpar_auto_threads();
     *out = NULL;
     *out_len = 0;
     int rc = -1;
@@ -417,32 +376,27 @@ int ap_pprof_encode(const ap_pprof_profile *p, const ap_pprof_encode_opts *opts,
     }
     e.canon = canon;
     if (build_strings(&e)) goto done;
-    if (e.gz) {
-        e.chunk = malloc(CHUNK);
-        if (!e.chunk) {
-            nomem(&e);
-            goto done;
-        }
-        /* windowBits 16+15: a gzip wrapper with mtime 0 and no name, so equal profiles give
-         * equal bytes. */
-        if (deflateInit2(&e.zs, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-            nomem(&e);
-            goto done;
-        }
-        e.zinit = 1;
+    /* gzip with mtime 0 and no name, in blocks whose bytes do not depend on the thread count,
+     * so equal profiles give equal bytes. */
+    if (gz && !(e.z = ap_zpar_new(level, threads))) {
+        nomem(&e);
+        goto done;
     }
     if (encode_tables(&e)) goto done;
-    if (e.gz) {
-        if (flush_chunk(&e) || deflate_bytes(&e, NULL, 0, Z_FINISH)) goto done;
+    if (e.z) {
+        if (ap_zpar_finish(e.z, out, out_len)) {
+            nomem(&e);
+            goto done;
+        }
+    } else {
+        *out = e.out;
+        *out_len = e.olen;
+        e.out = NULL;
     }
-    *out = e.out;
-    *out_len = e.olen;
-    e.out = NULL;
     rc = 0;
 done:
-    if (e.zinit) deflateEnd(&e.zs);
+    ap_zpar_free(e.z);
     free(e.out);
-    free(e.chunk);
     free(e.scratch);
     free(e.lab);
     free(e.enc);

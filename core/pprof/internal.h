@@ -136,6 +136,10 @@ static inline const uint8_t *ap_varint(const uint8_t *p, const uint8_t *end, uin
         *out = *p;
         return p + 1;
     }
+    if (end - p >= 2 && p[1] < 0x80) {
+        *out = (uint64_t)(p[0] & 0x7f) | ((uint64_t)p[1] << 7);
+        return p + 2;
+    }
     uint64_t v = 0;
     for (int i = 0; i < 10; i++) {
         if (p + i >= end) return NULL;

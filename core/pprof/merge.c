@@ -66,11 +66,11 @@ struct ap_pprof_merger {
     int64_t *moff; /* address offset of each input mapping (Go's mapInfo.offset) */
     size_t cap_s, cap_f, cap_m, cap_l;
 
-    /* The key of the sample or location being mapped. */
+    /* Keys of the batch of samples being mapped, and of the location being mapped. */
     uint32_t *klocs;
-    size_t cap_klocs;
+    size_t nklocs, cap_klocs;
     ap_pprof_label *klabels;
-    size_t cap_klabels;
+    size_t nklabels, cap_klabels;
     ap_pprof_line *klines;
     size_t cap_klines;
 
@@ -387,15 +387,24 @@ static void normalize_units(ap_pprof_label *l, uint32_t n)
     }
 }
 
-static int map_sample(ap_pprof_merger *m, uint32_t si)
+/* A sample whose key (output locations and labels) is built and hashed, waiting for its
+ * table lookup. Keys are built a batch ahead so that the table slots can be prefetched: with
+ * millions of samples every lookup would otherwise wait on a cache miss. */
+typedef struct {
+    uint64_t h;
+    uint32_t si;
+    uint32_t loc_off, nloc;
+    uint32_t lab_off, nlab;
+} pending;
+
+#define BATCH 32
+
+static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
 {
-    ap_pprof_profile *out = m->out;
     const ap_pprof_profile *src = m->src;
     const ap_pprof_sample *ss = &src->samples[si];
-    uint32_t nv = out->nsample_type;
-    const int64_t *sv = &src->values[(size_t)si * nv];
-
-    if (sgrow((void **)&m->klocs, &m->cap_klocs, sizeof *m->klocs, ss->nloc)) goto nomem;
+    size_t lo = m->nklocs, ko = m->nklabels;
+    if (sgrow((void **)&m->klocs, &m->cap_klocs, sizeof *m->klocs, lo + ss->nloc)) goto nomem;
     const uint32_t *sl = &src->sample_locs[ss->loc_off];
     for (uint32_t j = 0; j < ss->nloc; j++) {
         uint32_t x = m->lmap[sl[j]];
@@ -403,14 +412,15 @@ static int map_sample(ap_pprof_merger *m, uint32_t si)
             x = map_location(m, sl[j]);
             if (x == AP_PPROF_NONE) return -1;
         }
-        m->klocs[j] = x;
+        m->klocs[lo + j] = x;
     }
     uint32_t nl = ss->nlabel;
     if (nl) {
-        if (sgrow((void **)&m->klabels, &m->cap_klabels, sizeof *m->klabels, nl)) goto nomem;
+        if (sgrow((void **)&m->klabels, &m->cap_klabels, sizeof *m->klabels, ko + nl)) goto nomem;
         const ap_pprof_label *l = &src->labels[ss->label_off];
+        ap_pprof_label *kl = &m->klabels[ko];
         for (uint32_t j = 0; j < nl; j++) {
-            ap_pprof_label *k = &m->klabels[j];
+            ap_pprof_label *k = &kl[j];
             k->key = MS(m, l[j].key, nomem);
             k->flags = l[j].flags;
             if (l[j].flags & AP_PPROF_LABEL_NUM) {
@@ -423,13 +433,36 @@ static int map_sample(ap_pprof_merger *m, uint32_t si)
                 k->unit = 0;
             }
         }
-        if (!src->labels_sorted) ap_pprof_sort_labels(out, m->klabels, nl, NULL);
-        normalize_units(m->klabels, nl);
+        if (!src->labels_sorted) ap_pprof_sort_labels(m->out, kl, nl, NULL);
+        normalize_units(kl, nl);
     }
-    uint64_t h = ap_hash_bytes(m->klocs, (size_t)ss->nloc * 4, nl);
-    if (nl) h = ap_hash_bytes(m->klabels, nl * sizeof *m->klabels, h);
+    m->nklocs = lo + ss->nloc;
+    m->nklabels = ko + nl;
+    pd->si = si;
+    pd->loc_off = (uint32_t)lo;
+    pd->nloc = ss->nloc;
+    pd->lab_off = (uint32_t)ko;
+    pd->nlab = nl;
+    uint64_t h = ap_hash_bytes(&m->klocs[lo], (size_t)ss->nloc * 4, nl);
+    if (nl) h = ap_hash_bytes(&m->klabels[ko], nl * sizeof *m->klabels, h);
+    pd->h = h;
+    __builtin_prefetch(&m->samples.slots[table_start(&m->samples, h)]);
+    return 0;
+nomem:
+    if (!m->status) m->status = AP_PPROF_ENOMEM;
+    return -1;
+}
+
+static int add_sample(ap_pprof_merger *m, const pending *pd)
+{
+    ap_pprof_profile *out = m->out;
+    uint32_t nv = out->nsample_type;
+    const int64_t *sv = &m->src->values[(size_t)pd->si * nv];
+    uint32_t nloc = pd->nloc, nl = pd->nlab;
+    const uint32_t *klocs = nloc ? &m->klocs[pd->loc_off] : NULL;
+    const ap_pprof_label *klabels = nl ? &m->klabels[pd->lab_off] : NULL;
     table *t = &m->samples;
-    uint64_t mask = (1ull << t->bits) - 1, tag = h >> 32;
+    uint64_t h = pd->h, mask = (1ull << t->bits) - 1, tag = h >> 32;
     uint64_t j = table_start(t, h);
     for (;; j = (j + 1) & mask) {
         uint64_t s = t->slots[j];
@@ -437,11 +470,9 @@ static int map_sample(ap_pprof_merger *m, uint32_t si)
         if ((s >> 32) != tag) continue;
         uint32_t x = (uint32_t)s - 1;
         const ap_pprof_sample *os = &out->samples[x];
-        if (os->nloc == ss->nloc && os->nlabel == nl &&
-            (ss->nloc == 0 ||
-             memcmp(&out->sample_locs[os->loc_off], m->klocs, (size_t)ss->nloc * 4) == 0) &&
-            (nl == 0 ||
-             memcmp(&out->labels[os->label_off], m->klabels, nl * sizeof *m->klabels) == 0)) {
+        if (os->nloc == nloc && os->nlabel == nl &&
+            (nloc == 0 || memcmp(&out->sample_locs[os->loc_off], klocs, (size_t)nloc * 4) == 0) &&
+            (nl == 0 || memcmp(&out->labels[os->label_off], klabels, nl * sizeof *klabels) == 0)) {
             int64_t *ov = &out->values[(size_t)x * nv];
             for (uint32_t v = 0; v < nv; v++) ov[v] = ap_add_wrap(ov[v], sv[v]);
             return 0;
@@ -450,34 +481,76 @@ static int map_sample(ap_pprof_merger *m, uint32_t si)
     if (ap_pprof_grow(out, (void **)&out->samples, &out->cap_samples, sizeof *out->samples,
                       (uint64_t)out->nsamples + 1, &m->status) ||
         ap_pprof_grow_sz(out, (void **)&out->sample_locs, &out->cap_sample_locs,
-                         sizeof *out->sample_locs, (uint64_t)out->nsample_locs + ss->nloc,
+                         sizeof *out->sample_locs, (uint64_t)out->nsample_locs + nloc,
                          &m->status) ||
         ap_pprof_grow(out, (void **)&out->labels, &out->cap_labels, sizeof *out->labels,
                       (uint64_t)out->nlabels + nl, &m->status) ||
         ap_pprof_grow_sz(out, (void **)&out->values, &out->cap_values, sizeof *out->values,
                          ((uint64_t)out->nsamples + 1) * nv, &m->status))
         return -1;
-    if ((uint64_t)out->nsample_locs + ss->nloc > UINT32_MAX - 1) {
+    if ((uint64_t)out->nsample_locs + nloc > UINT32_MAX - 1) {
         m->status = AP_PPROF_ETOOLARGE;
         return -1;
     }
     uint32_t x = out->nsamples++;
     ap_pprof_sample *ns = &out->samples[x];
     ns->loc_off = out->nsample_locs;
-    ns->nloc = ss->nloc;
+    ns->nloc = nloc;
     ns->label_off = out->nlabels;
     ns->nlabel = nl;
-    if (ss->nloc) memcpy(&out->sample_locs[out->nsample_locs], m->klocs, (size_t)ss->nloc * 4);
-    out->nsample_locs += ss->nloc;
-    if (nl) memcpy(&out->labels[out->nlabels], m->klabels, nl * sizeof *m->klabels);
+    if (nloc) memcpy(&out->sample_locs[out->nsample_locs], klocs, (size_t)nloc * 4);
+    out->nsample_locs += nloc;
+    if (nl) memcpy(&out->labels[out->nlabels], klabels, nl * sizeof *klabels);
     out->nlabels += nl;
     memcpy(&out->values[(size_t)x * nv], sv, nv * sizeof *sv);
     t->slots[j] = (tag << 32) | ((uint64_t)x + 1);
-    if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) goto nomem;
+    if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) {
+        m->status = AP_PPROF_ENOMEM;
+        return -1;
+    }
     return 0;
-nomem:
-    if (!m->status) m->status = AP_PPROF_ENOMEM;
-    return -1;
+}
+
+/* Go's loop over src.Sample: all-zero samples are skipped before anything is mapped; the
+ * others are mapped (locations first, in order) and looked up, a batch at a time. */
+static int map_samples(ap_pprof_merger *m)
+{
+    const ap_pprof_profile *src = m->src;
+    uint32_t nv = src->nsample_type;
+    pending batch[BATCH];
+    uint32_t i = 0;
+    while (i < src->nsamples) {
+        int nb = 0;
+        m->nklocs = m->nklabels = 0;
+        for (; i < src->nsamples && nb < BATCH; i++) {
+            const int64_t *v = &src->values[(size_t)i * nv];
+            int zero = 1;
+            for (uint32_t k = 0; k < nv; k++) zero &= v[k] == 0;
+            if (zero) continue;
+            if (build_key(m, i, &batch[nb])) return -1;
+            nb++;
+        }
+        /* Walk the likely match of each sample one dependent load at a time, so the batch's
+         * cache misses overlap instead of queueing: slot -> sample -> its key arrays. */
+        ap_pprof_profile *out = m->out;
+        const table *t = &m->samples;
+        uint32_t cand[BATCH];
+        for (int b = 0; b < nb; b++) {
+            uint64_t sl = t->slots[table_start(t, batch[b].h)];
+            cand[b] = sl && (sl >> 32) == (batch[b].h >> 32) ? (uint32_t)sl - 1 : AP_PPROF_NONE;
+            if (cand[b] != AP_PPROF_NONE) __builtin_prefetch(&out->samples[cand[b]]);
+        }
+        for (int b = 0; b < nb; b++) {
+            if (cand[b] == AP_PPROF_NONE) continue;
+            const ap_pprof_sample *os = &out->samples[cand[b]];
+            __builtin_prefetch(&out->sample_locs[os->loc_off]);
+            if (os->nlabel) __builtin_prefetch(&out->labels[os->label_off]);
+            __builtin_prefetch(&out->values[(size_t)cand[b] * nv]);
+        }
+        for (int b = 0; b < nb; b++)
+            if (add_sample(m, &batch[b])) return -1;
+    }
+    return 0;
 }
 
 /* ---- headers ---- */
@@ -635,14 +708,7 @@ int ap_pprof_merger_add(ap_pprof_merger *m, const ap_pprof_profile *src, ap_ppro
         int64_t off;
         if (map_mapping(m, 0, &x, &off)) goto failed;
     }
-    uint32_t nv = src->nsample_type;
-    for (uint32_t i = 0; i < src->nsamples; i++) {
-        const int64_t *v = &src->values[(size_t)i * nv];
-        int zero = 1;
-        for (uint32_t k = 0; k < nv; k++) zero &= v[k] == 0;
-        if (zero) continue; /* Go drops all-zero samples before mapping anything */
-        if (map_sample(m, i)) goto failed;
-    }
+    if (map_samples(m)) goto failed;
     m->ninputs++;
     m->src = NULL;
     return 0;
@@ -666,6 +732,7 @@ ap_pprof_profile *ap_pprof_merger_finish(ap_pprof_merger *m, ap_pprof_error *err
     m->ninputs = 0;
     out->labels_sorted = 1;
     out->strings_unique = 1;
+    ap_pprof_profile_shrink(out);
     uint32_t nv = out->nsample_type;
     for (uint32_t i = 0; i < out->nsamples; i++) {
         int zero = 1;

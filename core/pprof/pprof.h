@@ -16,6 +16,7 @@ typedef enum {
     AP_PPROF_EPATTERN,      /* "BAD_PATTERN": a prune regular expression does not compile */
     AP_PPROF_ENOMEM,        /* "NOMEM": an allocation failed */
     AP_PPROF_EINVAL,        /* "INVALID_ARGUMENT": a caller error (no inputs, bad option) */
+    AP_PPROF_EIO,           /* "IO": an input file could not be read */
 } ap_pprof_status;
 
 typedef struct {
@@ -150,6 +151,8 @@ ap_pprof_profile *ap_pprof_profile_new(void);
 void ap_pprof_profile_free(ap_pprof_profile *p);
 /* Empties the profile but keeps its allocations for reuse. */
 void ap_pprof_profile_clear(ap_pprof_profile *p);
+/* Gives back the growth slack of its arrays (for profiles that are kept around). */
+void ap_pprof_profile_shrink(ap_pprof_profile *p);
 /* Bytes of memory the profile holds. */
 uint64_t ap_pprof_profile_memory(const ap_pprof_profile *p);
 
@@ -225,8 +228,9 @@ size_t ap_pprof_simplify_func(const char *name, size_t len, size_t *start);
 /* ---- encode ------------------------------------------------------------------------------- */
 
 typedef struct {
-    int level; /* gzip level 0-9, -1 for zlib's default (6, what Go's gzip.NewWriter uses) */
-    int raw;   /* 1: plain protobuf, no gzip */
+    int level;   /* gzip level 0-9, -1 for zlib's default (6, what Go's gzip.NewWriter uses) */
+    int raw;     /* 1: plain protobuf, no gzip */
+    int threads; /* deflate threads, 0 for automatic (CPUs, at most 4); same bytes either way */
 } ap_pprof_encode_opts;
 
 /* Serializes like Profile.Write: same field order and string table order as Go, gzip with a
@@ -240,6 +244,7 @@ typedef struct {
     const void *data;
     size_t len;
     const ap_pprof_profile *profile; /* used instead of data/len when set */
+    const char *path;                /* a file to read instead, when set (and no profile) */
 } ap_pprof_input;
 
 typedef struct {

@@ -28,6 +28,8 @@ const char *ap_pprof_code_name(ap_pprof_status code)
         return "BAD_PATTERN";
     case AP_PPROF_ENOMEM:
         return "NOMEM";
+    case AP_PPROF_EIO:
+        return "IO";
     case AP_PPROF_EINVAL:
         return "INVALID_ARGUMENT";
     }
@@ -230,6 +232,40 @@ void ap_pprof_profile_clear(ap_pprof_profile *p)
     p->labels_sorted = 0;
     p->wire_size = p->decompressed_size = 0;
     p->gzipped = 0;
+}
+
+/* Gives back growth slack: realloc to the exact size (in place for large blocks). */
+static void shrink(ap_pprof_profile *p, void **ptr, size_t *cap, size_t n, size_t size)
+{
+    if (!*ptr || n == *cap) return;
+    if (n == 0) n = 1;
+    void *np = realloc(*ptr, n * size);
+    if (!np) return;
+    p->mem_used -= (*cap - n) * size;
+    *ptr = np;
+    *cap = n;
+}
+
+#define SHRINK32(arr, cap, n)                                                                      \
+    do {                                                                                           \
+        size_t c_ = p->cap;                                                                        \
+        shrink(p, (void **)&p->arr, &c_, p->n, sizeof *p->arr);                                    \
+        p->cap = (uint32_t)c_;                                                                     \
+    } while (0)
+
+void ap_pprof_profile_shrink(ap_pprof_profile *p)
+{
+    SHRINK32(mappings, cap_mappings, nmappings);
+    SHRINK32(functions, cap_functions, nfunctions);
+    SHRINK32(locations, cap_locations, nlocations);
+    SHRINK32(lines, cap_lines, nlines);
+    SHRINK32(samples, cap_samples, nsamples);
+    SHRINK32(labels, cap_labels, nlabels);
+    SHRINK32(strings, strings_cap, nstrings);
+    shrink(p, (void **)&p->sample_locs, &p->cap_sample_locs, p->nsample_locs,
+           sizeof *p->sample_locs);
+    shrink(p, (void **)&p->values, &p->cap_values, (size_t)p->nsamples * p->nsample_type,
+           sizeof *p->values);
 }
 
 uint64_t ap_pprof_profile_memory(const ap_pprof_profile *p)

@@ -196,7 +196,20 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
         goto out;
     }
     {
-        uint8_t *buf = (uint8_t *)d->locids;
+        /* Runtimes and Go's encoder number locations 1..n in order: then an id is its index
+         * plus one and needs no lookup. */
+        uint32_t nl = p->nlocations;
+        int seq = 1;
+        for (uint32_t i = 0; i < nl && seq; i++) seq = p->locations[i].id == (uint64_t)i + 1;
+        if (d->wide) {
+            ap_pprof_status st;
+            if (ap_pprof_grow_sz(p, (void **)&d->locs32, &d->cap_locs32, sizeof *d->locs32,
+                                 d->nlocids, &st)) {
+                ap_pprof_fail(err, st, "too many sample locations");
+                goto out;
+            }
+        }
+        uint32_t *a = d->locs32;
         for (uint32_t i = 0; i < p->nsamples; i++) {
             const ap_pprof_sample *s = &p->samples[i];
             if (d->nval[i] != p->nsample_type) {
@@ -207,17 +220,19 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
             }
             for (uint32_t j = 0; j < s->nloc; j++) {
                 size_t k = (size_t)s->loc_off + j;
-                uint64_t id;
-                memcpy(&id, buf + 8 * k, 8);
-                uint32_t x = id ? idmap_get(&locs, id) : 0;
+                uint64_t id = d->wide ? d->locs64[k] : a[k];
+                uint32_t x;
+                if (seq && id - 1 < nl)
+                    x = (uint32_t)id;
+                else
+                    x = id ? idmap_get(&locs, id) : 0;
                 if (!x) {
                     ap_pprof_fail(err, AP_PPROF_EMALFORMED,
                                   "sample #%u: location id %llu not found", i,
                                   (unsigned long long)id);
                     goto out;
                 }
-                x -= 1;
-                memcpy(buf + 4 * k, &x, 4);
+                a[k] = x - 1;
             }
         }
         p->nsample_locs = (uint32_t)d->nlocids;
@@ -298,6 +313,7 @@ ap_pprof_profile *ap_pprof_decode(const void *data, size_t len, const ap_pprof_l
         ap_pprof_profile_free(p);
         return NULL;
     }
+    ap_pprof_profile_shrink(p);
     return p;
 }
 
@@ -314,8 +330,8 @@ int ap_pprof_decode_into(ap_pprof_profile *p, const void *data, size_t len,
     ap_dec d;
     memset(&d, 0, sizeof d);
     d.p = p;
-    d.locids = (uint64_t *)p->sample_locs;
-    d.cap_locids = p->cap_sample_locs / 2;
+    d.locs32 = p->sample_locs;
+    d.cap_locs32 = p->cap_sample_locs;
     p->sample_locs = NULL;
     p->cap_sample_locs = 0;
     int rc = ap_dec_wire(&d, data, len, max_dec, err);

@@ -101,7 +101,7 @@ function Response:state()
 end
 
 -- Splits the headers into the list h2o sends and an explicit Content-Length, if any.
-function Response:_head()
+function Response:_split_headers()
   local list, length = {}, nil
   for _, h in ipairs(self._headers) do
     if h[1] == "content-length" then
@@ -114,7 +114,7 @@ function Response:_head()
 end
 
 function Response:_start(length)
-  local list, explicit = self:_head()
+  local list, explicit = self:_split_headers()
   return self._ud:start(self._status, list, length or explicit)
 end
 
@@ -122,16 +122,22 @@ end
 function Response:send(body)
   body = body == nil and "" or tostring(body)
   if self._ud:state() == "open" then
-    local ok, err, code = self:_start(#body)
+    local ok, err, code = self:_start((self._is_head and self._streamed or 0) + #body)
     if not ok then return nil, err, code end
   end
-  return self._ud:send(body, true)
+  -- HEAD: the headers describe the body, which is not sent (h2o would send it).
+  return self._ud:send(self._is_head and "" or body, true)
 end
 
 --- Streams a piece of the body (chunked unless a Content-Length header was set). Suspends the
 -- calling coroutine until the client has taken it, so a slow client slows the producer down.
 function Response:write(chunk)
   chunk = tostring(chunk)
+  if self._is_head then
+    -- Counted for the Content-Length that finish() announces; never sent.
+    self._streamed = (self._streamed or 0) + #chunk
+    return true
+  end
   if self._ud:state() == "open" then
     local ok, err, code = self:_start(nil)
     if not ok then return nil, err, code end
@@ -150,13 +156,16 @@ end
 function Response:finish(chunk)
   local state = self._ud:state()
   if state == "finished" or state == "gone" then return true end
-  if state == "open" then return self:send(chunk or "") end
+  if state == "open" then
+    if self._is_head then self._streamed = (self._streamed or 0) + #(chunk or "") end
+    return self:send(self._is_head and "" or (chunk or ""))
+  end
   return self._ud:send(chunk and tostring(chunk) or "", true)
 end
 
 --- Answers with the contents of a file, read by the server as the client takes it.
 function Response:send_file(path, mime)
-  local list = self:_head()
+  local list = self:_split_headers()
   return self._ud:send_file(self._status, list, path, mime or self:get_header("content-type")
     or "application/octet-stream")
 end
@@ -195,14 +204,16 @@ function Server:stats()
   return self._ud:stats()
 end
 
-local function finish_failed(res, why)
-  local state = res:state()
-  if state == "open" then
-    res:error(500, "internal server error")
-  elseif state == "started" then
-    res:finish()
-  end
-  return why
+local function finish_failed(res)
+  local ok, err = pcall(function()
+    local state = res:state()
+    if state == "open" then
+      res:error(500, "internal server error")
+    elseif state == "started" then
+      res:finish()
+    end
+  end)
+  if not ok then log.error("cannot answer a failed request", "error", tostring(err)) end
 end
 
 --- Starts a server. opts: host ("0.0.0.0"), port (8080; 0 picks a free one), max_body (bytes,
@@ -227,7 +238,7 @@ function M.listen(opts)
       query = query, query_list = query_list, headers = info.headers, peer = info.peer,
       body_size = info.body_size, params = {}, _ud = ud, _pos = 1,
     }, Request)
-    local res = setmetatable({ _ud = ud, _status = 200, _headers = {} }, Response)
+    local res = setmetatable({ _ud = ud, _status = 200, _headers = {}, _is_head = info.method == "HEAD" }, Response)
     async.spawn_with(function(ok, err, traceback)
       if not ok then
         log.error("http handler failed", "server", name, "method", req.method, "path", req.raw_path,
@@ -304,7 +315,7 @@ function Router:handle(req, res)
   for _, route in ipairs(self.routes) do
     local params = match(route, raw)
     if params then
-      if route.method == "*" or route.method == req.method then
+      if route.method == "*" or route.method == req.method or (route.method == "GET" and req.method == "HEAD") then
         req.params = params
         return route.fn(req, res)
       end

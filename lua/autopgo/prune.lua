@@ -9,6 +9,11 @@ local function bad(fmt, ...)
   return nil, "BAD_PRUNE: " .. fmt:format(...), "BAD_PRUNE"
 end
 
+-- A JSON array decodes to a sequence (or an empty table); an object has other keys.
+local function is_list(t)
+  return type(t) == "table" and (next(t) == nil or t[1] ~= nil)
+end
+
 --- Checks a decoded configuration (or JSON text); returns a list of { app = name, rules =
 -- { { drop = re, keep = re|nil }, ... } } or nil, err, code. As in the original, "keep" may
 -- be missing or null (no keep pattern) and unknown fields are ignored; unlike it, a rule
@@ -20,7 +25,7 @@ function M.parse(config, source)
     if decoded == nil then return bad("%s: invalid JSON: %s", source, err) end
     config = decoded
   end
-  if type(config) ~= "table" or (next(config) ~= nil and config[1] == nil) then
+  if not is_list(config) then
     return bad("%s: expected a JSON list of {\"app\": ..., \"rules\": [...]}", source)
   end
   local out = {}
@@ -32,7 +37,7 @@ function M.parse(config, source)
     local rules = {}
     local list = entry.rules
     if list ~= nil and list ~= cjson.null then
-      if type(list) ~= "table" then return bad("%s: app %q: \"rules\" must be a list", source, app) end
+      if not is_list(list) then return bad("%s: app %q: \"rules\" must be a list", source, app) end
       for j, r in ipairs(list) do
         if type(r) ~= "table" then return bad("%s: app %q: rule %d is not an object", source, app, j) end
         if type(r.drop) ~= "string" then

@@ -14,15 +14,18 @@ local policy = require "autopgo.policy"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
 
-local store = daemon.open_store(opts)
-local writer_url = daemon.writer_url(opts)
-local writer = daemon.open_writer(writer_url, opts)
-
 -- Events that stay in this process need a consumer in this process: the embedded worker.
-local embedded, reader
+local writer_url = daemon.writer_url(opts)
+local pol
 if daemon.is_in_process(writer_url) then
-  local pol, err = policy.new(opts)
+  local err
+  pol, err = policy.new(opts)
   if not pol then cli.exit(1, "autopgo server: " .. err) end
+end
+local store = daemon.open_store(opts)
+local writer = daemon.open_writer(writer_url, opts)
+local embedded, reader
+if pol then
   reader = daemon.open_reader(daemon.reader_url(opts), opts)
   embedded = worker.new { store = store, writer = writer, reader = reader, policy = pol, recover = true }
 end

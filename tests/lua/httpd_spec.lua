@@ -138,6 +138,32 @@ describe("httpd", function()
     end)
   end)
 
+  it("answers HEAD with the headers a GET would get and no body", function()
+    run(function()
+      local srv = listen(function(req, res)
+        res:header("content-type", "text/plain")
+        if req.path == "/stream" then
+          for _ = 1, 3 do res:write("12345") end
+          return res:finish("!")
+        end
+        res:send("hello body")
+      end)
+      local c = httpc.connect(srv.port)
+      c.head_only = true
+      c:send("HEAD /whole HTTP/1.1\r\nHost: x\r\n\r\nHEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+      local a = c:read_response()
+      local b = c:read_response()
+      assert.equals("10", a.headers["content-length"])
+      assert.equals("16", b.headers["content-length"])
+      c.head_only = false
+      c:send("GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+      local g = c:read_response()
+      assert.equals("hello body", g.body)
+      c:close()
+      srv:shutdown()
+    end)
+  end)
+
   it("answers 500 with a JSON body when the handler fails or forgets to answer", function()
     run(function()
       local srv = listen(function(req, res)

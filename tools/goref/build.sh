@@ -6,6 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build.sh OUT}
 mkdir -p "$out/bin" "$out/cache"
+out=$(cd "$out" && pwd)
 go=${AP_GO:-/usr/lib/go-1.19/bin/go}
 for t in pprofmerge pprofcanon pprofgen; do
     GO111MODULE=off GOPATH="/usr/share/gocode:$here" GOCACHE="$out/cache" GOPROXY=off GOFLAGS= \

@@ -54,7 +54,7 @@ local function service_url(o)
 end
 
 --- Opens the store for a parsed azblob:// URL. opts: deadline, block_size, getenv, now, insecure,
--- ca_file.
+-- ca_file, page_size (blobs per list request, 1000).
 function M.open(u, opts)
   opts = opts or {}
   local q = {}
@@ -123,7 +123,7 @@ function M.open(u, opts)
     container = container, prefix = prefix, auth = auth, account = o.account or (auth.account),
     scheme = bu.scheme, host = host, base_path = (bu.path or ""):gsub("/+$", ""),
     block_size = opts.block_size or M.BLOCK_SIZE, now = opts.now or os.time,
-    insecure = opts.insecure or nil, ca_file = opts.ca_file,
+    insecure = opts.insecure or nil, ca_file = opts.ca_file, page_size = opts.page_size or 1000,
   }, Store)
   self.ctx = { deadline = opts.deadline, name = self.name }
   return self
@@ -199,8 +199,9 @@ function Store:on_error(res, what)
   return ("%s: %s %s: %s"):format(code, self.name, what, detail), code
 end
 
-function Store:call(what, build)
-  return rest.call(self.ctx, build, function(res) return self:on_error(res, what) end)
+function Store:call(what, build, deadline)
+  local ctx = deadline and { deadline = deadline, name = self.name } or self.ctx
+  return rest.call(ctx, build, function(res) return self:on_error(res, what) end)
 end
 
 local function conditions(h, opts)
@@ -211,7 +212,7 @@ end
 
 -- The request body of a piece of a source (whole or one block): in memory, a file (reopened
 -- per attempt) or the caller's producer (sent once).
-local function body_fields(src, shared, offset, length, used)
+local function body_fields(src, shared, offset, length, used, last_err)
   if src.kind == "string" then
     return { body = (offset == 0 and length == src.size) and src.data or src.data:sub(offset + 1, offset + length) }
   end
@@ -222,7 +223,7 @@ local function body_fields(src, shared, offset, length, used)
     reader.offset = offset
   else
     if used.value then
-      return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure", "UNAVAILABLE"
+      return rest.not_replayable(last_err)
     end
     used.value = true
     reader = shared
@@ -240,8 +241,8 @@ end
 
 function Store:send(what, method, okey, query, headers, src, shared, offset, length)
   local used, readers = { value = false }, {}
-  local res, err, code = self:call(what, function()
-    local f, ferr, fcode = body_fields(src, shared, offset, length, used)
+  local res, err, code = self:call(what, function(_, _, last_err)
+    local f, ferr, fcode = body_fields(src, shared, offset, length, used, last_err)
     if not f then return nil, ferr, fcode end
     if f.reader and src.kind == "path" then readers[#readers + 1] = f.reader end
     local h = {}
@@ -368,7 +369,7 @@ function Store:list(prefix, opts)
   local entries, marker = {}, nil
   repeat
     local query = { { "restype", "container" }, { "comp", "list" }, { "prefix", full },
-      { "maxresults", tostring(opts.page_size or 1000) } }
+      { "maxresults", tostring(opts.page_size or self.page_size) } }
     if marker then query[#query + 1] = { "marker", marker } end
     local res, err, code = self:call("list " .. prefix, function()
       return self:request({ method = "GET", query = query })
@@ -396,8 +397,8 @@ end
 --- store:health() -> true | nil, err, code (Get Container Properties)
 function Store:health()
   local res, err, code = self:call("health check", function()
-    return self:request({ method = "GET", query = { { "restype", "container" } }, timeout = 10 })
-  end)
+    return self:request({ method = "GET", query = { { "restype", "container" } }, timeout = rest.HEALTH_DEADLINE })
+  end, rest.HEALTH_DEADLINE)
   if not res then return nil, err, code end
   return true
 end

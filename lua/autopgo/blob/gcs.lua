@@ -26,7 +26,8 @@ Store.__index = Store
 local function nonempty(v) return v ~= nil and v ~= "" and v or nil end
 
 --- Opens the store for a parsed gs:// URL. opts: deadline, getenv, home, now, token_source,
--- endpoint (another API base URL, e.g. a Private Service Connect endpoint), insecure, ca_file.
+-- endpoint (another API base URL, e.g. a Private Service Connect endpoint), insecure, ca_file,
+-- page_size (objects per list request, 1000).
 function M.open(u, opts)
   opts = opts or {}
   local q = {}
@@ -55,6 +56,7 @@ function M.open(u, opts)
     name = "gs://" .. bucket .. (prefix ~= "" and ("?prefix=" .. prefix) or ""),
     bucket = bucket, prefix = prefix, base = base, anonymous = anonymous, tokens = tokens,
     emulator = emulator ~= nil, insecure = opts.insecure or nil, ca_file = opts.ca_file,
+    page_size = opts.page_size or 1000,
   }, Store)
   self.ctx = { deadline = opts.deadline, name = self.name }
   return self
@@ -112,9 +114,10 @@ function Store:on_error(res, what)
   return ("%s: %s %s: %s%s"):format(code, self.name, what, reason and (reason .. ": ") or "", msg), code, nil, hint
 end
 
-function Store:call(what, build)
+function Store:call(what, build, deadline)
   self.retried_auth = false
-  return rest.call(self.ctx, build, function(res) return self:on_error(res, what) end)
+  local ctx = deadline and { deadline = deadline, name = self.name } or self.ctx
+  return rest.call(ctx, build, function(res) return self:on_error(res, what) end)
 end
 
 local function object_attrs(doc)
@@ -144,7 +147,7 @@ function Store:put(key, body, opts)
   local shared = src.kind == "producer" and rest.reader(src) or nil
   local used = false
   local res
-  res, err, code = self:call("put " .. key, function()
+  res, err, code = self:call("put " .. key, function(_, _, last_err)
     local r = { method = "POST", path = ("/upload/storage/v1/b/%s/o"):format(url.escape(self.bucket)), query = query,
       headers = { ["content-type"] = opts.content_type or "application/octet-stream" },
       timeout = rest.transfer_timeout(src.size) }
@@ -153,7 +156,9 @@ function Store:put(key, body, opts)
     elseif src.kind == "path" then
       r.body_path = src.path
     else
-      if used then return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure", "UNAVAILABLE" end
+      if used then
+        return rest.not_replayable(last_err)
+      end
       used = true
       local left = src.size
       r.body_length = src.size
@@ -257,7 +262,7 @@ function Store:list(prefix, opts)
   local full = keys.escape(self.prefix .. prefix, keys.gcs, true)
   local entries, token = {}, nil
   repeat
-    local query = { { "prefix", full }, { "maxResults", tostring(opts.page_size or 1000) } }
+    local query = { { "prefix", full }, { "maxResults", tostring(opts.page_size or self.page_size) } }
     if token then query[#query + 1] = { "pageToken", token } end
     local res, err, code = self:call("list " .. prefix, function()
       return self:request({ method = "GET", path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)),
@@ -283,8 +288,8 @@ end
 function Store:health()
   local res, err, code = self:call("health check", function()
     return self:request({ method = "GET", path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)),
-      query = { { "maxResults", "1" } }, timeout = 10 })
-  end)
+      query = { { "maxResults", "1" } }, timeout = rest.HEALTH_DEADLINE })
+  end, rest.HEALTH_DEADLINE)
   if not res then
     if code == "NOT_FOUND" then
       return nil, ("NOT_FOUND: %s: bucket %s does not exist"):format(self.name, self.bucket), "NOT_FOUND"

@@ -15,6 +15,7 @@ local retry = require "autopgo.retry"
 local M = {}
 
 M.DEFAULT_DEADLINE = 60
+M.HEALTH_DEADLINE = 5 -- health checks answer quickly, retries included
 M.ERROR_BODY_LIMIT = 64 * 1024
 
 local function http() return require "autopgo.http" end
@@ -50,16 +51,17 @@ end
 -- res.delivered counts the bytes the sink got. When `version_of(res)` is given (downloads), a
 -- body that breaks off is resumed where it stopped: build(attempt, { offset, version }) must ask
 -- for the bytes from `offset` on of that same version (Range plus If-Match or a generation);
--- without it, a request whose sink already received data is not retried.
+-- without it, a request whose sink already received data is not retried. build also gets the
+-- previous attempt's error (a body that cannot be sent twice reports it).
 function M.call(ctx, build, on_error, version_of)
-  local delivered, version = 0, nil
+  local delivered, version, last_err = 0, nil, nil
   return retry.run(function(attempt)
     if delivered > 0 and not version then
       return nil, ("UNAVAILABLE: %s: the transfer broke off after data was delivered"):format(ctx.name or "blob"),
         "UNAVAILABLE", nil, "final"
     end
     local resume = delivered > 0 and { offset = delivered, version = version } or nil
-    local req, berr, bcode = build(attempt, resume)
+    local req, berr, bcode = build(attempt, resume, last_err)
     if not req then return nil, berr, bcode, nil, "final" end
     local user_sink, errbuf, errlen = req.sink, {}, 0
     if user_sink then
@@ -87,6 +89,7 @@ function M.call(ctx, build, on_error, version_of)
     end
     local res, err, code = http().request(req)
     if not res then
+      last_err = err
       local where = ctx.name and (" (" .. ctx.name .. ")") or ""
       if code == "TIMEOUT" or code == "UNAVAILABLE" then
         return nil, ("UNAVAILABLE: %s%s"):format(err, where), "UNAVAILABLE"
@@ -103,6 +106,7 @@ function M.call(ctx, build, on_error, version_of)
     end
     if res.status >= 300 and res.status ~= 304 then
       local e, c, after, hint = on_error(res)
+      last_err = e
       if resume and c == "PRECONDITION_FAILED" then
         return nil, ("UNAVAILABLE: %s: the object changed while it was being downloaded"):format(ctx.name or "blob"),
           "UNAVAILABLE", nil, "final"
@@ -121,6 +125,12 @@ function M.call(ctx, build, on_error, version_of)
 end
 
 -- Bodies --------------------------------------------------------------------------------------
+
+--- The failure of a retry that would need a streamed body again (it was consumed).
+function M.not_replayable(last_err)
+  return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure: " .. tostring(last_err),
+    "UNAVAILABLE"
+end
 
 --- Normalises a put body (string | { path } | { producer, size }) into a source
 -- { kind, size, data | path | producer }, or nil, err, code.

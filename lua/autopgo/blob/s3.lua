@@ -6,8 +6,10 @@
 -- profile, anonymous, dualstack, fips, accelerate, ssetype, kmskeyid, prefix; awssdk,
 -- rate_limiter_capacity, request_checksum_calculation and response_checksum_validation are
 -- accepted for compatibility and change nothing here. Credentials: autopgo.aws.credentials.
--- Requests are SigV4-signed with the SHA-256 of the payload. Bodies above the part size go up as
--- a multipart upload, one part in memory at a time; preconditions use If-Match / If-None-Match.
+-- Requests are SigV4-signed: bodies in memory with their SHA-256, streamed bodies (files,
+-- producers) in signed aws-chunked framing, so nothing is held to be hashed. Bodies above the
+-- part size go up as a multipart upload, unless the write is conditional (If-Match /
+-- If-None-Match), which goes up as one PUT (up to 5 GiB) so that every server checks it.
 local crypto = require("autopgo.core").crypto
 local async = require "autopgo.async"
 local url = require "autopgo.url"
@@ -57,6 +59,8 @@ local function endpoint_of(bucket, q, flags, region, getenv)
     local u, err = url.parse(ep)
     if not u or u.host == "" then return nil, err or ("INVALID: bad S3 endpoint %q"):format(ep), "INVALID" end
     local host = u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host
+    -- an IP address or localhost cannot carry the bucket as a subdomain
+    if u.host:match("^[%d.]+$") or u.host:find(":", 1, true) or u.host == "localhost" then path_style = true end
     return { scheme = u.scheme, host = host .. (u.port and (":" .. u.port) or ""),
       base_path = (u.path or ""):gsub("/+$", ""), path_style = path_style }
   end
@@ -75,7 +79,7 @@ end
 
 --- Opens the store for a parsed s3:// URL. opts: deadline (s), part_size, getenv, home, now,
 -- credentials (a source from autopgo.aws.credentials, for tests and sharing), insecure (skip
--- TLS verification), ca_file (default AWS_CA_BUNDLE).
+-- TLS verification), ca_file (default AWS_CA_BUNDLE), page_size (keys per list request, 1000).
 function M.open(u, opts)
   opts = opts or {}
   local q = {}
@@ -112,6 +116,7 @@ function M.open(u, opts)
     anonymous = flags.anonymous, part_size = part_size, deadline = opts.deadline, now = opts.now or os.time,
     sse = q.ssetype, kms_key = q.kmskeyid,
     insecure = opts.insecure or nil, ca_file = opts.ca_file or getenv("AWS_CA_BUNDLE"),
+    page_size = opts.page_size or 1000,
   }, Store)
   self.ctx = { deadline = opts.deadline, name = self.name }
   return self
@@ -201,9 +206,10 @@ function Store:on_error(res, what)
   return ("%s: %s %s: %s"):format(code, self.name, what, detail), code, nil, hint
 end
 
-function Store:call(what, build)
+function Store:call(what, build, deadline)
   self.retried_expired = false
-  return rest.call(self.ctx, build, function(res) return self:on_error(res, what) end)
+  local ctx = deadline and { deadline = deadline, name = self.name } or self.ctx
+  return rest.call(ctx, build, function(res) return self:on_error(res, what) end)
 end
 
 -- If-Match for writes carries the ETag without its quotes: S3 accepts both forms, and Ceph RGW
@@ -237,9 +243,9 @@ local function piece_of(src, shared, offset, length)
     end }
   end
   local used = false
-  return { size = length, open = function()
+  return { size = length, open = function(last_err)
     if used then
-      return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure", "UNAVAILABLE"
+      return rest.not_replayable(last_err)
     end
     used = true
     return shared
@@ -249,7 +255,7 @@ end
 -- Sends one piece (a whole object or a part) with a PUT; returns the response.
 function Store:send_piece(what, okey, query, headers, piece)
   local opened = {}
-  local res, err, code = self:call(what, function()
+  local res, err, code = self:call(what, function(_, _, last_err)
     local h = {}
     for k, v in pairs(headers) do h[k] = v end
     local timeout = rest.transfer_timeout(piece.size)
@@ -257,7 +263,7 @@ function Store:send_piece(what, okey, query, headers, piece)
       return self:request({ method = "PUT", key = okey, query = query, headers = h, body = piece.data,
         payload_hash = sigv4.sha256_hex(piece.data), timeout = timeout })
     end
-    local reader, rerr, rcode = piece.open()
+    local reader, rerr, rcode = piece.open(last_err)
     if not reader then return nil, rerr, rcode end
     if not piece.shared then opened[#opened + 1] = reader end
     local encoded
@@ -479,14 +485,15 @@ function Store:delete(key)
 end
 
 --- store:list(prefix, opts) -> entries sorted by key; every page (ListObjectsV2).
--- opts.page_size (default 1000) is the page size asked for.
+-- opts.page_size (default: the store's) is the page size asked for.
 function Store:list(prefix, opts)
   opts = opts or {}
   prefix = prefix or ""
   local full = keys.escape(self.prefix .. prefix, keys.s3, true)
   local entries, token = {}, nil
   repeat
-    local query = { { "list-type", "2" }, { "prefix", full }, { "max-keys", tostring(opts.page_size or 1000) } }
+    local query = { { "list-type", "2" }, { "prefix", full },
+      { "max-keys", tostring(opts.page_size or self.page_size) } }
     if token then query[#query + 1] = { "continuation-token", token } end
     local res, err, code = self:call("list " .. prefix, function()
       return self:request({ method = "GET", key = "", query = query })
@@ -515,8 +522,8 @@ end
 function Store:health()
   local res, err, code = self:call("health check", function()
     return self:request({ method = "GET", key = "", query = { { "list-type", "2" }, { "max-keys", "1" } },
-      timeout = 10 })
-  end)
+      timeout = rest.HEALTH_DEADLINE })
+  end, rest.HEALTH_DEADLINE)
   if not res then return nil, err, code end
   return true
 end

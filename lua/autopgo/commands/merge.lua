@@ -9,17 +9,9 @@ local prune = require "autopgo.prune"
 
 local M = {}
 
-local function read_input(path)
-  local f, err
-  if path == "-" then
-    f = io.stdin
-  else
-    f, err = io.open(path, "rb")
-    if not f then return nil, err end
-  end
-  local data = f:read("a")
-  if f ~= io.stdin then f:close() end
-  if data == nil then return nil, path .. ": read failed" end
+local function read_input()
+  local data = io.stdin:read("a")
+  if data == nil then return nil, "read failed" end
   return data
 end
 
@@ -65,15 +57,18 @@ function M.run(opts, args)
     rules = prune.rules_for(config, opts.app)
     if not rules then log.warn("no prune rules for the app", "app", opts.app, "file", opts.prune) end
   end
+  -- Files are read on the thread pool, one or two at a time, never all at once in Lua.
   local inputs, stdin_used = {}, false
   for i, path in ipairs(args) do
     if path == "-" then
       if stdin_used then cli.exit(2, "autopgo merge: - (stdin) given twice") end
       stdin_used = true
+      local data, err = read_input()
+      if not data then cli.exit(1, ("autopgo merge: cannot read stdin: %s"):format(err)) end
+      inputs[i] = data
+    else
+      inputs[i] = { file = path }
     end
-    local data, err = read_input(path)
-    if not data then cli.exit(1, ("autopgo merge: cannot read %s: %s"):format(path, err)) end
-    inputs[i] = data
   end
   local err, out, extra = merge(inputs, { prune = rules })
   if err then
@@ -84,7 +79,7 @@ function M.run(opts, args)
         args[tonumber(a)], args[tonumber(b)], rest))
     end
     local msg = err:gsub("^(%u[%u_]*): input %d+: ", "%1: ")
-    local where = extra and args[extra] and (args[extra] .. ": ") or ""
+    local where = extra and args[extra] and not msg:find("^IO: ") and (args[extra] .. ": ") or ""
     cli.exit(1, ("autopgo merge: %s%s"):format(where, msg))
   end
   local ok, werr = write_output(opts.output, out)

@@ -209,6 +209,21 @@ static void test_wire_rules(void)
     }
     pb_free(&p);
 
+    /* An empty packed field is no elements (found by the fuzzer: no array yet). */
+    base(&p);
+    pb_len(&m, 1, "", 0);
+    pb_len(&m, 2, "", 0);
+    pb_msg(&p, 2, &m);
+    CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, "has 0 values but there are 1");
+    base(&p);
+    pb_len(&m, 1, "", 0);
+    pb_u64(&m, 2, 4);
+    pb_msg(&p, 2, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) CHECK_INT(pr->samples[0].nloc, 0);
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+
     /* Unknown fields of wire types 0, 1, 2, 5 are skipped at every level; field 0 too. */
     base(&p);
     pb_u64(&p, 100, 1);
@@ -339,6 +354,53 @@ static void test_wire_rules(void)
     pb_msg(&p, 2, &m);
     pr = t_decode(p.b, p.n);
     if (pr) CHECK_INT(pr->sample_locs[0], 0);
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+
+    /* A 64-bit id in the middle of a packed list, after narrow ones, and in a later sample. */
+    base(&p);
+    add_function(&p, 1);
+    add_location(&p, 1, 1);
+    add_location(&p, 1ull << 40, 1);
+    add_location(&p, 0xffffffffu, 1);
+    uint64_t mixed[] = {1, 1ull << 40, 1, 0xffffffffu};
+    pb_packed(&m, 1, mixed, 4);
+    pb_u64(&m, 2, 1);
+    pb_msg(&p, 2, &m);
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 1, 1ull << 40);
+    pb_u64(&m, 2, 1);
+    pb_msg(&p, 2, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) {
+        CHECK_INT(pr->nsample_locs, 6);
+        uint32_t want[] = {0, 1, 0, 2, 0, 1};
+        for (int i = 0; i < 6; i++) CHECK_INT(pr->sample_locs[i], want[i]);
+    }
+    ap_pprof_profile_free(pr);
+    pb_free(&p);
+
+    /* Packed ids of every varint length, read by the branch-free loop and the general one. */
+    base(&p);
+    add_function(&p, 1);
+    uint64_t lens[] = {1,       127,       128,       16383,      16384,      2097151,
+                       2097152, 268435455, 268435456, 0xfffffffe, 1ull << 35, 1ull << 62};
+    size_t nlens = sizeof lens / sizeof *lens;
+    for (size_t i = 0; i < nlens; i++) add_location(&p, lens[i], 1);
+    uint64_t seq[40];
+    size_t nseq = 0;
+    for (int rep = 0; rep < 3; rep++)
+        for (size_t i = 0; i < nlens; i++) seq[nseq++] = lens[(i * 7 + (size_t)rep) % nlens];
+    pb_packed(&m, 1, seq, nseq);
+    pb_u64(&m, 2, 1);
+    pb_msg(&p, 2, &m);
+    pr = t_decode(p.b, p.n);
+    if (pr) {
+        CHECK_INT(pr->nsample_locs, nseq);
+        int ok = 1;
+        for (size_t i = 0; i < nseq; i++) ok &= pr->locations[pr->sample_locs[i]].id == seq[i];
+        CHECK(ok);
+    }
     ap_pprof_profile_free(pr);
     pb_free(&p);
 

@@ -20,7 +20,7 @@ static int run(const blob *bs, size_t n, const ap_pprof_pruner *pr, ap_pprof_err
                ap_pprof_merge_summary *sum, uint8_t **out, size_t *len)
 {
     ap_pprof_input in[8];
-    for (size_t i = 0; i < n; i++) in[i] = (ap_pprof_input){bs[i].d, bs[i].n, NULL};
+    for (size_t i = 0; i < n; i++) in[i] = (ap_pprof_input){bs[i].d, bs[i].n, NULL, NULL};
     return ap_pprof_merge_encoded(in, n, NULL, pr, NULL, out, len, NULL, sum, err);
 }
 
@@ -68,7 +68,7 @@ int main(void)
     ap_pprof_profile *p1 = t_decode(g1.d, g1.n);
     ap_pprof_prune_rule rule = {"runtime\\.", NULL};
     ap_pprof_pruner *pr = ap_pprof_pruner_new(&rule, 1, &err);
-    ap_pprof_input in[] = {{NULL, 0, p1}, {g2.d, g2.n, NULL}};
+    ap_pprof_input in[] = {{NULL, 0, p1, NULL}, {g2.d, g2.n, NULL, NULL}};
     ap_pprof_profile *res = NULL;
     CHECK_INT(ap_pprof_merge_encoded(in, 2, NULL, pr, NULL, NULL, NULL, &res, &sum, &err), 0);
     CHECK(res != NULL);
@@ -81,6 +81,28 @@ int main(void)
     ap_pprof_profile_free(res);
     ap_pprof_pruner_free(pr);
     ap_pprof_profile_free(p1);
+
+    /* Files are read by the pipeline itself. */
+    ap_pprof_input files[] = {{NULL, 0, NULL, t_data_path("goapp-cpu-1.pb.gz")}};
+    uint8_t *from_file;
+    size_t flen;
+    CHECK_INT(
+        ap_pprof_merge_encoded(files, 1, NULL, NULL, NULL, &from_file, &flen, NULL, &sum, &err), 0);
+    blob one[] = {g1};
+    CHECK_INT(run(one, 1, NULL, &err, &sum, &out, &len), 0);
+    CHECK(flen == len && memcmp(from_file, out, len) == 0);
+    free(from_file);
+    free(out);
+    ap_pprof_input missing[] = {{g1.d, g1.n, NULL, NULL}, {NULL, 0, NULL, "/nonexistent/p.pb.gz"}};
+    CHECK_INT(ap_pprof_merge_encoded(missing, 2, NULL, NULL, NULL, &out, &len, NULL, NULL, &err),
+              -1);
+    CHECK_ERR(err, AP_PPROF_EIO, "cannot open /nonexistent/p.pb.gz");
+    CHECK_INT(err.input, 1);
+    ap_pprof_limits tiny = {.max_decompressed = 100};
+    files[0].path = t_data_path("goapp-cpu-1.pb.gz");
+    CHECK_INT(ap_pprof_merge_encoded(files, 1, &tiny, NULL, NULL, &out, &len, NULL, NULL, &err),
+              -1);
+    CHECK_INT(err.code, AP_PPROF_ETOOLARGE);
 
     CHECK_INT(ap_pprof_merge_encoded(in, 0, NULL, NULL, NULL, &out, &len, NULL, NULL, &err), -1);
     CHECK_INT(err.code, AP_PPROF_EINVAL);

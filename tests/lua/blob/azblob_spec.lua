@@ -101,7 +101,7 @@ describe("azblob store against Azurite", function()
   end
 
   require("tests.lua.blob.contract")("azblob:// (Azurite, Shared Key)", {
-    open = function() return open() end,
+    open = function() return open("", nil, { page_size = 7 }) end,
     page_size = 7,
     large = 20 * 1024 * 1024, -- above the block size: staged blocks
   })
@@ -154,6 +154,23 @@ describe("azblob store against Azurite", function()
       assert.equals("UNAUTHORIZED", select(3, st:health()))
       local notb64 = open("", { AZURE_STORAGE_ACCOUNT = account, AZURE_STORAGE_KEY = "not base64!" })
       assert.equals("INVALID", select(3, notb64:get("x")))
+    end)
+  end)
+
+  it("lists page by page with markers", function()
+    run(function()
+      local st = open("", nil, { page_size = 2 })
+      for i = 1, 5 do assert(st:put("paged/" .. i, tostring(i))) end
+      local calls, call = 0, st.call
+      st.call = function(self, what, build)
+        if what:match("^list") then calls = calls + 1 end
+        return call(self, what, build)
+      end
+      local items = assert(st:list("paged/"))
+      assert.equals(5, #items)
+      assert.equals("paged/5", items[5].key)
+      assert.equals(3, calls)
+      for i = 1, 5 do assert(st:delete("paged/" .. i)) end
     end)
   end)
 

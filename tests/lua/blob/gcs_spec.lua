@@ -55,13 +55,30 @@ describe("gcs store against the GCS emulator", function()
   local emu_env = { STORAGE_EMULATOR_HOST = env.STORAGE_EMULATOR_HOST }
   local bucket = "autopgo-spec-" .. crypto.hex(crypto.random(4))
 
-  local function open(extra) return assert(open_url("gs://" .. bucket .. (extra or ""), emu_env)) end
+  local function open(extra, opts) return assert(open_url("gs://" .. bucket .. (extra or ""), emu_env, opts)) end
 
   require("tests.lua.blob.contract")("gs:// (emulator)", {
-    open = function() return open() end,
+    open = function() return open("", { page_size = 7 }) end,
     page_size = 7,
     large = 16 * 1024 * 1024,
   })
+
+  it("lists page by page with page tokens", function()
+    run(function()
+      local st = open("", { page_size = 2 })
+      for i = 1, 5 do assert(st:put("paged/" .. i, tostring(i))) end
+      local calls, call = 0, st.call
+      st.call = function(self, what, build)
+        if what:match("^list") then calls = calls + 1 end
+        return call(self, what, build)
+      end
+      local items = assert(st:list("paged/"))
+      assert.equals(5, #items)
+      assert.equals("paged/5", items[5].key)
+      assert.equals(3, calls)
+      for i = 1, 5 do assert(st:delete("paged/" .. i)) end
+    end)
+  end)
 
   it("uses generations as etags and for preconditions", function()
     run(function()

@@ -54,6 +54,9 @@ describe("s3 URL options", function()
   it("takes endpoints as URLs or hosts, with disable_https / disableSSL choosing http", function()
     local st = assert(open_url("s3://b?endpoint=http%3A%2F%2F127.0.0.1%3A9000&use_path_style=true&anonymous=true"))
     assert.same({ scheme = "http", host = "127.0.0.1:9000", base_path = "", path_style = true }, st.endpoint)
+    -- an IP endpoint cannot take the bucket as a subdomain
+    assert.is_true(assert(open_url("s3://b?endpoint=http://127.0.0.1:9000&anonymous=true")).endpoint.path_style)
+    assert.is_true(assert(open_url("s3://b?endpoint=http://localhost:9000&anonymous=true")).endpoint.path_style)
     st = assert(open_url("s3://b?endpoint=minio.local:9000&disable_https=true&anonymous=true"))
     assert.equals("http", st.endpoint.scheme)
     assert.equals("b.minio.local:9000", select(2, st:locate("k")))
@@ -110,10 +113,27 @@ describe("s3 store against Ceph RGW", function()
   end
 
   require("tests.lua.blob.contract")("s3:// (RGW)", {
-    open = function() return open() end,
+    open = function() return open("", nil, { page_size = 7 }) end,
     page_size = 7,
     large = 24 * 1024 * 1024, -- above the part size below: multipart
   })
+
+  it("lists page by page with continuation tokens", function()
+    run(function()
+      local st = open("", nil, { page_size = 2 })
+      for i = 1, 5 do assert(st:put("paged/" .. i, tostring(i))) end
+      local calls, call = 0, st.call
+      st.call = function(self, what, build)
+        if what:match("^list") then calls = calls + 1 end
+        return call(self, what, build)
+      end
+      local items = assert(st:list("paged/"))
+      assert.equals(5, #items)
+      assert.equals("paged/5", items[5].key)
+      assert.equals(3, calls)
+      for i = 1, 5 do assert(st:delete("paged/" .. i)) end
+    end)
+  end)
 
   it("uses multipart uploads above the part size, and one streamed PUT for conditional writes", function()
     run(function()
@@ -326,6 +346,38 @@ describe("s3 store retries", function()
       end)
       srv:close()
     end
+  end)
+
+  it("resends a file body after a reset, but never a producer's, saying why", function()
+    local puts = 0
+    local srv = fixture.start(function(_, conn)
+      puts = puts + 1
+      if puts == 1 then return conn:reset() end -- the first attempt of each put
+      local body = conn:read_body()
+      conn:respond(200, { { "ETag", '"' .. crypto.hex(crypto.digest("md5", body)) .. '"' } }, "")
+    end, { stream_body = true })
+    run(function()
+      local st = assert(open_url(("s3://b?endpoint=%s&use_path_style=true&anonymous=true"):format(url.escape(srv.url)),
+        { deadline = 5 }))
+      local dir = support.tmpdir()
+      local data = big.pattern(9 * 1024 * 1024, 6) -- above the size hashed up front: streamed from the file
+      local put = assert(st:put("from-file", { path = support.write_file(dir .. "/f", data) }))
+      assert.equals('"' .. crypto.hex(crypto.digest("md5", data)) .. '"', put.etag)
+      assert.equals(2, #srv.requests)
+      support.rm_rf(dir)
+      puts = 0
+      local sent = 0
+      local res, err, code = st:put("from-producer", { size = 300000, producer = function()
+        if sent >= 300000 then return nil end
+        sent = sent + 100000
+        return ("p"):rep(100000)
+      end })
+      assert.is_nil(res)
+      assert.equals("UNAVAILABLE", code)
+      assert.matches("a streamed body cannot be sent again after a failure: UNAVAILABLE", err, 1, true)
+      assert.equals(3, #srv.requests)
+    end)
+    srv:close()
   end)
 
   it("does not retry what a retry cannot fix", function()

@@ -50,6 +50,7 @@ var (
 	emptyStacks = flag.Float64("emptystack", 0, "fraction of samples with no locations")
 	unitless    = flag.Float64("unitless", 0.3, "fraction of numeric labels without a unit")
 	sameIDs     = flag.Bool("sparse-ids", false, "use large, sparse ids")
+	pathLabels  = flag.Bool("path-labels", false, "labels follow the call path (as pprof.Do labels do), with one of 3 tenants")
 )
 
 var words = []string{"alpha", "beta", "gamma", "delta", "omega", "kappa", "sigma", "theta",
@@ -236,6 +237,22 @@ func main() {
 			for t := range s.Value {
 				s.Value[t] = -s.Value[t]
 			}
+		}
+		if *pathLabels {
+			// Real label sets follow the code path: the handler is fixed by the path, only a
+			// tenant varies. Merging profiles of one service then folds most samples.
+			if *nLabels > 0 {
+				s.Label = map[string][]string{"handler": {labelValues[k%6]}}
+				if *nLabels > 1 {
+					s.Label["tenant"] = []string{labelValues[2+r.Intn(3)]}
+				}
+			}
+			if *nNumLabels > 0 {
+				s.NumLabel = map[string][]int64{"bytes": {int64(k%7) * 4096}}
+				s.NumUnit = map[string][]string{"bytes": {"bytes"}}
+			}
+			p.Sample = append(p.Sample, s)
+			continue
 		}
 		for j := 0; j < *nLabels; j++ {
 			if r.Intn(2) == 0 {

@@ -1,0 +1,255 @@
+-- Specs for the pprof binding (core/lua/pprof.c): sync and thread-pool forms, the failure
+-- convention, profile objects and their editing API, and busy/closed profiles.
+local pprof = require("autopgo.core").pprof
+local async = require "autopgo.async"
+local support = require "tests.lua.support"
+
+local function data(rel)
+  return (assert(support.read_file(support.testdata .. "/" .. rel), rel))
+end
+
+-- Cumulative weight of a function (0 when it is gone).
+local function cum(p, name)
+  for _, t in ipairs(p:top(100000, { by = "cum" })) do
+    if t.name == name then return t.cum end
+  end
+  return 0
+end
+
+-- merge_async with every callback value kept (await keeps only the error on failure).
+local function merge_async(inputs, opts)
+  return support.run(function()
+    local co = coroutine.running()
+    pprof.merge_async(inputs, opts, function(...) async.resume(co, ...) end)
+    return coroutine.yield()
+  end)
+end
+
+describe("pprof", function()
+  local cpu1, cpu2, go123
+
+  setup(function()
+    cpu1 = data("goapp-cpu-1.pb.gz")
+    cpu2 = data("goapp-cpu-2.pb.gz")
+    go123 = data("goapp-go123-cpu-1.pb.gz")
+  end)
+
+  it("decodes a profile and describes it", function()
+    local p = assert(pprof.decode(go123))
+    local info = p:info()
+    assert.equals(914, info.samples)
+    assert.equals(2, #info.sample_types)
+    assert.same({ "samples", "count" }, { info.sample_types[1].type, info.sample_types[1].unit })
+    assert.equals(info.sample_types[1].total * info.period, info.sample_types[2].total)
+    assert.equals(2, info.default_index)
+    assert.equals("cpu", info.period_type.type)
+    assert.is_true(info.gzipped)
+    assert.equals(#go123, info.size)
+    assert.is_true(info.decompressed_size > info.size)
+    assert.matches("914 samples", tostring(p))
+    local top = p:top(3)
+    assert.equals(3, #top)
+    assert.equals("regexp.(*machine).add", top[1].name)
+    assert.equals(910000000, top[1].flat)
+    local by_cum = p:top(1, { by = "cum", sample_type = "samples" })
+    assert.equals("net/http.(*conn).serve", by_cum[1].name)
+    assert.has_error(function() p:top(1, { by = "nope" }) end)
+    assert.has_error(function() p:top(1, { sample_type = "heap" }) end)
+    p:close()
+  end)
+
+  it("fails with the house convention on bad input", function()
+    local p, err, code = pprof.decode(data("bad/dangling-function-id.pb.gz"))
+    assert.is_nil(p)
+    assert.equals("MALFORMED", code)
+    assert.equals("MALFORMED: location id 6: line 0: function id 77 not found", err)
+    local _, e2, c2 = pprof.decode(cpu1, { max_decompressed = 1000 })
+    assert.equals("TOO_LARGE", c2)
+    assert.matches("limit of 1000 bytes", e2)
+    assert.has_error(function() pprof.decode({}) end)
+    assert.has_error(function() pprof.decode(cpu1, { max_memory = -1 }) end)
+  end)
+
+  it("rejects every file of the bad corpus", function()
+    for _, name in ipairs { "bad-wire-type.pb.gz", "concatenated.pb", "dangling-location-id.pb.gz",
+      "duplicate-function-id.pb.gz", "empty", "empty-gzip.pb.gz", "gzip-garbage.pb.gz", "gzip-text.pb.gz",
+      "location-id-zero.pb.gz", "overlong-field.pb.gz", "random.bin", "string-index-out-of-range.pb.gz",
+      "string0-not-empty.pb.gz", "truncated-goapp.pb.gz", "truncated-header.pb.gz", "truncated.pb.gz",
+      "value-count-mismatch.pb.gz" } do
+      local info, err, code = pprof.validate(data("bad/" .. name))
+      assert.is_nil(info, name)
+      assert.equals("MALFORMED", code, name .. ": " .. tostring(err))
+    end
+  end)
+
+  it("validates on the thread pool, with the PGO decision", function()
+    local info = support.run(function() return async.await(pprof.validate_async, go123, nil) end)
+    assert.is_true(info.pgo.usable)
+    assert.is_false(info.pgo.empty)
+    assert.equals(301, info.pgo.edges)
+    assert.equals(1, info.pgo.sample_type)
+    local old = support.run(function() return async.await(pprof.validate_async, cpu1, {}) end)
+    assert.is_false(old.pgo.usable)
+    assert.matches("start_line", old.pgo.reason)
+    local heap = pprof.validate(data("edge/heap-sample-types.pb.gz"))
+    assert.is_false(heap.pgo.usable)
+    assert.matches("cpu/nanoseconds", heap.pgo.reason)
+    local none = pprof.validate(data("edge/no-samples.pb.gz"))
+    assert.is_true(none.pgo.usable and none.pgo.empty)
+    local v, err, code = support.run(function() return async.await(pprof.validate_async, "junk", nil) end)
+    assert.is_nil(v)
+    assert.equals("MALFORMED", code)
+    assert.matches("^MALFORMED: ", err)
+  end)
+
+  it("merges encoded inputs, with a summary", function()
+    local out, sum = pprof.merge({ cpu1, cpu2 })
+    assert.is_string(out)
+    assert.equals(2, sum.inputs)
+    assert.equals(945 + 935, sum.samples_in)
+    assert.equals(#out, sum.bytes_out)
+    assert.equals(#cpu1 + #cpu2, sum.bytes_in)
+    local p = assert(pprof.decode(out))
+    assert.equals(sum.samples, p:info().samples)
+    -- Deterministic: the same inputs give the same bytes.
+    assert.equals(out, (pprof.merge({ cpu1, cpu2 })))
+    assert.equals(0x1f, out:byte(1))
+    local raw = pprof.merge({ cpu1, cpu2 }, { raw = true })
+    assert.not_equals(0x1f, raw:byte(1))
+  end)
+
+  it("names the input that failed", function()
+    local v, err, code, index = pprof.merge({ cpu1, data("bad/truncated.pb.gz"), cpu2 })
+    assert.is_nil(v)
+    assert.equals("MALFORMED", code)
+    assert.equals(2, index)
+    assert.matches("^MALFORMED: input 2: gzip: unexpected EOF", err)
+    local e2, out, idx = merge_async({ cpu1, cpu2, data("edge/cpu-only-nanoseconds.pb.gz") })
+    assert.is_nil(out)
+    assert.equals(3, idx)
+    assert.matches("^INCOMPATIBLE: input 3 is incompatible with input 1: incompatible sample types", e2)
+    local _, _, c3 = pprof.merge({})
+    assert.equals("INVALID_ARGUMENT", c3)
+    assert.has_error(function() pprof.merge({ cpu1, 42 }) end)
+    assert.has_error(function() pprof.merge({ cpu1 }, { output = "file" }) end)
+  end)
+
+  it("merges, prunes and encodes in one pool job", function()
+    local rules = { { drop = "runtime\\.", keep = "runtime\\.main" }, { drop = "^main\\.labeled$" } }
+    local err, out, sum = merge_async({ cpu1, cpu2, go123 }, { prune = rules })
+    assert.is_nil(err)
+    assert.equals(3, sum.inputs)
+    local p = assert(pprof.decode(out))
+    local whole = assert(pprof.decode((pprof.merge({ cpu1, cpu2, go123 }))))
+    -- main.labeled and what it calls are gone; the total weight stays.
+    assert.is_true(cum(whole, "main.labeled") > 0)
+    assert.equals(0, cum(p, "main.labeled"))
+    assert.equals(0, cum(p, "runtime/pprof.Do"))
+    assert.equals(whole:info().sample_types[2].total, p:info().sample_types[2].total)
+  end)
+
+  it("reports a bad pattern without queueing work", function()
+    local ok, err, code = pprof.merge_async({ cpu1 }, { prune = { { drop = "ok" }, { drop = "x", keep = "[" } } },
+      function() error("must not be called") end)
+    assert.is_nil(ok)
+    assert.equals("BAD_PATTERN", code)
+    assert.matches("rule 2: keep pattern", err)
+    assert.is_true(pprof.check_rules({ { drop = "a", keep = "b" } }))
+    assert.equals("BAD_PATTERN", select(3, pprof.check_rules({ { drop = "(?<" } })))
+    assert.has_error(function() pprof.check_rules({ { keep = "b" } }) end)
+  end)
+
+  it("reads files on the pool", function()
+    local path = support.testdata .. "/goapp-cpu-2.pb.gz"
+    local out, sum = pprof.merge({ cpu1, { file = path } })
+    assert.equals((pprof.merge({ cpu1, cpu2 })), out)
+    assert.equals(#cpu1 + #cpu2, sum.bytes_in)
+    local v, err, code, index = pprof.merge({ cpu1, { file = "/nonexistent/x.pb.gz" } })
+    assert.is_nil(v)
+    assert.equals("IO", code)
+    assert.equals(2, index)
+    assert.matches("cannot open /nonexistent/x.pb.gz", err)
+    assert.has_error(function() pprof.merge({ { path = "x" } }) end)
+  end)
+
+  it("merges profile objects into a profile object", function()
+    local a = assert(pprof.decode(cpu1))
+    local err, m, sum = merge_async({ a, cpu2 }, { output = "profile" })
+    assert.is_nil(err)
+    assert.equals(sum.samples, m:info().samples)
+    -- Compaction is a merge of one.
+    local _, c = merge_async({ m }, { output = "profile" })
+    assert.equals(m:info().samples, c:info().samples)
+    local bytes = support.run(function() return async.await(m.encode_async, m, { level = 9 }) end)
+    assert.equals(m:info().samples, pprof.decode(bytes):info().samples)
+    assert.equals(bytes, m:encode({ level = 9 }))
+    a:close()
+    m:close()
+    c:close()
+  end)
+
+  it("edits profiles for policy hooks", function()
+    local p = assert(pprof.decode(go123))
+    local calls = 0
+    local n = p:rename_functions(function(name)
+      calls = calls + 1
+      if name:match("^runtime%.") then return "rt." .. name:sub(9) end
+    end)
+    assert.is_true(n > 0)
+    assert.equals(p:info().functions, calls)
+    assert.is_true(cum(p, "rt.memmove") > 0)
+    assert.equals(0, cum(p, "runtime.memmove"))
+    assert.is_true(p:drop_labels("handler", "tenant") > 0)
+    assert.equals(0, p:drop_labels("handler"))
+    assert.has_error(function() p:rename_functions(function() return 42 end) end)
+    assert.has_error(function() p:rename_functions(function() error("boom") end) end, "boom")
+    assert.is_true(p:prune({ { drop = "^regexp" } }))
+    local _, err, code = p:prune({ { drop = "(" } })
+    assert.equals("BAD_PATTERN", code)
+    assert.matches("rule 1", err)
+    local ok = support.run(function() return async.await(p.prune_async, p, { { drop = "^sort" } }) end)
+    assert.is_true(ok)
+    -- The edits survive encoding, and the result merges.
+    local out = pprof.merge({ p:encode() })
+    assert.is_string(out)
+    p:close()
+  end)
+
+  it("keeps a profile safe while a job uses it", function()
+    local p = assert(pprof.decode(go123))
+    support.run(function()
+      local done = async.event()
+      assert.is_true(p:prune_async({ { drop = "x" } }, function(err) done.set(err) end))
+      -- While the prune runs, nothing else may touch the profile.
+      local v, _, code = p:info()
+      assert.is_nil(v)
+      assert.equals("BUSY", code)
+      assert.equals("BUSY", select(3, p:drop_labels("x")))
+      assert.equals("BUSY", select(3, pprof.merge({ p })))
+      -- close() while busy frees it when the job ends.
+      assert.is_true(p:close())
+      assert.is_nil(done.wait())
+    end)
+    local v, err, code = p:info()
+    assert.is_nil(v)
+    assert.equals("CLOSED", code)
+    assert.matches("closed", err)
+    assert.equals("CLOSED", select(3, pprof.merge({ p })))
+    assert.matches("closed", tostring(p))
+    do
+      local q <close> = assert(pprof.decode(cpu1))
+      assert.equals(945, q:info().samples)
+    end
+  end)
+
+  it("simplifies function names as Prune does", function()
+    assert.equals("foo", pprof.simplify_func("foo(int)"))
+    assert.equals("(anonymous namespace)::bar", pprof.simplify_func(".(anonymous namespace)::bar(x)"))
+    assert.equals("A::operator()", pprof.simplify_func("A::operator()(int) const"))
+  end)
+
+  it("exposes its default limits", function()
+    assert.equals(512 * 1024 * 1024, pprof.default_limits.max_decompressed)
+    assert.is_true(pprof.default_limits.max_memory > 0)
+  end)
+end)
