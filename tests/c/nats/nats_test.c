@@ -2,9 +2,11 @@
  * core queue subscriptions, JetStream publish acknowledgements and de-duplication, pull
  * consumers that fetch only what was asked for, ack/nak/redelivery counts, and a close that
  * keeps the durable consumer (and what it has not acknowledged) for the next connection. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../test.h"
 #include "nats.h"
@@ -284,6 +286,35 @@ static void test_ack_wait_expiry(void)
     close_and_free(n, &s);
 }
 
+/* The server is stopped by PID even when the test dies (an assertion, a sanitizer abort). */
+static volatile pid_t server_pid;
+
+static void stop_server(void)
+{
+    if (server_pid > 0) kill(server_pid, SIGTERM);
+    server_pid = 0;
+}
+
+static void on_fatal(int sig)
+{
+    stop_server();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void remember_server(const char *dir)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/nats.pid", dir);
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f && fscanf(f, "%d", &pid) == 1) server_pid = pid;
+    if (f) fclose(f);
+    atexit(stop_server);
+    int sigs[] = {SIGABRT, SIGSEGV, SIGBUS, SIGTERM, SIGINT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], on_fatal);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/autopgo-nats-test-XXXXXX";
@@ -302,6 +333,7 @@ int main(void)
         fprintf(stderr, "cannot start nats-server\n");
         return 1;
     }
+    remember_server(dir);
     uv_loop_init(&loop);
 
     RUN(test_connect_failure);
