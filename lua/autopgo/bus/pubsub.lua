@@ -1,0 +1,334 @@
+-- Google Cloud Pub/Sub event bus (the REST API over autopgo.http), with gocloud.dev's URLs:
+--   gcppubsub://projects/my-project/topics/my-topic                 writer
+--   gcppubsub://projects/my-project/subscriptions/my-subscription   reader
+-- (and gocloud's older short forms gcppubsub://my-project/my-topic, .../my-subscription).
+-- PUBSUB_EMULATOR_HOST (host:port) sends requests to the emulator without credentials, as
+-- Google's libraries do; otherwise tokens come from autopgo.gcp.auth (GOOGLE_APPLICATION_
+-- CREDENTIALS, gcloud's default credentials, the metadata server).
+--
+-- The app is the message's ordering key (and its autopgo-key attribute): on a subscription with
+-- message ordering enabled Pub/Sub delivers an app's events in order. Readers pull, keep the ack
+-- deadline of what they hold extended while the work goes on (modifyAckDeadline), acknowledge on
+-- ack and, on nack, set the deadline to the delay so the message comes back then. A message
+-- that keeps failing goes to the subscription's dead-letter topic when it has one (Pub/Sub
+-- counts the attempts); without one it is logged and acknowledged after max_attempts.
+local uv = require "luv"
+local cjson = require "cjson.safe"
+local async = require "autopgo.async"
+local log = require "autopgo.log"
+local json = require "autopgo.json"
+local crypto = require("autopgo.core").crypto
+local http = require "autopgo.http"
+local rest = require "autopgo.blob.rest"
+local auth = require "autopgo.gcp.auth"
+local inbox_mod = require "autopgo.bus.inbox"
+local stats = require "autopgo.bus.stats"
+
+local M = {}
+
+M.SCOPE = "https://www.googleapis.com/auth/pubsub"
+M.KEY_ATTRIBUTE = "autopgo-key"
+M.EMPTY_POLL_MS = 250
+
+local KNOWN = { max_recv_batch_size = true, max_send_batch_size = true, nacklazy = true }
+
+-- The resource name of a gocloud gcppubsub URL: { project, kind = "topics"|"subscriptions", name }.
+local function resource(u, kind)
+  local full = ((u.host or "") .. (u.path or "")):gsub("/+$", "")
+  local project, k, name = full:match("^projects/([^/]+)/([^/]+)/([^/]+)$")
+  if project then
+    if k ~= kind then
+      return nil, ("INVALID: %s names %s, but %s are needed here"):format(u.raw, k, kind), "INVALID"
+    end
+    return project, name
+  end
+  project, name = full:match("^([^/]+)/([^/]+)$")
+  if project and project ~= "projects" then return project, name end
+  return nil, ("INVALID: %s: want gcppubsub://projects/<project>/%s/<name>"):format(u.raw, kind), "INVALID"
+end
+
+local function client(u, kind, opts)
+  local q = {}
+  for k, v in pairs(u.query) do q[k] = v end
+  local ok, err, code = rest.check_params("gcppubsub", q, KNOWN)
+  if not ok then return nil, err, code end
+  local project, name = resource(u, kind)
+  if not project then return nil, name, "INVALID" end
+  local getenv = opts.getenv or os.getenv
+  local emulator = getenv("PUBSUB_EMULATOR_HOST")
+  local base, tokens
+  if emulator and emulator ~= "" then
+    base = emulator:match("^%a[%w+.-]*://") and emulator or ("http://" .. emulator)
+  else
+    base = "https://pubsub.googleapis.com"
+    tokens = opts.token_source or auth.new({ scope = M.SCOPE, getenv = getenv, home = opts.home })
+  end
+  local path = ("projects/%s/%s/%s"):format(project, kind, name)
+  return {
+    base = base:gsub("/+$", ""), tokens = tokens, path = path, name = "gcppubsub://" .. path,
+    insecure = opts.insecure, ca_file = opts.ca_file,
+  }
+end
+
+local function on_error(c, res)
+  local doc = cjson.decode(res.body or "")
+  local e = type(doc) == "table" and type(doc.error) == "table" and doc.error or {}
+  local code = rest.code_for_status(res.status)
+  if e.status == "NOT_FOUND" then code = "NOT_FOUND" end
+  if e.status == "UNAUTHENTICATED" or e.status == "PERMISSION_DENIED" then code = "UNAUTHORIZED" end
+  local detail = e.message and (tostring(e.status or res.status) .. ": " .. tostring(e.message))
+    or ("HTTP " .. res.status)
+  local hint
+  if res.status == 401 and c.tokens and not c.retried_auth then
+    c.tokens:invalidate()
+    c.retried_auth = true
+    hint = "retry"
+  end
+  return ("%s: %s: %s"):format(code, c.name, detail), code, nil, hint
+end
+
+-- One REST call: method on base/v1/<path><verb> with a JSON body; returns the decoded answer.
+local function call(c, method, verb, body, opts)
+  opts = opts or {}
+  local text = body and json.encode(body) or nil
+  local res, err, code = rest.call({ deadline = opts.deadline or 30, name = c.name }, function()
+    local headers = { accept = "application/json" }
+    if text then headers["content-type"] = "application/json" end
+    if c.tokens then
+      local token, terr, tcode = c.tokens:token()
+      if not token then return nil, terr, tcode end
+      headers.authorization = "Bearer " .. token
+    end
+    return { method = method, url = ("%s/v1/%s%s"):format(c.base, c.path, verb or ""), headers = headers,
+      body = text, timeout = opts.timeout or 30, insecure = c.insecure, ca_file = c.ca_file, cancel = opts.cancel }
+  end, function(r) return on_error(c, r) end)
+  if not res then return nil, err, code end
+  c.retried_auth = nil
+  local doc = cjson.decode(res.body ~= "" and res.body or "{}")
+  if type(doc) ~= "table" then
+    return nil, ("UNAVAILABLE: %s: unreadable answer"):format(c.name), "UNAVAILABLE"
+  end
+  return doc
+end
+M.call = call
+
+---------------------------------------------------------------------------------------------
+-- writer
+
+local Writer = {}
+Writer.__index = Writer
+
+function Writer:publish(body, opts)
+  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  local key = opts and opts.key
+  local msg = { data = crypto.base64_encode(body) }
+  if key and key ~= "" then
+    msg.orderingKey = key
+    msg.attributes = { [M.KEY_ATTRIBUTE] = key }
+  end
+  local doc, err, code = call(self.c, "POST", ":publish", { messages = { msg } })
+  if not doc then
+    self.stats:inc("failed")
+    return nil, err, code
+  end
+  self.stats:inc("published")
+  return true
+end
+
+function Writer:health()
+  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  local doc, err, code = call(self.c, "GET", nil, nil, { deadline = 10 })
+  if not doc then return nil, err, code end
+  return true
+end
+
+function Writer:close()
+  self.closed = true
+  return true
+end
+
+function M.writer(u, opts)
+  local c, err, code = client(u, "topics", opts)
+  if not c then return nil, err, code end
+  return setmetatable({ name = c.name, c = c, stats = stats.new("gcppubsub", "writer") }, Writer)
+end
+
+---------------------------------------------------------------------------------------------
+-- reader
+
+local Reader = {}
+Reader.__index = Reader
+local Msg = {}
+Msg.__index = Msg
+
+function Reader:modify(m, seconds)
+  seconds = math.max(0, math.min(600, math.floor(seconds + 0.5)))
+  local doc, err, code = call(self.c, "POST", ":modifyAckDeadline",
+    { ackIds = { m.ack_id }, ackDeadlineSeconds = seconds })
+  if not doc then return nil, err, code end
+  return true
+end
+
+function Reader:settle(m)
+  if m.keepalive then m.keepalive() end
+  m.settled = true
+  self.held[m] = nil
+  if m.handed_out then
+    self.inflight = self.inflight - 1
+    if self.settled_ev then self.settled_ev.set() end
+  end
+end
+
+function Msg:ack()
+  if self.settled then return true end
+  local r = self.reader
+  r:settle(self)
+  r.attempts[self.id] = nil
+  local doc, err, code = call(r.c, "POST", ":acknowledge", { ackIds = { self.ack_id } })
+  if not doc then
+    r.inbox.stats:inc("ack_failed")
+    return nil, err, code
+  end
+  r.inbox.stats:inc("acked")
+  return true
+end
+
+function Msg:extend(seconds)
+  if self.settled then return true end
+  return self.reader:modify(self, seconds or self.reader.deadline)
+end
+
+function Msg:nack(delay)
+  if self.settled then return true end
+  local r = self.reader
+  r.inbox.stats:inc("nacked")
+  if self.attempt >= r.max_attempts and not r.dead_letter then
+    r.inbox.stats:inc("dead_lettered")
+    inbox_mod.log_given_up("pubsub: message keeps failing and the subscription has no dead-letter topic;"
+      .. " acknowledging it", r.name, self, ("failed %d times"):format(self.attempt))
+    return self:ack()
+  end
+  r:settle(self)
+  return r:modify(self, delay or inbox_mod.backoff(self.attempt))
+end
+
+function Reader:on_message(rm)
+  local pm = rm.message or {}
+  local attrs = type(pm.attributes) == "table" and pm.attributes or {}
+  local body = crypto.base64_decode(pm.data or "") or ""
+  local id = pm.messageId or "?"
+  local attempt = tonumber(rm.deliveryAttempt)
+  if not attempt then
+    -- without a dead-letter policy Pub/Sub does not count: count here (per process)
+    attempt = (self.attempts[id] or 0) + 1
+    self.attempts[id] = attempt
+  end
+  local key = (pm.orderingKey ~= nil and pm.orderingKey ~= "" and pm.orderingKey) or attrs[M.KEY_ATTRIBUTE]
+  local m = setmetatable({ body = body, key = key, id = id, attempt = attempt, ack_id = rm.ackId, reader = self },
+    Msg)
+  if attempt > 1 then self.inbox.stats:inc("redelivered") end
+  self.held[m] = true
+  m.keepalive = self.inbox:keepalive(self.deadline * 1000 / 2, self.max_extension_ms, function()
+    if m.settled then return true end
+    return self:modify(m, self.deadline)
+  end)
+  self.inbox:push(m)
+end
+
+function Reader:fetch_loop()
+  local failures = 0
+  while not self.closed do
+    if self.inbox:size() >= self.max_buffered then
+      self.room = async.event()
+      self.room.wait(1000)
+    else
+      local started = uv.now()
+      local doc, err = call(self.c, "POST", ":pull", { maxMessages = self.max_buffered - self.inbox:size() },
+        { timeout = 100, cancel = self.cancel })
+      if self.closed then break end
+      if not doc then
+        failures = failures + 1
+        self.last_error = err
+        if failures == 1 then log.warn("pubsub: pulling failed; retrying", "reader", self.name, "error", err) end
+        async.sleep(math.floor(inbox_mod.backoff(failures, 0.5, 10) * 1000))
+      else
+        failures, self.last_error = 0, nil
+        local list = type(doc.receivedMessages) == "table" and doc.receivedMessages or {}
+        for _, rm in ipairs(list) do self:on_message(rm) end
+        if #list == 0 and uv.now() - started < 1000 then async.sleep(M.EMPTY_POLL_MS) end
+      end
+    end
+  end
+end
+
+function Reader:receive()
+  local m, err, code = self.inbox:receive()
+  if not m then return nil, err, code end
+  m.settled, m.handed_out = false, true
+  self.inflight = self.inflight + 1
+  if self.room then self.room.set() end
+  return m
+end
+
+function Reader:health()
+  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  local doc, err, code = call(self.c, "GET", nil, nil, { deadline = 10 })
+  if not doc then return nil, err, code end
+  return true
+end
+
+function Reader:stats()
+  return self.inbox.stats:snapshot()
+end
+
+--- Stops pulling, waits (bounded) for messages in flight and hands back (deadline 0) what it
+-- still holds, so other readers get it at once.
+function Reader:close()
+  if self.closed then return true end
+  self.closed = true
+  self.cancel:cancel("the reader is closed")
+  self.inbox:close("CLOSED: the reader is closed")
+  if coroutine.isyieldable() then
+    local deadline = uv.now() + self.close_timeout_ms
+    while self.inflight > 0 and uv.now() < deadline do
+      self.settled_ev = async.event()
+      self.settled_ev.wait(math.max(1, deadline - uv.now()))
+    end
+    local held = {}
+    for m in pairs(self.held) do held[#held + 1] = m end
+    for _, m in ipairs(held) do
+      if not m.settled then
+        self:settle(m)
+        self:modify(m, 0)
+      end
+    end
+  end
+  return true
+end
+
+function M.reader(u, opts)
+  local c, err, code = client(u, "subscriptions", opts)
+  if not c then return nil, err, code end
+  local r = setmetatable({
+    name = c.name, c = c, inflight = 0, held = {}, attempts = {},
+    max_attempts = opts.max_attempts or 5,
+    max_buffered = opts.max_buffered or 10,
+    close_timeout_ms = (opts.close_timeout or 30) * 1000,
+    max_extension_ms = (opts.max_extension or 3600) * 1000,
+    deadline = 10, cancel = http.canceler(),
+  }, Reader)
+  r.inbox = inbox_mod.new { bus = "gcppubsub", high = math.huge }
+  async.spawn(function()
+    -- the subscription's ack deadline sets how often held messages are extended; its
+    -- dead-letter policy says whether Pub/Sub dead-letters by itself
+    local sub = call(c, "GET", nil, nil, { deadline = 10 })
+    if sub then
+      r.deadline = math.max(10, math.min(600, tonumber(sub.ackDeadlineSeconds) or 10))
+      r.dead_letter = type(sub.deadLetterPolicy) == "table" and sub.deadLetterPolicy.deadLetterTopic ~= nil
+    end
+    r:fetch_loop()
+  end)
+  return r
+end
+
+return M

@@ -1,0 +1,353 @@
+-- Azure Service Bus event bus over its HTTPS REST API (autopgo.http), with gocloud.dev's URLs:
+--   azuresb://my-topic                         writer (a topic or a queue)
+--   azuresb://my-topic?subscription=my-sub     reader of a topic subscription
+--   azuresb://my-queue                         reader of a queue (our extension)
+-- The namespace and key come from SERVICEBUS_CONNECTION_STRING ("Endpoint=sb://ns.servicebus.
+-- windows.net/;SharedAccessKeyName=...;SharedAccessKey=..."), as in gocloud.dev; requests carry a
+-- SAS token signed with that key. The REST API was chosen over AMQP 1.0: it needs nothing but
+-- the HTTP client every other cloud back end uses, it works through any HTTPS proxy, and each
+-- operation the bus needs exists in it (send, peek-lock, complete, abandon, renew lock); see
+-- lua/autopgo/bus/README.md.
+--
+-- The app is the message's PartitionKey (BrokerProperties), so a partitioned entity keeps an
+-- app's messages in one partition. Readers peek-lock (a long poll), renew the lock of what they
+-- hold while the work goes on, complete on ack, and on nack keep the lock for the delay and then
+-- abandon it. A message that keeps failing is abandoned at once from then on, so Service Bus
+-- moves it to the entity's dead-letter queue when its delivery count passes MaxDeliveryCount
+-- (the REST API has no explicit dead-letter call).
+local uv = require "luv"
+local cjson = require "cjson.safe"
+local async = require "autopgo.async"
+local log = require "autopgo.log"
+local url = require "autopgo.url"
+local utc = require "autopgo.utc"
+local crypto = require("autopgo.core").crypto
+local http = require "autopgo.http"
+local rest = require "autopgo.blob.rest"
+local inbox_mod = require "autopgo.bus.inbox"
+local stats = require "autopgo.bus.stats"
+
+local M = {}
+
+M.TOKEN_LIFETIME = 3600
+M.POLL_SECONDS = 30 -- peek-lock long poll
+
+--- Parses a Service Bus connection string: { endpoint = "https://ns.servicebus.windows.net",
+-- key_name, key, entity_path? } or nil, err, code. "UseDevelopmentEmulator=true" means plain http.
+function M.parse_connection_string(s)
+  if type(s) ~= "string" or not s:find("%S") then
+    return nil, "INVALID: SERVICEBUS_CONNECTION_STRING environment variable not set", "INVALID"
+  end
+  local kv = {}
+  for part in s:gmatch("[^;]+") do
+    local k, v = part:match("^%s*([^=]-)%s*=%s*(.-)%s*$")
+    if k and k ~= "" then kv[k:lower()] = v end
+  end
+  local ep = kv.endpoint
+  if not ep or not kv.sharedaccesskeyname or not kv.sharedaccesskey then
+    return nil, "INVALID: Service Bus connection string needs Endpoint, SharedAccessKeyName and SharedAccessKey",
+      "INVALID"
+  end
+  local host = ep:match("^%a[%w+.-]*://([^/]+)")
+  if not host then return nil, ("INVALID: Service Bus endpoint %q is not a URL"):format(ep), "INVALID" end
+  local scheme = (kv.usedevelopmentemulator or ""):lower() == "true" and "http" or "https"
+  return { endpoint = scheme .. "://" .. host, host = host, key_name = kv.sharedaccesskeyname,
+    key = kv.sharedaccesskey, entity_path = kv.entitypath }
+end
+
+--- A SAS token for `resource` (a URL), valid until `expiry` (Unix seconds): HMAC-SHA256 with the
+-- key's text over the URL-encoded resource, a newline and the expiry.
+function M.sas_token(resource, key_name, key, expiry)
+  local sr = url.escape(resource)
+  local sig = crypto.base64_encode(crypto.hmac("sha256", key, sr .. "\n" .. expiry))
+  return ("SharedAccessSignature sr=%s&sig=%s&se=%d&skn=%s"):format(sr, url.escape(sig), expiry,
+    url.escape(key_name))
+end
+
+local function settings(u, role, opts)
+  local q = {}
+  for k, v in pairs(u.query) do q[k] = v end
+  local known = role == "reader" and { subscription = true } or {}
+  local ok, err, code = rest.check_params("azuresb", q, known)
+  if not ok then return nil, err, code end
+  local getenv = opts.getenv or os.getenv
+  local cs
+  cs, err, code = M.parse_connection_string(opts.connection_string or getenv("SERVICEBUS_CONNECTION_STRING"))
+  if not cs then return nil, err, code end
+  local entity = url.unescape((u.host or "") .. (u.path or "")):gsub("^/+", ""):gsub("/+$", "")
+  if entity == "" then entity = cs.entity_path or "" end
+  if entity == "" then return nil, ("INVALID: %s: no topic or queue name"):format(u.raw), "INVALID" end
+  local path = "/" .. url.escape(entity, "/")
+  if q.subscription and q.subscription ~= "" then
+    path = path .. "/subscriptions/" .. url.escape(q.subscription)
+  end
+  local name = "azuresb://" .. entity .. (q.subscription and ("?subscription=" .. q.subscription) or "")
+  -- the SAS resource is the entity's URI as written (not percent-encoded)
+  local resource = cs.endpoint .. "/" .. entity .. (q.subscription and ("/subscriptions/" .. q.subscription) or "")
+  return { cs = cs, path = path, resource = resource, name = name, insecure = opts.insecure, ca_file = opts.ca_file,
+    now = opts.now or os.time }
+end
+
+local function auth_header(s, resource)
+  return M.sas_token(resource, s.cs.key_name, s.cs.key, s.now() + M.TOKEN_LIFETIME)
+end
+
+local function on_error(s, res)
+  local code = rest.code_for_status(res.status)
+  if res.status == 410 then code = "NOT_FOUND" end
+  local detail = (res.body or ""):match("<Detail>(.-)</Detail>") or (res.body or ""):sub(1, 200)
+  return ("%s: %s: HTTP %d%s"):format(code, s.name, res.status, detail ~= "" and (": " .. detail) or ""), code
+end
+
+-- One REST call to <endpoint><path>; returns the response (any 2xx) or nil, err, code.
+local function call(s, method, path, r)
+  r = r or {}
+  local target = s.cs.endpoint .. path
+  return rest.call({ deadline = r.deadline or 30, name = s.name }, function()
+    local headers = r.headers or {}
+    headers.authorization = auth_header(s, s.resource or (s.cs.endpoint .. s.path))
+    if r.body and not headers["content-type"] then headers["content-type"] = "application/octet-stream" end
+    return { method = method, url = target .. (r.query and ("?" .. r.query) or ""), headers = headers,
+      body = r.body or (method ~= "GET" and method ~= "DELETE" and "" or nil), timeout = r.timeout or 30,
+      insecure = s.insecure, ca_file = s.ca_file, cancel = r.cancel }
+  end, function(res) return on_error(s, res) end)
+end
+M.call = call
+
+---------------------------------------------------------------------------------------------
+-- writer
+
+local Writer = {}
+Writer.__index = Writer
+
+local function envelope_id(body)
+  return body:match('"id"%s*:%s*"([^"]+)"')
+end
+
+function Writer:publish(body, opts)
+  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  local props = {}
+  local key = opts and opts.key
+  if key and key ~= "" then props.PartitionKey = key end
+  local id = (opts and opts.id) or envelope_id(body)
+  if id then props.MessageId = id end
+  local res, err, code = call(self.s, "POST", self.s.path .. "/messages", {
+    body = body, headers = { ["content-type"] = "application/json", brokerproperties = cjson.encode(props) },
+  })
+  if not res then
+    self.stats:inc("failed")
+    return nil, err, code
+  end
+  self.stats:inc("published")
+  return true
+end
+
+local function entity_health(s)
+  local res, err, code = call(s, "GET", s.path, { deadline = 10 })
+  if not res then return nil, err, code end
+  return true
+end
+
+function Writer:health()
+  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  return entity_health(self.s)
+end
+
+function Writer:close()
+  self.closed = true
+  return true
+end
+
+function M.writer(u, opts)
+  local s, err, code = settings(u, "writer", opts)
+  if not s then return nil, err, code end
+  return setmetatable({ name = s.name, s = s, stats = stats.new("azuresb", "writer") }, Writer)
+end
+
+---------------------------------------------------------------------------------------------
+-- reader
+
+local Reader = {}
+Reader.__index = Reader
+local Msg = {}
+Msg.__index = Msg
+
+-- A call on a locked message (its Location): DELETE completes, PUT abandons, POST renews.
+function Reader:lock_call(m, method)
+  local res, err, code = call(self.s, method, m.location)
+  if not res then return nil, err, code end
+  return true
+end
+
+function Reader:settle(m)
+  if m.keepalive then m.keepalive() end
+  m.settled = true
+  self.held[m] = nil
+  if m.handed_out then
+    self.inflight = self.inflight - 1
+    if self.settled_ev then self.settled_ev.set() end
+  end
+end
+
+function Msg:ack()
+  if self.settled then return true end
+  local r = self.reader
+  r:settle(self)
+  local ok, err, code = r:lock_call(self, "DELETE") -- complete
+  if not ok then
+    r.inbox.stats:inc("ack_failed")
+    return nil, err, code
+  end
+  r.inbox.stats:inc("acked")
+  return true
+end
+
+function Msg:extend()
+  if self.settled then return true end
+  return self.reader:lock_call(self, "POST") -- renew lock
+end
+
+function Msg:nack(delay)
+  if self.settled then return true end
+  local r = self.reader
+  r.inbox.stats:inc("nacked")
+  if self.attempt >= r.max_attempts then
+    -- abandoned at once: Service Bus dead-letters it past the entity's MaxDeliveryCount
+    r.inbox.stats:inc("dead_lettered")
+    log.warn("servicebus: message keeps failing; abandoning it without delay so Service Bus dead-letters it",
+      "reader", r.name, "id", self.id, "attempt", self.attempt)
+    delay = 0
+  end
+  delay = delay or inbox_mod.backoff(self.attempt)
+  self.handed_back = true
+  if self.handed_out then
+    self.handed_out = false
+    r.inflight = r.inflight - 1
+    if r.settled_ev then r.settled_ev.set() end
+  end
+  if delay <= 0 then
+    r:settle(self)
+    return r:lock_call(self, "PUT") -- abandon (unlock)
+  end
+  -- keep the lock (renewed by the keepalive) for the delay, then abandon: redelivery after it
+  r.inbox:later(delay * 1000, function()
+    if self.settled then return end
+    r:settle(self)
+    local ok, err = r:lock_call(self, "PUT")
+    if not ok then log.warn("servicebus: abandoning a message failed", "reader", r.name, "error", err) end
+  end)
+  return true
+end
+
+function Reader:on_message(res)
+  local props = cjson.decode(res.headers.brokerproperties or "{}") or {}
+  local location = res.headers.location or ""
+  local loc_path = location:match("^%a[%w+.-]*://[^/]+(/.*)$") or location
+  local m = setmetatable({
+    body = res.body or "", key = props.PartitionKey, id = props.MessageId or tostring(props.SequenceNumber),
+    attempt = tonumber(props.DeliveryCount) or 1, location = loc_path, reader = self,
+  }, Msg)
+  if m.attempt > 1 then self.inbox.stats:inc("redelivered") end
+  self.held[m] = true
+  -- renew at half the lock the entity gave (LockedUntilUtc), or of lock_duration
+  local interval = self.lock_ms / 2
+  local until_s = props.LockedUntilUtc and utc.parse_http_date(props.LockedUntilUtc)
+  if until_s and until_s > os.time() then interval = math.min(interval, (until_s - os.time()) * 1000 / 2) end
+  m.keepalive = self.inbox:keepalive(interval, self.max_extension_ms, function()
+    if m.settled then return true end
+    return self:lock_call(m, "POST")
+  end)
+  self.inbox:push(m)
+end
+
+function Reader:fetch_loop()
+  local failures = 0
+  while not self.closed do
+    if self.inbox:size() >= self.max_buffered then
+      self.room = async.event()
+      self.room.wait(1000)
+    else
+      local res, err = call(self.s, "POST", self.s.path .. "/messages/head", {
+        query = "timeout=" .. M.POLL_SECONDS, timeout = M.POLL_SECONDS + 15, cancel = self.cancel,
+      })
+      if self.closed then
+        -- a message locked for a reader that is closing goes straight back
+        if res and res.status == 201 then
+          self:on_message(res)
+        end
+        break
+      end
+      if not res then
+        failures = failures + 1
+        self.last_error = err
+        if failures == 1 then log.warn("servicebus: receiving failed; retrying", "reader", self.name, "error", err) end
+        async.sleep(math.floor(inbox_mod.backoff(failures, 0.5, 10) * 1000))
+      else
+        failures, self.last_error = 0, nil
+        if res.status == 201 or res.status == 200 then self:on_message(res) end
+      end
+    end
+  end
+end
+
+function Reader:receive()
+  local m, err, code = self.inbox:receive()
+  if not m then return nil, err, code end
+  m.settled, m.handed_out = false, true
+  self.inflight = self.inflight + 1
+  if self.room then self.room.set() end
+  return m
+end
+
+function Reader:health()
+  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  return entity_health(self.s)
+end
+
+function Reader:stats()
+  return self.inbox.stats:snapshot()
+end
+
+--- Stops receiving, waits (bounded) for messages in flight and abandons what it still holds, so
+-- other readers get it at once.
+function Reader:close()
+  if self.closed then return true end
+  self.closed = true
+  self.cancel:cancel("the reader is closed")
+  self.inbox:close("CLOSED: the reader is closed")
+  if coroutine.isyieldable() then
+    local deadline = uv.now() + self.close_timeout_ms
+    while self.inflight > 0 and uv.now() < deadline do
+      self.settled_ev = async.event()
+      self.settled_ev.wait(math.max(1, deadline - uv.now()))
+    end
+    local held = {}
+    for m in pairs(self.held) do held[#held + 1] = m end
+    for _, m in ipairs(held) do
+      if not m.settled then
+        self:settle(m)
+        self:lock_call(m, "PUT")
+      end
+    end
+  end
+  return true
+end
+
+function M.reader(u, opts)
+  local s, err, code = settings(u, "reader", opts)
+  if not s then return nil, err, code end
+  local r = setmetatable({
+    name = s.name, s = s, inflight = 0, held = {},
+    max_attempts = opts.max_attempts or 5,
+    max_buffered = opts.max_buffered or 4,
+    close_timeout_ms = (opts.close_timeout or 30) * 1000,
+    max_extension_ms = (opts.max_extension or 3600) * 1000,
+    -- renew at half the lock duration; Service Bus's default lock is 60 s, its smallest 5 s
+    lock_ms = (opts.lock_duration or 30) * 1000, cancel = http.canceler(),
+  }, Reader)
+  r.inbox = inbox_mod.new { bus = "azuresb", high = math.huge }
+  async.spawn(function() r:fetch_loop() end)
+  return r
+end
+
+return M

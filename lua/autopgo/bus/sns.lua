@@ -1,0 +1,95 @@
+-- AWS SNS event writer (query protocol over autopgo.http, SigV4), with gocloud.dev's URLs:
+--   awssns:///arn:aws:sns:us-east-2:123456789012:my-topic?region=us-east-2
+-- The ARN is the URL's host and path. The region comes from region=, else the ARN, else the AWS
+-- configuration; requests go to endpoint=, AWS_ENDPOINT_URL_SNS or AWS_ENDPOINT_URL when set, else
+-- https://sns.<region>.amazonaws.com. On a FIFO topic (.fifo) the app is the MessageGroupId and
+-- the envelope id the MessageDeduplicationId; the app also goes as the message attribute
+-- autopgo-key. SNS is write-only here: workers read an SQS queue subscribed to the topic
+-- (awssqs://..., raw delivery recommended; non-raw notifications are unwrapped).
+local crypto = require("autopgo.core").crypto
+local url = require "autopgo.url"
+local rest = require "autopgo.blob.rest"
+local awsquery = require "autopgo.bus.awsquery"
+local sqs = require "autopgo.bus.sqs"
+local stats = require "autopgo.bus.stats"
+
+local M = {}
+
+M.VERSION = "2010-03-31"
+
+local Writer = {}
+Writer.__index = Writer
+
+local function envelope_id(body)
+  return body:match('"id"%s*:%s*"([^"]+)"')
+end
+
+function Writer:publish(body, opts)
+  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  local params = { { "TopicArn", self.arn } }
+  local n = 0
+  local function attribute(name, value)
+    n = n + 1
+    params[#params + 1] = { ("MessageAttributes.entry.%d.Name"):format(n), name }
+    params[#params + 1] = { ("MessageAttributes.entry.%d.Value.DataType"):format(n), "String" }
+    params[#params + 1] = { ("MessageAttributes.entry.%d.Value.StringValue"):format(n), value }
+  end
+  if not utf8.len(body) then
+    body = crypto.base64_encode(body)
+    attribute("base64encoded", "true")
+  end
+  params[#params + 1] = { "Message", body }
+  local key = opts and opts.key
+  if key and key ~= "" then attribute(sqs.KEY_ATTRIBUTE, key) end
+  if self.fifo then
+    params[#params + 1] = { "MessageGroupId", (key and key ~= "") and key or "autopgo" }
+    local id = (opts and opts.id) or envelope_id(body) or crypto.hex(crypto.digest("sha256", body))
+    params[#params + 1] = { "MessageDeduplicationId", id:sub(1, 128) }
+  end
+  local doc, err, code = self.client:call("Publish", params)
+  if not doc then
+    self.stats:inc("failed")
+    return nil, err, code
+  end
+  self.stats:inc("published")
+  return true
+end
+
+function Writer:health()
+  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  local doc, err, code = self.client:call("GetTopicAttributes", { { "TopicArn", self.arn } }, { deadline = 10 })
+  if not doc then return nil, err, code end
+  return true
+end
+
+function Writer:close()
+  self.closed = true
+  return true
+end
+
+function M.writer(u, opts)
+  local q = {}
+  for k, v in pairs(u.query) do q[k] = v end
+  local ok, err, code = rest.check_params("awssns", q, awsquery.URL_OPTIONS)
+  if not ok then return nil, err, code end
+  local arn = url.unescape((u.host or "") .. (u.port and (":" .. u.port) or "") .. (u.path or "")):gsub("^/+", "")
+  local region_of_arn = arn:match("^arn:[^:]+:sns:([^:]+):")
+  if not region_of_arn then
+    return nil, ("INVALID: %s: want awssns:///arn:aws:sns:<region>:<account>:<topic>"):format(u.raw), "INVALID"
+  end
+  if not q.region or q.region == "" then q.region = region_of_arn end
+  local o
+  o, err, code = awsquery.options(q, opts, "AWS_ENDPOINT_URL_SNS")
+  if not o then return nil, err, code end
+  local client
+  client, err, code = awsquery.new {
+    service = "sns", version = M.VERSION, region = o.region, creds = o.creds,
+    endpoint = o.endpoint or awsquery.default_endpoint("sns", o.region, o.scheme, o.flags),
+    name = "awssns:///" .. arn, insecure = opts.insecure, ca_file = opts.ca_file,
+  }
+  if not client then return nil, err, code end
+  return setmetatable({ name = client.name, arn = arn, fifo = arn:match("%.fifo$") ~= nil, client = client,
+    stats = stats.new("awssns", "writer") }, Writer)
+end
+
+return M

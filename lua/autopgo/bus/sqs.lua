@@ -1,0 +1,353 @@
+-- AWS SQS event bus (query protocol over autopgo.http, SigV4), with gocloud.dev's URLs:
+--   awssqs://sqs.us-east-2.amazonaws.com/123456789012/my-queue?region=us-east-2   writer and reader
+-- The queue URL is https://<host><path> (http:// with disable_https=true or disableSSL=true);
+-- requests go to endpoint=..., AWS_ENDPOINT_URL_SQS or AWS_ENDPOINT_URL when set, else to the
+-- queue URL's host. Credentials and region come the way the AWS tools find them
+-- (autopgo.aws.credentials: env, shared files with profile=, web identity, ECS, IMDSv2).
+--
+-- On a FIFO queue (name ending in .fifo) the app is the MessageGroupId, so SQS hands out an
+-- app's events one at a time and in order, and the envelope id is the MessageDeduplicationId.
+-- The app also travels as the message attribute autopgo-key. Readers long-poll (20 s), keep the
+-- messages they hold invisible (ChangeMessageVisibility) while the work goes on, delete on ack
+-- and make a nacked message visible again after the delay. A message that keeps failing is left
+-- to the queue's redrive policy (its dead-letter queue) when it has one; without one it is
+-- logged and deleted after max_attempts. raw=true (readers): bodies are never SNS envelopes;
+-- otherwise an SNS notification (non-raw SNS delivery) is unwrapped as gocloud does.
+local uv = require "luv"
+local cjson = require "cjson.safe"
+local async = require "autopgo.async"
+local log = require "autopgo.log"
+local xml = require "autopgo.xml"
+local crypto = require("autopgo.core").crypto
+local http = require "autopgo.http"
+local rest = require "autopgo.blob.rest"
+local awsquery = require "autopgo.bus.awsquery"
+local inbox_mod = require "autopgo.bus.inbox"
+local stats = require "autopgo.bus.stats"
+
+local M = {}
+
+M.VERSION = "2012-11-05"
+M.KEY_ATTRIBUTE = "autopgo-key"
+M.WAIT_SECONDS = 20 -- long poll
+M.EMPTY_POLL_MS = 250 -- pause after an empty answer that came back at once (no long polling)
+
+local function settings(u, role, opts)
+  local q = {}
+  for k, v in pairs(u.query) do q[k] = v end
+  local known = {}
+  for k in pairs(awsquery.URL_OPTIONS) do known[k] = true end
+  if role == "reader" then known.raw = true end
+  local ok, err, code = rest.check_params("awssqs", q, known)
+  if not ok then return nil, err, code end
+  local raw
+  raw, err, code = rest.parse_bool("raw", q.raw)
+  if raw == nil then return nil, err, code end
+  local path = (u.path or ""):gsub("/+$", "")
+  if not u.host or u.host == "" or path == "" then
+    return nil, ("INVALID: %s: want awssqs://<host>/<account>/<queue>"):format(u.raw), "INVALID"
+  end
+  local o
+  o, err, code = awsquery.options(q, opts, "AWS_ENDPOINT_URL_SQS")
+  if not o then return nil, err, code end
+  local hostport = u.host .. (u.port and (":" .. u.port) or "")
+  local queue_url = ("%s://%s%s"):format(o.scheme, hostport, path)
+  local client
+  client, err, code = awsquery.new {
+    service = "sqs", version = M.VERSION, region = o.region, creds = o.creds,
+    endpoint = o.endpoint or ("%s://%s"):format(o.scheme, hostport),
+    name = "awssqs://" .. hostport .. path, insecure = opts.insecure, ca_file = opts.ca_file,
+  }
+  if not client then return nil, err, code end
+  return { queue_url = queue_url, fifo = path:match("%.fifo$") ~= nil, raw = raw, client = client,
+    name = client.name }
+end
+
+local function envelope_id(body)
+  return body:match('"id"%s*:%s*"([^"]+)"')
+end
+
+---------------------------------------------------------------------------------------------
+-- writer
+
+local Writer = {}
+Writer.__index = Writer
+
+--- The SendMessage parameters of a message (shared with awssns, whose attributes differ).
+function M.message_params(s, body, opts)
+  local params = { { "QueueUrl", s.queue_url } }
+  local n = 0
+  local function attribute(name, value)
+    n = n + 1
+    params[#params + 1] = { ("MessageAttribute.%d.Name"):format(n), name }
+    params[#params + 1] = { ("MessageAttribute.%d.Value.DataType"):format(n), "String" }
+    params[#params + 1] = { ("MessageAttribute.%d.Value.StringValue"):format(n), value }
+  end
+  if not utf8.len(body) then
+    -- SQS carries text only: non-UTF-8 bodies go as base64, flagged the way gocloud does
+    body = crypto.base64_encode(body)
+    attribute("base64encoded", "true")
+  end
+  params[#params + 1] = { "MessageBody", body }
+  local key = opts and opts.key
+  if key and key ~= "" then attribute(M.KEY_ATTRIBUTE, key) end
+  if s.fifo then
+    params[#params + 1] = { "MessageGroupId", (key and key ~= "") and key or "autopgo" }
+    local id = (opts and opts.id) or envelope_id(body) or crypto.hex(crypto.digest("sha256", body))
+    params[#params + 1] = { "MessageDeduplicationId", id:sub(1, 128) }
+  end
+  return params
+end
+
+function Writer:publish(body, opts)
+  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  local doc, err, code = self.s.client:call("SendMessage", M.message_params(self.s, body, opts))
+  if not doc then
+    self.stats:inc("failed")
+    return nil, err, code
+  end
+  self.stats:inc("published")
+  return true
+end
+
+local function queue_attributes(s, names)
+  local params = { { "QueueUrl", s.queue_url } }
+  for i, n in ipairs(names) do params[#params + 1] = { ("AttributeName.%d"):format(i), n } end
+  local doc, err, code = s.client:call("GetQueueAttributes", params, { deadline = 10 })
+  if not doc then return nil, err, code end
+  local out = {}
+  for _, a in ipairs(xml.children(xml.find(doc, "GetQueueAttributesResult"), "Attribute")) do
+    out[xml.find_text(a, "Name")] = xml.find_text(a, "Value")
+  end
+  return out
+end
+
+function Writer:health()
+  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  local attrs, err, code = queue_attributes(self.s, { "QueueArn" })
+  if not attrs then return nil, err, code end
+  return true
+end
+
+function Writer:close()
+  self.closed = true
+  return true
+end
+
+function M.writer(u, opts)
+  local s, err, code = settings(u, "writer", opts)
+  if not s then return nil, err, code end
+  return setmetatable({ name = s.name, s = s, stats = stats.new("awssqs", "writer") }, Writer)
+end
+
+---------------------------------------------------------------------------------------------
+-- reader
+
+local Reader = {}
+Reader.__index = Reader
+local Msg = {}
+Msg.__index = Msg
+
+function Reader:change_visibility(m, seconds)
+  seconds = math.max(0, math.min(43200, math.floor(seconds + 0.5)))
+  local doc, err, code = self.s.client:call("ChangeMessageVisibility", {
+    { "QueueUrl", self.s.queue_url }, { "ReceiptHandle", m.receipt }, { "VisibilityTimeout", seconds },
+  })
+  if not doc then return nil, err, code end
+  return true
+end
+
+function Reader:settle(m)
+  if m.keepalive then m.keepalive() end
+  m.settled = true
+  self.held[m] = nil
+  if m.handed_out then
+    self.inflight = self.inflight - 1
+    if self.settled_ev then self.settled_ev.set() end
+  end
+end
+
+function Msg:ack()
+  if self.settled then return true end
+  local r = self.reader
+  r:settle(self)
+  local doc, err, code = r.s.client:call("DeleteMessage", {
+    { "QueueUrl", r.s.queue_url }, { "ReceiptHandle", self.receipt },
+  })
+  if not doc then
+    r.inbox.stats:inc("ack_failed")
+    return nil, err, code
+  end
+  r.inbox.stats:inc("acked")
+  return true
+end
+
+function Msg:extend(seconds)
+  if self.settled then return true end
+  return self.reader:change_visibility(self, seconds or self.reader.visibility)
+end
+
+function Msg:nack(delay)
+  if self.settled then return true end
+  local r = self.reader
+  r.inbox.stats:inc("nacked")
+  if self.attempt >= r.max_attempts and not r.redrive then
+    r.inbox.stats:inc("dead_lettered")
+    inbox_mod.log_given_up("sqs: message keeps failing and the queue has no dead-letter queue (redrive policy);"
+      .. " deleting it", r.name, self, ("failed %d times"):format(self.attempt))
+    self.settled = false
+    return self:ack()
+  end
+  -- with a redrive policy SQS moves it to the dead-letter queue after maxReceiveCount receives
+  r:settle(self)
+  return r:change_visibility(self, delay or inbox_mod.backoff(self.attempt))
+end
+
+-- The body of an SQS message, unwrapping an SNS notification when it is one.
+local function body_of(r, m)
+  local body, attrs = m.body, m.attrs
+  if not r.s.raw and not next(attrs) and body:sub(1, 1) == "{" then
+    local doc = cjson.decode(body)
+    if type(doc) == "table" and type(doc.TopicArn) == "string" and doc.TopicArn ~= ""
+        and type(doc.Message) == "string" then
+      body = doc.Message
+      attrs = {}
+      if type(doc.MessageAttributes) == "table" then
+        for k, v in pairs(doc.MessageAttributes) do
+          if type(v) == "table" then attrs[k] = v.Value end
+        end
+      end
+    end
+  end
+  if attrs.base64encoded == "true" then
+    local decoded = crypto.base64_decode(body)
+    if decoded then body = decoded end
+  end
+  return body, attrs
+end
+
+function Reader:fetch_loop()
+  local failures = 0
+  while not self.closed do
+    if self.inbox:size() >= self.max_buffered then
+      self.room = async.event()
+      self.room.wait(1000)
+    else
+      local want = math.min(10, self.max_buffered - self.inbox:size())
+      local started = uv.now()
+      local doc, err = self.s.client:call("ReceiveMessage", {
+        { "QueueUrl", self.s.queue_url }, { "MaxNumberOfMessages", want }, { "WaitTimeSeconds", M.WAIT_SECONDS },
+        { "AttributeName.1", "All" }, { "MessageAttributeName.1", "All" },
+      }, { timeout = M.WAIT_SECONDS + 10, cancel = self.cancel })
+      if self.closed then break end
+      if not doc then
+        failures = failures + 1
+        self.last_error = err
+        if failures == 1 then log.warn("sqs: receiving failed; retrying", "reader", self.name, "error", err) end
+        async.sleep(math.floor(inbox_mod.backoff(failures, 0.5, 10) * 1000))
+      else
+        failures, self.last_error = 0, nil
+        local list = xml.children(xml.find(doc, "ReceiveMessageResult"), "Message")
+        for _, el in ipairs(list) do self:on_message(el) end
+        if #list == 0 and uv.now() - started < 1000 then async.sleep(M.EMPTY_POLL_MS) end
+      end
+    end
+  end
+  self.fetch_done.set()
+end
+
+function Reader:on_message(el)
+  local attrs, mattrs = {}, {}
+  for _, a in ipairs(xml.children(el, "Attribute")) do attrs[xml.find_text(a, "Name")] = xml.find_text(a, "Value") end
+  for _, a in ipairs(xml.children(el, "MessageAttribute")) do
+    mattrs[xml.find_text(a, "Name")] = xml.find_text(a, "Value/StringValue")
+  end
+  local m = setmetatable({
+    id = xml.find_text(el, "MessageId"), receipt = xml.find_text(el, "ReceiptHandle"),
+    body = xml.find_text(el, "Body") or "", attrs = mattrs, reader = self,
+    attempt = tonumber(attrs.ApproximateReceiveCount) or 1,
+  }, Msg)
+  m.body, m.attrs = body_of(self, m)
+  m.key = attrs.MessageGroupId or m.attrs[M.KEY_ATTRIBUTE]
+  if m.attempt > 1 then self.inbox.stats:inc("redelivered") end
+  self.held[m] = true
+  -- invisible while it waits here and while it is handled
+  m.keepalive = self.inbox:keepalive(self.visibility * 1000 / 2, self.max_extension_ms, function()
+    if m.settled then return true end
+    return self:change_visibility(m, self.visibility)
+  end)
+  self.inbox:push(m)
+end
+
+function Reader:receive()
+  local m, err, code = self.inbox:receive()
+  if not m then return nil, err, code end
+  m.settled, m.handed_out = false, true
+  self.inflight = self.inflight + 1
+  if self.room then self.room.set() end
+  return m
+end
+
+function Reader:health()
+  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  local attrs, err, code = queue_attributes(self.s, { "QueueArn" })
+  if not attrs then return nil, err, code end
+  return true
+end
+
+function Reader:stats()
+  return self.inbox.stats:snapshot()
+end
+
+--- Stops polling, waits (bounded) for messages in flight and makes every message it still holds
+-- visible again, so other readers get them at once.
+function Reader:close()
+  if self.closed then return true end
+  self.closed = true
+  self.cancel:cancel("the reader is closed")
+  local queued = {}
+  self.inbox:remove_if(function(m) queued[#queued + 1] = m return true end)
+  self.inbox:close("CLOSED: the reader is closed")
+  if coroutine.isyieldable() then
+    local deadline = uv.now() + self.close_timeout_ms
+    while self.inflight > 0 and uv.now() < deadline do
+      self.settled_ev = async.event()
+      self.settled_ev.wait(math.max(1, deadline - uv.now()))
+    end
+    for m in pairs(self.held) do queued[#queued + 1] = m end
+    for _, m in ipairs(queued) do
+      if not m.settled then
+        m.settled = true
+        self:change_visibility(m, 0)
+      end
+    end
+  end
+  return true
+end
+
+function M.reader(u, opts)
+  local s, err, code = settings(u, "reader", opts)
+  if not s then return nil, err, code end
+  local r = setmetatable({
+    name = s.name, s = s, inflight = 0, held = {},
+    max_attempts = opts.max_attempts or 5,
+    max_buffered = opts.max_buffered or 10,
+    close_timeout_ms = (opts.close_timeout or 30) * 1000,
+    max_extension_ms = (opts.max_extension or 3600) * 1000,
+    visibility = 30, cancel = http.canceler(), fetch_done = async.event(),
+  }, Reader)
+  r.inbox = inbox_mod.new { bus = "awssqs", high = math.huge }
+  async.spawn(function()
+    -- the queue's visibility timeout sets how often held messages are extended; its redrive
+    -- policy says whether SQS dead-letters by itself
+    local attrs = queue_attributes(s, { "VisibilityTimeout", "RedrivePolicy" })
+    if attrs then
+      r.visibility = math.max(2, tonumber(attrs.VisibilityTimeout) or 30)
+      r.redrive = attrs.RedrivePolicy ~= nil and attrs.RedrivePolicy ~= ""
+    end
+    r:fetch_loop()
+  end)
+  return r
+end
+
+return M
