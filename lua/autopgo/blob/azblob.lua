@@ -14,7 +14,8 @@ local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local xml = require "autopgo.xml"
 local crypto = require("autopgo.core").crypto
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
+local blobrest = require "autopgo.blob.rest"
 local keys = require "autopgo.blob.keys"
 local sharedkey = require "autopgo.azure.sharedkey"
 local sas = require "autopgo.azure.sas"
@@ -59,7 +60,7 @@ function M.open(u, opts)
   opts = opts or {}
   local q = {}
   for k, v in pairs(u.query) do q[k] = v end
-  local prefix = rest.take_prefix(q)
+  local prefix = blobrest.take_prefix(q)
   local ok, err, code = rest.check_params("azblob", q, KNOWN)
   if not ok then return nil, err, code end
   local container = u.host
@@ -219,11 +220,11 @@ local function body_fields(src, shared, offset, length, used, last_err)
   if src.kind == "path" and offset == 0 and length == src.size then return { body_path = src.path } end
   local reader
   if src.kind == "path" then
-    reader = rest.reader(src)
+    reader = blobrest.reader(src)
     reader.offset = offset
   else
     if used.value then
-      return rest.not_replayable(last_err)
+      return blobrest.not_replayable(last_err)
     end
     used.value = true
     reader = shared
@@ -249,7 +250,7 @@ function Store:send(what, method, okey, query, headers, src, shared, offset, len
     for k, v in pairs(headers) do h[k] = v end
     return self:request({ method = method, key = okey, query = query, headers = h, body = f.body,
       body_path = f.body_path, body_producer = f.body_producer, body_length = f.body_length or length,
-      timeout = rest.transfer_timeout(length) })
+      timeout = blobrest.transfer_timeout(length) })
   end)
   for _, r in ipairs(readers) do r:close() end
   return res, err, code
@@ -258,13 +259,13 @@ end
 --- store:put(key, body, opts) -> { etag, size }
 function Store:put(key, body, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local src
-  src, err, code = rest.source(body)
+  src, err, code = blobrest.source(body)
   if not src then return nil, err, code end
   local okey = self:object_key(key)
-  local shared = src.kind == "producer" and rest.reader(src) or nil
+  local shared = src.kind == "producer" and blobrest.reader(src) or nil
   local ctype = opts.content_type or "application/octet-stream"
   local res
   if src.size <= self.block_size then
@@ -308,7 +309,7 @@ end
 -- download that breaks off resumes where it stopped (Range, If-Match the same ETag).
 function Store:get(key, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
@@ -331,7 +332,7 @@ end
 
 --- store:stat(key) -> { etag, size, last_modified }
 function Store:stat(key)
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
@@ -344,7 +345,7 @@ end
 
 --- store:delete(key) -> true (NOT_FOUND when absent)
 function Store:delete(key)
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
@@ -391,14 +392,14 @@ function Store:list(prefix, opts)
     marker = xml.find_text(doc, "NextMarker")
     if marker == "" then marker = nil end
   until not marker
-  return rest.sort_entries(entries)
+  return blobrest.sort_entries(entries)
 end
 
 --- store:health() -> true | nil, err, code (Get Container Properties)
 function Store:health()
   local res, err, code = self:call("health check", function()
-    return self:request({ method = "GET", query = { { "restype", "container" } }, timeout = rest.HEALTH_DEADLINE })
-  end, rest.HEALTH_DEADLINE)
+    return self:request({ method = "GET", query = { { "restype", "container" } }, timeout = blobrest.HEALTH_DEADLINE })
+  end, blobrest.HEALTH_DEADLINE)
   if not res then return nil, err, code end
   return true
 end

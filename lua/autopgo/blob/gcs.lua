@@ -10,7 +10,8 @@
 local cjson = require "cjson.safe"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
+local blobrest = require "autopgo.blob.rest"
 local keys = require "autopgo.blob.keys"
 local auth = require "autopgo.gcp.auth"
 
@@ -32,7 +33,7 @@ function M.open(u, opts)
   opts = opts or {}
   local q = {}
   for k, v in pairs(u.query) do q[k] = v end
-  local prefix = rest.take_prefix(q)
+  local prefix = blobrest.take_prefix(q)
   local ok, err, code = rest.check_params("gs", q, KNOWN)
   if not ok then return nil, err, code end
   local bucket = u.host
@@ -128,10 +129,10 @@ end
 --- store:put(key, body, opts) -> { etag = generation, size }
 function Store:put(key, body, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local src
-  src, err, code = rest.source(body)
+  src, err, code = blobrest.source(body)
   if not src then return nil, err, code end
   local okey = self:object_key(key)
   local query = { { "uploadType", "media" }, { "name", okey } }
@@ -144,20 +145,20 @@ function Store:put(key, body, opts)
     end
     query[#query + 1] = { "ifGenerationMatch", tostring(opts.if_match) }
   end
-  local shared = src.kind == "producer" and rest.reader(src) or nil
+  local shared = src.kind == "producer" and blobrest.reader(src) or nil
   local used = false
   local res
   res, err, code = self:call("put " .. key, function(_, _, last_err)
     local r = { method = "POST", path = ("/upload/storage/v1/b/%s/o"):format(url.escape(self.bucket)), query = query,
       headers = { ["content-type"] = opts.content_type or "application/octet-stream" },
-      timeout = rest.transfer_timeout(src.size) }
+      timeout = blobrest.transfer_timeout(src.size) }
     if src.kind == "string" then
       r.body = src.data
     elseif src.kind == "path" then
       r.body_path = src.path
     else
       if used then
-        return rest.not_replayable(last_err)
+        return blobrest.not_replayable(last_err)
       end
       used = true
       local left = src.size
@@ -183,7 +184,7 @@ end
 
 --- store:stat(key) -> { etag = generation, size, last_modified }
 function Store:stat(key)
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
@@ -200,7 +201,7 @@ end
 -- A streamed download that breaks off resumes where it stopped (Range, the same generation).
 function Store:get(key, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
@@ -244,7 +245,7 @@ end
 
 --- store:delete(key) -> true (NOT_FOUND when absent)
 function Store:delete(key)
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
@@ -281,15 +282,15 @@ function Store:list(prefix, opts)
     end
     token = type(doc.nextPageToken) == "string" and doc.nextPageToken ~= "" and doc.nextPageToken or nil
   until not token
-  return rest.sort_entries(entries)
+  return blobrest.sort_entries(entries)
 end
 
 --- store:health() -> true | nil, err, code (a one-item list of the bucket)
 function Store:health()
   local res, err, code = self:call("health check", function()
     return self:request({ method = "GET", path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)),
-      query = { { "maxResults", "1" } }, timeout = rest.HEALTH_DEADLINE })
-  end, rest.HEALTH_DEADLINE)
+      query = { { "maxResults", "1" } }, timeout = blobrest.HEALTH_DEADLINE })
+  end, blobrest.HEALTH_DEADLINE)
   if not res then
     if code == "NOT_FOUND" then
       return nil, ("NOT_FOUND: %s: bucket %s does not exist"):format(self.name, self.bucket), "NOT_FOUND"

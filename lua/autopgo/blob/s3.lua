@@ -15,7 +15,8 @@ local async = require "autopgo.async"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local xml = require "autopgo.xml"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
+local blobrest = require "autopgo.blob.rest"
 local keys = require "autopgo.blob.keys"
 local sigv4 = require "autopgo.aws.sigv4"
 local credentials = require "autopgo.aws.credentials"
@@ -84,7 +85,7 @@ function M.open(u, opts)
   opts = opts or {}
   local q = {}
   for k, v in pairs(u.query) do q[k] = v end
-  local prefix = rest.take_prefix(q)
+  local prefix = blobrest.take_prefix(q)
   local ok, err, code = rest.check_params("s3", q, KNOWN)
   if not ok then return nil, err, code end
   local bucket = u.host
@@ -237,7 +238,7 @@ local function piece_of(src, shared, offset, length)
   end
   if src.kind == "path" then
     return { size = length, open = function()
-      local r = rest.reader(src)
+      local r = blobrest.reader(src)
       r.offset = offset
       return r
     end }
@@ -245,7 +246,7 @@ local function piece_of(src, shared, offset, length)
   local used = false
   return { size = length, open = function(last_err)
     if used then
-      return rest.not_replayable(last_err)
+      return blobrest.not_replayable(last_err)
     end
     used = true
     return shared
@@ -258,7 +259,7 @@ function Store:send_piece(what, okey, query, headers, piece)
   local res, err, code = self:call(what, function(_, _, last_err)
     local h = {}
     for k, v in pairs(headers) do h[k] = v end
-    local timeout = rest.transfer_timeout(piece.size)
+    local timeout = blobrest.transfer_timeout(piece.size)
     if piece.data then
       return self:request({ method = "PUT", key = okey, query = query, headers = h, body = piece.data,
         payload_hash = sigv4.sha256_hex(piece.data), timeout = timeout })
@@ -304,10 +305,10 @@ local function put_single(self, key, src, opts, okey)
     if not digest then return nil, err, code end
     res, err, code = self:call("put " .. key, function()
       return self:request({ method = "PUT", key = okey, headers = headers, body_path = src.path,
-        payload_hash = crypto.hex(digest), timeout = rest.transfer_timeout(src.size) })
+        payload_hash = crypto.hex(digest), timeout = blobrest.transfer_timeout(src.size) })
     end)
   else
-    local shared = src.kind == "producer" and rest.reader(src) or nil
+    local shared = src.kind == "producer" and blobrest.reader(src) or nil
     res, err, code = self:send_piece("put " .. key, okey, nil, headers, piece_of(src, shared, 0, src.size))
   end
   if not res then return nil, err, code end
@@ -357,7 +358,7 @@ local function put_multipart(self, key, src, opts, okey)
       return self:request({ method = "DELETE", key = okey, query = { { "uploadId", upload_id } } })
     end)
   end
-  local shared = src.kind == "producer" and rest.reader(src) or nil
+  local shared = src.kind == "producer" and blobrest.reader(src) or nil
   local parts, sent, n = {}, 0, 0
   while sent < src.size do
     n = n + 1
@@ -408,10 +409,10 @@ end
 --- store:put(key, body, opts) -> { etag, size }
 function Store:put(key, body, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local src
-  src, err, code = rest.source(body)
+  src, err, code = blobrest.source(body)
   if not src then return nil, err, code end
   local okey = self:object_key(key)
   -- A conditional write goes up as one (streamed) PUT, where every S3 server checks the
@@ -434,7 +435,7 @@ end
 -- download that breaks off resumes where it stopped (Range, If-Match the same ETag).
 function Store:get(key, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
@@ -460,7 +461,7 @@ end
 
 --- store:stat(key) -> { etag, size, last_modified }
 function Store:stat(key)
-  local ok, err, code = rest.check_key(key)
+  local ok, err, code = blobrest.check_key(key)
   if not ok then return nil, err, code end
   local okey = self:object_key(key)
   local res
@@ -515,15 +516,15 @@ function Store:list(prefix, opts)
       return nil, ("INVALID: %s: a truncated list without NextContinuationToken"):format(self.name), "INVALID"
     end
   until not token
-  return rest.sort_entries(entries)
+  return blobrest.sort_entries(entries)
 end
 
 --- store:health() -> true | nil, err, code (a one-key list of the bucket, whose errors say why)
 function Store:health()
   local res, err, code = self:call("health check", function()
     return self:request({ method = "GET", key = "", query = { { "list-type", "2" }, { "max-keys", "1" } },
-      timeout = rest.HEALTH_DEADLINE })
-  end, rest.HEALTH_DEADLINE)
+      timeout = blobrest.HEALTH_DEADLINE })
+  end, blobrest.HEALTH_DEADLINE)
   if not res then return nil, err, code end
   return true
 end

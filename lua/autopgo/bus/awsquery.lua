@@ -1,6 +1,6 @@
 -- AWS query-protocol calls for the SQS and SNS buses: a form-encoded POST with Action and
 -- Version, SigV4-signed with credentials found the AWS way (autopgo.aws.credentials), an XML
--- answer; throttling and 5xx are retried with jittered backoff (autopgo.blob.rest.call). Also
+-- answer; throttling and 5xx are retried with jittered backoff (autopgo.rest.call). Also
 -- the gocloud.dev URL options the two share (region, endpoint, profile, disable_https, ...).
 --
 --   local client = awsquery.new { service = "sqs", version = "2012-11-05", endpoint = ep,
@@ -8,7 +8,7 @@
 --   local doc, err, code = client:call("ReceiveMessage", { { "QueueUrl", q }, ... }, { timeout = 30 })
 local url = require "autopgo.url"
 local xml = require "autopgo.xml"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
 local sigv4 = require "autopgo.aws.sigv4"
 local credentials = require "autopgo.aws.credentials"
 

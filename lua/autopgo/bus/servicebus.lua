@@ -23,7 +23,7 @@ local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local crypto = require("autopgo.core").crypto
 local http = require "autopgo.http"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
 local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
 

@@ -8,7 +8,7 @@
 -- (awssqs://..., raw delivery recommended; non-raw notifications are unwrapped).
 local crypto = require("autopgo.core").crypto
 local url = require "autopgo.url"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
 local awsquery = require "autopgo.bus.awsquery"
 local sqs = require "autopgo.bus.sqs"
 local stats = require "autopgo.bus.stats"
