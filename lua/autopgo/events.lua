@@ -40,6 +40,11 @@ end
 --- Parses an envelope's RFC 3339 timestamp into Unix seconds, or nil, "INVALID: ...", "INVALID".
 M.parse_time = utc.parse_rfc3339
 
+--- The id of an envelope's JSON text without decoding it (buses use it to deduplicate), or nil.
+function M.id_of(text)
+  return text:match('"id"%s*:%s*"([^"]+)"')
+end
+
 local function encode_payload(kind, payload)
   local fields = M.fields[kind]
   if not fields then return payload end

@@ -8,6 +8,7 @@
 -- (awssqs://..., raw delivery recommended; non-raw notifications are unwrapped).
 local crypto = require("autopgo.core").crypto
 local url = require "autopgo.url"
+local events = require "autopgo.events"
 local rest = require "autopgo.rest"
 local awsquery = require "autopgo.bus.awsquery"
 local sqs = require "autopgo.bus.sqs"
@@ -19,10 +20,6 @@ M.VERSION = "2010-03-31"
 
 local Writer = {}
 Writer.__index = Writer
-
-local function envelope_id(body)
-  return body:match('"id"%s*:%s*"([^"]+)"')
-end
 
 function Writer:publish(body, opts)
   if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
@@ -43,16 +40,10 @@ function Writer:publish(body, opts)
   if key and key ~= "" then attribute(sqs.KEY_ATTRIBUTE, key) end
   if self.fifo then
     params[#params + 1] = { "MessageGroupId", (key and key ~= "") and key or "autopgo" }
-    local id = (opts and opts.id) or envelope_id(body) or crypto.hex(crypto.digest("sha256", body))
+    local id = (opts and opts.id) or events.id_of(body) or crypto.hex(crypto.digest("sha256", body))
     params[#params + 1] = { "MessageDeduplicationId", id:sub(1, 128) }
   end
-  local doc, err, code = self.client:call("Publish", params)
-  if not doc then
-    self.stats:inc("failed")
-    return nil, err, code
-  end
-  self.stats:inc("published")
-  return true
+  return self.stats:count_publish(self.client:call("Publish", params))
 end
 
 function Writer:health()

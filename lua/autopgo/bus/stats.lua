@@ -39,6 +39,27 @@ function Stats:inc(outcome, n)
   self._metric:inc({ bus = self._bus, outcome = outcome }, n)
 end
 
+--- Counts a publish's outcome (ok: it went out) and passes it on: true, or nil, err, code.
+function Stats:count_publish(ok, err, code)
+  if not ok then
+    self:inc("failed")
+    return nil, err, code
+  end
+  self:inc("published")
+  return true
+end
+
+--- Counts an acknowledgement's outcome (ok: the bus took it) and passes it on: true, or nil,
+-- err, code.
+function Stats:count_ack(ok, err, code)
+  if not ok then
+    self:inc("ack_failed")
+    return nil, err, code
+  end
+  self:inc("acked")
+  return true
+end
+
 --- A plain table of this reader's or writer's counts.
 function Stats:snapshot()
   local out = {}
