@@ -16,7 +16,6 @@
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
-local events = require "autopgo.events"
 local xml = require "autopgo.xml"
 local crypto = require("autopgo.core").crypto
 local http = require "autopgo.http"
@@ -28,7 +27,6 @@ local stats = require "autopgo.bus.stats"
 local M = {}
 
 M.VERSION = "2012-11-05"
-M.KEY_ATTRIBUTE = "autopgo-key"
 M.WAIT_SECONDS = 20 -- long poll
 M.EMPTY_POLL_MS = 250 -- pause after an empty answer that came back at once (no long polling)
 
@@ -69,35 +67,11 @@ end
 local Writer = {}
 Writer.__index = Writer
 
---- The SendMessage parameters of a message (shared with awssns, whose attributes differ).
-function M.message_params(s, body, opts)
-  local params = { { "QueueUrl", s.queue_url } }
-  local n = 0
-  local function attribute(name, value)
-    n = n + 1
-    params[#params + 1] = { ("MessageAttribute.%d.Name"):format(n), name }
-    params[#params + 1] = { ("MessageAttribute.%d.Value.DataType"):format(n), "String" }
-    params[#params + 1] = { ("MessageAttribute.%d.Value.StringValue"):format(n), value }
-  end
-  if not utf8.len(body) then
-    -- SQS carries text only: non-UTF-8 bodies go as base64, flagged the way gocloud does
-    body = crypto.base64_encode(body)
-    attribute("base64encoded", "true")
-  end
-  params[#params + 1] = { "MessageBody", body }
-  local key = opts and opts.key
-  if key and key ~= "" then attribute(M.KEY_ATTRIBUTE, key) end
-  if s.fifo then
-    params[#params + 1] = { "MessageGroupId", (key and key ~= "") and key or "autopgo" }
-    local id = (opts and opts.id) or events.id_of(body) or crypto.hex(crypto.digest("sha256", body))
-    params[#params + 1] = { "MessageDeduplicationId", id:sub(1, 128) }
-  end
-  return params
-end
-
 function Writer:publish(body, opts)
   if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
-  return self.stats:count_publish(self.s.client:call("SendMessage", M.message_params(self.s, body, opts)))
+  local params = awsquery.message_params({ target = { "QueueUrl", self.s.queue_url }, body = "MessageBody",
+    attribute = "MessageAttribute.%d" }, self.s.fifo, body, opts)
+  return self.stats:count_publish(self.s.client:call("SendMessage", params))
 end
 
 local function queue_attributes(s, names)
@@ -228,7 +202,7 @@ function Reader:on_message(el)
     attempt = tonumber(attrs.ApproximateReceiveCount) or 1,
   }, Msg)
   m.body, m.attrs = body_of(self, m)
-  m.key = attrs.MessageGroupId or m.attrs[M.KEY_ATTRIBUTE]
+  m.key = attrs.MessageGroupId or m.attrs[awsquery.KEY_ATTRIBUTE]
   -- invisible while it waits here and while it is handled
   self:hold(m, self.visibility * 1000 / 2, function() return self:change_visibility(m, self.visibility) end)
 end
