@@ -88,15 +88,17 @@ local function merge(inputs, opts)
   return out, extra
 end
 
--- A per-app mutex inside this process: concurrent handlers of one app would only race each other.
-function Worker:lock(app)
+-- Runs fn() holding a per-app mutex inside this process (concurrent handlers of one app would
+-- only race each other), released even when fn raises; returns what fn returns.
+function Worker:locked(app, fn)
   while self.locks[app] do self.locks[app].wait() end
   local ev = async.event()
   self.locks[app] = ev
-  return function()
-    self.locks[app] = nil
-    ev.set()
-  end
+  local ok, res, err, code = pcall(fn)
+  self.locks[app] = nil
+  ev.set()
+  if not ok then error(res, 0) end
+  return res, err, code
 end
 
 -- Publishes profile.merged for staged keys now in the base (once per key in this process).
@@ -327,8 +329,7 @@ end
 
 --- Merges what is staged for app until nothing is left (or a pass fails). Serialised per app.
 function Worker:merge_app(app)
-  local unlock = self:lock(app)
-  local ok, res, err, code = pcall(function()
+  return self:locked(app, function()
     local total = 0
     while true do
       local done, n, c = self:merge_once(app)
@@ -337,9 +338,6 @@ function Worker:merge_app(app)
       if n < self.batch_limit then return total end
     end
   end)
-  unlock()
-  if not ok then error(res, 0) end
-  return res, err, code
 end
 
 -- Event handlers ------------------------------------------------------------------------------------
@@ -367,8 +365,7 @@ function Worker:on_merged(p)
 end
 
 function Worker:on_deleted(p)
-  local unlock = self:lock(p.app)
-  local ok, res, err, code = pcall(function()
+  return self:locked(p.app, function()
     local items, lerr, lcode = self.store:list(p.app .. "/")
     if not items then return nil, lerr, lcode end
     -- The base goes last and its ledger just before it: while the app still shows in the list
@@ -393,9 +390,6 @@ function Worker:on_deleted(p)
     log.info("deleted every object of an app", "app", p.app, "objects", #items)
     return true
   end)
-  unlock()
-  if not ok then error(res, 0) end
-  return res, err, code
 end
 
 local handlers = {
