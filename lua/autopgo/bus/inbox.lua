@@ -106,17 +106,22 @@ function Inbox:receive(skip)
   end
 end
 
---- Calls fn() after `ms` milliseconds on the loop (in a coroutine), unless the inbox closes
--- first. Returns a cancel function.
-function Inbox:later(ms, fn)
+-- A new timer that closes with the inbox, and the function that cancels it.
+local function new_timer(self)
   local timer = uv.new_timer()
-  local function cancel()
+  self.timers[timer] = true
+  return timer, function()
     if self.timers[timer] then
       self.timers[timer] = nil
       timer:close()
     end
   end
-  self.timers[timer] = true
+end
+
+--- Calls fn() after `ms` milliseconds on the loop (in a coroutine), unless the inbox closes
+-- first. Returns a cancel function.
+function Inbox:later(ms, fn)
+  local timer, cancel = new_timer(self)
   timer:start(math.max(0, math.floor(ms)), 0, function()
     cancel()
     async.spawn(fn)
@@ -129,15 +134,8 @@ end
 -- work goes on, but not for ever (a handler that hangs must not hold a message for good).
 function Inbox:keepalive(interval_ms, max_ms, fn)
   if max_ms <= 0 then return function() end end
-  local timer = uv.new_timer()
+  local timer, cancel = new_timer(self)
   local deadline = uv.now() + max_ms
-  local function cancel()
-    if self.timers[timer] then
-      self.timers[timer] = nil
-      timer:close()
-    end
-  end
-  self.timers[timer] = true
   interval_ms = math.max(100, math.floor(interval_ms))
   timer:start(interval_ms, interval_ms, function()
     if uv.now() >= deadline then
