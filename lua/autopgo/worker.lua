@@ -342,11 +342,15 @@ end
 
 -- Event handlers ------------------------------------------------------------------------------------
 
+-- Whether an event's profileKey is in its app's staging area; logs the event ignored when not.
+local function staged(kind, p)
+  if p.profileKey:sub(1, #p.app + 9) == p.app .. "/staging/" then return true end
+  log.warn(("ignoring %s for a key outside the app's staging area"):format(kind), "app", p.app, "key", p.profileKey)
+  return false
+end
+
 function Worker:on_uploaded(p)
-  if p.profileKey:sub(1, #p.app + 9) ~= p.app .. "/staging/" then
-    log.warn("ignoring profile.uploaded for a key outside the app's staging area", "app", p.app, "key", p.profileKey)
-    return true
-  end
+  if not staged(events.UPLOADED, p) then return true end
   local ok, err, code = self:merge_app(p.app)
   if not ok then return nil, err, code end
   return true
@@ -354,10 +358,7 @@ end
 
 function Worker:on_merged(p)
   -- Only staged uploads are ever deleted here, whatever the event says.
-  if p.profileKey:sub(1, #p.app + 9) ~= p.app .. "/staging/" then
-    log.warn("ignoring profile.merged for a key outside the app's staging area", "app", p.app, "key", p.profileKey)
-    return true
-  end
+  if not staged(events.MERGED, p) then return true end
   local ok, err, code = self.store:delete(p.profileKey)
   if not ok and code ~= "NOT_FOUND" then return nil, err, code end
   self.announced[p.profileKey] = nil
