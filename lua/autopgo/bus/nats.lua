@@ -181,7 +181,7 @@ function Writer:publish(body, opts)
     ok, err, code = conn:publish(self.s.subject, body, opts and opts.key)
     if ok then err = nil end
   end
-  return self.stats:count_publish(err == nil, err, code)
+  return self.stats:count("published", "failed", err == nil, err, code)
 end
 
 function Writer:health()

@@ -125,7 +125,7 @@ function Writer:publish(body, opts)
     msg.orderingKey = key
     msg.attributes = { [M.KEY_ATTRIBUTE] = key }
   end
-  return self.stats:count_publish(call(self.c, "POST", ":publish", { messages = { msg } }))
+  return self.stats:count("published", "failed", call(self.c, "POST", ":publish", { messages = { msg } }))
 end
 
 function Writer:health()
@@ -167,7 +167,7 @@ function Msg:ack()
   local r = self.reader
   r:settle(self)
   r.attempts[self.id] = nil
-  return r.inbox.stats:count_ack(call(r.c, "POST", ":acknowledge", { ackIds = { self.ack_id } }))
+  return r.inbox.stats:count("acked", "ack_failed", call(r.c, "POST", ":acknowledge", { ackIds = { self.ack_id } }))
 end
 
 function Msg:extend(seconds)

@@ -127,7 +127,7 @@ function Writer:publish(body, opts)
   if key and key ~= "" then props.PartitionKey = key end
   local id = (opts and opts.id) or events.id_of(body)
   if id then props.MessageId = id end
-  return self.stats:count_publish(call(self.s, "POST", self.s.path .. "/messages", {
+  return self.stats:count("published", "failed", call(self.s, "POST", self.s.path .. "/messages", {
     body = body, headers = { ["content-type"] = "application/json", brokerproperties = cjson.encode(props) },
   }))
 end
@@ -173,7 +173,7 @@ function Msg:ack()
   if self.settled then return true end
   local r = self.reader
   r:settle(self)
-  return r.inbox.stats:count_ack(r:lock_call(self, "DELETE")) -- complete
+  return r.inbox.stats:count("acked", "ack_failed", r:lock_call(self, "DELETE")) -- complete
 end
 
 function Msg:extend()

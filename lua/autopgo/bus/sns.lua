@@ -22,7 +22,7 @@ function Writer:publish(body, opts)
   if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
   local params = awsquery.message_params({ target = { "TopicArn", self.arn }, body = "Message",
     attribute = "MessageAttributes.entry.%d" }, self.fifo, body, opts)
-  return self.stats:count_publish(self.client:call("Publish", params))
+  return self.stats:count("published", "failed", self.client:call("Publish", params))
 end
 
 function Writer:health()

@@ -71,7 +71,7 @@ function Writer:publish(body, opts)
   if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
   local params = awsquery.message_params({ target = { "QueueUrl", self.s.queue_url }, body = "MessageBody",
     attribute = "MessageAttribute.%d" }, self.s.fifo, body, opts)
-  return self.stats:count_publish(self.s.client:call("SendMessage", params))
+  return self.stats:count("published", "failed", self.s.client:call("SendMessage", params))
 end
 
 local function queue_attributes(s, names)
@@ -125,7 +125,7 @@ function Msg:ack()
   if self.settled then return true end
   local r = self.reader
   r:settle(self)
-  return r.inbox.stats:count_ack(r.s.client:call("DeleteMessage", {
+  return r.inbox.stats:count("acked", "ack_failed", r.s.client:call("DeleteMessage", {
     { "QueueUrl", r.s.queue_url }, { "ReceiptHandle", self.receipt },
   }))
 end

@@ -39,24 +39,15 @@ function Stats:inc(outcome, n)
   self._metric:inc({ bus = self._bus, outcome = outcome }, n)
 end
 
---- Counts a publish's outcome (ok: it went out) and passes it on: true, or nil, err, code.
-function Stats:count_publish(ok, err, code)
+--- Counts the outcome of an operation that returned ok[, err, code]: `good` when ok, else `bad`;
+-- and passes it on: true, or nil, err, code.
+--   return self.stats:count("published", "failed", client:call(...))
+function Stats:count(good, bad, ok, err, code)
   if not ok then
-    self:inc("failed")
+    self:inc(bad)
     return nil, err, code
   end
-  self:inc("published")
-  return true
-end
-
---- Counts an acknowledgement's outcome (ok: the bus took it) and passes it on: true, or nil,
--- err, code.
-function Stats:count_ack(ok, err, code)
-  if not ok then
-    self:inc("ack_failed")
-    return nil, err, code
-  end
-  self:inc("acked")
+  self:inc(good)
   return true
 end
 
