@@ -3,6 +3,7 @@
 local options = require "autopgo.options"
 local config = require "autopgo.config"
 local log = require "autopgo.log"
+local modules = require "autopgo.modules"
 
 local M = {}
 
@@ -268,13 +269,8 @@ end
 -- Runs a module command: require it, then module.run(opts, args) -> status.
 local function run_module(cmd, argv)
   local opts, args = M.parse(cmd.name, argv)
-  local ok, mod = pcall(require, cmd.module)
-  if not ok then
-    if tostring(mod):find("module '" .. cmd.module .. "' not found", 1, true) then
-      M.exit(1, ("autopgo %s: not built yet"):format(cmd.name))
-    end
-    error(mod, 0)
-  end
+  local mod = modules.require(cmd.module)
+  if not mod then M.exit(1, ("autopgo %s: not built yet"):format(cmd.name)) end
   return mod.run(opts, args)
 end
 

@@ -4,6 +4,7 @@
 local uv = require "luv"
 local json = require "autopgo.json"
 local options = require "autopgo.options"
+local utc = require "autopgo.utc"
 local metrics = require "autopgo.metrics"
 local crypto = require("autopgo.core").crypto
 
@@ -25,15 +26,6 @@ M.fields = {
   [M.DELETED] = { "app" },
 }
 
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
 --- Formats Unix seconds (default: now) as RFC 3339 UTC with milliseconds: 2024-10-28T12:16:34.964Z
 function M.format_time(t)
   if not t then
@@ -45,29 +37,12 @@ function M.format_time(t)
   return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. (".%03dZ"):format(frac)
 end
 
---- Parses an RFC 3339 timestamp (any fraction, Z or an offset) into Unix seconds.
-function M.parse_time(s)
-  if type(s) ~= "string" then return nil, "INVALID: timestamp must be a string", "INVALID" end
-  local y, mo, d, h, mi, sec, frac, zone =
-    s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
-  if not y or frac == "." then
-    return nil, ("INVALID: timestamp %q is not RFC 3339 (like 2024-10-28T12:16:34.964Z)"):format(s), "INVALID"
-  end
-  local offset = 0
-  if zone ~= "Z" and zone ~= "z" then
-    local sign, oh, om = zone:match("^([+-])(%d%d):(%d%d)$")
-    if not sign then
-      return nil, ("INVALID: timestamp %q has no time zone (Z or +hh:mm)"):format(s), "INVALID"
-    end
-    offset = (tonumber(oh) * 60 + tonumber(om)) * 60 * (sign == "+" and 1 or -1)
-  end
-  y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then
-    return nil, ("INVALID: timestamp %q is out of range"):format(s), "INVALID"
-  end
-  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
-  if frac ~= "" then t = t + tonumber("0" .. frac) end
-  return t
+--- Parses an envelope's RFC 3339 timestamp into Unix seconds, or nil, "INVALID: ...", "INVALID".
+M.parse_time = utc.parse_rfc3339
+
+--- The id of an envelope's JSON text without decoding it (buses use it to deduplicate), or nil.
+function M.id_of(text)
+  return text:match('"id"%s*:%s*"([^"]+)"')
 end
 
 local function encode_payload(kind, payload)

@@ -1,8 +1,11 @@
 -- Client settings from environment variables the way HashiCorp's Go API clients read them, for
 -- the nomad and consul discovery modes: the agent address, booleans as Go's strconv.ParseBool
--- reads them, basic auth, and TLS files (a CA file or directory, a client certificate and key).
+-- reads them, basic auth, and TLS files (a CA file or directory, a client certificate and key);
+-- and the GET requests to the agent's JSON API made with them.
 local uv = require "luv"
 local crypto = require("autopgo.core").crypto
+local json_api = require "autopgo.json_api"
+local url = require "autopgo.url"
 
 local M = {}
 
@@ -122,6 +125,15 @@ function M.tls(getenv, names)
     out.insecure = flag
   end
   return out
+end
+
+--- GET `path` with `query` (a table; nil values are left out) from the agent that `cfg`
+-- describes ({ base, headers, tls }), decoding the JSON answer: doc, res or nil, err, code[, status].
+function M.get_json(cfg, path, query)
+  local opts = { url = cfg.base .. path .. "?" .. url.encode_query(query), headers = {} }
+  for k, v in pairs(cfg.headers) do opts.headers[k] = v end
+  for k, v in pairs(cfg.tls) do opts[k] = v end
+  return json_api.get(opts)
 end
 
 return M

@@ -88,15 +88,17 @@ local function merge(inputs, opts)
   return out, extra
 end
 
--- A per-app mutex inside this process: concurrent handlers of one app would only race each other.
-function Worker:lock(app)
+-- Runs fn() holding a per-app mutex inside this process (concurrent handlers of one app would
+-- only race each other), released even when fn raises; returns what fn returns.
+function Worker:locked(app, fn)
   while self.locks[app] do self.locks[app].wait() end
   local ev = async.event()
   self.locks[app] = ev
-  return function()
-    self.locks[app] = nil
-    ev.set()
-  end
+  local ok, res, err, code = pcall(fn)
+  self.locks[app] = nil
+  ev.set()
+  if not ok then error(res, 0) end
+  return res, err, code
 end
 
 -- Publishes profile.merged for staged keys now in the base (once per key in this process).
@@ -327,8 +329,7 @@ end
 
 --- Merges what is staged for app until nothing is left (or a pass fails). Serialised per app.
 function Worker:merge_app(app)
-  local unlock = self:lock(app)
-  local ok, res, err, code = pcall(function()
+  return self:locked(app, function()
     local total = 0
     while true do
       local done, n, c = self:merge_once(app)
@@ -337,18 +338,19 @@ function Worker:merge_app(app)
       if n < self.batch_limit then return total end
     end
   end)
-  unlock()
-  if not ok then error(res, 0) end
-  return res, err, code
 end
 
 -- Event handlers ------------------------------------------------------------------------------------
 
+-- Whether an event's profileKey is in its app's staging area; logs the event ignored when not.
+local function staged(kind, p)
+  if p.profileKey:sub(1, #p.app + 9) == p.app .. "/staging/" then return true end
+  log.warn(("ignoring %s for a key outside the app's staging area"):format(kind), "app", p.app, "key", p.profileKey)
+  return false
+end
+
 function Worker:on_uploaded(p)
-  if p.profileKey:sub(1, #p.app + 9) ~= p.app .. "/staging/" then
-    log.warn("ignoring profile.uploaded for a key outside the app's staging area", "app", p.app, "key", p.profileKey)
-    return true
-  end
+  if not staged(events.UPLOADED, p) then return true end
   local ok, err, code = self:merge_app(p.app)
   if not ok then return nil, err, code end
   return true
@@ -356,10 +358,7 @@ end
 
 function Worker:on_merged(p)
   -- Only staged uploads are ever deleted here, whatever the event says.
-  if p.profileKey:sub(1, #p.app + 9) ~= p.app .. "/staging/" then
-    log.warn("ignoring profile.merged for a key outside the app's staging area", "app", p.app, "key", p.profileKey)
-    return true
-  end
+  if not staged(events.MERGED, p) then return true end
   local ok, err, code = self.store:delete(p.profileKey)
   if not ok and code ~= "NOT_FOUND" then return nil, err, code end
   self.announced[p.profileKey] = nil
@@ -367,8 +366,7 @@ function Worker:on_merged(p)
 end
 
 function Worker:on_deleted(p)
-  local unlock = self:lock(p.app)
-  local ok, res, err, code = pcall(function()
+  return self:locked(p.app, function()
     local items, lerr, lcode = self.store:list(p.app .. "/")
     if not items then return nil, lerr, lcode end
     -- The base goes last and its ledger just before it: while the app still shows in the list
@@ -393,9 +391,6 @@ function Worker:on_deleted(p)
     log.info("deleted every object of an app", "app", p.app, "objects", #items)
     return true
   end)
-  unlock()
-  if not ok then error(res, 0) end
-  return res, err, code
 end
 
 local handlers = {

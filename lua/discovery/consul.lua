@@ -57,11 +57,7 @@ end
 
 local function get(ctx, path)
   local cfg = ctx.state.cfg
-  local query = { filter = ctx.state.filter, ns = cfg.namespace, partition = cfg.partition }
-  local opts = { url = cfg.base .. path .. "?" .. url.encode_query(query), headers = {} }
-  for k, v in pairs(cfg.headers) do opts.headers[k] = v end
-  for k, v in pairs(cfg.tls) do opts[k] = v end
-  return json_api.get(opts)
+  return env.get_json(cfg, path, { filter = ctx.state.filter, ns = cfg.namespace, partition = cfg.partition })
 end
 
 function M.start(ctx)

@@ -38,10 +38,7 @@ end
 
 local function get(cfg, path, query)
   query.region = cfg.region
-  local opts = { url = cfg.base .. path .. "?" .. url.encode_query(query), headers = {} }
-  for k, v in pairs(cfg.headers) do opts.headers[k] = v end
-  for k, v in pairs(cfg.tls) do opts[k] = v end
-  return json_api.get(opts)
+  return env.get_json(cfg, path, query)
 end
 
 local function list_services(ctx)

@@ -14,7 +14,8 @@ local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local xml = require "autopgo.xml"
 local crypto = require("autopgo.core").crypto
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
+local blobrest = require "autopgo.blob.rest"
 local keys = require "autopgo.blob.keys"
 local sharedkey = require "autopgo.azure.sharedkey"
 local sas = require "autopgo.azure.sas"
@@ -57,15 +58,9 @@ end
 -- ca_file, page_size (blobs per list request, 1000).
 function M.open(u, opts)
   opts = opts or {}
-  local q = {}
-  for k, v in pairs(u.query) do q[k] = v end
-  local prefix = rest.take_prefix(q)
-  local ok, err, code = rest.check_params("azblob", q, KNOWN)
-  if not ok then return nil, err, code end
-  local container = u.host
-  if not container or container == "" then
-    return nil, "INVALID: azblob:// URL needs a container (azblob://container)", "INVALID"
-  end
+  local where, err, code = blobrest.parse_url(u, "azblob", KNOWN, "container")
+  if not where then return nil, err, code end
+  local q = where.query
   local getenv = opts.getenv or os.getenv
   local o = {
     account = nonempty(q.storage_account) or nonempty(getenv("AZURE_STORAGE_ACCOUNT")),
@@ -119,8 +114,8 @@ function M.open(u, opts)
   if not bu then return nil, err, "INVALID" end
   local host = bu.host .. (bu.port and (":" .. bu.port) or "")
   local self = setmetatable({
-    name = "azblob://" .. container .. (prefix ~= "" and ("?prefix=" .. prefix) or ""),
-    container = container, prefix = prefix, auth = auth, account = o.account or (auth.account),
+    name = where.name, container = where.bucket, prefix = where.prefix, key_rule = keys.azure, auth = auth,
+    account = o.account or (auth.account),
     scheme = bu.scheme, host = host, base_path = (bu.path or ""):gsub("/+$", ""),
     block_size = opts.block_size or M.BLOCK_SIZE, now = opts.now or os.time,
     insecure = opts.insecure or nil, ca_file = opts.ca_file, page_size = opts.page_size or 1000,
@@ -129,9 +124,7 @@ function M.open(u, opts)
   return self
 end
 
-function Store:object_key(key)
-  return keys.escape(self.prefix .. key, keys.azure)
-end
+Store.object_key = blobrest.object_key
 
 -- The encoded URL path of a blob (or of the container when key is nil).
 function Store:path(key)
@@ -199,10 +192,7 @@ function Store:on_error(res, what)
   return ("%s: %s %s: %s"):format(code, self.name, what, detail), code
 end
 
-function Store:call(what, build, deadline)
-  local ctx = deadline and { deadline = deadline, name = self.name } or self.ctx
-  return rest.call(ctx, build, function(res) return self:on_error(res, what) end)
-end
+Store.call = blobrest.call
 
 local function conditions(h, opts)
   if opts.if_match then h["if-match"] = opts.if_match end
@@ -210,66 +200,34 @@ local function conditions(h, opts)
   return h
 end
 
--- The request body of a piece of a source (whole or one block): in memory, a file (reopened
--- per attempt) or the caller's producer (sent once).
-local function body_fields(src, shared, offset, length, used, last_err)
-  if src.kind == "string" then
-    return { body = (offset == 0 and length == src.size) and src.data or src.data:sub(offset + 1, offset + length) }
-  end
-  if src.kind == "path" and offset == 0 and length == src.size then return { body_path = src.path } end
-  local reader
-  if src.kind == "path" then
-    reader = rest.reader(src)
-    reader.offset = offset
-  else
-    if used.value then
-      return rest.not_replayable(last_err)
-    end
-    used.value = true
-    reader = shared
-  end
-  local left = length
-  return { body_length = length, reader = reader, body_producer = function()
-    if left == 0 then return nil end
-    local data, err = reader:read(math.min(M.CHUNK_SIZE, left))
-    if not data then return nil, err end
-    if #data == 0 then return nil, ("the body ended %d bytes early"):format(left) end
-    left = left - #data
-    return data
-  end }
-end
-
-function Store:send(what, method, okey, query, headers, src, shared, offset, length)
-  local used, readers = { value = false }, {}
+-- Sends one piece of a body (the whole of it or one block; autopgo.blob.rest.piece) with a PUT.
+function Store:send(what, okey, query, headers, piece)
   local res, err, code = self:call(what, function(_, _, last_err)
-    local f, ferr, fcode = body_fields(src, shared, offset, length, used, last_err)
-    if not f then return nil, ferr, fcode end
-    if f.reader and src.kind == "path" then readers[#readers + 1] = f.reader end
     local h = {}
     for k, v in pairs(headers) do h[k] = v end
-    return self:request({ method = method, key = okey, query = query, headers = h, body = f.body,
-      body_path = f.body_path, body_producer = f.body_producer, body_length = f.body_length or length,
-      timeout = rest.transfer_timeout(length) })
+    local r = { method = "PUT", key = okey, query = query, headers = h,
+      timeout = blobrest.transfer_timeout(piece.size) }
+    local ok, berr, bcode = blobrest.body(r, piece, last_err, M.CHUNK_SIZE)
+    if not ok then return nil, berr, bcode end
+    return self:request(r)
   end)
-  for _, r in ipairs(readers) do r:close() end
+  piece:close()
   return res, err, code
 end
 
 --- store:put(key, body, opts) -> { etag, size }
 function Store:put(key, body, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local src
-  src, err, code = rest.source(body)
+  src, err, code = blobrest.source(body)
   if not src then return nil, err, code end
-  local okey = self:object_key(key)
-  local shared = src.kind == "producer" and rest.reader(src) or nil
   local ctype = opts.content_type or "application/octet-stream"
   local res
   if src.size <= self.block_size then
-    res, err, code = self:send("put " .. key, "PUT", okey, nil, conditions({ ["x-ms-blob-type"] = "BlockBlob",
-      ["content-type"] = ctype }, opts), src, shared, 0, src.size)
+    res, err, code = self:send("put " .. key, okey, nil, conditions({ ["x-ms-blob-type"] = "BlockBlob",
+      ["content-type"] = ctype }, opts), blobrest.piece(src, 0, src.size))
     if not res then return nil, err, code end
     return { etag = res.headers.etag, size = src.size }
   end
@@ -280,8 +238,8 @@ function Store:put(key, body, opts)
     local n = #ids + 1
     local want = math.min(self.block_size, src.size - sent)
     local id = crypto.base64_encode(("%s-%08d"):format(run, n))
-    res, err, code = self:send(("put %s (block %d)"):format(key, n), "PUT", okey,
-      { { "comp", "block" }, { "blockid", id } }, {}, src, shared, sent, want)
+    res, err, code = self:send(("put %s (block %d)"):format(key, n), okey,
+      { { "comp", "block" }, { "blockid", id } }, {}, blobrest.piece(src, sent, want))
     if not res then return nil, err, code end
     ids[n] = id
     sent = sent + want
@@ -298,55 +256,39 @@ function Store:put(key, body, opts)
   return { etag = res.headers.etag, size = src.size }
 end
 
-local function attrs(res)
-  local h = res.headers
-  return { etag = h.etag, size = tonumber(h["content-length"]) or 0,
-    last_modified = utc.parse_http_date(h["last-modified"]) }
-end
-
 --- store:get(key, opts) -> { body | nil with opts.sink, etag, size, last_modified }. A streamed
 -- download that breaks off resumes where it stopped (Range, If-Match the same ETag).
 function Store:get(key, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
-  local okey = self:object_key(key)
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local res
-  res, err, code = rest.call(self.ctx, function(_, resume)
+  res, err, code = self:call("get " .. key, function(_, resume)
     local headers
     if resume then headers = { range = ("bytes=%d-"):format(resume.offset), ["if-match"] = resume.version } end
     return self:request({ method = "GET", key = okey, headers = headers, sink = opts.sink,
       timeout = opts.timeout or 3600 })
-  end, function(r) return self:on_error(r, "get " .. key) end, opts.sink and function(r) return r.headers.etag end)
+  end, nil, opts.sink and function(r) return r.headers.etag end)
   if not res then return nil, err, code end
-  local out = attrs(res)
-  if opts.sink then
-    out.size = res.delivered
-  else
-    out.body = res.body or ""
-    out.size = #out.body
-  end
-  return out
+  return blobrest.downloaded(blobrest.header_attrs(res), res, opts)
 end
 
 --- store:stat(key) -> { etag, size, last_modified }
 function Store:stat(key)
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
-  local okey = self:object_key(key)
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local res
   res, err, code = self:call("stat " .. key, function()
     return self:request({ method = "HEAD", key = okey })
   end)
   if not res then return nil, err, code end
-  return attrs(res)
+  return blobrest.header_attrs(res)
 end
 
 --- store:delete(key) -> true (NOT_FOUND when absent)
 function Store:delete(key)
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
-  local okey = self:object_key(key)
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local res
   res, err, code = self:call("delete " .. key, function()
     return self:request({ method = "DELETE", key = okey })
@@ -365,7 +307,7 @@ end
 function Store:list(prefix, opts)
   opts = opts or {}
   prefix = prefix or ""
-  local full = keys.escape(self.prefix .. prefix, keys.azure, true)
+  local full = blobrest.list_prefix(self, prefix)
   local entries, marker = {}, nil
   repeat
     local query = { { "restype", "container" }, { "comp", "list" }, { "prefix", full },
@@ -379,10 +321,10 @@ function Store:list(prefix, opts)
     doc, err = xml.parse(res.body or "")
     if not doc then return nil, ("INVALID: %s: unreadable list answer: %s"):format(self.name, err), "INVALID" end
     for _, b in ipairs(xml.children(xml.child(doc, "Blobs"), "Blob")) do
-      local k = keys.unescape(xml.find_text(b, "Name") or "")
-      if k:sub(1, #self.prefix) == self.prefix then
+      local k = blobrest.listed_key(self, xml.find_text(b, "Name"))
+      if k then
         local p = xml.child(b, "Properties")
-        entries[#entries + 1] = { key = k:sub(#self.prefix + 1),
+        entries[#entries + 1] = { key = k,
           size = tonumber(xml.find_text(p, "Content-Length")) or 0,
           last_modified = utc.parse_http_date(xml.find_text(p, "Last-Modified")),
           etag = quoted(xml.find_text(p, "Etag")) }
@@ -391,14 +333,14 @@ function Store:list(prefix, opts)
     marker = xml.find_text(doc, "NextMarker")
     if marker == "" then marker = nil end
   until not marker
-  return rest.sort_entries(entries)
+  return blobrest.sort_entries(entries)
 end
 
 --- store:health() -> true | nil, err, code (Get Container Properties)
 function Store:health()
   local res, err, code = self:call("health check", function()
-    return self:request({ method = "GET", query = { { "restype", "container" } }, timeout = rest.HEALTH_DEADLINE })
-  end, rest.HEALTH_DEADLINE)
+    return self:request({ method = "GET", query = { { "restype", "container" } }, timeout = blobrest.HEALTH_DEADLINE })
+  end, blobrest.HEALTH_DEADLINE)
   if not res then return nil, err, code end
   return true
 end

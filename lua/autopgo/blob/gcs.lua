@@ -10,7 +10,8 @@
 local cjson = require "cjson.safe"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
+local blobrest = require "autopgo.blob.rest"
 local keys = require "autopgo.blob.keys"
 local auth = require "autopgo.gcp.auth"
 
@@ -30,13 +31,9 @@ local function nonempty(v) return v ~= nil and v ~= "" and v or nil end
 -- page_size (objects per list request, 1000).
 function M.open(u, opts)
   opts = opts or {}
-  local q = {}
-  for k, v in pairs(u.query) do q[k] = v end
-  local prefix = rest.take_prefix(q)
-  local ok, err, code = rest.check_params("gs", q, KNOWN)
-  if not ok then return nil, err, code end
-  local bucket = u.host
-  if not bucket or bucket == "" then return nil, "INVALID: gs:// URL needs a bucket (gs://bucket)", "INVALID" end
+  local where, err, code = blobrest.parse_url(u, "gs", KNOWN, "bucket")
+  if not where then return nil, err, code end
+  local q, bucket = where.query, where.bucket
   local anonymous
   anonymous, err, code = rest.parse_bool("anonymous", q.anonymous)
   if anonymous == nil then return nil, err, code end
@@ -53,8 +50,8 @@ function M.open(u, opts)
     tokens = auth.new({ getenv = getenv, home = opts.home, now = opts.now })
   end
   local self = setmetatable({
-    name = "gs://" .. bucket .. (prefix ~= "" and ("?prefix=" .. prefix) or ""),
-    bucket = bucket, prefix = prefix, base = base, anonymous = anonymous, tokens = tokens,
+    name = where.name, bucket = bucket, prefix = where.prefix, key_rule = keys.gcs, base = base,
+    anonymous = anonymous, tokens = tokens,
     emulator = emulator ~= nil, insecure = opts.insecure or nil, ca_file = opts.ca_file,
     page_size = opts.page_size or 1000,
   }, Store)
@@ -62,9 +59,7 @@ function M.open(u, opts)
   return self
 end
 
-function Store:object_key(key)
-  return keys.escape(self.prefix .. key, keys.gcs)
-end
+Store.object_key = blobrest.object_key
 
 local function query_string(list)
   local out = {}
@@ -114,11 +109,7 @@ function Store:on_error(res, what)
   return ("%s: %s %s: %s%s"):format(code, self.name, what, reason and (reason .. ": ") or "", msg), code, nil, hint
 end
 
-function Store:call(what, build, deadline)
-  self.retried_auth = false
-  local ctx = deadline and { deadline = deadline, name = self.name } or self.ctx
-  return rest.call(ctx, build, function(res) return self:on_error(res, what) end)
-end
+Store.call = blobrest.call
 
 local function object_attrs(doc)
   return { etag = tostring(doc.generation), size = math.tointeger(tonumber(doc.size)) or 0,
@@ -128,12 +119,11 @@ end
 --- store:put(key, body, opts) -> { etag = generation, size }
 function Store:put(key, body, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local src
-  src, err, code = rest.source(body)
+  src, err, code = blobrest.source(body)
   if not src then return nil, err, code end
-  local okey = self:object_key(key)
   local query = { { "uploadType", "media" }, { "name", okey } }
   if opts.if_none_match then
     query[#query + 1] = { "ifGenerationMatch", "0" }
@@ -144,33 +134,14 @@ function Store:put(key, body, opts)
     end
     query[#query + 1] = { "ifGenerationMatch", tostring(opts.if_match) }
   end
-  local shared = src.kind == "producer" and rest.reader(src) or nil
-  local used = false
+  local piece = blobrest.piece(src, 0, src.size)
   local res
   res, err, code = self:call("put " .. key, function(_, _, last_err)
     local r = { method = "POST", path = ("/upload/storage/v1/b/%s/o"):format(url.escape(self.bucket)), query = query,
       headers = { ["content-type"] = opts.content_type or "application/octet-stream" },
-      timeout = rest.transfer_timeout(src.size) }
-    if src.kind == "string" then
-      r.body = src.data
-    elseif src.kind == "path" then
-      r.body_path = src.path
-    else
-      if used then
-        return rest.not_replayable(last_err)
-      end
-      used = true
-      local left = src.size
-      r.body_length = src.size
-      r.body_producer = function()
-        if left == 0 then return nil end
-        local data, e = shared:read(math.min(M.CHUNK_SIZE, left))
-        if not data then return nil, e end
-        if #data == 0 then return nil, ("the body ended %d bytes early"):format(left) end
-        left = left - #data
-        return data
-      end
-    end
+      timeout = blobrest.transfer_timeout(src.size) }
+    local ok, berr, bcode = blobrest.body(r, piece, last_err, M.CHUNK_SIZE)
+    if not ok then return nil, berr, bcode end
     return self:request(r)
   end)
   if not res then return nil, err, code end
@@ -183,9 +154,8 @@ end
 
 --- store:stat(key) -> { etag = generation, size, last_modified }
 function Store:stat(key)
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
-  local okey = self:object_key(key)
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local res
   res, err, code = self:call("stat " .. key, function()
     return self:request({ method = "GET", path = self:object_path(okey) })
@@ -200,12 +170,10 @@ end
 -- A streamed download that breaks off resumes where it stopped (Range, the same generation).
 function Store:get(key, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
-  local okey = self:object_key(key)
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local res
-  self.retried_auth = false
-  res, err, code = rest.call(self.ctx, function(_, resume)
+  res, err, code = self:call("get " .. key, function(_, resume)
     local query, headers = { { "alt", "media" } }, nil
     if resume then
       -- the rest of the same generation (412 if it was replaced meanwhile)
@@ -214,18 +182,11 @@ function Store:get(key, opts)
     end
     return self:request({ method = "GET", path = self:object_path(okey), query = query, headers = headers,
       sink = opts.sink, timeout = opts.timeout or 3600 })
-  end, function(r) return self:on_error(r, "get " .. key) end,
-    opts.sink and function(r) return r.headers["x-goog-generation"] end)
+  end, nil, opts.sink and function(r) return r.headers["x-goog-generation"] end)
   if not res then return nil, err, code end
   local h = res.headers
-  local out = { etag = h["x-goog-generation"], size = tonumber(h["content-length"]),
-    last_modified = utc.parse_http_date(h["last-modified"]) }
-  if opts.sink then
-    out.size = res.delivered
-  else
-    out.body = res.body or ""
-    out.size = #out.body
-  end
+  local out = blobrest.downloaded({ etag = h["x-goog-generation"],
+    last_modified = utc.parse_http_date(h["last-modified"]) }, res, opts)
   if not out.last_modified or not out.etag or not out.size then
     -- some servers (the emulator) leave these out of media downloads: ask for this generation
     local q = out.etag and { { "generation", out.etag } } or nil
@@ -244,9 +205,8 @@ end
 
 --- store:delete(key) -> true (NOT_FOUND when absent)
 function Store:delete(key)
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
-  local okey = self:object_key(key)
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local res
   res, err, code = self:call("delete " .. key, function()
     return self:request({ method = "DELETE", path = self:object_path(okey) })
@@ -259,7 +219,7 @@ end
 function Store:list(prefix, opts)
   opts = opts or {}
   prefix = prefix or ""
-  local full = keys.escape(self.prefix .. prefix, keys.gcs, true)
+  local full = blobrest.list_prefix(self, prefix)
   local entries, token = {}, nil
   repeat
     local query = { { "prefix", full }, { "maxResults", tostring(opts.page_size or self.page_size) } }
@@ -272,24 +232,24 @@ function Store:list(prefix, opts)
     local doc = cjson.decode(res.body or "")
     if type(doc) ~= "table" then return nil, ("INVALID: %s: unreadable list answer"):format(self.name), "INVALID" end
     for _, item in ipairs(type(doc.items) == "table" and doc.items or {}) do
-      local k = keys.unescape(item.name or "")
-      if k:sub(1, #self.prefix) == self.prefix then
+      local k = blobrest.listed_key(self, item.name)
+      if k then
         local a = object_attrs(item)
-        a.key = k:sub(#self.prefix + 1)
+        a.key = k
         entries[#entries + 1] = a
       end
     end
     token = type(doc.nextPageToken) == "string" and doc.nextPageToken ~= "" and doc.nextPageToken or nil
   until not token
-  return rest.sort_entries(entries)
+  return blobrest.sort_entries(entries)
 end
 
 --- store:health() -> true | nil, err, code (a one-item list of the bucket)
 function Store:health()
   local res, err, code = self:call("health check", function()
     return self:request({ method = "GET", path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)),
-      query = { { "maxResults", "1" } }, timeout = rest.HEALTH_DEADLINE })
-  end, rest.HEALTH_DEADLINE)
+      query = { { "maxResults", "1" } }, timeout = blobrest.HEALTH_DEADLINE })
+  end, blobrest.HEALTH_DEADLINE)
   if not res then
     if code == "NOT_FOUND" then
       return nil, ("NOT_FOUND: %s: bucket %s does not exist"):format(self.name, self.bucket), "NOT_FOUND"

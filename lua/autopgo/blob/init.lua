@@ -21,7 +21,7 @@
 --   store:health() -> true | nil, err, code
 --   store:close()
 --   store.name: a short description for logs and /api/health ("file:///data", "s3://bucket")
-local url = require "autopgo.url"
+local modules = require "autopgo.modules"
 
 local M = {}
 
@@ -35,23 +35,8 @@ M.schemes = {
 
 --- Opens the store for `raw_url`; returns it or nil, "CODE: message", "CODE".
 function M.open(raw_url, opts)
-  local u, err, code = url.parse(raw_url)
-  if not u then return nil, err, code end
-  local name = M.schemes[u.scheme]
-  if not name then
-    local known = {}
-    for s in pairs(M.schemes) do known[#known + 1] = s .. "://" end
-    table.sort(known)
-    return nil, ("INVALID: unsupported blob store scheme %q (supported: %s)"):format(u.scheme,
-      table.concat(known, ", ")), "INVALID"
-  end
-  local ok, mod = pcall(require, name)
-  if not ok then
-    if tostring(mod):find("module '" .. name .. "' not found", 1, true) then
-      return nil, ("UNSUPPORTED: the %s:// blob store is not built yet"):format(u.scheme), "UNSUPPORTED"
-    end
-    error(mod, 0)
-  end
+  local mod, u, code = modules.by_scheme(M.schemes, raw_url, "blob store")
+  if not mod then return nil, u, code end
   return mod.open(u, opts or {})
 end
 

@@ -1,160 +1,32 @@
--- What the REST blob stores (S3, GCS, Azure Blob) share: one HTTP exchange with retries of
--- transient failures inside a deadline, error bodies kept away from a caller's sink, request
--- bodies as strings, files or producers read in bounded pieces, the `prefix` URL option and
--- result shaping.
---
---   rest.call(ctx, build, on_error) -> res | nil, err, code
---     build(attempt) -> http request table (signed afresh on every attempt) | nil, err, code
---     on_error(res) -> err, code[, retry_after_s[, "retry" | "final"]] for a status >= 300
---     ctx = { deadline = s, name = "s3://bucket" (for messages) }
+-- What the REST blob stores (S3, GCS, Azure Blob) share on top of autopgo.rest: request bodies
+-- (strings, files or producers, whole or in parts, read in bounded pieces), the URL's bucket and
+-- `prefix` option, keys, one exchange of a store method and result shaping.
 local uv = require "luv"
 local async = require "autopgo.async"
-local log = require "autopgo.log"
-local retry = require "autopgo.retry"
+local utc = require "autopgo.utc"
+local rest = require "autopgo.rest"
+local keys = require "autopgo.blob.keys"
 
 local M = {}
 
-M.DEFAULT_DEADLINE = 60
 M.HEALTH_DEADLINE = 5 -- health checks answer quickly, retries included
-M.ERROR_BODY_LIMIT = 64 * 1024
-
-local function http() return require "autopgo.http" end
-
---- House code for an HTTP status a service answered with.
-function M.code_for_status(status)
-  if status == 404 then return "NOT_FOUND" end
-  if status == 412 then return "PRECONDITION_FAILED" end
-  if status == 401 or status == 403 then return "UNAUTHORIZED" end
-  if status == 408 or status == 429 or status >= 500 then return "UNAVAILABLE" end
-  return "INVALID"
-end
-
---- Seconds from a Retry-After header (delta seconds only), or nil.
-function M.retry_after(res)
-  local v = res and res.headers and res.headers["retry-after"]
-  return v and tonumber(v) or nil
-end
 
 --- A request timeout for moving `bytes`: a minute plus 256 KiB/s.
 function M.transfer_timeout(bytes)
   return 60 + (bytes or 0) / (256 * 1024)
 end
 
-local function retryable(code, _, _, hint)
-  if hint == "retry" then return true end
-  if hint == "final" then return false end
-  return code == "UNAVAILABLE" or code == "TIMEOUT"
-end
-
---- One exchange with retries (see the file comment). A response with a sink streams only
--- successful bodies to it; an error body is collected (up to 64 KiB) into res.body, and
--- res.delivered counts the bytes the sink got. When `version_of(res)` is given (downloads), a
--- body that breaks off is resumed where it stopped: build(attempt, { offset, version }) must ask
--- for the bytes from `offset` on of that same version (Range plus If-Match or a generation);
--- without it, a request whose sink already received data is not retried. build also gets the
--- previous attempt's error (a body that cannot be sent twice reports it).
-function M.call(ctx, build, on_error, version_of)
-  local delivered, version, last_err = 0, nil, nil
-  return retry.run(function(attempt)
-    if delivered > 0 and not version then
-      return nil, ("UNAVAILABLE: %s: the transfer broke off after data was delivered"):format(ctx.name or "blob"),
-        "UNAVAILABLE", nil, "final"
-    end
-    local resume = delivered > 0 and { offset = delivered, version = version } or nil
-    local req, berr, bcode = build(attempt, resume, last_err)
-    if not req then return nil, berr, bcode, nil, "final" end
-    local user_sink, errbuf, errlen = req.sink, {}, 0
-    if user_sink then
-      local skip = nil -- bytes to drop when a server ignored the Range of a resumed download
-      req.sink = function(chunk, res)
-        if res.status >= 300 then
-          if errlen < M.ERROR_BODY_LIMIT then
-            errbuf[#errbuf + 1] = chunk
-            errlen = errlen + #chunk
-          end
-          return true
-        end
-        if skip == nil then skip = (resume and res.status == 200) and resume.offset or 0 end
-        if skip > 0 then
-          if #chunk <= skip then
-            skip = skip - #chunk
-            return true
-          end
-          chunk, skip = chunk:sub(skip + 1), 0
-        end
-        if delivered == 0 and version_of then version = version_of(res) end
-        delivered = delivered + #chunk
-        return user_sink(chunk, res)
-      end
-    end
-    local res, err, code = http().request(req)
-    if not res then
-      last_err = err
-      local where = ctx.name and (" (" .. ctx.name .. ")") or ""
-      if code == "TIMEOUT" or code == "UNAVAILABLE" then
-        return nil, ("UNAVAILABLE: %s%s"):format(err, where), "UNAVAILABLE"
-      elseif code == "TLS" then
-        return nil, ("UNAVAILABLE: %s%s"):format(err, where), "UNAVAILABLE", nil, "final"
-      elseif code == "TOO_LARGE" then
-        return nil, ("INVALID: %s%s"):format(err, where), "INVALID", nil, "final"
-      end
-      return nil, err .. where, code, nil, "final"
-    end
-    if user_sink then
-      if res.status >= 300 then res.body = table.concat(errbuf) end
-      res.delivered = delivered
-    end
-    if res.status >= 300 and res.status ~= 304 then
-      local e, c, after, hint = on_error(res)
-      last_err = e
-      if resume and c == "PRECONDITION_FAILED" then
-        return nil, ("UNAVAILABLE: %s: the object changed while it was being downloaded"):format(ctx.name or "blob"),
-          "UNAVAILABLE", nil, "final"
-      end
-      if hint == nil and c == "UNAVAILABLE" and delivered > 0 and not version then hint = "final" end
-      return nil, e, c, after or M.retry_after(res), hint
-    end
-    return res
-  end, {
-    deadline = ctx.deadline or M.DEFAULT_DEADLINE,
-    retryable = retryable,
-    on_retry = function(attempt, delay, err)
-      log.debug("blob: retrying", "store", ctx.name, "attempt", attempt, "delay", delay, "error", err)
-    end,
-  })
-end
-
 -- Bodies --------------------------------------------------------------------------------------
 
---- The failure of a retry that would need a streamed body again (it was consumed).
-function M.not_replayable(last_err)
+-- The failure of a retry that would need a streamed body again (it was consumed).
+local function not_replayable(last_err)
   return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure: " .. tostring(last_err),
     "UNAVAILABLE"
 end
 
---- Normalises a put body (string | { path } | { producer, size }) into a source
--- { kind, size, data | path | producer }, or nil, err, code.
-function M.source(body)
-  if type(body) == "string" then return { kind = "string", size = #body, data = body } end
-  if type(body) ~= "table" then return nil, "INVALID: put body must be a string or a table", "INVALID" end
-  if body.path then
-    local st, err = async.await(uv.fs_stat, body.path)
-    if not st then
-      return nil, ("%s: cannot read %s: %s"):format(err and err:match("^ENOENT") and "NOT_FOUND" or "IO",
-        body.path, tostring(err)), err and err:match("^ENOENT") and "NOT_FOUND" or "IO"
-    end
-    return { kind = "path", path = body.path, size = st.size }
-  end
-  if body.producer then
-    if type(body.size) ~= "number" then return nil, "INVALID: a producer body needs its size", "INVALID" end
-    return { kind = "producer", producer = body.producer, size = body.size }
-  end
-  return nil, "INVALID: put body table needs path or producer", "INVALID"
-end
-
---- A sequential reader over a source: reader:read(n) returns the next n bytes (fewer only at
+-- A sequential reader over a source: reader:read(n) returns the next n bytes (fewer only at
 -- the end; "" at the end), or nil, err, code. reader:close() releases a file.
-function M.reader(src)
+local function source_reader(src)
   local r = { offset = 0 }
   if src.kind == "string" then
     function r.read(_, n)
@@ -219,63 +91,163 @@ function M.reader(src)
   return r
 end
 
---- Reads a whole (small) source into a string.
-function M.read_all(src)
-  if src.kind == "string" then return src.data end
-  local r = M.reader(src)
-  local data, err, code = r:read(src.size)
-  r:close()
-  if not data then return nil, err, code end
-  if #data ~= src.size then
-    return nil, ("INVALID: the body has %d bytes, not the %d announced"):format(#data, src.size), "INVALID"
+--- Normalises a put body (string | { path } | { producer, size }) into a source
+-- { kind, size, data | path | producer + shared }, or nil, err, code. `shared` is the one reader
+-- of a producer, which all the pieces of its source read in turn.
+function M.source(body)
+  if type(body) == "string" then return { kind = "string", size = #body, data = body } end
+  if type(body) ~= "table" then return nil, "INVALID: put body must be a string or a table", "INVALID" end
+  if body.path then
+    local st, err = async.await(uv.fs_stat, body.path)
+    if not st then
+      return nil, ("%s: cannot read %s: %s"):format(err and err:match("^ENOENT") and "NOT_FOUND" or "IO",
+        body.path, tostring(err)), err and err:match("^ENOENT") and "NOT_FOUND" or "IO"
+    end
+    return { kind = "path", path = body.path, size = st.size }
   end
-  return data
+  if body.producer then
+    if type(body.size) ~= "number" then return nil, "INVALID: a producer body needs its size", "INVALID" end
+    local src = { kind = "producer", producer = body.producer, size = body.size }
+    src.shared = source_reader(src)
+    return src
+  end
+  return nil, "INVALID: put body table needs path or producer", "INVALID"
 end
 
--- Keys and prefixes ------------------------------------------------------------------------------
-
---- Reads gocloud's generic `prefix` option out of a parsed URL's query (removing it).
-function M.take_prefix(query)
-  local p = query.prefix
-  query.prefix = nil
-  return p or ""
+--- Pieces of a source as requests send them: the whole source, or `length` bytes from `offset`
+-- (a part or a block). piece.size; piece.data (a string's bytes, sent as they are on every attempt);
+-- piece.path (a whole file, which the HTTP client streams itself); piece:open(last_err) -> a
+-- reader at the piece's start for one attempt (a file is reopened every time; a producer's bytes
+-- go only once: a second attempt fails with not_replayable); piece:close() closes the files
+-- opened.
+function M.piece(src, offset, length)
+  local whole = offset == 0 and length == src.size
+  local piece, opened, used = { size = length }, {}, false
+  if src.kind == "string" then
+    piece.data = whole and src.data or src.data:sub(offset + 1, offset + length)
+  elseif src.kind == "path" and whole then
+    piece.path = src.path
+  end
+  function piece.open(_, last_err)
+    if src.kind == "producer" then
+      if used then return not_replayable(last_err) end
+      used = true
+      return src.shared
+    end
+    local r = source_reader(src)
+    r.offset = offset
+    opened[#opened + 1] = r
+    return r
+  end
+  function piece.close()
+    for _, r in ipairs(opened) do r:close() end
+    opened = {}
+  end
+  return piece
 end
 
---- Checks a key the caller gave; nil, err when unusable.
-function M.check_key(key)
+--- A body_producer that reads `length` bytes from `reader`, `chunk_size` at a time.
+function M.chunks(reader, length, chunk_size)
+  local left = length
+  return function()
+    if left == 0 then return nil end
+    local data, err = reader:read(math.min(chunk_size, left))
+    if not data then return nil, err end
+    if #data == 0 then return nil, ("the body ended %d bytes early"):format(left) end
+    left = left - #data
+    return data
+  end
+end
+
+--- Sets the body of request table `r` to `piece` for one attempt: r.body, r.body_path or a
+-- r.body_producer of `chunk_size` chunks, and r.body_length. Returns true or nil, err, code.
+function M.body(r, piece, last_err, chunk_size)
+  r.body_length = piece.size
+  if piece.data then
+    r.body = piece.data
+  elseif piece.path then
+    r.body_path = piece.path
+  else
+    local reader, err, code = piece:open(last_err)
+    if not reader then return nil, err, code end
+    r.body_producer = M.chunks(reader, piece.size, chunk_size)
+  end
+  return true
+end
+
+-- Stores --------------------------------------------------------------------------------------
+-- A store built on these has name, prefix, key_rule (from autopgo.blob.keys), ctx = { deadline,
+-- name } and on_error(res, what) -> err, code[, retry_after[, hint]].
+
+--- What every store URL starts with: a copy of its query without gocloud's `prefix` option,
+-- checked against `known`; the bucket (or container: `noun`) that is its host; the store's name.
+-- Returns { query, prefix, bucket, name } or nil, err, code.
+function M.parse_url(u, scheme, known, noun)
+  local q = {}
+  for k, v in pairs(u.query) do q[k] = v end
+  local prefix = q.prefix or ""
+  q.prefix = nil
+  local ok, err, code = rest.check_params(scheme, q, known)
+  if not ok then return nil, err, code end
+  local bucket = u.host
+  if not bucket or bucket == "" then
+    return nil, ("INVALID: %s:// URL needs a %s (%s://%s)"):format(scheme, noun, scheme, noun), "INVALID"
+  end
+  return { query = q, prefix = prefix, bucket = bucket,
+    name = scheme .. "://" .. bucket .. (prefix ~= "" and ("?prefix=" .. prefix) or "") }
+end
+
+--- The service's name for a key the caller gave (under the store's prefix, escaped by its
+-- rule), or nil, "INVALID: ...", "INVALID" for an unusable key.
+function M.object_key(store, key)
   if type(key) ~= "string" or key == "" then return nil, "INVALID: blob key must be a non-empty string", "INVALID" end
-  return key
+  return keys.escape(store.prefix .. key, store.key_rule)
+end
+
+--- The service's list prefix for a prefix the caller gave.
+function M.list_prefix(store, prefix)
+  return keys.escape(store.prefix .. (prefix or ""), store.key_rule, true)
+end
+
+--- The caller's key of a key the service listed, or nil when it is outside the store's prefix.
+function M.listed_key(store, raw)
+  local k = keys.unescape(raw or "")
+  if k:sub(1, #store.prefix) == store.prefix then return k:sub(#store.prefix + 1) end
+  return nil
+end
+
+--- One exchange of a store method (rest.call): the store's deadline unless `deadline` is given,
+-- failures through store:on_error(res, what), `version_of` for downloads that resume. Clears
+-- store.retried_auth, which on_error sets when it asks for one more attempt with fresh credentials.
+function M.call(store, what, build, deadline, version_of)
+  store.retried_auth = false
+  local ctx = deadline and { deadline = deadline, name = store.name } or store.ctx
+  return rest.call(ctx, build, function(res) return store:on_error(res, what) end, version_of)
+end
+
+--- The attributes of an object that its HTTP headers give: { etag, size, last_modified }.
+function M.header_attrs(res)
+  local h = res.headers
+  return { etag = h.etag, size = tonumber(h["content-length"]) or 0,
+    last_modified = utc.parse_http_date(h["last-modified"]) }
+end
+
+--- Completes a get's result `out` from its response: the body, or with opts.sink the number of
+-- bytes the sink received.
+function M.downloaded(out, res, opts)
+  if opts.sink then
+    out.size = res.delivered
+  else
+    out.body = res.body or ""
+    out.size = #out.body
+  end
+  return out
 end
 
 --- Sorts list entries by key (services list by UTF-8 byte order already; this makes it certain).
 function M.sort_entries(entries)
   table.sort(entries, function(a, b) return a.key < b.key end)
   return entries
-end
-
---- Parses a URL boolean the way Go's strconv.ParseBool does; nil, err for anything else.
-local TRUE = { ["1"] = true, t = true, T = true, TRUE = true, ["true"] = true, True = true }
-local FALSE = { ["0"] = true, f = true, F = true, FALSE = true, ["false"] = true, False = true }
-function M.parse_bool(name, v)
-  if v == nil then return false end
-  if TRUE[v] then return true end
-  if FALSE[v] then return false end
-  return nil, ("INVALID: invalid value %q for query parameter %s (want true or false)"):format(v, name), "INVALID"
-end
-
---- Fails for query parameters not in `known` (gocloud does the same).
-function M.check_params(scheme, query, known)
-  local unknown = {}
-  for k in pairs(query) do
-    if not known[k] then unknown[#unknown + 1] = k end
-  end
-  if #unknown == 0 then return true end
-  table.sort(unknown)
-  local names = {}
-  for k in pairs(known) do names[#names + 1] = k end
-  table.sort(names)
-  return nil, ("INVALID: unknown query parameter %q for %s:// (known: %s)"):format(unknown[1], scheme,
-    table.concat(names, ", ")), "INVALID"
 end
 
 return M

@@ -15,7 +15,8 @@ local async = require "autopgo.async"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local xml = require "autopgo.xml"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
+local blobrest = require "autopgo.blob.rest"
 local keys = require "autopgo.blob.keys"
 local sigv4 = require "autopgo.aws.sigv4"
 local credentials = require "autopgo.aws.credentials"
@@ -82,13 +83,9 @@ end
 -- TLS verification), ca_file (default AWS_CA_BUNDLE), page_size (keys per list request, 1000).
 function M.open(u, opts)
   opts = opts or {}
-  local q = {}
-  for k, v in pairs(u.query) do q[k] = v end
-  local prefix = rest.take_prefix(q)
-  local ok, err, code = rest.check_params("s3", q, KNOWN)
-  if not ok then return nil, err, code end
-  local bucket = u.host
-  if not bucket or bucket == "" then return nil, "INVALID: s3:// URL needs a bucket (s3://bucket)", "INVALID" end
+  local where, err, code = blobrest.parse_url(u, "s3", KNOWN, "bucket")
+  if not where then return nil, err, code end
+  local q, bucket = where.query, where.bucket
   local flags
   flags, err, code = bools(q, { "disable_https", "disableSSL", "use_path_style", "s3ForcePathStyle",
     "hostname_immutable", "anonymous", "dualstack", "fips", "accelerate" })
@@ -111,8 +108,8 @@ function M.open(u, opts)
   if not ep then return nil, err, code end
   local part_size = opts.part_size or M.PART_SIZE
   local self = setmetatable({
-    name = "s3://" .. bucket .. (prefix ~= "" and ("?prefix=" .. prefix) or ""),
-    bucket = bucket, prefix = prefix, region = region, endpoint = ep, creds = creds,
+    name = where.name, bucket = bucket, prefix = where.prefix, key_rule = keys.s3, region = region, endpoint = ep,
+    creds = creds,
     anonymous = flags.anonymous, part_size = part_size, deadline = opts.deadline, now = opts.now or os.time,
     sse = q.ssetype, kms_key = q.kmskeyid,
     insecure = opts.insecure or nil, ca_file = opts.ca_file or getenv("AWS_CA_BUNDLE"),
@@ -132,9 +129,7 @@ function Store:locate(key)
   return ep.base_path .. "/" .. escaped, self.bucket .. "." .. ep.host
 end
 
-function Store:object_key(key)
-  return keys.escape(self.prefix .. key, keys.s3)
-end
+Store.object_key = blobrest.object_key
 
 -- Builds a signed request. r = { method, key, query = list, headers, body | body_path |
 -- body_producer+body_length, payload_hash, sink, timeout }.
@@ -185,10 +180,10 @@ function Store:on_error(res, what)
     code = "UNAVAILABLE"
   elseif scode == "ExpiredToken" or scode == "RequestExpired" then
     code = "UNAUTHORIZED"
-    if self.creds and not self.retried_expired then
+    if self.creds and not self.retried_auth then
       -- refreshed credentials may fix it: one more attempt
       self.creds:invalidate()
-      self.retried_expired = true
+      self.retried_auth = true
       hint = "retry"
     end
   elseif AUTH_HINTS[scode] or res.status == 401 or res.status == 403 then
@@ -206,11 +201,7 @@ function Store:on_error(res, what)
   return ("%s: %s %s: %s"):format(code, self.name, what, detail), code, nil, hint
 end
 
-function Store:call(what, build, deadline)
-  self.retried_expired = false
-  local ctx = deadline and { deadline = deadline, name = self.name } or self.ctx
-  return rest.call(ctx, build, function(res) return self:on_error(res, what) end)
-end
+Store.call = blobrest.call
 
 -- If-Match for writes carries the ETag without its quotes: S3 accepts both forms, and Ceph RGW
 -- (Pacific) compares the unquoted form only.
@@ -227,45 +218,20 @@ local function common_put_headers(self, opts)
   return h
 end
 
--- A body to send in one request: in memory (signed with its SHA-256, resent freely), or streamed
--- from a file (reopened at its offset for a retry) or from the caller's producer (sent once), in
--- signed aws-chunked framing so it never has to be held or hashed in advance.
-local function piece_of(src, shared, offset, length)
-  if src.kind == "string" then
-    return { size = length, data = offset == 0 and length == src.size and src.data
-      or src.data:sub(offset + 1, offset + length) }
-  end
-  if src.kind == "path" then
-    return { size = length, open = function()
-      local r = rest.reader(src)
-      r.offset = offset
-      return r
-    end }
-  end
-  local used = false
-  return { size = length, open = function(last_err)
-    if used then
-      return rest.not_replayable(last_err)
-    end
-    used = true
-    return shared
-  end, shared = true }
-end
-
--- Sends one piece (a whole object or a part) with a PUT; returns the response.
+-- Sends one piece (a whole object or a part; autopgo.blob.rest.piece) with a PUT: in memory,
+-- signed with its SHA-256 and resent freely; else streamed from its reader in signed
+-- aws-chunked framing, so it never has to be held or hashed in advance. Returns the response.
 function Store:send_piece(what, okey, query, headers, piece)
-  local opened = {}
   local res, err, code = self:call(what, function(_, _, last_err)
     local h = {}
     for k, v in pairs(headers) do h[k] = v end
-    local timeout = rest.transfer_timeout(piece.size)
+    local timeout = blobrest.transfer_timeout(piece.size)
     if piece.data then
       return self:request({ method = "PUT", key = okey, query = query, headers = h, body = piece.data,
         payload_hash = sigv4.sha256_hex(piece.data), timeout = timeout })
     end
-    local reader, rerr, rcode = piece.open(last_err)
+    local reader, rerr, rcode = piece:open(last_err)
     if not reader then return nil, rerr, rcode end
-    if not piece.shared then opened[#opened + 1] = reader end
     local encoded
     if not self.anonymous then encoded = sigv4.streaming_headers(h, piece.size, M.CHUNK_SIZE) end
     local req, info, creds = self:request({ method = "PUT", key = okey, query = query, headers = h,
@@ -273,24 +239,20 @@ function Store:send_piece(what, okey, query, headers, piece)
     if not req then return nil, info, creds end
     local encode = info and sigv4.chunk_encoder(creds, info, { region = self.region, service = "s3" })
       or function(d) return d end
-    local left, finished = piece.size, false
+    local next_chunk, finished = blobrest.chunks(reader, piece.size, M.CHUNK_SIZE), false
     req.body_length = encoded or piece.size
     req.body_producer = function()
       if finished then return nil end
-      if left == 0 then
-        finished = true
-        if info then return encode("") end
-        return nil
-      end
-      local data, e = reader:read(math.min(M.CHUNK_SIZE, left))
-      if not data then return nil, e end
-      if #data == 0 then return nil, ("the body ended %d bytes early"):format(left) end
-      left = left - #data
-      return encode(data)
+      local data, e = next_chunk()
+      if data then return encode(data) end
+      if e then return nil, e end
+      finished = true
+      if info then return encode("") end -- the final chunk of the framing
+      return nil
     end
     return req
   end)
-  for _, r in ipairs(opened) do r:close() end
+  piece:close()
   return res, err, code
 end
 
@@ -304,11 +266,10 @@ local function put_single(self, key, src, opts, okey)
     if not digest then return nil, err, code end
     res, err, code = self:call("put " .. key, function()
       return self:request({ method = "PUT", key = okey, headers = headers, body_path = src.path,
-        payload_hash = crypto.hex(digest), timeout = rest.transfer_timeout(src.size) })
+        payload_hash = crypto.hex(digest), timeout = blobrest.transfer_timeout(src.size) })
     end)
   else
-    local shared = src.kind == "producer" and rest.reader(src) or nil
-    res, err, code = self:send_piece("put " .. key, okey, nil, headers, piece_of(src, shared, 0, src.size))
+    res, err, code = self:send_piece("put " .. key, okey, nil, headers, blobrest.piece(src, 0, src.size))
   end
   if not res then return nil, err, code end
   return { etag = res.headers.etag, size = src.size }
@@ -357,13 +318,12 @@ local function put_multipart(self, key, src, opts, okey)
       return self:request({ method = "DELETE", key = okey, query = { { "uploadId", upload_id } } })
     end)
   end
-  local shared = src.kind == "producer" and rest.reader(src) or nil
   local parts, sent, n = {}, 0, 0
   while sent < src.size do
     n = n + 1
     local want = math.min(self.part_size, src.size - sent)
     res, err, code = self:send_piece(("put %s (part %d)"):format(key, n), okey,
-      { { "partNumber", tostring(n) }, { "uploadId", upload_id } }, {}, piece_of(src, shared, sent, want))
+      { { "partNumber", tostring(n) }, { "uploadId", upload_id } }, {}, blobrest.piece(src, sent, want))
     if not res then
       abort()
       return nil, err, code
@@ -408,12 +368,11 @@ end
 --- store:put(key, body, opts) -> { etag, size }
 function Store:put(key, body, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local src
-  src, err, code = rest.source(body)
+  src, err, code = blobrest.source(body)
   if not src then return nil, err, code end
-  local okey = self:object_key(key)
   -- A conditional write goes up as one (streamed) PUT, where every S3 server checks the
   -- precondition atomically; not all check it on CompleteMultipartUpload (Ceph RGW Pacific
   -- ignores it there). Only bodies over 5 GiB must be multipart.
@@ -424,51 +383,35 @@ function Store:put(key, body, opts)
   return put_single(self, key, src, opts, okey)
 end
 
-local function attrs(res)
-  local h = res.headers
-  return { etag = h.etag, size = tonumber(h["content-length"]) or 0,
-    last_modified = utc.parse_http_date(h["last-modified"]) }
-end
-
 --- store:get(key, opts) -> { body | nil with opts.sink, etag, size, last_modified }. A streamed
 -- download that breaks off resumes where it stopped (Range, If-Match the same ETag).
 function Store:get(key, opts)
   opts = opts or {}
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
-  local okey = self:object_key(key)
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local res
-  self.retried_expired = false
-  res, err, code = rest.call(self.ctx, function(_, resume)
+  res, err, code = self:call("get " .. key, function(_, resume)
     local headers
     if resume then
       headers = { range = ("bytes=%d-"):format(resume.offset), ["if-match"] = if_match_value(resume.version) }
     end
     return self:request({ method = "GET", key = okey, headers = headers, sink = opts.sink,
       timeout = opts.timeout or 3600 })
-  end, function(r) return self:on_error(r, "get " .. key) end, opts.sink and function(r) return r.headers.etag end)
+  end, nil, opts.sink and function(r) return r.headers.etag end)
   if not res then return nil, err, code end
-  local out = attrs(res)
-  if opts.sink then
-    out.size = res.delivered
-  else
-    out.body = res.body or ""
-    out.size = #out.body
-  end
-  return out
+  return blobrest.downloaded(blobrest.header_attrs(res), res, opts)
 end
 
 --- store:stat(key) -> { etag, size, last_modified }
 function Store:stat(key)
-  local ok, err, code = rest.check_key(key)
-  if not ok then return nil, err, code end
-  local okey = self:object_key(key)
+  local okey, err, code = self:object_key(key)
+  if not okey then return nil, err, code end
   local res
   res, err, code = self:call("stat " .. key, function()
     return self:request({ method = "HEAD", key = okey })
   end)
   if not res then return nil, err, code end
-  return attrs(res)
+  return blobrest.header_attrs(res)
 end
 
 --- store:delete(key) -> true (NOT_FOUND when absent: S3 itself does not say, so it is checked)
@@ -489,7 +432,7 @@ end
 function Store:list(prefix, opts)
   opts = opts or {}
   prefix = prefix or ""
-  local full = keys.escape(self.prefix .. prefix, keys.s3, true)
+  local full = blobrest.list_prefix(self, prefix)
   local entries, token = {}, nil
   repeat
     local query = { { "list-type", "2" }, { "prefix", full },
@@ -503,9 +446,9 @@ function Store:list(prefix, opts)
     doc, err = xml.parse(res.body or "")
     if not doc then return nil, ("INVALID: %s: unreadable list answer: %s"):format(self.name, err), "INVALID" end
     for _, c in ipairs(xml.children(doc, "Contents")) do
-      local k = keys.unescape(xml.find_text(c, "Key") or "")
-      if k:sub(1, #self.prefix) == self.prefix then
-        entries[#entries + 1] = { key = k:sub(#self.prefix + 1), size = tonumber(xml.find_text(c, "Size")) or 0,
+      local k = blobrest.listed_key(self, xml.find_text(c, "Key"))
+      if k then
+        entries[#entries + 1] = { key = k, size = tonumber(xml.find_text(c, "Size")) or 0,
           last_modified = utc.parse_iso8601(xml.find_text(c, "LastModified")), etag = xml.find_text(c, "ETag") }
       end
     end
@@ -515,15 +458,15 @@ function Store:list(prefix, opts)
       return nil, ("INVALID: %s: a truncated list without NextContinuationToken"):format(self.name), "INVALID"
     end
   until not token
-  return rest.sort_entries(entries)
+  return blobrest.sort_entries(entries)
 end
 
 --- store:health() -> true | nil, err, code (a one-key list of the bucket, whose errors say why)
 function Store:health()
   local res, err, code = self:call("health check", function()
     return self:request({ method = "GET", key = "", query = { { "list-type", "2" }, { "max-keys", "1" } },
-      timeout = rest.HEALTH_DEADLINE })
-  end, rest.HEALTH_DEADLINE)
+      timeout = blobrest.HEALTH_DEADLINE })
+  end, blobrest.HEALTH_DEADLINE)
   if not res then return nil, err, code end
   return true
 end

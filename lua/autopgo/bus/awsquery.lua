@@ -1,14 +1,16 @@
 -- AWS query-protocol calls for the SQS and SNS buses: a form-encoded POST with Action and
 -- Version, SigV4-signed with credentials found the AWS way (autopgo.aws.credentials), an XML
--- answer; throttling and 5xx are retried with jittered backoff (autopgo.blob.rest.call). Also
+-- answer; throttling and 5xx are retried with jittered backoff (autopgo.rest.call). Also
 -- the gocloud.dev URL options the two share (region, endpoint, profile, disable_https, ...).
 --
 --   local client = awsquery.new { service = "sqs", version = "2012-11-05", endpoint = ep,
 --                                 region = "us-east-1", creds = source, name = "awssqs://..." }
 --   local doc, err, code = client:call("ReceiveMessage", { { "QueueUrl", q }, ... }, { timeout = 30 })
+local crypto = require("autopgo.core").crypto
+local events = require "autopgo.events"
 local url = require "autopgo.url"
 local xml = require "autopgo.xml"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
 local sigv4 = require "autopgo.aws.sigv4"
 local credentials = require "autopgo.aws.credentials"
 
@@ -19,6 +21,9 @@ M.URL_OPTIONS = {
   region = true, endpoint = true, profile = true, disable_https = true, disableSSL = true, awssdk = true,
   dualstack = true, fips = true, hostname_immutable = true, rate_limiter_capacity = true,
 }
+
+-- The message attribute that carries the ordering key (the app).
+M.KEY_ATTRIBUTE = "autopgo-key"
 
 local Client = {}
 Client.__index = Client
@@ -46,6 +51,37 @@ function M.options(q, opts, env_endpoint)
   local scheme = (flags.disable_https or flags.disableSSL) and "http" or "https"
   if endpoint and not endpoint:match("^%a[%w+.-]*://") then endpoint = scheme .. "://" .. endpoint end
   return { region = region, endpoint = endpoint, scheme = scheme, creds = creds, flags = flags }
+end
+
+--- The parameters of one message as SQS's SendMessage and SNS's Publish take it, which name them
+-- differently: names = { target = { "QueueUrl", url } | { "TopicArn", arn }, body = "MessageBody" |
+-- "Message", attribute = "MessageAttribute.%d" | "MessageAttributes.entry.%d" }. The key goes as
+-- the autopgo-key attribute and, when `fifo`, as the MessageGroupId, with the envelope id (or the
+-- body's SHA-256) as the MessageDeduplicationId.
+function M.message_params(names, fifo, body, opts)
+  local params = { names.target }
+  local n = 0
+  local function attribute(name, value)
+    n = n + 1
+    local prefix = names.attribute:format(n)
+    params[#params + 1] = { prefix .. ".Name", name }
+    params[#params + 1] = { prefix .. ".Value.DataType", "String" }
+    params[#params + 1] = { prefix .. ".Value.StringValue", value }
+  end
+  if not utf8.len(body) then
+    -- SQS and SNS carry text only: non-UTF-8 bodies go as base64, flagged the way gocloud does
+    body = crypto.base64_encode(body)
+    attribute("base64encoded", "true")
+  end
+  params[#params + 1] = { names.body, body }
+  local key = opts and opts.key
+  if key and key ~= "" then attribute(M.KEY_ATTRIBUTE, key) end
+  if fifo then
+    params[#params + 1] = { "MessageGroupId", (key and key ~= "") and key or "autopgo" }
+    local id = (opts and opts.id) or events.id_of(body) or crypto.hex(crypto.digest("sha256", body))
+    params[#params + 1] = { "MessageDeduplicationId", id:sub(1, 128) }
+  end
+  return params
 end
 
 --- The default endpoint of `service` in `region`.

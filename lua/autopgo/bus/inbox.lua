@@ -106,17 +106,22 @@ function Inbox:receive(skip)
   end
 end
 
---- Calls fn() after `ms` milliseconds on the loop (in a coroutine), unless the inbox closes
--- first. Returns a cancel function.
-function Inbox:later(ms, fn)
+-- A new timer that closes with the inbox, and the function that cancels it.
+local function new_timer(self)
   local timer = uv.new_timer()
-  local function cancel()
+  self.timers[timer] = true
+  return timer, function()
     if self.timers[timer] then
       self.timers[timer] = nil
       timer:close()
     end
   end
-  self.timers[timer] = true
+end
+
+--- Calls fn() after `ms` milliseconds on the loop (in a coroutine), unless the inbox closes
+-- first. Returns a cancel function.
+function Inbox:later(ms, fn)
+  local timer, cancel = new_timer(self)
   timer:start(math.max(0, math.floor(ms)), 0, function()
     cancel()
     async.spawn(fn)
@@ -129,15 +134,8 @@ end
 -- work goes on, but not for ever (a handler that hangs must not hold a message for good).
 function Inbox:keepalive(interval_ms, max_ms, fn)
   if max_ms <= 0 then return function() end end
-  local timer = uv.new_timer()
+  local timer, cancel = new_timer(self)
   local deadline = uv.now() + max_ms
-  local function cancel()
-    if self.timers[timer] then
-      self.timers[timer] = nil
-      timer:close()
-    end
-  end
-  self.timers[timer] = true
   interval_ms = math.max(100, math.floor(interval_ms))
   timer:start(interval_ms, interval_ms, function()
     if uv.now() >= deadline then
@@ -172,6 +170,98 @@ function M.backoff(attempt, base, cap)
   base, cap = base or 1, cap or 60
   local d = math.min(cap, base * 2 ^ math.max(0, attempt - 1))
   return d / 2 + math.random() * d / 2
+end
+
+--- Waits at most `ms` for a reader's messages in flight to be settled: until busy() (how many
+-- are) is 0, woken by reader.settled_ev, which the reader sets whenever it settles one. Returns
+-- what busy() said last.
+function M.wait_settled(reader, ms, busy)
+  local deadline = uv.now() + ms
+  local n = busy()
+  while n > 0 and uv.now() < deadline do
+    reader.settled_ev = async.event()
+    reader.settled_ev.wait(math.max(1, deadline - uv.now()))
+    n = busy()
+  end
+  return n
+end
+
+-- Readers that hold what they fetch ---------------------------------------------------------------
+-- The SQS, Pub/Sub and Service Bus readers fetch ahead (at most max_buffered messages waiting)
+-- and hold every message, kept invisible / locked / within its ack deadline, from its arrival
+-- until it is settled: reader.held is the set of them and reader.inflight counts those receive()
+-- handed out. M.Held has the methods they share (setmetatable(Reader, { __index = inbox.Held }));
+-- a reader has inbox, name, held = {}, inflight = 0, max_buffered, max_extension_ms, closed.
+local Held = {}
+M.Held = Held
+
+--- Takes in message m just fetched: counts a redelivery, holds it with extend() called every
+-- interval_ms until it is settled (for at most max_extension_ms), and queues it.
+function Held:hold(m, interval_ms, extend)
+  if m.attempt > 1 then self.inbox.stats:inc("redelivered") end
+  self.held[m] = true
+  m.keepalive = self.inbox:keepalive(interval_ms, self.max_extension_ms, function()
+    if m.settled then return true end
+    return extend()
+  end)
+  self.inbox:push(m)
+end
+
+--- Stops holding m: it is acknowledged, or handed back to the bus.
+function Held:settle(m)
+  if m.keepalive then m.keepalive() end
+  m.settled = true
+  self.held[m] = nil
+  if m.handed_out then
+    self.inflight = self.inflight - 1
+    if self.settled_ev then self.settled_ev.set() end
+  end
+end
+
+function Held:receive()
+  local m, err, code = self.inbox:receive()
+  if not m then return nil, err, code end
+  m.settled, m.handed_out = false, true
+  self.inflight = self.inflight + 1
+  if self.room then self.room.set() end
+  return m
+end
+
+function Held:stats()
+  return self.inbox.stats:snapshot()
+end
+
+--- Waits at most `ms` for the messages handed out to be settled.
+function Held:wait_inflight(ms)
+  return M.wait_settled(self, ms, function() return self.inflight end)
+end
+
+--- Fetches until the reader is closed, while fewer than max_buffered messages wait: fetch() ->
+-- an answer | nil, err, then deliver(answer) takes in what it brought. A failure is retried
+-- after a jittered backoff (0.5 s doubling to 10 s); the first of a run is logged as `failing`.
+-- An answer that arrives once the reader is closed goes to late(answer) when given.
+function Held:poll(failing, fetch, deliver, late)
+  local failures = 0
+  while not self.closed do
+    if self.inbox:size() >= self.max_buffered then
+      self.room = async.event()
+      self.room.wait(1000)
+    else
+      local answer, err = fetch()
+      if self.closed then
+        if answer and late then late(answer) end
+        break
+      end
+      if not answer then
+        failures = failures + 1
+        if failures == 1 then log.warn(failing, "reader", self.name, "error", err) end
+        async.sleep(math.floor(M.backoff(failures, 0.5, 10) * 1000))
+      else
+        failures = 0
+        deliver(answer)
+      end
+    end
+  end
 end
 
 --- Logs a message that is given up on (dead-lettered or dropped) with enough to find it again.

@@ -20,7 +20,7 @@
 --       the bus has no such notion)
 --   reader:health() -> true | nil, err;  reader:close()
 --   writer.name / reader.name: a short description for logs and /api/health
-local url = require "autopgo.url"
+local modules = require "autopgo.modules"
 
 local M = {}
 
@@ -35,23 +35,8 @@ M.schemes = {
 }
 
 local function load(raw_url, role)
-  local u, err, code = url.parse(raw_url)
-  if not u then return nil, err, code end
-  local name = M.schemes[u.scheme]
-  if not name then
-    local known = {}
-    for s in pairs(M.schemes) do known[#known + 1] = s .. "://" end
-    table.sort(known)
-    return nil, ("INVALID: unsupported event bus scheme %q (supported: %s)"):format(u.scheme,
-      table.concat(known, ", ")), "INVALID"
-  end
-  local ok, mod = pcall(require, name)
-  if not ok then
-    if tostring(mod):find("module '" .. name .. "' not found", 1, true) then
-      return nil, ("UNSUPPORTED: the %s:// event bus is not built yet"):format(u.scheme), "UNSUPPORTED"
-    end
-    error(mod, 0)
-  end
+  local mod, u, code = modules.by_scheme(M.schemes, raw_url, "event bus")
+  if not mod then return nil, u, code end
   if not mod[role] then
     return nil, ("UNSUPPORTED: %s:// cannot be used as an event %s"):format(u.scheme, role), "UNSUPPORTED"
   end

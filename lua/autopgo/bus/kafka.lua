@@ -17,7 +17,6 @@ local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
 
 local kafka = core.kafka
-local uv = require "luv"
 
 local M = {}
 
@@ -361,19 +360,14 @@ function Reader:on_revoke(parts)
   drop_queued(self)
   log.info("kafka partitions revoked; finishing in-flight messages", "reader", self.name, "count", #parts)
   async.spawn(function()
-    local deadline = uv.now() + self.revoke_timeout_ms
-    while true do
-      local busy = 0
-      for _, p in ipairs(revoking) do busy = busy + p.inflight end
-      if busy == 0 or uv.now() >= deadline then
-        if busy > 0 then
-          log.warn("kafka: revoke timed out with messages in flight; they will be redelivered",
-            "reader", self.name, "in_flight", busy)
-        end
-        break
-      end
-      self.settled_ev = async.event()
-      self.settled_ev.wait(math.max(1, deadline - uv.now()))
+    local busy = inbox_mod.wait_settled(self, self.revoke_timeout_ms, function()
+      local n = 0
+      for _, p in ipairs(revoking) do n = n + p.inflight end
+      return n
+    end)
+    if busy > 0 then
+      log.warn("kafka: revoke timed out with messages in flight; they will be redelivered",
+        "reader", self.name, "in_flight", busy)
     end
     self:commit_soon().wait(10000)
     for _, p in ipairs(revoking) do
@@ -442,14 +436,11 @@ function Reader:close()
   self.closed = true
   self.inbox:close("CLOSED: the reader is closed")
   if coroutine.isyieldable() then
-    local deadline = uv.now() + self.revoke_timeout_ms
-    while uv.now() < deadline do
-      local busy = 0
-      for _, p in pairs(self.parts) do busy = busy + p.inflight end
-      if busy == 0 then break end
-      self.settled_ev = async.event()
-      self.settled_ev.wait(math.max(1, deadline - uv.now()))
-    end
+    inbox_mod.wait_settled(self, self.revoke_timeout_ms, function()
+      local n = 0
+      for _, p in pairs(self.parts) do n = n + p.inflight end
+      return n
+    end)
     self:commit_soon().wait(10000)
   end
   self.consumer_closed = true

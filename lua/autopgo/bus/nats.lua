@@ -17,12 +17,12 @@ local core = require "autopgo.core"
 local async = require "autopgo.async"
 local log = require "autopgo.log"
 local url = require "autopgo.url"
+local events = require "autopgo.events"
 local units = require "autopgo.units"
 local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
 
 local natsc = core.nats
-local uv = require "luv"
 
 local M = {}
 
@@ -162,10 +162,6 @@ end
 local Writer = {}
 Writer.__index = Writer
 
-local function envelope_id(body)
-  return body:match('"id"%s*:%s*"([^"]+)"')
-end
-
 function Writer:publish(body, opts)
   if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
   local conn, err, code = self.c.get()
@@ -175,7 +171,7 @@ function Writer:publish(body, opts)
     if ok then
       local seq
       seq, err, code = await_cb(function(cb)
-        return conn:js_publish(self.s.subject, body, opts and opts.key, (opts and opts.id) or envelope_id(body),
+        return conn:js_publish(self.s.subject, body, opts and opts.key, (opts and opts.id) or events.id_of(body),
           10000, cb)
       end)
       if seq then err = nil end
@@ -185,12 +181,7 @@ function Writer:publish(body, opts)
     ok, err, code = conn:publish(self.s.subject, body, opts and opts.key)
     if ok then err = nil end
   end
-  if err then
-    self.stats:inc("failed")
-    return nil, err, code
-  end
-  self.stats:inc("published")
-  return true
+  return self.stats:count("published", "failed", err == nil, err, code)
 end
 
 function Writer:health()
@@ -414,11 +405,7 @@ function Reader:close()
       self.sub:stop()
       self.stopped.wait(3000)
     end
-    local deadline = uv.now() + self.close_timeout_ms
-    while self.inflight > 0 and uv.now() < deadline do
-      self.settled_ev = async.event()
-      self.settled_ev.wait(math.max(1, deadline - uv.now()))
-    end
+    inbox_mod.wait_settled(self, self.close_timeout_ms, function() return self.inflight end)
   end
   for m in pairs(self.held) do queued[#queued + 1] = m end -- in flight past the deadline
   for _, m in ipairs(queued) do

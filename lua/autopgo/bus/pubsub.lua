@@ -15,11 +15,10 @@
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
-local log = require "autopgo.log"
 local json = require "autopgo.json"
 local crypto = require("autopgo.core").crypto
 local http = require "autopgo.http"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
 local auth = require "autopgo.gcp.auth"
 local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
@@ -126,13 +125,7 @@ function Writer:publish(body, opts)
     msg.orderingKey = key
     msg.attributes = { [M.KEY_ATTRIBUTE] = key }
   end
-  local doc, err, code = call(self.c, "POST", ":publish", { messages = { msg } })
-  if not doc then
-    self.stats:inc("failed")
-    return nil, err, code
-  end
-  self.stats:inc("published")
-  return true
+  return self.stats:count("published", "failed", call(self.c, "POST", ":publish", { messages = { msg } }))
 end
 
 function Writer:health()
@@ -156,7 +149,7 @@ end
 ---------------------------------------------------------------------------------------------
 -- reader
 
-local Reader = {}
+local Reader = setmetatable({}, { __index = inbox_mod.Held })
 Reader.__index = Reader
 local Msg = {}
 Msg.__index = Msg
@@ -169,28 +162,12 @@ function Reader:modify(m, seconds)
   return true
 end
 
-function Reader:settle(m)
-  if m.keepalive then m.keepalive() end
-  m.settled = true
-  self.held[m] = nil
-  if m.handed_out then
-    self.inflight = self.inflight - 1
-    if self.settled_ev then self.settled_ev.set() end
-  end
-end
-
 function Msg:ack()
   if self.settled then return true end
   local r = self.reader
   r:settle(self)
   r.attempts[self.id] = nil
-  local doc, err, code = call(r.c, "POST", ":acknowledge", { ackIds = { self.ack_id } })
-  if not doc then
-    r.inbox.stats:inc("ack_failed")
-    return nil, err, code
-  end
-  r.inbox.stats:inc("acked")
-  return true
+  return r.inbox.stats:count("acked", "ack_failed", call(r.c, "POST", ":acknowledge", { ackIds = { self.ack_id } }))
 end
 
 function Msg:extend(seconds)
@@ -226,48 +203,20 @@ function Reader:on_message(rm)
   local key = (pm.orderingKey ~= nil and pm.orderingKey ~= "" and pm.orderingKey) or attrs[M.KEY_ATTRIBUTE]
   local m = setmetatable({ body = body, key = key, id = id, attempt = attempt, ack_id = rm.ackId, reader = self },
     Msg)
-  if attempt > 1 then self.inbox.stats:inc("redelivered") end
-  self.held[m] = true
-  m.keepalive = self.inbox:keepalive(self.deadline * 1000 / 2, self.max_extension_ms, function()
-    if m.settled then return true end
-    return self:modify(m, self.deadline)
-  end)
-  self.inbox:push(m)
+  self:hold(m, self.deadline * 1000 / 2, function() return self:modify(m, self.deadline) end)
 end
 
 function Reader:fetch_loop()
-  local failures = 0
-  while not self.closed do
-    if self.inbox:size() >= self.max_buffered then
-      self.room = async.event()
-      self.room.wait(1000)
-    else
-      local started = uv.now()
-      local doc, err = call(self.c, "POST", ":pull", { maxMessages = self.max_buffered - self.inbox:size() },
-        { timeout = 100, cancel = self.cancel })
-      if self.closed then break end
-      if not doc then
-        failures = failures + 1
-        self.last_error = err
-        if failures == 1 then log.warn("pubsub: pulling failed; retrying", "reader", self.name, "error", err) end
-        async.sleep(math.floor(inbox_mod.backoff(failures, 0.5, 10) * 1000))
-      else
-        failures, self.last_error = 0, nil
-        local list = type(doc.receivedMessages) == "table" and doc.receivedMessages or {}
-        for _, rm in ipairs(list) do self:on_message(rm) end
-        if #list == 0 and uv.now() - started < 1000 then async.sleep(M.EMPTY_POLL_MS) end
-      end
-    end
-  end
-end
-
-function Reader:receive()
-  local m, err, code = self.inbox:receive()
-  if not m then return nil, err, code end
-  m.settled, m.handed_out = false, true
-  self.inflight = self.inflight + 1
-  if self.room then self.room.set() end
-  return m
+  local started
+  self:poll("pubsub: pulling failed; retrying", function()
+    started = uv.now()
+    return call(self.c, "POST", ":pull", { maxMessages = self.max_buffered - self.inbox:size() },
+      { timeout = 100, cancel = self.cancel })
+  end, function(doc)
+    local list = type(doc.receivedMessages) == "table" and doc.receivedMessages or {}
+    for _, rm in ipairs(list) do self:on_message(rm) end
+    if #list == 0 and uv.now() - started < 1000 then async.sleep(M.EMPTY_POLL_MS) end
+  end)
 end
 
 function Reader:health()
@@ -275,10 +224,6 @@ function Reader:health()
   local doc, err, code = call(self.c, "GET", nil, nil, { deadline = 10 })
   if not doc then return nil, err, code end
   return true
-end
-
-function Reader:stats()
-  return self.inbox.stats:snapshot()
 end
 
 --- Stops pulling, waits (bounded) for messages in flight and hands back (deadline 0) what it
@@ -289,11 +234,7 @@ function Reader:close()
   self.cancel:cancel("the reader is closed")
   self.inbox:close("CLOSED: the reader is closed")
   if coroutine.isyieldable() then
-    local deadline = uv.now() + self.close_timeout_ms
-    while self.inflight > 0 and uv.now() < deadline do
-      self.settled_ev = async.event()
-      self.settled_ev.wait(math.max(1, deadline - uv.now()))
-    end
+    self:wait_inflight(self.close_timeout_ms)
     local held = {}
     for m in pairs(self.held) do held[#held + 1] = m end
     for _, m in ipairs(held) do

@@ -15,15 +15,15 @@
 -- abandon it. A message that keeps failing is abandoned at once from then on, so Service Bus
 -- moves it to the entity's dead-letter queue when its delivery count passes MaxDeliveryCount
 -- (the REST API has no explicit dead-letter call).
-local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
 local log = require "autopgo.log"
+local events = require "autopgo.events"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local crypto = require("autopgo.core").crypto
 local http = require "autopgo.http"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
 local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
 
@@ -120,26 +120,16 @@ M.call = call
 local Writer = {}
 Writer.__index = Writer
 
-local function envelope_id(body)
-  return body:match('"id"%s*:%s*"([^"]+)"')
-end
-
 function Writer:publish(body, opts)
   if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
   local props = {}
   local key = opts and opts.key
   if key and key ~= "" then props.PartitionKey = key end
-  local id = (opts and opts.id) or envelope_id(body)
+  local id = (opts and opts.id) or events.id_of(body)
   if id then props.MessageId = id end
-  local res, err, code = call(self.s, "POST", self.s.path .. "/messages", {
+  return self.stats:count("published", "failed", call(self.s, "POST", self.s.path .. "/messages", {
     body = body, headers = { ["content-type"] = "application/json", brokerproperties = cjson.encode(props) },
-  })
-  if not res then
-    self.stats:inc("failed")
-    return nil, err, code
-  end
-  self.stats:inc("published")
-  return true
+  }))
 end
 
 local function entity_health(s)
@@ -167,7 +157,7 @@ end
 ---------------------------------------------------------------------------------------------
 -- reader
 
-local Reader = {}
+local Reader = setmetatable({}, { __index = inbox_mod.Held })
 Reader.__index = Reader
 local Msg = {}
 Msg.__index = Msg
@@ -179,27 +169,11 @@ function Reader:lock_call(m, method)
   return true
 end
 
-function Reader:settle(m)
-  if m.keepalive then m.keepalive() end
-  m.settled = true
-  self.held[m] = nil
-  if m.handed_out then
-    self.inflight = self.inflight - 1
-    if self.settled_ev then self.settled_ev.set() end
-  end
-end
-
 function Msg:ack()
   if self.settled then return true end
   local r = self.reader
   r:settle(self)
-  local ok, err, code = r:lock_call(self, "DELETE") -- complete
-  if not ok then
-    r.inbox.stats:inc("ack_failed")
-    return nil, err, code
-  end
-  r.inbox.stats:inc("acked")
-  return true
+  return r.inbox.stats:count("acked", "ack_failed", r:lock_call(self, "DELETE")) -- complete
 end
 
 function Msg:extend()
@@ -247,65 +221,29 @@ function Reader:on_message(res)
     body = res.body or "", key = props.PartitionKey, id = props.MessageId or tostring(props.SequenceNumber),
     attempt = tonumber(props.DeliveryCount) or 1, location = loc_path, reader = self,
   }, Msg)
-  if m.attempt > 1 then self.inbox.stats:inc("redelivered") end
-  self.held[m] = true
   -- renew at half the lock the entity gave (LockedUntilUtc), or of lock_duration
   local interval = self.lock_ms / 2
   local until_s = props.LockedUntilUtc and utc.parse_http_date(props.LockedUntilUtc)
   if until_s and until_s > os.time() then interval = math.min(interval, (until_s - os.time()) * 1000 / 2) end
-  m.keepalive = self.inbox:keepalive(interval, self.max_extension_ms, function()
-    if m.settled then return true end
-    return self:lock_call(m, "POST")
-  end)
-  self.inbox:push(m)
+  self:hold(m, interval, function() return self:lock_call(m, "POST") end)
 end
 
 function Reader:fetch_loop()
-  local failures = 0
-  while not self.closed do
-    if self.inbox:size() >= self.max_buffered then
-      self.room = async.event()
-      self.room.wait(1000)
-    else
-      local res, err = call(self.s, "POST", self.s.path .. "/messages/head", {
-        query = "timeout=" .. M.POLL_SECONDS, timeout = M.POLL_SECONDS + 15, cancel = self.cancel,
-      })
-      if self.closed then
-        -- a message locked for a reader that is closing goes straight back
-        if res and res.status == 201 then
-          self:on_message(res)
-        end
-        break
-      end
-      if not res then
-        failures = failures + 1
-        self.last_error = err
-        if failures == 1 then log.warn("servicebus: receiving failed; retrying", "reader", self.name, "error", err) end
-        async.sleep(math.floor(inbox_mod.backoff(failures, 0.5, 10) * 1000))
-      else
-        failures, self.last_error = 0, nil
-        if res.status == 201 or res.status == 200 then self:on_message(res) end
-      end
-    end
-  end
-end
-
-function Reader:receive()
-  local m, err, code = self.inbox:receive()
-  if not m then return nil, err, code end
-  m.settled, m.handed_out = false, true
-  self.inflight = self.inflight + 1
-  if self.room then self.room.set() end
-  return m
+  self:poll("servicebus: receiving failed; retrying", function()
+    return call(self.s, "POST", self.s.path .. "/messages/head", {
+      query = "timeout=" .. M.POLL_SECONDS, timeout = M.POLL_SECONDS + 15, cancel = self.cancel,
+    })
+  end, function(res)
+    if res.status == 201 or res.status == 200 then self:on_message(res) end
+  end, function(res)
+    -- a message locked for a reader that is closing goes straight back
+    if res.status == 201 then self:on_message(res) end
+  end)
 end
 
 function Reader:health()
   if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
   return entity_health(self.s)
-end
-
-function Reader:stats()
-  return self.inbox.stats:snapshot()
 end
 
 --- Stops receiving, waits (bounded) for messages in flight and abandons what it still holds, so
@@ -316,11 +254,7 @@ function Reader:close()
   self.cancel:cancel("the reader is closed")
   self.inbox:close("CLOSED: the reader is closed")
   if coroutine.isyieldable() then
-    local deadline = uv.now() + self.close_timeout_ms
-    while self.inflight > 0 and uv.now() < deadline do
-      self.settled_ev = async.event()
-      self.settled_ev.wait(math.max(1, deadline - uv.now()))
-    end
+    self:wait_inflight(self.close_timeout_ms)
     local held = {}
     for m in pairs(self.held) do held[#held + 1] = m end
     for _, m in ipairs(held) do

@@ -6,11 +6,9 @@
 -- the envelope id the MessageDeduplicationId; the app also goes as the message attribute
 -- autopgo-key. SNS is write-only here: workers read an SQS queue subscribed to the topic
 -- (awssqs://..., raw delivery recommended; non-raw notifications are unwrapped).
-local crypto = require("autopgo.core").crypto
 local url = require "autopgo.url"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
 local awsquery = require "autopgo.bus.awsquery"
-local sqs = require "autopgo.bus.sqs"
 local stats = require "autopgo.bus.stats"
 
 local M = {}
@@ -20,39 +18,11 @@ M.VERSION = "2010-03-31"
 local Writer = {}
 Writer.__index = Writer
 
-local function envelope_id(body)
-  return body:match('"id"%s*:%s*"([^"]+)"')
-end
-
 function Writer:publish(body, opts)
   if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
-  local params = { { "TopicArn", self.arn } }
-  local n = 0
-  local function attribute(name, value)
-    n = n + 1
-    params[#params + 1] = { ("MessageAttributes.entry.%d.Name"):format(n), name }
-    params[#params + 1] = { ("MessageAttributes.entry.%d.Value.DataType"):format(n), "String" }
-    params[#params + 1] = { ("MessageAttributes.entry.%d.Value.StringValue"):format(n), value }
-  end
-  if not utf8.len(body) then
-    body = crypto.base64_encode(body)
-    attribute("base64encoded", "true")
-  end
-  params[#params + 1] = { "Message", body }
-  local key = opts and opts.key
-  if key and key ~= "" then attribute(sqs.KEY_ATTRIBUTE, key) end
-  if self.fifo then
-    params[#params + 1] = { "MessageGroupId", (key and key ~= "") and key or "autopgo" }
-    local id = (opts and opts.id) or envelope_id(body) or crypto.hex(crypto.digest("sha256", body))
-    params[#params + 1] = { "MessageDeduplicationId", id:sub(1, 128) }
-  end
-  local doc, err, code = self.client:call("Publish", params)
-  if not doc then
-    self.stats:inc("failed")
-    return nil, err, code
-  end
-  self.stats:inc("published")
-  return true
+  local params = awsquery.message_params({ target = { "TopicArn", self.arn }, body = "Message",
+    attribute = "MessageAttributes.entry.%d" }, self.fifo, body, opts)
+  return self.stats:count("published", "failed", self.client:call("Publish", params))
 end
 
 function Writer:health()

@@ -16,11 +16,10 @@
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
-local log = require "autopgo.log"
 local xml = require "autopgo.xml"
 local crypto = require("autopgo.core").crypto
 local http = require "autopgo.http"
-local rest = require "autopgo.blob.rest"
+local rest = require "autopgo.rest"
 local awsquery = require "autopgo.bus.awsquery"
 local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
@@ -28,7 +27,6 @@ local stats = require "autopgo.bus.stats"
 local M = {}
 
 M.VERSION = "2012-11-05"
-M.KEY_ATTRIBUTE = "autopgo-key"
 M.WAIT_SECONDS = 20 -- long poll
 M.EMPTY_POLL_MS = 250 -- pause after an empty answer that came back at once (no long polling)
 
@@ -63,51 +61,17 @@ local function settings(u, role, opts)
     name = client.name }
 end
 
-local function envelope_id(body)
-  return body:match('"id"%s*:%s*"([^"]+)"')
-end
-
 ---------------------------------------------------------------------------------------------
 -- writer
 
 local Writer = {}
 Writer.__index = Writer
 
---- The SendMessage parameters of a message (shared with awssns, whose attributes differ).
-function M.message_params(s, body, opts)
-  local params = { { "QueueUrl", s.queue_url } }
-  local n = 0
-  local function attribute(name, value)
-    n = n + 1
-    params[#params + 1] = { ("MessageAttribute.%d.Name"):format(n), name }
-    params[#params + 1] = { ("MessageAttribute.%d.Value.DataType"):format(n), "String" }
-    params[#params + 1] = { ("MessageAttribute.%d.Value.StringValue"):format(n), value }
-  end
-  if not utf8.len(body) then
-    -- SQS carries text only: non-UTF-8 bodies go as base64, flagged the way gocloud does
-    body = crypto.base64_encode(body)
-    attribute("base64encoded", "true")
-  end
-  params[#params + 1] = { "MessageBody", body }
-  local key = opts and opts.key
-  if key and key ~= "" then attribute(M.KEY_ATTRIBUTE, key) end
-  if s.fifo then
-    params[#params + 1] = { "MessageGroupId", (key and key ~= "") and key or "autopgo" }
-    local id = (opts and opts.id) or envelope_id(body) or crypto.hex(crypto.digest("sha256", body))
-    params[#params + 1] = { "MessageDeduplicationId", id:sub(1, 128) }
-  end
-  return params
-end
-
 function Writer:publish(body, opts)
   if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
-  local doc, err, code = self.s.client:call("SendMessage", M.message_params(self.s, body, opts))
-  if not doc then
-    self.stats:inc("failed")
-    return nil, err, code
-  end
-  self.stats:inc("published")
-  return true
+  local params = awsquery.message_params({ target = { "QueueUrl", self.s.queue_url }, body = "MessageBody",
+    attribute = "MessageAttribute.%d" }, self.s.fifo, body, opts)
+  return self.stats:count("published", "failed", self.s.client:call("SendMessage", params))
 end
 
 local function queue_attributes(s, names)
@@ -143,7 +107,7 @@ end
 ---------------------------------------------------------------------------------------------
 -- reader
 
-local Reader = {}
+local Reader = setmetatable({}, { __index = inbox_mod.Held })
 Reader.__index = Reader
 local Msg = {}
 Msg.__index = Msg
@@ -157,29 +121,13 @@ function Reader:change_visibility(m, seconds)
   return true
 end
 
-function Reader:settle(m)
-  if m.keepalive then m.keepalive() end
-  m.settled = true
-  self.held[m] = nil
-  if m.handed_out then
-    self.inflight = self.inflight - 1
-    if self.settled_ev then self.settled_ev.set() end
-  end
-end
-
 function Msg:ack()
   if self.settled then return true end
   local r = self.reader
   r:settle(self)
-  local doc, err, code = r.s.client:call("DeleteMessage", {
+  return r.inbox.stats:count("acked", "ack_failed", r.s.client:call("DeleteMessage", {
     { "QueueUrl", r.s.queue_url }, { "ReceiptHandle", self.receipt },
-  })
-  if not doc then
-    r.inbox.stats:inc("ack_failed")
-    return nil, err, code
-  end
-  r.inbox.stats:inc("acked")
-  return true
+  }))
 end
 
 function Msg:extend(seconds)
@@ -227,33 +175,19 @@ local function body_of(r, m)
 end
 
 function Reader:fetch_loop()
-  local failures = 0
-  while not self.closed do
-    if self.inbox:size() >= self.max_buffered then
-      self.room = async.event()
-      self.room.wait(1000)
-    else
-      local want = math.min(10, self.max_buffered - self.inbox:size())
-      local started = uv.now()
-      local doc, err = self.s.client:call("ReceiveMessage", {
-        { "QueueUrl", self.s.queue_url }, { "MaxNumberOfMessages", want }, { "WaitTimeSeconds", M.WAIT_SECONDS },
-        { "AttributeName.1", "All" }, { "MessageAttributeName.1", "All" },
-      }, { timeout = M.WAIT_SECONDS + 10, cancel = self.cancel })
-      if self.closed then break end
-      if not doc then
-        failures = failures + 1
-        self.last_error = err
-        if failures == 1 then log.warn("sqs: receiving failed; retrying", "reader", self.name, "error", err) end
-        async.sleep(math.floor(inbox_mod.backoff(failures, 0.5, 10) * 1000))
-      else
-        failures, self.last_error = 0, nil
-        local list = xml.children(xml.find(doc, "ReceiveMessageResult"), "Message")
-        for _, el in ipairs(list) do self:on_message(el) end
-        if #list == 0 and uv.now() - started < 1000 then async.sleep(M.EMPTY_POLL_MS) end
-      end
-    end
-  end
-  self.fetch_done.set()
+  local started
+  self:poll("sqs: receiving failed; retrying", function()
+    local want = math.min(10, self.max_buffered - self.inbox:size())
+    started = uv.now()
+    return self.s.client:call("ReceiveMessage", {
+      { "QueueUrl", self.s.queue_url }, { "MaxNumberOfMessages", want }, { "WaitTimeSeconds", M.WAIT_SECONDS },
+      { "AttributeName.1", "All" }, { "MessageAttributeName.1", "All" },
+    }, { timeout = M.WAIT_SECONDS + 10, cancel = self.cancel })
+  end, function(doc)
+    local list = xml.children(xml.find(doc, "ReceiveMessageResult"), "Message")
+    for _, el in ipairs(list) do self:on_message(el) end
+    if #list == 0 and uv.now() - started < 1000 then async.sleep(M.EMPTY_POLL_MS) end
+  end)
 end
 
 function Reader:on_message(el)
@@ -268,24 +202,9 @@ function Reader:on_message(el)
     attempt = tonumber(attrs.ApproximateReceiveCount) or 1,
   }, Msg)
   m.body, m.attrs = body_of(self, m)
-  m.key = attrs.MessageGroupId or m.attrs[M.KEY_ATTRIBUTE]
-  if m.attempt > 1 then self.inbox.stats:inc("redelivered") end
-  self.held[m] = true
+  m.key = attrs.MessageGroupId or m.attrs[awsquery.KEY_ATTRIBUTE]
   -- invisible while it waits here and while it is handled
-  m.keepalive = self.inbox:keepalive(self.visibility * 1000 / 2, self.max_extension_ms, function()
-    if m.settled then return true end
-    return self:change_visibility(m, self.visibility)
-  end)
-  self.inbox:push(m)
-end
-
-function Reader:receive()
-  local m, err, code = self.inbox:receive()
-  if not m then return nil, err, code end
-  m.settled, m.handed_out = false, true
-  self.inflight = self.inflight + 1
-  if self.room then self.room.set() end
-  return m
+  self:hold(m, self.visibility * 1000 / 2, function() return self:change_visibility(m, self.visibility) end)
 end
 
 function Reader:health()
@@ -293,10 +212,6 @@ function Reader:health()
   local attrs, err, code = queue_attributes(self.s, { "QueueArn" })
   if not attrs then return nil, err, code end
   return true
-end
-
-function Reader:stats()
-  return self.inbox.stats:snapshot()
 end
 
 --- Stops polling, waits (bounded) for messages in flight and makes every message it still holds
@@ -309,11 +224,7 @@ function Reader:close()
   self.inbox:remove_if(function(m) queued[#queued + 1] = m return true end)
   self.inbox:close("CLOSED: the reader is closed")
   if coroutine.isyieldable() then
-    local deadline = uv.now() + self.close_timeout_ms
-    while self.inflight > 0 and uv.now() < deadline do
-      self.settled_ev = async.event()
-      self.settled_ev.wait(math.max(1, deadline - uv.now()))
-    end
+    self:wait_inflight(self.close_timeout_ms)
     for m in pairs(self.held) do queued[#queued + 1] = m end
     for _, m in ipairs(queued) do
       if not m.settled then
@@ -334,7 +245,7 @@ function M.reader(u, opts)
     max_buffered = opts.max_buffered or 10,
     close_timeout_ms = (opts.close_timeout or 30) * 1000,
     max_extension_ms = (opts.max_extension or 3600) * 1000,
-    visibility = 30, cancel = http.canceler(), fetch_done = async.event(),
+    visibility = 30, cancel = http.canceler(),
   }, Reader)
   r.inbox = inbox_mod.new { bus = "awssqs", high = math.huge }
   async.spawn(function()

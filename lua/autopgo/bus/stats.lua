@@ -39,6 +39,18 @@ function Stats:inc(outcome, n)
   self._metric:inc({ bus = self._bus, outcome = outcome }, n)
 end
 
+--- Counts the outcome of an operation that returned ok[, err, code]: `good` when ok, else `bad`;
+-- and passes it on: true, or nil, err, code.
+--   return self.stats:count("published", "failed", client:call(...))
+function Stats:count(good, bad, ok, err, code)
+  if not ok then
+    self:inc(bad)
+    return nil, err, code
+  end
+  self:inc(good)
+  return true
+end
+
 --- A plain table of this reader's or writer's counts.
 function Stats:snapshot()
   local out = {}

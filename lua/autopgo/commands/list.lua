@@ -3,33 +3,14 @@
 local cli = require "autopgo.cli"
 local client = require "autopgo.client"
 local units = require "autopgo.units"
+local utc = require "autopgo.utc"
 
 local M = {}
 
--- Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
---- Parses an RFC 3339 time (as Go's encoding/json writes time.Time) into Unix seconds.
+--- Unix seconds (whole) of an RFC 3339 time as Go's encoding/json writes time.Time, or nil.
 function M.parse_time(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, sec, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$")
-  if not y then return nil end
-  rest = rest:gsub("^%.%d+", "")
-  local offset = 0
-  if rest ~= "Z" and rest ~= "z" then
-    local sign, oh, om = rest:match("^([+-])(%d%d):(%d%d)$")
-    if not sign then return nil end
-    offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
-  end
-  local days = days_from_civil(tonumber(y), tonumber(mo), tonumber(d))
-  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec) - offset
+  local t = utc.parse_rfc3339(s)
+  return t and math.floor(t)
 end
 
 --- The rows printed for a list of profiles (sorted by app), header first.

@@ -5,41 +5,13 @@
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
+local utc = require "autopgo.utc"
 
 local M = {}
 
 -- Seconds a plugin may run before it is killed.
 M.timeout = 60
 M.max_output = 1024 * 1024
-
--- Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
---- Seconds since the epoch of an RFC 3339 time ("2024-05-01T10:00:00Z", "...:00.5+02:00"), or nil.
-function M.parse_time(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, sec, frac, tz = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
-  if not y then return nil end
-  local offset
-  if tz == "Z" or tz == "z" then
-    offset = 0
-  else
-    local sign, oh, om = tz:match("^([+-])(%d%d):(%d%d)$")
-    if not sign then return nil end
-    offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
-  end
-  local t = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400 + tonumber(h) * 3600
-    + tonumber(mi) * 60 + tonumber(sec) - offset
-  if frac ~= "" and frac ~= "." then t = t + tonumber("0" .. frac) end
-  return t
-end
 
 -- Runs argv with env (a list of "K=V") and an empty stdin; returns code, stdout, stderr or nil, err.
 local function run(command, args, env)
@@ -129,7 +101,7 @@ function M.get(exec, cluster)
   end
   if not cred.token and not cred.cert_pem then return fail("returned neither a token nor a client certificate") end
   if status.expirationTimestamp ~= nil and status.expirationTimestamp ~= cjson.null then
-    cred.expires = M.parse_time(status.expirationTimestamp)
+    cred.expires = utc.parse_rfc3339(status.expirationTimestamp)
     if not cred.expires then
       return fail(("returned an expirationTimestamp that is not RFC 3339: %s"):format(
         tostring(status.expirationTimestamp)))
