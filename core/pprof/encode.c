@@ -222,7 +222,7 @@ static int encode_samples(enc_t *e)
                 goto fail;
             }
         }
-        const uint32_t *sl = &p->sample_locs[s->loc_off];
+        const uint32_t *sl = ap_pprof_sample_locs(p, s);
         for (uint32_t j = 0; j < s->nloc; j++) ids[j] = p->locations[sl[j]].id;
         uint8_t *b = e->scratch;
         b = put_repeated(b, 1, ids, s->nloc);

@@ -71,7 +71,7 @@ int ap_pprof_top(const ap_pprof_profile *p, int index, int by_cum, ap_pprof_top_
         const ap_pprof_sample *s = &p->samples[si];
         int64_t v = p->values[(size_t)si * nv + (uint32_t)index];
         if (v == 0 || s->nloc == 0) continue;
-        const uint32_t *locs = &p->sample_locs[s->loc_off];
+        const uint32_t *locs = ap_pprof_sample_locs(p, s);
         int leaf = 1;
         for (uint32_t j = 0; j < s->nloc; j++) {
             const ap_pprof_location *l = &p->locations[locs[j]];

@@ -405,7 +405,7 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
     const ap_pprof_sample *ss = &src->samples[si];
     size_t lo = m->nklocs, ko = m->nklabels;
     if (sgrow((void **)&m->klocs, &m->cap_klocs, sizeof *m->klocs, lo + ss->nloc)) goto nomem;
-    const uint32_t *sl = &src->sample_locs[ss->loc_off];
+    const uint32_t *sl = ap_pprof_sample_locs(src, ss);
     for (uint32_t j = 0; j < ss->nloc; j++) {
         uint32_t x = m->lmap[sl[j]];
         if (x == AP_PPROF_NONE) {
@@ -471,7 +471,7 @@ static int add_sample(ap_pprof_merger *m, const pending *pd)
         uint32_t x = (uint32_t)s - 1;
         const ap_pprof_sample *os = &out->samples[x];
         if (os->nloc == nloc && os->nlabel == nl &&
-            (nloc == 0 || memcmp(&out->sample_locs[os->loc_off], klocs, (size_t)nloc * 4) == 0) &&
+            (nloc == 0 || memcmp(ap_pprof_sample_locs(out, os), klocs, (size_t)nloc * 4) == 0) &&
             (nl == 0 || memcmp(&out->labels[os->label_off], klabels, nl * sizeof *klabels) == 0)) {
             int64_t *ov = &out->values[(size_t)x * nv];
             for (uint32_t v = 0; v < nv; v++) ov[v] = ap_add_wrap(ov[v], sv[v]);
@@ -543,7 +543,7 @@ static int map_samples(ap_pprof_merger *m)
         for (int b = 0; b < nb; b++) {
             if (cand[b] == AP_PPROF_NONE) continue;
             const ap_pprof_sample *os = &out->samples[cand[b]];
-            __builtin_prefetch(&out->sample_locs[os->loc_off]);
+            __builtin_prefetch(ap_pprof_sample_locs(out, os));
             if (os->nlabel) __builtin_prefetch(&out->labels[os->label_off]);
             __builtin_prefetch(&out->values[(size_t)cand[b] * nv]);
         }

@@ -147,6 +147,13 @@ typedef struct ap_pprof_profile {
     int busy; /* set by bindings while a thread-pool job reads the profile */
 } ap_pprof_profile;
 
+/* The location indices of sample s, leaf first; NULL when it has none. A profile whose samples
+ * have no locations has no sample_locs array at all, and &NULL[off] is undefined behaviour. */
+static inline uint32_t *ap_pprof_sample_locs(const ap_pprof_profile *p, const ap_pprof_sample *s)
+{
+    return s->nloc ? p->sample_locs + s->loc_off : NULL;
+}
+
 ap_pprof_profile *ap_pprof_profile_new(void);
 void ap_pprof_profile_free(ap_pprof_profile *p);
 /* Empties the profile but keeps its allocations for reuse. */

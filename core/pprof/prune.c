@@ -162,7 +162,7 @@ static int prune_one(ap_pprof_profile *p, const rule *r, pcre2_match_data *md, i
     }
     for (uint32_t si = 0; si < p->nsamples; si++) {
         ap_pprof_sample *s = &p->samples[si];
-        const uint32_t *locs = &p->sample_locs[s->loc_off];
+        const uint32_t *locs = ap_pprof_sample_locs(p, s);
         /* From the root towards the leaf; frames before the first user frame are kept so
          * that a matching root does not prune everything. */
         int found_user = 0;
