@@ -26,7 +26,7 @@
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 npm_dir="$root/.deps/npm"
 name=$(basename "$0" .sh)
-services_dir=${AUTOPGO_SERVICES_DIR:-$root/build/services}
+services_dir=$(realpath -m "${AUTOPGO_SERVICES_DIR:-$root/build/services}")
 D="$services_dir/$name"
 READY_SECONDS=30
 
