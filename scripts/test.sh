@@ -2,10 +2,12 @@
 # Runs every test suite (format, luacheck, C under ASan+UBSan, Lua specs, end-to-end, fuzz and any
 # tests/*/run.sh) and ends with one line "N passed, N failed" summing them all.
 # usage: scripts/test.sh [suite...]   suites: format luacheck c lua e2e extra (default: all)
+# The test services (tests/services/*.sh) share one run directory: each starts at most once, on
+# first use by any suite, and all are stopped at the end, also when the run fails or is interrupted.
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 jobs=$(nproc 2>/dev/null || echo 2)
 logdir="$root/build/test-logs"
 mkdir -p "$logdir"
@@ -60,7 +62,7 @@ suite_luacheck() {
 
 suite_c() {
     if ! build build-asan -DAP_SANITIZE=ON; then
-        cat "$logdir/build-build-asan.log" | tail -30
+        tail -30 "$logdir/build-build-asan.log"
         record c 0 1
         return
     fi
@@ -122,6 +124,21 @@ suite_extra() {
 selected=("$@")
 started=$(date +%s)
 
+# One directory for the services of this run (state, PIDs, logs), handed to every suite. The trap
+# stops every service found in it, by PID, and keeps their logs in $logdir/services.
+AUTOPGO_SERVICES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/autopgo-services-XXXXXX") || exit 1
+export AUTOPGO_SERVICES_DIR
+stop_services() {
+    rm -rf "$logdir/services"
+    tests/services/stop-all.sh --logs "$logdir/services" "$AUTOPGO_SERVICES_DIR" ||
+        echo "test services: some did not stop cleanly (see tests/services/stop-all.sh)"
+    rm -rf "$AUTOPGO_SERVICES_DIR"
+}
+trap stop_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
 scripts/deps.sh test || { echo "deps: installation failed"; echo "0 passed, 1 failed"; exit 1; }
 if ! build build; then
     tail -30 "$logdir/build-build.log"
@@ -145,6 +162,9 @@ want e2e && busted_suite e2e build/autopgo e2e
 want extra && suite_extra
 
 echo
+if [ -s "$AUTOPGO_SERVICES_DIR/started" ]; then
+    echo "services started: $(paste -sd, "$AUTOPGO_SERVICES_DIR/started" | sed 's/,/, /g')"
+fi
 for s in "${skipped[@]}"; do echo "SKIPPED (not counted as passed): $s"; done
 [ ${#failed_suites[@]} -eq 0 ] || echo "failing suites: ${failed_suites[*]}"
 echo "test run took $(($(date +%s) - started)) s"

@@ -267,9 +267,15 @@ int ap_nats_ensure_stream(ap_nats *n, const char *stream, const char *subject, i
         jsStreamInfo_Destroy(si);
         return 0;
     }
-    /* Another process created it meanwhile. */
+    /* Another connection created it meanwhile. nats-server answers a create that races with an
+     * identical one either "name already in use" or "subjects overlap with an existing stream"
+     * (seen with 2.9 when a writer and a reader of a new subject start together), so ask again. */
     if (code == JSStreamNameExistErr) return 0;
     ap_nats_status_text(s, err, errlen);
+    if (js_GetStreamInfo(&si, n->js, stream, NULL, &code) == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return 0;
+    }
     return -1;
 }
 

@@ -8,7 +8,7 @@ local http = require "autopgo.http"
 local crypto = require("autopgo.core").crypto
 local s3 = require "autopgo.blob.s3"
 local support = require "tests.lua.support"
-local services = require "tests.lua.blob.services"
+local services = require "tests.lua.services"
 local serverproc = require "tests.e2e.serverproc"
 local goref = require "tests.e2e.goref"
 
@@ -20,7 +20,7 @@ local profiles = {
 }
 
 describe("the pipeline on S3 (Ceph RGW)", function()
-  local rgw = services.start("rgw")
+  local rgw = services.get("rgw")
   local bucket = "autopgo-e2e-" .. crypto.hex(crypto.random(4))
   local store_url = ("s3://%s?endpoint=%s&use_path_style=true&region=us-east-1"):format(bucket,
     url.escape(rgw.AUTOPGO_TEST_S3_ENDPOINT))

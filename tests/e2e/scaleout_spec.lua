@@ -2,41 +2,45 @@
 -- real Ceph RGW) and one bus (the Kafka mock cluster, then NATS JetStream), 200 concurrent uploads
 -- across 5 apps; each app's merged profile must equal the Go reference merge of exactly its
 -- uploads. Then the same with one worker killed (SIGKILL) half-way: its unacknowledged events go
--- to the others and no upload is lost or counted twice.
+-- to the others and no upload is lost or counted twice. Each scenario has a bucket, a topic (or
+-- subject) and a consumer group of its own on the services the whole test run shares.
 local support = require "tests.lua.support"
 local httpc = require "tests.lua.httpc"
 local url = require "autopgo.url"
 local crypto = require("autopgo.core").crypto
 local s3 = require "autopgo.blob.s3"
-local service = require "tests.lua.bus.service"
-local services = require "tests.lua.blob.services"
+local services = require "tests.lua.services"
 local cluster = require "tests.e2e.scaleout_support"
 
 local run = support.run
 
 local UPLOADS, APPS, CLIENTS = 200, 5, 32
 
+-- Each bus: its service, and the writer and reader URLs of a scenario given a name of its own.
 local buses = {
   {
     name = "Kafka (mock cluster)",
-    service = "kafka", args = { "autopgo-events:6" }, scheme = "kafka",
-    writer = "kafka://autopgo-events",
+    service = "kafka", env = "KAFKA_BROKERS", scheme = "kafka",
+    writer = function(id) return "kafka://events-" .. id end,
     -- a dead member's partitions move on after 6 s instead of 45
-    reader = "kafka://workers?topic=autopgo-events&session.timeout.ms=6000&heartbeat.interval.ms=500",
+    reader = function(id)
+      return ("kafka://workers-%s?topic=events-%s&session.timeout.ms=6000&heartbeat.interval.ms=500"):format(id, id)
+    end,
   },
   {
     name = "NATS JetStream",
-    service = "nats", args = {}, scheme = "nats",
-    writer = "nats://autopgo.events?jetstream=true",
+    service = "nats", env = "NATS_SERVER_URL", scheme = "nats",
+    writer = function(id) return ("nats://autopgo.events.%s?jetstream=true"):format(id) end,
     -- what a dead worker held is redelivered after 5 s
-    reader = "nats://autopgo.events?jetstream=true&queue=workers&ack_wait=5s",
+    reader = function(id) return ("nats://autopgo.events.%s?jetstream=true&queue=workers&ack_wait=5s"):format(id) end,
   },
 }
 
--- The S3 bucket every process shares, on RGW (started once per run, shared with the blob specs).
-local function bucket()
-  local rgw = services.start("rgw")
-  local env = { "AWS_ACCESS_KEY_ID=" .. rgw.AUTOPGO_TEST_S3_ACCESS_KEY,
+-- The S3 bucket every process of a scenario shares, on RGW (shared with the other S3 specs), and
+-- the environment of those processes (the bus's, e.g. KAFKA_BROKERS, then S3 credentials).
+local function bucket(bus_env)
+  local rgw = services.get("rgw")
+  local env = { bus_env, "AWS_ACCESS_KEY_ID=" .. rgw.AUTOPGO_TEST_S3_ACCESS_KEY,
     "AWS_SECRET_ACCESS_KEY=" .. rgw.AUTOPGO_TEST_S3_SECRET_KEY, "AWS_EC2_METADATA_DISABLED=true",
     "AWS_CONFIG_FILE=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent" }
   local store_url = ("s3://autopgo-scaleout-%s?endpoint=%s&use_path_style=true&region=us-east-1")
@@ -54,28 +58,29 @@ end
 
 for _, b in ipairs(buses) do
   describe("scale-out on " .. b.name .. " and S3 (Ceph RGW)", function()
-    local dir, svc
+    local dir, bus_env
 
     before_each(function()
       dir = support.tmpdir()
-      svc = service.start(b.service, b.args)
+      bus_env = b.env .. "=" .. services.get(b.service)[b.env]
     end)
 
     after_each(function()
       run(cluster.cleanup, 30000)
-      service.stop(svc)
       support.rm_rf(dir)
     end)
 
     local function scenario(kill_half_way)
-      local store_url, store, env = bucket()
+      local store_url, store, env = bucket(bus_env)
+      local id = services.unique("scaleout")
+      local writer, reader = b.writer(id), b.reader(id)
       local workers, servers = {}, {}
       for i = 1, 3 do
-        workers[i] = cluster.start("worker", { "--blob-store-url", store_url, "--event-reader-url", b.reader,
-          "--event-writer-url", b.writer }, dir, env)
+        workers[i] = cluster.start("worker", { "--blob-store-url", store_url, "--event-reader-url", reader,
+          "--event-writer-url", writer }, dir, env)
       end
       for i = 1, 2 do
-        servers[i] = cluster.start("server", { "--blob-store-url", store_url, "--event-writer-url", b.writer },
+        servers[i] = cluster.start("server", { "--blob-store-url", store_url, "--event-writer-url", writer },
           dir, env)
       end
       local killed

@@ -1,38 +1,24 @@
 #!/usr/bin/env bash
 # Ceph RGW (a real S3 that verifies SigV4 signatures and payload hashes) for the S3 specs: a
 # throwaway cluster of one monitor, one memstore OSD and radosgw, all on 127.0.0.1 with ports
-# the kernel picked, plus an S3 user. Idempotent: `start` reuses a running instance.
-#   usage: tests/services/rgw.sh start|stop|status|env
-#   start/env print: AUTOPGO_TEST_S3_ENDPOINT=http://127.0.0.1:PORT, _ACCESS_KEY=..., _SECRET_KEY=...
-# State (config, keyring, logs, PIDs) lives in build/services/rgw (AUTOPGO_SERVICES_DIR overrides).
+# the kernel picked, plus an S3 user. About 14 s to start.
+#   usage: tests/services/rgw.sh start|stop|status|env|check   (the verbs: tests/services/lib.sh)
+#   prints AUTOPGO_TEST_S3_ENDPOINT=http://127.0.0.1:PORT, _ACCESS_KEY, _SECRET_KEY and _REGION
 set -euo pipefail
 # shellcheck source=tests/services/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-D=$(state_dir rgw)
 ACCESS_KEY=AKAUTOPGOTEST
 SECRET_KEY=SKautopgotestsecret
+READY_SECONDS=60
 
-ready() { [ -f "$D/env" ] && curl -sf -o /dev/null "$(sed -n 's/^AUTOPGO_TEST_S3_ENDPOINT=//p' "$D/env")/"; }
+check() { need ceph-mon ceph-osd radosgw radosgw-admin ceph-authtool monmaptool ceph curl node; }
 
-print_env() { cat "$D/env"; }
+ready() { curl -sf -o /dev/null -m 5 "$(env_value AUTOPGO_TEST_S3_ENDPOINT)/"; }
 
-stop() {
-    stop_pids "$D/pids"
-    rm -rf "$D"
-}
+osd_up() { ceph osd stat 2>/dev/null | grep -q '1 up'; }
 
-start() {
-    if pids_alive "$D/pids" && ready; then
-        print_env
-        return 0
-    fi
-    for bin in ceph-mon ceph-osd radosgw radosgw-admin ceph-authtool monmaptool ceph curl node; do
-        command -v "$bin" >/dev/null || die "$bin is missing (scripts/deps.sh test installs radosgw, ceph-mon, ceph-osd)"
-    done
-    [ -f "$D/pids" ] && stop
-    case "$D" in /*/services/rgw) ;; *) die "refusing to use state directory $D" ;; esac
-    rm -rf "$D"
+launch() {
     mkdir -p "$D"/{mon.a,osd.0,log,run,rgw}
     local mon_port rgw_port osd_port fsid
     mon_port=$(free_port)
@@ -81,35 +67,20 @@ CONF
     ceph-authtool "$D/keyring" --gen-key -n client.rgw.a --cap mon 'allow rw' --cap osd 'allow rwx' --cap mgr 'allow rw' >/dev/null
     monmaptool --create --addv a "[v2:127.0.0.1:$mon_port]" --fsid "$fsid" "$D/monmap" >/dev/null
     ceph-mon --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring" "${u[@]}"
-    ceph-mon -f -i a "${u[@]}" </dev/null >"$D/log/mon.out" 2>&1 &
-    echo $! >>"$D/pids"
-    wait_while_alive "$D/pids" 20 ceph -s --connect-timeout 2 || { tail -20 "$D/log/mon.out" >&2; die "ceph-mon did not come up"; }
+    spawn log/mon.out ceph-mon -f -i a "${u[@]}"
+    await 20 ceph-mon ceph -s --connect-timeout 2
     ceph osd create >/dev/null
     ceph-osd -i 0 --mkfs "${u[@]}" >"$D/log/osd-mkfs.out" 2>&1
     ceph osd crush add osd.0 1.0 root=default >/dev/null 2>&1
-    ceph-osd -f -i 0 "${u[@]}" </dev/null >"$D/log/osd.out" 2>&1 &
-    echo $! >>"$D/pids"
-    osd_up() { ceph osd stat 2>/dev/null | grep -q '1 up'; }
-    wait_while_alive "$D/pids" 30 osd_up || { tail -20 "$D/log/osd.out" >&2; die "ceph-osd did not come up"; }
-    radosgw -f -n client.rgw.a "${u[@]}" </dev/null >"$D/log/rgw.out" 2>&1 &
-    echo $! >>"$D/pids"
-    cat >"$D/env" <<ENV
-AUTOPGO_TEST_S3_ENDPOINT=http://127.0.0.1:$rgw_port
-AUTOPGO_TEST_S3_ACCESS_KEY=$ACCESS_KEY
-AUTOPGO_TEST_S3_SECRET_KEY=$SECRET_KEY
-AUTOPGO_TEST_S3_REGION=us-east-1
-ENV
-    wait_while_alive "$D/pids" 60 ready || { tail -20 "$D/log/rgw.out" >&2; die "radosgw did not answer on 127.0.0.1:$rgw_port"; }
+    spawn log/osd.out ceph-osd -f -i 0 "${u[@]}"
+    await 30 ceph-osd osd_up
+    spawn log/rgw.out radosgw -f -n client.rgw.a "${u[@]}"
+    put_env "AUTOPGO_TEST_S3_ENDPOINT=http://127.0.0.1:$rgw_port" "AUTOPGO_TEST_S3_ACCESS_KEY=$ACCESS_KEY" \
+        "AUTOPGO_TEST_S3_SECRET_KEY=$SECRET_KEY" AUTOPGO_TEST_S3_REGION=us-east-1
+    await 60 radosgw ready
     radosgw-admin user create --uid=autopgo --display-name=autopgo \
         --access-key="$ACCESS_KEY" --secret-key="$SECRET_KEY" >"$D/log/user.out" 2>&1 ||
-        { cat "$D/log/user.out" >&2; die "radosgw-admin user create failed"; }
-    print_env
+        die "radosgw-admin user create failed: $(cat "$D/log/user.out")"
 }
 
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-status) if pids_alive "$D/pids" && ready; then echo running; else echo stopped; exit 1; fi ;;
-env) ready && print_env || die "not running (tests/services/rgw.sh start)" ;;
-*) die "usage: $0 start|stop|status|env" ;;
-esac
+service_main "$@"

@@ -1,46 +1,25 @@
 #!/usr/bin/env bash
-# Starts/stops the Service Bus peer of the tests (tests/services/servicebus-fake.mjs, a server
-# written from the Service Bus REST API reference; no emulator runs here) on 127.0.0.1 on a random
-# port. The namespace key is made up per run.
-# usage: tests/services/servicebus.sh start DIR   prints SERVICEBUS_CONNECTION_STRING=...
-#        tests/services/servicebus.sh stop DIR
+# The Service Bus peer of the tests (tests/services/servicebus-fake.mjs, a server written from the
+# Service Bus REST API reference; no emulator runs here) on 127.0.0.1 on a port it picked, with a
+# namespace key made up per start.
+#   usage: tests/services/servicebus.sh start|stop|status|env|check   (the verbs: tests/services/lib.sh)
+#   prints SERVICEBUS_CONNECTION_STRING=Endpoint=sb://127.0.0.1:PORT/;SharedAccessKeyName=...
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cmd=${1:-}
-dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+# shellcheck source=tests/services/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-case "$cmd" in
-start)
-    command -v node >/dev/null || { echo "servicebus: node is not installed (scripts/deps.sh test)" >&2; exit 1; }
-    mkdir -p "$dir"
-    rm -f "$dir/sb.port"
+check() { need node curl; }
+
+# Any HTTP answer (an unsigned request gets 401).
+ready() { [ -s "$D/port" ] && http_answers "$(cat "$D/port")"; }
+
+launch() {
+    local key
     key=$(head -c 32 /dev/urandom | base64)
-    SB_KEY_NAME=RootManageSharedAccessKey SB_KEY="$key" node "$root/tests/services/servicebus-fake.mjs" \
-        "$dir/sb.port" </dev/null >"$dir/sb.log" 2>&1 &
-    echo $! >"$dir/sb.pid"
-    for _ in $(seq 1 100); do
-        if [ -s "$dir/sb.port" ]; then
-            port=$(cat "$dir/sb.port")
-            echo "SERVICEBUS_CONNECTION_STRING=Endpoint=sb://127.0.0.1:$port/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=$key;UseDevelopmentEmulator=true"
-            exit 0
-        fi
-        kill -0 "$(cat "$dir/sb.pid")" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "servicebus: the server did not start: $(tail -5 "$dir/sb.log")" >&2
-    exit 1
-    ;;
-stop)
-    [ -f "$dir/sb.pid" ] || exit 0
-    pid=$(cat "$dir/sb.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$dir/sb.pid"
-    ;;
-*)
-    echo "usage: $0 start|stop DIR" >&2
-    exit 2
-    ;;
-esac
+    spawn servicebus.log env SB_KEY_NAME=RootManageSharedAccessKey SB_KEY="$key" \
+        node "$root/tests/services/servicebus-fake.mjs" "$D/port"
+    await 20 "the port file" test -s "$D/port"
+    put_env "SERVICEBUS_CONNECTION_STRING=Endpoint=sb://127.0.0.1:$(cat "$D/port")/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=$key;UseDevelopmentEmulator=true"
+}
+
+service_main "$@"

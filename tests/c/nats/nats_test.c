@@ -1,7 +1,9 @@
 /* Tests for core/nats against a real nats-server with JetStream (tests/services/nats.sh):
  * core queue subscriptions, JetStream publish acknowledgements and de-duplication, pull
  * consumers that fetch only what was asked for, ack/nak/redelivery counts, and a close that
- * keeps the durable consumer (and what it has not acknowledged) for the next connection. */
+ * keeps the durable consumer (and what it has not acknowledged) for the next connection.
+ * Under scripts/test.sh the server is the run's shared one (AUTOPGO_SERVICES_DIR), so subjects
+ * and streams carry this process's PID; run on its own, the test starts and stops a server. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +90,9 @@ static int64_t deliveries(natsMsg *m)
 
 static uv_loop_t loop;
 static char url[512];
+/* subjects and streams of this process only: the server may be shared */
+static char core_subject[64], events_stream[64], events_subject[64], expiry_stream[64],
+    expiry_subject[64];
 
 static void on_tick(uv_timer_t *t)
 {
@@ -151,8 +156,8 @@ static void test_core_queue_group(void)
     ap_nats *n = connect_new(&s);
     char err[256];
     int a = 1, b = 2;
-    CHECK(ap_nats_subscribe(n, "core.test", "workers", &a, err, sizeof err) != NULL);
-    CHECK(ap_nats_subscribe(n, "core.test", "workers", &b, err, sizeof err) != NULL);
+    CHECK(ap_nats_subscribe(n, core_subject, "workers", &a, err, sizeof err) != NULL);
+    CHECK(ap_nats_subscribe(n, core_subject, "workers", &b, err, sizeof err) != NULL);
     state ps = {0};
     ap_nats *p = connect_new(&ps);
     /* the subscriptions must reach the server before anything is published */
@@ -160,7 +165,7 @@ static void test_core_queue_group(void)
     for (int i = 0; i < 20; i++) {
         char body[16];
         snprintf(body, sizeof body, "m%d", i);
-        CHECK(ap_nats_publish(p, "core.test", "app-1", body, strlen(body), err, sizeof err) == 0);
+        CHECK(ap_nats_publish(p, core_subject, "app-1", body, strlen(body), err, sizeof err) == 0);
     }
     CHECK(run_until(&s.msgs, 20, 5000));
     run_until(&s.msgs, 21, 300);
@@ -180,26 +185,26 @@ static void test_jetstream(void)
     state s = {0};
     ap_nats *n = connect_new(&s);
     char err[256];
-    CHECK(ap_nats_ensure_stream(n, "EVENTS", "events.test", 0, 120000, err, sizeof err) == 0);
-    CHECK(ap_nats_ensure_stream(n, "EVENTS", "events.test", 0, 120000, err, sizeof err) == 0);
+    CHECK(ap_nats_ensure_stream(n, events_stream, events_subject, 0, 120000, err, sizeof err) == 0);
+    CHECK(ap_nats_ensure_stream(n, events_stream, events_subject, 0, 120000, err, sizeof err) == 0);
     for (int i = 0; i < 10; i++) {
         char body[16], id[16];
         snprintf(body, sizeof body, "j%d", i);
         snprintf(id, sizeof id, "id-%d", i);
-        CHECK(ap_nats_js_publish(n, "events.test", "app", id, body, strlen(body), 5000, NULL, err,
+        CHECK(ap_nats_js_publish(n, events_subject, "app", id, body, strlen(body), 5000, NULL, err,
                                  sizeof err) == 0);
     }
     CHECK(run_until(&s.pubacks, 10, 5000));
     CHECK(s.last_seq == 10);
     /* the same message id again is recognised as a duplicate and not stored twice */
-    CHECK(ap_nats_js_publish(n, "events.test", "app", "id-3", "j3", 2, 5000, NULL, err,
+    CHECK(ap_nats_js_publish(n, events_subject, "app", "id-3", "j3", 2, 5000, NULL, err,
                              sizeof err) == 0);
     CHECK(run_until(&s.pubacks, 11, 5000));
     CHECK(s.duplicates == 1);
 
     int tag = 7;
-    ap_nats_sub *sub = ap_nats_pull_subscribe(n, "EVENTS", "events.test", "workers", 30000, 1000,
-                                              &tag, err, sizeof err);
+    ap_nats_sub *sub = ap_nats_pull_subscribe(n, events_stream, events_subject, "workers", 30000,
+                                              1000, &tag, err, sizeof err);
     CHECK(sub != NULL);
     if (!sub) fprintf(stderr, "pull subscribe: %s\n", err);
     /* nothing arrives until asked for, then only as much as asked for */
@@ -247,8 +252,8 @@ static void test_jetstream(void)
     /* The durable survives the close: a new connection gets exactly what was handed back. */
     state s2 = {0};
     ap_nats *n2 = connect_new(&s2);
-    ap_nats_sub *sub2 = ap_nats_pull_subscribe(n2, "EVENTS", "events.test", "workers", 30000, 1000,
-                                               &tag, err, sizeof err);
+    ap_nats_sub *sub2 = ap_nats_pull_subscribe(n2, events_stream, events_subject, "workers", 30000,
+                                               1000, &tag, err, sizeof err);
     CHECK(sub2 != NULL);
     if (sub2) ap_nats_sub_want(sub2, 20);
     CHECK(run_until(&s2.msgs, 4, 10000));
@@ -269,12 +274,12 @@ static void test_ack_wait_expiry(void)
     state s = {0};
     ap_nats *n = connect_new(&s);
     char err[256];
-    CHECK(ap_nats_ensure_stream(n, "EXPIRY", "expiry.test", 0, 120000, err, sizeof err) == 0);
-    CHECK(ap_nats_js_publish(n, "expiry.test", NULL, NULL, "x", 1, 5000, NULL, err, sizeof err) ==
+    CHECK(ap_nats_ensure_stream(n, expiry_stream, expiry_subject, 0, 120000, err, sizeof err) == 0);
+    CHECK(ap_nats_js_publish(n, expiry_subject, NULL, NULL, "x", 1, 5000, NULL, err, sizeof err) ==
           0);
     CHECK(run_until(&s.pubacks, 1, 5000));
-    ap_nats_sub *sub = ap_nats_pull_subscribe(n, "EXPIRY", "expiry.test", "slow", 1000, 1000, NULL,
-                                              err, sizeof err);
+    ap_nats_sub *sub = ap_nats_pull_subscribe(n, expiry_stream, expiry_subject, "slow", 1000, 1000,
+                                              NULL, err, sizeof err);
     CHECK(sub != NULL);
     if (!sub) return;
     ap_nats_sub_want(sub, 2);
@@ -286,7 +291,8 @@ static void test_ack_wait_expiry(void)
     close_and_free(n, &s);
 }
 
-/* The server is stopped by PID even when the test dies (an assertion, a sanitizer abort). */
+/* A server this test started itself is stopped by PID even when the test dies (an assertion, a
+ * sanitizer abort). */
 static volatile pid_t server_pid;
 
 static void stop_server(void)
@@ -305,7 +311,7 @@ static void on_fatal(int sig)
 static void remember_server(const char *dir)
 {
     char path[600];
-    snprintf(path, sizeof path, "%s/nats.pid", dir);
+    snprintf(path, sizeof path, "%s/nats/pids", dir);
     FILE *f = fopen(path, "r");
     int pid = 0;
     if (f && fscanf(f, "%d", &pid) == 1) server_pid = pid;
@@ -317,10 +323,25 @@ static void remember_server(const char *dir)
 
 int main(void)
 {
-    char dir[] = "/tmp/autopgo-nats-test-XXXXXX";
-    if (mkdtemp(dir) == NULL) return 1;
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s/tests/services/nats.sh start %s", AP_SOURCE_DIR, dir);
+    /* the run's services directory, or one of our own */
+    char dir[512] = "/tmp/autopgo-nats-test-XXXXXX";
+    const char *shared = getenv("AUTOPGO_SERVICES_DIR");
+    int own = shared == NULL || shared[0] == '\0';
+    if (own) {
+        if (mkdtemp(dir) == NULL) return 1;
+    } else {
+        snprintf(dir, sizeof dir, "%s", shared);
+    }
+    int pid = (int)getpid();
+    snprintf(core_subject, sizeof core_subject, "core.test.%d", pid);
+    snprintf(events_stream, sizeof events_stream, "EVENTS_%d", pid);
+    snprintf(events_subject, sizeof events_subject, "events.test.%d", pid);
+    snprintf(expiry_stream, sizeof expiry_stream, "EXPIRY_%d", pid);
+    snprintf(expiry_subject, sizeof expiry_subject, "expiry.test.%d", pid);
+
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "AUTOPGO_SERVICES_DIR='%s' '%s/tests/services/nats.sh' start", dir,
+             AP_SOURCE_DIR);
     FILE *p = popen(cmd, "r");
     char line[512];
     while (p && fgets(line, sizeof line, p)) {
@@ -333,7 +354,7 @@ int main(void)
         fprintf(stderr, "cannot start nats-server\n");
         return 1;
     }
-    remember_server(dir);
+    if (own) remember_server(dir);
     uv_loop_init(&loop);
 
     RUN(test_connect_failure);
@@ -343,9 +364,13 @@ int main(void)
 
     uv_run(&loop, UV_RUN_NOWAIT);
     CHECK(uv_loop_close(&loop) == 0);
-    snprintf(cmd, sizeof cmd, "%s/tests/services/nats.sh stop %s && rm -rf %s", AP_SOURCE_DIR, dir,
-             dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not stop nats-server\n");
+    if (own) {
+        snprintf(cmd, sizeof cmd,
+                 "AUTOPGO_SERVICES_DIR='%s' '%s/tests/services/nats.sh' stop && rm -rf '%s'", dir,
+                 AP_SOURCE_DIR, dir);
+        if (system(cmd) != 0) fprintf(stderr, "could not stop nats-server\n");
+        server_pid = 0;
+    }
     nats_Close();
     TEST_MAIN_END();
 }

@@ -8,7 +8,7 @@ local url = require "autopgo.url"
 local crypto = require("autopgo.core").crypto
 local sas = require "autopgo.azure.sas"
 local support = require "tests.lua.support"
-local services = require "tests.lua.blob.services"
+local services = require "tests.lua.services"
 local big = require "tests.lua.blob.big_body"
 local flaky = require "tests.lua.blob.flaky_server"
 
@@ -82,7 +82,7 @@ describe("azblob URL options", function()
 end)
 
 describe("azblob store against Azurite", function()
-  local env = services.start("azurite")
+  local env = services.get("azurite")
   local endpoint = env.AUTOPGO_TEST_AZURE_BLOB_ENDPOINT -- http://127.0.0.1:PORT/devstoreaccount1
   local domain = endpoint:match("^http://([^/]+)/")
   local account = env.AUTOPGO_TEST_AZURE_ACCOUNT

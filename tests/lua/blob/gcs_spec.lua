@@ -8,7 +8,7 @@ local url = require "autopgo.url"
 local cjson = require "cjson"
 local crypto = require("autopgo.core").crypto
 local support = require "tests.lua.support"
-local services = require "tests.lua.blob.services"
+local services = require "tests.lua.services"
 local fixture = require "tests.lua.http_fixture"
 local big = require "tests.lua.blob.big_body"
 local flaky = require "tests.lua.blob.flaky_server"
@@ -51,7 +51,7 @@ describe("gs URL options", function()
 end)
 
 describe("gcs store against the GCS emulator", function()
-  local env = services.start("gcs")
+  local env = services.get("gcs")
   local emu_env = { STORAGE_EMULATOR_HOST = env.STORAGE_EMULATOR_HOST }
   local bucket = "autopgo-spec-" .. crypto.hex(crypto.random(4))
 

@@ -6,7 +6,7 @@ local blob = require "autopgo.blob"
 local url = require "autopgo.url"
 local crypto = require("autopgo.core").crypto
 local support = require "tests.lua.support"
-local services = require "tests.lua.blob.services"
+local services = require "tests.lua.services"
 local fixture = require "tests.lua.http_fixture"
 local big = require "tests.lua.blob.big_body"
 local flaky = require "tests.lua.blob.flaky_server"
@@ -93,7 +93,7 @@ describe("s3 URL options", function()
 end)
 
 describe("s3 store against Ceph RGW", function()
-  local env = services.start("rgw")
+  local env = services.get("rgw")
   local endpoint = env.AUTOPGO_TEST_S3_ENDPOINT
   local good_env = env_of({ AWS_ACCESS_KEY_ID = env.AUTOPGO_TEST_S3_ACCESS_KEY,
     AWS_SECRET_ACCESS_KEY = env.AUTOPGO_TEST_S3_SECRET_KEY, AWS_EC2_METADATA_DISABLED = "true" })

@@ -4,7 +4,7 @@
 -- unacknowledged work, the commit metadata that stops a new owner from redoing work, health.
 local uv = require "luv"
 local support = require "tests.lua.support"
-local service = require "tests.lua.bus.service"
+local services = require "tests.lua.services"
 local bus = require "autopgo.bus"
 local async = require "autopgo.async"
 
@@ -57,12 +57,12 @@ local function nothing_within(r, ms)
 end
 
 describe("kafka bus", function()
-  local svc
-  setup(function() svc = service.start("kafka") end)
-  teardown(function() service.stop(svc) end)
+  local restore_env
+  setup(function() restore_env = services.setenv(services.get("kafka")) end)
+  teardown(function() restore_env() end)
 
   require("tests.lua.bus.contract")("kafka://", {
-    setup = function() return { topic = service.unique("t-contract"), group = service.unique("g-contract") } end,
+    setup = function() return { topic = services.unique("t-contract"), group = services.unique("g-contract") } end,
     writer = function(ctx) return bus.writer("kafka://" .. ctx.topic) end,
     reader = function(ctx) return reader(ctx.group, ctx.topic) end,
     -- dies holding its message: nothing is waited for or committed
@@ -100,7 +100,7 @@ describe("kafka bus", function()
 
   it("publishes with the app as key and receives the envelope back", function()
     run(function()
-      local topic, group = service.unique("t-basic"), service.unique("g-basic")
+      local topic, group = services.unique("t-basic"), services.unique("g-basic")
       publish_all(topic, { { "app-a", '{"type":"profile.uploaded"}' } })
       local r = reader(group, topic)
       local got = take(r, 1)
@@ -117,7 +117,7 @@ describe("kafka bus", function()
 
   it("keeps the order of each key's messages", function()
     run(function()
-      local topic, group = service.unique("t-order"), service.unique("g-order")
+      local topic, group = services.unique("t-order"), services.unique("g-order")
       local list = {}
       for i = 1, 60 do list[#list + 1] = { "app-" .. (i % 5), tostring(i) } end
       publish_all(topic, list)
@@ -136,7 +136,7 @@ describe("kafka bus", function()
 
   it("commits acknowledged messages: the group does not see them again", function()
     run(function()
-      local topic, group = service.unique("t-commit"), service.unique("g-commit")
+      local topic, group = services.unique("t-commit"), services.unique("g-commit")
       publish_all(topic, { { "a", "1" }, { "b", "2" }, { "c", "3" } })
       local r = reader(group, topic)
       assert.equals(3, #take(r, 3))
@@ -152,7 +152,7 @@ describe("kafka bus", function()
 
   it("redelivers a nacked message after the delay, counting attempts", function()
     run(function()
-      local topic, group = service.unique("t-nack"), service.unique("g-nack")
+      local topic, group = services.unique("t-nack"), services.unique("g-nack")
       publish_all(topic, { { "a", "x" } })
       local r = reader(group, topic)
       local m = take(r, 1, nil, true)[1]
@@ -170,7 +170,7 @@ describe("kafka bus", function()
 
   it("drops (and commits) a message that keeps failing when there is no dead-letter topic", function()
     run(function()
-      local topic, group = service.unique("t-poison"), service.unique("g-poison")
+      local topic, group = services.unique("t-poison"), services.unique("g-poison")
       publish_all(topic, { { "a", "not json" }, { "a", "fine" } })
       local r = reader(group, topic, { max_attempts = 2 })
       local seen = {}
@@ -191,7 +191,7 @@ describe("kafka bus", function()
 
   it("moves a message that keeps failing to the dead-letter topic when one is configured", function()
     run(function()
-      local topic, group = service.unique("t-dlq"), service.unique("g-dlq")
+      local topic, group = services.unique("t-dlq"), services.unique("g-dlq")
       local dlt = topic .. ".dead"
       publish_all(topic, { { "app-x", "poison" } })
       local r = assert(bus.reader(("kafka://%s?topic=%s&dead_letter_topic=%s%s"):format(group, topic, dlt, FAST),
@@ -199,7 +199,7 @@ describe("kafka bus", function()
       local m = take(r, 1, nil, true)[1]
       assert.is_true(m:nack(0.1))
       r:close()
-      local d = reader(service.unique("g-dlq-read"), dlt)
+      local d = reader(services.unique("g-dlq-read"), dlt)
       local dead = take(d, 1)[1]
       assert.equals("poison", dead.body)
       assert.equals("app-x", dead.key)
@@ -209,7 +209,7 @@ describe("kafka bus", function()
 
   it("shares a group's partitions between two readers", function()
     run(function()
-      local topic, group = service.unique("t-share"), service.unique("g-share")
+      local topic, group = services.unique("t-share"), services.unique("g-share")
       local a = reader(group, topic)
       local b = reader(group, topic)
       async.sleep(4000) -- both join before anything is published
@@ -230,7 +230,7 @@ describe("kafka bus", function()
 
   it("hands unacknowledged work to the next reader, but not work that was done", function()
     run(function()
-      local topic, group = service.unique("t-handover"), service.unique("g-handover")
+      local topic, group = services.unique("t-handover"), services.unique("g-handover")
       -- one key: both messages land in the same partition, in this order
       publish_all(topic, { { "app", "first" }, { "app", "second" } })
       local a = reader(group, topic)
@@ -252,7 +252,7 @@ describe("kafka bus", function()
 
   it("redelivers a message whose reader went away without settling it", function()
     run(function()
-      local topic, group = service.unique("t-dies"), service.unique("g-dies")
+      local topic, group = services.unique("t-dies"), services.unique("g-dies")
       publish_all(topic, { { "app", "work" } })
       local a = reader(group, topic, { revoke_timeout = 1 })
       local m = take(a, 1, nil, true)[1]
@@ -266,7 +266,7 @@ describe("kafka bus", function()
 
   it("reports health from the brokers", function()
     run(function()
-      local w = assert(bus.writer("kafka://" .. service.unique("t-health")))
+      local w = assert(bus.writer("kafka://" .. services.unique("t-health")))
       assert.is_true(w:health())
       assert.equals("kafka://" .. w.topic, w.name)
       w:close()

@@ -5,7 +5,7 @@
 -- ack-wait extension, dead-lettering, de-duplication, shared load and hand-over at close.
 local uv = require "luv"
 local support = require "tests.lua.support"
-local service = require "tests.lua.bus.service"
+local services = require "tests.lua.services"
 local bus = require "autopgo.bus"
 local async = require "autopgo.async"
 
@@ -43,9 +43,9 @@ local function js(subject, extra)
 end
 
 describe("nats bus", function()
-  local svc
-  setup(function() svc = service.start("nats") end)
-  teardown(function() service.stop(svc) end)
+  local restore_env
+  setup(function() restore_env = services.setenv(services.get("nats")) end)
+  teardown(function() restore_env() end)
 
   it("takes the server from NATS_SERVER_URL, as gocloud.dev does", function()
     local saved = os.getenv("NATS_SERVER_URL")
@@ -90,7 +90,7 @@ describe("nats bus", function()
   describe("core NATS", function()
     it("delivers to one member of a queue group, with the key", function()
       run(function()
-        local subject = service.unique("core.basic")
+        local subject = services.unique("core.basic")
         local a = assert(bus.reader("nats://" .. subject .. "?queue=workers"))
         local b = assert(bus.reader("nats://" .. subject .. "?queue=workers"))
         local w = assert(bus.writer("nats://" .. subject))
@@ -115,7 +115,7 @@ describe("nats bus", function()
 
     it("loses what is published while no reader is connected (use JetStream)", function()
       run(function()
-        local subject = service.unique("core.lost")
+        local subject = services.unique("core.lost")
         local w = assert(bus.writer("nats://" .. subject))
         assert(w:publish("nobody listens"))
         async.sleep(300) -- sent and dropped by the server before anyone subscribes
@@ -129,7 +129,7 @@ describe("nats bus", function()
 
     it("redelivers a nacked message from memory", function()
       run(function()
-        local subject = service.unique("core.nack")
+        local subject = services.unique("core.nack")
         local r = assert(bus.reader("nats://" .. subject))
         local w = assert(bus.writer("nats://" .. subject))
         assert(r:health())
@@ -147,7 +147,7 @@ describe("nats bus", function()
 
   describe("JetStream", function()
     require("tests.lua.bus.contract")("nats:// (JetStream)", {
-      setup = function() return { subject = service.unique("js.contract") } end,
+      setup = function() return { subject = services.unique("js.contract") } end,
       writer = function(ctx) return bus.writer(js(ctx.subject)) end,
       reader = function(ctx) return bus.reader(js(ctx.subject, "&queue=workers")) end,
       -- dies holding its message: nothing handed back, the server redelivers after the ack wait
@@ -160,7 +160,7 @@ describe("nats bus", function()
 
     it("keeps messages published before any reader existed, in order per key", function()
       run(function()
-        local subject = service.unique("js.keep")
+        local subject = services.unique("js.keep")
         local w = assert(bus.writer(js(subject)))
         for i = 1, 30 do assert(w:publish(('{"id":"%d"}'):format(i), { key = "app-" .. i % 4 })) end
         local r = assert(bus.reader(js(subject, "&queue=workers")))
@@ -184,7 +184,7 @@ describe("nats bus", function()
 
     it("stores a message once when the publish is retried with the same envelope id", function()
       run(function()
-        local subject = service.unique("js.dedup")
+        local subject = services.unique("js.dedup")
         local w = assert(bus.writer(js(subject)))
         local body = '{"id":"e9e23fa8-9d46-4c66-9190-2f64eacd73a2","type":"profile.uploaded"}'
         assert(w:publish(body, { key = "a" }))
@@ -199,7 +199,7 @@ describe("nats bus", function()
 
     it("redelivers a nacked message after the delay, counted by the server", function()
       run(function()
-        local subject = service.unique("js.nack")
+        local subject = services.unique("js.nack")
         local w = assert(bus.writer(js(subject)))
         assert(w:publish("retry me", { key = "a" }))
         local r = assert(bus.reader(js(subject, "&queue=w")))
@@ -218,7 +218,7 @@ describe("nats bus", function()
 
     it("keeps a message it holds past the ack wait, for as long as the work goes on", function()
       run(function()
-        local subject = service.unique("js.hold")
+        local subject = services.unique("js.hold")
         local w = assert(bus.writer(js(subject)))
         assert(w:publish("long merge", { key = "a" }))
         local r = assert(bus.reader(js(subject, "&queue=w&ack_wait=1s")))
@@ -232,7 +232,7 @@ describe("nats bus", function()
 
     it("redelivers an unsettled message after the ack wait, unless the work is extended", function()
       run(function()
-        local subject = service.unique("js.ackwait")
+        local subject = services.unique("js.ackwait")
         local w = assert(bus.writer(js(subject)))
         assert(w:publish("slow", { key = "a" }))
         assert(w:publish("forgotten", { key = "b" }))
@@ -263,7 +263,7 @@ describe("nats bus", function()
 
     it("moves a message that keeps failing to the dead-letter subject", function()
       run(function()
-        local subject = service.unique("js.poison")
+        local subject = services.unique("js.poison")
         local dead = subject .. "-dead"
         local w = assert(bus.writer(js(subject)))
         assert(w:publish("not json", { key = "app" }))
@@ -287,7 +287,7 @@ describe("nats bus", function()
 
     it("shares a durable between readers and hands back what a closing reader held", function()
       run(function()
-        local subject = service.unique("js.share")
+        local subject = services.unique("js.share")
         local w = assert(bus.writer(js(subject)))
         local a = assert(bus.reader(js(subject, "&queue=w"), { max_buffered = 4 }))
         local b = assert(bus.reader(js(subject, "&queue=w"), { max_buffered = 4 }))

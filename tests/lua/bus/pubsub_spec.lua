@@ -4,20 +4,12 @@
 -- reported as pending, "skipped, emulator not installed" (never as passed).
 local uv = require "luv"
 local support = require "tests.lua.support"
-local service = require "tests.lua.bus.service"
+local services = require "tests.lua.services"
 local bus = require "autopgo.bus"
 local async = require "autopgo.async"
 local pubsub = require "autopgo.bus.pubsub"
 
 local run = support.run
-
-local EMULATOR = os.getenv("PUBSUB_EMULATOR_BIN")
-  or "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
-
-local function installed()
-  local ok = os.execute(("test -x %q"):format(EMULATOR))
-  return ok == true
-end
 
 describe("gcppubsub bus URLs", function()
   it("names topics and subscriptions the way gocloud.dev does", function()
@@ -48,23 +40,27 @@ describe("gcppubsub bus URLs", function()
   end)
 end)
 
-if not installed() then
+local why_not = services.unavailable("pubsub") -- e.g. "skipped, emulator not installed (<path>)"
+if why_not then
   describe("gcppubsub bus against the Pub/Sub emulator", function()
-    pending("skipped, emulator not installed")
+    pending(why_not)
   end)
   return
 end
 
 describe("gcppubsub bus against the Pub/Sub emulator", function()
-  local svc
-  setup(function() svc = service.start("pubsub", { tostring(support.free_port()) }) end)
-  teardown(function() service.stop(svc) end)
+  local svc, restore_env
+  setup(function()
+    svc = services.get("pubsub")
+    restore_env = services.setenv(svc)
+  end)
+  teardown(function() restore_env() end)
 
   -- Creates a topic and an ordered subscription (extra: more subscription settings); returns the
   -- writer and reader URLs.
   local function topic_and_sub(extra)
-    local name = service.unique("autopgo")
-    local tc = { base = "http://" .. svc.env.PUBSUB_EMULATOR_HOST, path = "projects/test-proj/topics/" .. name,
+    local name = services.unique("autopgo")
+    local tc = { base = "http://" .. svc.PUBSUB_EMULATOR_HOST, path = "projects/test-proj/topics/" .. name,
       name = "setup" }
     assert(pubsub.call(tc, "PUT", nil, {}))
     local cfg = { topic = tc.path, ackDeadlineSeconds = 10, enableMessageOrdering = true }
@@ -197,7 +193,7 @@ describe("gcppubsub bus against the Pub/Sub emulator", function()
       local r = assert(bus.reader(ru))
       assert.is_true(r:health())
       r:close()
-      local missing = assert(bus.writer("gcppubsub://projects/test-proj/topics/" .. service.unique("none")))
+      local missing = assert(bus.writer("gcppubsub://projects/test-proj/topics/" .. services.unique("none")))
       local ok, err, code = missing:health()
       assert.is_nil(ok)
       assert.equals("NOT_FOUND", code)

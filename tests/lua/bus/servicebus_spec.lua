@@ -5,7 +5,7 @@
 -- abandon after a nack's delay, dead-lettering past MaxDeliveryCount, health and bad keys.
 local uv = require "luv"
 local support = require "tests.lua.support"
-local service = require "tests.lua.bus.service"
+local services = require "tests.lua.services"
 local bus = require "autopgo.bus"
 local async = require "autopgo.async"
 local url = require "autopgo.url"
@@ -49,14 +49,14 @@ local function create(path, description)
 end
 
 local function queue(opts)
-  local name = service.unique("q")
+  local name = services.unique("q")
   create("/" .. name, ("<QueueDescription><LockDuration>PT%dS</LockDuration><MaxDeliveryCount>%d</MaxDeliveryCount>"
     .. "</QueueDescription>"):format(opts and opts.lock or 5, opts and opts.max or 10))
   return "azuresb://" .. name
 end
 
 local function topic_with_subscription()
-  local name, sub = service.unique("t"), "workers"
+  local name, sub = services.unique("t"), "workers"
   create("/" .. name, "<TopicDescription></TopicDescription>")
   create(("/%s/subscriptions/%s"):format(name, sub),
     "<SubscriptionDescription><LockDuration>PT5S</LockDuration></SubscriptionDescription>")
@@ -74,9 +74,9 @@ local function kill(_, r)
 end
 
 describe("azuresb bus", function()
-  local svc
-  setup(function() svc = service.start("servicebus") end)
-  teardown(function() service.stop(svc) end)
+  local restore_env
+  setup(function() restore_env = services.setenv(services.get("servicebus")) end)
+  teardown(function() restore_env() end)
 
   require("tests.lua.bus.contract")("azuresb:// (queue)", {
     setup = function() return { url = queue() } end,
@@ -176,7 +176,7 @@ describe("azuresb bus", function()
     run(function()
       local u = queue()
       assert.is_true(assert(bus.writer(u)):health())
-      local missing = assert(bus.writer("azuresb://" .. service.unique("none")))
+      local missing = assert(bus.writer("azuresb://" .. services.unique("none")))
       local ok, err, code = missing:health()
       assert.is_nil(ok)
       assert.equals("NOT_FOUND", code)

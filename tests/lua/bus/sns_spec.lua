@@ -3,7 +3,7 @@
 -- autopgo-key attribute (and MessageGroupId on FIFO topics), delivery to an HTTP subscriber
 -- (a sink served here), writer-only, health and failures.
 local support = require "tests.lua.support"
-local service = require "tests.lua.bus.service"
+local services = require "tests.lua.services"
 local bus = require "autopgo.bus"
 local async = require "autopgo.async"
 local httpd = require "autopgo.httpd"
@@ -15,12 +15,13 @@ local xml = require "autopgo.xml"
 local run = support.run
 
 describe("awssns bus", function()
-  local svc, port
+  local port, restore_env
   setup(function()
-    svc = service.start("sns")
-    port = tonumber(svc.env.SNS_PORT)
+    local svc = services.get("sns")
+    port = tonumber(svc.SNS_PORT)
+    restore_env = services.setenv(svc)
   end)
-  teardown(function() service.stop(svc) end)
+  teardown(function() restore_env() end)
 
   local function client()
     return assert(awsquery.new { service = "sns", version = "2010-03-31", region = "us-east-1",
@@ -55,7 +56,7 @@ describe("awssns bus", function()
 
   it("publishes the body with the app as the autopgo-key attribute", function()
     run(function()
-      local u, got, wait_for, srv = topic_with_sink(service.unique("orders"))
+      local u, got, wait_for, srv = topic_with_sink(services.unique("orders"))
       local w = assert(bus.writer(u))
       assert.equals("awssns:///arn:aws:sns:us-east-1:123456789012:" .. u:match(":(orders%-[%w%-]+)%?"), w.name)
       local body = '{"id":"e1","type":"profile.uploaded","payload":{"app":"app-a"}}'
@@ -71,7 +72,7 @@ describe("awssns bus", function()
 
   it("uses the app as MessageGroupId on a FIFO topic", function()
     run(function()
-      local u, got, wait_for, srv = topic_with_sink(service.unique("events") .. ".fifo")
+      local u, got, wait_for, srv = topic_with_sink(services.unique("events") .. ".fifo")
       local w = assert(bus.writer(u))
       assert.is_true(w:publish('{"id":"e2"}', { key = "app-b" }))
       assert.is_true(wait_for(1))

@@ -5,7 +5,7 @@
 -- queue, deletion after max_attempts without one, SNS envelopes, health.
 local uv = require "luv"
 local support = require "tests.lua.support"
-local service = require "tests.lua.bus.service"
+local services = require "tests.lua.services"
 local bus = require "autopgo.bus"
 local async = require "autopgo.async"
 local url = require "autopgo.url"
@@ -85,15 +85,16 @@ local function kill(_, r)
 end
 
 describe("awssqs bus", function()
-  local svc
+  local restore_env
   setup(function()
-    svc = service.start("sqs")
-    port = tonumber(svc.env.SQS_PORT)
+    local svc = services.get("sqs")
+    port = tonumber(svc.SQS_PORT)
+    restore_env = services.setenv(svc)
   end)
-  teardown(function() service.stop(svc) end)
+  teardown(function() restore_env() end)
 
   require("tests.lua.bus.contract")("awssqs:// (standard queue)", {
-    setup = function() return { url = create_queue(service.unique("contract"), { VisibilityTimeout = "2" }) } end,
+    setup = function() return { url = create_queue(services.unique("contract"), { VisibilityTimeout = "2" }) } end,
     writer = function(ctx) return bus.writer(ctx.url) end,
     reader = function(ctx) return bus.reader(ctx.url) end,
     kill = kill,
@@ -101,7 +102,7 @@ describe("awssqs bus", function()
 
   require("tests.lua.bus.contract")("awssqs:// (FIFO queue)", {
     setup = function()
-      local name = service.unique("contract") .. ".fifo"
+      local name = services.unique("contract") .. ".fifo"
       return { url = create_queue(name, { VisibilityTimeout = "2", FifoQueue = "true" }) }
     end,
     writer = function(ctx) return bus.writer(ctx.url) end,
@@ -124,7 +125,7 @@ describe("awssqs bus", function()
 
   it("groups a FIFO queue's messages by app: one app's next event waits for the one in flight", function()
     run(function()
-      local u = create_queue(service.unique("groups") .. ".fifo", { FifoQueue = "true", VisibilityTimeout = "30" })
+      local u = create_queue(services.unique("groups") .. ".fifo", { FifoQueue = "true", VisibilityTimeout = "30" })
       local w = assert(bus.writer(u))
       assert(w:publish('{"id":"a1"}', { key = "app-a" }))
       assert(w:publish('{"id":"a2"}', { key = "app-a" }))
@@ -148,7 +149,7 @@ describe("awssqs bus", function()
 
   it("keeps a held message invisible past the visibility timeout, and redelivers it after a nack", function()
     run(function()
-      local u = create_queue(service.unique("hold"), { VisibilityTimeout = "2" })
+      local u = create_queue(services.unique("hold"), { VisibilityTimeout = "2" })
       local w = assert(bus.writer(u))
       assert(w:publish("work", { key = "a" }))
       local r1 = assert(bus.reader(u))
@@ -175,11 +176,11 @@ describe("awssqs bus", function()
 
   it("leaves a failing message to the redrive policy's dead-letter queue", function()
     run(function()
-      local dlq_name = service.unique("dead")
+      local dlq_name = services.unique("dead")
       local dlq = create_queue(dlq_name)
       local policy = ('{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:queues:%s","maxReceiveCount":"2"}')
         :format(dlq_name)
-      local u = create_queue(service.unique("redrive"), { VisibilityTimeout = "30", RedrivePolicy = policy })
+      local u = create_queue(services.unique("redrive"), { VisibilityTimeout = "30", RedrivePolicy = policy })
       local w = assert(bus.writer(u))
       assert(w:publish("poison", { key = "app" }))
       local r = assert(bus.reader(u, { max_attempts = 1 }))
@@ -200,7 +201,7 @@ describe("awssqs bus", function()
 
   it("deletes a message that keeps failing when the queue has no dead-letter queue", function()
     run(function()
-      local u = create_queue(service.unique("nodlq"), { VisibilityTimeout = "30" })
+      local u = create_queue(services.unique("nodlq"), { VisibilityTimeout = "30" })
       local w = assert(bus.writer(u))
       assert(w:publish("poison", { key = "app" }))
       local r = assert(bus.reader(u, { max_attempts = 2 }))
@@ -213,7 +214,7 @@ describe("awssqs bus", function()
 
   it("unwraps SNS notifications unless raw=true", function()
     run(function()
-      local u = create_queue(service.unique("fromsns"))
+      local u = create_queue(services.unique("fromsns"))
       local note = '{"Type":"Notification","MessageId":"1","TopicArn":"arn:aws:sns:us-east-1:1:t",'
         .. '"Message":"{\\"id\\":\\"e1\\"}","MessageAttributes":{"autopgo-key":{"Type":"String","Value":"app-x"}}}'
       send_raw(u, note)
@@ -231,11 +232,11 @@ describe("awssqs bus", function()
 
   it("reports health from the queue", function()
     run(function()
-      local u = create_queue(service.unique("health"))
+      local u = create_queue(services.unique("health"))
       local w = assert(bus.writer(u))
       assert.is_true(w:health())
       local missing = assert(bus.writer(("awssqs://localhost:%d/queues/%s?region=us-east-1&disable_https=true")
-        :format(port, service.unique("missing"))))
+        :format(port, services.unique("missing"))))
       local ok, err, code = missing:health()
       assert.is_nil(ok)
       assert.equals("NOT_FOUND", code)
