@@ -2,10 +2,10 @@
  * loop, per-request state, flow control both ways, and owner callbacks run from a uv_idle
  * dispatcher so that owners may start, feed, resume or cancel requests freely. */
 #include "http_client.h"
+#include "url.h"
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +55,7 @@ struct ap_http_call {
     ap_http_client *c;
     CURL *easy;
     struct curl_slist *hdr_list;
+    struct curl_slist *connect_to; /* tls_server_name: the real address for the name */
     ap_http_call_handlers h;
     void *ud;
     int state;
@@ -126,21 +127,6 @@ static int buf_append(buf *b, const char *p, size_t n)
     memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;
-}
-
-static char *fmt_alloc(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (s == NULL) return NULL;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
 }
 
 /* ---- handles and the dispatcher ---------------------------------------------------------- */
@@ -218,6 +204,7 @@ static void req_free(ap_http_call *r)
     if (r->next) r->next->prev = r->prev;
     if (r->easy) curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->hdr_list);
+    curl_slist_free_all(r->connect_to);
     if (r->fp) fclose(r->fp);
     for (size_t i = 0; i < r->nheaders; i++) {
         free(r->headers[i].name);
@@ -348,14 +335,14 @@ static void finish_curl(ap_http_call *r, CURLcode rc)
         res = AP_HTTP_CALL_INVALID;
     } else if (rc == CURLE_FILESIZE_EXCEEDED || (rc == CURLE_WRITE_ERROR && r->too_large)) {
         res = AP_HTTP_CALL_TOO_LARGE;
-        msg =
-            fmt_alloc("%s: response body larger than %lld bytes", r->label, (long long)r->max_body);
+        msg = ap_http_fmt("%s: response body larger than %lld bytes", r->label,
+                          (long long)r->max_body);
     } else if ((rc == CURLE_READ_ERROR || rc == CURLE_ABORTED_BY_CALLBACK) && r->read_errno) {
         res = AP_HTTP_CALL_INVALID;
-        msg = fmt_alloc("%s: cannot read %s: %s", r->label, r->body_path ? r->body_path : "body",
-                        strerror(r->read_errno));
+        msg = ap_http_fmt("%s: cannot read %s: %s", r->label, r->body_path ? r->body_path : "body",
+                          strerror(r->read_errno));
     }
-    if (msg == NULL) msg = fmt_alloc("%s: %s", r->label, detail);
+    if (msg == NULL) msg = ap_http_fmt("%s: %s", r->label, detail);
     finish(r, res, msg ? msg : detail);
     free(msg);
 }
@@ -644,39 +631,6 @@ static int valid_method(const char *m)
 }
 
 /* Checks the URL (http or https) and makes the label used in messages. */
-static char *check_url(const char *method, const char *url, char *err, size_t errlen)
-{
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *label = NULL;
-    if (u == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
-    if (uc != CURLUE_OK) {
-        snprintf(err, errlen, "invalid URL \"%s\": %s", url, curl_url_strerror(uc));
-        goto cleanup;
-    }
-    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
-    if (scheme == NULL || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-        snprintf(err, errlen, "invalid URL \"%s\": only http and https are supported", url);
-        goto cleanup;
-    }
-    curl_url_get(u, CURLUPART_HOST, &host, 0);
-    curl_url_get(u, CURLUPART_PORT, &port, 0);
-    curl_url_get(u, CURLUPART_PATH, &path, 0);
-    label = fmt_alloc("%s %s://%s%s%s%s", method, scheme, host ? host : "", port ? ":" : "",
-                      port ? port : "", path ? path : "/");
-    if (label == NULL) snprintf(err, errlen, "out of memory");
-cleanup:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_free(path);
-    curl_url_cleanup(u);
-    return label;
-}
-
 #define SETOPT(opt, val)                                                                           \
     do {                                                                                           \
         CURLcode rc_ = curl_easy_setopt(e, opt, val);                                              \
@@ -735,11 +689,12 @@ ap_http_call *ap_http_call_start(ap_http_client *c, const ap_http_call_opts *o,
     r->stream_response = o->stream_response;
     r->max_body = o->max_body;
     r->body_kind = o->body_kind;
-    r->label = check_url(method, o->url, err, errlen);
+    r->label = ap_http_url_label(method, o->url, err, errlen);
     if (r->label == NULL) {
         free(r);
         return NULL;
     }
+    ap_http_route rt = {0};
     CURL *e = r->easy = curl_easy_init();
     if (e == NULL) {
         snprintf(err, errlen, "cannot create a curl handle");
@@ -776,7 +731,18 @@ ap_http_call *ap_http_call_start(ap_http_client *c, const ap_http_call_opts *o,
         break;
     }
 
-    SETOPT(CURLOPT_URL, o->url);
+    if (o->tls_server_name &&
+        ap_http_route_server_name(o->url, o->tls_server_name, &rt, err, errlen) != 0)
+        goto fail;
+    SETOPT(CURLOPT_URL, rt.url ? rt.url : o->url);
+    if (rt.connect_to) {
+        if ((r->connect_to = curl_slist_append(NULL, rt.connect_to)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        SETOPT(CURLOPT_CONNECT_TO, r->connect_to);
+    }
+    if (o->proxy) SETOPT(CURLOPT_PROXY, o->proxy);
     SETOPT(CURLOPT_PRIVATE, (void *)r);
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_ERRORBUFFER, r->errbuf);
@@ -816,9 +782,10 @@ ap_http_call *ap_http_call_start(ap_http_client *c, const ap_http_call_opts *o,
         SETOPT(CURLOPT_CUSTOMREQUEST, method);
     }
 
-    int has_expect = 0;
+    int has_expect = 0, has_host = 0;
     for (size_t i = 0; i < o->nheaders; i++) {
         if (strncasecmp(o->headers[i], "expect:", 7) == 0) has_expect = 1;
+        if (strncasecmp(o->headers[i], "host:", 5) == 0) has_host = 1;
         struct curl_slist *l = curl_slist_append(r->hdr_list, o->headers[i]);
         if (l == NULL) {
             snprintf(err, errlen, "out of memory");
@@ -826,9 +793,12 @@ ap_http_call *ap_http_call_start(ap_http_client *c, const ap_http_call_opts *o,
         }
         r->hdr_list = l;
     }
-    if (!has_expect) {
-        /* no "Expect: 100-continue" round trip before every upload */
-        struct curl_slist *l = curl_slist_append(r->hdr_list, "Expect:");
+    /* no "Expect: 100-continue" round trip before every upload; the URL's own authority in
+     * Host when TLS names another host */
+    const char *extra[] = {has_expect ? NULL : "Expect:", has_host ? NULL : rt.host_header};
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
+        if (extra[i] == NULL) continue;
+        struct curl_slist *l = curl_slist_append(r->hdr_list, extra[i]);
         if (l == NULL) {
             snprintf(err, errlen, "out of memory");
             goto fail;
@@ -867,11 +837,14 @@ ap_http_call *ap_http_call_start(ap_http_client *c, const ap_http_call_opts *o,
     c->reqs = r;
     if (c->active++ == 0) uv_timer_start(&c->keepalive, on_keepalive, KEEPALIVE_MS, KEEPALIVE_MS);
     if (o->body_kind == AP_HTTP_CALL_BODY_STREAM) request_more(r); /* have the first chunk ready */
+    ap_http_route_free(&rt);
     return r;
 
 fail:
+    ap_http_route_free(&rt);
     if (r->easy) curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->hdr_list);
+    curl_slist_free_all(r->connect_to);
     if (r->fp) fclose(r->fp);
     free(r->body_path);
     free(r->label);

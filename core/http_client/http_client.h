@@ -52,6 +52,10 @@ typedef struct {
     const char *ca_pem, *client_cert_pem, *client_key_pem; /* in-memory PEM, copied */
     size_t ca_pem_len, client_cert_pem_len, client_key_pem_len;
     const char *user_agent;
+    /* https: the name TLS uses instead of the URL's host, for SNI and certificate verification
+     * (kubeconfig's tls-server-name); the connection still goes to the URL's host */
+    const char *tls_server_name;
+    const char *proxy; /* http://, https:// or socks5:// proxy; NULL: curl's *_proxy variables */
 } ap_http_call_opts;
 
 /* Called from the loop, never from inside curl. A request is freed right after on_done. */

@@ -188,7 +188,8 @@ static int opt_bool(lua_State *L, const char *key)
  * spec: method, url, headers ({"Name: value", ...}), body | body_path | body_stream (+
  * body_length), stream, max_body, timeout, connect_timeout (seconds), insecure,
  * follow_redirects, ca_file, ca_pem, client_cert, client_key, client_cert_pem, client_key_pem,
- * user_agent. cb("data", chunk) | cb("need") | cb("done", err, status, headers, body). */
+ * user_agent, tls_server_name, proxy. cb("data", chunk) | cb("need") | cb("done", err, status,
+ * headers, body). */
 static int l_request(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -200,6 +201,8 @@ static int l_request(lua_State *L)
     o.url = opt_string(L, "url", &len);
     if (o.url == NULL) return luaL_error(L, "http request: 'url' is required");
     o.user_agent = opt_string(L, "user_agent", &len);
+    o.tls_server_name = opt_string(L, "tls_server_name", &len);
+    o.proxy = opt_string(L, "proxy", &len);
     o.ca_file = opt_string(L, "ca_file", &len);
     o.client_cert = opt_string(L, "client_cert", &len);
     o.client_key = opt_string(L, "client_key", &len);

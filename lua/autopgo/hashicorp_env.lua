@@ -93,8 +93,9 @@ local function readable(name, path)
 end
 
 --- TLS options for autopgo.http from the variables named in `names` (cacert, capath,
--- client_cert, client_key, skip_verify; skip_verify_inverted for Consul's *_SSL_VERIFY).
--- Returns a table { ca_file, ca_pem, client_cert, client_key, insecure } or nil, err.
+-- client_cert, client_key, server_name, skip_verify; skip_verify_inverted for Consul's
+-- *_SSL_VERIFY). Returns a table { ca_file, ca_pem, client_cert, client_key, tls_server_name,
+-- insecure } or nil, err.
 function M.tls(getenv, names)
   local out = {}
   local cacert, capath = M.get(getenv, names.cacert), M.get(getenv, names.capath)
@@ -118,6 +119,7 @@ function M.tls(getenv, names)
     end
   end
   out.client_cert, out.client_key = cert, key
+  out.tls_server_name = M.get(getenv, names.server_name)
   local flag, err = M.bool(getenv, names.skip_verify)
   if err then return nil, err end
   if flag ~= nil then

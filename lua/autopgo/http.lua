@@ -16,6 +16,9 @@
 --     timeout = 30, connect_timeout = 10,   -- seconds (whole request / connect)
 --     insecure = false, ca_file = path, ca_pem = "PEM", client_cert = path, client_key = path,
 --     client_cert_pem = "PEM", client_key_pem = "PEM",
+--     tls_server_name = "name",         -- https: TLS (SNI, verification) names this host instead
+--                                       -- of the URL's; the connection still goes to the URL's
+--     proxy = "http://host:port",       -- or https://, socks5://; default: the *_proxy variables
 --     follow_redirects = false, max_body = n,  -- TOO_LARGE when a buffered body exceeds it
 --     cancel = canceler,                -- from http.canceler(): cancels this request with others
 --   }
@@ -62,6 +65,7 @@ local known = {
   connect_timeout = "number", insecure = "boolean", ca_file = "string", ca_pem = "string",
   client_cert = "string", client_key = "string", client_cert_pem = "string",
   client_key_pem = "string", follow_redirects = "boolean", max_body = "number", cancel = "table",
+  tls_server_name = "string", proxy = "string",
 }
 
 -- Turns the caller's options into the binding's spec (raising on wrong types: a programming
@@ -95,7 +99,7 @@ local function build_spec(opts)
     insecure = opts.insecure, follow_redirects = opts.follow_redirects,
     ca_file = opts.ca_file, ca_pem = opts.ca_pem, client_cert = opts.client_cert,
     client_key = opts.client_key, client_cert_pem = opts.client_cert_pem,
-    client_key_pem = opts.client_key_pem,
+    client_key_pem = opts.client_key_pem, tls_server_name = opts.tls_server_name, proxy = opts.proxy,
     user_agent = not has_ua and M.user_agent or nil,
   }
 end

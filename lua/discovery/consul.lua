@@ -33,7 +33,8 @@ function M.config(getenv)
   if not base then return nil, err end
   local tls
   tls, err = env.tls(getenv, { cacert = "CONSUL_CACERT", capath = "CONSUL_CAPATH", client_cert = "CONSUL_CLIENT_CERT",
-    client_key = "CONSUL_CLIENT_KEY", skip_verify = "CONSUL_HTTP_SSL_VERIFY", skip_verify_inverted = true })
+    client_key = "CONSUL_CLIENT_KEY", server_name = "CONSUL_TLS_SERVER_NAME",
+    skip_verify = "CONSUL_HTTP_SSL_VERIFY", skip_verify_inverted = true })
   if not tls then return nil, err end
   local headers = {}
   -- as the Go client: a token file wins over CONSUL_HTTP_TOKEN when it holds a token
@@ -51,7 +52,6 @@ function M.config(getenv)
     base = base, tls = tls, headers = headers,
     namespace = env.get(getenv, "CONSUL_NAMESPACE"),
     partition = env.get(getenv, "CONSUL_PARTITION"),
-    tls_server_name = env.get(getenv, "CONSUL_TLS_SERVER_NAME"),
   }
 end
 
@@ -63,10 +63,6 @@ end
 function M.start(ctx)
   local cfg, err = M.config()
   if not cfg then return nil, err end
-  if cfg.tls_server_name then
-    ctx.log.warn("CONSUL_TLS_SERVER_NAME is not supported; the agent's certificate must name the host in "
-      .. "CONSUL_HTTP_ADDR", "tls_server_name", cfg.tls_server_name)
-  end
   ctx.state.cfg = cfg
   ctx.state.filter = tags.filter("ServiceTags", ctx.app)
   ctx.state.warned = {}

@@ -21,7 +21,8 @@ function M.config(getenv)
   if not base then return nil, err end
   local tls
   tls, err = env.tls(getenv, { cacert = "NOMAD_CACERT", capath = "NOMAD_CAPATH", client_cert = "NOMAD_CLIENT_CERT",
-    client_key = "NOMAD_CLIENT_KEY", skip_verify = "NOMAD_SKIP_VERIFY" })
+    client_key = "NOMAD_CLIENT_KEY", server_name = "NOMAD_TLS_SERVER_NAME",
+    skip_verify = "NOMAD_SKIP_VERIFY" })
   if not tls then return nil, err end
   local headers = {}
   local token = env.get(getenv, "NOMAD_TOKEN")
@@ -32,7 +33,6 @@ function M.config(getenv)
     base = base, tls = tls, headers = headers,
     namespace = env.get(getenv, "NOMAD_NAMESPACE") or "*",
     region = env.get(getenv, "NOMAD_REGION"),
-    tls_server_name = env.get(getenv, "NOMAD_TLS_SERVER_NAME"),
   }
 end
 
@@ -49,10 +49,6 @@ end
 function M.start(ctx)
   local cfg, err = M.config()
   if not cfg then return nil, err end
-  if cfg.tls_server_name then
-    ctx.log.warn("NOMAD_TLS_SERVER_NAME is not supported; the agent's certificate must name the host in NOMAD_ADDR",
-      "tls_server_name", cfg.tls_server_name)
-  end
   ctx.state.cfg = cfg
   ctx.state.filter = tags.filter("Tags", ctx.app)
   ctx.state.warned = {}

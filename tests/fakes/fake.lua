@@ -37,11 +37,11 @@ function M.start(config, dir)
     if not line then async.sleep(20) end
   end
   local ports = assert(cjson.decode(line), line)
-  ports.port, ports.control = math.tointeger(ports.port), math.tointeger(ports.control)
   local scheme = config.tls and "https" or "http"
   return setmetatable({
-    proc = proc, port = ports.port, url = ("%s://127.0.0.1:%d"):format(scheme, ports.port),
+    proc = proc, port = math.tointeger(ports.port), url = ("%s://127.0.0.1:%d"):format(scheme, ports.port),
     control = ("http://127.0.0.1:%d"):format(ports.control), api = config.api,
+    proxy = ("http://127.0.0.1:%d"):format(ports.proxy),
   }, Fake)
 end
 
@@ -53,9 +53,16 @@ function Fake:call(method, path, doc)
 end
 
 --- Every request the API listener got since the last clear(), oldest first: { method, path,
--- query (map), raw_query, headers (lower-case names), clientCert (CN or nil), status }.
+-- query (map), raw_query, headers (lower-case names), servername (TLS SNI or nil), clientCert
+-- (CN or nil), status }.
 function Fake:requests()
   return self:call("GET", "/requests")
+end
+
+--- What the fake's proxy (at fake.proxy) was asked for, oldest first: "CONNECT host:port" or
+-- "GET http://...".
+function Fake:proxied()
+  return self:call("GET", "/proxied")
 end
 
 --- The recorded requests whose path is `path`.
@@ -105,8 +112,9 @@ local function sh(cmd)
   assert(ok, "failed: " .. cmd)
 end
 
---- A CA, a server certificate for 127.0.0.1 and localhost, a client certificate it signed
--- (CN autopgo-scraper) and one it did not (a stranger's), in `dir`. Returns their paths.
+--- A CA, a server certificate for 127.0.0.1 and localhost, one that names only
+-- api.cluster.internal (for TLS server-name overrides), a client certificate it signed (CN
+-- autopgo-scraper) and one it did not (a stranger's), in `dir`. Returns their paths.
 function M.certs(dir)
   local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
   local run = function(fmt, ...) sh(("cd %s && " .. fmt):format(dir, ...)) end
@@ -117,12 +125,17 @@ function M.certs(dir)
   run("openssl req %s -keyout server.key -out server.csr -subj /CN=127.0.0.1", ec)
   run("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 "
     .. "-extfile server.ext")
+  support.write_file(dir .. "/named.ext", "subjectAltName=DNS:api.cluster.internal\nextendedKeyUsage=serverAuth\n")
+  run("openssl req %s -keyout named.key -out named.csr -subj /CN=api.cluster.internal", ec)
+  run("openssl x509 -req -in named.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out named.crt -days 2 "
+    .. "-extfile named.ext")
   run("openssl req %s -keyout client.key -out client.csr -subj /O=autopgo/CN=autopgo-scraper", ec)
   run("openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 "
     .. "-extfile client.ext")
   run("openssl req -x509 %s -keyout stranger.key -out stranger.crt -days 2 -subj /CN=stranger", ec)
   local p = function(f) return dir .. "/" .. f end
-  return { ca = p "ca.crt", server_cert = p "server.crt", server_key = p "server.key", client_cert = p "client.crt",
+  return { ca = p "ca.crt", server_cert = p "server.crt", server_key = p "server.key", named_cert = p "named.crt",
+    named_key = p "named.key", client_cert = p "client.crt",
     client_key = p "client.key", stranger_cert = p "stranger.crt", stranger_key = p "stranger.key" }
 end
 

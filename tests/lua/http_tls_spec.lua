@@ -1,6 +1,7 @@
 -- TLS specs for autopgo.http against OpenSSL's own test server (openssl s_server -www):
 -- verification on by default, --insecure, a CA from a file or from memory, client
--- certificates from files or from memory (as kube configs carry them).
+-- certificates from files or from memory (as kube configs carry them), and a server name other
+-- than the URL's host (kubeconfig's tls-server-name).
 local uv = require "luv"
 local async = require "autopgo.async"
 local http = require "autopgo.http"
@@ -27,7 +28,7 @@ local function wait_port(port)
 end
 
 describe("autopgo.http over TLS", function()
-  local dir, servers, plain, mutual
+  local dir, servers, plain, mutual, named
 
   setup(function()
     dir = support.tmpdir()
@@ -35,12 +36,15 @@ describe("autopgo.http over TLS", function()
       "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"):format(dir))
     sh(("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout client.key -out client.crt -days 2 " ..
       "-subj /CN=autopgo-client"):format(dir))
+    sh(("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout named.key -out named.crt -days 2 " ..
+      "-subj /CN=api.cluster.internal -addext subjectAltName=DNS:api.cluster.internal"):format(dir))
     servers = {}
     run(function()
-      local function start(extra)
+      local function start(extra, name)
         local port = support.free_port()
-        local args = { "s_server", "-accept", "127.0.0.1:" .. port, "-cert", dir .. "/server.crt",
-          "-key", dir .. "/server.key", "-www", "-quiet" }
+        name = name or "server"
+        local args = { "s_server", "-accept", "127.0.0.1:" .. port, "-cert", dir .. "/" .. name .. ".crt",
+          "-key", dir .. "/" .. name .. ".key", "-www", "-quiet" }
         for _, a in ipairs(extra) do args[#args + 1] = a end
         servers[#servers + 1] = support.spawn("openssl", args)
         wait_port(port)
@@ -48,6 +52,7 @@ describe("autopgo.http over TLS", function()
       end
       plain = start {}
       mutual = start { "-Verify", "1", "-CAfile", dir .. "/client.crt" }
+      named = start({}, "named")
     end)
   end)
 
@@ -99,6 +104,24 @@ describe("autopgo.http over TLS", function()
         client_cert_pem = support.read_file(dir .. "/client.crt"),
         client_key_pem = support.read_file(dir .. "/client.key") })
       assert.equals(200, res.status)
+    end)
+  end)
+
+  it("verifies against tls_server_name instead of the URL's host when given one", function()
+    run(function()
+      local ca = dir .. "/named.crt"
+      local _, err, code = http.request { url = named, ca_file = ca }
+      assert.equals("TLS", code, err)
+      local res = assert(http.request { url = named, ca_file = ca, tls_server_name = "api.cluster.internal" })
+      assert.equals(200, res.status)
+      -- s_server -www echoes nothing of the request, but the handshake only succeeds when the
+      -- certificate was checked against the name; a wrong name still fails
+      _, err, code = http.request { url = named, ca_file = ca, tls_server_name = "other.internal" }
+      assert.equals("TLS", code, err)
+      assert.matches("^TLS: GET https://127%.0%.0%.1:%d+/", err) -- messages name the real URL
+      _, err, code = http.request { url = named, tls_server_name = "bad name/x" }
+      assert.equals("INVALID", code)
+      assert.matches('invalid TLS server name "bad name/x"', err)
     end)
   end)
 end)

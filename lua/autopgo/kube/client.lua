@@ -57,7 +57,7 @@ end
 --- The request options that carry the credentials and TLS settings, or nil, err, code.
 function Client:auth_options()
   local cfg = self.cfg
-  local opts = { headers = {} }
+  local opts = { headers = {}, proxy = cfg.proxy }
   for k, v in pairs(cfg.tls) do opts[k] = v end
   local auth = cfg.auth
   local token = auth.token

@@ -1,9 +1,10 @@
 -- Where the kube discovery mode finds its cluster and how it proves who it is: a kubeconfig
 -- file given as the scraper's argument; else the pod's service account (in-cluster); else the
 -- files in KUBECONFIG (merged as kubectl merges them) or ~/.kube/config. Kubeconfig support:
--- the current context, the cluster's server, CA data or file, insecure-skip-tls-verify, the
--- user's token or token file, client certificate and key (data or files), basic auth and exec
--- credential plugins. Kubeconfig files are YAML, read with lyaml (Debian's lua-yaml: libyaml).
+-- the current context, the cluster's server, CA data or file, insecure-skip-tls-verify,
+-- tls-server-name, proxy-url, the user's token or token file, client certificate and key (data
+-- or files), basic auth and exec credential plugins. Kubeconfig files are YAML, read with lyaml
+-- (Debian's lua-yaml: libyaml).
 local crypto = require("autopgo.core").crypto
 
 local M = {}
@@ -211,16 +212,14 @@ local function resolve(kc, source)
     end
     cfg.tls.insecure = true
   end
-  if nonempty(cluster["tls-server-name"]) then
-    cfg.warnings[#cfg.warnings + 1] = "tls-server-name is not supported; the server's certificate must name the "
-      .. "host in server"
-  end
-  if nonempty(cluster["proxy-url"]) then
-    cfg.warnings[#cfg.warnings + 1] = "proxy-url is not supported; connecting to the server directly"
+  cfg.tls.tls_server_name = nonempty(cluster["tls-server-name"])
+  cfg.proxy = nonempty(cluster["proxy-url"])
+  if cfg.proxy and not (cfg.proxy:match("^https?://[^/]") or cfg.proxy:match("^socks5h?://[^/]")) then
+    return nil, ("INVALID: %s: proxy-url %q must be an http, https or socks5 URL"):format(where, cfg.proxy)
   end
   cfg.exec_cluster = { server = cfg.server, ["insecure-skip-tls-verify"] = cfg.tls.insecure or nil,
     ["certificate-authority-data"] = cfg.tls.ca_pem and crypto.base64_encode(cfg.tls.ca_pem) or nil,
-    ["tls-server-name"] = nonempty(cluster["tls-server-name"]) }
+    ["tls-server-name"] = cfg.tls.tls_server_name, ["proxy-url"] = cfg.proxy }
   for _, ext in ipairs(type(cluster.extensions) == "table" and cluster.extensions or {}) do
     if type(ext) == "table" and ext.name == "client.authentication.k8s.io/exec" then
       cfg.exec_cluster.config = ext.extension

@@ -167,6 +167,22 @@ describe("consul discovery", function()
     end)
   end)
 
+  it("checks the agent's certificate against CONSUL_TLS_SERVER_NAME when it is set", function()
+    run(function()
+      start { tls = { cert = certs.named_cert, key = certs.named_key } }
+      env { CONSUL_HTTP_ADDR = srv.url, CONSUL_CACERT = certs.ca, CONSUL_TLS_SERVER_NAME = "api.cluster.internal",
+        CONSUL_HTTP_TOKEN = "c0ffee00-1111-2222-3333-444455556666" }
+      assert.same(everything, fake.sorted(open().targets))
+      for _, r in ipairs(srv:requests()) do
+        assert.equals("api.cluster.internal", r.servername)
+        assert.equals("127.0.0.1:" .. srv.port, r.headers.host)
+      end
+      env { CONSUL_HTTP_ADDR = srv.url, CONSUL_CACERT = certs.ca, CONSUL_TLS_SERVER_NAME = "other.internal" }
+      local _, err = open():list()
+      assert.matches("^TLS: GET https://127%.0%.0%.1:%d+/v1/catalog/services: ", err)
+    end)
+  end)
+
   it("refuses to start on a bad configuration", function()
     run(function()
       for vars, why in pairs {

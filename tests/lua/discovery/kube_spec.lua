@@ -430,6 +430,37 @@ preferences: {}
     end)
   end)
 
+  it("names the server with tls-server-name and goes through proxy-url, as kubectl does", function()
+    run(function()
+      -- a certificate for api.cluster.internal only, on a server reached at 127.0.0.1
+      start { tls = { cert = certs.named_cert, key = certs.named_key } }
+      local _, err = open(kubeconfig("unnamed.yaml", { "--token", "scraper-token" })):list()
+      assert.matches("^TLS: GET https://127%.0%.0%.1:", err)
+
+      local kc = kubeconfig("named.yaml", { "--token", "scraper-token" }, { "--certificate-authority", certs.ca,
+        "--embed-certs=true", "--tls-server-name=api.cluster.internal", "--proxy-url=" .. srv.proxy })
+      local src = open(kc)
+      assert.same(everything, fake.sorted(src.targets))
+      local reqs = srv:requests()
+      assert.is_true(#reqs > 0)
+      for _, r in ipairs(reqs) do
+        assert.equals("api.cluster.internal", r.servername)
+        assert.equals("127.0.0.1:" .. srv.port, r.headers.host)
+      end
+      -- every connection went through the proxy, tunnelled to the server's real address
+      for _, what in ipairs(srv:proxied()) do assert.equals("CONNECT 127.0.0.1:" .. srv.port, what) end
+      assert.is_true(#srv:proxied() > 0)
+
+      -- kubectl, given the same file, gets the same answer through the same proxy
+      srv:clear()
+      local code, out, kerr = kubectl { "--kubeconfig", kc, "--cache-dir", dir .. "/kcache", "get", "pods", "-A",
+        "-l", sel_long, "-o", "name" }
+      assert.equals(0, code, kerr)
+      assert.matches("pod/", out)
+      assert.equals("api.cluster.internal", srv:requests_to("/api/v1/pods")[1].servername)
+    end)
+  end)
+
   it("re-reads a tokenFile before every request, as rotated tokens need", function()
     run(function()
       start { auth = { tokens = { "first-token" } } }
@@ -706,6 +737,8 @@ contexts:
           'exec apiVersion "client.authentication.k8s.io/v1alpha1" is not supported',
         [cfg(server, "{client-certificate-data: " .. ca .. "}")] = "a client certificate needs a client key",
         [cfg(server, "{tokenFile: /no/such/token}")] = "cannot read tokenFile /no/such/token",
+        [cfg(('{server: "%s", proxy-url: "ftp://proxy:21"}'):format(srv.url), "{token: t}")] =
+          'proxy%-url "ftp://proxy:21" must be an http, https or socks5 URL',
         ["clusters: [\n"] = "is not valid YAML",
         ["just a string\n"] = "is not a kubeconfig",
       } do

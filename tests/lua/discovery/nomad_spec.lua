@@ -187,6 +187,22 @@ describe("nomad discovery", function()
     end)
   end)
 
+  it("checks the agent's certificate against NOMAD_TLS_SERVER_NAME when it is set", function()
+    run(function()
+      -- the certificate names api.cluster.internal only; NOMAD_ADDR names 127.0.0.1
+      start({ tls = { cert = certs.named_cert, key = certs.named_key } }, { NOMAD_CACERT = certs.ca })
+      local _, err = open():list()
+      assert.matches("^TLS: GET https://127%.0%.0%.1:%d+/v1/services: ", err)
+      restore()
+      restore = fake.setenv({ NOMAD_ADDR = srv.url, NOMAD_TOKEN = "secret-checkout", NOMAD_CACERT = certs.ca,
+        NOMAD_TLS_SERVER_NAME = "api.cluster.internal" }, { "NOMAD_" })
+      assert.same(everything, fake.sorted(open().targets))
+      local req = srv:requests_to("/v1/services")[1]
+      assert.equals("api.cluster.internal", req.servername)
+      assert.equals("127.0.0.1:" .. srv.port, req.headers.host)
+    end)
+  end)
+
   it("refuses to start on a bad configuration", function()
     run(function()
       for vars, why in pairs {
