@@ -11,6 +11,8 @@ return {
   -- Port for HTTP traffic: the API on the server, health and metrics on worker and scraper.
   -- (--port, AUTOPGO_PORT)
   port = 8080,
+  -- The address to listen on; "127.0.0.1" keeps the port on this machine. (--host, AUTOPGO_HOST)
+  host = "0.0.0.0",
   -- Where profiles live, as a gocloud.dev URL: s3://bucket?region=..., gs://bucket,
   -- azblob://container, file:///path, mem://. Unset: a file store under data_dir.
   -- (--blob-store-url, AUTOPGO_BLOB_STORE_URL)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/merge: autopgo vs the Go reference (tools/goref pprofmerge: Debian's Go 1.19 +
+# bench/merge: autopgo vs the Go reference (tests/goref pprofmerge: Debian's Go 1.19 +
 # google/pprof, what the original worker runs) merging 10 generated profiles of about 1, 10 and
 # 50 MB uncompressed each; wall time, CPU time, peak RSS and ratios, plus the zlib floor (inflate
 # the inputs + deflate the output at level 6, one thread), plus decode-only of a typical 30 s
@@ -15,7 +15,7 @@ read -r -a sizes <<<"${sizes[*]}"
 mkdir -p "$work"
 
 [ -x "$build/autopgo" ] || { echo "build autopgo first (make build)"; exit 1; }
-"$root/tools/goref/build.sh" "$build/goref" >/dev/null
+"$root/tests/goref/build.sh" "$build/goref" >/dev/null
 for t in zfloor decode_bench phases; do
     cc -O2 -I"$root/core/pprof" "$root/bench/merge/$t.c" "$root"/core/pprof/*.c \
         $(pkg-config --cflags --libs zlib libpcre2-8) -lpthread -o "$work/$t"

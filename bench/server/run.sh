@@ -21,7 +21,7 @@ gobuild() { # GOPATH-dir tool
 }
 gobuild "$here" goserver
 gobuild "$here" loadgen
-"$root/tools/goref/build.sh" "$out/goref"
+"$root/tests/goref/build.sh" "$out/goref"
 
 # A typical 30 s CPU profile of a busy service: 2500 samples over 3000 locations, with start lines.
 profile="$out/profile.pb.gz"

@@ -279,7 +279,7 @@ function M.main(argv)
   local script = require "autopgo.script"
   local ok, status = xpcall(function()
     local name = argv[1]
-    if name == nil then M.exit(2, M.help(nil) .. "\nautopgo: missing command") end
+    if name == nil then M.exit(2, "autopgo: missing command (autopgo help lists them)") end
     if name == "-h" or name == "--help" then M.exit(0, M.help(nil)) end
     if name == "--version" then name = "version" end
     local cmd = find_command(name)

@@ -23,9 +23,10 @@ local M = {}
 M.default_path = "/debug/pprof/profile"
 
 --- Loads a mode: a path when `mode` contains "/" or ends in ".lua", else a module name.
--- Returns the mode table and where it came from, or nil, "INVALID: ...", "INVALID".
+-- Returns the mode table and where it came from, or nil, "CODE: ...", CODE: USAGE when `mode`
+-- names no mode at all (a bad --mode value), INVALID when a module is there but will not load.
 function M.load(mode)
-  if type(mode) ~= "string" or mode == "" then return nil, "INVALID: no discovery mode given", "INVALID" end
+  if type(mode) ~= "string" or mode == "" then return nil, "USAGE: no discovery mode given", "USAGE" end
   local chunk, where
   if mode:find("/", 1, true) or mode:match("%.lua$") then
     local err
@@ -36,13 +37,13 @@ function M.load(mode)
     where = mode
   else
     if not mode:match("^[%w_%-]+$") then
-      return nil, ("INVALID: %q is not a discovery mode name or a path to a .lua file"):format(mode), "INVALID"
+      return nil, ("USAGE: %q is not a discovery mode name or a path to a .lua file"):format(mode), "USAGE"
     end
     local found, info = script.find("discovery/" .. mode .. ".lua")
     if not found then
       if info:find("^NOT_FOUND") then
-        return nil, ("INVALID: unknown discovery mode %q (a module in lua/discovery/ or a path to a .lua file)")
-          :format(mode), "INVALID"
+        return nil, ("USAGE: unknown discovery mode %q (a module in lua/discovery/ or a path to a .lua file)")
+          :format(mode), "USAGE"
       end
       return nil, ("INVALID: cannot load discovery mode %s: %s"):format(mode, info), "INVALID"
     end
@@ -102,8 +103,8 @@ end
 
 --- Loads `mode` and returns a source for it (not started), or nil, err, code.
 function M.open(mode, arg, ctx)
-  local mod, where = M.load(mode)
-  if not mod then return nil, where, "INVALID" end
+  local mod, where, code = M.load(mode)
+  if not mod then return nil, where, code end
   ctx = ctx or {}
   ctx.state = ctx.state or {}
   ctx.log = ctx.log or log

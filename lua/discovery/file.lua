@@ -8,7 +8,7 @@ local M = {}
 
 local function read(path)
   if type(path) ~= "string" or path == "" then
-    return nil, "INVALID: file mode needs the path of a JSON targets file as its argument"
+    return nil, "USAGE: file mode needs the path of a JSON targets file as its argument", "USAGE"
   end
   local f, err = io.open(path, "rb")
   if not f then return nil, "INVALID: cannot read the targets file: " .. err end
@@ -37,8 +37,8 @@ local function read(path)
 end
 
 function M.start(ctx, arg)
-  local targets, err = read(arg)
-  if not targets then return nil, err end
+  local targets, err, code = read(arg)
+  if not targets then return nil, err, code end
   ctx.state.targets = targets
   return true
 end

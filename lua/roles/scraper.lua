@@ -17,11 +17,15 @@ local discovery = require "autopgo.discovery"
 local scraper = require "autopgo.scraper"
 local units = require "autopgo.units"
 
+-- A bad --mode or a missing argument is a usage error (2); a mode that fails to start is not (1).
+local function fail(err, code)
+  cli.exit(code == "USAGE" and 2 or 1, "autopgo scrape: " .. tostring(err):gsub("^%u+: ", ""))
+end
 local ctx = { app = opts.app, opts = opts, log = log, http = http, state = {} }
-local source, err = discovery.open(opts.mode, args[1], ctx)
-if not source then cli.exit(1, "autopgo scrape: " .. err:gsub("^INVALID: ", "")) end
-local ok, serr = source:start()
-if not ok then cli.exit(1, "autopgo scrape: " .. tostring(serr):gsub("^INVALID: ", "")) end
+local source, err, code = discovery.open(opts.mode, args[1], ctx)
+if not source then fail(err, code) end
+local ok, serr, scode = source:start()
+if not ok then fail(serr, scode) end
 if serr then log.warn("target discovery failed; starting with no targets", "mode", source.name, "error", serr) end
 
 local scrapes = metrics.counter("autopgo_scrapes_total",

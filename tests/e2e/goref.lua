@@ -1,4 +1,4 @@
--- The Go reference tools (tools/goref: pprofmerge, pprofcanon) for end-to-end specs: built once
+-- The Go reference tools (tests/goref: pprofmerge, pprofcanon) for end-to-end specs: built once
 -- into build/goref with Debian's Go 1.19 and google/pprof (GOPATH mode, offline), then run.
 local support = require "tests.lua.support"
 
@@ -11,11 +11,11 @@ end
 
 local out = support.root .. "/build/goref"
 
---- Builds the tools if needed with tools/goref/build.sh (inside a coroutine). Raises when Go or
+--- Builds the tools if needed with tests/goref/build.sh (inside a coroutine). Raises when Go or
 -- the sources are missing.
 function M.ensure()
   if support.read_file(out .. "/bin/pprofcanon") and support.read_file(out .. "/bin/pprofmerge") then return end
-  local code, stdout, stderr = exec(support.root .. "/tools/goref/build.sh", { out }, 600000)
+  local code, stdout, stderr = exec(support.root .. "/tests/goref/build.sh", { out }, 600000)
   assert(code == 0, "building the Go reference failed: " .. stdout .. stderr)
 end
 

@@ -111,9 +111,14 @@ describe("autopgo scrape (end to end)", function()
       local code, _, err = support.autopgo { "scrape", "--app", "a", "-s", "1", dir .. "/missing.json" }
       assert.equals(1, code)
       assert.matches("autopgo scrape: cannot read the targets file", err)
+      -- a bad --mode and a missing argument are usage errors: one line, status 2
       code, _, err = support.autopgo { "scrape", "--app", "a", "-s", "1", "--mode", "nope" }
-      assert.equals(1, code)
-      assert.matches('unknown discovery mode "nope"', err)
+      assert.equals(2, code)
+      assert.equals('autopgo scrape: unknown discovery mode "nope" (a module in lua/discovery/ or a path to a .lua '
+        .. "file)\n", err)
+      code, _, err = support.autopgo { "scrape", "--app", "a", "-s", "1" }
+      assert.equals(2, code)
+      assert.equals("autopgo scrape: file mode needs the path of a JSON targets file as its argument\n", err)
       code, _, err = support.autopgo { "scrape", "--app", "a" }
       assert.equals(2, code)
       assert.matches("%-%-sample%-size is required", err)

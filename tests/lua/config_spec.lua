@@ -66,8 +66,14 @@ describe("config", function()
     assert.matches("unknown key \"rules\"", select(2, load("return { policy = { a = { rules = {} } } }")))
   end)
 
-  it("accepts config.example.lua as shipped", function()
+  it("accepts config.example.lua as shipped, and it documents every key a config file may set", function()
     local c, err = config.load(support.root .. "/config.example.lua")
     assert.is_table(c, err)
+    local text = support.read_file(support.root .. "/config.example.lua")
+    for _, o in ipairs(require("autopgo.options").list) do
+      if o.config then
+        assert.is_truthy(text:find("%f[%w_]" .. o.name .. " = "), o.name .. " is not in config.example.lua")
+      end
+    end
   end)
 end)

@@ -21,7 +21,7 @@ describe("autopgo.discovery", function()
 
   it("says which names and paths do not load, and why", function()
     local _, err = discovery.load("no-such-mode")
-    assert.equals('INVALID: unknown discovery mode "no-such-mode" '
+    assert.equals('USAGE: unknown discovery mode "no-such-mode" '
       .. '(a module in lua/discovery/ or a path to a .lua file)', err)
     _, err = discovery.load("../etc")
     assert.matches("cannot load discovery module", err)
@@ -124,8 +124,10 @@ describe("autopgo.discovery", function()
         local _, err = nofile:start()
         assert.matches("cannot read the targets file", err)
         local noarg = assert(discovery.open("file", nil, {}))
-        _, err = noarg:start()
+        local code
+        _, err, code = noarg:start()
         assert.matches("needs the path of a JSON targets file", err)
+        assert.equals("USAGE", code)
       end)
     end)
 

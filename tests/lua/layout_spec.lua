@@ -23,6 +23,14 @@ describe("layout", function()
       ".clang-format", ".luacheckrc", ".busted" } do
       assert.is_truthy(io.open(root .. "/" .. p), p .. " is missing")
     end
+    -- and nothing else: the top level is exactly what the user asked for
+    local allowed = { ["CMakeLists.txt"] = true, core = true, lua = true, ["config.example.lua"] = true,
+      rocks = true, tests = true, ["README.md"] = true, Makefile = true, scripts = true, bench = true, [".ci"] = true,
+      [".clang-format"] = true, [".luacheckrc"] = true, [".busted"] = true, [".gitignore"] = true }
+    for _, f in ipairs(tracked(".")) do
+      local top = f:match("^[^/]+")
+      assert.is_true(allowed[top] == true, top .. " is not part of the promised top level")
+    end
   end)
 
   it("lists every C file of core/ in its directory's CMakeLists.txt, and nothing else", function()

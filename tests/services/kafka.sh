@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# librdkafka's mock Kafka cluster (3 brokers, tools/kafka_mockd) on 127.0.0.1 for the Kafka specs.
+# librdkafka's mock Kafka cluster (3 brokers, tests/kafka_mockd) on 127.0.0.1 for the Kafka specs.
 # Topics are created on first use with 4 partitions; specs use topic and group names of their own.
 #   usage: tests/services/kafka.sh start|stop|status|env|check   (the verbs: tests/services/lib.sh)
 #   prints KAFKA_BROKERS=127.0.0.1:PORT,...   (AUTOPGO_BUILD_DIR picks the build tree, default build)
@@ -7,7 +7,7 @@ set -euo pipefail
 # shellcheck source=tests/services/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-bin="${AUTOPGO_BUILD_DIR:-$root/build}/tools/kafka_mockd/kafka_mockd"
+bin="${AUTOPGO_BUILD_DIR:-$root/build}/tests/kafka_mockd/kafka_mockd"
 
 check() { [ -x "$bin" ] || die "$bin is not built (cmake --build build --target kafka_mockd)"; }
 

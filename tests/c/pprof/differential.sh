@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Differential tests of the pprof core against the Go reference (tools/goref, Debian's Go 1.19 +
+# Differential tests of the pprof core against the Go reference (tests/goref, Debian's Go 1.19 +
 # google/pprof): the same merges and prunes through `autopgo merge` and `pprofmerge` must give
 # canonically equal profiles (and, as it turns out, the same protobuf bytes before gzip); bad
 # inputs are rejected by both; the PGO check agrees with Go 1.23's `go tool preprofile`.

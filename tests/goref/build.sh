@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Go reference programs (pprofmerge, pprofcanon, pprofgen) with Debian's Go 1.19 and
 # Debian's github.com/google/pprof in GOPATH mode, offline, into OUT/bin (cache in OUT/cache).
-# usage: tools/goref/build.sh OUT
+# usage: tests/goref/build.sh OUT
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build.sh OUT}
