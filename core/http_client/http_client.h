@@ -1,6 +1,7 @@
 /* The outbound HTTP client: libcurl's multi interface driven by a libuv loop (one uv_poll per
  * socket, one uv_timer), with request and response bodies streamed under flow control. It
- * starts no threads and never calls its owner from inside a curl callback. */
+ * runs no thread of its own (host-name lookups aside: Debian's libcurl does those on a
+ * short-lived resolver thread) and never calls its owner from inside a curl callback. */
 #ifndef AP_HTTP_CLIENT_H
 #define AP_HTTP_CLIENT_H
 
