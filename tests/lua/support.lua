@@ -28,6 +28,13 @@ function M.run(fn, timeout_ms)
 end
 
 --- A fresh directory under /tmp; removed by M.rm_rf.
+--- True when this process runs under AddressSanitizer (the C and Lua suites' build), whose
+-- allocator keeps freed memory in quarantine: resident-memory bounds mean nothing there.
+function M.sanitized()
+  local maps = M.read_file("/proc/self/maps") or ""
+  return maps:find("libasan", 1, true) ~= nil
+end
+
 function M.tmpdir()
   return assert(uv.fs_mkdtemp("/tmp/autopgo-test-XXXXXX"))
 end

@@ -9,6 +9,8 @@
 --     page_size = 5,                             -- optional: list() needs more than one page past
 --                                                -- this many keys (specs put 2 * page_size + 3)
 --     large = 8 * 1024 * 1024,                   -- optional: size of the streamed-body specs
+--     in_memory = true,                          -- mem:// only: it holds bodies by design, so
+--                                                -- the 100+ MB bounded-memory spec is left out
 --   })
 -- Every spec writes under its own random prefix, so one bucket can serve them all.
 -- Required (not a spec file itself), so busted's functions come from its API, not the spec's globals.
@@ -19,6 +21,7 @@ local before_each, after_each = busted.before_each, busted.after_each
 local support = require "tests.lua.support"
 local async = require "autopgo.async"
 local crypto = require("autopgo.core").crypto
+local big = require "tests.lua.blob.big_body"
 
 local run = support.run
 
@@ -284,5 +287,25 @@ return function(name, factory)
         support.rm_rf(dir)
       end, 120000)
     end)
+
+    if not factory.in_memory then
+      it("streams 100+ MB in and out without holding the body in memory", function()
+        run(function()
+          local size = 100 * 1024 * 1024 + 4321
+          local key = prefix .. "big/hundred-mb"
+          local result = assert(big.roundtrip(store, key, size))
+          assert.equals(result.sent_sha256, result.got_sha256)
+          assert.equals(size, result.got_bytes)
+          assert.is_true(result.peak_growth < size / 4, ("the Lua heap grew by %d bytes for a %d byte body")
+            :format(result.peak_growth, size))
+          -- (under ASan the allocator's quarantine holds freed chunks; tests/e2e/blob_memory_spec.lua
+          -- checks resident memory in the plain build)
+          if not support.sanitized() then
+            assert.is_true(result.rss_growth < size / 2, ("resident memory grew by %d bytes for a %d byte body")
+              :format(result.rss_growth, size))
+          end
+        end, 600000)
+      end)
+    end
   end)
 end

@@ -5,6 +5,7 @@ local crypto = require("autopgo.core").crypto
 
 require("tests.lua.blob.contract")("mem://", {
   open = function() return blob.open("mem://contract") end,
+  in_memory = true,
 })
 
 describe("mem:// blob store", function()
