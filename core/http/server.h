@@ -38,6 +38,8 @@ int ap_http_server_port(const ap_http_server *srv);
 /* Requests being handled and connections open right now. */
 size_t ap_http_server_active_requests(const ap_http_server *srv);
 size_t ap_http_server_connections(const ap_http_server *srv);
+/* Requests refused with 413 (body over max_body) by the server itself, before any handler ran. */
+size_t ap_http_server_too_large(const ap_http_server *srv);
 /* Graceful stop: closes the listener at once, lets requests in flight (including uploads whose
  * body is still arriving) finish, closes idle keep-alive connections, then frees the server and
  * calls on_closed. Calling it twice is harmless (the second callback is ignored). */

@@ -390,15 +390,18 @@ static int l_server_port(lua_State *L)
     return 1;
 }
 
-/* server:stats() -> { active = requests in progress, connections = open connections } */
+/* server:stats() -> { active = requests in progress, connections = open connections,
+ *                     too_large = requests refused with 413 before reaching the handler } */
 static int l_server_stats(lua_State *L)
 {
     server_ud *s = ap_check_http_server(L, 1);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_active_requests(s->srv) : 0);
     lua_setfield(L, -2, "active");
     lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_connections(s->srv) : 0);
     lua_setfield(L, -2, "connections");
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_too_large(s->srv) : 0);
+    lua_setfield(L, -2, "too_large");
     return 1;
 }
 
