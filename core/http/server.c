@@ -303,7 +303,8 @@ int ap_http_req_send(ap_http_req *r, const char *data, size_t len, int final,
     if (final) {
         r->finished = 1;
         /* h2o may release the request before this returns: r is not touched afterwards. */
-        h2o_send(r->req, &buf, len ? 1 : 0, H2O_SEND_STATE_FINAL);
+        h2o_send(r->req, &buf, len ? 1 : 0,
+                 final == AP_HTTP_SEND_ABORT ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
         return 0;
     }
     r->on_proceed = on_proceed;

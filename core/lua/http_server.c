@@ -227,13 +227,16 @@ static int l_req_start(lua_State *L)
 }
 
 /* req:send(data, final, cb) -> true | nil, err. For a non-final piece cb(err) runs once the
- * client wants more (err nil) or went away; only one piece may be in flight. */
+ * client wants more (err nil) or went away; only one piece may be in flight. final = "abort"
+ * breaks the response off instead of completing it. */
 static int l_req_send(lua_State *L)
 {
     request_ud *u = ap_check_http_request(L, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int final = lua_toboolean(L, 3);
+    int final = lua_type(L, 3) == LUA_TSTRING && strcmp(lua_tostring(L, 3), "abort") == 0
+                    ? AP_HTTP_SEND_ABORT
+                    : lua_toboolean(L, 3);
     if (!final) luaL_checktype(L, 4, LUA_TFUNCTION);
     if (!u->r) return ap_fail(L, "CLOSED", "the client connection went away");
     if (!ap_http_req_started(u->r)) return ap_fail(L, "STATE", "the response was not started");
