@@ -145,7 +145,8 @@ describe("autopgo server (embedded default)", function()
       local m = httpc.request(s.port, "GET", "/metrics")
       assert.equals("text/plain; version=0.0.4; charset=utf-8", m.headers["content-type"])
       for _, want in ipairs {
-        'autopgo_uploads_total{status="201"} 1', 'autopgo_uploads_total{status="413"} 2', "autopgo_upload_bytes_total %d+",
+        'autopgo_uploads_total{status="201"} 1', 'autopgo_uploads_total{status="413"} 2',
+        "autopgo_upload_bytes_total %d+",
         'autopgo_events_published_total{type="profile.uploaded"} 1',
         'autopgo_merges_total{result="merged"} 1', "autopgo_merge_duration_seconds_count 1",
         'autopgo_profile_size_bytes{app="app"} %d+', 'autopgo_events_consumed_total{type="profile.uploaded"} 1',
