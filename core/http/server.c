@@ -39,6 +39,7 @@ struct ap_http_server {
     h2o_linklist_t conns;
     size_t nconns;
     size_t active;
+    size_t too_large; /* requests h2o refused with 413 before any handler saw them */
     int closing;
     int closed;
     int own_response; /* set while our code starts a response: the error filter leaves it alone */
@@ -302,7 +303,8 @@ int ap_http_req_send(ap_http_req *r, const char *data, size_t len, int final,
     if (final) {
         r->finished = 1;
         /* h2o may release the request before this returns: r is not touched afterwards. */
-        h2o_send(r->req, &buf, len ? 1 : 0, H2O_SEND_STATE_FINAL);
+        h2o_send(r->req, &buf, len ? 1 : 0,
+                 final == AP_HTTP_SEND_ABORT ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
         return 0;
     }
     r->on_proceed = on_proceed;
@@ -404,6 +406,7 @@ static void errjson_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs,
 static void errjson_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
 {
     ap_http_server *srv = ((ap_http_errjson_filter *)self)->srv;
+    if (!srv->own_response && req->res.status == 413) srv->too_large++;
     if (srv->cfg.json_errors && !srv->own_response && req->res.status >= 400) {
         ap_http_errjson *e = (ap_http_errjson *)h2o_add_ostream(req, sizeof *e, slot);
         e->super.do_send = errjson_send;
@@ -623,4 +626,9 @@ size_t ap_http_server_active_requests(const ap_http_server *srv)
 size_t ap_http_server_connections(const ap_http_server *srv)
 {
     return srv->nconns;
+}
+
+size_t ap_http_server_too_large(const ap_http_server *srv)
+{
+    return srv->too_large;
 }

@@ -38,6 +38,8 @@ int ap_http_server_port(const ap_http_server *srv);
 /* Requests being handled and connections open right now. */
 size_t ap_http_server_active_requests(const ap_http_server *srv);
 size_t ap_http_server_connections(const ap_http_server *srv);
+/* Requests refused with 413 (body over max_body) by the server itself, before any handler ran. */
+size_t ap_http_server_too_large(const ap_http_server *srv);
 /* Graceful stop: closes the listener at once, lets requests in flight (including uploads whose
  * body is still arriving) finish, closes idle keep-alive connections, then frees the server and
  * calls on_closed. Calling it twice is harmless (the second callback is ignored). */
@@ -65,8 +67,10 @@ int ap_http_req_start(ap_http_req *r, int status, const ap_http_str *headers, si
 /* Sends a piece of the body (start first). The bytes must stay valid until on_proceed runs for a
  * non-final piece, or until on_gone for the final one. on_proceed(cbdata, ok) runs once the
  * connection wants more (ok = 1) or has gone away (ok = 0); it is not called for the final piece.
- * Only one piece may be in flight. Returns 0, or -1 on misuse (not started, already finished,
- * a piece still in flight). */
+ * Only one piece may be in flight. final = AP_HTTP_SEND_ABORT ends the response as broken (the
+ * connection closes without completing the body), so a client never takes it for the whole.
+ * Returns 0, or -1 on misuse (not started, already finished, a piece still in flight). */
+#define AP_HTTP_SEND_ABORT 2
 int ap_http_req_send(ap_http_req *r, const char *data, size_t len, int final,
                      void (*on_proceed)(void *cbdata, int ok), void *cbdata);
 /* Answers with the contents of a file (read by the server as the client takes it, with Range

@@ -227,13 +227,16 @@ static int l_req_start(lua_State *L)
 }
 
 /* req:send(data, final, cb) -> true | nil, err. For a non-final piece cb(err) runs once the
- * client wants more (err nil) or went away; only one piece may be in flight. */
+ * client wants more (err nil) or went away; only one piece may be in flight. final = "abort"
+ * breaks the response off instead of completing it. */
 static int l_req_send(lua_State *L)
 {
     request_ud *u = ap_check_http_request(L, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int final = lua_toboolean(L, 3);
+    int final = lua_type(L, 3) == LUA_TSTRING && strcmp(lua_tostring(L, 3), "abort") == 0
+                    ? AP_HTTP_SEND_ABORT
+                    : lua_toboolean(L, 3);
     if (!final) luaL_checktype(L, 4, LUA_TFUNCTION);
     if (!u->r) return ap_fail(L, "CLOSED", "the client connection went away");
     if (!ap_http_req_started(u->r)) return ap_fail(L, "STATE", "the response was not started");
@@ -390,15 +393,18 @@ static int l_server_port(lua_State *L)
     return 1;
 }
 
-/* server:stats() -> { active = requests in progress, connections = open connections } */
+/* server:stats() -> { active = requests in progress, connections = open connections,
+ *                     too_large = requests refused with 413 before reaching the handler } */
 static int l_server_stats(lua_State *L)
 {
     server_ud *s = ap_check_http_server(L, 1);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_active_requests(s->srv) : 0);
     lua_setfield(L, -2, "active");
     lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_connections(s->srv) : 0);
     lua_setfield(L, -2, "connections");
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_too_large(s->srv) : 0);
+    lua_setfield(L, -2, "too_large");
     return 1;
 }
 

@@ -1,7 +1,8 @@
 -- The server's HTTP API, as the original serves it (status codes and JSON bodies byte for byte):
 -- POST /api/profile/{app} validates (in C, on the thread pool), stages and announces an upload;
--- GET /api/profile/{app} streams the merged profile with an ETag; GET /api/profile lists merged
--- profiles; DELETE /api/profile/{app} announces the deletion.
+-- GET /api/profile/{app} streams the merged profile with ETag "sha256:<hex of the content>" (so a
+-- client can tell whether a file it has is current without ever having downloaded it); GET
+-- /api/profile lists merged profiles; DELETE /api/profile/{app} announces the deletion.
 local async = require "autopgo.async"
 local events = require "autopgo.events"
 local json = require "autopgo.json"
@@ -9,7 +10,8 @@ local log = require "autopgo.log"
 local metrics = require "autopgo.metrics"
 local options = require "autopgo.options"
 local uv = require "luv"
-local pprof = require("autopgo.core").pprof
+local core = require "autopgo.core"
+local pprof = core.pprof
 
 local M = {}
 
@@ -26,7 +28,8 @@ Api.__index = Api
 -- refuses larger bodies with 413 before reading them) and, times 16, what they may decompress to.
 function M.new(o)
   local self = setmetatable({ store = assert(o.store), writer = assert(o.writer),
-    max_upload_size = o.max_upload_size or 64 * 1024 * 1024, last_nanos = 0 }, Api)
+    max_upload_size = o.max_upload_size or 64 * 1024 * 1024, last_nanos = 0,
+    digests = {}, hashing = {} }, Api)
   self.limits = { max_decompressed = math.max(256 * 1024 * 1024, 16 * self.max_upload_size) }
   return self
 end
@@ -96,11 +99,6 @@ function Api:upload(req, res)
   return res:json(201, json.object("key", key))
 end
 
-local function quote_etag(etag)
-  if etag:sub(1, 1) == '"' or etag:sub(1, 2) == 'W/' then return etag end
-  return '"' .. etag .. '"'
-end
-
 -- If-None-Match: "*" or a list of (possibly weak) etags; the comparison is weak, as RFC 9110 says.
 local function none_match(header, etag)
   if not header then return false end
@@ -112,6 +110,45 @@ local function none_match(header, etag)
   return false
 end
 
+-- The content ETag of `key`, whose store version was `version` a moment ago: from the cache
+-- when it holds that version, else by streaming the object through sha256 (one hash per key at a
+-- time; concurrent misses wait for it). Returns the ETag and the store version actually hashed,
+-- which is newer than `version` if a merge landed in between: still content of this moment.
+function Api:content_etag(key, version)
+  -- A hash already running when we came may be of a version older than `version`; one begun
+  -- after we came (round 2 on) read the object after our stat, so whatever it found will do.
+  local fresh = false
+  for round = 1, math.huge do
+    local c = self.digests[key]
+    if c and (c.version == version or fresh) then return c.etag, c.version end
+    local pending = self.hashing[key]
+    if not pending then break end
+    local ok, err, code = pending.wait()
+    fresh = round > 1
+    if not ok and fresh then return nil, err, code end
+  end
+  local ev = async.event()
+  self.hashing[key] = ev
+  local hasher = core.crypto.hasher("sha256")
+  local got, err, code = self.store:get(key, { sink = function(chunk) hasher:update(chunk) end })
+  if self.hashing[key] == ev then self.hashing[key] = nil end
+  if not got then
+    if code == "NOT_FOUND" then self.digests[key] = nil end
+    ev.set(nil, err, code)
+    return nil, err, code
+  end
+  local etag = '"sha256:' .. core.crypto.hex(hasher:digest()) .. '"'
+  self.digests[key] = { version = got.etag, etag = etag }
+  ev.set(true)
+  return etag, got.etag
+end
+
+-- Two reads, the hash and the body sent, may see different versions when a merge lands between
+-- them. A 304 is answered only when If-None-Match is the digest of content read during this
+-- request, so it never stands for anything but what the client holds. A 200 sends the body of
+-- its own read, held back by one chunk: if that read turns out to be another version than the
+-- one hashed, the response is broken off (the client sees a failed transfer and retries) rather
+-- than completed under an ETag that is not its digest.
 function Api:download(req, res)
   local app = req.params.app
   local function done(status, message)
@@ -121,43 +158,58 @@ function Api:download(req, res)
   if not options.is_app_name(app) then return done(400, "invalid app name") end
   local key = app .. "/default.pgo"
   local st, err, code = self.store:stat(key)
-  if not st then
-    if code == "NOT_FOUND" then return done(404, "Not Found") end
+  local etag, version
+  if st then etag, version, code = self:content_etag(key, st.etag) end
+  if not etag then
+    err = st and version or err
+    if code == "NOT_FOUND" then
+      self.digests[key] = nil
+      return done(404, "Not Found")
+    end
     return done(500, tostring(err))
   end
-  local etag = quote_etag(st.etag)
   if none_match(req:header("if-none-match"), etag) then
     m.downloads:inc({ status = "304" })
     res:status(304):header("etag", etag)
     return res:send("")
   end
   res:header("etag", etag)
+  local held
   local got
   got, err, code = self.store:get(key, {
     sink = function(chunk)
-      if res:state() == "open" then
+      if not held and res:state() == "open" then
         -- What Go's http.DetectContentType says for the bytes the original copied out.
         res:header("content-type", chunk:sub(1, 2) == "\31\139" and "application/x-gzip" or "application/octet-stream")
       end
-      local ok, werr = res:write(chunk)
-      if not ok then error(werr, 0) end
+      if held then
+        local ok, werr = res:write(held)
+        if not ok then error(werr, 0) end
+      end
+      held = chunk
     end,
   })
+  if got and got.etag ~= version then
+    log.warn("profile changed while being sent; breaking the response off", "app", app)
+    self.digests[key] = nil
+    if res:state() == "open" then return done(500, "the profile changed while being read; try again") end
+    m.downloads:inc({ status = "500" })
+    return res:abort()
+  end
   if not got then
     if res:state() ~= "open" then
       log.warn("download cut short", "app", app, "error", err)
-      return res:finish()
+      return res:abort()
     end
     res:header("etag", nil)
     if code == "NOT_FOUND" then return done(404, "Not Found") end
     return done(500, tostring(err))
   end
   m.downloads:inc({ status = "200" })
-  if res:state() == "open" then -- an empty object: no chunk came through the sink
-    res:header("content-type", "text/plain; charset=utf-8")
-    return res:send("")
-  end
-  return res:finish()
+  if held then return res:finish(held) end
+  -- an empty object: no chunk came through the sink
+  res:header("content-type", "text/plain; charset=utf-8")
+  return res:send("")
 end
 
 function Api:list(_, res)
@@ -187,6 +239,7 @@ function Api:delete(req, res)
   end
   local ok, eerr = events.publish(self.writer, events.DELETED, { app = app })
   if not ok then return fail(res, 500, tostring(eerr)) end
+  self.digests[app .. "/default.pgo"] = nil
   return res:json(200, json.object())
 end
 

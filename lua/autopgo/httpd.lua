@@ -10,7 +10,7 @@
 --   req.params (router), req.peer, req.body_size; req:body() (the whole body), req:read(n) (the next
 --   piece, nil at the end), req:header(name)
 --   res:status(n), res:header(k, v), res:add_header(k, v), res:send(body), res:write(chunk) (waits
---   for the client), res:finish([chunk]), res:send_file(path, mime), res:json(status, value),
+--   for the client), res:finish([chunk]), res:abort(), res:send_file(path, mime), res:json(status, value),
 --   res:error(status, message), res:state()
 local core = require "autopgo.core"
 local async = require "autopgo.async"
@@ -161,6 +161,13 @@ function Response:finish(chunk)
     return self:send(self._is_head and "" or (chunk or ""))
   end
   return self._ud:send(chunk and tostring(chunk) or "", true)
+end
+
+--- Breaks off a started response: the connection closes without completing the body, so the
+-- client sees a failed transfer rather than a short one that looks whole.
+function Response:abort()
+  if self._ud:state() ~= "started" then return self:finish() end
+  return self._ud:send("", "abort")
 end
 
 --- Answers with the contents of a file, read by the server as the client takes it.

@@ -39,6 +39,14 @@ router:add("GET", "/metrics", metrics.handler())
 
 local srv, err = httpd.listen { port = opts.port, max_body = opts.max_upload_size, handler = router, name = "server" }
 if not srv then cli.exit(1, "autopgo server: " .. err) end
+-- Bodies over --max-upload-size are refused with 413 by the HTTP server before the API sees
+-- them; its count joins the uploads the API counted itself.
+local uploads, too_large = metrics.counter("autopgo_uploads_total"), 0
+metrics.collect(function()
+  local n = srv:stats().too_large
+  if n > too_large then uploads:inc({ status = "413" }, n - too_large) end
+  too_large = n
+end)
 if embedded then embedded:start() end
 log.info("server listening", "port", srv.port, "blob_store", store.name, "event_writer", writer.name,
   "worker", embedded and "in this process" or "separate")

@@ -17,15 +17,14 @@ local good = { corpus .. "/goapp-go123-cpu-1.pb.gz", corpus .. "/goapp-go123-cpu
 describe("autopgo utilities (end to end)", function()
   local dir, server
 
-  -- Runs the CLI against `url` (default: the server) with a private ETag cache.
+  -- Runs the CLI against `url` (default: the server).
   local function cli(args, opts)
     opts = opts or {}
     local all = {}
     for _, a in ipairs(args) do all[#all + 1] = a end
     all[#all + 1] = "--api-url"
     all[#all + 1] = opts.url or server.url
-    return support.autopgo(all, { env = { "XDG_CACHE_HOME=" .. dir .. "/cache" }, stdin = opts.stdin,
-      cwd = opts.cwd })
+    return support.autopgo(all, { stdin = opts.stdin, cwd = opts.cwd })
   end
 
   local function listed()
@@ -125,6 +124,25 @@ describe("autopgo utilities (end to end)", function()
         assert.matches("profile downloaded", err)
         assert.is_true(support.read_file(out) == res.body)
         assert.same({}, leftovers(dir .. "/dl"))
+      end)
+    end)
+
+    it("leaves a current file it never downloaded untouched (a fresh runner, a committed profile)", function()
+      run(function()
+        upload_and_merge("dl-fresh")
+        local res = assert(http.request { url = server.url .. "/api/profile/dl-fresh" })
+        uv.fs_mkdir(dir .. "/fresh", 493)
+        local out = dir .. "/fresh/default.pgo"
+        support.write_file(out, res.body)
+        local before = uv.fs_stat(out)
+        async.sleep(20)
+        local code, _, err = cli { "download", "dl-fresh", "-o", out }
+        assert.equals(0, code, err)
+        assert.matches("profile unchanged", err)
+        local after = uv.fs_stat(out)
+        assert.same(before.mtime, after.mtime)
+        assert.equals(before.ino, after.ino)
+        assert.same({}, leftovers(dir .. "/fresh"))
       end)
     end)
 

@@ -122,7 +122,7 @@ describe("autopgo server (embedded default)", function()
 
   it("prints where it stores profiles and serves health, readiness and metrics", function()
     run(function()
-      local s = serverproc.start(dir, { "--data-dir", "store" })
+      local s = serverproc.start(dir, { "--data-dir", "store", "--max-upload-size", "50000" })
       local h = httpc.request(s.port, "GET", "/api/health")
       assert.equals(200, h.status)
       assert.equals('{"status":"healthy","dependencies":[{"name":"blob-store","status":"healthy"},'
@@ -134,10 +134,19 @@ describe("autopgo server (embedded default)", function()
       serverproc.wait_until("merged", function()
         return #serverproc.files({ data = dir .. "/store" }, "app/default.pgo") == 1
       end)
+      -- bodies over the limit, refused by the HTTP server itself, count as uploads answered 413
+      local big = ("x"):rep(60000)
+      assert.equals(413, httpc.request(s.port, "POST", "/api/profile/app", { body = big }).status)
+      local c = httpc.connect(s.port)
+      c:send(httpc.format("POST", "/api/profile/app", { ["Transfer-Encoding"] = "chunked" })
+        .. ("%x\r\n%s\r\n0\r\n\r\n"):format(#big, big))
+      assert.equals(413, c:read_response().status)
+      c:close()
       local m = httpc.request(s.port, "GET", "/metrics")
       assert.equals("text/plain; version=0.0.4; charset=utf-8", m.headers["content-type"])
       for _, want in ipairs {
-        'autopgo_uploads_total{status="201"} 1', "autopgo_upload_bytes_total %d+",
+        'autopgo_uploads_total{status="201"} 1', 'autopgo_uploads_total{status="413"} 2',
+        "autopgo_upload_bytes_total %d+",
         'autopgo_events_published_total{type="profile.uploaded"} 1',
         'autopgo_merges_total{result="merged"} 1', "autopgo_merge_duration_seconds_count 1",
         'autopgo_profile_size_bytes{app="app"} %d+', 'autopgo_events_consumed_total{type="profile.uploaded"} 1',

@@ -5,6 +5,7 @@ local httpc = require "tests.lua.httpc"
 local profiles = require "tests.lua.profiles"
 local httpd = require "autopgo.httpd"
 local api = require "autopgo.api"
+local async = require "autopgo.async"
 local blob = require "autopgo.blob"
 local bus = require "autopgo.bus"
 local events = require "autopgo.events"
@@ -191,33 +192,66 @@ describe("api", function()
       end)
     end)
 
-    it("streams the merged profile with an ETag and answers 304 to a matching If-None-Match", function()
+    it("streams the merged profile with its sha256 as ETag and answers 304 to a matching If-None-Match", function()
       run(function()
         local e = serve()
         local body = profiles.file("autopgo/default.pgo")
-        local put = assert(e.store:put("app/default.pgo", body))
+        assert(e.store:put("app/default.pgo", body))
+        local etag = '"sha256:' .. crypto.hex(crypto.digest("sha256", body)) .. '"'
         local r = e.request("GET", "/api/profile/app")
         assert.equals(200, r.status)
         assert.equals(body, r.body)
         assert.equals("application/x-gzip", r.headers["content-type"])
-        assert.equals(put.etag, r.headers.etag)
+        assert.equals(etag, r.headers.etag)
         local head = e.request("HEAD", "/api/profile/app")
         assert.equals(200, head.status)
-        assert.equals(put.etag, head.headers.etag)
+        assert.equals(etag, head.headers.etag)
         assert.equals(tostring(#body), head.headers["content-length"])
-        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = put.etag } })
+        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = etag } })
         assert.equals(304, r.status)
         assert.equals("", r.body)
-        assert.equals(put.etag, r.headers.etag)
-        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = '"old", W/' .. put.etag } })
+        assert.equals(etag, r.headers.etag)
+        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = '"old", W/' .. etag } })
+        assert.equals(304, r.status)
+        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = "*" } })
         assert.equals(304, r.status)
         r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = '"old"' } })
         assert.equals(200, r.status)
         assert.equals(body, r.body)
-        local newer = assert(e.store:put("app/default.pgo", body .. ""))
-        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = put.etag } })
+        -- a new version with the same bytes keeps the ETag; other bytes change it
+        assert(e.store:put("app/default.pgo", body .. ""))
+        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = etag } })
+        assert.equals(304, r.status)
+        assert(e.store:put("app/default.pgo", body .. "x"))
+        r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = etag } })
         assert.equals(200, r.status)
-        assert.equals(newer.etag, r.headers.etag)
+        assert.equals(body .. "x", r.body)
+        assert.equals('"sha256:' .. crypto.hex(crypto.digest("sha256", body .. "x")) .. '"', r.headers.etag)
+        e.close()
+      end)
+    end)
+
+    it("hashes a new version once however many requests ask for it at the same time", function()
+      run(function()
+        local gets = 0
+        local e = serve { store = function(real)
+          return setmetatable({ get = function(_, ...)
+            gets = gets + 1
+            async.sleep(20) -- a slow store, so the requests overlap
+            return real:get(...)
+          end }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+        end }
+        local body = profiles.file("autopgo/default.pgo")
+        assert(e.store:put("app/default.pgo", body))
+        local etag = '"sha256:' .. crypto.hex(crypto.digest("sha256", body)) .. '"'
+        local fns = {}
+        for i = 1, 5 do
+          fns[i] = function()
+            return e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = etag } }).status
+          end
+        end
+        for _, res in ipairs(async.all(fns)) do assert.same({ true, 304, n = 2 }, res) end
+        assert.equals(1, gets)
         e.close()
       end)
     end)

@@ -1,11 +1,11 @@
 -- `autopgo download APP [-o default.pgo] [--fail-open]`: fetches an application's merged profile.
 -- The body goes to a temporary file next to the output, renamed into place only once complete,
 -- so a failed or interrupted download never leaves a truncated profile behind. When the output
--- exists and is what the last download wrote, If-None-Match carries that download's ETag and a
--- 304 leaves the file untouched. --fail-open: an unreachable server or a 5xx answer is a
+-- exists, If-None-Match carries its sha256 (the server's ETag is the content's digest) and a 304
+-- leaves the file untouched, however the file got there. --fail-open: an unreachable server or a 5xx answer is a
 -- warning and exit 0, keeping any existing file. "-o -" writes to standard output.
 local uv = require "luv"
-local cjson = require "cjson.safe"
+local async = require "autopgo.async"
 local core = require "autopgo.core"
 local cli = require "autopgo.cli"
 local client = require "autopgo.client"
@@ -14,63 +14,10 @@ local log = require "autopgo.log"
 
 local M = {}
 
-local function absolute(path)
-  if path:sub(1, 1) == "/" then return path end
-  return uv.cwd() .. "/" .. path
-end
-
--- ETags of downloaded files live in $XDG_CACHE_HOME/autopgo/etags (or ~/.cache/...), one file
--- per output path, so nothing appears next to a profile kept in a repository.
-local function cache_file(out)
-  local base = os.getenv("XDG_CACHE_HOME")
-  if not base or base == "" then
-    local home = os.getenv("HOME")
-    if not home or home == "" then return nil end
-    base = home .. "/.cache"
-  end
-  local key = core.crypto.hex(core.crypto.digest("sha256", absolute(out)))
-  return base .. "/autopgo/etags", key
-end
-
-local function mkdir_p(dir)
-  local path = ""
-  for part in dir:gmatch("[^/]+") do
-    path = path .. "/" .. part
-    uv.fs_mkdir(path, 493) -- 0755; an existing directory is fine
-  end
-end
-
--- The ETag to send: only when the output is still exactly the file the last download wrote.
-local function known_etag(out, st)
-  local dir, key = cache_file(out)
-  if not dir then return nil end
-  local f = io.open(dir .. "/" .. key, "rb")
-  if not f then return nil end
-  local doc = cjson.decode(f:read("a") or "")
-  f:close()
-  if type(doc) ~= "table" or type(doc.etag) ~= "string" then return nil end
-  if doc.size ~= st.size or doc.mtime_sec ~= st.mtime.sec or doc.mtime_nsec ~= st.mtime.nsec then return nil end
-  return doc.etag
-end
-
-local function remember_etag(out, etag)
-  local dir, key = cache_file(out)
-  if not dir then return end
-  if not etag then
-    os.remove(dir .. "/" .. key)
-    return
-  end
-  local st = uv.fs_stat(out)
-  if not st then return end
-  mkdir_p(dir)
-  local doc = cjson.encode { etag = etag, path = absolute(out), size = st.size, mtime_sec = st.mtime.sec,
-    mtime_nsec = st.mtime.nsec }
-  local tmp = ("%s/%s.%s"):format(dir, key, core.crypto.hex(core.crypto.random(4)))
-  local f = io.open(tmp, "wb")
-  if not f then return end
-  f:write(doc)
-  f:close()
-  os.rename(tmp, dir .. "/" .. key)
+-- The ETag the server gives content identical to the file at `path`, or nil if it is unreadable.
+local function file_etag(path)
+  local digest = async.await(core.crypto.digest_file, "sha256", path)
+  return digest and ('"sha256:' .. core.crypto.hex(digest) .. '"') or nil
 end
 
 local function write_all(fd, data)
@@ -108,7 +55,7 @@ function M.run(opts, args)
   if st and st.type ~= "file" then
     cli.exit(1, ("autopgo download: %s exists and is not a regular file"):format(out))
   end
-  local etag = st and known_etag(out, st) or nil
+  local etag = st and file_etag(out) or nil
   local dir, base = out:match("^(.*)/([^/]*)$")
   if not dir then dir, base = ".", out end
   if dir == "" then dir = "/" end
@@ -187,7 +134,6 @@ function M.run(opts, args)
     uv.fs_fsync(dfd)
     uv.fs_close(dfd)
   end
-  remember_etag(out, res.headers.etag)
   log.info("profile downloaded", "app", app, "output", out, "bytes", written)
   return 0
 end
