@@ -268,7 +268,6 @@ end
 
 function Msg:dead_letter(reason)
   local r = self.reader
-  r.inbox.stats:inc("dead_lettered")
   if r.dlq then
     local ok, err = r.dlq:publish(self.body, { key = self.key })
     if not ok then
@@ -279,10 +278,19 @@ function Msg:dead_letter(reason)
     log.warn("kafka: message moved to the dead-letter topic", "reader", r.name, "id", self.id,
       "topic", r.dlq.topic, "reason", reason)
   else
-    inbox_mod.log_given_up("kafka: message keeps failing and there is no dead-letter topic; dropping it",
+    inbox_mod.log_given_up("kafka: giving up on a message and there is no dead-letter topic; dropping it",
       r.name, self, reason)
   end
+  r.inbox.stats:inc("dead_lettered")
   return true
+end
+
+--- Gives up on the message now: to the dead-letter topic (or logged and dropped), then committed.
+-- Redelivered later when the dead-letter topic cannot be written.
+function Msg:reject(reason)
+  if self.settled then return true end
+  if owned(self.reader, self.part) and self:dead_letter(reason) then return self:ack() end
+  return self:nack()
 end
 
 function Msg:nack(delay)

@@ -22,6 +22,7 @@ local http = require "autopgo.http"
 local rest = require "autopgo.rest"
 local awsquery = require "autopgo.bus.awsquery"
 local inbox_mod = require "autopgo.bus.inbox"
+local log = require "autopgo.log"
 local stats = require "autopgo.bus.stats"
 
 local M = {}
@@ -149,6 +150,25 @@ function Msg:nack(delay)
   -- with a redrive policy SQS moves it to the dead-letter queue after maxReceiveCount receives
   r:settle(self)
   return r:change_visibility(self, delay or inbox_mod.backoff(self.attempt))
+end
+
+--- Gives up on the message now. Without a redrive policy it is logged and deleted. With one it
+-- is made visible again at once: SQS has no call that dead-letters a message, but its receive
+-- count moves it to the dead-letter queue after maxReceiveCount receives, each rejected again.
+function Msg:reject(reason)
+  if self.settled then return true end
+  local r = self.reader
+  if r.redrive then
+    log.warn("sqs: giving up on a message; handing it back so the redrive policy dead-letters it", "reader",
+      r.name, "id", self.id, "attempt", self.attempt, "reason", reason)
+    r.inbox.stats:inc("nacked")
+    r:settle(self)
+    return r:change_visibility(self, 0)
+  end
+  r.inbox.stats:inc("dead_lettered")
+  inbox_mod.log_given_up("sqs: giving up on a message and the queue has no dead-letter queue (redrive policy);"
+    .. " deleting it", r.name, self, reason)
+  return self:ack()
 end
 
 -- The body of an SQS message, unwrapping an SNS notification when it is one.

@@ -207,6 +207,30 @@ describe("kafka bus", function()
     end, 60000)
   end)
 
+  it("moves a rejected message to the dead-letter topic on its first attempt and commits it", function()
+    run(function()
+      local topic, group = services.unique("t-reject"), services.unique("g-reject")
+      local dlt = topic .. ".dead"
+      publish_all(topic, { { "app-x", "{not json" } })
+      local r = assert(bus.reader(("kafka://%s?topic=%s&dead_letter_topic=%s%s"):format(group, topic, dlt, FAST)))
+      local m = take(r, 1, nil, true)[1]
+      assert.equals(1, m.attempt)
+      assert.is_true(m:reject("INVALID: event is not JSON"))
+      assert.equals(1, r:stats().dead_lettered)
+      assert.equals(1, r:stats().acked)
+      assert.is_true((nothing_within(r, 1000)))
+      r:close()
+      local r2 = reader(group, topic)
+      assert.is_true((nothing_within(r2, 1500))) -- committed
+      r2:close()
+      local d = reader(services.unique("g-reject-read"), dlt)
+      local dead = take(d, 1)[1]
+      assert.equals("{not json", dead.body)
+      assert.equals("app-x", dead.key)
+      d:close()
+    end, 60000)
+  end)
+
   it("shares a group's partitions between two readers", function()
     run(function()
       local topic, group = services.unique("t-share"), services.unique("g-share")
