@@ -121,6 +121,51 @@ describe("awssqs bus", function()
     r, err = bus.writer("awssqs://h/1/q?raw=true")
     assert.is_nil(r)
     assert.matches('unknown query parameter "raw"', err)
+    for _, bad in ipairs { "waittime=21s", "waittime=-1s", "waittime=soon", "nacklazy=maybe", "anonymous=2",
+      "s3ForcePathStyle=yes please" } do
+      r, err, code = bus.reader("awssqs://h/1/q?" .. bad)
+      assert.is_nil(r, bad)
+      assert.equals("INVALID", code)
+      assert.matches("for query parameter " .. bad:match("^[^=]+"), err, 1, true)
+    end
+    r, err = bus.writer("awssqs://h/1/q?waittime=1s")
+    assert.is_nil(r)
+    assert.matches('unknown query parameter "waittime"', err)
+  end)
+
+  it("takes gocloud's anonymous=true (unsigned) and s3ForcePathStyle on any AWS URL", function()
+    run(function()
+      local u = create_queue(services.unique("anon"))
+      local no_creds = { get = function() return nil, "UNAUTHORIZED: no credentials here", "UNAUTHORIZED" end,
+        region = function() return nil end }
+      local w = assert(bus.writer(u, { credentials = no_creds }))
+      local ok, _, code = w:publish("signed")
+      assert.is_nil(ok)
+      assert.equals("UNAUTHORIZED", code)
+      w = assert(bus.writer(u .. "&anonymous=true&s3ForcePathStyle=true", { credentials = no_creds }))
+      assert.is_true(w:publish("unsigned"))
+      local r = assert(bus.reader(u .. "&anonymous=true&waittime=0s", { credentials = no_creds }))
+      assert.equals(0, r.s.wait)
+      assert.equals("unsigned", take(r, 1)[1].body)
+      r:close()
+    end)
+  end)
+
+  it("leaves a nacked message to its visibility timeout with nacklazy=true", function()
+    run(function()
+      local u = create_queue(services.unique("lazy"), { VisibilityTimeout = "3" })
+      local w = assert(bus.writer(u))
+      assert(w:publish("lazy"))
+      local r = assert(bus.reader(u .. "&nacklazy=true&waittime=1s"))
+      assert.equals(1, r.s.wait)
+      local m = take(r, 1, nil, true)[1]
+      local t0 = uv.now()
+      assert.is_true(m:nack(0))
+      local again = take(r, 1, 15000)[1]
+      assert.equals("lazy", again.body)
+      assert.is_true(uv.now() - t0 >= 1000, "came back at once, as a nack without nacklazy does")
+      r:close()
+    end, 30000)
   end)
 
   it("groups a FIFO queue's messages by app: one app's next event waits for the one in flight", function()
