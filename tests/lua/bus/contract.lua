@@ -1,7 +1,7 @@
 -- The event bus contract (the interface in lua/autopgo/bus/init.lua) as shared specs: every bus
 -- spec calls this with a factory, so mem://, kafka://, nats://, awssqs://, gcppubsub://, azuresb://
 -- ... deliver the way the worker relies on (at least once, per-key order, redelivery of what was
--- not acknowledged, readers of one group sharing the work).
+-- not acknowledged, a rejected message settled, readers of one group sharing the work).
 --
 -- usage, in tests/lua/bus/<bus>_spec.lua:
 --   require("tests.lua.bus.contract")("nats://", {
