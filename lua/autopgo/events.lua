@@ -110,7 +110,7 @@ end
 
 --- Parses an envelope. Returns { id, timestamp, time (Unix seconds), type, payload } or
 -- nil, "INVALID: what is wrong", "INVALID". Types other than the three profile events are
--- returned as they are (their payload unchecked) for the caller to ignore.
+-- returned as they are (their payload unchecked) for the caller to reject.
 function M.parse(text)
   if type(text) ~= "string" then return invalid("event body must be a string, got %s", type(text)) end
   local env, err = json.decode(text)

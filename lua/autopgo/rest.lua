@@ -32,6 +32,13 @@ function M.retry_after(res)
   return v and tonumber(v) or nil
 end
 
+-- "CODE: err" for a client error that is returned as `code`: the client's messages already start
+-- with their own code, which is replaced rather than repeated ("UNAVAILABLE: UNAVAILABLE: ...").
+local function with_code(code, err)
+  err = tostring(err)
+  return ("%s: %s"):format(code, err:match("^%u[%u_]*: (.*)$") or err)
+end
+
 local function retryable(code, _, _, hint)
   if hint == "retry" then return true end
   if hint == "final" then return false end
@@ -84,11 +91,11 @@ function M.call(ctx, build, on_error, version_of)
       last_err = err
       local where = ctx.name and (" (" .. ctx.name .. ")") or ""
       if code == "TIMEOUT" or code == "UNAVAILABLE" then
-        return nil, ("UNAVAILABLE: %s%s"):format(err, where), "UNAVAILABLE"
+        return nil, with_code("UNAVAILABLE", err) .. where, "UNAVAILABLE"
       elseif code == "TLS" then
-        return nil, ("UNAVAILABLE: %s%s"):format(err, where), "UNAVAILABLE", nil, "final"
+        return nil, with_code("UNAVAILABLE", err) .. where, "UNAVAILABLE", nil, "final"
       elseif code == "TOO_LARGE" then
-        return nil, ("INVALID: %s%s"):format(err, where), "INVALID", nil, "final"
+        return nil, with_code("INVALID", err) .. where, "INVALID", nil, "final"
       end
       return nil, err .. where, code, nil, "final"
     end

@@ -399,20 +399,22 @@ local handlers = {
   [events.DELETED] = Worker.on_deleted,
 }
 
---- Handles one message: acknowledged when handled, when malformed (logged) or of another type;
--- handed back for a later retry (with back-off) when handling failed.
+--- Handles one message: acknowledged when handled; rejected (dead-lettered where the bus can)
+-- when malformed or of a type no handler knows, as no retry can help; handed back for a later
+-- retry (with back-off) when handling failed.
 function Worker:handle_message(msg)
   local env, err = events.parse(msg.body)
   if not env then
-    log.warn("dropping a malformed event", "id", msg.id, "error", err)
+    log.warn("rejecting a malformed event", "id", msg.id, "error", err)
     events.count_handled("malformed", false)
-    msg:ack()
+    msg:reject(err)
     return
   end
   local fn = handlers[env.type]
   if not fn then
-    log.debug("ignoring event", "id", env.id, "type", env.type)
-    msg:ack()
+    log.warn("rejecting an event of an unknown type", "id", env.id, "type", env.type)
+    events.count_handled("unknown", false)
+    msg:reject(("UNSUPPORTED: unknown event type %q"):format(env.type))
     return
   end
   msg:extend(self.ack_extend)

@@ -35,7 +35,7 @@ describe("events", function()
     assert.equals("example-app", env.payload.app)
   end)
 
-  it("returns other event types unchecked, for the caller to ignore", function()
+  it("returns other event types unchecked, for the caller to reject", function()
     local env = assert(events.parse('{"id":"x","timestamp":"2024-10-28T12:16:34Z","type":"other","payload":{}}'))
     assert.equals("other", env.type)
   end)

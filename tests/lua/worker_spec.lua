@@ -218,17 +218,47 @@ describe("worker", function()
     end)
   end)
 
-  it("acknowledges a malformed event and handles the next one", function()
+  it("rejects malformed events and events of unknown types, and handles the next one", function()
     run(function()
       local e = setup()
+      -- record how each message was settled
+      local settled = {}
+      local real = e.reader
+      e.worker.reader = setmetatable({ receive = function()
+        local msg, err, code = real:receive()
+        if not msg then return nil, err, code end
+        return setmetatable({
+          ack = function() settled[#settled + 1] = { msg.body, "ack" } return msg:ack() end,
+          reject = function(_, why) settled[#settled + 1] = { msg.body, "reject", why } return msg:reject(why) end,
+        }, { __index = function(_, k)
+          local v = msg[k]
+          if type(v) == "function" then return function(_, ...) return v(msg, ...) end end
+          return v
+        end })
+      end, close = function() return real:close() end }, { __index = real })
+      local failed = metrics.default.by_name.autopgo_events_failed_total
+      local malformed = failed:get({ type = "malformed", stage = "handle" })
+      local unknown = failed:get({ type = "unknown", stage = "handle" })
       e.worker:start()
+      local bad_app = '{"id":"x","timestamp":"2024-10-28T12:16:34Z","type":"profile.uploaded",'
+        .. '"payload":{"app":"../etc","profileKey":"x"}}'
+      local other = '{"id":"y","timestamp":"2024-10-28T12:16:34Z","type":"profile.renamed","payload":{}}'
       assert(e.writer:publish("{not json", { key = "app" }))
-      assert(e.writer:publish('{"id":"x","timestamp":"2024-10-28T12:16:34Z","type":"profile.uploaded",'
-        .. '"payload":{"app":"../etc","profileKey":"x"}}', { key = "app" }))
+      assert(e.writer:publish(bad_app, { key = "app" }))
+      assert(e.writer:publish(other, { key = "app" }))
       stage(e, "app", profiles.variant(1))
       wait_until("the upload is merged", function() return #keys(e.store, "app/staging/") == 0 end)
       e.worker:stop()
       assert.same({ [1] = 1 }, profiles.counts(base_of(e, "app")))
+      assert.is_true(#settled >= 4) -- the upload, then the worker's own profile.merged
+      assert.same({ "{not json", "reject" }, { settled[1][1], settled[1][2] })
+      assert.matches("^INVALID: event is not JSON", settled[1][3])
+      assert.same({ bad_app, "reject" }, { settled[2][1], settled[2][2] })
+      assert.matches("^INVALID: ", settled[2][3])
+      assert.same({ other, "reject", 'UNSUPPORTED: unknown event type "profile.renamed"' }, settled[3])
+      for i = 4, #settled do assert.equals("ack", settled[i][2]) end
+      assert.equals(malformed + 2, failed:get({ type = "malformed", stage = "handle" }))
+      assert.equals(unknown + 1, failed:get({ type = "unknown", stage = "handle" }))
     end)
   end)
 

@@ -17,9 +17,12 @@ local credentials = require "autopgo.aws.credentials"
 local M = {}
 
 -- gocloud.dev's AWS URL options (aws.ConfigFromURLParams / V2ConfigFromURLParams).
+-- anonymous=true sends requests unsigned; s3ForcePathStyle only concerns S3 and is accepted (and
+-- checked) so that one set of options works on every AWS URL, as in gocloud.
 M.URL_OPTIONS = {
   region = true, endpoint = true, profile = true, disable_https = true, disableSSL = true, awssdk = true,
-  dualstack = true, fips = true, hostname_immutable = true, rate_limiter_capacity = true,
+  dualstack = true, fips = true, hostname_immutable = true, rate_limiter_capacity = true, anonymous = true,
+  s3ForcePathStyle = true,
 }
 
 -- The message attribute that carries the ordering key (the app).
@@ -28,13 +31,14 @@ M.KEY_ATTRIBUTE = "autopgo-key"
 local Client = {}
 Client.__index = Client
 
---- Parses the shared URL options: returns { region, endpoint (URL or nil), insecure_scheme,
--- creds (a credentials source) } or nil, err, code. env_endpoint: the service's
--- AWS_ENDPOINT_URL_<X> variable.
+--- Parses the shared URL options: returns { region, endpoint (URL or nil), scheme, creds (a
+-- credentials source), flags (the boolean options; flags.anonymous: do not sign) } or nil, err,
+-- code. env_endpoint: the service's AWS_ENDPOINT_URL_<X> variable.
 function M.options(q, opts, env_endpoint)
   local getenv = opts.getenv or os.getenv
   local flags = {}
-  for _, name in ipairs { "disable_https", "disableSSL", "dualstack", "fips", "hostname_immutable" } do
+  for _, name in ipairs { "disable_https", "disableSSL", "dualstack", "fips", "hostname_immutable", "anonymous",
+    "s3ForcePathStyle" } do
     local v, err, code = rest.parse_bool(name, q[name])
     if v == nil then return nil, err, code end
     flags[name] = v
@@ -100,6 +104,7 @@ function M.new(o)
   local host = u.host:find(":", 1, true) and ("[" .. u.host .. "]") or u.host
   return setmetatable({
     service = o.service, version = o.version, region = o.region, creds = o.creds, name = o.name,
+    anonymous = o.anonymous,
     scheme = u.scheme, host = host .. (u.port and (":" .. u.port) or ""),
     path = (u.path and u.path ~= "") and u.path or "/",
     insecure = o.insecure, ca_file = o.ca_file, deadline = o.deadline or 30, now = o.now or os.time,
@@ -151,15 +156,17 @@ function Client:call(action, params, opts)
   opts = opts or {}
   local body = encode_params(action, self.version, params or {})
   local res, err, code = rest.call({ deadline = opts.deadline or self.deadline, name = self.name }, function()
-    local creds, cerr, ccode = self.creds:get()
-    if not creds then return nil, cerr, ccode end
     local headers = {
       host = self.host,
       ["content-type"] = "application/x-www-form-urlencoded; charset=utf-8",
     }
-    sigv4.sign({ method = "POST", path = self.path, query = {}, headers = headers,
-      payload_hash = sigv4.sha256_hex(body) }, creds, { region = self.region, service = self.service,
-      time = self.now() })
+    if not self.anonymous then
+      local creds, cerr, ccode = self.creds:get()
+      if not creds then return nil, cerr, ccode end
+      sigv4.sign({ method = "POST", path = self.path, query = {}, headers = headers,
+        payload_hash = sigv4.sha256_hex(body) }, creds, { region = self.region, service = self.service,
+        time = self.now() })
+    end
     return {
       method = "POST", url = ("%s://%s%s"):format(self.scheme, self.host, self.path), headers = headers,
       body = body, timeout = opts.timeout or 30, insecure = self.insecure, ca_file = self.ca_file,

@@ -16,6 +16,9 @@
 --       msg.body (string), msg.key (string or nil), msg.id, msg.attempt (1 on first delivery
 --       when the bus knows), msg:ack() -> true, msg:nack(delay_seconds) -> true (redeliver later;
 --       dead-letter where the bus has one after too many attempts),
+--       msg:reject(reason) -> true (give up on a message that can never be handled: to the
+--       dead-letter place now where the bus has one, handed back at once where the bus only
+--       dead-letters by delivery count, logged and acknowledged where there is none),
 --       msg:extend(seconds) -> true (keep it locked/invisible while work goes on; no-op where
 --       the bus has no such notion)
 --   reader:health() -> true | nil, err;  reader:close()

@@ -1,6 +1,7 @@
 -- Kafka event bus over librdkafka (autopgo.core.kafka), with gocloud.dev's URLs:
 --   kafka://topic                 writer; the message key is the app (ordering per partition)
---   kafka://group?topic=t[&topic=u] reader in consumer group `group`
+--   kafka://group?topic=t[&topic=u][&offset=oldest|newest] reader in consumer group `group`; offset:
+--                                 where a group with no committed offset starts (default oldest)
 -- Brokers come from KAFKA_BROKERS (comma-separated), as in gocloud.dev. Beyond gocloud, any
 -- query parameter containing a dot is passed to librdkafka (kafka://g?topic=t&session.timeout.ms=6000)
 -- and `dead_letter_topic=name` sends messages that keep failing there instead of dropping them.
@@ -54,6 +55,8 @@ local function split_query(u, allowed)
   end
   return props, params
 end
+
+local OFFSET_RESET = { oldest = "earliest", newest = "latest" }
 
 local function merge(into, from)
   for k, v in pairs(from or {}) do into[k] = tostring(v) end
@@ -268,7 +271,6 @@ end
 
 function Msg:dead_letter(reason)
   local r = self.reader
-  r.inbox.stats:inc("dead_lettered")
   if r.dlq then
     local ok, err = r.dlq:publish(self.body, { key = self.key })
     if not ok then
@@ -279,10 +281,19 @@ function Msg:dead_letter(reason)
     log.warn("kafka: message moved to the dead-letter topic", "reader", r.name, "id", self.id,
       "topic", r.dlq.topic, "reason", reason)
   else
-    inbox_mod.log_given_up("kafka: message keeps failing and there is no dead-letter topic; dropping it",
+    inbox_mod.log_given_up("kafka: giving up on a message and there is no dead-letter topic; dropping it",
       r.name, self, reason)
   end
+  r.inbox.stats:inc("dead_lettered")
   return true
+end
+
+--- Gives up on the message now: to the dead-letter topic (or logged and dropped), then committed.
+-- Redelivered later when the dead-letter topic cannot be written.
+function Msg:reject(reason)
+  if self.settled then return true end
+  if owned(self.reader, self.part) and self:dead_letter(reason) then return self:ack() end
+  return self:nack()
 end
 
 function Msg:nack(delay)
@@ -454,11 +465,18 @@ function M.reader(u, opts)
   if not b then return nil, err, code end
   local group = joined_name(u)
   if group == "" then return nil, ("INVALID: %s: no consumer group name"):format(u.raw), "INVALID" end
-  local props, params = split_query(u, { topic = true, key_name = true, dead_letter_topic = true })
+  local props, params = split_query(u, { topic = true, key_name = true, dead_letter_topic = true, offset = true })
   if not props then return nil, params, "INVALID" end
   local topics = params.topic
   if not topics or #topics == 0 then
     return nil, ("INVALID: %s: no topic (want kafka://group?topic=name)"):format(u.raw), "INVALID"
+  end
+  -- gocloud's offset=oldest|newest: where a group without a committed offset starts
+  local offset = (params.offset or {})[1] or "oldest"
+  local reset = OFFSET_RESET[offset]
+  if not reset then
+    return nil, ("INVALID: %s: invalid value %q for query parameter offset (want oldest or newest)"):format(u.raw,
+      offset), "INVALID"
   end
   local conf = merge({
     ["bootstrap.servers"] = b,
@@ -466,8 +484,9 @@ function M.reader(u, opts)
     ["client.id"] = "autopgo",
     ["enable.auto.commit"] = "false",
     ["enable.auto.offset.store"] = "false",
-    -- a new group starts at the beginning: nothing published before the first worker is lost
-    ["auto.offset.reset"] = "earliest",
+    -- by default a new group starts at the beginning: nothing published before the first
+    -- worker is lost
+    ["auto.offset.reset"] = reset,
   }, props)
   merge(conf, opts.config)
 

@@ -3,11 +3,12 @@
 -- readers of one group share them. Messages with the same key are delivered one at a time in
 -- publish order (the next only after the previous was acknowledged), like SQS FIFO groups or
 -- Pub/Sub ordering keys; a message that is nacked, outlives its ack deadline or belongs to a
--- reader that closes is delivered again. Nothing survives the process (the embedded worker
--- re-drives staged uploads at start for that reason).
+-- reader that closes is delivered again; a rejected one is logged and dropped. Nothing survives
+-- the process (the embedded worker re-drives staged uploads at start for that reason).
 local uv = require "luv"
 local async = require "autopgo.async"
 local units = require "autopgo.units"
+local inbox = require "autopgo.bus.inbox"
 local crypto = require("autopgo.core").crypto
 
 local M = {}
@@ -151,6 +152,15 @@ end
 function Delivery:nack(delay_seconds)
   self._group:settle(self, false, delay_seconds)
   return true
+end
+
+--- Gives up on the message: there is no dead-letter place in memory, so it is logged and
+-- acknowledged (never delivered again).
+function Delivery:reject(reason)
+  if self._done then return true end
+  inbox.log_given_up("mem: giving up on a message; there is no dead-letter place, dropping it",
+    self._reader.name, self, reason)
+  return self:ack()
 end
 
 function Delivery:extend(seconds)

@@ -248,15 +248,33 @@ end
 
 function Msg:dead_letter(reason)
   local r = self.reader
-  r.inbox.stats:inc("dead_lettered")
   if r.dlq then
     local ok, err, code = r.dlq:publish(self.body, { key = self.key })
     if not ok then return nil, err, code end
     log.warn("nats: message moved to the dead-letter subject", "reader", r.name, "id", self.id,
       "subject", r.s.dead_letter, "reason", reason)
   else
-    inbox_mod.log_given_up("nats: message keeps failing and there is no dead-letter subject; dropping it",
+    inbox_mod.log_given_up("nats: giving up on a message and there is no dead-letter subject; dropping it",
       r.name, self, reason)
+  end
+  r.inbox.stats:inc("dead_lettered")
+  return true
+end
+
+-- Dead-letters the message and ends it (+TERM: JetStream never delivers it again). Returns false
+-- when the dead-letter subject could not be written (nothing done; the caller redelivers it),
+-- else true, plus err, code when the +TERM failed.
+local function give_up(self, reason)
+  local r = self.reader
+  if not self:dead_letter(reason) then
+    log.error("nats: cannot write to the dead-letter subject; redelivering instead", "reader", r.name)
+    return false
+  end
+  r:settle(self)
+  if self.nmsg then
+    local done, err, code = self.nmsg:term()
+    self.nmsg:destroy()
+    if not done then return true, err, code end
   end
   return true
 end
@@ -267,17 +285,11 @@ function Msg:nack(delay)
   r.inbox.stats:inc("nacked")
   delay = delay or inbox_mod.backoff(self.attempt)
   if self.attempt >= r.max_attempts then
-    local ok = self:dead_letter(("failed %d times"):format(self.attempt))
-    if ok then
-      r:settle(self)
-      if self.nmsg then
-        local done, err, code = self.nmsg:term()
-        self.nmsg:destroy()
-        if not done then return nil, err, code end
-      end
+    local gave_up, err, code = give_up(self, ("failed %d times"):format(self.attempt))
+    if gave_up then
+      if err then return nil, err, code end
       return true
     end
-    log.error("nats: cannot write to the dead-letter subject; redelivering instead", "reader", r.name)
   end
   r:settle(self)
   if self.nmsg then
@@ -293,6 +305,16 @@ function Msg:nack(delay)
     r.inbox:push_front(setmetatable({ body = self.body, key = self.key, id = self.id, attempt = self.attempt + 1,
       reader = r }, Msg))
   end)
+  return true
+end
+
+--- Gives up on the message now: to the dead-letter subject (or logged), then +TERM (JetStream)
+-- or dropped (core NATS). Redelivered later when the dead-letter subject cannot be written.
+function Msg:reject(reason)
+  if self.settled then return true end
+  local gave_up, err, code = give_up(self, reason)
+  if not gave_up then return self:nack() end
+  if err then return nil, err, code end
   return true
 end
 

@@ -21,6 +21,7 @@ local http = require "autopgo.http"
 local rest = require "autopgo.rest"
 local auth = require "autopgo.gcp.auth"
 local inbox_mod = require "autopgo.bus.inbox"
+local log = require "autopgo.log"
 local stats = require "autopgo.bus.stats"
 
 local M = {}
@@ -187,6 +188,25 @@ function Msg:nack(delay)
   end
   r:settle(self)
   return r:modify(self, delay or inbox_mod.backoff(self.attempt))
+end
+
+--- Gives up on the message now. Without a dead-letter topic it is logged and acknowledged. With
+-- one its ack deadline is set to 0: Pub/Sub has no call that dead-letters a message, but it
+-- forwards it to the dead-letter topic after max_delivery_attempts deliveries, each rejected again.
+function Msg:reject(reason)
+  if self.settled then return true end
+  local r = self.reader
+  if r.dead_letter then
+    log.warn("pubsub: giving up on a message; handing it back so the dead-letter policy forwards it", "reader",
+      r.name, "id", self.id, "attempt", self.attempt, "reason", reason)
+    r.inbox.stats:inc("nacked")
+    r:settle(self)
+    return r:modify(self, 0)
+  end
+  r.inbox.stats:inc("dead_lettered")
+  inbox_mod.log_given_up("pubsub: giving up on a message and the subscription has no dead-letter topic;"
+    .. " acknowledging it", r.name, self, reason)
+  return self:ack()
 end
 
 function Reader:on_message(rm)

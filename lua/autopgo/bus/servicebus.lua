@@ -192,6 +192,23 @@ function Msg:nack(delay)
       "reader", r.name, "id", self.id, "attempt", self.attempt)
     delay = 0
   end
+  return self:hand_back(delay)
+end
+
+--- Gives up on the message now: abandoned at once, as REST has no dead-letter call; Service Bus
+-- moves it to the dead-letter queue past the entity's MaxDeliveryCount, each delivery rejected again.
+function Msg:reject(reason)
+  if self.settled then return true end
+  local r = self.reader
+  r.inbox.stats:inc("nacked")
+  log.warn("servicebus: giving up on a message; abandoning it so Service Bus dead-letters it", "reader", r.name,
+    "id", self.id, "attempt", self.attempt, "reason", reason)
+  return self:hand_back(0)
+end
+
+-- Unlocks the message after `delay` seconds (at once when 0), keeping it locked until then.
+function Msg:hand_back(delay)
+  local r = self.reader
   delay = delay or inbox_mod.backoff(self.attempt)
   self.handed_back = true
   if self.handed_out then

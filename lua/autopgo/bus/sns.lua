@@ -56,6 +56,7 @@ function M.writer(u, opts)
     service = "sns", version = M.VERSION, region = o.region, creds = o.creds,
     endpoint = o.endpoint or awsquery.default_endpoint("sns", o.region, o.scheme, o.flags),
     name = "awssns:///" .. arn, insecure = opts.insecure, ca_file = opts.ca_file,
+    anonymous = o.flags.anonymous,
   }
   if not client then return nil, err, code end
   return setmetatable({ name = client.name, arn = arn, fifo = arn:match("%.fifo$") ~= nil, client = client,

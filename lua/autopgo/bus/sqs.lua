@@ -7,7 +7,8 @@
 --
 -- On a FIFO queue (name ending in .fifo) the app is the MessageGroupId, so SQS hands out an
 -- app's events one at a time and in order, and the envelope id is the MessageDeduplicationId.
--- The app also travels as the message attribute autopgo-key. Readers long-poll (20 s), keep the
+-- The app also travels as the message attribute autopgo-key. Readers long-poll (waittime=20s, at
+-- most 20 s; nacklazy=true: a nack leaves the message to its visibility timeout), keep the
 -- messages they hold invisible (ChangeMessageVisibility) while the work goes on, delete on ack
 -- and make a nacked message visible again after the delay. A message that keeps failing is left
 -- to the queue's redrive policy (its dead-letter queue) when it has one; without one it is
@@ -20,8 +21,10 @@ local xml = require "autopgo.xml"
 local crypto = require("autopgo.core").crypto
 local http = require "autopgo.http"
 local rest = require "autopgo.rest"
+local units = require "autopgo.units"
 local awsquery = require "autopgo.bus.awsquery"
 local inbox_mod = require "autopgo.bus.inbox"
+local log = require "autopgo.log"
 local stats = require "autopgo.bus.stats"
 
 local M = {}
@@ -35,12 +38,23 @@ local function settings(u, role, opts)
   for k, v in pairs(u.query) do q[k] = v end
   local known = {}
   for k in pairs(awsquery.URL_OPTIONS) do known[k] = true end
-  if role == "reader" then known.raw = true end
+  if role == "reader" then known.raw, known.nacklazy, known.waittime = true, true, true end
   local ok, err, code = rest.check_params("awssqs", q, known)
   if not ok then return nil, err, code end
-  local raw
+  local raw, nacklazy
   raw, err, code = rest.parse_bool("raw", q.raw)
   if raw == nil then return nil, err, code end
+  nacklazy, err, code = rest.parse_bool("nacklazy", q.nacklazy)
+  if nacklazy == nil then return nil, err, code end
+  local wait = M.WAIT_SECONDS
+  if q.waittime and q.waittime ~= "" then
+    wait = units.parse_duration(q.waittime)
+    if not wait or wait < 0 or wait >= 21 then
+      return nil, ("INVALID: invalid value %q for query parameter waittime (want a duration from 0s to 20s)")
+        :format(q.waittime), "INVALID"
+    end
+    wait = math.floor(wait) -- whole seconds, as gocloud sends it
+  end
   local path = (u.path or ""):gsub("/+$", "")
   if not u.host or u.host == "" or path == "" then
     return nil, ("INVALID: %s: want awssqs://<host>/<account>/<queue>"):format(u.raw), "INVALID"
@@ -55,10 +69,11 @@ local function settings(u, role, opts)
     service = "sqs", version = M.VERSION, region = o.region, creds = o.creds,
     endpoint = o.endpoint or ("%s://%s"):format(o.scheme, hostport),
     name = "awssqs://" .. hostport .. path, insecure = opts.insecure, ca_file = opts.ca_file,
+    anonymous = o.flags.anonymous,
   }
   if not client then return nil, err, code end
   return { queue_url = queue_url, fifo = path:match("%.fifo$") ~= nil, raw = raw, client = client,
-    name = client.name }
+    name = client.name, nacklazy = nacklazy, wait = wait }
 end
 
 ---------------------------------------------------------------------------------------------
@@ -147,8 +162,34 @@ function Msg:nack(delay)
     return self:ack()
   end
   -- with a redrive policy SQS moves it to the dead-letter queue after maxReceiveCount receives
+  return self:hand_back(delay or inbox_mod.backoff(self.attempt))
+end
+
+-- Stops holding the message and makes it visible again after `seconds`; with nacklazy=true it is
+-- left alone and comes back when the visibility timeout it has runs out (gocloud's NackLazy).
+function Msg:hand_back(seconds)
+  local r = self.reader
   r:settle(self)
-  return r:change_visibility(self, delay or inbox_mod.backoff(self.attempt))
+  if r.s.nacklazy then return true end
+  return r:change_visibility(self, seconds)
+end
+
+--- Gives up on the message now. Without a redrive policy it is logged and deleted. With one it
+-- is made visible again at once: SQS has no call that dead-letters a message, but its receive
+-- count moves it to the dead-letter queue after maxReceiveCount receives, each rejected again.
+function Msg:reject(reason)
+  if self.settled then return true end
+  local r = self.reader
+  if r.redrive then
+    log.warn("sqs: giving up on a message; handing it back so the redrive policy dead-letters it", "reader",
+      r.name, "id", self.id, "attempt", self.attempt, "reason", reason)
+    r.inbox.stats:inc("nacked")
+    return self:hand_back(0)
+  end
+  r.inbox.stats:inc("dead_lettered")
+  inbox_mod.log_given_up("sqs: giving up on a message and the queue has no dead-letter queue (redrive policy);"
+    .. " deleting it", r.name, self, reason)
+  return self:ack()
 end
 
 -- The body of an SQS message, unwrapping an SNS notification when it is one.
@@ -180,9 +221,9 @@ function Reader:fetch_loop()
     local want = math.min(10, self.max_buffered - self.inbox:size())
     started = uv.now()
     return self.s.client:call("ReceiveMessage", {
-      { "QueueUrl", self.s.queue_url }, { "MaxNumberOfMessages", want }, { "WaitTimeSeconds", M.WAIT_SECONDS },
+      { "QueueUrl", self.s.queue_url }, { "MaxNumberOfMessages", want }, { "WaitTimeSeconds", self.s.wait },
       { "AttributeName.1", "All" }, { "MessageAttributeName.1", "All" },
-    }, { timeout = M.WAIT_SECONDS + 10, cancel = self.cancel })
+    }, { timeout = self.s.wait + 10, cancel = self.cancel })
   end, function(doc)
     local list = xml.children(xml.find(doc, "ReceiveMessageResult"), "Message")
     for _, el in ipairs(list) do self:on_message(el) end

@@ -1,7 +1,7 @@
 -- The event bus contract (the interface in lua/autopgo/bus/init.lua) as shared specs: every bus
 -- spec calls this with a factory, so mem://, kafka://, nats://, awssqs://, gcppubsub://, azuresb://
 -- ... deliver the way the worker relies on (at least once, per-key order, redelivery of what was
--- not acknowledged, readers of one group sharing the work).
+-- not acknowledged, a rejected message settled, readers of one group sharing the work).
 --
 -- usage, in tests/lua/bus/<bus>_spec.lua:
 --   require("tests.lua.bus.contract")("nats://", {
@@ -15,6 +15,8 @@
 --     timeout_ms = 15000,                         -- optional: how long a delivery may take
 --     redelivery_timeout_ms = 60000,              -- optional: how long redelivery after a dead
 --                                                 -- reader or a nack may take
+--     rejected_comes_back = true,                 -- optional: the bus dead-letters by delivery
+--                                                 -- count, so a rejected message is redelivered
 --   })
 -- Waiting is bounded by those timeouts; no spec asserts how fast anything is.
 -- Required (not a spec file itself), so busted's functions come from its API, not the spec's globals.
@@ -144,6 +146,31 @@ return function(name, factory)
         assert.equals("try again", m2.body)
         if m1.attempt and m2.attempt then assert.is_true(m2.attempt > m1.attempt) end
         assert(m2:ack())
+      end, total)
+    end)
+
+    it("settles a rejected message and goes on with the next", function()
+      run(function()
+        local w, r = writer(), reader()
+        assert(w:publish("poison", { key = "k" }))
+        local msg = assert(receive_within(r, timeout))
+        assert.equals("poison", msg.body)
+        assert.is_true(msg:reject("INVALID: cannot be handled"))
+        assert(w:publish("next", { key = "k" }))
+        -- buses that dead-letter by delivery count hand it back at once until the count is reached
+        local again = 0
+        msg = assert(receive_within(r, redelivery))
+        while msg.body == "poison" and factory.rejected_comes_back do
+          again = again + 1
+          assert.is_true(msg:reject("INVALID: cannot be handled"))
+          msg = assert(receive_within(r, redelivery))
+        end
+        assert.equals("next", msg.body)
+        assert(msg:ack())
+        if not factory.rejected_comes_back then
+          assert.equals("TIMEOUT", select(2, receive_within(r, 500)))
+        end
+        assert.is_true(again < 50)
       end, total)
     end)
 

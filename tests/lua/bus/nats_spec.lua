@@ -285,6 +285,28 @@ describe("nats bus", function()
       end, 30000)
     end)
 
+    it("moves a rejected message to the dead-letter subject at once and terminates it", function()
+      run(function()
+        local subject = services.unique("js.reject")
+        local dead = subject .. "-dead"
+        local w = assert(bus.writer(js(subject)))
+        local d = assert(bus.reader(js(dead, "&queue=audit")))
+        assert(w:publish("{not json", { key = "app" }))
+        local r = assert(bus.reader(js(subject, "&queue=w&dead_letter=" .. dead)))
+        local m = take(r, 1, nil, true)[1]
+        assert.equals(1, m.attempt)
+        assert.is_true(m:reject("INVALID: event is not JSON"))
+        assert.equals(1, r:stats().dead_lettered)
+        assert.is_true(nothing_within(r, 1000)) -- terminated, not redelivered
+        r:close()
+        local got = take(d, 1)[1]
+        assert.equals("{not json", got.body)
+        assert.equals("app", got.key)
+        d:close()
+        w:close()
+      end, 30000)
+    end)
+
     it("shares a durable between readers and hands back what a closing reader held", function()
       run(function()
         local subject = services.unique("js.share")
