@@ -49,13 +49,13 @@ describe("the pipeline on S3 (Ceph RGW)", function()
     support.rm_rf(dir)
   end)
 
-  -- The utilities against a server, with a private ETag cache.
+  -- The utilities against a server.
   local function cli(s, args)
     local all = {}
     for _, a in ipairs(args) do all[#all + 1] = a end
     all[#all + 1] = "--api-url"
     all[#all + 1] = s.url
-    return support.autopgo(all, { env = { "XDG_CACHE_HOME=" .. dir .. "/cache" }, timeout = 60000 })
+    return support.autopgo(all, { timeout = 60000 })
   end
 
   local function keys(prefix)

@@ -59,8 +59,7 @@ describe("autopgo scrape (end to end)", function()
       local functions = { "main.burnFibonacci", "main.burnHashing", "main.burnSorting" }
       local raw, missing
       e2e.wait_for(function()
-        local code = support.autopgo({ "download", "goservice", "-o", out, "--api-url", server.url },
-          { env = { "XDG_CACHE_HOME=" .. dir .. "/cache" } })
+        local code = support.autopgo { "download", "goservice", "-o", out, "--api-url", server.url }
         if code ~= 0 then return false end
         local gcode, text, gerr = e2e.go_tool({ "tool", "pprof", "-raw", out })
         assert.equals(0, gcode, gerr)
