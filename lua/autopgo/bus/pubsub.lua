@@ -214,7 +214,7 @@ function Reader:on_message(rm)
   local attrs = type(pm.attributes) == "table" and pm.attributes or {}
   local body = crypto.base64_decode(pm.data or "") or ""
   local id = pm.messageId or "?"
-  local attempt = tonumber(rm.deliveryAttempt)
+  local attempt = math.tointeger(tonumber(rm.deliveryAttempt))
   if not attempt then
     -- without a dead-letter policy Pub/Sub does not count: count here (per process)
     attempt = (self.attempts[id] or 0) + 1

@@ -236,7 +236,7 @@ function Reader:on_message(res)
   local loc_path = location:match("^%a[%w+.-]*://[^/]+(/.*)$") or location
   local m = setmetatable({
     body = res.body or "", key = props.PartitionKey, id = props.MessageId or tostring(props.SequenceNumber),
-    attempt = tonumber(props.DeliveryCount) or 1, location = loc_path, reader = self,
+    attempt = math.tointeger(tonumber(props.DeliveryCount)) or 1, location = loc_path, reader = self,
   }, Msg)
   -- renew at half the lock the entity gave (LockedUntilUtc), or of lock_duration
   local interval = self.lock_ms / 2

@@ -174,6 +174,24 @@ describe("azuresb bus", function()
     end, 30000)
   end)
 
+  it("lets Service Bus dead-letter a rejected message once its delivery count runs out", function()
+    run(function()
+      local u = queue { max = 3 }
+      assert(assert(bus.writer(u)):publish("not json", { key = "app" }))
+      local r = assert(bus.reader(u))
+      for attempt = 1, 3 do
+        local m = take(r, 1, nil, true)[1]
+        assert.equals(attempt, m.attempt)
+        assert.is_true(m:reject("malformed event")) -- abandoned at once, no back-off
+      end
+      assert.is_nil((pending(r).wait(1500)))
+      r:close()
+      local dlq = assert(bus.reader(u .. "/$DeadLetterQueue"))
+      assert.equals("not json", take(dlq, 1)[1].body)
+      dlq:close()
+    end, 30000)
+  end)
+
   it("reports health, and refuses a wrong key", function()
     run(function()
       local u = queue()
