@@ -256,34 +256,10 @@ function Store:put(key, body, opts)
   return { etag = res.headers.etag, size = src.size }
 end
 
---- store:get(key, opts) -> { body | nil with opts.sink, etag, size, last_modified }. A streamed
--- download that breaks off resumes where it stopped (Range, If-Match the same ETag).
-function Store:get(key, opts)
-  opts = opts or {}
-  local okey, err, code = self:object_key(key)
-  if not okey then return nil, err, code end
-  local res
-  res, err, code = self:call("get " .. key, function(_, resume)
-    local headers
-    if resume then headers = { range = ("bytes=%d-"):format(resume.offset), ["if-match"] = resume.version } end
-    return self:request({ method = "GET", key = okey, headers = headers, sink = opts.sink,
-      timeout = opts.timeout or 3600 })
-  end, nil, opts.sink and function(r) return r.headers.etag end)
-  if not res then return nil, err, code end
-  return blobrest.downloaded(blobrest.header_attrs(res), res, opts)
-end
-
---- store:stat(key) -> { etag, size, last_modified }
-function Store:stat(key)
-  local okey, err, code = self:object_key(key)
-  if not okey then return nil, err, code end
-  local res
-  res, err, code = self:call("stat " .. key, function()
-    return self:request({ method = "HEAD", key = okey })
-  end)
-  if not res then return nil, err, code end
-  return blobrest.header_attrs(res)
-end
+--- store:get(key, opts) and store:stat(key): see autopgo.blob.rest (Azure takes its ETags as given).
+local function as_given(etag) return etag end
+function Store:get(key, opts) return blobrest.get(self, key, opts, as_given) end
+function Store:stat(key) return blobrest.stat(self, key) end
 
 --- store:delete(key) -> true (NOT_FOUND when absent)
 function Store:delete(key)
@@ -338,11 +314,7 @@ end
 
 --- store:health() -> true | nil, err, code (Get Container Properties)
 function Store:health()
-  local res, err, code = self:call("health check", function()
-    return self:request({ method = "GET", query = { { "restype", "container" } }, timeout = blobrest.HEALTH_DEADLINE })
-  end, blobrest.HEALTH_DEADLINE)
-  if not res then return nil, err, code end
-  return true
+  return blobrest.health(self, { method = "GET", query = { { "restype", "container" } } })
 end
 
 --- store:create_container() -> true: not part of the store interface; for tests and setup.

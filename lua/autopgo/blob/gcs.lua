@@ -246,17 +246,12 @@ end
 
 --- store:health() -> true | nil, err, code (a one-item list of the bucket)
 function Store:health()
-  local res, err, code = self:call("health check", function()
-    return self:request({ method = "GET", path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)),
-      query = { { "maxResults", "1" } }, timeout = blobrest.HEALTH_DEADLINE })
-  end, blobrest.HEALTH_DEADLINE)
-  if not res then
-    if code == "NOT_FOUND" then
-      return nil, ("NOT_FOUND: %s: bucket %s does not exist"):format(self.name, self.bucket), "NOT_FOUND"
-    end
-    return nil, err, code
+  local ok, err, code = blobrest.health(self, { method = "GET",
+    path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)), query = { { "maxResults", "1" } } })
+  if code == "NOT_FOUND" then
+    return nil, ("NOT_FOUND: %s: bucket %s does not exist"):format(self.name, self.bucket), "NOT_FOUND"
   end
-  return true
+  return ok, err, code
 end
 
 function Store.close(_) end

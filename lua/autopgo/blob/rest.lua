@@ -244,6 +244,47 @@ function M.downloaded(out, res, opts)
   return out
 end
 
+--- store:get for a store whose objects are plain HTTP resources (S3, Azure Blob): { body | nil
+-- with opts.sink, etag, size, last_modified }. A streamed download that breaks off resumes where
+-- it stopped (Range, If-Match the same ETag, as `if_match(etag)` spells it for the service).
+function M.get(store, key, opts, if_match)
+  opts = opts or {}
+  local okey, err, code = store:object_key(key)
+  if not okey then return nil, err, code end
+  local res
+  res, err, code = store:call("get " .. key, function(_, resume)
+    local headers
+    if resume then
+      headers = { range = ("bytes=%d-"):format(resume.offset), ["if-match"] = if_match(resume.version) }
+    end
+    return store:request({ method = "GET", key = okey, headers = headers, sink = opts.sink,
+      timeout = opts.timeout or 3600 })
+  end, nil, opts.sink and function(r) return r.headers.etag end)
+  if not res then return nil, err, code end
+  return M.downloaded(M.header_attrs(res), res, opts)
+end
+
+--- store:stat for the same stores: { etag, size, last_modified } from a HEAD.
+function M.stat(store, key)
+  local okey, err, code = store:object_key(key)
+  if not okey then return nil, err, code end
+  local res
+  res, err, code = store:call("stat " .. key, function()
+    return store:request({ method = "HEAD", key = okey })
+  end)
+  if not res then return nil, err, code end
+  return M.header_attrs(res)
+end
+
+--- store:health(): true when `req`, a request the service answers cheaply, succeeds within
+-- HEALTH_DEADLINE (retries included), else nil, err, code.
+function M.health(store, req)
+  req.timeout = M.HEALTH_DEADLINE
+  local res, err, code = store:call("health check", function() return store:request(req) end, M.HEALTH_DEADLINE)
+  if not res then return nil, err, code end
+  return true
+end
+
 --- Sorts list entries by key (services list by UTF-8 byte order already; this makes it certain).
 function M.sort_entries(entries)
   table.sort(entries, function(a, b) return a.key < b.key end)

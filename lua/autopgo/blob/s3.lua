@@ -383,36 +383,9 @@ function Store:put(key, body, opts)
   return put_single(self, key, src, opts, okey)
 end
 
---- store:get(key, opts) -> { body | nil with opts.sink, etag, size, last_modified }. A streamed
--- download that breaks off resumes where it stopped (Range, If-Match the same ETag).
-function Store:get(key, opts)
-  opts = opts or {}
-  local okey, err, code = self:object_key(key)
-  if not okey then return nil, err, code end
-  local res
-  res, err, code = self:call("get " .. key, function(_, resume)
-    local headers
-    if resume then
-      headers = { range = ("bytes=%d-"):format(resume.offset), ["if-match"] = if_match_value(resume.version) }
-    end
-    return self:request({ method = "GET", key = okey, headers = headers, sink = opts.sink,
-      timeout = opts.timeout or 3600 })
-  end, nil, opts.sink and function(r) return r.headers.etag end)
-  if not res then return nil, err, code end
-  return blobrest.downloaded(blobrest.header_attrs(res), res, opts)
-end
-
---- store:stat(key) -> { etag, size, last_modified }
-function Store:stat(key)
-  local okey, err, code = self:object_key(key)
-  if not okey then return nil, err, code end
-  local res
-  res, err, code = self:call("stat " .. key, function()
-    return self:request({ method = "HEAD", key = okey })
-  end)
-  if not res then return nil, err, code end
-  return blobrest.header_attrs(res)
-end
+--- store:get(key, opts) and store:stat(key): see autopgo.blob.rest.
+function Store:get(key, opts) return blobrest.get(self, key, opts, if_match_value) end
+function Store:stat(key) return blobrest.stat(self, key) end
 
 --- store:delete(key) -> true (NOT_FOUND when absent: S3 itself does not say, so it is checked)
 function Store:delete(key)
@@ -463,12 +436,7 @@ end
 
 --- store:health() -> true | nil, err, code (a one-key list of the bucket, whose errors say why)
 function Store:health()
-  local res, err, code = self:call("health check", function()
-    return self:request({ method = "GET", key = "", query = { { "list-type", "2" }, { "max-keys", "1" } },
-      timeout = blobrest.HEALTH_DEADLINE })
-  end, blobrest.HEALTH_DEADLINE)
-  if not res then return nil, err, code end
-  return true
+  return blobrest.health(self, { method = "GET", key = "", query = { { "list-type", "2" }, { "max-keys", "1" } } })
 end
 
 --- store:create_bucket() -> true: not part of the store interface; for tests and setup tools.
