@@ -1,11 +1,12 @@
 -- Client settings from environment variables the way HashiCorp's Go API clients read them, for
 -- the nomad and consul discovery modes: the agent address, booleans as Go's strconv.ParseBool
 -- reads them, basic auth, and TLS files (a CA file or directory, a client certificate and key);
--- and the GET requests to the agent's JSON API made with them.
+-- the GET requests to the agent's JSON API made with them, and the start both modes share.
 local uv = require "luv"
 local crypto = require("autopgo.core").crypto
 local json_api = require "autopgo.json_api"
 local url = require "autopgo.url"
+local tags = require "autopgo.scrape_tags"
 
 local M = {}
 
@@ -136,6 +137,15 @@ function M.get_json(cfg, path, query)
   for k, v in pairs(cfg.headers) do opts.headers[k] = v end
   for k, v in pairs(cfg.tls) do opts[k] = v end
   return json_api.get(opts)
+end
+
+--- A discovery mode's start: its settings from `config()` (nil, err stops the scraper) and the
+-- tag filter on the API's tag field `field` ("Tags", "ServiceTags").
+function M.start(ctx, config, field)
+  local cfg, err = config()
+  if not cfg then return nil, err end
+  ctx.state.cfg, ctx.state.filter, ctx.state.warned = cfg, tags.filter(field, ctx.app), {}
+  return true
 end
 
 return M

@@ -61,12 +61,7 @@ local function get(ctx, path)
 end
 
 function M.start(ctx)
-  local cfg, err = M.config()
-  if not cfg then return nil, err end
-  ctx.state.cfg = cfg
-  ctx.state.filter = tags.filter("ServiceTags", ctx.app)
-  ctx.state.warned = {}
-  return true
+  return env.start(ctx, M.config, "ServiceTags")
 end
 
 function M.list(ctx)

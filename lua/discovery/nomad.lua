@@ -47,12 +47,7 @@ local function list_services(ctx)
 end
 
 function M.start(ctx)
-  local cfg, err = M.config()
-  if not cfg then return nil, err end
-  ctx.state.cfg = cfg
-  ctx.state.filter = tags.filter("Tags", ctx.app)
-  ctx.state.warned = {}
-  return true
+  return env.start(ctx, M.config, "Tags")
 end
 
 function M.list(ctx)
