@@ -112,21 +112,16 @@ end
 
 -- The content ETag of `key`, whose store version was `version` a moment ago: from the cache
 -- when it holds that version, else by streaming the object through sha256 (one hash per key at a
--- time; concurrent misses wait for it). Returns the ETag and the store version actually hashed,
--- which is newer than `version` if a merge landed in between: still content of this moment.
+-- time; concurrent misses wait for it and take its result when it is of their version). Returns
+-- the ETag and the store version actually hashed, which is newer than `version` if a merge
+-- landed in between: still content of this moment.
 function Api:content_etag(key, version)
-  -- A hash already running when we came may be of a version older than `version`; one begun
-  -- after we came (round 2 on) read the object after our stat, so whatever it found will do.
-  local fresh = false
-  for round = 1, math.huge do
-    local c = self.digests[key]
-    if c and (c.version == version or fresh) then return c.etag, c.version end
-    local pending = self.hashing[key]
-    if not pending then break end
-    local ok, err, code = pending.wait()
-    fresh = round > 1
-    if not ok and fresh then return nil, err, code end
+  local c = self.digests[key]
+  while not (c and c.version == version) and self.hashing[key] do
+    self.hashing[key].wait()
+    c = self.digests[key]
   end
+  if c and c.version == version then return c.etag, c.version end
   local ev = async.event()
   self.hashing[key] = ev
   local hasher = core.crypto.hasher("sha256")
@@ -134,12 +129,12 @@ function Api:content_etag(key, version)
   if self.hashing[key] == ev then self.hashing[key] = nil end
   if not got then
     if code == "NOT_FOUND" then self.digests[key] = nil end
-    ev.set(nil, err, code)
+    ev.set()
     return nil, err, code
   end
   local etag = '"sha256:' .. core.crypto.hex(hasher:digest()) .. '"'
   self.digests[key] = { version = got.etag, etag = etag }
-  ev.set(true)
+  ev.set()
   return etag, got.etag
 end
 
