@@ -191,7 +191,8 @@ end
 -- and hold every message, kept invisible / locked / within its ack deadline, from its arrival
 -- until it is settled: reader.held is the set of them and reader.inflight counts those receive()
 -- handed out. M.Held has the methods they share (setmetatable(Reader, { __index = inbox.Held }));
--- a reader has inbox, name, held = {}, inflight = 0, max_buffered, max_extension_ms, closed.
+-- a reader has inbox, name, held = {}, inflight = 0, max_buffered, max_extension_ms, closed,
+-- cancel (an http canceler for its fetches) and close_timeout_ms.
 local Held = {}
 M.Held = Held
 
@@ -234,6 +235,29 @@ end
 --- Waits at most `ms` for the messages handed out to be settled.
 function Held:wait_inflight(ms)
   return M.wait_settled(self, ms, function() return self.inflight end)
+end
+
+--- Closes the reader: stops fetching, refuses receive(), waits (at most close_timeout_ms) for
+-- the messages handed out to be settled, then gives every message still held (queued ones too)
+-- back to the bus with release(m), so that it comes again at once rather than when its lease
+-- runs out.
+function Held:close_held(release)
+  if self.closed then return true end
+  self.closed = true
+  self.cancel:cancel("the reader is closed")
+  self.inbox:close("CLOSED: the reader is closed")
+  if coroutine.isyieldable() then
+    self:wait_inflight(self.close_timeout_ms)
+    local held = {}
+    for m in pairs(self.held) do held[#held + 1] = m end
+    for _, m in ipairs(held) do
+      if not m.settled then
+        self:settle(m)
+        release(m)
+      end
+    end
+  end
+  return true
 end
 
 --- Fetches until the reader is closed, while fewer than max_buffered messages wait: fetch() ->

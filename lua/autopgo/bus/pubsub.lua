@@ -249,22 +249,7 @@ end
 --- Stops pulling, waits (bounded) for messages in flight and hands back (deadline 0) what it
 -- still holds, so other readers get it at once.
 function Reader:close()
-  if self.closed then return true end
-  self.closed = true
-  self.cancel:cancel("the reader is closed")
-  self.inbox:close("CLOSED: the reader is closed")
-  if coroutine.isyieldable() then
-    self:wait_inflight(self.close_timeout_ms)
-    local held = {}
-    for m in pairs(self.held) do held[#held + 1] = m end
-    for _, m in ipairs(held) do
-      if not m.settled then
-        self:settle(m)
-        self:modify(m, 0)
-      end
-    end
-  end
-  return true
+  return self:close_held(function(m) self:modify(m, 0) end)
 end
 
 function M.reader(u, opts)

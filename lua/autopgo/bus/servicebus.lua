@@ -266,22 +266,7 @@ end
 --- Stops receiving, waits (bounded) for messages in flight and abandons what it still holds, so
 -- other readers get it at once.
 function Reader:close()
-  if self.closed then return true end
-  self.closed = true
-  self.cancel:cancel("the reader is closed")
-  self.inbox:close("CLOSED: the reader is closed")
-  if coroutine.isyieldable() then
-    self:wait_inflight(self.close_timeout_ms)
-    local held = {}
-    for m in pairs(self.held) do held[#held + 1] = m end
-    for _, m in ipairs(held) do
-      if not m.settled then
-        self:settle(m)
-        self:lock_call(m, "PUT")
-      end
-    end
-  end
-  return true
+  return self:close_held(function(m) self:lock_call(m, "PUT") end)
 end
 
 function M.reader(u, opts)

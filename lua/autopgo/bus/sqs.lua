@@ -258,23 +258,7 @@ end
 --- Stops polling, waits (bounded) for messages in flight and makes every message it still holds
 -- visible again, so other readers get them at once.
 function Reader:close()
-  if self.closed then return true end
-  self.closed = true
-  self.cancel:cancel("the reader is closed")
-  local queued = {}
-  self.inbox:remove_if(function(m) queued[#queued + 1] = m return true end)
-  self.inbox:close("CLOSED: the reader is closed")
-  if coroutine.isyieldable() then
-    self:wait_inflight(self.close_timeout_ms)
-    for m in pairs(self.held) do queued[#queued + 1] = m end
-    for _, m in ipairs(queued) do
-      if not m.settled then
-        m.settled = true
-        self:change_visibility(m, 0)
-      end
-    end
-  end
-  return true
+  return self:close_held(function(m) self:change_visibility(m, 0) end)
 end
 
 function M.reader(u, opts)
