@@ -1,0 +1,66 @@
+-- Where things live in the blob store, and what an app name is: the one owner of the key layout.
+-- {app}/staging/{unix-nanos}   an accepted upload waiting to be merged (the original's layout)
+-- {app}/default.pgo            the merged base, served by GET /api/profile/{app}
+-- {app}/ledger/{sha256}.json   which staged keys the base of that digest holds
+-- {app}/rejected/{name}        a staged upload (or a base) the worker could not merge, and its reason
+local M = {}
+
+-- App names: a-z, 0-9 and '-', 1..M.max_app_len characters (it becomes a path segment on every
+-- store, and a file name on the local one).
+M.max_app_len = 128
+
+function M.is_app_name(s)
+  return type(s) == "string" and s ~= "" and #s <= M.max_app_len and not s:find("[^a-z0-9%-]")
+end
+
+-- Why s is not an app name, for a 400 or a usage error (nil when it is one).
+function M.app_name_problem(s)
+  if type(s) ~= "string" or s == "" then return "an application name must not be empty" end
+  if #s > M.max_app_len then
+    return ("an application name has at most %d characters, got %d"):format(M.max_app_len, #s)
+  end
+  if s:find("[^a-z0-9%-]") then
+    return ("an application name is made of a-z, 0-9 and '-', got %q"):format(s)
+  end
+  return nil
+end
+
+function M.app_prefix(app) return app .. "/" end
+function M.staging_prefix(app) return app .. "/staging/" end
+function M.staging(app, nanos) return ("%s/staging/%d"):format(app, nanos) end
+function M.base(app) return app .. "/default.pgo" end
+function M.ledger_prefix(app) return app .. "/ledger/" end
+function M.ledger(app, digest) return ("%s/ledger/%s.json"):format(app, digest) end
+function M.rejected_prefix(app) return app .. "/rejected/" end
+function M.rejected(app, name) return ("%s/rejected/%s"):format(app, name) end
+
+-- The app a key belongs to (its first segment, when that is an app name), or nil.
+function M.app_of(key)
+  local app = type(key) == "string" and key:match("^([^/]+)/") or nil
+  if app and M.is_app_name(app) then return app end
+  return nil
+end
+
+-- What kind of object a key names: "staging", "base", "ledger", "rejected", or nil (unknown).
+function M.kind_of(key)
+  local app = M.app_of(key)
+  if not app then return nil end
+  local rest = key:sub(#app + 2)
+  if rest == "default.pgo" then return "base", app end
+  local kind = rest:match("^([a-z]+)/[^/]+$")
+  if kind == "staging" or kind == "ledger" or kind == "rejected" then return kind, app end
+  return nil
+end
+
+-- Whether key is a staged upload of app.
+function M.is_staging_of(app, key)
+  return M.kind_of(key) == "staging" and M.app_of(key) == app
+end
+
+-- The unix-nanos a staging key was named with, or nil.
+function M.staging_nanos(key)
+  if M.kind_of(key) ~= "staging" then return nil end
+  return tonumber(key:match("/staging/(%d+)$"))
+end
+
+return M
