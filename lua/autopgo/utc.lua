@@ -104,6 +104,23 @@ function M.parse_http_date(s)
   return M.timegm(tonumber(y), m, tonumber(d), tonumber(h), tonumber(mi), tonumber(sec))
 end
 
+--- Go's time.Time JSON form in UTC: RFC 3339 with up to 9 fraction digits, trailing zeros dropped
+-- and no fraction when it is zero ("2024-10-28T12:16:34.964Z", "2024-10-28T12:16:34Z").
+-- rfc3339(sec, nsec): whole seconds and nanoseconds; rfc3339(t): Unix seconds as a number
+-- (fractions kept to the microsecond, all a double holds at today's dates).
+function M.rfc3339(sec, nsec)
+  if nsec == nil then
+    local whole = math.floor(sec)
+    local micros = math.floor((sec - whole) * 1e6 + 0.5)
+    if micros >= 1000000 then whole, micros = whole + 1, micros - 1000000 end
+    sec, nsec = whole, micros * 1000
+  end
+  sec = math.tointeger(sec) or math.floor(sec)
+  local y, mo, d, h, mi, s = M.fields(sec)
+  local frac = nsec == 0 and "" or ("." .. ("%09d"):format(nsec):gsub("0+$", ""))
+  return ("%04d-%02d-%02dT%02d:%02d:%02d%sZ"):format(y, mo, d, h, mi, s, frac)
+end
+
 --- "2015-08-30T12:36:00Z"
 function M.iso8601(t)
   local y, mo, d, h, mi, s = M.fields(t)
