@@ -5,10 +5,12 @@
 -- /api/profile lists merged profiles; DELETE /api/profile/{app} announces the deletion.
 local async = require "autopgo.async"
 local events = require "autopgo.events"
+local fail = require "autopgo.fail"
 local json = require "autopgo.json"
 local log = require "autopgo.log"
 local metrics = require "autopgo.metrics"
-local options = require "autopgo.options"
+local keys = require "autopgo.keys"
+local utc = require "autopgo.utc"
 local uv = require "luv"
 local core = require "autopgo.core"
 local pprof = core.pprof
@@ -34,7 +36,7 @@ function M.new(o)
   return self
 end
 
-local function fail(res, status, message)
+local function answer(res, status, message)
   return res:error(status, message)
 end
 
@@ -47,37 +49,26 @@ function Api:nanos()
   return n
 end
 
---- Go's RFC 3339 with nanoseconds, trailing zeros dropped (time.Time in JSON), in UTC.
-function M.format_time(t)
-  local secs = math.floor(t)
-  local micros = math.floor((t - secs) * 1e6 + 0.5)
-  if micros >= 1000000 then
-    secs, micros = secs + 1, micros - 1000000
-  end
-  local frac = micros == 0 and "" or ("." .. ("%06d"):format(micros):gsub("0+$", ""))
-  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. frac .. "Z"
-end
-
 function Api:upload(req, res)
   local app = req.params.app
   local function done(status, message)
     m.uploads:inc({ status = tostring(status) })
-    return fail(res, status, message)
+    return answer(res, status, message)
   end
-  if not options.is_app_name(app) then return done(400, "invalid app name") end
+  if not keys.is_app_name(app) then return done(400, "invalid app name") end
   local body = req:body()
   m.bytes:inc(nil, #body)
   local info, err, code = async.await(pprof.validate_async, body, self.limits)
   if not info then
     local status = code == "TOO_LARGE" and 413 or 400
-    return done(status, (tostring(err):gsub("^[%u_]+: ", "")))
+    return done(status, fail.message(err))
   end
   if not info.pgo.usable then
     return done(400, "profile cannot be used by go build -pgo: " .. info.pgo.reason)
   end
   local key, put, perr
   for _ = 1, 5 do
-    key = ("%s/staging/%d"):format(app, self:nanos())
+    key = keys.staging(app, self:nanos())
     local pcode
     put, perr, pcode = self.store:put(key, body, { if_none_match = "*" })
     if put or pcode ~= "PRECONDITION_FAILED" then break end
@@ -148,10 +139,10 @@ function Api:download(req, res)
   local app = req.params.app
   local function done(status, message)
     m.downloads:inc({ status = tostring(status) })
-    return fail(res, status, message)
+    return answer(res, status, message)
   end
-  if not options.is_app_name(app) then return done(400, "invalid app name") end
-  local key = app .. "/default.pgo"
+  if not keys.is_app_name(app) then return done(400, "invalid app name") end
+  local key = keys.base(app)
   local st, err, code = self.store:stat(key)
   local etag, version
   if st then etag, version, code = self:content_etag(key, st.etag) end
@@ -209,13 +200,13 @@ end
 
 function Api:list(_, res)
   local items, err = self.store:list("")
-  if not items then return fail(res, 500, tostring(err)) end
+  if not items then return answer(res, 500, tostring(err)) end
   local profiles = json.array()
   for _, item in ipairs(items) do
-    local app = item.key:match("^(.*)/default%.pgo$")
-    if app and options.is_app_name(app) then
+    local kind, app = keys.kind_of(item.key)
+    if kind == "base" then
       profiles[#profiles + 1] = json.object("key", app, "size", item.size,
-        "lastModified", M.format_time(item.last_modified))
+        "lastModified", utc.rfc3339(item.last_modified))
     end
   end
   return res:json(200, json.object("profiles", profiles))
@@ -223,18 +214,18 @@ end
 
 function Api:delete(req, res)
   local app = req.params.app
-  if not options.is_app_name(app) then return fail(res, 400, "invalid app name") end
-  local st, err, code = self.store:stat(app .. "/default.pgo")
+  if not keys.is_app_name(app) then return answer(res, 400, "invalid app name") end
+  local st, err, code = self.store:stat(keys.base(app))
   if not st then
-    if code ~= "NOT_FOUND" then return fail(res, 500, tostring(err)) end
+    if code ~= "NOT_FOUND" then return answer(res, 500, tostring(err)) end
     -- Only staged uploads (nothing merged yet) still count as something to delete.
-    local items, lerr = self.store:list(app .. "/")
-    if not items then return fail(res, 500, tostring(lerr)) end
-    if #items == 0 then return fail(res, 404, "Not Found") end
+    local items, lerr = self.store:list(keys.app_prefix(app))
+    if not items then return answer(res, 500, tostring(lerr)) end
+    if #items == 0 then return answer(res, 404, "Not Found") end
   end
   local ok, eerr = events.publish(self.writer, events.DELETED, { app = app })
-  if not ok then return fail(res, 500, tostring(eerr)) end
-  self.digests[app .. "/default.pgo"] = nil
+  if not ok then return answer(res, 500, tostring(eerr)) end
+  self.digests[keys.base(app)] = nil
   return res:json(200, json.object())
 end
 

@@ -10,6 +10,7 @@ local blob = require "autopgo.blob"
 local bus = require "autopgo.bus"
 local events = require "autopgo.events"
 local json = require "autopgo.json"
+local utc = require "autopgo.utc"
 local crypto = require("autopgo.core").crypto
 
 local run = support.run
@@ -330,10 +331,14 @@ describe("api", function()
       end)
     end)
 
-    it("formats times as Go's RFC 3339 with nanoseconds", function()
-      assert.equals("2024-10-28T12:16:34.964Z", api.format_time(1730117794.964))
-      assert.equals("2024-10-28T12:16:34Z", api.format_time(1730117794))
-      assert.equals("2024-10-28T12:16:34.000001Z", api.format_time(1730117794.000001))
+    it("gives lastModified as Go's RFC 3339 form of the store's modification time", function()
+      run(function()
+        local e = serve()
+        assert(e.store:put("a/default.pgo", "a"))
+        local doc = json.decode(e.request("GET", "/api/profile").body)
+        assert.equals(utc.rfc3339(assert(e.store:stat("a/default.pgo")).last_modified), doc.profiles[1].lastModified)
+        e.close()
+      end)
     end)
   end)
 
