@@ -33,6 +33,8 @@ function M.new(o)
     max_upload_size = o.max_upload_size or 64 * 1024 * 1024, last_nanos = 0,
     digests = {}, hashing = {} }, Api)
   self.limits = { max_decompressed = math.max(256 * 1024 * 1024, 16 * self.max_upload_size) }
+  -- a base holds many uploads: checked up to a size no single upload may reach
+  self.base_limits = { max_decompressed = 4 * self.limits.max_decompressed }
   return self
 end
 
@@ -101,40 +103,109 @@ local function none_match(header, etag)
   return false
 end
 
--- The content ETag of `key`, whose store version was `version` a moment ago: from the cache
--- when it holds that version, else by streaming the object through sha256 (one hash per key at a
--- time; concurrent misses wait for it and take its result when it is of their version). Returns
--- the ETag and the store version actually hashed, which is newer than `version` if a merge
--- landed in between: still content of this moment.
-function Api:content_etag(key, version)
+-- A merge may replace the base between the reads of one download (its hash, its body). Every read
+-- names the version it wants (store:get's if_match), so it is refused before a byte arrives when
+-- that version is gone, and the download starts over with the new one. This many times at most.
+local MAX_ATTEMPTS = 20
+
+-- What this process knows about version `version` of the base `key` of app: { version, etag,
+-- damaged }, from the cache, else by streaming that version through sha256 (one examination per
+-- key at a time; concurrent misses wait for it and take its result when it is of their version).
+-- Fails with PRECONDITION_FAILED when `version` is no longer the current one.
+function Api:version_info(app, key, version)
   local c = self.digests[key]
   while not (c and c.version == version) and self.hashing[key] do
     self.hashing[key].wait()
     c = self.digests[key]
   end
-  if c and c.version == version then return c.etag, c.version end
+  if c and c.version == version then return c end
   local ev = async.event()
   self.hashing[key] = ev
-  local hasher = core.crypto.hasher("sha256")
-  local got, err, code = self.store:get(key, { sink = function(chunk) hasher:update(chunk) end })
+  local ok, info, err, code = pcall(self.examine, self, app, key, version)
   if self.hashing[key] == ev then self.hashing[key] = nil end
-  if not got then
-    if code == "NOT_FOUND" then self.digests[key] = nil end
-    ev.set()
-    return nil, err, code
+  if ok and info then
+    self.digests[key] = info
+  elseif ok and code == "NOT_FOUND" then
+    self.digests[key] = nil
   end
-  local etag = '"sha256:' .. core.crypto.hex(hasher:digest()) .. '"'
-  self.digests[key] = { version = got.etag, etag = etag }
   ev.set()
-  return etag, got.etag
+  if not ok then error(info, 0) end
+  return info, err, code
 end
 
--- Two reads, the hash and the body sent, may see different versions when a merge lands between
--- them. A 304 is answered only when If-None-Match is the digest of content read during this
--- request, so it never stands for anything but what the client holds. A 200 sends the body of
--- its own read, held back by one chunk: if that read turns out to be another version than the
--- one hashed, the response is broken off (the client sees a failed transfer and retries) rather
--- than completed under an ETag that is not its digest.
+-- Hashes one version of a base and makes sure it parses. The worker writes the ledger of a base
+-- (keys.ledger(app, digest)) before the base itself, so a base with a ledger is one the worker
+-- wrote whole; one without (written by something else, or not what was written: truncated,
+-- garbled) is validated in C before it is ever served.
+function Api:examine(app, key, version)
+  local hasher = core.crypto.hasher("sha256")
+  local got, err, code = self.store:get(key, { if_match = version, sink = function(chunk) hasher:update(chunk) end })
+  if not got then return nil, err, code end
+  local hex = core.crypto.hex(hasher:digest())
+  local info = { version = version, etag = '"sha256:' .. hex .. '"' }
+  local ledger, lerr, lcode = self.store:stat(keys.ledger(app, hex))
+  if ledger then return info end
+  if lcode ~= "NOT_FOUND" then
+    log.warn("cannot read the ledger of a merged profile; checking the profile itself", "app", app, "error", lerr)
+  end
+  got, err, code = self.store:get(key, { if_match = version })
+  if not got then return nil, err, code end
+  local ok, verr, vcode = async.await(pprof.validate_async, got.body, self.base_limits)
+  if not ok and vcode ~= "TOO_LARGE" then
+    log.error("the merged profile does not parse; refusing to serve it", "app", app, "key", key,
+      "version", version, "sha256", hex, "error", verr)
+    info.damaged = true
+  elseif not ok then
+    log.warn("the merged profile is too large to check; serving it unchecked", "app", app, "error", verr)
+  end
+  return info
+end
+
+-- Streams version info.version of `key` to res. Returns true once the response is finished (or
+-- broken off), or nil, err, code with nothing sent when the store could not start the read
+-- (PRECONDITION_FAILED: that version was replaced meanwhile).
+function Api:send(res, app, key, info)
+  res:header("etag", info.etag)
+  local held
+  local got, err, code = self.store:get(key, {
+    if_match = info.version,
+    sink = function(chunk)
+      if not held and res:state() == "open" then
+        -- What Go's http.DetectContentType says for the bytes the original copied out.
+        res:header("content-type", chunk:sub(1, 2) == "\31\139" and "application/x-gzip" or "application/octet-stream")
+      end
+      -- One chunk is held back, so a body of one chunk goes out whole with a Content-Length.
+      if held then
+        local ok, werr = res:write(held)
+        if not ok then error(werr, 0) end
+      end
+      held = chunk
+    end,
+  })
+  if not got then
+    if res:state() ~= "open" then
+      log.warn("download cut short", "app", app, "error", err)
+      m.downloads:inc({ status = "500" })
+      res:abort()
+      return true
+    end
+    res:header("etag", nil)
+    return nil, err, code
+  end
+  m.downloads:inc({ status = "200" })
+  if held then
+    res:finish(held)
+    return true
+  end
+  -- an empty object: no chunk came through the sink
+  res:header("content-type", "text/plain; charset=utf-8")
+  res:send("")
+  return true
+end
+
+-- One version of the merged profile, whole, under the ETag of that version: a 304 only when
+-- If-None-Match is the digest of the version current during this request; a base that does not
+-- parse is never served.
 function Api:download(req, res)
   local app = req.params.app
   local function done(status, message)
@@ -143,59 +214,36 @@ function Api:download(req, res)
   end
   if not keys.is_app_name(app) then return done(400, "invalid app name") end
   local key = keys.base(app)
-  local st, err, code = self.store:stat(key)
-  local etag, version
-  if st then etag, version, code = self:content_etag(key, st.etag) end
-  if not etag then
-    err = st and version or err
-    if code == "NOT_FOUND" then
+  for _ = 1, MAX_ATTEMPTS do
+    local st, err, code = self.store:stat(key)
+    local info
+    if st then info, err, code = self:version_info(app, key, st.etag) end
+    if info then
+      if info.damaged then
+        return done(500, ("the merged profile of app %s is damaged and is not served (details in the server log)")
+          :format(app))
+      end
+      if none_match(req:header("if-none-match"), info.etag) then
+        m.downloads:inc({ status = "304" })
+        res:status(304):header("etag", info.etag)
+        return res:send("")
+      end
+      local sent
+      sent, err, code = self:send(res, app, key, info)
+      if sent then return end
+    end
+    if code == "NOT_FOUND" and not st then
       self.digests[key] = nil
       return done(404, "Not Found")
     end
-    return done(500, tostring(err))
-  end
-  if none_match(req:header("if-none-match"), etag) then
-    m.downloads:inc({ status = "304" })
-    res:status(304):header("etag", etag)
-    return res:send("")
-  end
-  res:header("etag", etag)
-  local held
-  local got
-  got, err, code = self.store:get(key, {
-    sink = function(chunk)
-      if not held and res:state() == "open" then
-        -- What Go's http.DetectContentType says for the bytes the original copied out.
-        res:header("content-type", chunk:sub(1, 2) == "\31\139" and "application/x-gzip" or "application/octet-stream")
-      end
-      if held then
-        local ok, werr = res:write(held)
-        if not ok then error(werr, 0) end
-      end
-      held = chunk
-    end,
-  })
-  if got and got.etag ~= version then
-    log.warn("profile changed while being sent; breaking the response off", "app", app)
-    self.digests[key] = nil
-    if res:state() == "open" then return done(500, "the profile changed while being read; try again") end
-    m.downloads:inc({ status = "500" })
-    return res:abort()
-  end
-  if not got then
-    if res:state() ~= "open" then
-      log.warn("download cut short", "app", app, "error", err)
-      return res:abort()
+    if code ~= "PRECONDITION_FAILED" and code ~= "NOT_FOUND" then
+      log.error("cannot read the merged profile", "app", app, "error", err)
+      return done(500, tostring(err))
     end
-    res:header("etag", nil)
-    if code == "NOT_FOUND" then return done(404, "Not Found") end
-    return done(500, tostring(err))
+    -- replaced (or deleted) between two reads: once more, with what is there now
   end
-  m.downloads:inc({ status = "200" })
-  if held then return res:finish(held) end
-  -- an empty object: no chunk came through the sink
-  res:header("content-type", "text/plain; charset=utf-8")
-  return res:send("")
+  log.error("the merged profile kept changing while being read", "app", app, "attempts", MAX_ATTEMPTS)
+  return done(503, "the merged profile is being replaced too often to be read; try again")
 end
 
 function Api:list(_, res)

@@ -223,11 +223,12 @@ describe("api", function()
         assert(e.store:put("app/default.pgo", body .. ""))
         r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = etag } })
         assert.equals(304, r.status)
-        assert(e.store:put("app/default.pgo", body .. "x"))
+        local other = profiles.file(profiles.usable[1])
+        assert(e.store:put("app/default.pgo", other))
         r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = etag } })
         assert.equals(200, r.status)
-        assert.equals(body .. "x", r.body)
-        assert.equals('"sha256:' .. crypto.hex(crypto.digest("sha256", body .. "x")) .. '"', r.headers.etag)
+        assert.equals(other, r.body)
+        assert.equals('"sha256:' .. crypto.hex(crypto.digest("sha256", other)) .. '"', r.headers.etag)
         e.close()
       end)
     end)
@@ -244,6 +245,8 @@ describe("api", function()
         end }
         local body = profiles.file("autopgo/default.pgo")
         assert(e.store:put("app/default.pgo", body))
+        -- with its ledger, as the worker writes it: hashed, not checked again
+        assert(e.store:put("app/ledger/" .. crypto.hex(crypto.digest("sha256", body)) .. ".json", "{}"))
         local etag = '"sha256:' .. crypto.hex(crypto.digest("sha256", body)) .. '"'
         local fns = {}
         for i = 1, 5 do
@@ -257,41 +260,76 @@ describe("api", function()
       end)
     end)
 
-    it("never completes a body under an ETag that is not its digest when a merge lands mid-request", function()
+    it("sends one version whole under its own digest when a merge lands between the hash and the body", function()
       run(function()
-        local http = require "autopgo.http"
-        local old, new = "a small profile", "a newer small profile"
-        local gets, piece = 0, nil
-        -- the second read (the body sent by the first request) finds a newer version; pieces of
-        -- `piece` bytes
+        local old = profiles.file("autopgo/default.pgo")
+        local new, piece, gets = nil, nil, 0
+        -- the second read (the body of the first request) finds a newer version in place; pieces
+        -- of `piece` bytes
         local e = serve { store = function(real)
           return setmetatable({ get = function(_, key, opts)
             gets = gets + 1
-            if gets == 2 then assert(real:put(key, new)) end
-            if not piece then return real:get(key, opts) end
-            return real:get(key, { sink = function(chunk)
+            if gets == 2 and new then assert(real:put(key, new)) end
+            if not piece or not opts or not opts.sink then return real:get(key, opts) end
+            return real:get(key, { if_match = opts.if_match, sink = function(chunk)
               for i = 1, #chunk, piece do opts.sink(chunk:sub(i, i + piece - 1)) end
             end })
           end }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
         end }
-        local url = ("http://127.0.0.1:%d/api/profile/app"):format(e.srv.port)
-        -- one small piece: nothing was sent yet, so a clean 500 the client can retry
-        assert(e.store:put("app/default.pgo", old))
-        local r = assert(http.request { url = url })
-        assert.equals(500, r.status)
-        assert.matches("the profile changed while being read", r.body)
-        -- many pieces: the response had started, so it is broken off, never completed
-        old = profiles.file("autopgo/default.pgo")
-        new, piece, gets = old .. "x", 1000, 0
-        assert(e.store:put("app/default.pgo", old))
-        local res, err = http.request { url = url }
-        assert.is_nil(res)
-        assert.matches("^UNAVAILABLE: ", err)
-        -- asked again, the new version comes whole under its own digest
-        r = assert(http.request { url = url })
-        assert.equals(200, r.status)
-        assert.equals(new, r.body)
-        assert.equals('"sha256:' .. crypto.hex(crypto.digest("sha256", new)) .. '"', r.headers.etag)
+        local function digest(b) return '"sha256:' .. crypto.hex(crypto.digest("sha256", b)) .. '"' end
+        for _, p in ipairs { false, 1000 } do
+          piece, gets, new = p or nil, 0, old .. (p and "y" or "x")
+          assert(e.store:put("app/ledger/" .. crypto.hex(crypto.digest("sha256", old)) .. ".json", "{}"))
+          assert(e.store:put("app/ledger/" .. crypto.hex(crypto.digest("sha256", new)) .. ".json", "{}"))
+          assert(e.store:put("app/default.pgo", old))
+          local r = e.request("GET", "/api/profile/app")
+          assert.equals(200, r.status)
+          assert.equals(new, r.body)
+          assert.equals(digest(new), r.headers.etag)
+          assert.is_true(gets >= 3, "the new version was hashed, then sent")
+          old = new
+        end
+        e.close()
+      end)
+    end)
+
+    it("never serves a merged profile that does not parse, and checks only bases without a ledger", function()
+      run(function()
+        local gets = 0
+        local e = serve { store = function(real)
+          return setmetatable({ get = function(_, ...)
+            gets = gets + 1
+            return real:get(...)
+          end }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+        end }
+        local good = profiles.file("autopgo/default.pgo")
+        local function hex(b) return crypto.hex(crypto.digest("sha256", b)) end
+        for _, bad in ipairs { good:sub(1, #good // 2), "garbled" .. good, "not a profile at all" } do
+          assert(e.store:put("app/default.pgo", bad))
+          local r = e.request("GET", "/api/profile/app")
+          assert.equals(500, r.status)
+          assert.equals(error_body(500, "the merged profile of app app is damaged and is not served "
+            .. "(details in the server log)"), r.body)
+          assert.is_nil(r.headers.etag)
+          r = e.request("GET", "/api/profile/app", { headers = { ["If-None-Match"] = '"sha256:' .. hex(bad) .. '"' } })
+          assert.equals(500, r.status, "never a 304 for a damaged base")
+        end
+        -- a base without a ledger that parses is served (checked once: hash, check, then bodies)
+        assert(e.store:put("app/default.pgo", good))
+        gets = 0
+        for _ = 1, 3 do
+          local r = e.request("GET", "/api/profile/app")
+          assert.equals(200, r.status)
+          assert.equals(good, r.body)
+        end
+        assert.equals(2 + 3, gets)
+        -- a base with its ledger (the worker wrote it whole) is not read a second time to check it
+        local other = good .. ""
+        assert(e.store:put("app/ledger/" .. hex(other) .. ".json", "{}"))
+        assert(e.store:put("app/default.pgo", other))
+        gets = 0
+        assert.equals(200, e.request("GET", "/api/profile/app").status)
+        assert.equals(2, gets)
         e.close()
       end)
     end)

@@ -233,6 +233,12 @@ function Store:get(key, opts)
     return io_fail(serr, scode)
   end
   local meta = meta_of(st)
+  if opts and opts.if_match and meta.etag ~= opts.if_match then
+    async.await(uv.fs_close, fd)
+    return fail("PRECONDITION_FAILED", "%q is not at version %s", key, opts.if_match)
+  end
+  -- Everything below reads the open file, so the body is the version just checked even when a
+  -- write renames another one into place meanwhile.
   local sink = opts and opts.sink
   local parts, offset = {}, 0
   while true do

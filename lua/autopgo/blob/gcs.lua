@@ -166,7 +166,8 @@ function Store:stat(key)
   return object_attrs(doc)
 end
 
---- store:get(key, opts) -> { body | nil with opts.sink, etag = generation, size, last_modified }.
+--- store:get(key, opts) -> { body | nil with opts.sink, etag = generation, size, last_modified };
+-- opts.if_match = generation reads only that generation (PRECONDITION_FAILED otherwise).
 -- A streamed download that breaks off resumes where it stopped (Range, the same generation).
 function Store:get(key, opts)
   opts = opts or {}
@@ -179,6 +180,8 @@ function Store:get(key, opts)
       -- the rest of the same generation (412 if it was replaced meanwhile)
       query[2] = { "ifGenerationMatch", resume.version }
       headers = { range = ("bytes=%d-"):format(resume.offset) }
+    elseif opts.if_match then
+      query[2] = { "ifGenerationMatch", tostring(opts.if_match) }
     end
     return self:request({ method = "GET", path = self:object_path(okey), query = query, headers = headers,
       sink = opts.sink, timeout = opts.timeout or 3600 })

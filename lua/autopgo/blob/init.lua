@@ -14,7 +14,11 @@
 --       (PRECONDITION_FAILED otherwise); opts.content_type.
 --   store:get(key, opts) -> { body = "...", etag, size, last_modified }; with opts.sink, each
 --       chunk goes to sink(chunk) as it arrives (it may yield, which applies back-pressure) and
---       body is nil. last_modified is Unix seconds (a number).
+--       body is nil. last_modified is Unix seconds (a number). A get delivers exactly one version
+--       of the object, whole, and its etag is that version's, even when a put replaces the object
+--       while the body is being read. opts.if_match = etag reads only that version
+--       (PRECONDITION_FAILED otherwise, before any chunk reaches the sink), so two reads (a hash
+--       and a send) can be held to the same bytes.
 --   store:stat(key) -> { etag, size, last_modified }
 --   store:delete(key) -> true            (NOT_FOUND when absent)
 --   store:list(prefix) -> { { key, size, last_modified, etag }, ... } sorted by key, all pages

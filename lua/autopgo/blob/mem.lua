@@ -82,6 +82,9 @@ end
 function Store:get(key, opts)
   local obj = self.bucket.objects[key]
   if not obj then return not_found(key) end
+  if opts and opts.if_match and obj.etag ~= opts.if_match then
+    return nil, ("PRECONDITION_FAILED: %q is not at version %s"):format(key, opts.if_match), "PRECONDITION_FAILED"
+  end
   local meta = { etag = obj.etag, size = #obj.body, last_modified = obj.last_modified }
   if opts and opts.sink then
     for i = 1, #obj.body, CHUNK do opts.sink(obj.body:sub(i, i + CHUNK - 1)) end

@@ -247,6 +247,7 @@ end
 --- store:get for a store whose objects are plain HTTP resources (S3, Azure Blob): { body | nil
 -- with opts.sink, etag, size, last_modified }. A streamed download that breaks off resumes where
 -- it stopped (Range, If-Match the same ETag, as `if_match(etag)` spells it for the service).
+-- opts.if_match: only that version (PRECONDITION_FAILED otherwise), checked by the service.
 function M.get(store, key, opts, if_match)
   opts = opts or {}
   local okey, err, code = store:object_key(key)
@@ -256,6 +257,8 @@ function M.get(store, key, opts, if_match)
     local headers
     if resume then
       headers = { range = ("bytes=%d-"):format(resume.offset), ["if-match"] = if_match(resume.version) }
+    elseif opts.if_match then
+      headers = { ["if-match"] = if_match(opts.if_match) }
     end
     return store:request({ method = "GET", key = okey, headers = headers, sink = opts.sink,
       timeout = opts.timeout or 3600 })

@@ -169,6 +169,61 @@ return function(name, factory)
       end)
     end)
 
+    it("reads with if_match only that exact version, refusing before any byte reaches the sink", function()
+      run(function()
+        local key = prefix .. "pinned"
+        local v1 = assert(store:put(key, "version one"))
+        local got = assert(store:get(key, { if_match = v1.etag }))
+        assert.equals("version one", got.body)
+        assert.equals(v1.etag, got.etag)
+        local v2 = assert(store:put(key, "version two"))
+        local pieces = 0
+        local res, err, code = store:get(key, { if_match = v1.etag, sink = function() pieces = pieces + 1 end })
+        assert.is_nil(res)
+        assert.equals("PRECONDITION_FAILED", code, err)
+        assert.equals(0, pieces)
+        res, err, code = store:get(key, { if_match = v1.etag })
+        assert.is_nil(res)
+        assert.equals("PRECONDITION_FAILED", code, err)
+        local parts = {}
+        got = assert(store:get(key, { if_match = v2.etag, sink = function(p) parts[#parts + 1] = p end }))
+        assert.equals("version two", table.concat(parts))
+        assert.equals(v2.etag, got.etag)
+        local _, _, mcode = store:get(prefix .. "pinned-missing", { if_match = v1.etag })
+        assert.is_truthy(mcode == "PRECONDITION_FAILED" or mcode == "NOT_FOUND", mcode)
+      end)
+    end)
+
+    it("delivers one version whole, under its own etag, when a put replaces the object mid-read", function()
+      run(function()
+        local key = prefix .. "replaced"
+        local a_body, b_body = body_of(1024 * 1024 + 7, 5), body_of(1024 * 1024 + 99, 6)
+        local a = assert(store:put(key, a_body))
+        local b
+        local parts = {}
+        local got = assert(store:get(key, {
+          sink = function(piece)
+            parts[#parts + 1] = piece
+            -- the replacing write completes while this read is still going
+            if not b then b = assert(store:put(key, b_body)) end
+            async.sleep(0)
+          end,
+        }))
+        assert.is_table(b, "the replacing put ran during the read")
+        local body = table.concat(parts)
+        assert.is_true(#parts > 1, "the body should arrive in more than one piece")
+        if got.etag == a.etag then
+          assert.equals(sha(a_body), sha(body), "the etag of the first version over other bytes")
+        else
+          assert.equals(b.etag, got.etag)
+          assert.equals(sha(b_body), sha(body), "the etag of the second version over other bytes")
+        end
+        -- and the version read from then on is the new one
+        local now = assert(store:get(key, { if_match = b.etag }))
+        assert.equals(sha(b_body), sha(now.body))
+      end, 120000)
+    end)
+
     it("lets exactly one of two writers racing on the same etag win", function()
       run(function()
         local key = prefix .. "race"
