@@ -27,6 +27,9 @@ return {
   -- event_reader_url = "kafka://autopgo-workers?topic=profiles",
   -- Largest accepted upload. (--max-upload-size, AUTOPGO_MAX_UPLOAD_SIZE)
   max_upload_size = "64MiB",
+  -- /api/health reports unhealthy ("disk") when the disk of data_dir has less free space than this
+  -- (file store only). (--min-free-space, AUTOPGO_MIN_FREE_SPACE)
+  min_free_space = "512MiB",
   -- Pruning rules in the original's JSON format. (--prune, AUTOPGO_PRUNE)
   -- prune = "/etc/autopgo/prune.json",
   -- Merge policy per application ("*" applies to every app without its own entry): prune rules

@@ -42,6 +42,22 @@ local function answer(res, status, message)
   return res:error(status, message)
 end
 
+-- The 400 for a path segment that is not an app name, saying why.
+local function bad_name(app)
+  return "invalid app name: " .. keys.app_name_problem(app)
+end
+
+-- A store or bus failure: the details (paths, errno names, a service's words) go to the log, the
+-- client gets what failed and the failure's code. A full disk is 507 Insufficient Storage.
+local function failure(what, err, ...)
+  log.error(what, "error", tostring(err), ...)
+  local code = fail.code(err) or "INTERNAL"
+  if tostring(err):find("ENOSPC", 1, true) then
+    return 507, what .. ": the server is out of storage space"
+  end
+  return 500, ("%s (%s); details are in the server log"):format(what, code)
+end
+
 -- Unix nanoseconds, strictly increasing within this process so two uploads never share a key.
 function Api:nanos()
   local sec, usec = uv.gettimeofday()
@@ -57,7 +73,7 @@ function Api:upload(req, res)
     m.uploads:inc({ status = tostring(status) })
     return answer(res, status, message)
   end
-  if not keys.is_app_name(app) then return done(400, "invalid app name") end
+  if not keys.is_app_name(app) then return done(400, bad_name(app)) end
   local body = req:body()
   m.bytes:inc(nil, #body)
   local info, err, code = async.await(pprof.validate_async, body, self.limits)
@@ -75,18 +91,16 @@ function Api:upload(req, res)
     put, perr, pcode = self.store:put(key, body, { if_none_match = "*" })
     if put or pcode ~= "PRECONDITION_FAILED" then break end
   end
-  if not put then
-    log.error("cannot store an upload", "app", app, "error", perr)
-    return done(500, tostring(perr))
-  end
+  if not put then return done(failure("cannot store the profile", perr, "app", app)) end
   local ok, eerr = events.publish(self.writer, events.UPLOADED, { app = app, profileKey = key })
   if not ok then
-    log.error("cannot publish profile.uploaded; removing the staged upload", "app", app, "key", key, "error", eerr)
+    local status, message = failure("cannot announce the upload", eerr, "app", app,
+      "key", key)
     local dok, derr, dcode = self.store:delete(key)
     if not dok and dcode ~= "NOT_FOUND" then
       log.error("cannot remove the staged upload after a failed publish", "key", key, "error", derr)
     end
-    return done(500, tostring(eerr))
+    return done(status, message)
   end
   m.uploads:inc({ status = "201" })
   return res:json(201, json.object("key", key))
@@ -212,7 +226,7 @@ function Api:download(req, res)
     m.downloads:inc({ status = tostring(status) })
     return answer(res, status, message)
   end
-  if not keys.is_app_name(app) then return done(400, "invalid app name") end
+  if not keys.is_app_name(app) then return done(400, bad_name(app)) end
   local key = keys.base(app)
   for _ = 1, MAX_ATTEMPTS do
     local st, err, code = self.store:stat(key)
@@ -237,8 +251,7 @@ function Api:download(req, res)
       return done(404, "Not Found")
     end
     if code ~= "PRECONDITION_FAILED" and code ~= "NOT_FOUND" then
-      log.error("cannot read the merged profile", "app", app, "error", err)
-      return done(500, tostring(err))
+      return done(failure("cannot read the merged profile", err, "app", app))
     end
     -- replaced (or deleted) between two reads: once more, with what is there now
   end
@@ -248,7 +261,7 @@ end
 
 function Api:list(_, res)
   local items, err = self.store:list("")
-  if not items then return answer(res, 500, tostring(err)) end
+  if not items then return answer(res, failure("cannot list the merged profiles", err)) end
   local profiles = json.array()
   for _, item in ipairs(items) do
     local kind, app = keys.kind_of(item.key)
@@ -262,17 +275,17 @@ end
 
 function Api:delete(req, res)
   local app = req.params.app
-  if not keys.is_app_name(app) then return answer(res, 400, "invalid app name") end
+  if not keys.is_app_name(app) then return answer(res, 400, bad_name(app)) end
   local st, err, code = self.store:stat(keys.base(app))
   if not st then
-    if code ~= "NOT_FOUND" then return answer(res, 500, tostring(err)) end
+    if code ~= "NOT_FOUND" then return answer(res, failure("cannot read the profiles of the app", err, "app", app)) end
     -- Only staged uploads (nothing merged yet) still count as something to delete.
     local items, lerr = self.store:list(keys.app_prefix(app))
-    if not items then return answer(res, 500, tostring(lerr)) end
+    if not items then return answer(res, failure("cannot list the profiles of the app", lerr, "app", app)) end
     if #items == 0 then return answer(res, 404, "Not Found") end
   end
   local ok, eerr = events.publish(self.writer, events.DELETED, { app = app })
-  if not ok then return answer(res, 500, tostring(eerr)) end
+  if not ok then return answer(res, failure("cannot announce the deletion", eerr, "app", app)) end
   self.digests[keys.base(app)] = nil
   return res:json(200, json.object())
 end

@@ -24,10 +24,11 @@ end
 M.commands = {
   { name = "server", script = "roles/server.lua",
     summary = "Run the profile server (and, on the embedded default, the worker in the same process)",
-    options = list(role_options, { "event_reader_url", "prune", "data_dir", "max_upload_size", "policy" }) },
+    options = list(role_options, { "event_reader_url", "prune", "data_dir", "max_upload_size", "min_free_space",
+      "policy" }) },
   { name = "worker", script = "roles/worker.lua",
     summary = "Merge uploaded profiles into one base profile per application",
-    options = list(role_options, { "event_reader_url", "prune", "data_dir", "policy" }) },
+    options = list(role_options, { "event_reader_url", "prune", "data_dir", "min_free_space", "policy" }) },
   { name = "scrape", script = "roles/scraper.lua", args = { 0, 1, "[FILE|KUBECONFIG]" },
     summary = "Periodically profile Go applications and forward the profiles to the server",
     options = { "log_level", "api_url", "port", "host", "sample_size", "app", "frequency", "duration", "mode",

@@ -3,6 +3,9 @@
 -- {"status": "healthy"|"unhealthy", "dependencies": [{"name", "status", "message"}]} with 200/503.
 local async = require "autopgo.async"
 local json = require "autopgo.json"
+local log = require "autopgo.log"
+local units = require "autopgo.units"
+local uv = require "luv"
 
 local M = {}
 
@@ -65,6 +68,26 @@ function Registry:check()
     deps[i] = { name = c.name, status = msg and "unhealthy" or "healthy", message = msg }
   end
   return healthy, deps
+end
+
+--- A check that fails when the file system holding `dir` has less than `min_bytes` free for this
+-- process (statfs's f_bavail): a full disk would otherwise show only as failed uploads and merges.
+M.default_min_free = 512 * 1024 * 1024
+function M.free_space(dir, min_bytes)
+  min_bytes = min_bytes or M.default_min_free
+  return function()
+    local st, err = async.await(uv.fs_statfs, dir)
+    if not st then
+      log.warn("cannot read the free space of the data directory", "dir", dir, "error", tostring(err))
+      return nil, "cannot read the free space of the data directory (details in the server log)"
+    end
+    local free = st.bavail * st.bsize
+    if free < min_bytes then
+      return nil, ("only %s free on the disk of the data directory, below the minimum of %s (--min-free-space): "
+        .. "uploads and merges will fail when it is full"):format(units.format_size(free), units.format_size(min_bytes))
+    end
+    return true
+  end
 end
 
 --- The JSON body and status code for the current health.

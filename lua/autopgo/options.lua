@@ -42,6 +42,8 @@ M.list = {
     desc = "Where the embedded default file store keeps profiles when no --blob-store-url is given" },
   { name = "max_upload_size", type = "size", default = "64MiB",
     desc = "The largest profile upload accepted, in bytes or with a unit (KiB, MiB, GiB)" },
+  { name = "min_free_space", type = "size", default = "512MiB",
+    desc = "Below this much free disk space under --data-dir, /api/health reports unhealthy" },
   { name = "output", short = "o", type = "string", default = "default.pgo",
     desc = "The location on the local file system to store the profile" },
   { name = "fail_open", type = "bool", default = false,

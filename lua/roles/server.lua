@@ -30,6 +30,7 @@ if pol then
   embedded = worker.new { store = store, writer = writer, reader = reader, policy = pol, recover = true }
 end
 daemon.register_health(store, writer, reader)
+if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 
 local router = httpd.router()
 api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size }):routes(router)

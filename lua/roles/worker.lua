@@ -27,6 +27,7 @@ local store = daemon.open_store(opts)
 local writer = daemon.open_writer(daemon.writer_url(opts), opts)
 local reader = daemon.open_reader(reader_url, opts)
 daemon.register_health(store, writer, reader)
+if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 
 local w = worker.new { store = store, writer = writer, reader = reader, policy = pol,
   recover = daemon.is_in_process(reader_url) }

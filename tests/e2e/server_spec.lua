@@ -126,7 +126,8 @@ describe("autopgo server (embedded default)", function()
       local h = httpc.request(s.port, "GET", "/api/health")
       assert.equals(200, h.status)
       assert.equals('{"status":"healthy","dependencies":[{"name":"blob-store","status":"healthy"},'
-        .. '{"name":"event-writer","status":"healthy"},{"name":"event-reader","status":"healthy"}]}\n', h.body)
+        .. '{"name":"event-writer","status":"healthy"},{"name":"event-reader","status":"healthy"},'
+        .. '{"name":"disk","status":"healthy"}]}\n', h.body)
       assert.equals(200, httpc.request(s.port, "GET", "/api/ready").status)
       local up = httpc.request(s.port, "POST", "/api/profile/app",
         { body = support.read_file(corpus .. "/goapp-go123-cpu-1.pb.gz") })

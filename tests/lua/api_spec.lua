@@ -99,17 +99,53 @@ describe("api", function()
       end)
     end)
 
-    it("refuses an invalid app name with 400", function()
+    it("refuses an invalid app name with 400 saying why, a name over 128 characters included", function()
       run(function()
         local e = serve()
-        for _, path in ipairs { "/api/profile/My-App", "/api/profile/a_b", "/api/profile/", "/api/profile/a%2Fb",
-          "/api/profile/%C3%A9" } do
+        local chars = "an application name is made of a-z, 0-9 and '-', got "
+        for path, why in pairs {
+          ["/api/profile/My-App"] = chars .. '"My-App"',
+          ["/api/profile/a_b"] = chars .. '"a_b"',
+          ["/api/profile/"] = "an application name must not be empty",
+          ["/api/profile/a%2Fb"] = chars .. '"a/b"',
+          ["/api/profile/" .. ("a"):rep(129)] = "an application name has at most 128 characters, got 129",
+          ["/api/profile/" .. ("a"):rep(256)] = "an application name has at most 128 characters, got 256",
+        } do
           local r = e.request("POST", path, { body = profiles.file(profiles.usable[1]) })
           assert.equals(400, r.status, path)
-          assert.equals(error_body(400, "invalid app name"), r.body)
+          assert.equals(error_body(400, "invalid app name: " .. why), r.body)
         end
-        assert.same({}, keys(e.store, ""))
+        local r = e.request("POST", "/api/profile/" .. ("a"):rep(128), { body = profiles.file(profiles.usable[1]) })
+        assert.equals(201, r.status, "128 characters are allowed")
+        assert.equals(1, #keys(e.store, ""))
         e.close()
+      end)
+    end)
+
+    it("keeps paths and errno names out of error bodies, and answers 507 when the disk is full", function()
+      run(function()
+        local root = support.tmpdir()
+        local err = "IO: ENAMETOOLONG: name too long: " .. root .. "/app/staging/1"
+        local e = serve { store = function(real)
+          return setmetatable({ put = function() return nil, err, "IO" end, stat = function() return nil, err, "IO" end,
+            list = function() return nil, err, "IO" end },
+            { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+        end }
+        local body = profiles.file(profiles.usable[1])
+        for _, req in ipairs { { "POST", "/api/profile/app", "cannot store the profile" },
+          { "GET", "/api/profile/app", "cannot read the merged profile" },
+          { "GET", "/api/profile", "cannot list the merged profiles" },
+          { "DELETE", "/api/profile/app", "cannot read the profiles of the app" } } do
+          local r = e.request(req[1], req[2], { body = req[1] == "POST" and body or nil })
+          assert.equals(500, r.status, req[2])
+          assert.equals(error_body(500, req[3] .. " (IO); details are in the server log"), r.body)
+        end
+        err = "IO: ENOSPC: no space left on device: " .. root .. "/.autopgo/tmp/x"
+        local r = e.request("POST", "/api/profile/app", { body = body })
+        assert.equals(507, r.status)
+        assert.equals(error_body(507, "cannot store the profile: the server is out of storage space"), r.body)
+        e.close()
+        support.rm_rf(root)
       end)
     end)
 
@@ -161,7 +197,8 @@ describe("api", function()
         local e = serve { store = function(s) return failing(s, { "put" }) end }
         local r = e.request("POST", "/api/profile/app", { body = profiles.file(profiles.usable[1]) })
         assert.equals(500, r.status)
-        assert.equals(error_body(500, "UNAVAILABLE: put is down"), r.body)
+        assert.equals(error_body(500, "cannot store the profile (UNAVAILABLE); details are in the server log"),
+          r.body)
         assert.same({}, keys(e.store, ""))
         e.close()
       end)
@@ -172,7 +209,8 @@ describe("api", function()
         local e = serve { writer = function(w) return failing(w, { "publish" }) end }
         local r = e.request("POST", "/api/profile/app", { body = profiles.file(profiles.usable[1]) })
         assert.equals(500, r.status)
-        assert.equals(error_body(500, "UNAVAILABLE: publish is down"), r.body)
+        assert.equals(error_body(500, "cannot announce the upload (UNAVAILABLE); details are in the server log"),
+          r.body)
         assert.same({}, keys(e.store, ""), "a staged upload without its event would be merged by a later pass")
         e.close()
       end)
@@ -188,7 +226,8 @@ describe("api", function()
         assert.equals(error_body(404, "Not Found"), r.body)
         r = e.request("GET", "/api/profile/App")
         assert.equals(400, r.status)
-        assert.equals(error_body(400, "invalid app name"), r.body)
+        assert.equals(error_body(400, "invalid app name: an application name is made of a-z, 0-9 and '-', got \"App\""),
+          r.body)
         e.close()
       end)
     end)
@@ -339,7 +378,8 @@ describe("api", function()
         local e = serve { store = function(s) return failing(s, { "stat" }) end }
         local r = e.request("GET", "/api/profile/app")
         assert.equals(500, r.status)
-        assert.equals(error_body(500, "UNAVAILABLE: stat is down"), r.body)
+        assert.equals(error_body(500, "cannot read the merged profile (UNAVAILABLE); details are in the server log"),
+          r.body)
         e.close()
       end)
     end)
@@ -406,13 +446,15 @@ describe("api", function()
         assert.equals(error_body(404, "Not Found"), r.body)
         r = e.request("DELETE", "/api/profile/No")
         assert.equals(400, r.status)
-        assert.equals(error_body(400, "invalid app name"), r.body)
+        assert.equals(error_body(400, "invalid app name: an application name is made of a-z, 0-9 and '-', got \"No\""),
+          r.body)
         e.close()
         local f = serve { writer = function(w) return failing(w, { "publish" }) end }
         assert(f.store:put("app/default.pgo", "x"))
         r = f.request("DELETE", "/api/profile/app")
         assert.equals(500, r.status)
-        assert.equals(error_body(500, "UNAVAILABLE: publish is down"), r.body)
+        assert.equals(error_body(500, "cannot announce the deletion (UNAVAILABLE); details are in the server log"),
+          r.body)
         f.close()
       end)
     end)

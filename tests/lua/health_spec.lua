@@ -2,6 +2,8 @@
 local support = require "tests.lua.support"
 local health = require "autopgo.health"
 local async = require "autopgo.async"
+local json = require "autopgo.json"
+local uv = require "luv"
 
 describe("health", function()
   it("is healthy with 200 when every check passes", function()
@@ -26,7 +28,6 @@ describe("health", function()
       h:register("fine", function() return true end)
       local status, body = h:report()
       assert.equals(503, status)
-      local json = require("autopgo.json")
       local doc = json.decode(body)
       assert.equals("unhealthy", doc.status)
       assert.equals("UNAVAILABLE: disk gone", doc.dependencies[1].message)
@@ -53,6 +54,31 @@ describe("health", function()
       assert.equals(200, (h:report()))
       h:unregister("x")
       assert.equals('{"status":"healthy","dependencies":null}\n', select(2, h:report()))
+    end)
+  end)
+
+  it("turns unhealthy, saying so without the path, when the data directory's disk is below the minimum", function()
+    support.run(function()
+      local dir = support.tmpdir()
+      local st = assert(uv.fs_statfs(dir))
+      local free = st.bavail * st.bsize
+      local h = health.registry()
+      h:register("disk", health.free_space(dir, free + 1024 * 1024 * 1024 * 1024))
+      local status, body = h:report()
+      assert.equals(503, status)
+      local doc = json.decode(body)
+      assert.equals("disk", doc.dependencies[1].name)
+      assert.equals("unhealthy", doc.dependencies[1].status)
+      assert.matches("^only .* free on the disk of the data directory, below the minimum of "
+        .. ".* %(%-%-min%-free%-space%)", doc.dependencies[1].message)
+      assert.is_nil(doc.dependencies[1].message:find(dir, 1, true), "no path in the answer")
+      h:register("disk", health.free_space(dir, 1))
+      assert.equals(200, (h:report()))
+      h:register("disk", health.free_space(dir .. "/missing", 1))
+      status, body = h:report()
+      assert.equals(503, status)
+      assert.is_nil(body:find(dir, 1, true), "no path in the answer")
+      support.rm_rf(dir)
     end)
   end)
 end)
