@@ -248,7 +248,7 @@ function Api:download(req, res)
     end
     if code == "NOT_FOUND" and not st then
       self.digests[key] = nil
-      return done(404, "Not Found")
+      return done(404, ("no merged profile for app %s yet"):format(app))
     end
     if code ~= "PRECONDITION_FAILED" and code ~= "NOT_FOUND" then
       return done(failure("cannot read the merged profile", err, "app", app))
@@ -271,6 +271,53 @@ function Api:list(_, res)
     end
   end
   return res:json(200, json.object("profiles", profiles))
+end
+
+-- GET /api/profile/{app}/uploads: what became of an app's uploads. {app, merged: {size,
+-- lastModified} | null, staged: [{key, size, lastModified}], rejected: [{key, reason,
+-- lastModified}]}, oldest first; a rejected upload's reason is the text the worker wrote beside it.
+function Api:uploads(req, res)
+  local app = req.params.app
+  if not keys.is_app_name(app) then return answer(res, 400, bad_name(app)) end
+  local items, err = self.store:list(keys.app_prefix(app))
+  if not items then return answer(res, failure("cannot list the uploads of the app", err, "app", app)) end
+  local staged, rejected, reasons, merged = {}, {}, {}, json.null
+  for _, item in ipairs(items) do
+    local kind = keys.kind_of(item.key)
+    if kind == "base" then
+      merged = json.object("size", item.size, "lastModified", utc.rfc3339(item.last_modified))
+    elseif kind == "staging" then
+      staged[#staged + 1] = item
+    elseif kind == "rejected" then
+      local of = item.key:match("^(.*)%.reason$")
+      if of then reasons[of] = item else rejected[#rejected + 1] = item end
+    end
+  end
+  local function oldest_first(a, b)
+    if a.last_modified ~= b.last_modified then return a.last_modified < b.last_modified end
+    return a.key < b.key
+  end
+  table.sort(staged, oldest_first)
+  table.sort(rejected, oldest_first)
+  local out_staged, out_rejected = json.array(), json.array()
+  for i, item in ipairs(staged) do
+    out_staged[i] = json.object("key", item.key, "size", item.size, "lastModified", utc.rfc3339(item.last_modified))
+  end
+  for i, item in ipairs(rejected) do
+    local reason = "no reason was recorded"
+    if reasons[item.key] then
+      local got, rerr, rcode = self.store:get(keys.reason_of(item.key))
+      if got then
+        reason = (got.body:gsub("%s+$", ""))
+      elseif rcode ~= "NOT_FOUND" then
+        log.warn("cannot read why an upload was rejected", "key", item.key, "error", rerr)
+        reason = "the reason could not be read (details in the server log)"
+      end
+    end
+    out_rejected[i] = json.object("key", item.key, "reason", reason, "lastModified",
+      utc.rfc3339(item.last_modified))
+  end
+  return res:json(200, json.object("app", app, "merged", merged, "staged", out_staged, "rejected", out_rejected))
 end
 
 function Api:delete(req, res)
@@ -296,6 +343,7 @@ function Api:routes(router)
   router:add("GET", "/api/profile/{app}", function(req, res) return self:download(req, res) end)
   router:add("GET", "/api/profile", function(req, res) return self:list(req, res) end)
   router:add("DELETE", "/api/profile/{app}", function(req, res) return self:delete(req, res) end)
+  router:add("GET", "/api/profile/{app}/uploads", function(req, res) return self:uploads(req, res) end)
   return router
 end
 

@@ -4,6 +4,7 @@
 -- "invalid app name (400)", and a fourth value carries that status:
 --   nil, "INVALID: invalid app name (400)", "INVALID", 400
 -- Transport failures keep the HTTP client's codes (UNAVAILABLE, TIMEOUT, TLS, ...).
+local fail = require "autopgo.fail"
 local http = require "autopgo.http"
 local url = require "autopgo.url"
 local cjson = require "cjson.safe"
@@ -119,6 +120,21 @@ function Client:list()
     if type(p) == "table" and type(p.key) == "string" then list[#list + 1] = p end
   end
   return list, res.body
+end
+
+--- What became of an application's uploads: the server's {app, merged, staged = [{key, size,
+-- lastModified}], rejected = [{key, reason, lastModified}]} decoded, and the raw response body.
+function Client:uploads(app)
+  local res, err, code = self:request { url = self:profile_url(app) .. "/uploads" }
+  if not res then return nil, err, code end
+  if res.status ~= 200 then return M.response_error(res) end
+  local doc = cjson.decode(res.body or "")
+  if type(doc) ~= "table" or type(doc.staged) ~= "table" or type(doc.rejected) ~= "table" then
+    local _, ferr, fcode = fail.new("SERVER", "the server sent no {staged, rejected} lists of uploads "
+      .. "(an older server?)")
+    return nil, ferr, fcode, res.status
+  end
+  return doc, res.body
 end
 
 --- Deletes an application's merged and pending profiles.

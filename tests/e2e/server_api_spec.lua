@@ -5,6 +5,7 @@ local httpc = require "tests.lua.httpc"
 local serverproc = require "tests.e2e.serverproc"
 local async = require "autopgo.async"
 local json = require "autopgo.json"
+local profiles = require "tests.lua.profiles"
 
 local run = support.run
 
@@ -60,6 +61,55 @@ describe("autopgo server API (embedded default)", function()
       assert.equals(400, r.status)
       assert.equals('{"message":"invalid app name: an application name has at most 128 characters, got 256",'
         .. '"code":400}\n', r.body)
+      assert.equals(0, serverproc.stop(s))
+    end, 120000)
+  end)
+
+  it("tells a user what became of an app's uploads: autopgo status, and download's 404", function()
+    run(function()
+      local config = support.write_file(dir .. "/config.lua", [[
+return { policy = { picky = { hook = function() error("picky refuses every profile", 0) end } } }
+]])
+      local s = serverproc.start(dir, { "--config", config })
+      local upload = support.root .. "/tests/testdata/pprof/" .. profiles.usable[1]
+      local function autopgo(args)
+        args[#args + 1] = "--api-url"
+        args[#args + 1] = s.url
+        return support.autopgo(args)
+      end
+      local code, out, err = autopgo { "download", "picky", "-o", dir .. "/out.pgo" }
+      assert.equals(1, code, out)
+      assert.equals("autopgo download: no merged profile for app picky yet\n", err)
+      for _, app in ipairs { "picky", "fine" } do
+        code, out, err = autopgo { "upload", "--app", app, upload }
+        assert.equals(0, code, err)
+        assert.matches("^" .. app .. "/staging/%d+\n$", out)
+      end
+      local doc
+      serverproc.wait_until("the rejection of picky's upload and the merge of fine's", function()
+        local a = json.decode(httpc.request(s.port, "GET", "/api/profile/picky/uploads").body)
+        local b = json.decode(httpc.request(s.port, "GET", "/api/profile/fine/uploads").body)
+        doc = a
+        return #a.rejected == 1 and #a.staged == 0 and type(b.merged) == "table"
+      end)
+      assert.matches("picky refuses every profile", doc.rejected[1].reason)
+      assert.matches("^picky/rejected/", doc.rejected[1].key)
+      code, out, err = autopgo { "status", "picky" }
+      assert.equals(0, code, err)
+      assert.matches("^picky: no merged profile yet\n", out)
+      assert.matches("\nno uploads waiting to be merged\n", out)
+      assert.matches("\n1 rejected upload:\n  picky/rejected/[^\n]+  %(rejected [^)]+%)\n    [^\n]*picky refuses every "
+        .. "profile", out)
+      code, out, err = autopgo { "status", "fine" }
+      assert.equals(0, code, err)
+      assert.matches("^fine: merged profile of [%d.]+ [KM]?i?B, last updated %d%d%d%d%-%d%d%-%d%d ", out)
+      assert.matches("\nno rejected uploads\n", out)
+      code, out, err = autopgo { "status", "fine", "--json" }
+      assert.equals(0, code, err)
+      assert.equals("fine", json.decode(out).app)
+      code, out, err = autopgo { "status", "Bad_Name" }
+      assert.equals(1, code, out)
+      assert.matches("^autopgo status: invalid app name: ", err)
       assert.equals(0, serverproc.stop(s))
     end, 120000)
   end)

@@ -107,6 +107,10 @@ function M.run(opts, args)
         "kept", st and out or "nothing")
       return 0
     end
+    if status == 404 then
+      -- whatever the server's words (the original's are "Not Found"), this is what a 404 means here
+      cli.exit(1, ("autopgo download: no merged profile for app %s yet"):format(app))
+    end
     cli.exit(1, "autopgo download: " .. client.message(err, status))
   end
   if res.status == 304 then
