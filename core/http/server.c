@@ -565,6 +565,15 @@ int ap_http_server_start(uv_loop_t *loop, const ap_http_server_config *cfg, ap_h
         snprintf(err, errlen, "invalid listen address %s", cfg->host);
         return -1;
     }
+    if (cfg->spool_dir != NULL) {
+        char tmpl[sizeof h2o_socket_buffer_mmap_settings.fn_template];
+        int n = snprintf(tmpl, sizeof tmpl, "%s/h2o.b.XXXXXX", cfg->spool_dir);
+        if (n < 0 || (size_t)n >= sizeof tmpl) {
+            snprintf(err, errlen, "the spool directory name is too long");
+            return -1;
+        }
+        memcpy(h2o_socket_buffer_mmap_settings.fn_template, tmpl, (size_t)n + 1);
+    }
     ap_http_server *srv = calloc(1, sizeof *srv);
     if (srv == NULL) {
         snprintf(err, errlen, "out of memory");

@@ -24,6 +24,10 @@ typedef struct {
     /* Errors the server answers itself (413, 400 for broken framing) get a JSON body
      * {"message": "...", "code": N} instead of text, like the handlers' own errors. */
     int json_errors;
+    /* Directory for request bodies over 32 MiB, which h2o keeps in an mmap'd temporary file
+     * (created and unlinked at once) rather than in memory; NULL keeps h2o's /tmp. h2o has one such
+     * setting per process, so the last server started decides. */
+    const char *spool_dir;
     /* Called on the loop for every request; the request stays valid until on_gone (see
      * ap_http_req_set_owner) whether or not a response has been sent. */
     void (*on_request)(void *data, ap_http_req *req);

@@ -345,7 +345,8 @@ static lua_Integer opt_int_field(lua_State *L, int idx, const char *name, lua_In
     return v;
 }
 
-/* http_server.listen{ host, port, max_body, request_timeout_ms, json_errors, on_request }
+/* http_server.listen{ host, port, max_body, request_timeout_ms, json_errors, spool_dir, on_request
+ * }
  *   -> server | nil, "LISTEN: ...", "LISTEN" */
 static int l_listen(lua_State *L)
 {
@@ -357,6 +358,8 @@ static int l_listen(lua_State *L)
     lua_Integer timeout = opt_int_field(L, 1, "request_timeout_ms", 120000, 1, INT32_MAX);
     lua_getfield(L, 1, "json_errors");
     int json_errors = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "spool_dir");
+    const char *spool_dir = luaL_optstring(L, -1, NULL);
     lua_getfield(L, 1, "on_request");
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "on_request must be a function");
 
@@ -371,6 +374,7 @@ static int l_listen(lua_State *L)
         .max_body = (size_t)max_body,
         .request_timeout_ms = (uint64_t)timeout,
         .json_errors = json_errors,
+        .spool_dir = spool_dir,
         .on_request = server_on_request,
         .data = s,
     };

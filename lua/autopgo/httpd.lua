@@ -17,6 +17,8 @@ local async = require "autopgo.async"
 local url = require "autopgo.url"
 local json = require "autopgo.json"
 local log = require "autopgo.log"
+local fail = require "autopgo.fail"
+local uv = require "luv"
 
 local M = {}
 
@@ -211,6 +213,17 @@ function Server:stats()
   return self._ud:stats()
 end
 
+-- mkdir -p, synchronous: once, when a server starts (and outside coroutines too).
+local function mkdirs(path)
+  local sofar = path:sub(1, 1) == "/" and "" or "."
+  for seg in path:gmatch("[^/]+") do
+    sofar = sofar .. "/" .. seg
+    local ok, err, ecode = uv.fs_mkdir(sofar, 448)
+    if not ok and ecode ~= "EEXIST" then return nil, err end
+  end
+  return true
+end
+
 local function finish_failed(res)
   local ok, err = pcall(function()
     local state = res:state()
@@ -226,7 +239,9 @@ end
 --- Starts a server. opts: host ("0.0.0.0"), port (8080; 0 picks a free one), max_body (bytes,
 -- 64 MiB; larger bodies get 413 before they are read), request_timeout (seconds to receive a
 -- request, also the keep-alive idle time; 120), json_errors (true: the server's own 400/413 answers
--- use the API's JSON error body), handler = function(req, res) or a router.
+-- use the API's JSON error body), spool_dir (where h2o keeps request bodies over 32 MiB, in a
+-- temporary file it unlinks at once; created if missing; default h2o's /tmp), handler =
+-- function(req, res) or a router.
 -- Returns the server (srv.port is the bound port) or nil, "LISTEN: ...", "LISTEN".
 function M.listen(opts)
   assert(type(opts) == "table", "httpd.listen: options table expected")
@@ -263,12 +278,17 @@ function M.listen(opts)
       end
     end, run, req, res)
   end
+  if opts.spool_dir then
+    local ok, merr = mkdirs(opts.spool_dir)
+    if not ok then return fail.new("LISTEN", "cannot create the spool directory %s: %s", opts.spool_dir, merr) end
+  end
   local ud, err, code = core.http_server.listen {
     host = opts.host or "0.0.0.0",
     port = opts.port or 8080,
     max_body = opts.max_body or M.default_max_body,
     request_timeout_ms = math.floor((opts.request_timeout or 120) * 1000),
     json_errors = opts.json_errors ~= false,
+    spool_dir = opts.spool_dir,
     on_request = on_request,
   }
   if not ud then return nil, err, code end

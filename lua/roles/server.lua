@@ -38,7 +38,11 @@ router:add("GET", "/api/health", health.handler())
 router:add("GET", "/api/ready", health.handler())
 router:add("GET", "/metrics", metrics.handler())
 
-local srv, err = httpd.listen { port = opts.port, max_body = opts.max_upload_size, handler = router, name = "server" }
+-- Bodies over 32 MiB wait in a temporary file under the data directory (the file store's own
+-- .autopgo/tmp), never in /tmp: bounded by --max-upload-size like any upload.
+local spool_dir = (store.root or opts.data_dir or "./autopgo-data") .. "/.autopgo/tmp"
+local srv, err = httpd.listen { port = opts.port, max_body = opts.max_upload_size, handler = router, name = "server",
+  spool_dir = spool_dir }
 if not srv then cli.exit(1, "autopgo server: " .. err) end
 -- Bodies over --max-upload-size are refused with 413 by the HTTP server before the API sees
 -- them; its count joins the uploads the API counted itself.

@@ -5,6 +5,7 @@ local httpc = require "tests.lua.httpc"
 local serverproc = require "tests.e2e.serverproc"
 local async = require "autopgo.async"
 local json = require "autopgo.json"
+local uv = require "luv"
 local profiles = require "tests.lua.profiles"
 
 local run = support.run
@@ -110,6 +111,38 @@ return { policy = { picky = { hook = function() error("picky refuses every profi
       code, out, err = autopgo { "status", "Bad_Name" }
       assert.equals(1, code, out)
       assert.matches("^autopgo status: invalid app name: ", err)
+      assert.equals(0, serverproc.stop(s))
+    end, 120000)
+  end)
+
+  it("spools an upload over 32 MiB under its data directory, never in /tmp", function()
+    run(function()
+      local s = serverproc.start(dir, { "--max-upload-size", "64MiB" })
+      local size = 40 * 1024 * 1024
+      local c = httpc.connect(s.port)
+      c:send(("POST /api/profile/app HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"):format(size))
+      -- all but the last byte: the server holds the body, waiting for the rest
+      local piece = ("p"):rep(1024 * 1024)
+      for _ = 1, 39 do c:send(piece) end
+      c:send(piece:sub(2))
+      local spooled
+      serverproc.wait_until("the body spooled to a file", function()
+        spooled = {}
+        local req = uv.fs_scandir("/proc/" .. s.proc.pid .. "/fd")
+        for name in uv.fs_scandir_next, req do
+          local target = uv.fs_readlink("/proc/" .. s.proc.pid .. "/fd/" .. name)
+          if target and target:find("h2o.b.", 1, true) then spooled[#spooled + 1] = target end
+        end
+        return #spooled > 0
+      end)
+      local data = assert(uv.fs_realpath(s.data))
+      for _, target in ipairs(spooled) do
+        assert.equals(data .. "/.autopgo/tmp/h2o.b.", target:sub(1, #data + 20), target)
+      end
+      c:send("p")
+      local r = assert(c:read_response(30000))
+      assert.equals(400, r.status, "not a profile, but read whole")
+      c:close()
       assert.equals(0, serverproc.stop(s))
     end, 120000)
   end)

@@ -95,6 +95,60 @@ describe("httpd", function()
     end)
   end)
 
+  it("answers 413 from the headers alone: a Content-Length over max_body, no body sent", function()
+    run(function()
+      local calls = 0
+      local srv = listen(function(_, res)
+        calls = calls + 1
+        res:send("ok")
+      end, { max_body = 1000 })
+      local c = httpc.connect(srv.port)
+      -- announces 100 MB and sends none of it: the answer cannot wait for the body
+      c:send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+      local r = assert(c:read_response(5000))
+      assert.equals(413, r.status)
+      assert.equals('{"message":"request body is larger than the limit of 1000 bytes","code":413}\n', r.body)
+      assert.equals(0, calls)
+      c:close()
+      srv:shutdown()
+    end)
+  end)
+
+  it("keeps bodies over 32 MiB in its spool directory, not in /tmp", function()
+    run(function()
+      local uv = require "luv"
+      local dir = support.tmpdir()
+      local spool = dir .. "/data/.autopgo/tmp"
+      -- the files h2o has open for this request's body (it unlinks them at once)
+      local function spooled()
+        local out = {}
+        local req = assert(uv.fs_scandir("/proc/self/fd"))
+        for name in uv.fs_scandir_next, req do
+          local target = uv.fs_readlink("/proc/self/fd/" .. name)
+          if target and target:find("h2o.b.", 1, true) then out[#out + 1] = target end
+        end
+        return out
+      end
+      local seen
+      local size = 33 * 1024 * 1024 + 5
+      local srv = listen(function(req, res)
+        seen = spooled()
+        res:send(tostring(req.body_size))
+      end, { max_body = 40 * 1024 * 1024, spool_dir = spool })
+      local r = httpc.request(srv.port, "POST", "/up", { body = ("z"):rep(size) })
+      assert.equals(200, r.status)
+      assert.equals(tostring(size), r.body)
+      assert.is_true(#seen >= 1, "the body was spooled to a file")
+      for _, target in ipairs(seen) do
+        assert.equals(spool .. "/h2o.b.", target:sub(1, #spool + 7), target)
+      end
+      local left = assert(uv.fs_scandir(spool))
+      assert.is_nil(uv.fs_scandir_next(left), "nothing is left in the spool directory")
+      srv:shutdown()
+      support.rm_rf(dir)
+    end)
+  end)
+
   it("streams a response in pieces with chunked encoding, or with a Content-Length when set", function()
     run(function()
       local piece = ("0123456789"):rep(1000)
