@@ -2,6 +2,7 @@
 -- run concurrently with a time limit, and served as the original's body
 -- {"status": "healthy"|"unhealthy", "dependencies": [{"name", "status", "message"}]} with 200/503.
 local async = require "autopgo.async"
+local fail = require "autopgo.fail"
 local json = require "autopgo.json"
 local log = require "autopgo.log"
 local units = require "autopgo.units"
@@ -79,12 +80,13 @@ function M.free_space(dir, min_bytes)
     local st, err = async.await(uv.fs_statfs, dir)
     if not st then
       log.warn("cannot read the free space of the data directory", "dir", dir, "error", tostring(err))
-      return nil, "cannot read the free space of the data directory (details in the server log)"
+      return fail.new("UNAVAILABLE", "cannot read the free space of the data directory (details in the server log)")
     end
     local free = st.bavail * st.bsize
     if free < min_bytes then
-      return nil, ("only %s free on the disk of the data directory, below the minimum of %s (--min-free-space): "
-        .. "uploads and merges will fail when it is full"):format(units.format_size(free), units.format_size(min_bytes))
+      return fail.new("UNAVAILABLE", "only %s free on the disk of the data directory, below the minimum of %s "
+        .. "(--min-free-space): uploads and merges will fail when it is full", units.format_size(free),
+        units.format_size(min_bytes))
     end
     return true
   end

@@ -69,7 +69,7 @@ describe("health", function()
       local doc = json.decode(body)
       assert.equals("disk", doc.dependencies[1].name)
       assert.equals("unhealthy", doc.dependencies[1].status)
-      assert.matches("^only .* free on the disk of the data directory, below the minimum of "
+      assert.matches("^UNAVAILABLE: only .* free on the disk of the data directory, below the minimum of "
         .. ".* %(%-%-min%-free%-space%)", doc.dependencies[1].message)
       assert.is_nil(doc.dependencies[1].message:find(dir, 1, true), "no path in the answer")
       h:register("disk", health.free_space(dir, 1))

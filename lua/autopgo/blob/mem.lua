@@ -3,6 +3,7 @@
 -- other stores (conditional writes included).
 local uv = require "luv"
 local async = require "autopgo.async"
+local fail = require "autopgo.fail"
 
 local M = {}
 
@@ -83,7 +84,7 @@ function Store:get(key, opts)
   local obj = self.bucket.objects[key]
   if not obj then return not_found(key) end
   if opts and opts.if_match and obj.etag ~= opts.if_match then
-    return nil, ("PRECONDITION_FAILED: %q is not at version %s"):format(key, opts.if_match), "PRECONDITION_FAILED"
+    return fail.new("PRECONDITION_FAILED", "%q is not at version %s", key, opts.if_match)
   end
   local meta = { etag = obj.etag, size = #obj.body, last_modified = obj.last_modified }
   if opts and opts.sink then
