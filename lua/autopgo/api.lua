@@ -281,7 +281,7 @@ function Api:uploads(req, res)
   if not keys.is_app_name(app) then return answer(res, 400, bad_name(app)) end
   local items, err = self.store:list(keys.app_prefix(app))
   if not items then return answer(res, failure("cannot list the uploads of the app", err, "app", app)) end
-  local staged, rejected, reasons, merged = {}, {}, {}, json.null
+  local staged, under_rejected, merged = {}, {}, json.null
   for _, item in ipairs(items) do
     local kind = keys.kind_of(item.key)
     if kind == "base" then
@@ -289,9 +289,16 @@ function Api:uploads(req, res)
     elseif kind == "staging" then
       staged[#staged + 1] = item
     elseif kind == "rejected" then
-      local of = item.key:match("^(.*)%.reason$")
-      if of then reasons[of] = item else rejected[#rejected + 1] = item end
+      under_rejected[item.key] = item
     end
+  end
+  -- under rejected/: the rejected uploads, and beside some of them the text saying why
+  local reasons, rejected = {}, {}
+  for key in pairs(under_rejected) do
+    if under_rejected[keys.reason_of(key)] then reasons[keys.reason_of(key)] = key end
+  end
+  for key, item in pairs(under_rejected) do
+    if not reasons[key] then rejected[#rejected + 1] = item end
   end
   local function oldest_first(a, b)
     if a.last_modified ~= b.last_modified then return a.last_modified < b.last_modified end
@@ -305,7 +312,7 @@ function Api:uploads(req, res)
   end
   for i, item in ipairs(rejected) do
     local reason = "no reason was recorded"
-    if reasons[item.key] then
+    if under_rejected[keys.reason_of(item.key)] then
       local got, rerr, rcode = self.store:get(keys.reason_of(item.key))
       if got then
         reason = (got.body:gsub("%s+$", ""))
