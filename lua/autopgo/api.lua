@@ -1,8 +1,11 @@
 -- The server's HTTP API, as the original serves it (status codes and JSON bodies byte for byte):
 -- POST /api/profile/{app} validates (in C, on the thread pool), stages and announces an upload;
 -- GET /api/profile/{app} streams the merged profile with ETag "sha256:<hex of the content>" (so a
--- client can tell whether a file it has is current without ever having downloaded it); GET
--- /api/profile lists merged profiles; DELETE /api/profile/{app} announces the deletion.
+-- client can tell whether a file it has is current without ever having downloaded it), exactly one
+-- version of it even while merges replace it, and never one that does not parse; GET /api/profile
+-- lists merged profiles; DELETE /api/profile/{app} announces the deletion. Added to the original's:
+-- GET /api/profile/{app}/uploads, what became of an app's uploads (staged, rejected and why).
+-- Error bodies never carry paths or a store's own words: those go to the log.
 local async = require "autopgo.async"
 local events = require "autopgo.events"
 local fail = require "autopgo.fail"
