@@ -37,8 +37,9 @@ router:add("GET", "/api/health", health.handler())
 router:add("GET", "/api/ready", health.handler())
 router:add("GET", "/metrics", metrics.handler())
 
-local srv, err = httpd.listen { port = opts.port, max_body = opts.max_upload_size, handler = router, name = "server" }
-if not srv then cli.exit(1, "autopgo server: " .. err) end
+local srv, err = httpd.listen { host = opts.host, port = opts.port, max_body = opts.max_upload_size,
+  handler = router, name = "server" }
+if not srv then cli.listen_failed("server", opts.host, opts.port, err) end
 -- Bodies over --max-upload-size are refused with 413 by the HTTP server before the API sees
 -- them; its count joins the uploads the API counted itself.
 local uploads, too_large = metrics.counter("autopgo_uploads_total"), 0
@@ -48,7 +49,7 @@ metrics.collect(function()
   too_large = n
 end)
 if embedded then embedded:start() end
-log.info("server listening", "port", srv.port, "blob_store", store.name, "event_writer", writer.name,
+log.info("server listening", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_writer", writer.name,
   "worker", embedded and "in this process" or "separate")
 
 local stop = daemon.stop_signals()
