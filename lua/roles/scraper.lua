@@ -30,7 +30,7 @@ if not ok then give_up(serr, scode) end
 if serr then log.warn("target discovery failed; starting with no targets", "mode", source.name, "error", serr) end
 
 local scrapes = metrics.counter("autopgo_scrapes_total",
-  "Targets profiled, by result (success, target_error, upload_error, canceled)", { "result" })
+  "Targets profiled, by result (success, empty, target_error, upload_error, canceled)", { "result" })
 local bytes = metrics.counter("autopgo_scrape_bytes_total", "Profile bytes forwarded from targets to the server")
 local rounds = metrics.counter("autopgo_scrape_rounds_total", "Scrape rounds started")
 local known = metrics.gauge("autopgo_scrape_targets", "Targets known to the discovery mode at the last round")
