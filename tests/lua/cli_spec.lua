@@ -141,6 +141,9 @@ describe("cli.parse", function()
       { "extra argument", "download", { "a", "b" }, "unexpected argument \"b\"" },
       { "required flag", "upload", { "f" }, "%-%-app is required %(or set AUTOPGO_APP%)" },
       { "scrape needs a sample size", "scrape", { "-a", "x" }, "%-%-sample%-size is required" },
+      { "a day as a unit", "clean", { "--older-than", "1d" },
+        'invalid value for %-%-older%-than: unknown unit "d" in duration "1d" %(durations stop at hours: use "24h"%)' },
+      { "an app name too long", "upload", { "f", "-a", ("a"):rep(129) }, "at most 128 characters, got 129" },
     }
     for _, c in ipairs(cases) do
       it(c[1], function()
