@@ -1,20 +1,28 @@
-# The two entry points: `make run` (install what is missing, build, start the server on the embedded
-# default) and `make test` (install what is missing, build, run every suite). CMake does the build.
+# The two entry points: `make run` (install what is missing, build the autopgo binary, start the
+# server on the embedded default) and `make test` (install what is missing, build everything, run
+# every suite). CMake does the build; `make build` builds everything (tests included).
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test clean format
+.PHONY: all deps configure build binary run test clean format
 
 all: build
 
 deps:
+	@echo "make: checking build dependencies (scripts/deps.sh build; the first time it installs them with apt)"
 	scripts/deps.sh build
 
-build: deps
+configure: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
-run: build
+# Only what `make run` runs: the host binary and what it links, not the C test programs.
+binary: configure
+	cmake --build $(BUILD) -j$(JOBS) --target autopgo
+
+run: binary
 	$(BUILD)/autopgo server
 
 test:

@@ -1,4 +1,6 @@
-/* Structured logging: formats one line per call and writes it to stderr in a single write(2). */
+/* Structured logging: formats one record per call and writes it to stderr in a single write(2).
+ * A record is one line, except in text mode, where a multi-line value (a Lua traceback) keeps its
+ * first line in place and its other lines follow the record, each indented by a tab. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -127,8 +129,35 @@ static void put_value(line_buf *b, const char *s, size_t n, int raw)
     put(b, "\"", 1);
 }
 
-static void put_field(line_buf *b, const char *key, const char *val, size_t len, int raw)
+/* The lines after the first of a multi-line value, for the record's tail: control characters
+ * other than tabs are escaped as in a value. */
+static void put_tail(line_buf *t, const char *s, size_t n)
 {
+    while (n > 0) {
+        const char *nl = memchr(s, '\n', n);
+        size_t len = nl ? (size_t)(nl - s) : n;
+        put(t, "\t", 1);
+        for (size_t i = 0; i < len; i++) {
+            if (s[i] == '\t')
+                put(t, "\t", 1);
+            else
+                put_escaped(t, s + i, 1);
+        }
+        put(t, "\n", 1);
+        if (!nl) break;
+        n -= len + 1;
+        s = nl + 1;
+    }
+}
+
+static void put_field(line_buf *b, line_buf *tail, const char *key, const char *val, size_t len,
+                      int raw)
+{
+    const char *nl = json_output ? NULL : memchr(val, '\n', len);
+    if (nl) {
+        put_tail(tail, nl + 1, len - (size_t)(nl - val) - 1);
+        len = (size_t)(nl - val);
+    }
     if (json_output) {
         put(b, ",\"", 2);
         put_escaped(b, key, strlen(key));
@@ -153,8 +182,9 @@ void ap_log_fields(ap_log_level level, const char *msg, const ap_log_field *fiel
     size_t tl = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + tl, sizeof ts - tl, ".%03dZ", (int)(tv.tv_usec / 1000));
 
-    line_buf b;
+    line_buf b, tail;
     b.len = 0;
+    tail.len = 0;
     if (json_output) {
         puts_(&b, "{\"time\":\"");
         puts_(&b, ts);
@@ -171,7 +201,7 @@ void ap_log_fields(ap_log_level level, const char *msg, const ap_log_field *fiel
         put_value(&b, msg, strlen(msg), 0);
     }
     for (size_t i = 0; i < n; i++) {
-        put_field(&b, fields[i].key, fields[i].val ? fields[i].val : "",
+        put_field(&b, &tail, fields[i].key, fields[i].val ? fields[i].val : "",
                   fields[i].val ? fields[i].len : 0, fields[i].raw);
     }
     if (json_output) {
@@ -179,6 +209,10 @@ void ap_log_fields(ap_log_level level, const char *msg, const ap_log_field *fiel
         b.data[b.len++] = '}';
     }
     b.data[b.len++] = '\n';
+    size_t more = tail.len <= sizeof(b.data) - b.len ? tail.len : sizeof(b.data) - b.len;
+    memcpy(b.data + b.len, tail.data, more);
+    b.len += more;
+    if (more > 0 && b.data[b.len - 1] != '\n') b.data[b.len - 1] = '\n';
     ssize_t off = 0;
     while (off < (ssize_t)b.len) {
         ssize_t w = write(STDERR_FILENO, b.data + off, b.len - off);

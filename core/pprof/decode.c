@@ -15,6 +15,9 @@ static const char *const field_names[] = {
     "doc_url",
 };
 
+/* The one wire error Go's Parse reports as itself rather than as an unrecognized format. */
+static const char concatenated[] = "concatenated profiles detected";
+
 typedef struct {
     const uint8_t *at; /* where it went wrong */
     const char *what;  /* static text */
@@ -657,7 +660,7 @@ static int dec_top(ap_dec *d, uint64_t field, unsigned wt, const uint8_t *p, con
     case 9:
         /* A second non-zero time_nanos means two profiles were concatenated (checked before
          * the wire type, as in Go). */
-        if (pr->time_nanos != 0) WFAIL(e, p, "concatenated profiles detected");
+        if (pr->time_nanos != 0) WFAIL(e, p, concatenated);
         /* fall through */
     case 7:
     case 8:
@@ -721,10 +724,19 @@ static int report(ap_dec *d, ap_src *s, const wire_err *we, uint64_t field, uint
         field < sizeof field_names / sizeof *field_names ? field_names[field] : "unknown field";
     char arg[32] = "";
     if (we->has_arg) snprintf(arg, sizeof arg, "%llu", (unsigned long long)we->arg);
+    /* Go's Parse words first: a wire error falls through to its legacy parsers, which do not
+     * recognise the bytes either; only concatenation is reported as itself. Then where. */
+    if (we->what == concatenated)
+        return ap_pprof_fail(
+            err, AP_PPROF_EMALFORMED,
+            "parsing profile: concatenated profiles detected (byte %llu: %s #%llu)",
+            (unsigned long long)off, fname, (unsigned long long)ordinal);
     if (field == (uint64_t)-1)
-        return ap_pprof_fail(err, AP_PPROF_EMALFORMED, "byte %llu: %s%s", (unsigned long long)off,
-                             we->what, arg);
-    return ap_pprof_fail(err, AP_PPROF_EMALFORMED, "byte %llu: %s #%llu: %s%s",
+        return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                             "parsing profile: unrecognized profile format (byte %llu: %s%s)",
+                             (unsigned long long)off, we->what, arg);
+    return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                         "parsing profile: unrecognized profile format (byte %llu: %s #%llu: %s%s)",
                          (unsigned long long)off, fname, (unsigned long long)ordinal, we->what,
                          arg);
 }
@@ -822,6 +834,9 @@ int ap_dec_wire(ap_dec *d, const void *data, size_t len, uint64_t limit, ap_ppro
     ap_src_free(&s);
     if (rc) return -1;
     if (s.total == 0)
-        return ap_pprof_fail(err, AP_PPROF_EMALFORMED, "empty input file (no profile data)");
+        return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                             s.gz ? "parsing profile: empty input file (the gzip stream holds no "
+                                    "data)"
+                                  : "parsing profile: empty input file (0 bytes)");
     return 0;
 }

@@ -1,6 +1,8 @@
 /* Go's postDecode + CheckValid over a freshly decoded profile: every string index in range,
  * ids non-zero and unique, every reference found (a location's mapping may dangle, as in Go),
- * values per sample equal to the sample types. Ids become indices. */
+ * values per sample equal to the sample types. Ids become indices. Messages start with the words
+ * of Go's Parse: a bad string index fails postDecode, so Parse tries its legacy parsers and says
+ * "parsing profile: unrecognized profile format"; the rest is CheckValid's "malformed profile". */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -86,9 +88,12 @@ static int check_str(strcheck *c, uint32_t idx, const char *fmt, uint64_t n, con
     c->failed = 1;
     if (idx == AP_DEC_BADSTR)
         return ap_pprof_fail(c->err, AP_PPROF_EMALFORMED,
-                             "%s: %s: string index is negative or too large", where, field);
+                             "parsing profile: unrecognized profile format (%s: %s: string "
+                             "index is negative or too large)",
+                             where, field);
     return ap_pprof_fail(c->err, AP_PPROF_EMALFORMED,
-                         "%s: %s: string index %u out of range (string table has %u entries)",
+                         "parsing profile: unrecognized profile format (%s: %s: string index "
+                         "%u out of range: the string table has %u entries)",
                          where, field, idx, c->p->nstrings);
 }
 
@@ -150,7 +155,8 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
 
     if (p->nstrings == 0)
         return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                             "no string table (every profile has at least the empty string)");
+                             "parsing profile: unrecognized profile format (no string table: "
+                             "every profile has at least the empty string)");
     if (check_strings(d, err)) return -1;
 
     /* Comments become string indices. */
@@ -192,7 +198,9 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
     /* Samples: value counts and locations (ids resolved to indices in place). */
     if (p->nsample_type == 0 && p->nsamples != 0) {
         ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                      "missing sample type information (%u samples, no sample types)", p->nsamples);
+                      "malformed profile: missing sample type information (%u samples, no "
+                      "sample types)",
+                      p->nsamples);
         goto out;
     }
     {
@@ -213,9 +221,11 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
         for (uint32_t i = 0; i < p->nsamples; i++) {
             const ap_pprof_sample *s = &p->samples[i];
             if (d->nval[i] != p->nsample_type) {
-                ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                              "sample #%u: has %u values but there are %u sample types", i,
-                              d->nval[i], p->nsample_type);
+                ap_pprof_fail(
+                    err, AP_PPROF_EMALFORMED,
+                    "malformed profile: sample #%u: has %u values but there are %u sample "
+                    "types",
+                    i, d->nval[i], p->nsample_type);
                 goto out;
             }
             for (uint32_t j = 0; j < s->nloc; j++) {
@@ -228,7 +238,7 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
                     x = id ? idmap_get(&locs, id) : 0;
                 if (!x) {
                     ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                                  "sample #%u: location id %llu not found", i,
+                                  "malformed profile: sample #%u: location id %llu not found", i,
                                   (unsigned long long)id);
                     goto out;
                 }
@@ -241,20 +251,23 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
     if (bad_map >= 0) {
         const ap_pprof_mapping *m = &p->mappings[bad_map];
         if (m->id == 0)
-            ap_pprof_fail(err, AP_PPROF_EMALFORMED, "mapping #%lld: id 0 is reserved",
-                          (long long)bad_map);
+            ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                          "malformed profile: mapping #%lld: id 0 is reserved", (long long)bad_map);
         else
-            ap_pprof_fail(err, AP_PPROF_EMALFORMED, "mapping #%lld: duplicate id %llu",
-                          (long long)bad_map, (unsigned long long)m->id);
+            ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                          "malformed profile: mapping #%lld: duplicate id %llu", (long long)bad_map,
+                          (unsigned long long)m->id);
         goto out;
     }
     if (bad_func >= 0) {
         const ap_pprof_function *f = &p->functions[bad_func];
         if (f->id == 0)
-            ap_pprof_fail(err, AP_PPROF_EMALFORMED, "function #%lld: id 0 is reserved",
+            ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                          "malformed profile: function #%lld: id 0 is reserved",
                           (long long)bad_func);
         else
-            ap_pprof_fail(err, AP_PPROF_EMALFORMED, "function #%lld: duplicate id %llu",
+            ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                          "malformed profile: function #%lld: duplicate id %llu",
                           (long long)bad_func, (unsigned long long)f->id);
         goto out;
     }
@@ -262,9 +275,11 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
         ap_pprof_location *l = &p->locations[i];
         if ((int64_t)i == bad_loc) {
             if (l->id == 0)
-                ap_pprof_fail(err, AP_PPROF_EMALFORMED, "location #%u: id 0 is reserved", i);
+                ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                              "malformed profile: location #%u: id 0 is reserved", i);
             else
-                ap_pprof_fail(err, AP_PPROF_EMALFORMED, "location #%u: duplicate id %llu", i,
+                ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                              "malformed profile: location #%u: duplicate id %llu", i,
                               (unsigned long long)l->id);
             goto out;
         }
@@ -278,11 +293,12 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
             if (!f) {
                 if (fid == 0)
                     ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                                  "location id %llu: line %u: no function id",
+                                  "malformed profile: location id %llu: line %u: no function id",
                                   (unsigned long long)l->id, j);
                 else
                     ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                                  "location id %llu: line %u: function id %llu not found",
+                                  "malformed profile: location id %llu: line %u: function id %llu "
+                                  "not found",
                                   (unsigned long long)l->id, j, (unsigned long long)fid);
                 goto out;
             }

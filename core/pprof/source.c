@@ -113,15 +113,18 @@ int ap_src_fill(ap_src *s, size_t need, ap_pprof_error *err)
             } else {
                 /* Another gzip member follows (Go's reader is multistream). */
                 if (inflateReset(&s->zs) != Z_OK)
-                    return ap_pprof_fail(err, AP_PPROF_EMALFORMED, "gzip: reset failed");
+                    return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                                         "decompressing profile: gzip: reset failed");
                 s->members++;
             }
             break;
         case Z_BUF_ERROR:
             if (s->zs.avail_in == 0)
-                return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                                     "gzip: unexpected EOF after %llu decompressed bytes",
-                                     (unsigned long long)s->total);
+                return ap_pprof_fail(
+                    err, AP_PPROF_EMALFORMED,
+                    "decompressing profile: unexpected EOF (after %llu decompressed "
+                    "bytes)",
+                    (unsigned long long)s->total);
             if (produced == 0 && room == 0) return too_large(s, err);
             break;
         case Z_MEM_ERROR:
@@ -129,16 +132,19 @@ int ap_src_fill(ap_src *s, size_t need, ap_pprof_error *err)
         default:
             if (s->members > 1 && s->zs.total_out == 0)
                 return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                                     "gzip: invalid header of member %u (trailing garbage?)",
+                                     "decompressing profile: gzip: invalid header (member %u: "
+                                     "trailing garbage?)",
                                      s->members);
-            return ap_pprof_fail(err, AP_PPROF_EMALFORMED, "gzip: %s (member %u, after %llu bytes)",
+            return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
+                                 "decompressing profile: gzip: %s (member %u, after %llu bytes)",
                                  s->zs.msg ? s->zs.msg : "invalid data", s->members,
                                  (unsigned long long)s->total);
         }
         if (rc == Z_OK && produced == 0 && s->zs.avail_in == 0) {
             /* zlib wants more input and there is none. */
             return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                                 "gzip: unexpected EOF after %llu decompressed bytes",
+                                 "decompressing profile: unexpected EOF (after %llu decompressed "
+                                 "bytes)",
                                  (unsigned long long)s->total);
         }
     }

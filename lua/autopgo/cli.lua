@@ -4,13 +4,14 @@ local options = require "autopgo.options"
 local config = require "autopgo.config"
 local log = require "autopgo.log"
 local modules = require "autopgo.modules"
+local fail = require "autopgo.fail"
 
 local M = {}
 
 local version = "0.1.0"
 M.version = version
 
-local role_options = { "log_level", "event_writer_url", "blob_store_url", "port" }
+local role_options = { "log_level", "event_writer_url", "blob_store_url", "port", "host" }
 
 local function list(...)
   local out = {}
@@ -220,7 +221,7 @@ function M.parse(name, argv, env)
 
   if values.config then
     local cfg, err = config.load(values.config)
-    if not cfg then M.exit(2, ("autopgo %s: %s"):format(cmd.name, err:gsub("^CONFIG: ", ""))) end
+    if not cfg then M.exit(2, ("autopgo %s: %s"):format(cmd.name, fail.message(err))) end
     for n, v in pairs(cfg) do
       if allowed[n] and values[n] == nil then values[n], source[n] = v, "config" end
     end
@@ -263,6 +264,19 @@ function M.parse(name, argv, env)
 
   values._source = source
   return values, args
+end
+
+--- Ends a daemon (exit 1) whose HTTP listener could not open `host`:`port`, saying what to do;
+-- a port in use is the common case (scraper and worker default to 8080 like the server).
+function M.listen_failed(name, host, port, err)
+  local msg = fail.message(err)
+  if msg:find("address already in use", 1, true) then
+    msg = ("%s: another process has port %d; pass another with -p/--port or AUTOPGO_PORT (e.g. -p %d)")
+      :format(msg, port, port == 65535 and 8081 or port + 1)
+  elseif not msg:find(host, 1, true) then
+    msg = ("cannot listen on %s:%d: %s"):format(host, port, msg)
+  end
+  M.exit(1, ("autopgo %s: %s"):format(name, msg))
 end
 
 local function write(stream, text)

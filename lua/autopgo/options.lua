@@ -69,11 +69,11 @@ for _, o in ipairs(M.list) do
 end
 
 local units = require "autopgo.units"
+local keys = require "autopgo.keys"
+local fail = require "autopgo.fail"
 
-local function is_app(s)
-  return s ~= "" and not s:find("[^a-z0-9%-]")
-end
-M.is_app_name = is_app
+-- until api.lua, config.lua and events.lua use keys
+M.is_app_name = keys.is_app_name
 
 local booleans = { ["true"] = true, ["1"] = true, yes = true, on = true,
   ["false"] = false, ["0"] = false, no = false, off = false }
@@ -95,9 +95,8 @@ function check.url(_, v)
 end
 
 function check.app(_, v)
-  if type(v) ~= "string" or not is_app(v) then
-    return nil, ("must be an application name of a-z, 0-9 and '-', got %q"):format(tostring(v))
-  end
+  local problem = keys.app_name_problem(v)
+  if problem then return nil, problem end
   return v
 end
 
@@ -120,7 +119,7 @@ function check.duration(o, v)
   if type(v) == "string" then
     local err
     secs, err = units.parse_duration(v)
-    if not secs then return nil, (err:gsub("^INVALID: ", "")) end
+    if not secs then return nil, fail.message(err) end
   elseif type(v) ~= "number" then
     return nil, "must be a duration such as \"30s\", \"1m30s\" or \"24h\""
   end
@@ -132,7 +131,7 @@ end
 
 function check.size(_, v)
   local n, err = units.parse_size(v)
-  if not n then return nil, (err:gsub("^INVALID: ", "")) end
+  if not n then return nil, fail.message(err) end
   return n
 end
 

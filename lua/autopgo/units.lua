@@ -1,14 +1,30 @@
 -- Parses and formats Go-style durations ("1m30s") and byte sizes ("64MiB", "10240").
+local fail = require "autopgo.fail"
+
 local M = {}
 
 local duration_units = {
   ns = 1e-9, us = 1e-6, ["µs"] = 1e-6, ["μs"] = 1e-6, ms = 1e-3, s = 1, m = 60, h = 3600,
 }
 
+-- Go durations stop at hours; people write days and weeks. What to write instead, for the message.
+local long_units = { d = 24, day = 24, days = 24, w = 168, wk = 168, week = 168, weeks = 168 }
+
+local function suggestion(orig, unit)
+  local hours = long_units[unit:lower()]
+  if not hours then return " (valid units are ns, us, ms, s, m, h)" end
+  local n = orig:match("^%+?(%d+%.?%d*)" .. unit .. "$")
+  local h = n and tonumber(n) * hours
+  if h then
+    return (" (durations stop at hours: use %q)"):format((math.tointeger(h) or h) .. "h")
+  end
+  return (" (durations stop at hours: a %s is %dh)"):format(hours == 24 and "day" or "week", hours)
+end
+
 --- Parses a Go duration string (time.ParseDuration syntax) into seconds.
 -- @return seconds | nil, "INVALID: message", "INVALID"
 function M.parse_duration(s)
-  if type(s) ~= "string" then return nil, "INVALID: duration must be a string", "INVALID" end
+  if type(s) ~= "string" then return fail.new("INVALID", "duration must be a string") end
   local orig = s
   local sign = 1
   local first = s:sub(1, 1)
@@ -17,21 +33,21 @@ function M.parse_duration(s)
     s = s:sub(2)
   end
   if s == "0" then return 0 end
-  if s == "" then return nil, ("INVALID: invalid duration %q"):format(orig), "INVALID" end
+  if s == "" then return fail.new("INVALID", "invalid duration %q", orig) end
   local total, pos = 0, 1
   while pos <= #s do
     local num, frac, unit, nextpos = s:match("^(%d*)%.?(%d*)([^%d%.]+)()", pos)
     if not num or (num == "" and frac == "") then
-      return nil, ("INVALID: invalid duration %q"):format(orig), "INVALID"
+      return fail.new("INVALID", "invalid duration %q", orig)
     end
     local scale = duration_units[unit]
     if not scale then
-      return nil, ("INVALID: unknown unit %q in duration %q"):format(unit, orig), "INVALID"
+      return fail.new("INVALID", "unknown unit %q in duration %q%s", unit, orig, suggestion(orig, unit))
     end
     -- a '.' with no digits on either side ("." or "1.") is still a number in Go only with digits
     local dot = s:sub(pos + #num, pos + #num) == "."
     if dot and num == "" and frac == "" then
-      return nil, ("INVALID: invalid duration %q"):format(orig), "INVALID"
+      return fail.new("INVALID", "invalid duration %q", orig)
     end
     local value = tonumber((num ~= "" and num or "0") .. "." .. (frac ~= "" and frac or "0"))
     total = total + value * scale
@@ -70,15 +86,14 @@ local size_units = {
 -- @return bytes (integer) | nil, "INVALID: message", "INVALID"
 function M.parse_size(s)
   if math.type(s) == "integer" then
-    if s < 0 then return nil, "INVALID: size must not be negative", "INVALID" end
+    if s < 0 then return fail.new("INVALID", "size must not be negative") end
     return s
   end
-  if type(s) ~= "string" then return nil, "INVALID: size must be a string or integer", "INVALID" end
+  if type(s) ~= "string" then return fail.new("INVALID", "size must be a string or integer") end
   local num, unit = s:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
   local scale = num and size_units[unit:lower()]
   if not scale then
-    return nil, ("INVALID: invalid size %q (want bytes, or a number with KB, MB, GB, KiB, MiB or GiB)"):format(s),
-      "INVALID"
+    return fail.new("INVALID", "invalid size %q (want bytes, or a number with KB, MB, GB, KiB, MiB or GiB)", s)
   end
   local bytes = math.floor(tonumber(num) * scale)
   return math.tointeger(bytes) or bytes

@@ -16,20 +16,21 @@ local metrics = require "autopgo.metrics"
 local discovery = require "autopgo.discovery"
 local scraper = require "autopgo.scraper"
 local units = require "autopgo.units"
+local fail = require "autopgo.fail"
 
 -- A bad --mode or a missing argument is a usage error (2); a mode that fails to start is not (1).
-local function fail(err, code)
-  cli.exit(code == "USAGE" and 2 or 1, "autopgo scrape: " .. tostring(err):gsub("^%u+: ", ""))
+local function give_up(err, code)
+  cli.exit(code == "USAGE" and 2 or 1, "autopgo scrape: " .. fail.message(err))
 end
 local ctx = { app = opts.app, opts = opts, log = log, http = http, state = {} }
 local source, err, code = discovery.open(opts.mode, args[1], ctx)
-if not source then fail(err, code) end
+if not source then give_up(err, code) end
 local ok, serr, scode = source:start()
-if not ok then fail(serr, scode) end
+if not ok then give_up(serr, scode) end
 if serr then log.warn("target discovery failed; starting with no targets", "mode", source.name, "error", serr) end
 
 local scrapes = metrics.counter("autopgo_scrapes_total",
-  "Targets profiled, by result (success, target_error, upload_error, canceled)", { "result" })
+  "Targets profiled, by result (success, empty, target_error, upload_error, canceled)", { "result" })
 local bytes = metrics.counter("autopgo_scrape_bytes_total", "Profile bytes forwarded from targets to the server")
 local rounds = metrics.counter("autopgo_scrape_rounds_total", "Scrape rounds started")
 local known = metrics.gauge("autopgo_scrape_targets", "Targets known to the discovery mode at the last round")
@@ -61,9 +62,7 @@ router:add("GET", "/api/ready", function(req, res)
 end)
 router:add("GET", "/metrics", metrics.handler())
 local server, lerr = httpd.listen { name = "scraper", host = opts.host, port = opts.port, handler = router }
-if not server then
-  cli.exit(1, ("autopgo scrape: cannot serve on %s:%d: %s"):format(opts.host, opts.port, tostring(lerr)))
-end
+if not server then cli.listen_failed("scrape", opts.host, opts.port, lerr) end
 
 local signals = {}
 local function on_signal(name, fn)
@@ -93,7 +92,7 @@ on_signal("sighup", function()
 end)
 
 log.info("scraper started", "app", opts.app, "mode", source.name, "targets", #source.targets,
-  "api_url", opts.api_url, "port", server.port, "sample_size", opts.sample_size,
+  "api_url", opts.api_url, "host", opts.host, "port", server.port, "sample_size", opts.sample_size,
   "frequency", units.format_duration(opts.frequency), "duration", units.format_duration(opts.duration))
 
 s:run()

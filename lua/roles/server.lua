@@ -41,9 +41,9 @@ router:add("GET", "/metrics", metrics.handler())
 -- Bodies over 32 MiB wait in a temporary file under the data directory (the file store's own
 -- .autopgo/tmp), never in /tmp: bounded by --max-upload-size like any upload.
 local spool_dir = (store.root or opts.data_dir or "./autopgo-data") .. "/.autopgo/tmp"
-local srv, err = httpd.listen { port = opts.port, max_body = opts.max_upload_size, handler = router, name = "server",
-  spool_dir = spool_dir }
-if not srv then cli.exit(1, "autopgo server: " .. err) end
+local srv, err = httpd.listen { host = opts.host, port = opts.port, max_body = opts.max_upload_size,
+  handler = router, name = "server", spool_dir = spool_dir }
+if not srv then cli.listen_failed("server", opts.host, opts.port, err) end
 -- Bodies over --max-upload-size are refused with 413 by the HTTP server before the API sees
 -- them; its count joins the uploads the API counted itself.
 local uploads, too_large = metrics.counter("autopgo_uploads_total"), 0
@@ -53,7 +53,7 @@ metrics.collect(function()
   too_large = n
 end)
 if embedded then embedded:start() end
-log.info("server listening", "port", srv.port, "blob_store", store.name, "event_writer", writer.name,
+log.info("server listening", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_writer", writer.name,
   "worker", embedded and "in this process" or "separate")
 
 local stop = daemon.stop_signals()

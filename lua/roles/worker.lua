@@ -36,10 +36,10 @@ local router = httpd.router()
 router:add("GET", "/api/health", health.handler())
 router:add("GET", "/api/ready", health.handler())
 router:add("GET", "/metrics", metrics.handler())
-local srv, err = httpd.listen { port = opts.port, handler = router, name = "worker" }
-if not srv then cli.exit(1, "autopgo worker: " .. err) end
+local srv, err = httpd.listen { host = opts.host, port = opts.port, handler = router, name = "worker" }
+if not srv then cli.listen_failed("worker", opts.host, opts.port, err) end
 w:start()
-log.info("worker running", "port", srv.port, "blob_store", store.name, "event_reader", reader.name,
+log.info("worker running", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_reader", reader.name,
   "event_writer", writer.name)
 
 local stop = daemon.stop_signals()

@@ -9,6 +9,7 @@ local async = require "autopgo.async"
 local support = require "tests.lua.support"
 local fixture = require "tests.lua.http_fixture"
 local e2e = require "tests.e2e.scrape_support"
+local profiles = require "tests.lua.profiles"
 
 local run = support.run
 local corpus = support.root .. "/tests/testdata/pprof"
@@ -77,6 +78,24 @@ describe("autopgo utilities (end to end)", function()
         assert.equals(1, code)
         assert.equals("", out)
         assert.matches("^autopgo upload: .+ %(400%)\n$", err)
+      end)
+    end)
+
+    it("says first what Go's parser says of each malformed profile: in the 400 body and on stderr", function()
+      run(function()
+        for _, name in ipairs(profiles.bad_files()) do
+          local words = assert(profiles.go_parse_errors[name], name)
+          local res = assert(http.request { url = server.url .. "/api/profile/bad-corpus", method = "POST",
+            body = support.read_file(corpus .. "/" .. name) })
+          assert.equals(400, res.status, name)
+          local doc = cjson.decode(res.body)
+          assert.equals(words, doc.message:sub(1, #words), name .. ": " .. doc.message)
+          local code, out, err = cli { "upload", "--app", "bad-corpus", corpus .. "/" .. name }
+          assert.equals(1, code, name)
+          assert.equals("", out)
+          assert.equals("autopgo upload: " .. doc.message .. " (400)\n", err, name)
+        end
+        assert.is_nil(listed()["bad-corpus"])
       end)
     end)
 
@@ -305,7 +324,11 @@ describe("autopgo utilities (end to end)", function()
         assert.same({ ["clean-a"] = true, ["clean-b"] = true }, apps())
         code, out = cli({ "clean", "--older-than", "24h", "--larger-than", "1GiB" }, { url = own.url })
         assert.equals(0, code)
-        assert.equals("", out)
+        assert.equals("No profile matches (not updated for 24h0m0s or larger than 1073741824 bytes): nothing deleted\n",
+          out)
+        code, out = cli({ "clean", "--older-than", "24h", "--dry-run" }, { url = own.url })
+        assert.equals(0, code)
+        assert.equals("No profile matches (not updated for 24h0m0s): nothing would be deleted\n", out)
         code, out, err = cli({ "clean", "-s", "1" }, { url = own.url })
         assert.equals(0, code, err)
         assert.equals("Deleted profile 'clean-a'\nDeleted profile 'clean-b'\n", out)

@@ -5,6 +5,7 @@
 local http = require "autopgo.http"
 local support = require "tests.lua.support"
 local e2e = require "tests.e2e.scrape_support"
+local fixture = require "tests.lua.http_fixture"
 
 local run = support.run
 
@@ -103,6 +104,40 @@ describe("autopgo scrape (end to end)", function()
       assert.equals(0, #e2e.log_lines(scraper.proc, "profile forwarded"))
       scraper = nil
     end, 120000)
+  end)
+
+  it("logs its schedule at the start and after every round, and skips a profile without samples", function()
+    local corpus = support.root .. "/tests/testdata/pprof/"
+    local idle = support.read_file(corpus .. "edge/no-samples.pb.gz")
+    local busy = support.read_file(corpus .. "goapp-go123-cpu-1.pb.gz")
+    local served = 0
+    local target = fixture.start(function(_, conn)
+      served = served + 1
+      conn:respond(200, { { "Content-Type", "application/octet-stream" } }, served == 1 and idle or busy)
+    end)
+    run(function()
+      server = e2e.start_server(dir)
+      support.write_file(dir .. "/targets.json", ('[{"address": "%s"}]'):format(target.url))
+      scraper = e2e.start_scraper({ "--api-url", server.url, "--app", "sched", "-s", "1", "-f", "1s", "-d", "1s",
+        dir .. "/targets.json" })
+      e2e.wait_for(function() return #e2e.log_lines(scraper.proc, "scrape round finished") >= 2 end, 60000,
+        "two rounds")
+      local name = target.url .. "/debug/pprof/profile"
+      local schedule = e2e.log_lines(scraper.proc, "scrape schedule")
+      assert.equals(1, #schedule)
+      assert.matches("first_round_in=1s every=1s sample_size=1 duration=1s", schedule[1], 1, true)
+      local started = e2e.log_lines(scraper.proc, "scrape round started")
+      assert.matches("round=1 known=1 picked=1 targets=" .. name, started[1], 1, true)
+      assert.matches("round=2 known=1 picked=1 targets=" .. name, started[2], 1, true)
+      local skipped = e2e.log_lines(scraper.proc, "profile skipped")
+      assert.equals(1, #skipped)
+      assert.matches('reason="the profile has no samples (the target was idle)" target=' .. name, skipped[1], 1, true)
+      local finished = e2e.log_lines(scraper.proc, "scrape round finished")
+      assert.matches("round=1 forwarded=0 skipped_empty=1 failed=0 next_round_in=%d+m?s", finished[1])
+      assert.matches("round=2 forwarded=1 skipped_empty=0 failed=0 next_round_in=%d+m?s", finished[2])
+      assert.equals(1, #e2e.log_lines(scraper.proc, "profile forwarded"))
+    end, 120000)
+    target.close()
   end)
 
   it("refuses to start without a usable targets file or discovery module", function()

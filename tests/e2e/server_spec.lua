@@ -6,6 +6,7 @@ local httpc = require "tests.lua.httpc"
 local serverproc = require "tests.e2e.serverproc"
 local goref = require "tests.e2e.goref"
 local async = require "autopgo.async"
+local http = require "autopgo.http"
 
 local run = support.run
 local corpus = support.root .. "/tests/testdata/pprof"
@@ -208,13 +209,74 @@ describe("autopgo server (embedded default)", function()
     end, 60000)
   end)
 
-  it("exits with one line when its port is taken", function()
+  it("exits with one line saying which flag picks another port when its port is taken", function()
     run(function()
       local s = serverproc.start(dir)
+      local function want(cmd)
+        local text = ("autopgo %s: cannot listen on 0.0.0.0:%d: address already in use: another process has "
+          .. "port %d; pass another with -p/--port or AUTOPGO_PORT (e.g. -p %d)\n")
+          :format(cmd, s.port, s.port, s.port + 1)
+        return text:gsub("%p", "%%%0") .. "$"
+      end
       local code, _, err = support.autopgo({ "server", "--port", tostring(s.port) }, { cwd = dir })
       assert.equals(1, code)
-      assert.matches("autopgo server: LISTEN: cannot listen on 0%.0%.0%.0:%d+: address already in use\n$", err)
+      assert.matches(want("server"), err)
+      code, _, err = support.autopgo({ "worker", "--port", tostring(s.port) }, { cwd = dir })
+      assert.equals(1, code)
+      assert.matches(want("worker"), err)
+      local targets = support.write_file(dir .. "/targets.json", "[]")
+      code, _, err = support.autopgo({ "scrape", "-a", "x", "-s", "1", "--port", tostring(s.port), targets },
+        { cwd = dir })
+      assert.equals(1, code)
+      assert.matches(want("scrape"), err)
       serverproc.stop(s)
     end)
+  end)
+
+  -- Whether something accepts TCP connections on host:port.
+  local function accepts(host, port)
+    local ok = pcall(function() httpc.connect(port, host):close() end)
+    return ok
+  end
+
+  -- Starts a daemon with args (and env), waits until it is ready on host:port; returns the process.
+  local function start_on(host, port, args, env)
+    local proc = support.spawn(support.bin, args, { cwd = dir, env = env })
+    for _ = 1, 400 do
+      local res = http.request { url = ("http://%s:%d/api/ready"):format(host, port), timeout = 5 }
+      if res and res.status == 200 then return proc end
+      if proc.code then break end
+      async.sleep(25)
+    end
+    proc:kill("sigkill")
+    local _, _, out, err = proc:wait(5000)
+    error("the daemon did not come up on " .. host .. ": " .. out .. err)
+  end
+
+  it("listens only on --host, AUTOPGO_HOST or the config file's host, server and worker alike", function()
+    run(function()
+      local cfg = support.write_file(dir .. "/host.lua", [[ return { host = "127.0.0.2" } ]])
+      local cases = {
+        { "server", {}, { "--host", "127.0.0.2" } },
+        { "server", { "AUTOPGO_HOST=127.0.0.2" }, {} },
+        { "server", {}, { "--config", cfg } },
+        { "server", { "AUTOPGO_HOST=127.0.0.3" }, { "--config", cfg, "--host", "127.0.0.2" } },
+        { "worker", {}, { "--host", "127.0.0.2" } },
+        { "worker", { "AUTOPGO_HOST=127.0.0.2" }, { "--config", cfg } },
+      }
+      for i, c in ipairs(cases) do
+        local port = support.free_port()
+        local args = { c[1], "--port", tostring(port) }
+        for _, a in ipairs(c[3]) do args[#args + 1] = a end
+        local proc = start_on("127.0.0.2", port, args, c[2])
+        assert.is_false(accepts("127.0.0.1", port), "case " .. i .. ": reachable on 127.0.0.1")
+        assert.is_false(accepts("127.0.0.3", port), "case " .. i .. ": reachable on 127.0.0.3")
+        proc:kill("sigterm")
+        local code, signal, out, err = proc:wait(30000)
+        assert.equals(0, code, err)
+        assert.equals(0, signal)
+        assert.matches("host=127%.0%.0%.2", out .. err)
+      end
+    end, 120000)
   end)
 end)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer target for the pprof decoder (clang, ASan + UBSan), replays every seed,
 # then fuzzes for FUZZ_SECONDS (default 60) on a corpus seeded from tests/testdata/pprof (raw and
-# gunzipped) and tests/fuzz/regressions (inputs that once crashed). Ends with "N passed, N failed": one per replayed seed, plus one for the fuzz run.
+# gunzipped) and tests/fuzz/regressions (inputs that once crashed). Ends with "N passed, N failed":
+# one per replayed seed, plus one for the fuzz run; the line before it, "seed replays: N passed,
+# N failed", is the seeds' share (scripts/test.sh reports it on its own line).
 # usage: tests/fuzz/run.sh   (env: FUZZ_SECONDS, BUILD_DIR)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,6 +40,8 @@ for f in "$out"/seeds/*; do
     fi
 done
 
+seed_pass=$pass seed_fail=$fail
+
 "$out/decode_fuzz" "$out/corpus" "$out/seeds" -max_total_time="$seconds" -timeout=20 \
     -rss_limit_mb=2560 -max_len=1048576 -artifact_prefix="$out/artifacts/" -print_final_stats=1 \
     >"$out/fuzz.log" 2>&1
@@ -50,5 +54,6 @@ else
     echo "fuzzing found a problem (exit $rc); see $out/fuzz.log and $out/artifacts/"
     grep -E "ERROR|invariant|runtime error|SUMMARY" "$out/fuzz.log" | head -10
 fi
+echo "seed replays: $seed_pass passed, $seed_fail failed"
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

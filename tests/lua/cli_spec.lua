@@ -66,6 +66,30 @@ describe("cli.parse", function()
     assert.equals("default", o._source.duration)
   end)
 
+  it("takes the listening address of every daemon from --host, AUTOPGO_HOST or the config file", function()
+    local cfg = support.write_file(dir .. "/h.lua", [[ return { host = "127.0.0.3" } ]])
+    for _, cmd in ipairs { "server", "worker", "scrape" } do
+      local extra = cmd == "scrape" and { "-a", "x", "-s", "1" } or {}
+      local function with(...)
+        local argv = table.move(extra, 1, #extra, 1, {})
+        for _, a in ipairs { ... } do argv[#argv + 1] = a end
+        return argv
+      end
+      local o = parse(cmd, with())
+      assert.equals("0.0.0.0", o.host, cmd)
+      assert.equals("default", o._source.host, cmd)
+      o = parse(cmd, with("--config", cfg))
+      assert.equals("127.0.0.3", o.host, cmd)
+      assert.equals("config", o._source.host, cmd)
+      o = parse(cmd, with("--config", cfg), { AUTOPGO_HOST = "127.0.0.2" })
+      assert.equals("127.0.0.2", o.host, cmd)
+      assert.equals("env", o._source.host, cmd)
+      o = parse(cmd, with("--config", cfg, "--host", "127.0.0.1"), { AUTOPGO_HOST = "127.0.0.2" })
+      assert.equals("127.0.0.1", o.host, cmd)
+      assert.equals("flag", o._source.host, cmd)
+    end
+  end)
+
   it("takes --config over AUTOPGO_CONFIG", function()
     local a = support.write_file(dir .. "/a.lua", "return { port = 1 }")
     local b = support.write_file(dir .. "/b.lua", "return { port = 2 }")
@@ -117,6 +141,9 @@ describe("cli.parse", function()
       { "extra argument", "download", { "a", "b" }, "unexpected argument \"b\"" },
       { "required flag", "upload", { "f" }, "%-%-app is required %(or set AUTOPGO_APP%)" },
       { "scrape needs a sample size", "scrape", { "-a", "x" }, "%-%-sample%-size is required" },
+      { "a day as a unit", "clean", { "--older-than", "1d" },
+        'invalid value for %-%-older%-than: unknown unit "d" in duration "1d" %(durations stop at hours: use "24h"%)' },
+      { "an app name too long", "upload", { "f", "-a", ("a"):rep(129) }, "at most 128 characters, got 129" },
     }
     for _, c in ipairs(cases) do
       it(c[1], function()

@@ -7,6 +7,7 @@
 --           opts.stream_body: use conn:read_body_chunk()) }
 --   conn:respond(status, headers, body)   conn:write(raw)   conn:close()   conn:reset()
 --   srv.port, srv.url, srv.requests (every req seen), srv:close()
+--   opts: stream_body, port (default: any free one)
 local uv = require "luv"
 local async = require "autopgo.async"
 
@@ -189,7 +190,7 @@ end
 function M.start(handler, opts)
   local srv = { handler = handler, opts = opts or {}, requests = {}, conns = {} }
   local tcp = uv.new_tcp()
-  assert(tcp:bind("127.0.0.1", 0))
+  assert(tcp:bind("127.0.0.1", srv.opts.port or 0))
   srv.port = tcp:getsockname().port
   srv.url = "http://127.0.0.1:" .. srv.port
   assert(tcp:listen(64, function(err)

@@ -3,6 +3,7 @@
 local pprof = require("autopgo.core").pprof
 local async = require "autopgo.async"
 local support = require "tests.lua.support"
+local profiles = require "tests.lua.profiles"
 
 local function data(rel)
   return (assert(support.read_file(support.testdata .. "/" .. rel), rel))
@@ -62,7 +63,7 @@ describe("pprof", function()
     local p, err, code = pprof.decode(data("bad/dangling-function-id.pb.gz"))
     assert.is_nil(p)
     assert.equals("MALFORMED", code)
-    assert.equals("MALFORMED: location id 6: line 0: function id 77 not found", err)
+    assert.equals("MALFORMED: malformed profile: location id 6: line 0: function id 77 not found", err)
     local _, e2, c2 = pprof.decode(cpu1, { max_decompressed = 1000 })
     assert.equals("TOO_LARGE", c2)
     assert.matches("limit of 1000 bytes", e2)
@@ -79,6 +80,16 @@ describe("pprof", function()
       local info, err, code = pprof.validate(data("bad/" .. name))
       assert.is_nil(info, name)
       assert.equals("MALFORMED", code, name .. ": " .. tostring(err))
+    end
+  end)
+
+  it("says first what Go's profile.Parse says of each bad file, then where", function()
+    for _, name in ipairs(profiles.bad_files()) do
+      local words = profiles.go_parse_errors[name]
+      assert.is_string(words, name .. " has no expected message in tests/lua/profiles.lua")
+      local _, err = pprof.validate(data(name))
+      assert.equals("MALFORMED: " .. words, err:sub(1, #words + 11), name)
+      assert.is_true(#err > #words + 11 + 3, name .. ": no detail after Go's words: " .. err)
     end
   end)
 
@@ -123,7 +134,7 @@ describe("pprof", function()
     assert.is_nil(v)
     assert.equals("MALFORMED", code)
     assert.equals(2, index)
-    assert.matches("^MALFORMED: input 2: gzip: unexpected EOF", err)
+    assert.matches("^MALFORMED: input 2: decompressing profile: unexpected EOF", err)
     local e2, out, idx = merge_async({ cpu1, cpu2, data("edge/cpu-only-nanoseconds.pb.gz") })
     assert.is_nil(out)
     assert.equals(3, idx)

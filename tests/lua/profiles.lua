@@ -52,4 +52,38 @@ function M.total(bytes)
   return info.sample_types[info.default_index or #info.sample_types].total
 end
 
+-- What Go's profile.Parse says of each file of bad/ (tests/testdata/pprof/README.md): our
+-- message for it starts with these words, then adds where it went wrong.
+M.go_parse_errors = {
+  ["bad/bad-wire-type.pb.gz"] = "parsing profile: unrecognized profile format",
+  ["bad/concatenated.pb"] = "parsing profile: concatenated profiles detected",
+  ["bad/dangling-function-id.pb.gz"] = "malformed profile: ",
+  ["bad/dangling-location-id.pb.gz"] = "malformed profile: ",
+  ["bad/duplicate-function-id.pb.gz"] = "malformed profile: ",
+  ["bad/empty"] = "parsing profile: empty input file",
+  ["bad/empty-gzip.pb.gz"] = "parsing profile: empty input file",
+  ["bad/gzip-garbage.pb.gz"] = "parsing profile: unrecognized profile format",
+  ["bad/gzip-text.pb.gz"] = "parsing profile: unrecognized profile format",
+  ["bad/location-id-zero.pb.gz"] = "malformed profile: ",
+  ["bad/overlong-field.pb.gz"] = "parsing profile: unrecognized profile format",
+  ["bad/random.bin"] = "parsing profile: unrecognized profile format",
+  ["bad/string-index-out-of-range.pb.gz"] = "parsing profile: unrecognized profile format",
+  ["bad/string0-not-empty.pb.gz"] = "parsing profile: unrecognized profile format",
+  ["bad/truncated-goapp.pb.gz"] = "decompressing profile: unexpected EOF",
+  ["bad/truncated-header.pb.gz"] = "decompressing profile: unexpected EOF",
+  ["bad/truncated.pb.gz"] = "decompressing profile: unexpected EOF",
+  ["bad/value-count-mismatch.pb.gz"] = "malformed profile: ",
+}
+
+--- The files of bad/, sorted (so a file added to the corpus without an entry above is noticed).
+function M.bad_files()
+  local uv = require "luv"
+  local out = {}
+  for name in uv.fs_scandir_next, assert(uv.fs_scandir(support.root .. "/tests/testdata/pprof/bad")) do
+    out[#out + 1] = "bad/" .. name
+  end
+  table.sort(out)
+  return out
+end
+
 return M

@@ -24,8 +24,9 @@ local function source_for(...)
   return src
 end
 
--- An API server that stores complete uploads and notes broken ones.
-local function api_server(behaviour)
+-- An API server that stores complete uploads and notes broken ones. behaviour: nil, "reject"
+-- (413 at once), or a list of statuses to answer the first requests with (then 201).
+local function api_server(behaviour, port)
   local api = { uploads = {}, broken = 0 }
   api.srv = fixture.start(function(req, conn)
     if behaviour == "reject" then
@@ -33,6 +34,11 @@ local function api_server(behaviour)
       conn:respond(413, nil, '{"message":"profile too large","code":413}')
       while conn:read_body_chunk() do end -- until the client hangs up
       return
+    end
+    local answer = type(behaviour) == "table" and behaviour[#api.srv.requests]
+    if answer then
+      while conn:read_body_chunk() do end
+      return conn:respond(answer, nil, ('{"message":"status %d","code":%d}'):format(answer, answer))
     end
     local parts = {}
     while true do
@@ -46,7 +52,7 @@ local function api_server(behaviour)
     end
     api.uploads[#api.uploads + 1] = { path = req.path, body = table.concat(parts) }
     conn:respond(201, nil, ('{"key":"%s/staging/%d"}'):format(req.path:match("[^/]+$"), #api.uploads))
-  end, { stream_body = true })
+  end, { stream_body = true, port = port })
   api.url = api.srv.url
   return api
 end
@@ -145,7 +151,8 @@ describe("autopgo.scraper", function()
   end)
 
   it("aborts the upload when the target breaks off, so nothing truncated is staged", function()
-    local target = keep(serve_profile(payload(4 * 1024 * 1024), { reset_after = 1024 * 1024 }))
+    -- past hold_limit, so the upload is under way when the target breaks off
+    local target = keep(serve_profile(payload(4 * 1024 * 1024), { reset_after = 2 * scraper.hold_limit }))
     local api = keep(api_server())
     run(function()
       local s = scraper.new({ app = "svc", api_url = api.url, sample_size = 1, frequency = 60, duration = 1 },
@@ -172,6 +179,108 @@ describe("autopgo.scraper", function()
       assert.equals("upload_error", results[1][1])
       assert.matches("profile too large %(413%)", results[1][2])
       assert.is_true(sent[1] < total / 2, ("the target sent %d of %d bytes"):format(sent[1], total))
+    end, 60000)
+  end)
+
+  local fast_retry = { base = 0.01, cap = 0.05, attempts = 6, deadline = 30 }
+
+  local function scrape_once(api_url, target, hooks, extra)
+    local opts = { app = "svc", api_url = api_url, sample_size = 1, frequency = 60, duration = 1,
+      upload_retry = fast_retry }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    local results = {}
+    local all = { on_result = function(kind, _, bytes, detail) results[#results + 1] = { kind, detail, bytes } end }
+    for k, v in pairs(hooks or {}) do all[k] = v end
+    local s = scraper.new(opts, source_for(target), all)
+    s:run_round()
+    return results[1], s
+  end
+
+  it("skips a profile without samples (an idle service) and says so", function()
+    local target = keep(serve_profile(support.read_file(support.testdata .. "/edge/no-samples.pb.gz")))
+    local api = keep(api_server())
+    run(function()
+      local result, s = scrape_once(api.url, target)
+      assert.equals("empty", result[1])
+      assert.equals("the profile has no samples (the target was idle)", result[2])
+      assert.equals(1, s.stats.empty)
+      assert.same({ success = 0, empty = 1, target_error = 0, upload_error = 0, canceled = 0 }, s.last_round)
+      assert.equals(0, #api.srv.requests)
+    end)
+  end)
+
+  it("forwards a profile with samples whole, and one that does not parse for the server to judge", function()
+    local profile = support.read_file(support.testdata .. "/goapp-go123-cpu-1.pb.gz")
+    local api = keep(api_server())
+    run(function()
+      local result = scrape_once(api.url, keep(serve_profile(profile)))
+      assert.equals("success", result[1])
+      result = scrape_once(api.url, keep(serve_profile("not a profile")))
+      assert.equals("success", result[1])
+      assert.equals(2, #api.uploads)
+      assert.is_true(api.uploads[1].body == profile)
+      assert.equals("not a profile", api.uploads[2].body)
+    end)
+  end)
+
+  it("retries the upload with back-off while the server is down, then forwards the profile", function()
+    local profile = support.read_file(support.testdata .. "/goapp-go123-cpu-2.pb.gz")
+    local target = keep(serve_profile(profile))
+    local port = support.free_port()
+    run(function()
+      local api, retries = nil, {}
+      local result = scrape_once("http://127.0.0.1:" .. port, target, {
+        on_retry = function(_, attempt, delay, err)
+          retries[#retries + 1] = { attempt, delay, err }
+          if attempt == 2 then api = keep(api_server(nil, port)) end -- the server comes back
+        end,
+      })
+      assert.equals("success", result[1], result[2])
+      assert.equals(2, #retries)
+      assert.matches("^UNAVAILABLE: ", retries[1][3])
+      assert.is_true(retries[2][2] <= fast_retry.cap)
+      assert.equals(1, #api.uploads)
+      assert.is_true(api.uploads[1].body == profile)
+    end)
+  end)
+
+  it("retries a 503 but gives up after its bound, and never retries a refusal", function()
+    local profile = support.read_file(support.testdata .. "/goapp-go123-cpu-3.pb.gz")
+    local target = keep(serve_profile(profile))
+    local busy = keep(api_server({ 503, 503, 503, 503, 503, 503, 503, 503 }))
+    local refusing = keep(api_server({ 400 }))
+    local coming_back = keep(api_server({ 502, 503, 504 }))
+    run(function()
+      local result = scrape_once(busy.url, target, nil, { upload_retry = { base = 0.01, cap = 0.02, attempts = 4 } })
+      assert.equals("upload_error", result[1])
+      assert.equals("status 503 (503) (gave up after 4 attempts)", result[2])
+      assert.equals(4, #busy.srv.requests)
+      result = scrape_once(refusing.url, target)
+      assert.equals("upload_error", result[1])
+      assert.equals("status 400 (400)", result[2])
+      assert.equals(1, #refusing.srv.requests)
+      result = scrape_once(coming_back.url, target)
+      assert.equals("success", result[1])
+      assert.equals(4, #coming_back.srv.requests)
+      assert.is_true(coming_back.uploads[1].body == profile)
+    end)
+  end)
+
+  it("retries a streamed upload the server could not take at all, and sends it whole", function()
+    local body = payload(3 * 1024 * 1024) -- past hold_limit: streamed
+    local target = keep(serve_profile(body))
+    local port = support.free_port()
+    run(function()
+      local api
+      local result = scrape_once("http://127.0.0.1:" .. port, target, {
+        on_retry = function(_, attempt)
+          if attempt == 1 then api = keep(api_server(nil, port)) end
+        end,
+      })
+      assert.equals("success", result[1], result[2])
+      assert.equals(#body, result[3])
+      assert.equals(1, #api.uploads)
+      assert.is_true(api.uploads[1].body == body)
     end, 60000)
   end)
 

@@ -23,6 +23,23 @@ describe("units.parse_duration", function()
     end)
   end
 
+  it("says what to write instead of days and weeks, which Go durations do not have", function()
+    local cases = {
+      { "1d", 'unknown unit "d" in duration "1d" (durations stop at hours: use "24h")' },
+      { "7d", 'unknown unit "d" in duration "7d" (durations stop at hours: use "168h")' },
+      { "1.5d", 'unknown unit "d" in duration "1.5d" (durations stop at hours: use "36h")' },
+      { "2w", 'unknown unit "w" in duration "2w" (durations stop at hours: use "336h")' },
+      { "1d12h", 'unknown unit "d" in duration "1d12h" (durations stop at hours: a day is 24h)' },
+      { "3x", 'unknown unit "x" in duration "3x" (valid units are ns, us, ms, s, m, h)' },
+    }
+    for _, c in ipairs(cases) do
+      local v, err, code = units.parse_duration(c[1])
+      assert.is_nil(v)
+      assert.equals("INVALID", code)
+      assert.equals("INVALID: " .. c[2], err)
+    end
+  end)
+
   it("round-trips through format_duration", function()
     for _, s in ipairs { "1m30s", "24h0m0s", "500ms", "0s", "2h45m0s" } do
       assert.equals(s, units.format_duration(units.parse_duration(s)))

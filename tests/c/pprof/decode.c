@@ -64,29 +64,36 @@ static void test_corpus_legacy(void)
     CHECK_INT(accepted, 4);
 }
 
+#define UNRECOGNIZED "parsing profile: unrecognized profile format ("
+#define MALFORMED    "malformed profile: "
+#define EOF_         "decompressing profile: unexpected EOF "
+
 static void test_corpus_bad(void)
 {
+    /* prefix: what Go's profile.Parse says of the file (testdata/pprof/README.md), which every
+     * message starts with; needle: our detail after it. */
     static const struct {
-        const char *file, *needle;
+        const char *file, *prefix, *needle;
     } cases[] = {
-        {"bad/bad-wire-type.pb.gz", "unknown wire type 7"},
-        {"bad/concatenated.pb", "concatenated profiles detected"},
-        {"bad/dangling-function-id.pb.gz", "location id 6: line 0: function id 77 not found"},
-        {"bad/dangling-location-id.pb.gz", "location id 42 not found"},
-        {"bad/duplicate-function-id.pb.gz", "duplicate id 2"},
-        {"bad/empty", "empty input"},
-        {"bad/empty-gzip.pb.gz", "empty input"},
-        {"bad/gzip-garbage.pb.gz", "unknown wire type"},
-        {"bad/gzip-text.pb.gz", "unknown wire type"},
-        {"bad/location-id-zero.pb.gz", "id 0 is reserved"},
-        {"bad/overlong-field.pb.gz", "too much data"},
-        {"bad/random.bin", "wire type"},
-        {"bad/string-index-out-of-range.pb.gz", "string index 999 out of range"},
-        {"bad/string0-not-empty.pb.gz", "string_table[0] must be ''"},
-        {"bad/truncated-goapp.pb.gz", "unexpected EOF"},
-        {"bad/truncated-header.pb.gz", "unexpected EOF"},
-        {"bad/truncated.pb.gz", "unexpected EOF"},
-        {"bad/value-count-mismatch.pb.gz", "has 1 values but there are 2 sample types"},
+        {"bad/bad-wire-type.pb.gz", UNRECOGNIZED, "unknown wire type 7"},
+        {"bad/concatenated.pb", "parsing profile: concatenated profiles detected (", "time_nanos"},
+        {"bad/dangling-function-id.pb.gz", MALFORMED,
+         "location id 6: line 0: function id 77 not found"},
+        {"bad/dangling-location-id.pb.gz", MALFORMED, "location id 42 not found"},
+        {"bad/duplicate-function-id.pb.gz", MALFORMED, "duplicate id 2"},
+        {"bad/empty", "parsing profile: empty input file", "(0 bytes)"},
+        {"bad/empty-gzip.pb.gz", "parsing profile: empty input file", "gzip stream holds no data"},
+        {"bad/gzip-garbage.pb.gz", UNRECOGNIZED, "unknown wire type"},
+        {"bad/gzip-text.pb.gz", UNRECOGNIZED, "unknown wire type"},
+        {"bad/location-id-zero.pb.gz", MALFORMED, "id 0 is reserved"},
+        {"bad/overlong-field.pb.gz", UNRECOGNIZED, "too much data"},
+        {"bad/random.bin", UNRECOGNIZED, "wire type"},
+        {"bad/string-index-out-of-range.pb.gz", UNRECOGNIZED, "string index 999 out of range"},
+        {"bad/string0-not-empty.pb.gz", UNRECOGNIZED, "string_table[0] must be ''"},
+        {"bad/truncated-goapp.pb.gz", EOF_, "(after 43444 decompressed bytes)"},
+        {"bad/truncated-header.pb.gz", EOF_, "(after 0 decompressed bytes)"},
+        {"bad/truncated.pb.gz", EOF_, "(after 208 decompressed bytes)"},
+        {"bad/value-count-mismatch.pb.gz", MALFORMED, "has 1 values but there are 2 sample types"},
     };
     static char names[64][256];
     int n = t_list("bad", names, 64);
@@ -96,6 +103,13 @@ static void test_corpus_bad(void)
         uint8_t *b = t_data(cases[i].file, &len);
         ap_pprof_error err = decode_err(b ? b : (uint8_t *)"", b ? len : 0, NULL);
         CHECK_ERR(err, AP_PPROF_EMALFORMED, cases[i].needle);
+        if (strncmp(err.msg, cases[i].prefix, strlen(cases[i].prefix)) != 0) {
+            t_fail++;
+            fprintf(stderr, "%s: expected a message starting \"%s\", got \"%s\"\n", cases[i].file,
+                    cases[i].prefix, err.msg);
+        } else {
+            t_pass++;
+        }
         free(b);
     }
     /* Every file of bad/ is rejected, whether or not it is listed above. */

@@ -49,7 +49,7 @@ int main(void)
     /* A malformed input is named by index. */
     blob b1[] = {g1, bad, g2};
     CHECK_INT(run(b1, 3, NULL, &err, &sum, &out, &len), -1);
-    CHECK_ERR(err, AP_PPROF_EMALFORMED, "gzip: unexpected EOF");
+    CHECK_ERR(err, AP_PPROF_EMALFORMED, "decompressing profile: unexpected EOF");
     CHECK_INT(err.input, 1);
     CHECK(out == NULL);
 

@@ -49,7 +49,7 @@ describe("autopgo merge", function()
     end)
     assert.equals(1, code)
     assert.matches(bad, err, 1, true)
-    assert.matches("MALFORMED: gzip: unexpected EOF", err, 1, true)
+    assert.matches("MALFORMED: decompressing profile: unexpected EOF", err, 1, true)
     assert.is_nil(support.read_file(out))
     code, _, err = support.run(function()
       return support.autopgo { "merge", "-o", out, data .. "/edge/minimal.pb.gz",
