@@ -65,10 +65,10 @@ function M.open_reader(raw, opts)
   return r
 end
 
---- Registers the health checks of the original: blob-store, event-writer, event-reader.
+--- Registers the health checks under the original's dependency names: blob, event-writer, event-reader.
 function M.register_health(store, writer, reader, registry)
   registry = registry or health.default
-  if store then registry:register("blob-store", function() return store:health() end) end
+  if store then registry:register("blob", function() return store:health() end) end
   if writer then registry:register("event-writer", function() return writer:health() end) end
   if reader then registry:register("event-reader", function() return reader:health() end) end
 end
