@@ -63,13 +63,6 @@ local function merge(into, from)
   return into
 end
 
-local function await_cb(start)
-  return async.await(function(cb)
-    local ok, err = start(cb)
-    if not ok then cb(err) end
-  end)
-end
-
 ---------------------------------------------------------------------------------------------
 -- writer
 
@@ -79,7 +72,7 @@ Writer.__index = Writer
 function Writer:publish(body, opts)
   if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
   local key = opts and opts.key
-  local ok, err, code = await_cb(function(cb)
+  local ok, err, code = async.await_start(function(cb)
     return self.producer:produce(self.topic, key, body, cb)
   end)
   if ok == nil and err then
@@ -93,7 +86,7 @@ function Writer:publish(body, opts)
 end
 
 local function probe(client, timeout_ms)
-  local brokers_up, err, code = await_cb(function(cb) return client:probe(timeout_ms or 5000, cb) end)
+  local brokers_up, err, code = async.await_start(function(cb) return client:probe(timeout_ms or 5000, cb) end)
   if not brokers_up then return nil, err, code end
   if brokers_up < 1 then return nil, "UNAVAILABLE: no Kafka broker answered", "UNAVAILABLE" end
   return true
@@ -219,7 +212,7 @@ function Reader:commit_loop()
     local list = self:commit_list()
     local err
     if #list > 0 and not self.consumer_closed then
-      local _, e = await_cb(function(cb) return self.consumer:commit(list, cb) end)
+      local _, e = async.await_start(function(cb) return self.consumer:commit(list, cb) end)
       err = e
       if not err then
         for _, c in ipairs(list) do c.p.committed_offset, c.p.committed_meta = c.offset, c.metadata end

@@ -26,13 +26,6 @@ local natsc = core.nats
 
 local M = {}
 
-local function await_cb(start)
-  return async.await(function(cb)
-    local ok, err = start(cb)
-    if ok == false or (ok == nil and err) then cb(err) end
-  end)
-end
-
 local function truthy(v)
   return v == "" or v == "1" or v == "true" or v == "yes"
 end
@@ -147,7 +140,7 @@ local ensured = {} -- streams created by this process, "server\0stream" -> true
 local function ensure_stream(conn, s)
   local k = s.server .. "\0" .. s.stream
   if ensured[k] then return true end
-  local _, err, code = await_cb(function(cb)
+  local _, err, code = async.await_start(function(cb)
     conn:ensure_stream(s.stream, s.subject, math.floor(s.max_age * 1000), 120000, cb)
     return true
   end)
@@ -170,7 +163,7 @@ function Writer:publish(body, opts)
     ok, err, code = ensure_stream(conn, self.s)
     if ok then
       local seq
-      seq, err, code = await_cb(function(cb)
+      seq, err, code = async.await_start(function(cb)
         return conn:js_publish(self.s.subject, body, opts and opts.key, (opts and opts.id) or events.id_of(body),
           10000, cb)
       end)
@@ -384,7 +377,7 @@ function Reader:subscribe()
     self.sub = sub
     -- subscribed at the server (not only queued to be sent) before we say we are ready
     local _
-    _, err, code = await_cb(function(cb) conn:flush(5000, cb) return true end)
+    _, err, code = async.await_start(function(cb) conn:flush(5000, cb) return true end)
     if err then return nil, err, code end
     return true
   end
