@@ -1,5 +1,5 @@
 -- Coroutines on the libuv loop: spawn tasks, await callback-style calls, sleep, and wait for
--- several tasks. Failures follow the house convention: nil, "CODE: message", "CODE".
+-- several tasks. Failures follow the house convention: fail.new("CODE", "message").
 local uv = require "luv"
 local fail = require "autopgo.fail"
 local log = require "autopgo.log"
@@ -104,7 +104,7 @@ end
 
 --- A one-shot event: any number of coroutines wait() until set(...) is called; later waits
 -- return at once with set's values (true when set had none). wait(timeout_ms) returns
--- nil, "TIMEOUT: ...", "TIMEOUT" when the time runs out.
+-- fail.new("TIMEOUT", "...") when the time runs out.
 function M.event()
   local ev = { is_set = false, waiters = {} }
   function ev.set(...)

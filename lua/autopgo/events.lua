@@ -35,7 +35,7 @@ function M.format_time(t)
   return utc.rfc3339(sec, usec * 1000)
 end
 
---- Parses an envelope's RFC 3339 timestamp into Unix seconds, or nil, "INVALID: ...", "INVALID".
+--- Parses an envelope's RFC 3339 timestamp into Unix seconds, or fail.new("INVALID", "...").
 M.parse_time = utc.parse_rfc3339
 
 --- The id of an envelope's JSON text without decoding it (buses use it to deduplicate), or nil.
@@ -64,25 +64,21 @@ function M.envelope(kind, payload)
   return text, env
 end
 
-local function invalid(fmt, ...)
-  return fail.new("INVALID", fmt, ...)
-end
-
 local function check_payload(kind, p)
   local fields = M.fields[kind]
   if not fields then return true end
   for _, f in ipairs(fields) do
     if type(p[f]) ~= "string" or p[f] == "" then
-      return invalid("%s payload needs a non-empty string %q", kind, f)
+      return fail.new("INVALID", "%s payload needs a non-empty string %q", kind, f)
     end
   end
   if not keys.is_app_name(p.app) then
-    return invalid("%s payload has an invalid app name %q (a-z, 0-9 and '-')", kind, p.app)
+    return fail.new("INVALID", "%s payload has an invalid app name %q (a-z, 0-9 and '-')", kind, p.app)
   end
   local prefix = p.app .. "/"
   for _, f in ipairs { "profileKey", "mergedKey" } do
     if p[f] and p[f]:sub(1, #prefix) ~= prefix then
-      return invalid("%s payload %s %q is not under %s", kind, f, p[f], prefix)
+      return fail.new("INVALID", "%s payload %s %q is not under %s", kind, f, p[f], prefix)
     end
   end
   return true
@@ -108,20 +104,20 @@ function M.count_handled(kind, ok)
 end
 
 --- Parses an envelope. Returns { id, timestamp, time (Unix seconds), type, payload } or
--- nil, "INVALID: what is wrong", "INVALID". Types other than the three profile events are
+-- fail.new("INVALID", "what is wrong"). Types other than the three profile events are
 -- returned as they are (their payload unchecked) for the caller to reject.
 function M.parse(text)
-  if type(text) ~= "string" then return invalid("event body must be a string, got %s", type(text)) end
+  if type(text) ~= "string" then return fail.new("INVALID", "event body must be a string, got %s", type(text)) end
   local env, err = json.decode(text)
-  if env == nil then return invalid("event is not JSON: %s", fail.message(err)) end
-  if type(env) ~= "table" or env[1] ~= nil then return invalid("event is not a JSON object") end
-  if type(env.id) ~= "string" or env.id == "" then return invalid("event has no id") end
-  if type(env.type) ~= "string" or env.type == "" then return invalid("event %s has no type", env.id) end
+  if env == nil then return fail.new("INVALID", "event is not JSON: %s", fail.message(err)) end
+  if type(env) ~= "table" or env[1] ~= nil then return fail.new("INVALID", "event is not a JSON object") end
+  if type(env.id) ~= "string" or env.id == "" then return fail.new("INVALID", "event has no id") end
+  if type(env.type) ~= "string" or env.type == "" then return fail.new("INVALID", "event %s has no type", env.id) end
   local t, terr = M.parse_time(env.timestamp)
-  if not t then return invalid("event %s: %s", env.id, fail.message(terr)) end
-  if type(env.payload) ~= "table" then return invalid("event %s has no payload object", env.id) end
+  if not t then return fail.new("INVALID", "event %s: %s", env.id, fail.message(terr)) end
+  if type(env.payload) ~= "table" then return fail.new("INVALID", "event %s has no payload object", env.id) end
   local ok, perr = check_payload(env.type, env.payload)
-  if not ok then return invalid("event %s: %s", env.id, fail.message(perr)) end
+  if not ok then return fail.new("INVALID", "event %s: %s", env.id, fail.message(perr)) end
   return { id = env.id, timestamp = env.timestamp, time = t, type = env.type, payload = env.payload }
 end
 

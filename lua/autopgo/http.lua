@@ -27,6 +27,7 @@
 -- Failures: nil, "UNAVAILABLE: ..." (refused, reset, DNS), "TIMEOUT: ...", "TLS: ...",
 -- "INVALID: ..." (bad URL or options), "TOO_LARGE: ...", "CANCELED: ...". A sink or producer
 -- that raises cancels the request and the error is raised again from http.request.
+local fail = require "autopgo.fail"
 local core = require "autopgo.core"
 local async = require "autopgo.async"
 local cli = require "autopgo.cli"
@@ -110,7 +111,7 @@ function M.request(opts)
   local co = in_coroutine()
   local canceler = opts.cancel
   if canceler and canceler.canceled then
-    return nil, "CANCELED: " .. canceler.reason, "CANCELED"
+    return fail.new("CANCELED", canceler.reason)
   end
 
   local events, parked = {}, false

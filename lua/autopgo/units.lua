@@ -1,4 +1,5 @@
 -- Parses and formats Go-style durations ("1m30s") and byte sizes ("64MiB", "10240").
+local fail = require "autopgo.fail"
 local M = {}
 
 local duration_units = {
@@ -6,9 +7,9 @@ local duration_units = {
 }
 
 --- Parses a Go duration string (time.ParseDuration syntax) into seconds.
--- @return seconds | nil, "INVALID: message", "INVALID"
+-- @return seconds | fail.new("INVALID", "message")
 function M.parse_duration(s)
-  if type(s) ~= "string" then return nil, "INVALID: duration must be a string", "INVALID" end
+  if type(s) ~= "string" then return fail.new("INVALID", "duration must be a string") end
   local orig = s
   local sign = 1
   local first = s:sub(1, 1)
@@ -17,21 +18,21 @@ function M.parse_duration(s)
     s = s:sub(2)
   end
   if s == "0" then return 0 end
-  if s == "" then return nil, ("INVALID: invalid duration %q"):format(orig), "INVALID" end
+  if s == "" then return fail.new("INVALID", "invalid duration %q", orig) end
   local total, pos = 0, 1
   while pos <= #s do
     local num, frac, unit, nextpos = s:match("^(%d*)%.?(%d*)([^%d%.]+)()", pos)
     if not num or (num == "" and frac == "") then
-      return nil, ("INVALID: invalid duration %q"):format(orig), "INVALID"
+      return fail.new("INVALID", "invalid duration %q", orig)
     end
     local scale = duration_units[unit]
     if not scale then
-      return nil, ("INVALID: unknown unit %q in duration %q"):format(unit, orig), "INVALID"
+      return fail.new("INVALID", "unknown unit %q in duration %q", unit, orig)
     end
     -- a '.' with no digits on either side ("." or "1.") is still a number in Go only with digits
     local dot = s:sub(pos + #num, pos + #num) == "."
     if dot and num == "" and frac == "" then
-      return nil, ("INVALID: invalid duration %q"):format(orig), "INVALID"
+      return fail.new("INVALID", "invalid duration %q", orig)
     end
     local value = tonumber((num ~= "" and num or "0") .. "." .. (frac ~= "" and frac or "0"))
     total = total + value * scale
@@ -67,18 +68,17 @@ local size_units = {
 }
 
 --- Parses a byte size: a plain integer ("10240") or a number with a unit ("64MiB", "1.5GB").
--- @return bytes (integer) | nil, "INVALID: message", "INVALID"
+-- @return bytes (integer) | fail.new("INVALID", "message")
 function M.parse_size(s)
   if math.type(s) == "integer" then
-    if s < 0 then return nil, "INVALID: size must not be negative", "INVALID" end
+    if s < 0 then return fail.new("INVALID", "size must not be negative") end
     return s
   end
-  if type(s) ~= "string" then return nil, "INVALID: size must be a string or integer", "INVALID" end
+  if type(s) ~= "string" then return fail.new("INVALID", "size must be a string or integer") end
   local num, unit = s:match("^%s*(%d+%.?%d*)%s*(%a*)%s*$")
   local scale = num and size_units[unit:lower()]
   if not scale then
-    return nil, ("INVALID: invalid size %q (want bytes, or a number with KB, MB, GB, KiB, MiB or GiB)"):format(s),
-      "INVALID"
+    return fail.new("INVALID", "invalid size %q (want bytes, or a number with KB, MB, GB, KiB, MiB or GiB)", s)
   end
   local bytes = math.floor(tonumber(num) * scale)
   return math.tointeger(bytes) or bytes

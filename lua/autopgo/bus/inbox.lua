@@ -89,7 +89,7 @@ local function pop(self)
 end
 
 --- Waits for the next message. `skip(msg)` (optional) discards stale messages. Returns the
--- message, or nil, "CLOSED: ...", "CLOSED" once the inbox is closed.
+-- message, or fail.new("CLOSED", "...") once the inbox is closed.
 function Inbox:receive(skip)
   while true do
     if self.closed_err then return nil, self.closed_err, "CLOSED" end

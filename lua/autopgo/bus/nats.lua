@@ -13,6 +13,7 @@
 -- max_age=168h (stream retention), dead_letter=subject. The stream is created if missing.
 -- Messages carry the app in an Autopgo-Key header and, on JetStream, the envelope id as
 -- Nats-Msg-Id so a retried publish is stored once.
+local fail = require "autopgo.fail"
 local core = require "autopgo.core"
 local async = require "autopgo.async"
 local log = require "autopgo.log"
@@ -34,10 +35,10 @@ end
 local function settings(u, role, opts)
   local server = opts.server_url or os.getenv("NATS_SERVER_URL")
   if not server or server == "" then
-    return nil, "INVALID: NATS_SERVER_URL environment variable not set", "INVALID"
+    return fail.new("INVALID", "NATS_SERVER_URL environment variable not set")
   end
   local subject = url.unescape((u.host or "") .. (u.path or "")):gsub("^/+", ""):gsub("/+$", "")
-  if subject == "" then return nil, ("INVALID: %s: no subject"):format(u.raw), "INVALID" end
+  if subject == "" then return fail.new("INVALID", "%s: no subject", u.raw) end
   local allowed = {
     natsv2 = true, jetstream = true, stream = true, max_age = true,
     queue = role == "reader", durable = role == "reader", ack_wait = role == "reader",
@@ -47,7 +48,7 @@ local function settings(u, role, opts)
   for _, kv in ipairs(u.query_list or {}) do
     local k = kv[1]:lower()
     if not allowed[k] then
-      return nil, ("INVALID: %s: invalid query parameter %q"):format(u.raw, kv[1]), "INVALID"
+      return fail.new("INVALID", "%s: invalid query parameter %q", u.raw, kv[1])
     end
     q[k] = kv[2]
   end
@@ -59,14 +60,14 @@ local function settings(u, role, opts)
   }
   s.durable = q.durable or q.queue or "autopgo"
   if s.jetstream and (s.durable:find("[%.%*>%s]")) then
-    return nil, ("INVALID: %s: durable name %q may not contain '.', '*', '>' or spaces"):format(u.raw,
-      s.durable), "INVALID"
+    return fail.new("INVALID", "%s: durable name %q may not contain '.', '*', '>' or spaces", u.raw,
+      s.durable)
   end
   local function duration(name, default)
     if not q[name] then return default end
     local secs, err = units.parse_duration(q[name])
     if not secs or secs <= 0 then
-      return nil, ("INVALID: %s: %s: %s"):format(u.raw, name, err or "must be positive")
+      return fail.new("INVALID", "%s: %s: %s", u.raw, name, err or "must be positive")
     end
     return secs
   end
@@ -77,7 +78,7 @@ local function settings(u, role, opts)
   if not s.max_age then return nil, err, "INVALID" end
   s.max_ack_pending = tonumber(q.max_ack_pending or "1000")
   if not s.max_ack_pending or s.max_ack_pending < 1 then
-    return nil, ("INVALID: %s: max_ack_pending must be a positive number"):format(u.raw), "INVALID"
+    return fail.new("INVALID", "%s: max_ack_pending must be a positive number", u.raw)
   end
   return s
 end
@@ -87,7 +88,7 @@ local function connector(s, name)
   local c = { conn = nil, last_error = nil, connecting = nil }
   function c.get()
     if c.conn then return c.conn end
-    if c.closed then return nil, "CLOSED: closed", "CLOSED" end
+    if c.closed then return fail.new("CLOSED", "closed") end
     if c.connecting then return c.connecting.wait() end
     c.connecting = async.event()
     local conn, err, code = async.await(natsc.connect, s.server, { name = name }, function(kind, text)
@@ -105,7 +106,7 @@ local function connector(s, name)
     c.connecting = nil
     if conn and c.closed then -- closed while connecting
       conn:close()
-      conn, err, code = nil, "CLOSED: closed", "CLOSED"
+      conn, err, code = fail.new("CLOSED", "closed")
     end
     if not conn then
       ev.set(nil, err, code)
@@ -116,7 +117,7 @@ local function connector(s, name)
     return conn
   end
   function c.health()
-    if c.closed then return nil, "CLOSED: closed", "CLOSED" end
+    if c.closed then return fail.new("CLOSED", "closed") end
     local conn, err, code = c.get()
     if not conn then return nil, err, code end
     if not conn:connected() then return nil, c.last_error or "UNAVAILABLE: nats disconnected", "UNAVAILABLE" end
@@ -156,7 +157,7 @@ local Writer = {}
 Writer.__index = Writer
 
 function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local conn, err, code = self.c.get()
   if conn and self.s.jetstream then
     local ok
@@ -178,7 +179,7 @@ function Writer:publish(body, opts)
 end
 
 function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   return self.c.health()
 end
 
@@ -397,7 +398,7 @@ function Reader:subscribe()
 end
 
 function Reader:health()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the reader is closed") end
   local ok, err, code = self:start()
   if not ok then return nil, err, code end
   return self.c.health()

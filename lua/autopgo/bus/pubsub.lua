@@ -12,6 +12,7 @@
 -- ack and, on nack, set the deadline to the delay so the message comes back then. A message
 -- that keeps failing goes to the subscription's dead-letter topic when it has one (Pub/Sub
 -- counts the attempts); without one it is logged and acknowledged after max_attempts.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
@@ -38,13 +39,13 @@ local function resource(u, kind)
   local project, k, name = full:match("^projects/([^/]+)/([^/]+)/([^/]+)$")
   if project then
     if k ~= kind then
-      return nil, ("INVALID: %s names %s, but %s are needed here"):format(u.raw, k, kind), "INVALID"
+      return fail.new("INVALID", "%s names %s, but %s are needed here", u.raw, k, kind)
     end
     return project, name
   end
   project, name = full:match("^([^/]+)/([^/]+)$")
   if project and project ~= "projects" then return project, name end
-  return nil, ("INVALID: %s: want gcppubsub://projects/<project>/%s/<name>"):format(u.raw, kind), "INVALID"
+  return fail.new("INVALID", "%s: want gcppubsub://projects/<project>/%s/<name>", u.raw, kind)
 end
 
 local function client(u, kind, opts)
@@ -106,7 +107,7 @@ local function call(c, method, verb, body, opts)
   c.retried_auth = nil
   local doc = cjson.decode(res.body ~= "" and res.body or "{}")
   if type(doc) ~= "table" then
-    return nil, ("UNAVAILABLE: %s: unreadable answer"):format(c.name), "UNAVAILABLE"
+    return fail.new("UNAVAILABLE", "%s: unreadable answer", c.name)
   end
   return doc
 end
@@ -119,7 +120,7 @@ local Writer = {}
 Writer.__index = Writer
 
 function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local key = opts and opts.key
   local msg = { data = crypto.base64_encode(body) }
   if key and key ~= "" then
@@ -130,7 +131,7 @@ function Writer:publish(body, opts)
 end
 
 function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local doc, err, code = call(self.c, "GET", nil, nil, { deadline = 10 })
   if not doc then return nil, err, code end
   return true
@@ -240,7 +241,7 @@ function Reader:fetch_loop()
 end
 
 function Reader:health()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the reader is closed") end
   local doc, err, code = call(self.c, "GET", nil, nil, { deadline = 10 })
   if not doc then return nil, err, code end
   return true

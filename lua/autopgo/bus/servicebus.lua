@@ -15,6 +15,7 @@
 -- abandon it. A message that keeps failing is abandoned at once from then on, so Service Bus
 -- moves it to the entity's dead-letter queue when its delivery count passes MaxDeliveryCount
 -- (the REST API has no explicit dead-letter call).
+local fail = require "autopgo.fail"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
 local log = require "autopgo.log"
@@ -36,7 +37,7 @@ M.POLL_SECONDS = 30 -- peek-lock long poll
 -- key_name, key, entity_path? } or nil, err, code. "UseDevelopmentEmulator=true" means plain http.
 function M.parse_connection_string(s)
   if type(s) ~= "string" or not s:find("%S") then
-    return nil, "INVALID: SERVICEBUS_CONNECTION_STRING environment variable not set", "INVALID"
+    return fail.new("INVALID", "SERVICEBUS_CONNECTION_STRING environment variable not set")
   end
   local kv = {}
   for part in s:gmatch("[^;]+") do
@@ -45,11 +46,10 @@ function M.parse_connection_string(s)
   end
   local ep = kv.endpoint
   if not ep or not kv.sharedaccesskeyname or not kv.sharedaccesskey then
-    return nil, "INVALID: Service Bus connection string needs Endpoint, SharedAccessKeyName and SharedAccessKey",
-      "INVALID"
+    return fail.new("INVALID", "Service Bus connection string needs Endpoint, SharedAccessKeyName and SharedAccessKey")
   end
   local host = ep:match("^%a[%w+.-]*://([^/]+)")
-  if not host then return nil, ("INVALID: Service Bus endpoint %q is not a URL"):format(ep), "INVALID" end
+  if not host then return fail.new("INVALID", "Service Bus endpoint %q is not a URL", ep) end
   local scheme = (kv.usedevelopmentemulator or ""):lower() == "true" and "http" or "https"
   return { endpoint = scheme .. "://" .. host, host = host, key_name = kv.sharedaccesskeyname,
     key = kv.sharedaccesskey, entity_path = kv.entitypath }
@@ -76,7 +76,7 @@ local function settings(u, role, opts)
   if not cs then return nil, err, code end
   local entity = url.unescape((u.host or "") .. (u.path or "")):gsub("^/+", ""):gsub("/+$", "")
   if entity == "" then entity = cs.entity_path or "" end
-  if entity == "" then return nil, ("INVALID: %s: no topic or queue name"):format(u.raw), "INVALID" end
+  if entity == "" then return fail.new("INVALID", "%s: no topic or queue name", u.raw) end
   local path = "/" .. url.escape(entity, "/")
   if q.subscription and q.subscription ~= "" then
     path = path .. "/subscriptions/" .. url.escape(q.subscription)
@@ -121,7 +121,7 @@ local Writer = {}
 Writer.__index = Writer
 
 function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local props = {}
   local key = opts and opts.key
   if key and key ~= "" then props.PartitionKey = key end
@@ -139,7 +139,7 @@ local function entity_health(s)
 end
 
 function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   return entity_health(self.s)
 end
 
@@ -259,7 +259,7 @@ function Reader:fetch_loop()
 end
 
 function Reader:health()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the reader is closed") end
   return entity_health(self.s)
 end
 

@@ -6,6 +6,7 @@
 -- the envelope id the MessageDeduplicationId; the app also goes as the message attribute
 -- autopgo-key. SNS is write-only here: workers read an SQS queue subscribed to the topic
 -- (awssqs://..., raw delivery recommended; non-raw notifications are unwrapped).
+local fail = require "autopgo.fail"
 local url = require "autopgo.url"
 local rest = require "autopgo.rest"
 local awsquery = require "autopgo.bus.awsquery"
@@ -19,14 +20,14 @@ local Writer = {}
 Writer.__index = Writer
 
 function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local params = awsquery.message_params({ target = { "TopicArn", self.arn }, body = "Message",
     attribute = "MessageAttributes.entry.%d" }, self.fifo, body, opts)
   return self.stats:count("published", "failed", self.client:call("Publish", params))
 end
 
 function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local doc, err, code = self.client:call("GetTopicAttributes", { { "TopicArn", self.arn } }, { deadline = 10 })
   if not doc then return nil, err, code end
   return true
@@ -45,7 +46,7 @@ function M.writer(u, opts)
   local arn = url.unescape((u.host or "") .. (u.port and (":" .. u.port) or "") .. (u.path or "")):gsub("^/+", "")
   local region_of_arn = arn:match("^arn:[^:]+:sns:([^:]+):")
   if not region_of_arn then
-    return nil, ("INVALID: %s: want awssns:///arn:aws:sns:<region>:<account>:<topic>"):format(u.raw), "INVALID"
+    return fail.new("INVALID", "%s: want awssns:///arn:aws:sns:<region>:<account>:<topic>", u.raw)
   end
   if not q.region or q.region == "" then q.region = region_of_arn end
   local o

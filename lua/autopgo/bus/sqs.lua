@@ -14,6 +14,7 @@
 -- to the queue's redrive policy (its dead-letter queue) when it has one; without one it is
 -- logged and deleted after max_attempts. raw=true (readers): bodies are never SNS envelopes;
 -- otherwise an SNS notification (non-raw SNS delivery) is unwrapped as gocloud does.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
@@ -50,14 +51,14 @@ local function settings(u, role, opts)
   if q.waittime and q.waittime ~= "" then
     wait = units.parse_duration(q.waittime)
     if not wait or wait < 0 or wait >= 21 then
-      return nil, ("INVALID: invalid value %q for query parameter waittime (want a duration from 0s to 20s)")
-        :format(q.waittime), "INVALID"
+      return fail.new("INVALID", "invalid value %q for query parameter waittime (want a duration from 0s to 20s)",
+        q.waittime)
     end
     wait = math.floor(wait) -- whole seconds, as gocloud sends it
   end
   local path = (u.path or ""):gsub("/+$", "")
   if not u.host or u.host == "" or path == "" then
-    return nil, ("INVALID: %s: want awssqs://<host>/<account>/<queue>"):format(u.raw), "INVALID"
+    return fail.new("INVALID", "%s: want awssqs://<host>/<account>/<queue>", u.raw)
   end
   local o
   o, err, code = awsquery.options(q, opts, "AWS_ENDPOINT_URL_SQS")
@@ -83,7 +84,7 @@ local Writer = {}
 Writer.__index = Writer
 
 function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local params = awsquery.message_params({ target = { "QueueUrl", self.s.queue_url }, body = "MessageBody",
     attribute = "MessageAttribute.%d" }, self.s.fifo, body, opts)
   return self.stats:count("published", "failed", self.s.client:call("SendMessage", params))
@@ -102,7 +103,7 @@ local function queue_attributes(s, names)
 end
 
 function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local attrs, err, code = queue_attributes(self.s, { "QueueArn" })
   if not attrs then return nil, err, code end
   return true
@@ -249,7 +250,7 @@ function Reader:on_message(el)
 end
 
 function Reader:health()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the reader is closed") end
   local attrs, err, code = queue_attributes(self.s, { "QueueArn" })
   if not attrs then return nil, err, code end
   return true
