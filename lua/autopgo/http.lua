@@ -30,13 +30,13 @@
 local fail = require "autopgo.fail"
 local core = require "autopgo.core"
 local async = require "autopgo.async"
-local cli = require "autopgo.cli"
+local version = require "autopgo.version"
 
 local client = core.http_client
 
 local M = {}
 
-M.user_agent = "autopgo/" .. cli.version
+M.user_agent = "autopgo/" .. version.version
 M.default_connect_timeout = 10
 
 -- Every request in flight, for cancel_all (the C side pins them while they run).
