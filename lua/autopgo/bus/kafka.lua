@@ -17,6 +17,7 @@ local log = require "autopgo.log"
 local url = require "autopgo.url"
 local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
+local base = require "autopgo.bus.base"
 
 local kafka = core.kafka
 
@@ -264,21 +265,7 @@ end
 
 function Msg:dead_letter(reason)
   local r = self.reader
-  if r.dlq then
-    local ok, err = r.dlq:publish(self.body, { key = self.key })
-    if not ok then
-      log.error("kafka: cannot write to the dead-letter topic; redelivering instead", "reader", r.name,
-        "error", err)
-      return nil, err
-    end
-    log.warn("kafka: message moved to the dead-letter topic", "reader", r.name, "id", self.id,
-      "topic", r.dlq.topic, "reason", reason)
-  else
-    inbox_mod.log_given_up("kafka: giving up on a message and there is no dead-letter topic; dropping it",
-      r.name, self, reason)
-  end
-  r.inbox.stats:inc("dead_lettered")
-  return true
+  return base.dead_letter(r, self, reason, "kafka", "topic", r.dlq and r.dlq.topic)
 end
 
 --- Gives up on the message now: to the dead-letter topic (or logged and dropped), then committed.

@@ -22,6 +22,7 @@ local events = require "autopgo.events"
 local units = require "autopgo.units"
 local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
+local base = require "autopgo.bus.base"
 
 local natsc = core.nats
 
@@ -242,17 +243,7 @@ end
 
 function Msg:dead_letter(reason)
   local r = self.reader
-  if r.dlq then
-    local ok, err, code = r.dlq:publish(self.body, { key = self.key })
-    if not ok then return nil, err, code end
-    log.warn("nats: message moved to the dead-letter subject", "reader", r.name, "id", self.id,
-      "subject", r.s.dead_letter, "reason", reason)
-  else
-    inbox_mod.log_given_up("nats: giving up on a message and there is no dead-letter subject; dropping it",
-      r.name, self, reason)
-  end
-  r.inbox.stats:inc("dead_lettered")
-  return true
+  return base.dead_letter(r, self, reason, "nats", "subject", r.s.dead_letter)
 end
 
 -- Dead-letters the message and ends it (+TERM: JetStream never delivers it again). Returns false
@@ -260,10 +251,7 @@ end
 -- else true, plus err, code when the +TERM failed.
 local function give_up(self, reason)
   local r = self.reader
-  if not self:dead_letter(reason) then
-    log.error("nats: cannot write to the dead-letter subject; redelivering instead", "reader", r.name)
-    return false
-  end
+  if not self:dead_letter(reason) then return false end
   r:settle(self)
   if self.nmsg then
     local done, err, code = self.nmsg:term()
