@@ -21,7 +21,9 @@ end
 
 -- nil, "CODE: cannot open the <what> <url>: <why>", CODE: the role says it and exits.
 local function cannot_open(what, raw, err, code)
-  return fail.new(code or fail.code(err) or "UNAVAILABLE", "cannot open the %s %s: %s", what, raw, err)
+  code = code or fail.code(err)
+  if not fail.codes[code] then code = "UNAVAILABLE" end
+  return fail.new(code, "cannot open the %s %s: %s", what, raw, err)
 end
 
 --- The blob store of --blob-store-url, or the file store under --data-dir; or a failure saying

@@ -26,6 +26,7 @@ M.codes = {
   LISTEN = "a listening socket could not be opened",
   LOAD = "a Lua script or module could not be loaded",
   SERVER = "a peer answered with an error that retrying will not fix",
+  HTTP = "a peer answered with an HTTP status autopgo has no other code for (a 3xx or an odd 4xx)",
   INTERNAL = "a bug: something that should not happen did",
   EMPTY = "there was nothing to do (the worker's merge pass found no staged upload)",
   -- codes of the C core (core/lua/*.c, core/pprof)
