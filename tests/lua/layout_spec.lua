@@ -19,14 +19,15 @@ end
 describe("layout", function()
   it("has the top level the project promises", function()
     for _, p in ipairs { "CMakeLists.txt", "core", "lua/autopgo", "lua/roles", "lua/discovery",
-      "config.example.lua", "rocks", "tests", "README.md", "Makefile", "scripts", "bench", ".ci/run",
-      ".clang-format", ".luacheckrc", ".busted" } do
+      "config.example.lua", "rocks", "tests", "README.md", "CONTRIBUTING.md", "Makefile", "scripts", "bench",
+      ".ci/run", ".clang-format", ".luacheckrc", ".busted" } do
       assert.is_truthy(io.open(root .. "/" .. p), p .. " is missing")
     end
     -- and nothing else: the top level is exactly what the user asked for
     local allowed = { ["CMakeLists.txt"] = true, core = true, lua = true, ["config.example.lua"] = true,
-      rocks = true, tests = true, ["README.md"] = true, Makefile = true, scripts = true, bench = true, [".ci"] = true,
-      [".clang-format"] = true, [".luacheckrc"] = true, [".busted"] = true, [".gitignore"] = true }
+      rocks = true, tests = true, ["README.md"] = true, ["CONTRIBUTING.md"] = true, Makefile = true, scripts = true,
+      bench = true, [".ci"] = true, [".clang-format"] = true, [".luacheckrc"] = true, [".busted"] = true,
+      [".gitignore"] = true }
     for _, f in ipairs(tracked(".")) do
       local top = f:match("^[^/]+")
       assert.is_true(allowed[top] == true, top .. " is not part of the promised top level")
