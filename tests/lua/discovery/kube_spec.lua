@@ -603,8 +603,8 @@ current-context: fake
         local kc = exec_kubeconfig("failing.yaml", { command = "bin/failing-plugin.sh",
           install_hint = "install it with your package manager" })
         local _, err = open(kc):list()
-        assert.equals(("UNAUTHORIZED: the exec credential plugin %s/bin/failing-plugin.sh exited with 3: no credentials for "
-          .. "this cluster; install it with your package manager"):format(dir), err)
+        assert.equals(("UNAUTHORIZED: the exec credential plugin %s/bin/failing-plugin.sh exited with 3: "
+          .. "no credentials for this cluster; install it with your package manager"):format(dir), err)
 
         credential({ token = "x" }, "client.authentication.k8s.io/v1beta1")
         _, err = open(exec_kubeconfig("mismatch.yaml")):list()
