@@ -1,5 +1,6 @@
-/* Shared binding helpers: failure tuples, userdata registration, the callback runner and the
- * thread-pool bridge used by every binding in core/lua. */
+/* Shared binding helpers: failure tuples, userdata registration, the callback runner, the
+ * thread-pool bridge and the pending callbacks of loop handles, used by every binding in core/lua.
+ */
 #include "binding.h"
 
 #include <luv/luv.h>
@@ -193,4 +194,95 @@ void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *d
         free(w);
         luaL_error(L, "uv_queue_work: %s", uv_strerror(rc));
     }
+}
+
+/* ---- pending callbacks of loop handles ---- */
+
+void ap_pending_push_table(lua_State *L, const ap_pending *p)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->self_ref);
+    lua_getiuservalue(L, -1, 1);
+    lua_remove(L, -2);
+}
+
+lua_Integer ap_pending_add(lua_State *L, ap_pending *p, int ud_idx, int fn_idx)
+{
+    fn_idx = lua_absindex(L, fn_idx);
+    lua_Integer id = ++p->next_id;
+    lua_getiuservalue(L, ud_idx, 1);
+    lua_pushvalue(L, fn_idx);
+    lua_rawseti(L, -2, id);
+    lua_pop(L, 1);
+    return id;
+}
+
+int ap_pending_take(lua_State *L, const ap_pending *p, lua_Integer id)
+{
+    ap_pending_push_table(L, p);
+    lua_rawgeti(L, -1, id);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_pushnil(L);
+    lua_rawseti(L, -3, id);
+    lua_remove(L, -2);
+    return 1;
+}
+
+int ap_pending_close_begin(lua_State *L, int closed)
+{
+    int has_cb = !lua_isnoneornil(L, 2);
+    if (has_cb) luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (closed) {
+        if (has_cb) {
+            lua_pushvalue(L, 2);
+            ap_call(L, 0, 0, 0);
+        }
+        return 0;
+    }
+    if (has_cb) {
+        lua_getiuservalue(L, 1, 1);
+        if (lua_getfield(L, -1, "close") != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, -3, "close");
+        }
+        lua_pushvalue(L, 2);
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        lua_pop(L, 2);
+    }
+    return 1;
+}
+
+void ap_pending_closed(lua_State *L, ap_pending *p, const char *what)
+{
+    int top = lua_gettop(L);
+    ap_pending_push_table(L, p);
+    int pending = lua_gettop(L);
+    lua_getfield(L, pending, "close");
+    int close_cbs = lua_gettop(L);
+    lua_pushnil(L);
+    lua_setfield(L, pending, "close");
+    /* Whatever never got an answer (deliveries purged by the close, ...) fails now. */
+    lua_pushnil(L);
+    while (lua_next(L, pending)) {
+        lua_pushvalue(L, -2);
+        lua_pushnil(L);
+        lua_rawset(L, pending);
+        if (lua_isfunction(L, -1)) {
+            ap_push_error(L, "CLOSED", "%s was closed", what);
+            ap_call(L, 1, 0, 0);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    if (lua_istable(L, close_cbs)) {
+        for (lua_Integer i = 1; lua_rawgeti(L, close_cbs, i) == LUA_TFUNCTION; i++)
+            ap_call(L, 0, 0, 0);
+    }
+    lua_settop(L, top);
+    luaL_unref(L, LUA_REGISTRYINDEX, p->self_ref);
+    p->self_ref = LUA_NOREF;
 }

@@ -44,6 +44,30 @@ typedef void (*ap_cleanup_fn)(void *data);
 void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *data,
                    ap_work_fn work, ap_after_fn after, ap_cleanup_fn cleanup);
 
+/* Loop handles with callbacks in flight (kafka clients, nats connections). The handle's userdata
+ * keeps them in its user value 1, a table: integer keys for pending callbacks (the id travels to C
+ * as the operation's opaque), "close" for the list of close(cb) callbacks. `self_ref` is the
+ * registry ref that pins the userdata while the handle is open. */
+typedef struct {
+    int self_ref;
+    lua_Integer next_id;
+} ap_pending;
+
+/* Stores the function at fn_idx as a pending callback of the userdata at ud_idx; returns its id. */
+lua_Integer ap_pending_add(lua_State *L, ap_pending *p, int ud_idx, int fn_idx);
+/* Pushes and forgets pending callback `id`; returns 0 (pushing nothing) when it is unknown. */
+int ap_pending_take(lua_State *L, const ap_pending *p, lua_Integer id);
+/* For handle:close([cb]) with the handle at 1 and cb at 2: a closed handle calls cb now and
+ * returns 0; otherwise cb (if any) waits for ap_pending_closed and it returns 1: the caller starts
+ * closing unless it already is. */
+int ap_pending_close_begin(lua_State *L, int closed);
+/* Once the handle is gone: every pending callback fails with "CLOSED: <what> was closed", the
+ * close callbacks run, and the userdata is unpinned (p->self_ref becomes LUA_NOREF). Other
+ * string keys of the user value must have been cleared by the caller. */
+void ap_pending_closed(lua_State *L, ap_pending *p, const char *what);
+/* Pushes the handle's user value table (the handle must still be pinned). */
+void ap_pending_push_table(lua_State *L, const ap_pending *p);
+
 /* Each binding file exports one opener that pushes its table. */
 int ap_open_log(lua_State *L);
 int ap_open_crypto(lua_State *L);

@@ -16,10 +16,9 @@ typedef struct {
     ap_kafka *k;
     lua_State *L;
     int consumer;
-    int self_ref;  /* pins the userdata while the handle is open */
-    int event_ref; /* consumer: on_event */
+    ap_pending pending; /* callbacks in flight; pins the userdata while the handle is open */
+    int event_ref;      /* consumer: on_event */
     int closing, closed;
-    lua_Integer next_id;
 } kafka_ud;
 
 static kafka_ud *ap_check_kafka(lua_State *L, int idx)
@@ -33,41 +32,6 @@ static kafka_ud *check_open(lua_State *L, int idx, int consumer)
     if (consumer >= 0 && u->consumer != consumer)
         luaL_argerror(L, idx, consumer ? "not a consumer" : "not a producer");
     return u;
-}
-
-/* Pushes the pending-callback table (the userdata's user value). */
-static void push_pending(lua_State *L, kafka_ud *u)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, u->self_ref);
-    lua_getiuservalue(L, -1, 1);
-    lua_remove(L, -2);
-}
-
-/* Stores the function at idx as a pending callback; returns its id (the opaque). */
-static lua_Integer add_pending(lua_State *L, kafka_ud *u, int idx)
-{
-    idx = lua_absindex(L, idx);
-    lua_Integer id = ++u->next_id;
-    lua_getiuservalue(L, 1, 1);
-    lua_pushvalue(L, idx);
-    lua_rawseti(L, -2, id);
-    lua_pop(L, 1);
-    return id;
-}
-
-/* Pushes and removes pending callback `id`; returns 0 (pushing nothing) when it is unknown. */
-static int take_pending(lua_State *L, kafka_ud *u, lua_Integer id)
-{
-    push_pending(L, u);
-    lua_rawgeti(L, -1, id);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 2);
-        return 0;
-    }
-    lua_pushnil(L);
-    lua_rawseti(L, -3, id);
-    lua_remove(L, -2);
-    return 1;
 }
 
 /* ---- handlers (loop thread) ---- */
@@ -108,7 +72,7 @@ static void on_delivery(void *ud, void *opaque, const char *err, int32_t partiti
 {
     kafka_ud *u = ud;
     lua_State *L = u->L;
-    if (!take_pending(L, u, (lua_Integer)(intptr_t)opaque)) return;
+    if (!ap_pending_take(L, &u->pending, (lua_Integer)(intptr_t)opaque)) return;
     if (err) {
         ap_push_error(L, "UNAVAILABLE", "kafka delivery failed: %s", err);
         ap_call(L, 1, 0, 0);
@@ -156,7 +120,7 @@ static void on_commit(void *ud, void *opaque, const char *err)
 {
     kafka_ud *u = ud;
     lua_State *L = u->L;
-    if (!take_pending(L, u, (lua_Integer)(intptr_t)opaque)) return;
+    if (!ap_pending_take(L, &u->pending, (lua_Integer)(intptr_t)opaque)) return;
     if (err)
         ap_push_error(L, "UNAVAILABLE", "kafka commit failed: %s", err);
     else
@@ -168,7 +132,7 @@ static void on_probe(void *ud, void *opaque, const char *err, int brokers)
 {
     kafka_ud *u = ud;
     lua_State *L = u->L;
-    if (!take_pending(L, u, (lua_Integer)(intptr_t)opaque)) return;
+    if (!ap_pending_take(L, &u->pending, (lua_Integer)(intptr_t)opaque)) return;
     if (err) {
         ap_push_error(L, "UNAVAILABLE", "kafka brokers unreachable: %s", err);
         ap_call(L, 1, 0, 0);
@@ -198,34 +162,12 @@ static void on_closed(void *ud)
 {
     kafka_ud *u = ud;
     lua_State *L = u->L;
-    int top = lua_gettop(L);
     u->closed = 1;
     ap_kafka_free(u->k);
     u->k = NULL;
-    push_pending(L, u);
-    int pending = lua_gettop(L);
-    lua_getfield(L, pending, "close");
-    int close_cbs = lua_gettop(L);
-    lua_pushnil(L);
-    lua_setfield(L, pending, "close");
-    /* Whatever never got an answer (deliveries purged by the close, ...) fails now. */
-    lua_pushnil(L);
-    while (lua_next(L, pending)) {
-        lua_pushvalue(L, -2);
-        lua_pushnil(L);
-        lua_rawset(L, pending);
-        ap_push_error(L, "CLOSED", "the kafka client was closed");
-        ap_call(L, 1, 0, 0);
-    }
-    if (lua_istable(L, close_cbs)) {
-        for (lua_Integer i = 1; lua_rawgeti(L, close_cbs, i) == LUA_TFUNCTION; i++)
-            ap_call(L, 0, 0, 0);
-    }
-    lua_settop(L, top);
+    ap_pending_closed(L, &u->pending, "the kafka client");
     luaL_unref(L, LUA_REGISTRYINDEX, u->event_ref);
     u->event_ref = LUA_NOREF;
-    luaL_unref(L, LUA_REGISTRYINDEX, u->self_ref);
-    u->self_ref = LUA_NOREF;
 }
 
 static const ap_kafka_handlers handlers = {on_message, on_delivery, on_rebalance, on_commit,
@@ -271,7 +213,7 @@ static int new_client(lua_State *L, int consumer)
     int ud_idx = lua_gettop(L);
     u->consumer = consumer;
     u->L = ap_main_state(L);
-    u->self_ref = u->event_ref = LUA_NOREF;
+    u->pending.self_ref = u->event_ref = LUA_NOREF;
     lua_newtable(L);
     lua_setiuservalue(L, ud_idx, 1);
     char err[512];
@@ -285,7 +227,7 @@ static int new_client(lua_State *L, int consumer)
         u->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_pushvalue(L, ud_idx);
-    u->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    u->pending.self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, ud_idx);
     return 1;
 }
@@ -320,11 +262,11 @@ static int l_produce(lua_State *L)
     const char *value = luaL_checklstring(L, 4, &vlen);
     luaL_checktype(L, 5, LUA_TFUNCTION);
     if (u->closing) return fail_closed(L, u);
-    lua_Integer id = add_pending(L, u, 5);
+    lua_Integer id = ap_pending_add(L, &u->pending, 1, 5);
     char err[256];
     if (ap_kafka_produce(u->k, topic, key, klen, value, vlen, (void *)(intptr_t)id, err,
                          sizeof err) != 0) {
-        take_pending(L, u, id);
+        ap_pending_take(L, &u->pending, id);
         lua_pop(L, 1);
         return ap_fail(L, "UNAVAILABLE", "kafka produce: %s", err);
     }
@@ -385,10 +327,10 @@ static int l_commit(lua_State *L)
         lua_pop(L, 5); /* strings stay alive in the argument tables */
     }
     if (u->closing) return fail_closed(L, u);
-    lua_Integer id = add_pending(L, u, 3);
+    lua_Integer id = ap_pending_add(L, &u->pending, 1, 3);
     char err[256];
     if (ap_kafka_commit(u->k, tps, n, (void *)(intptr_t)id, err, sizeof err) != 0) {
-        take_pending(L, u, id);
+        ap_pending_take(L, &u->pending, id);
         lua_pop(L, 1);
         return ap_fail(L, "UNAVAILABLE", "kafka commit: %s", err);
     }
@@ -429,10 +371,10 @@ static int l_probe(lua_State *L)
     luaL_checktype(L, 3, LUA_TFUNCTION);
     luaL_argcheck(L, timeout > 0 && timeout <= 600000, 2, "between 1 and 600000 ms");
     if (u->closing) return fail_closed(L, u);
-    lua_Integer id = add_pending(L, u, 3);
+    lua_Integer id = ap_pending_add(L, &u->pending, 1, 3);
     char err[256];
     if (ap_kafka_probe(u->k, (int)timeout, (void *)(intptr_t)id, err, sizeof err) != 0) {
-        take_pending(L, u, id);
+        ap_pending_take(L, &u->pending, id);
         lua_pop(L, 1);
         return ap_fail(L, "UNAVAILABLE", "kafka probe: %s", err);
     }
@@ -444,28 +386,7 @@ static int l_probe(lua_State *L)
 static int l_close(lua_State *L)
 {
     kafka_ud *u = ap_check_kafka(L, 1);
-    int has_cb = !lua_isnoneornil(L, 2);
-    if (has_cb) luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (u->closed) {
-        if (has_cb) {
-            lua_pushvalue(L, 2);
-            ap_call(L, 0, 0, 0);
-        }
-        return 0;
-    }
-    if (has_cb) {
-        lua_getiuservalue(L, 1, 1);
-        if (lua_getfield(L, -1, "close") != LUA_TTABLE) {
-            lua_pop(L, 1);
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, -3, "close");
-        }
-        lua_pushvalue(L, 2);
-        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-        lua_pop(L, 2);
-    }
-    if (u->closing) return 0;
+    if (!ap_pending_close_begin(L, u->closed) || u->closing) return 0;
     u->closing = 1;
     ap_kafka_close(u->k);
     return 0;

@@ -1,4 +1,4 @@
-/* Lua binding of core/nats: connections, core and JetStream pull subscriptions, messages.
+/* Lua binding of core/nats, connections (subscriptions: nats_sub.c, messages: nats_msg.c).
  *   nats.connect(urls, opts, on_event, cb(err, conn))   opts: name, timeout_ms
  * on_event(kind, text) gets "disconnected", "reconnected", "closed" or "error". Connecting,
  * creating streams and pull subscriptions wait for the server, so they run on the pool. */
@@ -6,217 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "binding.h"
 #include "log.h"
-#include "nats.h"
-
-#define CONN_TYPE "autopgo.nats"
-#define SUB_TYPE  "autopgo.nats_sub"
-#define MSG_TYPE  "autopgo.nats_msg"
-
-typedef struct msg_ud msg_ud;
-
-typedef struct {
-    ap_nats *n;
-    lua_State *L;
-    int self_ref;  /* pins the userdata while the connection is open */
-    int event_ref; /* on_event */
-    int connected_once;
-    int closing, closed;
-    lua_Integer next_id;
-    msg_ud *msgs; /* live messages: they must not outlive the connection's threads */
-} conn_ud;
-
-typedef struct {
-    ap_nats_sub *s;
-    conn_ud *c;
-    int ref; /* registry ref to this userdata (the subscription's opaque finds it) */
-    int pull;
-} sub_ud;
-
-struct msg_ud {
-    natsMsg *m;
-    conn_ud *c;
-    msg_ud *prev, *next;
-};
+#include "nats_lua.h"
 
 static conn_ud *ap_check_nats(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, CONN_TYPE);
-}
-
-static sub_ud *ap_check_nats_sub(lua_State *L, int idx)
-{
-    return luaL_checkudata(L, idx, SUB_TYPE);
-}
-
-static msg_ud *ap_check_nats_msg(lua_State *L, int idx)
-{
-    return luaL_checkudata(L, idx, MSG_TYPE);
-}
-
-/* ---- pending callbacks, kept in the connection's user value (integer keys) ---- */
-
-static void push_uv(lua_State *L, conn_ud *c)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
-    lua_getiuservalue(L, -1, 1);
-    lua_remove(L, -2);
-}
-
-static lua_Integer add_pending(lua_State *L, conn_ud *c, int conn_idx, int fn_idx)
-{
-    fn_idx = lua_absindex(L, fn_idx);
-    lua_Integer id = ++c->next_id;
-    lua_getiuservalue(L, conn_idx, 1);
-    lua_pushvalue(L, fn_idx);
-    lua_rawseti(L, -2, id);
-    lua_pop(L, 1);
-    return id;
-}
-
-static int take_pending(lua_State *L, conn_ud *c, lua_Integer id)
-{
-    push_uv(L, c);
-    lua_rawgeti(L, -1, id);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 2);
-        return 0;
-    }
-    lua_pushnil(L);
-    lua_rawseti(L, -3, id);
-    lua_remove(L, -2);
-    return 1;
-}
-
-/* ---- messages ---- */
-
-static void msg_unlink(msg_ud *m)
-{
-    if (m->c == NULL) return;
-    if (m->prev)
-        m->prev->next = m->next;
-    else
-        m->c->msgs = m->next;
-    if (m->next) m->next->prev = m->prev;
-    m->prev = m->next = NULL;
-}
-
-/* Pushes a message userdata that owns `m` (its user value keeps the connection alive). */
-static void push_msg(lua_State *L, conn_ud *c, natsMsg *m)
-{
-    msg_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
-    memset(u, 0, sizeof *u);
-    luaL_setmetatable(L, MSG_TYPE);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
-    lua_setiuservalue(L, -2, 1);
-    u->m = m;
-    u->c = c;
-    u->next = c->msgs;
-    if (c->msgs) c->msgs->prev = u;
-    c->msgs = u;
-}
-
-static natsMsg *live_msg(lua_State *L, msg_ud *u)
-{
-    (void)L;
-    return u->m;
-}
-
-/* msg:data() -> string */
-static int l_msg_data(lua_State *L)
-{
-    msg_ud *u = ap_check_nats_msg(L, 1);
-    natsMsg *m = live_msg(L, u);
-    if (m == NULL) return ap_fail(L, "CLOSED", "the message's connection is closed");
-    lua_pushlstring(L, natsMsg_GetData(m) ? natsMsg_GetData(m) : "",
-                    (size_t)natsMsg_GetDataLength(m));
-    return 1;
-}
-
-/* msg:key() -> string | nil */
-static int l_msg_key(lua_State *L)
-{
-    msg_ud *u = ap_check_nats_msg(L, 1);
-    natsMsg *m = live_msg(L, u);
-    const char *k = m ? ap_nats_msg_key(m) : NULL;
-    if (k == NULL) return 0;
-    lua_pushstring(L, k);
-    return 1;
-}
-
-/* msg:subject() -> string */
-static int l_msg_subject(lua_State *L)
-{
-    msg_ud *u = ap_check_nats_msg(L, 1);
-    natsMsg *m = live_msg(L, u);
-    if (m == NULL) return ap_fail(L, "CLOSED", "the message's connection is closed");
-    lua_pushstring(L, natsMsg_GetSubject(m));
-    return 1;
-}
-
-/* msg:meta() -> deliveries, stream_seq (JetStream's; 0, 0 for core messages) */
-static int l_msg_meta(lua_State *L)
-{
-    msg_ud *u = ap_check_nats_msg(L, 1);
-    natsMsg *m = live_msg(L, u);
-    int64_t d = 0;
-    uint64_t seq = 0;
-    if (m) ap_nats_msg_meta(m, &d, &seq);
-    lua_pushinteger(L, d);
-    lua_pushinteger(L, (lua_Integer)seq);
-    return 2;
-}
-
-static int msg_op(lua_State *L, ap_nats_ack_kind kind)
-{
-    msg_ud *u = ap_check_nats_msg(L, 1);
-    lua_Integer delay = kind == AP_NATS_NAK ? luaL_optinteger(L, 2, 0) : 0;
-    natsMsg *m = live_msg(L, u);
-    if (m == NULL) return ap_fail(L, "CLOSED", "the message's connection is closed");
-    if (u->c->closing) return ap_fail(L, "CLOSED", "the message's connection is closing");
-    char err[300];
-    if (ap_nats_msg_ack(m, kind, delay, err, sizeof err) != 0)
-        return ap_fail(L, "UNAVAILABLE", "nats: %s", err);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* msg:ack() / msg:nak([delay_ms]) / msg:in_progress() / msg:term() -> true | nil, err, code */
-static int l_msg_ack(lua_State *L)
-{
-    return msg_op(L, AP_NATS_ACK);
-}
-static int l_msg_nak(lua_State *L)
-{
-    return msg_op(L, AP_NATS_NAK);
-}
-static int l_msg_in_progress(lua_State *L)
-{
-    return msg_op(L, AP_NATS_PROGRESS);
-}
-static int l_msg_term(lua_State *L)
-{
-    return msg_op(L, AP_NATS_TERM);
-}
-
-/* msg:destroy(): frees the message now (also done by the garbage collector). */
-static int l_msg_destroy(lua_State *L)
-{
-    msg_ud *u = ap_check_nats_msg(L, 1);
-    if (u->m) natsMsg_Destroy(u->m);
-    u->m = NULL;
-    msg_unlink(u);
-    u->c = NULL;
-    return 0;
-}
-
-static int l_msg_tostring(lua_State *L)
-{
-    msg_ud *u = ap_check_nats_msg(L, 1);
-    lua_pushfstring(L, MSG_TYPE " (%s): %p", u->m ? natsMsg_GetSubject(u->m) : "released",
-                    (void *)u);
-    return 1;
 }
 
 /* ---- handlers (loop thread) ---- */
@@ -235,7 +30,7 @@ static void on_msg(void *ud, void *sub_opaque, natsMsg *m)
     lua_rawgeti(L, -1, 1);
     lua_replace(L, -3);
     lua_pop(L, 1);
-    push_msg(L, c, m);
+    ap_nats_lua_push_msg(L, c, m);
     ap_call(L, 1, 0, 0);
 }
 
@@ -260,7 +55,7 @@ static void on_puback(void *ud, void *opaque, const char *err, uint64_t seq, int
 {
     conn_ud *c = ud;
     lua_State *L = c->L;
-    if (!take_pending(L, c, (lua_Integer)(intptr_t)opaque)) return;
+    if (!ap_pending_take(L, &c->pending, (lua_Integer)(intptr_t)opaque)) return;
     if (err) {
         ap_push_error(L, "UNAVAILABLE", "jetstream did not store the message: %s", err);
         ap_call(L, 1, 0, 0);
@@ -305,55 +100,16 @@ static void on_closed(void *ud)
 {
     conn_ud *c = ud;
     lua_State *L = c->L;
-    int top = lua_gettop(L);
     c->closed = 1;
     ap_nats_free(c->n);
     c->n = NULL;
-    push_uv(L, c);
-    int uv = lua_gettop(L);
     /* Subscriptions end with the connection. */
-    lua_getfield(L, uv, "subs");
-    if (lua_istable(L, -1)) {
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            sub_ud *s = lua_touserdata(L, -1);
-            if (s) {
-                luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
-                s->ref = LUA_NOREF;
-                s->s = NULL;
-            }
-            lua_pop(L, 1);
-        }
-    }
+    ap_pending_push_table(L, &c->pending);
+    ap_nats_lua_release_subs(L, lua_gettop(L));
     lua_pop(L, 1);
-    lua_pushnil(L);
-    lua_setfield(L, uv, "subs");
-    lua_getfield(L, uv, "close");
-    int close_cbs = lua_gettop(L);
-    lua_pushnil(L);
-    lua_setfield(L, uv, "close");
-    /* Whatever never got an answer fails now. */
-    lua_pushnil(L);
-    while (lua_next(L, uv)) {
-        lua_pushvalue(L, -2);
-        lua_pushnil(L);
-        lua_rawset(L, uv);
-        if (lua_isfunction(L, -1)) {
-            ap_push_error(L, "CLOSED", "the nats connection was closed");
-            ap_call(L, 1, 0, 0);
-        } else {
-            lua_pop(L, 1);
-        }
-    }
-    if (lua_istable(L, close_cbs)) {
-        for (lua_Integer i = 1; lua_rawgeti(L, close_cbs, i) == LUA_TFUNCTION; i++)
-            ap_call(L, 0, 0, 0);
-    }
-    lua_settop(L, top);
+    ap_pending_closed(L, &c->pending, "the nats connection");
     luaL_unref(L, LUA_REGISTRYINDEX, c->event_ref);
     c->event_ref = LUA_NOREF;
-    luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
-    c->self_ref = LUA_NOREF;
 }
 
 static const ap_nats_handlers handlers = {on_msg,         on_puback,  on_event,
@@ -412,7 +168,7 @@ static int job_after(lua_State *L, void *data)
     lua_pushnil(L);
     if (j->kind == JOB_CONNECT) {
         c->connected_once = 1;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->pending.self_ref);
         return 2;
     }
     if (j->kind == JOB_PULL) {
@@ -470,7 +226,7 @@ static int l_connect(lua_State *L)
     conn_ud *c = ap_new_udata(L, sizeof *c, CONN_TYPE);
     int idx = lua_gettop(L);
     c->L = ap_main_state(L);
-    c->self_ref = c->event_ref = LUA_NOREF;
+    c->pending.self_ref = c->event_ref = LUA_NOREF;
     lua_newtable(L);
     lua_setiuservalue(L, idx, 1);
     char err[256];
@@ -482,7 +238,7 @@ static int l_connect(lua_State *L)
     lua_pushvalue(L, 3);
     c->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, idx);
-    c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->pending.self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     job *j = new_job(L, JOB_CONNECT, c, urls, name, NULL);
     j->x = timeout;
     queue_job(L, idx, 4, j);
@@ -539,11 +295,11 @@ static int l_js_publish(lua_State *L)
     lua_Integer timeout = luaL_checkinteger(L, 6);
     luaL_checktype(L, 7, LUA_TFUNCTION);
     FAIL_IF_CLOSED(L, c);
-    lua_Integer id = add_pending(L, c, 1, 7);
+    lua_Integer id = ap_pending_add(L, &c->pending, 1, 7);
     char err[300];
     if (ap_nats_js_publish(c->n, subject, key, msg_id, data, len, timeout, (void *)(intptr_t)id,
                            err, sizeof err) != 0) {
-        take_pending(L, c, id);
+        ap_pending_take(L, &c->pending, id);
         lua_pop(L, 1);
         return ap_fail(L, "UNAVAILABLE", "jetstream publish: %s", err);
     }
@@ -591,36 +347,6 @@ static int l_flush(lua_State *L)
     return 0;
 }
 
-static sub_ud *new_sub(lua_State *L, conn_ud *c, int conn_idx, int on_msg_idx, int on_stopped_idx)
-{
-    on_msg_idx = lua_absindex(L, on_msg_idx);
-    sub_ud *s = ap_new_udata(L, sizeof *s, SUB_TYPE);
-    int idx = lua_gettop(L);
-    s->c = c;
-    lua_createtable(L, 2, 0);
-    lua_pushvalue(L, on_msg_idx);
-    lua_rawseti(L, -2, 1);
-    if (on_stopped_idx) {
-        lua_pushvalue(L, on_stopped_idx);
-        lua_rawseti(L, -2, 2);
-    }
-    lua_setiuservalue(L, idx, 1);
-    lua_pushvalue(L, idx);
-    s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    /* remember it, so the close can release it */
-    lua_getiuservalue(L, conn_idx, 1);
-    if (lua_getfield(L, -1, "subs") != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "subs");
-    }
-    lua_pushvalue(L, idx);
-    lua_rawsetp(L, -2, s);
-    lua_pop(L, 2);
-    return s;
-}
-
 /* conn:subscribe(subject, queue|nil, on_msg(msg)) -> sub | nil, err, code */
 static int l_subscribe(lua_State *L)
 {
@@ -629,7 +355,7 @@ static int l_subscribe(lua_State *L)
     const char *queue = luaL_optstring(L, 3, NULL);
     luaL_checktype(L, 4, LUA_TFUNCTION);
     FAIL_IF_CLOSED(L, c);
-    sub_ud *s = new_sub(L, c, 1, 4, 0);
+    sub_ud *s = ap_nats_lua_new_sub(L, c, 1, 4, 0);
     char err[300];
     s->s = ap_nats_subscribe(c->n, subject, queue, s, err, sizeof err);
     if (s->s == NULL) {
@@ -659,7 +385,7 @@ static int l_pull_subscribe(lua_State *L)
         ap_call(L, 1, 0, 0);
         return 0;
     }
-    sub_ud *s = new_sub(L, c, 1, 7, 8);
+    sub_ud *s = ap_nats_lua_new_sub(L, c, 1, 7, 8);
     s->pull = 1;
     lua_pop(L, 1);
     job *j = new_job(L, JOB_PULL, c, stream, subject, durable);
@@ -670,83 +396,17 @@ static int l_pull_subscribe(lua_State *L)
     return 0;
 }
 
-/* sub:want(n): a pull subscription may fetch n more messages. */
-static int l_sub_want(lua_State *L)
-{
-    sub_ud *s = ap_check_nats_sub(L, 1);
-    lua_Integer n = luaL_checkinteger(L, 2);
-    if (s->s && s->c && !s->c->closing && n > 0)
-        ap_nats_sub_want(s->s, (int)(n > 1 << 20 ? 1 << 20 : n));
-    return 0;
-}
-
-/* sub:stop(): a pull subscription stops fetching; its on_stopped() follows. */
-static int l_sub_stop(lua_State *L)
-{
-    sub_ud *s = ap_check_nats_sub(L, 1);
-    if (s->s && s->c && !s->c->closing) ap_nats_sub_stop(s->s);
-    return 0;
-}
-
-static int l_sub_tostring(lua_State *L)
-{
-    sub_ud *s = ap_check_nats_sub(L, 1);
-    lua_pushfstring(L, SUB_TYPE " (%s, %s): %p", s->pull ? "pull" : "core",
-                    s->s ? "open" : "closed", (void *)s);
-    return 1;
-}
-
-static int l_sub_gc(lua_State *L)
-{
-    (void)ap_check_nats_sub(L, 1);
-    return 0; /* subscriptions are owned by their connection */
-}
-
 /* conn:close([cb]): stops fetching, waits (bounded) for publish acknowledgements, flushes and
  * closes; messages not yet settled are released (never acked). cb() runs once it is gone. */
 static int l_close(lua_State *L)
 {
     conn_ud *c = ap_check_nats(L, 1);
-    int has_cb = !lua_isnoneornil(L, 2);
-    if (has_cb) luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (c->closed) {
-        if (has_cb) {
-            lua_pushvalue(L, 2);
-            ap_call(L, 0, 0, 0);
-        }
-        return 0;
-    }
-    if (has_cb) {
-        lua_getiuservalue(L, 1, 1);
-        if (lua_getfield(L, -1, "close") != LUA_TTABLE) {
-            lua_pop(L, 1);
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, -3, "close");
-        }
-        lua_pushvalue(L, 2);
-        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-        lua_pop(L, 2);
-    }
-    if (c->closing) return 0;
+    if (!ap_pending_close_begin(L, c->closed) || c->closing) return 0;
     c->closing = 1;
     /* Messages must not outlive the threads that could still touch their subscription. */
-    for (msg_ud *m = c->msgs; m;) {
-        msg_ud *next = m->next;
-        if (m->m) natsMsg_Destroy(m->m);
-        m->m = NULL;
-        m->c = NULL;
-        m->prev = m->next = NULL;
-        m = next;
-    }
-    c->msgs = NULL;
+    ap_nats_lua_release_msgs(c);
     ap_nats_close(c->n);
     return 0;
-}
-
-static int l_msg_gc(lua_State *L)
-{
-    return l_msg_destroy(L);
 }
 
 static int l_gc(lua_State *L)
@@ -786,28 +446,8 @@ int ap_open_nats(lua_State *L)
     static const luaL_Reg conn_meta[] = {
         {"__gc", l_gc}, {"__tostring", l_tostring}, {"__close", l_closemeta}, {NULL, NULL}};
     ap_register_type(L, CONN_TYPE, conn_methods, conn_meta);
-    static const luaL_Reg sub_methods[] = {
-        {"want", l_sub_want}, {"stop", l_sub_stop}, {NULL, NULL}};
-    static const luaL_Reg sub_meta[] = {
-        {"__gc", l_sub_gc}, {"__tostring", l_sub_tostring}, {"__close", l_sub_gc}, {NULL, NULL}};
-    ap_register_type(L, SUB_TYPE, sub_methods, sub_meta);
-    static const luaL_Reg msg_methods[] = {
-        {"data", l_msg_data},
-        {"key", l_msg_key},
-        {"subject", l_msg_subject},
-        {"meta", l_msg_meta},
-        {"ack", l_msg_ack},
-        {"nak", l_msg_nak},
-        {"in_progress", l_msg_in_progress},
-        {"term", l_msg_term},
-        {"destroy", l_msg_destroy},
-        {NULL, NULL},
-    };
-    static const luaL_Reg msg_meta[] = {{"__gc", l_msg_gc},
-                                        {"__tostring", l_msg_tostring},
-                                        {"__close", l_msg_destroy},
-                                        {NULL, NULL}};
-    ap_register_type(L, MSG_TYPE, msg_methods, msg_meta);
+    ap_nats_lua_register_sub(L);
+    ap_nats_lua_register_msg(L);
     static const luaL_Reg funcs[] = {{"connect", l_connect}, {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;

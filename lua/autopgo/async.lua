@@ -1,13 +1,12 @@
 -- Coroutines on the libuv loop: spawn tasks, await callback-style calls, sleep, and wait for
--- several tasks. Failures follow the house convention: nil, "CODE: message", "CODE".
+-- several tasks. Failures follow the house convention: fail.new("CODE", "message").
 local uv = require "luv"
+local fail = require "autopgo.fail"
 local log = require "autopgo.log"
 
 local M = {}
 
-local function error_code(err)
-  return type(err) == "string" and err:match("^([%u_][%u%d_]*):") or nil
-end
+local error_code = fail.code
 M.error_code = error_code
 
 -- Resumes `co`; a failure is logged with the coroutine's traceback and never propagates into
@@ -80,6 +79,18 @@ function M.await(fn, ...)
   return settle(table.pack(coroutine.yield()))
 end
 
+--- For calls that either fail now or call back later: start(cb) begins the operation and returns
+-- true (or nothing) when cb will fire, false or nil, err when it failed at once (cb never fires).
+-- Suspends until then; returns cb's results, or nil, err, code (immediate failures included).
+function M.await_start(start)
+  return M.await(function(cb)
+    local ok, err = start(cb)
+    if ok == false or (ok == nil and err ~= nil) then
+      cb(err or select(2, fail.new("INTERNAL", "the call failed without a reason")))
+    end
+  end)
+end
+
 --- Suspends the calling coroutine for `ms` milliseconds.
 function M.sleep(ms)
   local co = in_coroutine()
@@ -93,7 +104,7 @@ end
 
 --- A one-shot event: any number of coroutines wait() until set(...) is called; later waits
 -- return at once with set's values (true when set had none). wait(timeout_ms) returns
--- nil, "TIMEOUT: ...", "TIMEOUT" when the time runs out.
+-- fail.new("TIMEOUT", "...") when the time runs out.
 function M.event()
   local ev = { is_set = false, waiters = {} }
   function ev.set(...)
@@ -121,7 +132,7 @@ function M.event()
     ev.waiters[#ev.waiters + 1] = co
     local woke = coroutine.yield()
     if timer and not timer:is_closing() then timer:close() end
-    if not woke then return nil, "TIMEOUT: timed out waiting", "TIMEOUT" end
+    if not woke then return fail.new("TIMEOUT", "timed out waiting") end
     return table.unpack(ev.values, 1, ev.values.n)
   end
   return ev

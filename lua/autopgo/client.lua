@@ -2,7 +2,7 @@
 -- download, list and delete, as the original's pkg/client. Failures follow the house
 -- convention; when the server answered, the message is the server's own with its HTTP status,
 -- "invalid app name (400)", and a fourth value carries that status:
---   nil, "INVALID: invalid app name (400)", "INVALID", 400
+--   fail.new("INVALID", "invalid app name (400)"), 400
 -- Transport failures keep the HTTP client's codes (UNAVAILABLE, TIMEOUT, TLS, ...).
 local fail = require "autopgo.fail"
 local http = require "autopgo.http"
@@ -47,7 +47,7 @@ end
 --- The message of an error without its code when the server produced it (what a person wants
 -- to read), or the whole error for transport failures.
 function M.message(err, status)
-  if status then return (err:gsub("^[%u_]+: ", "")) end
+  if status then return fail.message(err) end
   return err
 end
 
@@ -76,7 +76,8 @@ function Client:upload(app, body)
   if res.status ~= 201 and res.status ~= 200 then return M.response_error(res) end
   local doc = cjson.decode(res.body or "")
   if type(doc) ~= "table" or type(doc.key) ~= "string" then
-    return nil, "SERVER: the server accepted the profile but sent no key", "SERVER", res.status
+    local _, err_msg, err_code = fail.new("SERVER", "the server accepted the profile but sent no key")
+    return nil, err_msg, err_code, res.status
   end
   return doc.key
 end
@@ -113,7 +114,8 @@ function Client:list()
   if res.status ~= 200 then return M.response_error(res) end
   local doc = cjson.decode(res.body or "")
   if type(doc) ~= "table" or (doc.profiles ~= nil and type(doc.profiles) ~= "table") then
-    return nil, "SERVER: the server sent a list that is not {\"profiles\": [...]}", "SERVER", res.status
+    local _, err_msg, err_code = fail.new("SERVER", "the server sent a list that is not {\"profiles\": [...]}")
+    return nil, err_msg, err_code, res.status
   end
   local list = {}
   for _, p in ipairs(doc.profiles or {}) do

@@ -1,30 +1,32 @@
 -- Loads a Lua config file (a file that returns a table) and validates it once against the
 -- option schema: unknown keys and wrong types are errors naming the key.
+local fail = require "autopgo.fail"
+local keys_mod = require "autopgo.keys"
 local options = require "autopgo.options"
 
 local M = {}
 
 --- Loads and validates `path`; returns a table of typed values keyed by option name, or
--- nil, "CONFIG: message", "CONFIG".
+-- fail.new("INVALID", "message").
 function M.load(path)
   -- The file gets its own environment: it can read the standard library but cannot set
   -- globals in the process.
   local env = setmetatable({}, { __index = _G })
   local chunk, err = loadfile(path, "t", env)
   if not chunk then
-    return nil, ("CONFIG: cannot load config file %s: %s"):format(path, err), "CONFIG"
+    return fail.new("INVALID", "cannot load config file %s: %s", path, err)
   end
   local ok, result = pcall(chunk)
   if not ok then
-    return nil, ("CONFIG: config file %s failed: %s"):format(path, tostring(result)), "CONFIG"
+    return fail.new("INVALID", "config file %s failed: %s", path, tostring(result))
   end
   if type(result) ~= "table" then
-    return nil, ("CONFIG: config file %s must return a table, got %s"):format(path, type(result)), "CONFIG"
+    return fail.new("INVALID", "config file %s must return a table, got %s", path, type(result))
   end
   return M.validate(result, path)
 end
 
---- Validates a config table; returns typed values or nil, "CONFIG: message", "CONFIG".
+--- Validates a config table; returns typed values or fail.new("INVALID", "message").
 function M.validate(t, origin)
   origin = origin or "config"
   local keys = {}
@@ -37,17 +39,17 @@ function M.validate(t, origin)
       local hint = ""
       local dashed = type(k) == "string" and options.by_name[k:gsub("-", "_")]
       if dashed and dashed.config then hint = (" (did you mean %q?)"):format(dashed.name) end
-      return nil, ("CONFIG: %s: unknown key %q%s"):format(origin, k, hint), "CONFIG"
+      return fail.new("INVALID", "%s: unknown key %q%s", origin, k, hint)
     end
     local v, why = options.coerce(o, t[k])
     if v == nil then
-      return nil, ("CONFIG: %s: key %q %s"):format(origin, k, why), "CONFIG"
+      return fail.new("INVALID", "%s: key %q %s", origin, k, why)
     end
     out[k] = v
   end
   if out.policy then
     local ok, why = M.validate_policy(out.policy)
-    if not ok then return nil, ("CONFIG: %s: key \"policy\" %s"):format(origin, why), "CONFIG" end
+    if not ok then return fail.new("INVALID", "%s: key \"policy\" %s", origin, why) end
   end
   return out
 end
@@ -56,7 +58,7 @@ end
 function M.validate_policy(policy)
   for app, p in pairs(policy) do
     local where = ("[%q]"):format(tostring(app))
-    if type(app) ~= "string" or not (app == "*" or options.is_app_name(app)) then
+    if type(app) ~= "string" or not (app == "*" or keys_mod.is_app_name(app)) then
       return nil, ("has an invalid application name %s (a-z, 0-9, '-' or \"*\")"):format(where)
     end
     if type(p) ~= "table" then return nil, ("%s must be a table"):format(where) end

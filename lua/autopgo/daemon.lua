@@ -6,8 +6,8 @@ local async = require "autopgo.async"
 local blob = require "autopgo.blob"
 local bus = require "autopgo.bus"
 local health = require "autopgo.health"
+local fail = require "autopgo.fail"
 local log = require "autopgo.log"
-local cli = require "autopgo.cli"
 
 local M = {}
 
@@ -19,8 +19,15 @@ local function absolute(path)
   return (uv.cwd() .. "/" .. path):gsub("/%./", "/"):gsub("/%.$", "")
 end
 
---- The blob store of --blob-store-url, or the file store under --data-dir. Exits with status 1
--- and one line when it cannot be opened.
+-- nil, "CODE: cannot open the <what> <url>: <why>", CODE: the role says it and exits.
+local function cannot_open(what, raw, err, code)
+  code = code or fail.code(err)
+  if not fail.codes[code] then code = "UNAVAILABLE" end
+  return fail.new(code, "cannot open the %s %s: %s", what, raw, err)
+end
+
+--- The blob store of --blob-store-url, or the file store under --data-dir; or a failure saying
+-- which store could not be opened and why.
 function M.open_store(opts)
   local raw = opts.blob_store_url
   if raw == nil or raw == "" then
@@ -28,8 +35,8 @@ function M.open_store(opts)
     raw = "file://" .. dir
     log.info("storing profiles on the local disk", "dir", dir)
   end
-  local store, err = blob.open(raw, { insecure = opts.insecure })
-  if not store then cli.exit(1, ("autopgo: cannot open the blob store %s: %s"):format(raw, err)) end
+  local store, err, code = blob.open(raw, { insecure = opts.insecure })
+  if not store then return cannot_open("blob store", raw, err, code) end
   return store
 end
 
@@ -53,22 +60,24 @@ function M.is_in_process(raw)
   return raw ~= nil and raw:match("^mem:") ~= nil
 end
 
+--- The event writer of `raw`, or a failure saying which and why.
 function M.open_writer(raw, opts)
-  local w, err = bus.writer(raw, { insecure = opts and opts.insecure })
-  if not w then cli.exit(1, ("autopgo: cannot open the event writer %s: %s"):format(raw, err)) end
+  local w, err, code = bus.writer(raw, { insecure = opts and opts.insecure })
+  if not w then return cannot_open("event writer", raw, err, code) end
   return w
 end
 
+--- The event reader of `raw`, or a failure saying which and why.
 function M.open_reader(raw, opts)
-  local r, err = bus.reader(raw, { insecure = opts and opts.insecure })
-  if not r then cli.exit(1, ("autopgo: cannot open the event reader %s: %s"):format(raw, err)) end
+  local r, err, code = bus.reader(raw, { insecure = opts and opts.insecure })
+  if not r then return cannot_open("event reader", raw, err, code) end
   return r
 end
 
---- Registers the health checks of the original: blob-store, event-writer, event-reader.
+--- Registers the health checks under the original's dependency names: blob, event-writer, event-reader.
 function M.register_health(store, writer, reader, registry)
   registry = registry or health.default
-  if store then registry:register("blob-store", function() return store:health() end) end
+  if store then registry:register("blob", function() return store:health() end) end
   if writer then registry:register("event-writer", function() return writer:health() end) end
   if reader then registry:register("event-reader", function() return reader:health() end) end
 end

@@ -15,6 +15,7 @@
 -- `arg` is the scraper's positional argument (a file, a kubeconfig, ... or nil). `ctx` is one
 -- table per scraper: { app, opts (every option), log, http, state = {} (the mode's own) }.
 -- Every function runs in a coroutine and may yield (HTTP requests, timers, DNS).
+local fail = require "autopgo.fail"
 local script = require "autopgo.script"
 local log = require "autopgo.log"
 
@@ -26,40 +27,39 @@ M.default_path = "/debug/pprof/profile"
 -- Returns the mode table and where it came from, or nil, "CODE: ...", CODE: USAGE when `mode`
 -- names no mode at all (a bad --mode value), INVALID when a module is there but will not load.
 function M.load(mode)
-  if type(mode) ~= "string" or mode == "" then return nil, "USAGE: no discovery mode given", "USAGE" end
+  if type(mode) ~= "string" or mode == "" then return fail.new("USAGE", "no discovery mode given") end
   local chunk, where
   if mode:find("/", 1, true) or mode:match("%.lua$") then
     local err
     chunk, err = loadfile(mode, "t")
     if not chunk then
-      return nil, ("INVALID: cannot load discovery module %s: %s"):format(mode, err), "INVALID"
+      return fail.new("INVALID", "cannot load discovery module %s: %s", mode, err)
     end
     where = mode
   else
     if not mode:match("^[%w_%-]+$") then
-      return nil, ("USAGE: %q is not a discovery mode name or a path to a .lua file"):format(mode), "USAGE"
+      return fail.new("USAGE", "%q is not a discovery mode name or a path to a .lua file", mode)
     end
     local found, info = script.find("discovery/" .. mode .. ".lua")
     if not found then
-      if info:find("^NOT_FOUND") then
-        return nil, ("USAGE: unknown discovery mode %q (a module in lua/discovery/ or a path to a .lua file)")
-          :format(mode), "USAGE"
+      if fail.code(info) == "NOT_FOUND" then
+        return fail.new("USAGE", "unknown discovery mode %q (a module in lua/discovery/ or a path to a .lua file)",
+          mode)
       end
-      return nil, ("INVALID: cannot load discovery mode %s: %s"):format(mode, info), "INVALID"
+      return fail.new("INVALID", "cannot load discovery mode %s: %s", mode, info)
     end
     chunk, where = found, info
   end
   local ok, mod = pcall(chunk, mode)
   if not ok then
-    return nil, ("INVALID: discovery module %s failed to load: %s"):format(where, tostring(mod)), "INVALID"
+    return fail.new("INVALID", "discovery module %s failed to load: %s", where, tostring(mod))
   end
   if type(mod) ~= "table" or type(mod.list) ~= "function" then
-    return nil, ("INVALID: discovery module %s must return a table with a list(ctx, arg) function"):format(where),
-      "INVALID"
+    return fail.new("INVALID", "discovery module %s must return a table with a list(ctx, arg) function", where)
   end
   for _, k in ipairs { "start", "reload", "health", "stop" } do
     if mod[k] ~= nil and type(mod[k]) ~= "function" then
-      return nil, ("INVALID: discovery module %s: %s must be a function"):format(where, k), "INVALID"
+      return fail.new("INVALID", "discovery module %s: %s must be a function", where, k)
     end
   end
   return mod, where
@@ -68,21 +68,20 @@ end
 --- Checks and normalises a list of targets; returns the list or nil, "INVALID: ...".
 function M.check_targets(list)
   if type(list) ~= "table" then
-    return nil, ("INVALID: targets must be a list, got %s"):format(type(list)), "INVALID"
+    return fail.new("INVALID", "targets must be a list, got %s", type(list))
   end
   local out = {}
   for i, t in ipairs(list) do
     if type(t) ~= "table" then
-      return nil, ("INVALID: target %d must be a table with an address, got %s"):format(i, type(t)), "INVALID"
+      return fail.new("INVALID", "target %d must be a table with an address, got %s", i, type(t))
     end
     local address, path = t.address, t.path
     if type(address) ~= "string" or not address:match("^https?://[^/%s]+") then
-      return nil, ("INVALID: target %d: address must be an http:// or https:// URL, got %q")
-        :format(i, tostring(address)), "INVALID"
+      return fail.new("INVALID", "target %d: address must be an http:// or https:// URL, got %q", i, tostring(address))
     end
     if path == nil or path == "" then path = M.default_path end
     if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
-      return nil, ("INVALID: target %d: path must start with /, got %q"):format(i, tostring(path)), "INVALID"
+      return fail.new("INVALID", "target %d: path must start with /, got %q", i, tostring(path))
     end
     out[#out + 1] = { address = (address:gsub("/+$", "")), path = path }
   end
@@ -96,8 +95,11 @@ local function call(self, name, ...)
   local fn = self.mode[name]
   if not fn then return true end
   local ok, a, b, c = pcall(fn, self.ctx, ...)
-  if not ok then return nil, ("DISCOVERY: %s.%s raised: %s"):format(self.name, name, tostring(a)), "DISCOVERY" end
-  if a == nil and b ~= nil then return nil, tostring(b), c end
+  if not ok then return fail.new("INTERNAL", "%s.%s raised: %s", self.name, name, tostring(a)) end
+  if a == nil and b ~= nil then
+    if c then return nil, tostring(b), c end
+    return fail.wrap("INVALID", tostring(b))
+  end
   return a == nil and true or a, b, c
 end
 
@@ -126,9 +128,12 @@ end
 function Source:refresh()
   local ok, list, err = pcall(self.mode.list, self.ctx, self.arg)
   if not ok then
-    return nil, ("DISCOVERY: %s.list raised: %s"):format(self.name, tostring(list)), "DISCOVERY"
+    return fail.new("INTERNAL", "%s.list raised: %s", self.name, tostring(list))
   end
-  if list == nil then return nil, tostring(err or "DISCOVERY: list returned nothing"), "DISCOVERY" end
+  if list == nil then
+    if err == nil then return fail.new("INTERNAL", "%s.list returned nothing", self.name) end
+    return fail.wrap("UNAVAILABLE", tostring(err))
+  end
   local targets, cerr, code = M.check_targets(list)
   if not targets then return nil, cerr, code end
   self.targets = targets

@@ -1,9 +1,10 @@
 -- Event envelopes exactly as the seed describes them: {"id": UUID v4, "timestamp": RFC 3339 UTC
--- with milliseconds, "type", "payload"}, with the profile.uploaded / merged / deleted payloads
+-- in Go's time.Time JSON form, "type", "payload"}, with the profile.uploaded / merged / deleted payloads
 -- written in the original's field order. Parsing checks every field and says what is wrong.
 local uv = require "luv"
 local json = require "autopgo.json"
-local options = require "autopgo.options"
+local fail = require "autopgo.fail"
+local keys = require "autopgo.keys"
 local utc = require "autopgo.utc"
 local metrics = require "autopgo.metrics"
 local crypto = require("autopgo.core").crypto
@@ -26,18 +27,15 @@ M.fields = {
   [M.DELETED] = { "app" },
 }
 
---- Formats Unix seconds (default: now) as RFC 3339 UTC with milliseconds: 2024-10-28T12:16:34.964Z
+--- Formats Unix seconds (default: now) as Go's time.Time JSON form, RFC 3339 UTC with up to nine
+-- fraction digits, trailing zeros dropped, none when zero: 2024-10-28T12:16:34.964Z
 function M.format_time(t)
-  if not t then
-    local sec, usec = uv.gettimeofday()
-    t = sec + usec / 1e6
-  end
-  local ms = math.floor(t * 1000 + 0.5)
-  local secs, frac = ms // 1000, ms % 1000
-  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. (".%03dZ"):format(frac)
+  if t then return utc.rfc3339(t) end
+  local sec, usec = uv.gettimeofday()
+  return utc.rfc3339(sec, usec * 1000)
 end
 
---- Parses an envelope's RFC 3339 timestamp into Unix seconds, or nil, "INVALID: ...", "INVALID".
+--- Parses an envelope's RFC 3339 timestamp into Unix seconds, or fail.new("INVALID", "...").
 M.parse_time = utc.parse_rfc3339
 
 --- The id of an envelope's JSON text without decoding it (buses use it to deduplicate), or nil.
@@ -66,25 +64,21 @@ function M.envelope(kind, payload)
   return text, env
 end
 
-local function invalid(fmt, ...)
-  return nil, "INVALID: " .. fmt:format(...), "INVALID"
-end
-
 local function check_payload(kind, p)
   local fields = M.fields[kind]
   if not fields then return true end
   for _, f in ipairs(fields) do
     if type(p[f]) ~= "string" or p[f] == "" then
-      return invalid("%s payload needs a non-empty string %q", kind, f)
+      return fail.new("INVALID", "%s payload needs a non-empty string %q", kind, f)
     end
   end
-  if not options.is_app_name(p.app) then
-    return invalid("%s payload has an invalid app name %q (a-z, 0-9 and '-')", kind, p.app)
+  if not keys.is_app_name(p.app) then
+    return fail.new("INVALID", "%s payload has an invalid app name %q (a-z, 0-9 and '-')", kind, p.app)
   end
   local prefix = p.app .. "/"
   for _, f in ipairs { "profileKey", "mergedKey" } do
     if p[f] and p[f]:sub(1, #prefix) ~= prefix then
-      return invalid("%s payload %s %q is not under %s", kind, f, p[f], prefix)
+      return fail.new("INVALID", "%s payload %s %q is not under %s", kind, f, p[f], prefix)
     end
   end
   return true
@@ -97,7 +91,8 @@ function M.publish(writer, kind, payload)
   local ok, err, code = writer:publish(text, { key = payload.app })
   if not ok then
     failed:inc({ type = kind, stage = "publish" })
-    return nil, err or "UNAVAILABLE: publish failed", code or "UNAVAILABLE"
+    if not err then return fail.new("UNAVAILABLE", "publish failed") end
+    return nil, err, code or fail.code(err)
   end
   published:inc({ type = kind })
   return env
@@ -109,20 +104,20 @@ function M.count_handled(kind, ok)
 end
 
 --- Parses an envelope. Returns { id, timestamp, time (Unix seconds), type, payload } or
--- nil, "INVALID: what is wrong", "INVALID". Types other than the three profile events are
+-- fail.new("INVALID", "what is wrong"). Types other than the three profile events are
 -- returned as they are (their payload unchecked) for the caller to reject.
 function M.parse(text)
-  if type(text) ~= "string" then return invalid("event body must be a string, got %s", type(text)) end
+  if type(text) ~= "string" then return fail.new("INVALID", "event body must be a string, got %s", type(text)) end
   local env, err = json.decode(text)
-  if env == nil then return invalid("event is not JSON: %s", (tostring(err):gsub("^INVALID: ", ""))) end
-  if type(env) ~= "table" or env[1] ~= nil then return invalid("event is not a JSON object") end
-  if type(env.id) ~= "string" or env.id == "" then return invalid("event has no id") end
-  if type(env.type) ~= "string" or env.type == "" then return invalid("event %s has no type", env.id) end
+  if env == nil then return fail.new("INVALID", "event is not JSON: %s", fail.message(err)) end
+  if type(env) ~= "table" or env[1] ~= nil then return fail.new("INVALID", "event is not a JSON object") end
+  if type(env.id) ~= "string" or env.id == "" then return fail.new("INVALID", "event has no id") end
+  if type(env.type) ~= "string" or env.type == "" then return fail.new("INVALID", "event %s has no type", env.id) end
   local t, terr = M.parse_time(env.timestamp)
-  if not t then return invalid("event %s: %s", env.id, (terr:gsub("^INVALID: ", ""))) end
-  if type(env.payload) ~= "table" then return invalid("event %s has no payload object", env.id) end
+  if not t then return fail.new("INVALID", "event %s: %s", env.id, fail.message(terr)) end
+  if type(env.payload) ~= "table" then return fail.new("INVALID", "event %s has no payload object", env.id) end
   local ok, perr = check_payload(env.type, env.payload)
-  if not ok then return invalid("event %s: %s", env.id, (perr:gsub("^INVALID: ", ""))) end
+  if not ok then return fail.new("INVALID", "event %s: %s", env.id, fail.message(perr)) end
   return { id = env.id, timestamp = env.timestamp, time = t, type = env.type, payload = env.payload }
 end
 

@@ -3,6 +3,9 @@
 local M = {}
 
 -- Every code in use, with what it means. A code not listed here is a bug (fail.new raises).
+-- The C core returns some codes of its own (marked "C:"); they are listed so Lua can test for them.
+-- luv's own failures carry errno names (ENOENT, EEXIST, ...): the code that calls luv converts them
+-- into these codes (autopgo.blob.file's io_fail is the model).
 M.codes = {
   INVALID = "the input is malformed or out of range (a bad argument, profile, URL, config value)",
   USAGE = "the command line is wrong (unknown flag, missing argument)",
@@ -23,7 +26,20 @@ M.codes = {
   LISTEN = "a listening socket could not be opened",
   LOAD = "a Lua script or module could not be loaded",
   SERVER = "a peer answered with an error that retrying will not fix",
+  HTTP = "a peer answered with an HTTP status autopgo has no other code for (a 3xx or an odd 4xx)",
   INTERNAL = "a bug: something that should not happen did",
+  EMPTY = "there was nothing to do (the worker's merge pass found no staged upload)",
+  -- codes of the C core (core/lua/*.c, core/pprof)
+  MALFORMED = "C: not a valid profile (gzip, protobuf wire format, references)",
+  INCOMPATIBLE = "C: profiles of different sample types cannot be merged",
+  INVALID_ARGUMENT = "C: a caller error in a pprof call (no inputs, bad option); INVALID in Lua",
+  BAD_PATTERN = "C: a prune regular expression does not compile",
+  NOMEM = "C: an allocation failed",
+  UNKNOWN = "C: pprof failed with a status it has no name for (a bug)",
+  BUSY = "C: the resource is in use (a lock held by another process, a job already running)",
+  STATE = "C: the call does not fit the object's state (an HTTP response already started)",
+  CRYPTO = "C: a cryptographic operation failed (a bad key, a failed signature)",
+  PEM = "C: a PEM text could not be parsed",
 }
 
 -- fail.new(code, message, ...) -> nil, "CODE: message", "CODE"; message may be a format string.

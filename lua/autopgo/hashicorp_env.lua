@@ -2,6 +2,7 @@
 -- the nomad and consul discovery modes: the agent address, booleans as Go's strconv.ParseBool
 -- reads them, basic auth, and TLS files (a CA file or directory, a client certificate and key);
 -- the GET requests to the agent's JSON API made with them, and the start both modes share.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local crypto = require("autopgo.core").crypto
 local json_api = require "autopgo.json_api"
@@ -20,7 +21,7 @@ function M.bool(getenv, name)
   if v == nil or v == "" then return nil end
   local b = bools[v]
   if b == nil then
-    return nil, ("INVALID: %s=%q is not a boolean (true, false, 1, 0, t, f)"):format(name, v)
+    return fail.new("INVALID", "%s=%q is not a boolean (true, false, 1, 0, t, f)", name, v)
   end
   return b
 end
@@ -37,20 +38,20 @@ end
 -- HTTP client speaks TCP only.
 function M.base_url(name, addr, https)
   if addr:match("^unix://") then
-    return nil, ("INVALID: %s=%s: unix sockets are not supported, give http(s)://host:port"):format(name, addr)
+    return fail.new("INVALID", "%s=%s: unix sockets are not supported, give http(s)://host:port", name, addr)
   end
   local scheme, rest = addr:match("^(%a[%w+.-]*)://(.*)$")
   if scheme then
     scheme = scheme:lower()
     if scheme ~= "http" and scheme ~= "https" then
-      return nil, ("INVALID: %s=%s: the scheme must be http or https"):format(name, addr)
+      return fail.new("INVALID", "%s=%s: the scheme must be http or https", name, addr)
     end
   else
     scheme, rest = https and "https" or "http", addr
   end
   rest = rest:gsub("/+$", "")
   if rest == "" or rest:find("[%s/?#]") then
-    return nil, ("INVALID: %s=%s is not an address such as http://127.0.0.1:8500"):format(name, addr)
+    return fail.new("INVALID", "%s=%s is not an address such as http://127.0.0.1:8500", name, addr)
   end
   return scheme .. "://" .. rest
 end
@@ -65,7 +66,7 @@ end
 -- a CA path).
 local function read_ca_dir(dir)
   local req, err = uv.fs_scandir(dir)
-  if not req then return nil, ("INVALID: cannot read the CA directory %s: %s"):format(dir, tostring(err)) end
+  if not req then return fail.new("INVALID", "cannot read the CA directory %s: %s", dir, tostring(err)) end
   local names = {}
   while true do
     local name, kind = uv.fs_scandir_next(req)
@@ -82,13 +83,13 @@ local function read_ca_dir(dir)
       if text:find("-----BEGIN CERTIFICATE-----", 1, true) then pems[#pems + 1] = text end
     end
   end
-  if #pems == 0 then return nil, ("INVALID: the CA directory %s holds no PEM certificates"):format(dir) end
+  if #pems == 0 then return fail.new("INVALID", "the CA directory %s holds no PEM certificates", dir) end
   return table.concat(pems, "\n")
 end
 
 local function readable(name, path)
   local f, err = io.open(path, "rb")
-  if not f then return nil, ("INVALID: %s: %s"):format(name, err) end
+  if not f then return fail.new("INVALID", "%s: %s", name, err) end
   f:close()
   return true
 end
@@ -111,7 +112,7 @@ function M.tls(getenv, names)
   end
   local cert, key = M.get(getenv, names.client_cert), M.get(getenv, names.client_key)
   if (cert == nil) ~= (key == nil) then
-    return nil, ("INVALID: %s and %s must be set together"):format(names.client_cert, names.client_key)
+    return fail.new("INVALID", "%s and %s must be set together", names.client_cert, names.client_key)
   end
   for _, pair in ipairs { { names.client_cert, cert }, { names.client_key, key } } do
     if pair[2] then

@@ -27,15 +27,16 @@
 -- Failures: nil, "UNAVAILABLE: ..." (refused, reset, DNS), "TIMEOUT: ...", "TLS: ...",
 -- "INVALID: ..." (bad URL or options), "TOO_LARGE: ...", "CANCELED: ...". A sink or producer
 -- that raises cancels the request and the error is raised again from http.request.
+local fail = require "autopgo.fail"
 local core = require "autopgo.core"
 local async = require "autopgo.async"
-local cli = require "autopgo.cli"
+local version = require "autopgo.version"
 
 local client = core.http_client
 
 local M = {}
 
-M.user_agent = "autopgo/" .. cli.version
+M.user_agent = "autopgo/" .. version.version
 M.default_connect_timeout = 10
 
 -- Every request in flight, for cancel_all (the C side pins them while they run).
@@ -110,7 +111,7 @@ function M.request(opts)
   local co = in_coroutine()
   local canceler = opts.cancel
   if canceler and canceler.canceled then
-    return nil, "CANCELED: " .. canceler.reason, "CANCELED"
+    return fail.new("CANCELED", canceler.reason)
   end
 
   local events, parked = {}, false

@@ -1,6 +1,7 @@
 -- JSON written byte for byte the way Go's encoding/json writes it (fields in declaration order,
 -- compact, <>& and U+2028/U+2029 escaped), so API bodies and events match the original; decoding
 -- goes through cjson with the house failure convention.
+local fail = require "autopgo.fail"
 local cjson = require("cjson.safe")
 
 local M = {}
@@ -144,11 +145,11 @@ function M.encode_line(v)
   return M.encode(v) .. "\n"
 end
 
---- Decodes text; returns the value or nil, "INVALID: ...", "INVALID". JSON null becomes json.null.
+--- Decodes text; returns the value or fail.new("INVALID", "..."). JSON null becomes json.null.
 function M.decode(text)
-  if type(text) ~= "string" then return nil, "INVALID: JSON text must be a string", "INVALID" end
+  if type(text) ~= "string" then return fail.new("INVALID", "JSON text must be a string") end
   local v, err = cjson.decode(text)
-  if v == nil and err then return nil, "INVALID: " .. tostring(err), "INVALID" end
+  if v == nil and err then return fail.new("INVALID", tostring(err)) end
   return v
 end
 

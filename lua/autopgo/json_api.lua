@@ -1,6 +1,7 @@
 -- GET requests to a control plane's JSON API (Kubernetes, Nomad, Consul) for the discovery
 -- modes: one call that sends the request, turns an unwanted status into a house error carrying
 -- the API's own message (a Kubernetes Status, a Nomad or Consul text body) and decodes the JSON.
+local fail = require "autopgo.fail"
 local http = require "autopgo.http"
 local client = require "autopgo.client"
 local cjson = require "cjson.safe"
@@ -17,7 +18,8 @@ end
 --- The error for a response with an unwanted status: nil, "CODE: GET url: message", code, status.
 function M.status_error(method, u, res)
   local _, err, code, status = client.response_error(res)
-  return nil, ("%s: %s %s: %s"):format(code, method, where(u), (err:gsub("^[%u_]+: ", ""))), code, status
+  local _, msg = fail.new(code, "%s %s: %s", method, where(u), fail.message(err))
+  return nil, msg, code, status
 end
 
 --- GET `opts.url` (any http.request options) and decode a JSON body. Returns doc, res or nil,
@@ -31,8 +33,9 @@ function M.get(opts)
   if res.status ~= 200 then return M.status_error(opts.method or "GET", opts.url, res) end
   local doc = cjson.decode(res.body or "")
   if doc == nil then
-    return nil, ("SERVER: GET %s: the answer is not JSON: %s"):format(where(opts.url),
-      (res.body or ""):sub(1, 120)), "SERVER", res.status
+    local _, err_msg, err_code = fail.new("SERVER", "GET %s: the answer is not JSON: %s", where(opts.url),
+      (res.body or ""):sub(1, 120))
+    return nil, err_msg, err_code, res.status
   end
   return doc, res
 end

@@ -42,6 +42,7 @@ end
 function M.start(args)
   local root = lua_path_flag(args) or os.getenv("AUTOPGO_LUA_PATH")
   if root and root ~= "" then install_lua_root(root) end
+  require "autopgo" -- checks that the C core and this Lua code agree (raises when they do not)
   local async = require "autopgo.async"
   async.spawn_with(function(ok, result, traceback)
     if ok then

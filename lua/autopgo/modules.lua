@@ -1,6 +1,7 @@
 -- Loading the library's optional modules: a CLI command's module by name, a blob store or an
 -- event bus by the scheme of its URL (a table { scheme = "module.name" } per kind). A module
 -- that is not there is "not built yet"; any other error loading one is raised.
+local fail = require "autopgo.fail"
 local url = require "autopgo.url"
 
 local M = {}
@@ -15,7 +16,7 @@ end
 
 --- Parses `raw_url` and requires the module `schemes` names for its scheme; `kind` says what is
 -- being chosen in messages ("blob store", "event bus"). Returns the module and the parsed URL, or
--- nil, "CODE: message", "CODE": INVALID for a bad URL or an unknown scheme, UNSUPPORTED for a
+-- fail.new("CODE", "message"): INVALID for a bad URL or an unknown scheme, UNSUPPORTED for a
 -- module that is not built.
 function M.by_scheme(schemes, raw_url, kind)
   local u, err, code = url.parse(raw_url)
@@ -25,12 +26,12 @@ function M.by_scheme(schemes, raw_url, kind)
     local known = {}
     for s in pairs(schemes) do known[#known + 1] = s .. "://" end
     table.sort(known)
-    return nil, ("INVALID: unsupported %s scheme %q (supported: %s)"):format(kind, u.scheme,
-      table.concat(known, ", ")), "INVALID"
+    return fail.new("INVALID", "unsupported %s scheme %q (supported: %s)", kind, u.scheme,
+      table.concat(known, ", "))
   end
   local mod = M.require(name)
   if not mod then
-    return nil, ("UNSUPPORTED: the %s:// %s is not built yet"):format(u.scheme, kind), "UNSUPPORTED"
+    return fail.new("UNSUPPORTED", "the %s:// %s is not built yet", u.scheme, kind)
   end
   return mod, u
 end

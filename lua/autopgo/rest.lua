@@ -7,6 +7,7 @@
 --     build(attempt) -> http request table (signed afresh on every attempt) | nil, err, code
 --     on_error(res) -> err, code[, retry_after_s[, "retry" | "final"]] for a status >= 300
 --     ctx = { deadline = s, name = "s3://bucket" (for messages) }
+local fail = require "autopgo.fail"
 local log = require "autopgo.log"
 local retry = require "autopgo.retry"
 
@@ -32,11 +33,10 @@ function M.retry_after(res)
   return v and tonumber(v) or nil
 end
 
--- "CODE: err" for a client error that is returned as `code`: the client's messages already start
--- with their own code, which is replaced rather than repeated ("UNAVAILABLE: UNAVAILABLE: ...").
-local function with_code(code, err)
-  err = tostring(err)
-  return ("%s: %s"):format(code, err:match("^%u[%u_]*: (.*)$") or err)
+-- A failure that retry.run must not retry (its hint is "final").
+local function give_up(code, fmt, ...)
+  local _, err, c = fail.new(code, fmt, ...)
+  return nil, err, c, nil, "final"
 end
 
 local function retryable(code, _, _, hint)
@@ -56,8 +56,7 @@ function M.call(ctx, build, on_error, version_of)
   local delivered, version, last_err = 0, nil, nil
   return retry.run(function(attempt)
     if delivered > 0 and not version then
-      return nil, ("UNAVAILABLE: %s: the transfer broke off after data was delivered"):format(ctx.name or "blob"),
-        "UNAVAILABLE", nil, "final"
+      return give_up("UNAVAILABLE", "%s: the transfer broke off after data was delivered", ctx.name or "blob")
     end
     local resume = delivered > 0 and { offset = delivered, version = version } or nil
     local req, berr, bcode = build(attempt, resume, last_err)
@@ -91,11 +90,11 @@ function M.call(ctx, build, on_error, version_of)
       last_err = err
       local where = ctx.name and (" (" .. ctx.name .. ")") or ""
       if code == "TIMEOUT" or code == "UNAVAILABLE" then
-        return nil, with_code("UNAVAILABLE", err) .. where, "UNAVAILABLE"
+        return fail.new("UNAVAILABLE", "%s%s", fail.message(err), where)
       elseif code == "TLS" then
-        return nil, with_code("UNAVAILABLE", err) .. where, "UNAVAILABLE", nil, "final"
+        return give_up("UNAVAILABLE", "%s%s", fail.message(err), where)
       elseif code == "TOO_LARGE" then
-        return nil, with_code("INVALID", err) .. where, "INVALID", nil, "final"
+        return give_up("INVALID", "%s%s", fail.message(err), where)
       end
       return nil, err .. where, code, nil, "final"
     end
@@ -107,8 +106,7 @@ function M.call(ctx, build, on_error, version_of)
       local e, c, after, hint = on_error(res)
       last_err = e
       if resume and c == "PRECONDITION_FAILED" then
-        return nil, ("UNAVAILABLE: %s: the object changed while it was being downloaded"):format(ctx.name or "blob"),
-          "UNAVAILABLE", nil, "final"
+        return give_up("UNAVAILABLE", "%s: the object changed while it was being downloaded", ctx.name or "blob")
       end
       if hint == nil and c == "UNAVAILABLE" and delivered > 0 and not version then hint = "final" end
       return nil, e, c, after or M.retry_after(res), hint
@@ -130,7 +128,7 @@ function M.parse_bool(name, v)
   if v == nil then return false end
   if TRUE[v] then return true end
   if FALSE[v] then return false end
-  return nil, ("INVALID: invalid value %q for query parameter %s (want true or false)"):format(v, name), "INVALID"
+  return fail.new("INVALID", "invalid value %q for query parameter %s (want true or false)", v, name)
 end
 
 --- Fails for query parameters not in `known` (gocloud does the same).
@@ -144,8 +142,8 @@ function M.check_params(scheme, query, known)
   local names = {}
   for k in pairs(known) do names[#names + 1] = k end
   table.sort(names)
-  return nil, ("INVALID: unknown query parameter %q for %s:// (known: %s)"):format(unknown[1], scheme,
-    table.concat(names, ", ")), "INVALID"
+  return fail.new("INVALID", "unknown query parameter %q for %s:// (known: %s)", unknown[1], scheme,
+    table.concat(names, ", "))
 end
 
 return M

@@ -1,5 +1,5 @@
 -- Retries of transient failures with jittered exponential backoff inside a deadline, for any
--- call that follows the house convention (result... | nil, "CODE: message", "CODE").
+-- call that follows the house convention (result... | fail.new("CODE", "message")).
 --
 --   local res, err, code = retry.run(function(attempt) return store_call() end, {
 --     deadline = 30,            -- seconds for all attempts together (default 30)

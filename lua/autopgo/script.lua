@@ -1,5 +1,6 @@
 -- Finds and runs Lua scripts: a file on disk, then the --lua-path copy, then the built-in copy,
 -- so `autopgo run roles/server.lua` and `autopgo server` run the same file.
+local fail = require "autopgo.fail"
 local log = require "autopgo.log"
 
 local M = {}
@@ -17,14 +18,14 @@ end
 function M.find(path)
   if exists(path) then
     local chunk, err = loadfile(path, "t")
-    if not chunk then return nil, "LOAD: " .. err, "LOAD" end
+    if not chunk then return fail.new("LOAD", err) end
     return chunk, path
   end
   if M.lua_root and path:sub(1, 1) ~= "/" then
     local p = M.lua_root .. "/" .. path
     if exists(p) then
       local chunk, err = loadfile(p, "t")
-      if not chunk then return nil, "LOAD: " .. err, "LOAD" end
+      if not chunk then return fail.new("LOAD", err) end
       return chunk, p
     end
   end
@@ -32,17 +33,17 @@ function M.find(path)
   if ok then
     local chunk, err = host.load(path)
     if chunk then return chunk, "embedded:" .. path end
-    if not err:find("^NOT_FOUND") then return nil, "LOAD: " .. err, "LOAD" end
+    if not err:find("^NOT_FOUND") then return fail.new("LOAD", err) end
   end
   -- Installed as a rock: roles/ and discovery/ live under autopgo/ on package.path.
   local installed = package.searchpath("autopgo." .. path:gsub("%.lua$", ""):gsub("/", "."), package.path)
   if installed then
     local chunk, err = loadfile(installed, "t")
-    if not chunk then return nil, "LOAD: " .. err, "LOAD" end
+    if not chunk then return fail.new("LOAD", err) end
     return chunk, installed
   end
-  return nil, ("NOT_FOUND: no script %s (looked in the working directory%s and the built-in scripts)")
-    :format(path, M.lua_root and (", " .. M.lua_root) or ""), "NOT_FOUND"
+  return fail.new("NOT_FOUND", "no script %s (looked in the working directory%s and the built-in scripts)", path,
+    M.lua_root and (", " .. M.lua_root) or "")
 end
 
 --- Runs a script with `args` as its `...` and global `arg` (arg[0] is the path). `role` names

@@ -1,6 +1,5 @@
 -- Parses and formats Go-style durations ("1m30s") and byte sizes ("64MiB", "10240").
 local fail = require "autopgo.fail"
-
 local M = {}
 
 local duration_units = {
@@ -22,7 +21,7 @@ local function suggestion(orig, unit)
 end
 
 --- Parses a Go duration string (time.ParseDuration syntax) into seconds.
--- @return seconds | nil, "INVALID: message", "INVALID"
+-- @return seconds | fail.new("INVALID", "message")
 function M.parse_duration(s)
   if type(s) ~= "string" then return fail.new("INVALID", "duration must be a string") end
   local orig = s
@@ -83,7 +82,7 @@ local size_units = {
 }
 
 --- Parses a byte size: a plain integer ("10240") or a number with a unit ("64MiB", "1.5GB").
--- @return bytes (integer) | nil, "INVALID: message", "INVALID"
+-- @return bytes (integer) | fail.new("INVALID", "message")
 function M.parse_size(s)
   if math.type(s) == "integer" then
     if s < 0 then return fail.new("INVALID", "size must not be negative") end

@@ -1,5 +1,6 @@
 -- URL parsing and escaping for HTTP URLs and gocloud.dev-style blob and bus URLs
 -- ("s3://bucket?region=x", "gcppubsub://projects/p/topics/t", "file:///var/data").
+local fail = require "autopgo.fail"
 local M = {}
 
 --- Percent-decodes a string ("+" is left alone: only query parsing treats it as a space).
@@ -37,11 +38,11 @@ end
 
 --- Parses "scheme://[user[:password]@]host[:port][/path][?query][#fragment]".
 -- Returns { scheme, user, password, host, port (number|nil), path ("" or "/..."), query (map),
--- query_list, raw_query, raw } or nil, "INVALID: ...", "INVALID".
+-- query_list, raw_query, raw } or fail.new("INVALID", "...").
 function M.parse(s)
-  if type(s) ~= "string" then return nil, "INVALID: URL must be a string", "INVALID" end
+  if type(s) ~= "string" then return fail.new("INVALID", "URL must be a string") end
   local scheme, rest = s:match("^(%a[%w+.-]*)://(.*)$")
-  if not scheme then return nil, ("INVALID: %q is not a URL (want scheme://...)"):format(s), "INVALID" end
+  if not scheme then return fail.new("INVALID", "%q is not a URL (want scheme://...)", s) end
   rest = rest:gsub("#.*$", "")
   local raw_query = rest:match("%?(.*)$")
   rest = rest:gsub("%?.*$", "")
@@ -55,7 +56,7 @@ function M.parse(s)
   end
   local host, port = hostport:match("^%[([^%]]+)%]:?(%d*)$") -- [ipv6]:port
   if not host then host, port = hostport:match("^([^:]*):?(%d*)$") end
-  if not host then return nil, ("INVALID: bad host in URL %q"):format(s), "INVALID" end
+  if not host then return fail.new("INVALID", "bad host in URL %q", s) end
   local query, list = M.parse_query(raw_query)
   return {
     scheme = scheme:lower(), user = user, password = password, host = host,

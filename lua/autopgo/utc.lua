@@ -1,6 +1,7 @@
 -- UTC timestamps as cloud APIs write them: ISO 8601 / RFC 3339 ("2015-08-30T12:36:00Z"), the
 -- HTTP date of RFC 7231 ("Sun, 30 Aug 2015 12:36:00 GMT") and AWS's compact "20150830T123600Z",
 -- converted to and from Unix seconds without depending on the process's time zone or locale.
+local fail = require "autopgo.fail"
 local M = {}
 
 local DAYS = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" }
@@ -63,25 +64,25 @@ end
 
 --- Parses an RFC 3339 time as Go's time.RFC3339 writes it ("2024-10-28T12:16:34.964Z",
 -- "...34.964123456+01:00"; a space for the "T", as RFC 3339 allows): Z or a +hh:mm offset is
--- required. Returns Unix seconds (fractions kept), or nil, "INVALID: what is wrong", "INVALID".
+-- required. Returns Unix seconds (fractions kept), or fail.new("INVALID", "what is wrong").
 function M.parse_rfc3339(s)
-  if type(s) ~= "string" then return nil, "INVALID: timestamp must be a string", "INVALID" end
+  if type(s) ~= "string" then return fail.new("INVALID", "timestamp must be a string") end
   local y, mo, d, h, mi, sec, frac, zone =
     s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
   if not y or (frac ~= "" and not frac:match("^%.%d+$")) then
-    return nil, ("INVALID: timestamp %q is not RFC 3339 (like 2024-10-28T12:16:34.964Z)"):format(s), "INVALID"
+    return fail.new("INVALID", "timestamp %q is not RFC 3339 (like 2024-10-28T12:16:34.964Z)", s)
   end
   local offset = 0
   if zone ~= "Z" and zone ~= "z" then
     local sign, oh, om = zone:match("^([+-])(%d%d):(%d%d)$")
     if not sign then
-      return nil, ("INVALID: timestamp %q has no time zone (Z or +hh:mm)"):format(s), "INVALID"
+      return fail.new("INVALID", "timestamp %q has no time zone (Z or +hh:mm)", s)
     end
     offset = (tonumber(oh) * 60 + tonumber(om)) * 60 * (sign == "+" and 1 or -1)
   end
   y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
   if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then
-    return nil, ("INVALID: timestamp %q is out of range"):format(s), "INVALID"
+    return fail.new("INVALID", "timestamp %q is out of range", s)
   end
   local t = M.timegm(y, mo, d, h, mi, sec) - offset
   if frac ~= "" then t = t + tonumber("0" .. frac) end

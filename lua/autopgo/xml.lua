@@ -5,6 +5,7 @@
 --
 -- An element is { tag = "Name", attrs = { k = v }, [1..n] = child elements or text strings }.
 -- Namespace prefixes stay in `tag`; the lookup helpers match on the local name.
+local fail = require "autopgo.fail"
 local M = {}
 
 local ENTITIES = { lt = "<", gt = ">", amp = "&", quot = '"', apos = "'" }
@@ -40,8 +41,8 @@ function M.escape(s)
     ['"'] = "&quot;", ["'"] = "&apos;" }))
 end
 
-local function fail(msg, pos)
-  return nil, ("INVALID: XML %s at byte %d"):format(msg, pos), "INVALID"
+local function bad(msg, pos)
+  return fail.new("INVALID", "XML %s at byte %d", msg, pos)
 end
 
 local function parse_attrs(s, pos, attrs)
@@ -61,9 +62,9 @@ local function parse_attrs(s, pos, attrs)
   end
 end
 
---- Parses a document; returns its root element or nil, "INVALID: ...", "INVALID".
+--- Parses a document; returns its root element or fail.new("INVALID", "...").
 function M.parse(s)
-  if type(s) ~= "string" then return fail("input is not a string", 0) end
+  if type(s) ~= "string" then return bad("input is not a string", 0) end
   local root
   local stack = {}
   local pos = 1
@@ -75,28 +76,28 @@ function M.parse(s)
     if #stack > 0 then
       if text ~= "" then
         local t, err = M.unescape(text)
-        if not t then return fail(err, pos) end
+        if not t then return bad(err, pos) end
         local top = stack[#stack]
         top[#top + 1] = t
       end
     elseif text:find("%S") then
-      return fail("has text outside the root element", pos)
+      return bad("has text outside the root element", pos)
     end
     if not lt then break end
     if s:sub(lt, lt + 3) == "<!--" then
       local e = s:find("-->", lt + 4, true)
-      if not e then return fail("has an unterminated comment", lt) end
+      if not e then return bad("has an unterminated comment", lt) end
       pos = e + 3
     elseif s:sub(lt, lt + 8) == "<![CDATA[" then
       local e = s:find("]]>", lt + 9, true)
-      if not e then return fail("has an unterminated CDATA section", lt) end
-      if #stack == 0 then return fail("has CDATA outside the root element", lt) end
+      if not e then return bad("has an unterminated CDATA section", lt) end
+      if #stack == 0 then return bad("has CDATA outside the root element", lt) end
       local top = stack[#stack]
       top[#top + 1] = s:sub(lt + 9, e - 1)
       pos = e + 3
     elseif s:sub(lt, lt + 1) == "<?" then
       local e = s:find("?>", lt + 2, true)
-      if not e then return fail("has an unterminated processing instruction", lt) end
+      if not e then return bad("has an unterminated processing instruction", lt) end
       pos = e + 2
     elseif s:sub(lt, lt + 1) == "<!" then
       -- DOCTYPE (possibly with an internal subset in brackets): skipped, never interpreted
@@ -108,29 +109,29 @@ function M.parse(s)
         elseif c == ">" and depth <= 0 then break end
         i = i + 1
       end
-      if i > len then return fail("has an unterminated declaration", lt) end
+      if i > len then return bad("has an unterminated declaration", lt) end
       pos = i + 1
     elseif s:sub(lt, lt + 1) == "</" then
       local name, e = s:match("^</([%w_:%.%-]+)%s*>()", lt)
-      if not name then return fail("has a malformed end tag", lt) end
+      if not name then return bad("has a malformed end tag", lt) end
       local top = table.remove(stack)
       if not top or top.tag ~= name then
-        return fail(("has </%s> that does not close <%s>"):format(name, top and top.tag or ""), lt)
+        return bad(("has </%s> that does not close <%s>"):format(name, top and top.tag or ""), lt)
       end
       pos = e
     else
       local name, after = s:match("^<([%w_:%.%-]+)()", lt)
-      if not name then return fail("has a malformed start tag", lt) end
+      if not name then return bad("has a malformed start tag", lt) end
       local el = { tag = name, attrs = {} }
       local p = parse_attrs(s, after, el.attrs)
-      if not p then return fail("has malformed attributes", lt) end
+      if not p then return bad("has malformed attributes", lt) end
       local self_close, e = s:match("^%s*(/?)>()", p)
-      if not e then return fail("has a malformed start tag", lt) end
+      if not e then return bad("has a malformed start tag", lt) end
       if #stack > 0 then
         local top = stack[#stack]
         top[#top + 1] = el
       elseif root then
-        return fail("has more than one root element", lt)
+        return bad("has more than one root element", lt)
       else
         root = el
       end
@@ -138,8 +139,8 @@ function M.parse(s)
       pos = e
     end
   end
-  if #stack > 0 then return fail(("ends inside <%s>"):format(stack[#stack].tag), len) end
-  if not root then return fail("has no root element", 1) end
+  if #stack > 0 then return bad(("ends inside <%s>"):format(stack[#stack].tag), len) end
+  if not root then return bad("has no root element", 1) end
   return root
 end
 

@@ -6,6 +6,7 @@
 -- CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_AUTH, CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY,
 -- CONSUL_CACERT, CONSUL_CAPATH, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_NAMESPACE,
 -- CONSUL_PARTITION. The positional argument is not used.
+local fail = require "autopgo.fail"
 local env = require "autopgo.hashicorp_env"
 local json_api = require "autopgo.json_api"
 local tags = require "autopgo.scrape_tags"
@@ -17,7 +18,7 @@ M.default_addr = "127.0.0.1:8500"
 
 local function read_token_file(path)
   local f, err = io.open(path, "rb")
-  if not f then return nil, ("INVALID: CONSUL_HTTP_TOKEN_FILE: %s"):format(err) end
+  if not f then return fail.new("INVALID", "CONSUL_HTTP_TOKEN_FILE: %s", err) end
   local token = (f:read("a") or ""):match("^%s*(.-)%s*$")
   f:close()
   return token

@@ -5,6 +5,7 @@
 -- name with one A/AAAA record per instance. Copy it to write your own: a mode is a table with
 -- list(ctx, arg) and optional start, reload, health and stop (see lua/autopgo/discovery.lua),
 -- loaded with --mode NAME from lua/discovery/ or --mode ./path/to/mode.lua.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
 
@@ -12,11 +13,11 @@ local M = {}
 
 local function parse(arg)
   if type(arg) ~= "string" then
-    return nil, "INVALID: dns mode needs a URL argument such as http://my-service:6060"
+    return fail.new("INVALID", "dns mode needs a URL argument such as http://my-service:6060")
   end
   local scheme, host, port, path = arg:match("^(https?)://%[?([^%]/:]+)%]?:(%d+)(.*)$")
   if not scheme then
-    return nil, ("INVALID: dns mode needs scheme://host:port[/path], got %q"):format(arg)
+    return fail.new("INVALID", "dns mode needs scheme://host:port[/path], got %q", arg)
   end
   return { scheme = scheme, host = host, port = tonumber(port), path = path ~= "" and path or nil }
 end
@@ -24,7 +25,7 @@ end
 -- All distinct addresses of host, resolved on libuv's thread pool (the loop never blocks).
 local function resolve(host, port)
   local infos, err = async.await(uv.getaddrinfo, host, tostring(port), { socktype = "stream" })
-  if not infos then return nil, ("UNAVAILABLE: cannot resolve %s: %s"):format(host, tostring(err)) end
+  if not infos then return fail.new("UNAVAILABLE", "cannot resolve %s: %s", host, tostring(err)) end
   local seen, out = {}, {}
   for _, info in ipairs(infos) do
     if not seen[info.addr] then

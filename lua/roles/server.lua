@@ -6,6 +6,7 @@
 local opts = require("autopgo.cli").parse("server", arg)
 local cli = require "autopgo.cli"
 local daemon = require "autopgo.daemon"
+local fail = require "autopgo.fail"
 local httpd = require "autopgo.httpd"
 local health = require "autopgo.health"
 local metrics = require "autopgo.metrics"
@@ -13,6 +14,12 @@ local api = require "autopgo.api"
 local policy = require "autopgo.policy"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
+
+-- v, or exits with status 1 and the failure's message when a dependency cannot be opened.
+local function must(v, err)
+  if v == nil then cli.exit(1, "autopgo: " .. fail.message(err)) end
+  return v
+end
 
 -- Events that stay in this process need a consumer in this process: the embedded worker.
 local writer_url = daemon.writer_url(opts)
@@ -22,11 +29,11 @@ if daemon.is_in_process(writer_url) then
   pol, err = policy.new(opts)
   if not pol then cli.exit(1, "autopgo server: " .. err) end
 end
-local store = daemon.open_store(opts)
-local writer = daemon.open_writer(writer_url, opts)
+local store = must(daemon.open_store(opts))
+local writer = must(daemon.open_writer(writer_url, opts))
 local embedded, reader
 if pol then
-  reader = daemon.open_reader(daemon.reader_url(opts), opts)
+  reader = must(daemon.open_reader(daemon.reader_url(opts), opts))
   embedded = worker.new { store = store, writer = writer, reader = reader, policy = pol, recover = true }
 end
 daemon.register_health(store, writer, reader)

@@ -5,12 +5,19 @@
 local opts = require("autopgo.cli").parse("worker", arg)
 local cli = require "autopgo.cli"
 local daemon = require "autopgo.daemon"
+local fail = require "autopgo.fail"
 local httpd = require "autopgo.httpd"
 local health = require "autopgo.health"
 local metrics = require "autopgo.metrics"
 local policy = require "autopgo.policy"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
+
+-- v, or exits with status 1 and the failure's message when a dependency cannot be opened.
+local function must(v, err)
+  if v == nil then cli.exit(1, "autopgo: " .. fail.message(err)) end
+  return v
+end
 
 local reader_url = daemon.reader_url(opts)
 if not reader_url then
@@ -23,9 +30,9 @@ if daemon.is_in_process(reader_url) then
 end
 local pol, perr = policy.new(opts)
 if not pol then cli.exit(1, "autopgo worker: " .. perr) end
-local store = daemon.open_store(opts)
-local writer = daemon.open_writer(daemon.writer_url(opts), opts)
-local reader = daemon.open_reader(reader_url, opts)
+local store = must(daemon.open_store(opts))
+local writer = must(daemon.open_writer(daemon.writer_url(opts), opts))
+local reader = must(daemon.open_reader(reader_url, opts))
 daemon.register_health(store, writer, reader)
 if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 

@@ -126,7 +126,7 @@ describe("autopgo server (embedded default)", function()
       local s = serverproc.start(dir, { "--data-dir", "store", "--max-upload-size", "50000" })
       local h = httpc.request(s.port, "GET", "/api/health")
       assert.equals(200, h.status)
-      assert.equals('{"status":"healthy","dependencies":[{"name":"blob-store","status":"healthy"},'
+      assert.equals('{"status":"healthy","dependencies":[{"name":"blob","status":"healthy"},'
         .. '{"name":"event-writer","status":"healthy"},{"name":"event-reader","status":"healthy"},'
         .. '{"name":"disk","status":"healthy"}]}\n', h.body)
       assert.equals(200, httpc.request(s.port, "GET", "/api/ready").status)

@@ -31,6 +31,33 @@ describe("async", function()
     assert.equals("now", v)
   end)
 
+  it("awaits a call that fails now or calls back later (await_start)", function()
+    local later, now_err, now_code, false_err, fired = support.run(function()
+      local v = async.await_start(function(cb)
+        local t = uv.new_timer()
+        t:start(5, 0, function() t:close(); cb(nil, "later") end)
+        return true
+      end)
+      local fired_count = 0
+      local _, err, code = async.await_start(function(cb)
+        local _ = cb
+        return nil, "CLOSED: the connection is closed"
+      end)
+      local _, ferr = async.await_start(function() return false, "UNAVAILABLE: refused" end)
+      -- a start that returns nothing counts as "the callback will fire"
+      local x = async.await_start(function(cb)
+        local t = uv.new_timer()
+        t:start(1, 0, function() t:close(); fired_count = fired_count + 1; cb(nil, "fired") end)
+      end)
+      return v, err, code, ferr, x .. fired_count
+    end)
+    assert.equals("later", later)
+    assert.equals("CLOSED: the connection is closed", now_err)
+    assert.equals("CLOSED", now_code)
+    assert.equals("UNAVAILABLE: refused", false_err)
+    assert.equals("fired1", fired)
+  end)
+
   it("sleeps at least the given time", function()
     local elapsed = support.run(function()
       local t0 = uv.now()

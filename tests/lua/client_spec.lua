@@ -18,7 +18,14 @@ describe("autopgo.client errors", function()
       [412] = "PRECONDITION_FAILED", [500] = "SERVER", [503] = "SERVER", [418] = "HTTP" } do
       local _, _, code = client.response_error { status = status, body = "" }
       assert.equals(want, code, status)
+      assert.is_string(require("autopgo.fail").codes[code], code .. " is not in fail.codes")
     end
+    -- and the JSON API's form of it (kube, consul, nomad) keeps that code and the status
+    local _, err, code, status = require("autopgo.json_api").status_error("GET", "http://h/x?token=s",
+      { status = 418, body = "" })
+    assert.equals("HTTP: GET http://h/x: the server answered 418", err)
+    assert.equals("HTTP", code)
+    assert.equals(418, status)
   end)
 
   it("describes an answer that is not the API's error document", function()

@@ -31,7 +31,7 @@ describe("prune configuration", function()
     for _, c in ipairs(cases) do
       local cfg, err, code = prune.parse(c[1], "rules.json")
       assert.is_nil(cfg, c[1])
-      assert.equals("BAD_PRUNE", code)
+      assert.equals("INVALID", code)
       assert.matches(c[2], err, 1, true)
     end
     local cfg, err, code = prune.parse('[{"app": "x", "rules": [{"drop": "ok"}, {"drop": "a("}]}]', "rules.json")

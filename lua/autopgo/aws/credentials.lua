@@ -15,6 +15,7 @@
 --   local source = credentials.new { profile = "x", getenv = os.getenv }
 --   local creds, err, code = source:get()   -- in a coroutine
 --   -- creds = { access_key_id, secret_access_key, session_token?, expires? (Unix s), source }
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
@@ -31,12 +32,6 @@ local M = {}
 M.REFRESH_MARGIN = 300
 
 local function http() return require "autopgo.http" end
-
-local function message(code, fmt, ...) return code .. ": " .. fmt:format(...) end
-
-local function fail(code, fmt, ...)
-  return nil, message(code, fmt, ...), code
-end
 
 local function nonempty(v) return v ~= nil and v ~= "" and v or nil end
 
@@ -56,8 +51,7 @@ local function request(ctx, req)
     local res, err, code = http().request(req)
     if not res then return nil, err, code end
     if res.status == 429 or res.status >= 500 then
-      return nil, ("UNAVAILABLE: %s %s answered HTTP %d"):format(req.method or "GET", req.url, res.status),
-        "UNAVAILABLE"
+      return fail.new("UNAVAILABLE", "%s %s answered HTTP %d", req.method or "GET", req.url, res.status)
     end
     return res
   end, { deadline = ctx.deadline or 10, base = 0.1, cap = 1 })
@@ -66,7 +60,7 @@ end
 local function from_json_document(doc, source)
   local id = nonempty(doc.AccessKeyId)
   local secret = nonempty(doc.SecretAccessKey)
-  if not id or not secret then return fail("INVALID", "%s returned no AccessKeyId/SecretAccessKey", source) end
+  if not id or not secret then return fail.new("INVALID", "%s returned no AccessKeyId/SecretAccessKey", source) end
   local expires = doc.Expiration and utc.parse_iso8601(doc.Expiration)
   return { access_key_id = id, secret_access_key = secret,
     session_token = nonempty(doc.Token) or nonempty(doc.SessionToken), expires = expires, source = source }
@@ -110,10 +104,10 @@ local function sts_call(ctx, action, params, signer)
     local ecode = doc and xml.find_text(doc, "Error/Code") or ("HTTP " .. res.status)
     local emsg = doc and xml.find_text(doc, "Error/Message") or ""
     local c = STS_AUTH_ERRORS[ecode] and "UNAUTHORIZED" or (res.status >= 500 and "UNAVAILABLE" or "INVALID")
-    return fail(c, "STS %s at %s failed: %s %s", action, endpoint, ecode, emsg)
+    return fail.new(c, "STS %s at %s failed: %s %s", action, endpoint, ecode, emsg)
   end
   local c = doc and xml.find(doc, action .. "Result/Credentials")
-  if not c then return fail("INVALID", "STS %s at %s: no Credentials in the answer", action, endpoint) end
+  if not c then return fail.new("INVALID", "STS %s at %s: no Credentials in the answer", action, endpoint) end
   return {
     access_key_id = xml.find_text(c, "AccessKeyId"), secret_access_key = xml.find_text(c, "SecretAccessKey"),
     session_token = xml.find_text(c, "SessionToken"), expires = utc.parse_iso8601(xml.find_text(c, "Expiration")),
@@ -127,7 +121,7 @@ end
 local function web_identity(ctx, role_arn, token_file, name, source)
   return function()
     local token, err = read_file(token_file)
-    if not token then return fail("UNAUTHORIZED", "cannot read the web identity token %s: %s", token_file, err) end
+    if not token then return fail.new("UNAUTHORIZED", "cannot read the web identity token %s: %s", token_file, err) end
     local creds, serr, code = sts_call(ctx, "AssumeRoleWithWebIdentity", {
       RoleArn = role_arn, RoleSessionName = session_name(ctx, name), WebIdentityToken = token:gsub("%s+$", ""),
     })
@@ -159,7 +153,7 @@ local function env_static(ctx)
   if not id and not secret then return nil end
   return function()
     if not id or not secret then
-      return fail("UNAUTHORIZED", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set")
+      return fail.new("UNAUTHORIZED", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set")
     end
     return { access_key_id = id, secret_access_key = secret,
       session_token = nonempty(ctx.getenv("AWS_SESSION_TOKEN")), source = "environment" }
@@ -188,7 +182,7 @@ local function ecs(ctx)
     local u = url.parse(endpoint)
     if not u or (u.scheme ~= "https" and not (u.scheme == "http" and
         (ALLOWED_HTTP_HOSTS[u.host] or u.host:match("^127%.")))) then
-      return fail("INVALID", "AWS_CONTAINER_CREDENTIALS_FULL_URI %s must be https or a loopback/ECS address",
+      return fail.new("INVALID", "AWS_CONTAINER_CREDENTIALS_FULL_URI %s must be https or a loopback/ECS address",
         endpoint)
     end
     local headers = { accept = "application/json" }
@@ -196,7 +190,7 @@ local function ecs(ctx)
     local token = nonempty(ctx.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
     if token_file then
       local t, err = read_file(token_file)
-      if not t then return fail("UNAUTHORIZED", "cannot read %s: %s", token_file, err) end
+      if not t then return fail.new("UNAUTHORIZED", "cannot read %s: %s", token_file, err) end
       token = t:gsub("%s+$", "")
     end
     if token then headers.authorization = token end
@@ -204,12 +198,12 @@ local function ecs(ctx)
       connect_timeout = 2 })
     if not res then return nil, err .. " (ECS container credentials endpoint)", code end
     if res.status ~= 200 then
-      return fail((res.status == 401 or res.status == 403) and "UNAUTHORIZED" or "UNAVAILABLE",
+      return fail.new((res.status == 401 or res.status == 403) and "UNAUTHORIZED" or "UNAVAILABLE",
         "the container credentials endpoint %s answered HTTP %d: %s", endpoint, res.status,
         (res.body or ""):sub(1, 200))
     end
     local doc = cjson.decode(res.body or "")
-    if type(doc) ~= "table" then return fail("INVALID", "the container credentials endpoint returned no JSON") end
+    if type(doc) ~= "table" then return fail.new("INVALID", "the container credentials endpoint returned no JSON") end
     return from_json_document(doc, "ECS container endpoint")
   end
 end
@@ -230,24 +224,24 @@ local function imds(ctx)
     local res, err, code = call("PUT", "/latest/api/token", { ["x-aws-ec2-metadata-token-ttl-seconds"] = "21600" })
     if not res then return nil, err .. " (EC2 instance metadata)", code end
     if res.status ~= 200 then
-      return fail("UNAVAILABLE", "EC2 instance metadata %s refused a session token: HTTP %d", base, res.status)
+      return fail.new("UNAVAILABLE", "EC2 instance metadata %s refused a session token: HTTP %d", base, res.status)
     end
     local auth = { ["x-aws-ec2-metadata-token"] = res.body }
     res, err, code = call("GET", "/latest/meta-data/iam/security-credentials/", auth)
     if not res then return nil, err .. " (EC2 instance metadata)", code end
-    if res.status == 404 then return fail("UNAUTHORIZED", "this EC2 instance has no IAM role attached") end
-    if res.status ~= 200 then return fail("UNAVAILABLE", "EC2 instance metadata answered HTTP %d", res.status) end
+    if res.status == 404 then return fail.new("UNAUTHORIZED", "this EC2 instance has no IAM role attached") end
+    if res.status ~= 200 then return fail.new("UNAVAILABLE", "EC2 instance metadata answered HTTP %d", res.status) end
     local role = (res.body or ""):match("^%s*([^\r\n]+)")
-    if not role then return fail("UNAUTHORIZED", "this EC2 instance has no IAM role attached") end
+    if not role then return fail.new("UNAUTHORIZED", "this EC2 instance has no IAM role attached") end
     res, err, code = call("GET", "/latest/meta-data/iam/security-credentials/" .. url.escape(role), auth)
     if not res then return nil, err .. " (EC2 instance metadata)", code end
     if res.status ~= 200 then
-      return fail("UNAVAILABLE", "EC2 instance metadata: role %s answered HTTP %d", role, res.status)
+      return fail.new("UNAVAILABLE", "EC2 instance metadata: role %s answered HTTP %d", role, res.status)
     end
     local doc = cjson.decode(res.body or "")
-    if type(doc) ~= "table" then return fail("INVALID", "EC2 instance metadata returned no JSON for %s", role) end
+    if type(doc) ~= "table" then return fail.new("INVALID", "EC2 instance metadata returned no JSON for %s", role) end
     if doc.Code and doc.Code ~= "Success" then
-      return fail("UNAUTHORIZED", "EC2 instance metadata: %s %s", doc.Code, tostring(doc.Message or ""))
+      return fail.new("UNAUTHORIZED", "EC2 instance metadata: %s %s", doc.Code, tostring(doc.Message or ""))
     end
     return from_json_document(doc, "EC2 instance metadata (" .. role .. ")")
   end
@@ -290,13 +284,13 @@ end
 local function credential_process(command, profile_name)
   return function()
     local out, err = run_process(command, 60000)
-    if not out then return fail("UNAUTHORIZED", "credential_process of profile %s: %s", profile_name, err) end
+    if not out then return fail.new("UNAUTHORIZED", "credential_process of profile %s: %s", profile_name, err) end
     local doc = cjson.decode(out)
     if type(doc) ~= "table" then
-      return fail("INVALID", "credential_process of profile %s printed no JSON", profile_name)
+      return fail.new("INVALID", "credential_process of profile %s printed no JSON", profile_name)
     end
     if doc.Version ~= nil and math.tointeger(doc.Version) ~= 1 then
-      return fail("INVALID", "credential_process of profile %s: unsupported Version %s", profile_name,
+      return fail.new("INVALID", "credential_process of profile %s: unsupported Version %s", profile_name,
         tostring(doc.Version))
     end
     return from_json_document(doc, "credential_process (profile " .. profile_name .. ")")
@@ -307,12 +301,12 @@ end
 
 local function profile_provider(ctx, name, explicit, seen)
   seen = seen or {}
-  if seen[name] then return nil, message("INVALID", "profile %s: source_profile loop", name) end
+  if seen[name] then return fail.new("INVALID", "profile %s: source_profile loop", name) end
   seen[name] = true
   local p = shared_config.profile(ctx.files(), name)
   if not p then
     if explicit then
-      return nil, message("INVALID", "AWS profile %q not found in %s or %s", name,
+      return fail.new("INVALID", "AWS profile %q not found in %s or %s", name,
         tostring(ctx.files().credentials_path), tostring(ctx.files().config_path))
     end
     return nil
@@ -329,7 +323,7 @@ local function profile_provider(ctx, name, explicit, seen)
         -- a profile that is its own source uses its static keys to assume the role
         base = function()
           if not nonempty(p.aws_access_key_id) then
-            return fail("UNAUTHORIZED", "profile %s is its own source_profile but has no keys", name)
+            return fail.new("UNAUTHORIZED", "profile %s is its own source_profile but has no keys", name)
           end
           return { access_key_id = p.aws_access_key_id, secret_access_key = p.aws_secret_access_key,
             session_token = nonempty(p.aws_session_token) }
@@ -344,10 +338,10 @@ local function profile_provider(ctx, name, explicit, seen)
       base = cs == "Environment" and env_static(ctx) or cs == "EcsContainer" and ecs(ctx)
         or cs == "Ec2InstanceMetadata" and imds(ctx) or nil
       if not base then
-        return nil, message("INVALID", "profile %s: credential_source %s is not available", name, cs)
+        return fail.new("INVALID", "profile %s: credential_source %s is not available", name, cs)
       end
     else
-      return nil, message("INVALID", "profile %s has role_arn but no source_profile, credential_source or "
+      return fail.new("INVALID", "profile %s has role_arn but no source_profile, credential_source or "
         .. "web_identity_token_file", name)
     end
     return assume_role(ctx, p.role_arn, base, p, label .. " (assume role " .. p.role_arn .. ")")
@@ -355,7 +349,7 @@ local function profile_provider(ctx, name, explicit, seen)
   if nonempty(p.aws_access_key_id) then
     return function()
       if not nonempty(p.aws_secret_access_key) then
-        return fail("UNAUTHORIZED", "profile %s has aws_access_key_id but no aws_secret_access_key", name)
+        return fail.new("UNAUTHORIZED", "profile %s has aws_access_key_id but no aws_secret_access_key", name)
       end
       return { access_key_id = p.aws_access_key_id, secret_access_key = p.aws_secret_access_key,
         session_token = nonempty(p.aws_session_token), source = label }
@@ -363,10 +357,10 @@ local function profile_provider(ctx, name, explicit, seen)
   end
   if nonempty(p.credential_process) then return credential_process(p.credential_process, name) end
   if nonempty(p.sso_start_url) or nonempty(p.sso_session) then
-    return nil, message("UNAUTHORIZED", "profile %s uses AWS SSO, which autopgo does not support; export "
+    return fail.new("UNAUTHORIZED", "profile %s uses AWS SSO, which autopgo does not support; export "
       .. "credentials (aws configure export-credentials) or use another profile", name)
   end
-  if explicit then return nil, message("UNAUTHORIZED", "profile %s has no credentials", name) end
+  if explicit then return fail.new("UNAUTHORIZED", "profile %s has no credentials", name) end
   return nil
 end
 
@@ -463,7 +457,7 @@ function Source:get()
     local fetch, name_or_err = resolve(self.ctx)
     if not fetch then
       if name_or_err then return nil, name_or_err, async.error_code(name_or_err) end
-      return fail("UNAUTHORIZED", NONE_FOUND)
+      return fail.new("UNAUTHORIZED", NONE_FOUND)
     end
     self.fetch, self.name = fetch, name_or_err
   end
@@ -471,7 +465,7 @@ function Source:get()
   self.refreshing = ev
   local ok, fresh, err, code = pcall(self.fetch)
   self.refreshing = nil
-  if not ok then fresh, err, code = nil, "INVALID: " .. tostring(fresh), "INVALID" end
+  if not ok then fresh, err, code = fail.new("INVALID", tostring(fresh)) end
   if fresh then
     self.cached = fresh
   else

@@ -2,24 +2,25 @@
 -- EndpointSuffix=core.windows.net", Azurite's "...;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;",
 -- "UseDevelopmentStorage=true", or "BlobEndpoint=...;SharedAccessSignature=sv=...") parsed into
 -- the blob endpoint and the credentials they carry.
+local fail = require "autopgo.fail"
 local M = {}
 
 M.DEV_ACCOUNT = "devstoreaccount1"
 M.DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
-local function fail(msg) return nil, "INVALID: Azure connection string: " .. msg, "INVALID" end
+local function bad(msg) return fail.new("INVALID", "Azure connection string: " .. msg) end
 
 --- Parses a connection string. Returns { account, key?, sas?, blob_endpoint (no trailing
--- slash), protocol } or nil, "INVALID: ...", "INVALID".
+-- slash), protocol } or fail.new("INVALID", "...").
 function M.parse(s)
-  if type(s) ~= "string" or not s:find("%S") then return fail("empty") end
+  if type(s) ~= "string" or not s:find("%S") then return bad("empty") end
   local kv = {}
   for part in s:gmatch("[^;]+") do
     local k, v = part:match("^%s*([^=]-)%s*=%s*(.-)%s*$")
     if k and k ~= "" then
       kv[k:lower()] = v
     elseif part:find("%S") then
-      return fail(("%q is not Key=Value"):format(part))
+      return bad(("%q is not Key=Value"):format(part))
     end
   end
   if (kv.usedevelopmentstorage or ""):lower() == "true" then
@@ -36,9 +37,9 @@ function M.parse(s)
   elseif out.account then
     out.blob_endpoint = ("%s://%s.blob.%s"):format(out.protocol, out.account, kv.endpointsuffix or "core.windows.net")
   else
-    return fail("needs AccountName or BlobEndpoint")
+    return bad("needs AccountName or BlobEndpoint")
   end
-  if out.key and not out.account then return fail("has AccountKey but no AccountName") end
+  if out.key and not out.account then return bad("has AccountKey but no AccountName") end
   if not out.account then
     -- SAS with an explicit endpoint: the account is the first label of the host, or the first
     -- path segment for emulator-style (IP) endpoints

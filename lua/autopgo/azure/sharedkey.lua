@@ -6,6 +6,7 @@
 --   req = { method, path = "/container/blob%20name" (as sent, percent-encoded),
 --           query = { { "comp", "list" }, ... } (decoded) | map, headers = { name -> value } }
 -- The caller sets x-ms-date and x-ms-version; sign() only adds Authorization.
+local fail = require "autopgo.fail"
 local crypto = require("autopgo.core").crypto
 
 local M = {}
@@ -83,7 +84,9 @@ end
 --- Base64 HMAC-SHA256 of `text` with the base64-encoded account key; nil, err for a bad key.
 function M.hmac(key_b64, text)
   local key, err = crypto.base64_decode(key_b64)
-  if not key then return nil, "INVALID: the Azure storage account key is not base64 (" .. tostring(err) .. ")" end
+  if not key then
+    return fail.new("INVALID", "the Azure storage account key is not base64 (%s)", tostring(err))
+  end
   return crypto.base64_encode(crypto.hmac("sha256", key, text))
 end
 

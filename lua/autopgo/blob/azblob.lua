@@ -10,6 +10,7 @@
 -- localhost or 127.0.0.1), or "<protocol>://<domain>" behind a CDN. Preconditions use the blob
 -- ETag (If-Match / If-None-Match: *); bodies above the block size go up as staged blocks
 -- committed with one conditional Put Block List.
+local fail = require "autopgo.fail"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local xml = require "autopgo.xml"
@@ -44,7 +45,7 @@ local function service_url(o)
   local domain = o.domain or "blob.core.windows.net"
   local protocol = o.protocol or "https"
   if protocol ~= "http" and protocol ~= "https" then
-    return nil, ("INVALID: azblob protocol must be http or https, not %q"):format(protocol), "INVALID"
+    return fail.new("INVALID", "azblob protocol must be http or https, not %q", protocol)
   end
   if domain:match("^127%.0%.0%.1") or domain:match("^localhost") or o.localemu then
     return ("%s://%s/%s"):format(protocol, domain, o.account)
@@ -95,16 +96,16 @@ function M.open(u, opts)
     elseif c.sas then
       auth = { kind = "sas", token = c.sas }
     else
-      return nil, "INVALID: the Azure connection string has neither AccountKey nor SharedAccessSignature", "INVALID"
+      return fail.new("INVALID", "the Azure connection string has neither AccountKey nor SharedAccessSignature")
     end
   else
-    return nil, "UNAUTHORIZED: no Azure storage credentials: set AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY, "
+    return fail.new("UNAUTHORIZED", "no Azure storage credentials: set AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY, "
       .. "AZURE_STORAGE_SAS_TOKEN, or AZURE_STORAGE_CONNECTION_STRING (Microsoft Entra ID credentials are not "
-      .. "supported)", "UNAUTHORIZED"
+      .. "supported)")
   end
   if not base then
     if not o.account then
-      return nil, "INVALID: azblob needs the storage account: AZURE_STORAGE_ACCOUNT or ?storage_account=", "INVALID"
+      return fail.new("INVALID", "azblob needs the storage account: AZURE_STORAGE_ACCOUNT or ?storage_account=")
     end
     base, err, code = service_url(o)
     if not base then return nil, err, code end
@@ -295,7 +296,7 @@ function Store:list(prefix, opts)
     if not res then return nil, err, code end
     local doc
     doc, err = xml.parse(res.body or "")
-    if not doc then return nil, ("INVALID: %s: unreadable list answer: %s"):format(self.name, err), "INVALID" end
+    if not doc then return fail.new("INVALID", "%s: unreadable list answer: %s", self.name, err) end
     for _, b in ipairs(xml.children(xml.child(doc, "Blobs"), "Blob")) do
       local k = blobrest.listed_key(self, xml.find_text(b, "Name"))
       if k then

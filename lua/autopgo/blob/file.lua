@@ -3,6 +3,7 @@
 -- create-only writes) into place, so readers and crashes only ever see whole objects. Conditional
 -- writes and deletes serialise on a flock(2) lock the kernel releases if the process dies. Keys
 -- that would leave the root (.., absolute paths, empty segments) are refused.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
 local url = require "autopgo.url"
@@ -16,28 +17,26 @@ local CHUNK = 256 * 1024
 local Store = {}
 Store.__index = Store
 
-local function fail(code, fmt, ...)
-  return nil, code .. ": " .. fmt:format(...), code
-end
-
 -- Converts a luv failure ("ENOENT: no such file ...") into the store's codes.
 local function io_fail(err, code)
-  if code == "ENOENT" or code == "ENOTDIR" or code == "EISDIR" then return nil, "NOT_FOUND: " .. err, "NOT_FOUND" end
-  if code == "EACCES" or code == "EPERM" or code == "EROFS" then return nil, "UNAVAILABLE: " .. err, "UNAVAILABLE" end
-  return nil, "IO: " .. tostring(err), "IO"
+  if code == "ENOENT" or code == "ENOTDIR" or code == "EISDIR" then return fail.new("NOT_FOUND", err) end
+  if code == "EACCES" or code == "EPERM" or code == "EROFS" then return fail.new("UNAVAILABLE", err) end
+  return fail.new("IO", tostring(err))
 end
 
 local function check_key(key)
-  if type(key) ~= "string" or key == "" then return fail("INVALID", "a key must be a non-empty string") end
-  if key:find("%z") then return fail("INVALID", "key %q contains a NUL byte", key) end
-  if key:sub(1, 1) == "/" then return fail("INVALID", "key %q is absolute: keys stay under the store's root", key) end
+  if type(key) ~= "string" or key == "" then return fail.new("INVALID", "a key must be a non-empty string") end
+  if key:find("%z") then return fail.new("INVALID", "key %q contains a NUL byte", key) end
+  if key:sub(1, 1) == "/" then
+    return fail.new("INVALID", "key %q is absolute: keys stay under the store's root", key)
+  end
   for seg in (key .. "/"):gmatch("([^/]*)/") do
     if seg == "" or seg == "." or seg == ".." then
-      return fail("INVALID", "key %q has an empty, '.' or '..' segment: keys stay under the store's root", key)
+      return fail.new("INVALID", "key %q has an empty, '.' or '..' segment: keys stay under the store's root", key)
     end
   end
   if key == INTERNAL or key:sub(1, #INTERNAL + 1) == INTERNAL .. "/" then
-    return fail("INVALID", "key %q is reserved for the store's own files", key)
+    return fail.new("INVALID", "key %q is reserved for the store's own files", key)
   end
   return true
 end
@@ -120,17 +119,17 @@ function Store:_write_temp(body)
   elseif type(body) == "table" and type(body.producer) == "function" then
     while true do
       local ok, piece = pcall(body.producer)
-      if not ok then return abort(fail("IO", "the body producer failed: %s", tostring(piece))) end
+      if not ok then return abort(fail.new("IO", "the body producer failed: %s", tostring(piece))) end
       if piece == nil then break end
       local n, werr, wcode = write_all(fd, piece, size)
       if not n then return abort(nil, werr, wcode) end
       size = size + n
     end
     if body.size and body.size ~= size then
-      return abort(fail("INVALID", "the producer gave %d bytes, %d were announced", size, body.size))
+      return abort(fail.new("INVALID", "the producer gave %d bytes, %d were announced", size, body.size))
     end
   else
-    return abort(fail("INVALID", "body must be a string, { path = ... } or { producer = fn, size = n }"))
+    return abort(fail.new("INVALID", "body must be a string, { path = ... } or { producer = fn, size = n }"))
   end
   local ok, ferr, fcode = async.await(uv.fs_fsync, fd)
   if not ok then return abort(io_fail(ferr, fcode)) end
@@ -155,7 +154,7 @@ function Store:_locked(fn)
     if ok then break end
     if lcode ~= "BUSY" or waited > 30000 then
       async.await(uv.fs_close, fd)
-      return fail("UNAVAILABLE", "cannot lock %s: %s", path, lerr)
+      return fail.new("UNAVAILABLE", "cannot lock %s: %s", path, lerr)
     end
     async.sleep(wait)
     waited = waited + wait
@@ -195,12 +194,12 @@ function Store:put(key, body, opts)
   if opts.if_none_match == "*" then
     cok, cerr, ccode = place(tmp, path, true)
     if not cok then async.await(uv.fs_unlink, tmp) end
-    if ccode == "EEXIST" then return fail("PRECONDITION_FAILED", "%q already exists", key) end
+    if ccode == "EEXIST" then return fail.new("PRECONDITION_FAILED", "%q already exists", key) end
   elseif opts.if_match then
     cok, cerr, ccode = self:_locked(function()
       local cur = async.await(uv.fs_stat, path)
       if not cur or cur.type ~= "file" or etag_of(cur) ~= opts.if_match then
-        return fail("PRECONDITION_FAILED", "%q is not at version %s", key, opts.if_match)
+        return fail.new("PRECONDITION_FAILED", "%q is not at version %s", key, opts.if_match)
       end
       return place(tmp, path, false)
     end)
@@ -212,7 +211,7 @@ function Store:put(key, body, opts)
   end
   if not cok then
     if ccode == "EISDIR" or ccode == "ENOTDIR" or ccode == "EEXIST" or ccode == "EPERM" then
-      return fail("INVALID", "key %q clashes with a directory of other keys", key)
+      return fail.new("INVALID", "key %q clashes with a directory of other keys", key)
     end
     return io_fail(cerr, ccode)
   end
@@ -229,7 +228,7 @@ function Store:get(key, opts)
   local st, serr, scode = async.await(uv.fs_fstat, fd)
   if not st or st.type ~= "file" then
     async.await(uv.fs_close, fd)
-    if st then return fail("NOT_FOUND", "no object %q", key) end
+    if st then return fail.new("NOT_FOUND", "no object %q", key) end
     return io_fail(serr, scode)
   end
   local meta = meta_of(st)
@@ -253,7 +252,7 @@ function Store:get(key, opts)
       local sok, serr2 = pcall(sink, data)
       if not sok then
         async.await(uv.fs_close, fd)
-        return fail("IO", "the sink failed: %s", tostring(serr2))
+        return fail.new("IO", "the sink failed: %s", tostring(serr2))
       end
     else
       parts[#parts + 1] = data
@@ -270,7 +269,7 @@ function Store:stat(key)
   local st
   st, err, code = async.await(uv.fs_stat, self.root .. "/" .. key)
   if not st then return io_fail(err, code) end
-  if st.type ~= "file" then return fail("NOT_FOUND", "no object %q", key) end
+  if st.type ~= "file" then return fail.new("NOT_FOUND", "no object %q", key) end
   return meta_of(st)
 end
 
@@ -280,7 +279,7 @@ function Store:delete(key)
   local path = self.root .. "/" .. key
   ok, err, code = self:_locked(function()
     local st = async.await(uv.fs_stat, path)
-    if st and st.type ~= "file" then return fail("NOT_FOUND", "no object %q", key) end
+    if st and st.type ~= "file" then return fail.new("NOT_FOUND", "no object %q", key) end
     return async.await(uv.fs_unlink, path)
   end)
   if not ok then
@@ -338,7 +337,7 @@ function Store:list(prefix)
   -- Start at the deepest directory the prefix names.
   local start = prefix:match("^(.*/)") or ""
   for seg in start:gmatch("([^/]*)/") do
-    if seg == "" or seg == "." or seg == ".." then return fail("INVALID", "prefix %q leaves the store", prefix) end
+    if seg == "" or seg == "." or seg == ".." then return fail.new("INVALID", "prefix %q leaves the store", prefix) end
   end
   local out = {}
   local ok, err, code = self:_walk(start, prefix, out)
@@ -350,9 +349,9 @@ end
 function Store:health()
   local st, err, code = async.await(uv.fs_stat, self.root)
   if not st then return io_fail(err, code) end
-  if st.type ~= "directory" then return fail("UNAVAILABLE", "%s is not a directory", self.root) end
+  if st.type ~= "directory" then return fail.new("UNAVAILABLE", "%s is not a directory", self.root) end
   local ok, aerr = async.await(uv.fs_access, self.root, "rw")
-  if not ok then return fail("UNAVAILABLE", "%s is not readable and writable: %s", self.root, tostring(aerr)) end
+  if not ok then return fail.new("UNAVAILABLE", "%s is not readable and writable: %s", self.root, tostring(aerr)) end
   return true
 end
 
@@ -362,12 +361,12 @@ function Store.close() end
 function M.open(u)
   local path = url.unescape(u.path or "")
   if u.host ~= "" and u.host ~= "localhost" then path = url.unescape(u.host) .. path end
-  if path == "" then return fail("INVALID", "file:// needs a directory, e.g. file:///var/lib/autopgo") end
+  if path == "" then return fail.new("INVALID", "file:// needs a directory, e.g. file:///var/lib/autopgo") end
   if path:sub(1, 1) ~= "/" then path = uv.cwd() .. "/" .. path end
   path = path:gsub("/+$", ""):gsub("/%./", "/")
   if path == "" then path = "/" end
   local st = uv.fs_stat(path)
-  if st and st.type ~= "directory" then return fail("INVALID", "%s exists and is not a directory", path) end
+  if st and st.type ~= "directory" then return fail.new("INVALID", "%s exists and is not a directory", path) end
   if not st then
     -- Once, at start: synchronous mkdir -p is fine here and works outside coroutines too.
     local sofar = ""
@@ -375,7 +374,7 @@ function M.open(u)
       sofar = sofar .. "/" .. seg
       local ok, err, code = uv.fs_mkdir(sofar, 493)
       if not ok and code ~= "EEXIST" then
-        return fail("UNAVAILABLE", "cannot create the store directory %s: %s", path, tostring(err))
+        return fail.new("UNAVAILABLE", "cannot create the store directory %s: %s", path, tostring(err))
       end
     end
   end

@@ -7,6 +7,7 @@
 -- store's etag is the object's generation, so preconditions are generation matches
 -- (ifGenerationMatch=<generation>; if_none_match = "*" is ifGenerationMatch=0) and checked by
 -- the service atomically. Bodies are streamed in one media upload.
+local fail = require "autopgo.fail"
 local cjson = require "cjson.safe"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
@@ -129,8 +130,7 @@ function Store:put(key, body, opts)
     query[#query + 1] = { "ifGenerationMatch", "0" }
   elseif opts.if_match then
     if not tostring(opts.if_match):match("^%d+$") then
-      return nil, ("PRECONDITION_FAILED: %s put %s: %q is not a generation"):format(self.name, key, opts.if_match),
-        "PRECONDITION_FAILED"
+      return fail.new("PRECONDITION_FAILED", "%s put %s: %q is not a generation", self.name, key, opts.if_match)
     end
     query[#query + 1] = { "ifGenerationMatch", tostring(opts.if_match) }
   end
@@ -147,7 +147,7 @@ function Store:put(key, body, opts)
   if not res then return nil, err, code end
   local doc = cjson.decode(res.body or "")
   if type(doc) ~= "table" or doc.generation == nil then
-    return nil, ("INVALID: %s put %s: no object metadata in the answer"):format(self.name, key), "INVALID"
+    return fail.new("INVALID", "%s put %s: no object metadata in the answer", self.name, key)
   end
   return { etag = tostring(doc.generation), size = src.size }
 end
@@ -162,7 +162,7 @@ function Store:stat(key)
   end)
   if not res then return nil, err, code end
   local doc = cjson.decode(res.body or "")
-  if type(doc) ~= "table" then return nil, ("INVALID: %s stat %s: no JSON"):format(self.name, key), "INVALID" end
+  if type(doc) ~= "table" then return fail.new("INVALID", "%s stat %s: no JSON", self.name, key) end
   return object_attrs(doc)
 end
 
@@ -233,7 +233,7 @@ function Store:list(prefix, opts)
     end)
     if not res then return nil, err, code end
     local doc = cjson.decode(res.body or "")
-    if type(doc) ~= "table" then return nil, ("INVALID: %s: unreadable list answer"):format(self.name), "INVALID" end
+    if type(doc) ~= "table" then return fail.new("INVALID", "%s: unreadable list answer", self.name) end
     for _, item in ipairs(type(doc.items) == "table" and doc.items or {}) do
       local k = blobrest.listed_key(self, item.name)
       if k then
@@ -252,7 +252,7 @@ function Store:health()
   local ok, err, code = blobrest.health(self, { method = "GET",
     path = ("/storage/v1/b/%s/o"):format(url.escape(self.bucket)), query = { { "maxResults", "1" } } })
   if code == "NOT_FOUND" then
-    return nil, ("NOT_FOUND: %s: bucket %s does not exist"):format(self.name, self.bucket), "NOT_FOUND"
+    return fail.new("NOT_FOUND", "%s: bucket %s does not exist", self.name, self.bucket)
   end
   return ok, err, code
 end

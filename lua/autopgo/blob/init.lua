@@ -4,7 +4,7 @@
 --
 -- A store module returns { open = function(u, opts) -> store | nil, err, code } where u is
 -- autopgo.url.parse(url) and opts may carry { insecure = bool }. Every store method runs in a
--- coroutine (it may yield on I/O) and returns its result, or nil, "CODE: message", "CODE" with a
+-- coroutine (it may yield on I/O) and returns its result, or fail.new("CODE", "message") with a
 -- CODE callers act on: NOT_FOUND, PRECONDITION_FAILED, UNAUTHORIZED, UNAVAILABLE, INVALID, IO.
 --
 --   store:put(key, body, opts) -> { etag = "...", size = n }
@@ -37,7 +37,7 @@ M.schemes = {
   azblob = "autopgo.blob.azblob",
 }
 
---- Opens the store for `raw_url`; returns it or nil, "CODE: message", "CODE".
+--- Opens the store for `raw_url`; returns it or fail.new("CODE", "message").
 function M.open(raw_url, opts)
   local mod, u, code = modules.by_scheme(M.schemes, raw_url, "blob store")
   if not mod then return nil, u, code end

@@ -1,6 +1,7 @@
 -- The in-process blob store (mem://name): objects in this process's memory, shared by every open of
 -- the same name, gone when the process exits. For tests and experiments; same contract as the
 -- other stores (conditional writes included).
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
 local fail = require "autopgo.fail"
@@ -20,22 +21,22 @@ local function now()
 end
 
 local function not_found(key)
-  return nil, ("NOT_FOUND: no object %q"):format(key), "NOT_FOUND"
+  return fail.new("NOT_FOUND", "no object %q", key)
 end
 
 -- Reads a body argument (string, { path }, or { producer, size }) into a string.
 local function read_body(body)
   if type(body) == "string" then return body end
-  if type(body) ~= "table" then return nil, "INVALID: body must be a string or a table", "INVALID" end
+  if type(body) ~= "table" then return fail.new("INVALID", "body must be a string or a table") end
   if body.path then
-    local fd, err, code = async.await(uv.fs_open, body.path, "r", 0)
-    if not fd then return nil, "IO: " .. tostring(err), code end
+    local fd, err = async.await(uv.fs_open, body.path, "r", 0)
+    if not fd then return fail.new("IO", tostring(err)) end
     local parts, offset = {}, 0
     while true do
       local data, rerr = async.await(uv.fs_read, fd, CHUNK, offset)
       if not data then
         uv.fs_close(fd)
-        return nil, "IO: " .. tostring(rerr), "IO"
+        return fail.new("IO", tostring(rerr))
       end
       if data == "" then break end
       parts[#parts + 1] = data
@@ -53,11 +54,11 @@ local function read_body(body)
     end
     local data = table.concat(parts)
     if body.size and body.size ~= #data then
-      return nil, ("INVALID: the producer gave %d bytes, %d were announced"):format(#data, body.size), "INVALID"
+      return fail.new("INVALID", "the producer gave %d bytes, %d were announced", #data, body.size)
     end
     return data
   end
-  return nil, "INVALID: body table needs path or producer", "INVALID"
+  return fail.new("INVALID", "body table needs path or producer")
 end
 
 function Store:put(key, body, opts)
@@ -68,10 +69,10 @@ function Store:put(key, body, opts)
   local objects = self.bucket.objects
   local cur = objects[key]
   if opts.if_none_match == "*" and cur then
-    return nil, ("PRECONDITION_FAILED: %q already exists"):format(key), "PRECONDITION_FAILED"
+    return fail.new("PRECONDITION_FAILED", "%q already exists", key)
   end
   if opts.if_match and (not cur or cur.etag ~= opts.if_match) then
-    return nil, ("PRECONDITION_FAILED: %q is not at version %s"):format(key, opts.if_match), "PRECONDITION_FAILED"
+    return fail.new("PRECONDITION_FAILED", "%q is not at version %s", key, opts.if_match)
   end
   self.bucket.seq = self.bucket.seq + 1
   local obj = { body = data, etag = ('"m%d"'):format(self.bucket.seq), last_modified = now(),

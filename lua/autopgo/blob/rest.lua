@@ -1,6 +1,7 @@
 -- What the REST blob stores (S3, GCS, Azure Blob) share on top of autopgo.rest: request bodies
 -- (strings, files or producers, whole or in parts, read in bounded pieces), the URL's bucket and
 -- `prefix` option, keys, one exchange of a store method and result shaping.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
 local utc = require "autopgo.utc"
@@ -20,8 +21,7 @@ end
 
 -- The failure of a retry that would need a streamed body again (it was consumed).
 local function not_replayable(last_err)
-  return nil, "UNAVAILABLE: a streamed body cannot be sent again after a failure: " .. tostring(last_err),
-    "UNAVAILABLE"
+  return fail.new("UNAVAILABLE", "a streamed body cannot be sent again after a failure: " .. tostring(last_err))
 end
 
 -- A sequential reader over a source: reader:read(n) returns the next n bytes (fewer only at
@@ -40,13 +40,13 @@ local function source_reader(src)
     function r.read(_, n)
       if not fd then
         local f, err = async.await(uv.fs_open, src.path, "r", 0)
-        if not f then return nil, ("IO: cannot open %s: %s"):format(src.path, tostring(err)), "IO" end
+        if not f then return fail.new("IO", "cannot open %s: %s", src.path, tostring(err)) end
         fd = f
       end
       local parts, got = {}, 0
       while got < n do
         local data, err = async.await(uv.fs_read, fd, math.min(n - got, 1024 * 1024), r.offset + got)
-        if not data then return nil, ("IO: cannot read %s: %s"):format(src.path, tostring(err)), "IO" end
+        if not data then return fail.new("IO", "cannot read %s: %s", src.path, tostring(err)) end
         if data == "" then break end
         parts[#parts + 1] = data
         got = got + #data
@@ -72,7 +72,7 @@ local function source_reader(src)
       while got < n and not ended do
         local chunk, err = src.producer()
         if chunk == nil then
-          if err ~= nil then return nil, "IO: the body producer failed: " .. tostring(err), "IO" end
+          if err ~= nil then return fail.new("IO", "the body producer failed: " .. tostring(err)) end
           ended = true
         elseif #chunk > 0 then
           if got + #chunk > n then
@@ -96,22 +96,22 @@ end
 -- of a producer, which all the pieces of its source read in turn.
 function M.source(body)
   if type(body) == "string" then return { kind = "string", size = #body, data = body } end
-  if type(body) ~= "table" then return nil, "INVALID: put body must be a string or a table", "INVALID" end
+  if type(body) ~= "table" then return fail.new("INVALID", "put body must be a string or a table") end
   if body.path then
     local st, err = async.await(uv.fs_stat, body.path)
     if not st then
-      return nil, ("%s: cannot read %s: %s"):format(err and err:match("^ENOENT") and "NOT_FOUND" or "IO",
-        body.path, tostring(err)), err and err:match("^ENOENT") and "NOT_FOUND" or "IO"
+      local code = fail.code(err) == "ENOENT" and "NOT_FOUND" or "IO"
+      return fail.new(code, "cannot read %s: %s", body.path, tostring(err))
     end
     return { kind = "path", path = body.path, size = st.size }
   end
   if body.producer then
-    if type(body.size) ~= "number" then return nil, "INVALID: a producer body needs its size", "INVALID" end
+    if type(body.size) ~= "number" then return fail.new("INVALID", "a producer body needs its size") end
     local src = { kind = "producer", producer = body.producer, size = body.size }
     src.shared = source_reader(src)
     return src
   end
-  return nil, "INVALID: put body table needs path or producer", "INVALID"
+  return fail.new("INVALID", "put body table needs path or producer")
 end
 
 --- Pieces of a source as requests send them: the whole source, or `length` bytes from `offset`
@@ -153,7 +153,7 @@ function M.chunks(reader, length, chunk_size)
     if left == 0 then return nil end
     local data, err = reader:read(math.min(chunk_size, left))
     if not data then return nil, err end
-    if #data == 0 then return nil, ("the body ended %d bytes early"):format(left) end
+    if #data == 0 then return fail.new("UNAVAILABLE", "the body ended %d bytes early", left) end
     left = left - #data
     return data
   end
@@ -191,16 +191,16 @@ function M.parse_url(u, scheme, known, noun)
   if not ok then return nil, err, code end
   local bucket = u.host
   if not bucket or bucket == "" then
-    return nil, ("INVALID: %s:// URL needs a %s (%s://%s)"):format(scheme, noun, scheme, noun), "INVALID"
+    return fail.new("INVALID", "%s:// URL needs a %s (%s://%s)", scheme, noun, scheme, noun)
   end
   return { query = q, prefix = prefix, bucket = bucket,
     name = scheme .. "://" .. bucket .. (prefix ~= "" and ("?prefix=" .. prefix) or "") }
 end
 
 --- The service's name for a key the caller gave (under the store's prefix, escaped by its
--- rule), or nil, "INVALID: ...", "INVALID" for an unusable key.
+-- rule), or fail.new("INVALID", "...") for an unusable key.
 function M.object_key(store, key)
-  if type(key) ~= "string" or key == "" then return nil, "INVALID: blob key must be a non-empty string", "INVALID" end
+  if type(key) ~= "string" or key == "" then return fail.new("INVALID", "blob key must be a non-empty string") end
   return keys.escape(store.prefix .. key, store.key_rule)
 end
 

@@ -10,6 +10,7 @@
 -- producers) in signed aws-chunked framing, so nothing is held to be hashed. Bodies above the
 -- part size go up as a multipart upload, unless the write is conditional (If-Match /
 -- If-None-Match), which goes up as one PUT (up to 5 GiB) so that every server checks it.
+local fail = require "autopgo.fail"
 local crypto = require("autopgo.core").crypto
 local async = require "autopgo.async"
 local url = require "autopgo.url"
@@ -91,7 +92,7 @@ function M.open(u, opts)
     "hostname_immutable", "anonymous", "dualstack", "fips", "accelerate" })
   if not flags then return nil, err, code end
   if q.ssetype and not ({ AES256 = true, ["aws:kms"] = true, ["aws:kms:dsse"] = true })[q.ssetype] then
-    return nil, ("INVALID: ssetype must be AES256, aws:kms or aws:kms:dsse, not %q"):format(q.ssetype), "INVALID"
+    return fail.new("INVALID", "ssetype must be AES256, aws:kms or aws:kms:dsse, not %q", q.ssetype)
   end
   local getenv = opts.getenv or os.getenv
   local creds = opts.credentials
@@ -292,14 +293,14 @@ local function put_multipart(self, key, src, opts, okey)
     -- checked before and sent again with the completion (see Store:put)
     local st, err, code = self:stat(key)
     if opts.if_none_match and st then
-      return nil, ("PRECONDITION_FAILED: %s put %s: the key exists"):format(self.name, key), "PRECONDITION_FAILED"
+      return fail.new("PRECONDITION_FAILED", "%s put %s: the key exists", self.name, key)
     end
     if opts.if_match and not st then
       return nil, err, code == "NOT_FOUND" and "PRECONDITION_FAILED" or code
     end
     if opts.if_match and if_match_value(st.etag) ~= if_match_value(opts.if_match) then
-      return nil, ("PRECONDITION_FAILED: %s put %s: the etag is %s, not %s"):format(self.name, key, st.etag,
-        opts.if_match), "PRECONDITION_FAILED"
+      return fail.new("PRECONDITION_FAILED", "%s put %s: the etag is %s, not %s", self.name, key, st.etag,
+        opts.if_match)
     end
   end
   local headers = common_put_headers(self, {
@@ -311,8 +312,8 @@ local function put_multipart(self, key, src, opts, okey)
   if not res then return nil, err, code end
   local doc = xml.parse(res.body or "")
   local upload_id = doc and xml.find_text(doc, "UploadId")
-  if not upload_id then return nil, ("INVALID: %s: no UploadId in the answer to CreateMultipartUpload"):format(
-    self.name), "INVALID" end
+  if not upload_id then return fail.new("INVALID", "%s: no UploadId in the answer to CreateMultipartUpload",
+    self.name) end
   local function abort()
     self:call("abort multipart upload of " .. key, function()
       return self:request({ method = "DELETE", key = okey, query = { { "uploadId", upload_id } } })
@@ -417,7 +418,7 @@ function Store:list(prefix, opts)
     if not res then return nil, err, code end
     local doc
     doc, err = xml.parse(res.body or "")
-    if not doc then return nil, ("INVALID: %s: unreadable list answer: %s"):format(self.name, err), "INVALID" end
+    if not doc then return fail.new("INVALID", "%s: unreadable list answer: %s", self.name, err) end
     for _, c in ipairs(xml.children(doc, "Contents")) do
       local k = blobrest.listed_key(self, xml.find_text(c, "Key"))
       if k then
@@ -428,7 +429,7 @@ function Store:list(prefix, opts)
     local truncated = xml.find_text(doc, "IsTruncated") == "true"
     token = truncated and xml.find_text(doc, "NextContinuationToken") or nil
     if truncated and not token then
-      return nil, ("INVALID: %s: a truncated list without NextContinuationToken"):format(self.name), "INVALID"
+      return fail.new("INVALID", "%s: a truncated list without NextContinuationToken", self.name)
     end
   until not token
   return blobrest.sort_entries(entries)

@@ -6,6 +6,7 @@
 --   local client = awsquery.new { service = "sqs", version = "2012-11-05", endpoint = ep,
 --                                 region = "us-east-1", creds = source, name = "awssqs://..." }
 --   local doc, err, code = client:call("ReceiveMessage", { { "QueueUrl", q }, ... }, { timeout = 30 })
+local fail = require "autopgo.fail"
 local crypto = require("autopgo.core").crypto
 local events = require "autopgo.events"
 local url = require "autopgo.url"
@@ -176,7 +177,7 @@ function Client:call(action, params, opts)
   if not res then return nil, err, code end
   local doc, perr = xml.parse(res.body or "")
   if not doc then
-    return nil, ("UNAVAILABLE: %s: unreadable answer: %s"):format(self.name, tostring(perr)), "UNAVAILABLE"
+    return fail.new("UNAVAILABLE", "%s: unreadable answer: %s", self.name, tostring(perr))
   end
   return doc
 end

@@ -89,7 +89,7 @@ local function pop(self)
 end
 
 --- Waits for the next message. `skip(msg)` (optional) discards stale messages. Returns the
--- message, or nil, "CLOSED: ...", "CLOSED" once the inbox is closed.
+-- message, or fail.new("CLOSED", "...") once the inbox is closed.
 function Inbox:receive(skip)
   while true do
     if self.closed_err then return nil, self.closed_err, "CLOSED" end
@@ -184,108 +184,6 @@ function M.wait_settled(reader, ms, busy)
     n = busy()
   end
   return n
-end
-
--- Readers that hold what they fetch ---------------------------------------------------------------
--- The SQS, Pub/Sub and Service Bus readers fetch ahead (at most max_buffered messages waiting)
--- and hold every message, kept invisible / locked / within its ack deadline, from its arrival
--- until it is settled: reader.held is the set of them and reader.inflight counts those receive()
--- handed out. M.Held has the methods they share (setmetatable(Reader, { __index = inbox.Held }));
--- a reader has inbox, name, held = {}, inflight = 0, max_buffered, max_extension_ms, closed,
--- cancel (an http canceler for its fetches) and close_timeout_ms.
-local Held = {}
-M.Held = Held
-
---- Takes in message m just fetched: counts a redelivery, holds it with extend() called every
--- interval_ms until it is settled (for at most max_extension_ms), and queues it.
-function Held:hold(m, interval_ms, extend)
-  if m.attempt > 1 then self.inbox.stats:inc("redelivered") end
-  self.held[m] = true
-  m.keepalive = self.inbox:keepalive(interval_ms, self.max_extension_ms, function()
-    if m.settled then return true end
-    return extend()
-  end)
-  self.inbox:push(m)
-end
-
---- Stops holding m: it is acknowledged, or handed back to the bus.
-function Held:settle(m)
-  if m.keepalive then m.keepalive() end
-  m.settled = true
-  self.held[m] = nil
-  if m.handed_out then
-    self.inflight = self.inflight - 1
-    if self.settled_ev then self.settled_ev.set() end
-  end
-end
-
-function Held:receive()
-  local m, err, code = self.inbox:receive()
-  if not m then return nil, err, code end
-  m.settled, m.handed_out = false, true
-  self.inflight = self.inflight + 1
-  if self.room then self.room.set() end
-  return m
-end
-
-function Held:stats()
-  return self.inbox.stats:snapshot()
-end
-
---- Waits at most `ms` for the messages handed out to be settled.
-function Held:wait_inflight(ms)
-  return M.wait_settled(self, ms, function() return self.inflight end)
-end
-
---- Closes the reader: stops fetching, refuses receive(), waits (at most close_timeout_ms) for
--- the messages handed out to be settled, then gives every message still held (queued ones too)
--- back to the bus with release(m), so that it comes again at once rather than when its lease
--- runs out.
-function Held:close_held(release)
-  if self.closed then return true end
-  self.closed = true
-  self.cancel:cancel("the reader is closed")
-  self.inbox:close("CLOSED: the reader is closed")
-  if coroutine.isyieldable() then
-    self:wait_inflight(self.close_timeout_ms)
-    local held = {}
-    for m in pairs(self.held) do held[#held + 1] = m end
-    for _, m in ipairs(held) do
-      if not m.settled then
-        self:settle(m)
-        release(m)
-      end
-    end
-  end
-  return true
-end
-
---- Fetches until the reader is closed, while fewer than max_buffered messages wait: fetch() ->
--- an answer | nil, err, then deliver(answer) takes in what it brought. A failure is retried
--- after a jittered backoff (0.5 s doubling to 10 s); the first of a run is logged as `failing`.
--- An answer that arrives once the reader is closed goes to late(answer) when given.
-function Held:poll(failing, fetch, deliver, late)
-  local failures = 0
-  while not self.closed do
-    if self.inbox:size() >= self.max_buffered then
-      self.room = async.event()
-      self.room.wait(1000)
-    else
-      local answer, err = fetch()
-      if self.closed then
-        if answer and late then late(answer) end
-        break
-      end
-      if not answer then
-        failures = failures + 1
-        if failures == 1 then log.warn(failing, "reader", self.name, "error", err) end
-        async.sleep(math.floor(M.backoff(failures, 0.5, 10) * 1000))
-      else
-        failures = 0
-        deliver(answer)
-      end
-    end
-  end
 end
 
 --- Logs a message that is given up on (dead-lettered or dropped) with enough to find it again.

@@ -7,7 +7,7 @@
 -- A bus module returns { writer = function(u, opts) -> writer | nil, err, code,
 --                        reader = function(u, opts) -> reader | nil, err, code }
 -- (u is autopgo.url.parse(url)). Methods run in a coroutine and may yield; failures are
--- nil, "CODE: message", "CODE". Delivery is at least once.
+-- fail.new("CODE", "message"). Delivery is at least once.
 --
 --   writer:publish(body, { key = app }) -> true    body is the envelope JSON (autopgo.events);
 --       key is the ordering/partition key where the bus has one
@@ -23,6 +23,7 @@
 --       the bus has no such notion)
 --   reader:health() -> true | nil, err;  reader:close()
 --   writer.name / reader.name: a short description for logs and /api/health
+local fail = require "autopgo.fail"
 local modules = require "autopgo.modules"
 
 local M = {}
@@ -41,19 +42,19 @@ local function load(raw_url, role)
   local mod, u, code = modules.by_scheme(M.schemes, raw_url, "event bus")
   if not mod then return nil, u, code end
   if not mod[role] then
-    return nil, ("UNSUPPORTED: %s:// cannot be used as an event %s"):format(u.scheme, role), "UNSUPPORTED"
+    return fail.new("UNSUPPORTED", "%s:// cannot be used as an event %s", u.scheme, role)
   end
   return mod, u
 end
 
---- Opens a writer for `raw_url`; returns it or nil, "CODE: message", "CODE".
+--- Opens a writer for `raw_url`; returns it or fail.new("CODE", "message").
 function M.writer(raw_url, opts)
   local mod, u, code = load(raw_url, "writer")
   if not mod then return nil, u, code end
   return mod.writer(u, opts or {})
 end
 
---- Opens a reader for `raw_url`; returns it or nil, "CODE: message", "CODE".
+--- Opens a reader for `raw_url`; returns it or fail.new("CODE", "message").
 function M.reader(raw_url, opts)
   local mod, u, code = load(raw_url, "reader")
   if not mod then return nil, u, code end

@@ -10,12 +10,14 @@
 -- its partition was acknowledged. Acknowledged messages past an unacknowledged one are listed
 -- in the commit metadata, so after a rebalance the next owner skips them instead of handling
 -- them twice. A revoke is held until the messages in flight are settled and committed.
+local fail = require "autopgo.fail"
 local core = require "autopgo.core"
 local async = require "autopgo.async"
 local log = require "autopgo.log"
 local url = require "autopgo.url"
 local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
+local base = require "autopgo.bus.base"
 
 local kafka = core.kafka
 
@@ -27,7 +29,7 @@ local META_MAX = 4000 -- bytes of commit metadata; offsets past that may be hand
 local function brokers(opts)
   local b = opts.brokers or os.getenv("KAFKA_BROKERS")
   if not b or b == "" then
-    return nil, "INVALID: KAFKA_BROKERS environment variable not set", "INVALID"
+    return fail.new("INVALID", "KAFKA_BROKERS environment variable not set")
   end
   return b
 end
@@ -50,7 +52,7 @@ local function split_query(u, allowed)
       params[k] = params[k] or {}
       table.insert(params[k], v)
     else
-      return nil, ("INVALID: %s: invalid query parameter %q"):format(u.raw, k), "INVALID"
+      return fail.new("INVALID", "%s: invalid query parameter %q", u.raw, k)
     end
   end
   return props, params
@@ -63,13 +65,6 @@ local function merge(into, from)
   return into
 end
 
-local function await_cb(start)
-  return async.await(function(cb)
-    local ok, err = start(cb)
-    if not ok then cb(err) end
-  end)
-end
-
 ---------------------------------------------------------------------------------------------
 -- writer
 
@@ -77,9 +72,9 @@ local Writer = {}
 Writer.__index = Writer
 
 function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local key = opts and opts.key
-  local ok, err, code = await_cb(function(cb)
+  local ok, err, code = async.await_start(function(cb)
     return self.producer:produce(self.topic, key, body, cb)
   end)
   if ok == nil and err then
@@ -93,14 +88,14 @@ function Writer:publish(body, opts)
 end
 
 local function probe(client, timeout_ms)
-  local brokers_up, err, code = await_cb(function(cb) return client:probe(timeout_ms or 5000, cb) end)
+  local brokers_up, err, code = async.await_start(function(cb) return client:probe(timeout_ms or 5000, cb) end)
   if not brokers_up then return nil, err, code end
-  if brokers_up < 1 then return nil, "UNAVAILABLE: no Kafka broker answered", "UNAVAILABLE" end
+  if brokers_up < 1 then return fail.new("UNAVAILABLE", "no Kafka broker answered") end
   return true
 end
 
 function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   return probe(self.producer)
 end
 
@@ -124,7 +119,7 @@ function M.writer(u, opts)
   local b, err, code = brokers(opts)
   if not b then return nil, err, code end
   local topic = joined_name(u)
-  if topic == "" then return nil, ("INVALID: %s: no topic name"):format(u.raw), "INVALID" end
+  if topic == "" then return fail.new("INVALID", "%s: no topic name", u.raw) end
   local props
   props, err, code = split_query(u, { key_name = true })
   if not props then return nil, err, code end
@@ -219,7 +214,7 @@ function Reader:commit_loop()
     local list = self:commit_list()
     local err
     if #list > 0 and not self.consumer_closed then
-      local _, e = await_cb(function(cb) return self.consumer:commit(list, cb) end)
+      local _, e = async.await_start(function(cb) return self.consumer:commit(list, cb) end)
       err = e
       if not err then
         for _, c in ipairs(list) do c.p.committed_offset, c.p.committed_meta = c.offset, c.metadata end
@@ -256,8 +251,7 @@ function Msg:ack()
   r:on_settle(p)
   if r.parts[p.key] ~= p then
     r.inbox.stats:inc("ack_failed")
-    return nil, ("CONFLICT: %s was reassigned before the ack; its next owner redelivers it"):format(self.id),
-      "CONFLICT"
+    return fail.new("CONFLICT", "%s was reassigned before the ack; its next owner redelivers it", self.id)
   end
   p.state[self.offset] = "acked"
   r.inbox.stats:inc("acked")
@@ -271,21 +265,7 @@ end
 
 function Msg:dead_letter(reason)
   local r = self.reader
-  if r.dlq then
-    local ok, err = r.dlq:publish(self.body, { key = self.key })
-    if not ok then
-      log.error("kafka: cannot write to the dead-letter topic; redelivering instead", "reader", r.name,
-        "error", err)
-      return nil, err
-    end
-    log.warn("kafka: message moved to the dead-letter topic", "reader", r.name, "id", self.id,
-      "topic", r.dlq.topic, "reason", reason)
-  else
-    inbox_mod.log_given_up("kafka: giving up on a message and there is no dead-letter topic; dropping it",
-      r.name, self, reason)
-  end
-  r.inbox.stats:inc("dead_lettered")
-  return true
+  return base.dead_letter(r, self, reason, "kafka", "topic", r.dlq and r.dlq.topic)
 end
 
 --- Gives up on the message now: to the dead-letter topic (or logged and dropped), then committed.
@@ -433,7 +413,7 @@ end
 
 function Reader:health()
   if self.fatal then return nil, self.fatal, "UNAVAILABLE" end
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the reader is closed") end
   return probe(self.consumer)
 end
 
@@ -464,19 +444,19 @@ function M.reader(u, opts)
   local b, err, code = brokers(opts)
   if not b then return nil, err, code end
   local group = joined_name(u)
-  if group == "" then return nil, ("INVALID: %s: no consumer group name"):format(u.raw), "INVALID" end
+  if group == "" then return fail.new("INVALID", "%s: no consumer group name", u.raw) end
   local props, params = split_query(u, { topic = true, key_name = true, dead_letter_topic = true, offset = true })
   if not props then return nil, params, "INVALID" end
   local topics = params.topic
   if not topics or #topics == 0 then
-    return nil, ("INVALID: %s: no topic (want kafka://group?topic=name)"):format(u.raw), "INVALID"
+    return fail.new("INVALID", "%s: no topic (want kafka://group?topic=name)", u.raw)
   end
   -- gocloud's offset=oldest|newest: where a group without a committed offset starts
   local offset = (params.offset or {})[1] or "oldest"
   local reset = OFFSET_RESET[offset]
   if not reset then
-    return nil, ("INVALID: %s: invalid value %q for query parameter offset (want oldest or newest)"):format(u.raw,
-      offset), "INVALID"
+    return fail.new("INVALID", "%s: invalid value %q for query parameter offset (want oldest or newest)", u.raw,
+      offset)
   end
   local conf = merge({
     ["bootstrap.servers"] = b,

@@ -5,6 +5,7 @@
 -- Pub/Sub ordering keys; a message that is nacked, outlives its ack deadline or belongs to a
 -- reader that closes is delivered again; a rejected one is logged and dropped. Nothing survives
 -- the process (the embedded worker re-drives staged uploads at start for that reason).
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
 local units = require "autopgo.units"
@@ -174,8 +175,8 @@ local Writer = {}
 Writer.__index = Writer
 
 function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
-  if type(body) ~= "string" then return nil, "INVALID: body must be a string", "INVALID" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
+  if type(body) ~= "string" then return fail.new("INVALID", "body must be a string") end
   local user_key = opts and opts.key
   local topic = self.topic
   if not next(topic.groups) then group_of(topic, "default") end
@@ -189,7 +190,7 @@ function Writer:publish(body, opts)
 end
 
 function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   return true
 end
 
@@ -202,18 +203,18 @@ local Reader = {}
 Reader.__index = Reader
 
 function Reader:receive()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the reader is closed") end
   local g = self.group
   local ready = g:take(self)
   if ready then return ready end
   g.waiters[#g.waiters + 1] = { reader = self, co = coroutine.running() }
   local d = coroutine.yield()
-  if not d then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  if not d then return fail.new("CLOSED", "the reader is closed") end
   return d
 end
 
 function Reader:health()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the reader is closed") end
   return true
 end
 
@@ -255,8 +256,7 @@ function M.reader(u)
   if u.query.ack_deadline then
     local secs, err = units.parse_duration(u.query.ack_deadline)
     if not secs or secs <= 0 then
-      return nil, ("INVALID: mem:// ack_deadline %q: %s"):format(u.query.ack_deadline, err or "must be positive"),
-        "INVALID"
+      return fail.new("INVALID", "mem:// ack_deadline %q: %s", u.query.ack_deadline, err or "must be positive")
     end
     deadline = secs
   end

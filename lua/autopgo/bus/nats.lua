@@ -13,6 +13,7 @@
 -- max_age=168h (stream retention), dead_letter=subject. The stream is created if missing.
 -- Messages carry the app in an Autopgo-Key header and, on JetStream, the envelope id as
 -- Nats-Msg-Id so a retried publish is stored once.
+local fail = require "autopgo.fail"
 local core = require "autopgo.core"
 local async = require "autopgo.async"
 local log = require "autopgo.log"
@@ -21,17 +22,11 @@ local events = require "autopgo.events"
 local units = require "autopgo.units"
 local inbox_mod = require "autopgo.bus.inbox"
 local stats = require "autopgo.bus.stats"
+local base = require "autopgo.bus.base"
 
 local natsc = core.nats
 
 local M = {}
-
-local function await_cb(start)
-  return async.await(function(cb)
-    local ok, err = start(cb)
-    if ok == false or (ok == nil and err) then cb(err) end
-  end)
-end
 
 local function truthy(v)
   return v == "" or v == "1" or v == "true" or v == "yes"
@@ -41,10 +36,10 @@ end
 local function settings(u, role, opts)
   local server = opts.server_url or os.getenv("NATS_SERVER_URL")
   if not server or server == "" then
-    return nil, "INVALID: NATS_SERVER_URL environment variable not set", "INVALID"
+    return fail.new("INVALID", "NATS_SERVER_URL environment variable not set")
   end
   local subject = url.unescape((u.host or "") .. (u.path or "")):gsub("^/+", ""):gsub("/+$", "")
-  if subject == "" then return nil, ("INVALID: %s: no subject"):format(u.raw), "INVALID" end
+  if subject == "" then return fail.new("INVALID", "%s: no subject", u.raw) end
   local allowed = {
     natsv2 = true, jetstream = true, stream = true, max_age = true,
     queue = role == "reader", durable = role == "reader", ack_wait = role == "reader",
@@ -54,7 +49,7 @@ local function settings(u, role, opts)
   for _, kv in ipairs(u.query_list or {}) do
     local k = kv[1]:lower()
     if not allowed[k] then
-      return nil, ("INVALID: %s: invalid query parameter %q"):format(u.raw, kv[1]), "INVALID"
+      return fail.new("INVALID", "%s: invalid query parameter %q", u.raw, kv[1])
     end
     q[k] = kv[2]
   end
@@ -66,14 +61,14 @@ local function settings(u, role, opts)
   }
   s.durable = q.durable or q.queue or "autopgo"
   if s.jetstream and (s.durable:find("[%.%*>%s]")) then
-    return nil, ("INVALID: %s: durable name %q may not contain '.', '*', '>' or spaces"):format(u.raw,
-      s.durable), "INVALID"
+    return fail.new("INVALID", "%s: durable name %q may not contain '.', '*', '>' or spaces", u.raw,
+      s.durable)
   end
   local function duration(name, default)
     if not q[name] then return default end
     local secs, err = units.parse_duration(q[name])
     if not secs or secs <= 0 then
-      return nil, ("INVALID: %s: %s: %s"):format(u.raw, name, err or "must be positive")
+      return fail.new("INVALID", "%s: %s: %s", u.raw, name, err or "must be positive")
     end
     return secs
   end
@@ -84,7 +79,7 @@ local function settings(u, role, opts)
   if not s.max_age then return nil, err, "INVALID" end
   s.max_ack_pending = tonumber(q.max_ack_pending or "1000")
   if not s.max_ack_pending or s.max_ack_pending < 1 then
-    return nil, ("INVALID: %s: max_ack_pending must be a positive number"):format(u.raw), "INVALID"
+    return fail.new("INVALID", "%s: max_ack_pending must be a positive number", u.raw)
   end
   return s
 end
@@ -94,7 +89,7 @@ local function connector(s, name)
   local c = { conn = nil, last_error = nil, connecting = nil }
   function c.get()
     if c.conn then return c.conn end
-    if c.closed then return nil, "CLOSED: closed", "CLOSED" end
+    if c.closed then return fail.new("CLOSED", "closed") end
     if c.connecting then return c.connecting.wait() end
     c.connecting = async.event()
     local conn, err, code = async.await(natsc.connect, s.server, { name = name }, function(kind, text)
@@ -112,7 +107,7 @@ local function connector(s, name)
     c.connecting = nil
     if conn and c.closed then -- closed while connecting
       conn:close()
-      conn, err, code = nil, "CLOSED: closed", "CLOSED"
+      conn, err, code = fail.new("CLOSED", "closed")
     end
     if not conn then
       ev.set(nil, err, code)
@@ -123,7 +118,7 @@ local function connector(s, name)
     return conn
   end
   function c.health()
-    if c.closed then return nil, "CLOSED: closed", "CLOSED" end
+    if c.closed then return fail.new("CLOSED", "closed") end
     local conn, err, code = c.get()
     if not conn then return nil, err, code end
     if not conn:connected() then return nil, c.last_error or "UNAVAILABLE: nats disconnected", "UNAVAILABLE" end
@@ -147,7 +142,7 @@ local ensured = {} -- streams created by this process, "server\0stream" -> true
 local function ensure_stream(conn, s)
   local k = s.server .. "\0" .. s.stream
   if ensured[k] then return true end
-  local _, err, code = await_cb(function(cb)
+  local _, err, code = async.await_start(function(cb)
     conn:ensure_stream(s.stream, s.subject, math.floor(s.max_age * 1000), 120000, cb)
     return true
   end)
@@ -163,14 +158,14 @@ local Writer = {}
 Writer.__index = Writer
 
 function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   local conn, err, code = self.c.get()
   if conn and self.s.jetstream then
     local ok
     ok, err, code = ensure_stream(conn, self.s)
     if ok then
       local seq
-      seq, err, code = await_cb(function(cb)
+      seq, err, code = async.await_start(function(cb)
         return conn:js_publish(self.s.subject, body, opts and opts.key, (opts and opts.id) or events.id_of(body),
           10000, cb)
       end)
@@ -185,7 +180,7 @@ function Writer:publish(body, opts)
 end
 
 function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the writer is closed") end
   return self.c.health()
 end
 
@@ -248,17 +243,7 @@ end
 
 function Msg:dead_letter(reason)
   local r = self.reader
-  if r.dlq then
-    local ok, err, code = r.dlq:publish(self.body, { key = self.key })
-    if not ok then return nil, err, code end
-    log.warn("nats: message moved to the dead-letter subject", "reader", r.name, "id", self.id,
-      "subject", r.s.dead_letter, "reason", reason)
-  else
-    inbox_mod.log_given_up("nats: giving up on a message and there is no dead-letter subject; dropping it",
-      r.name, self, reason)
-  end
-  r.inbox.stats:inc("dead_lettered")
-  return true
+  return base.dead_letter(r, self, reason, "nats", "subject", r.s.dead_letter)
 end
 
 -- Dead-letters the message and ends it (+TERM: JetStream never delivers it again). Returns false
@@ -266,10 +251,7 @@ end
 -- else true, plus err, code when the +TERM failed.
 local function give_up(self, reason)
   local r = self.reader
-  if not self:dead_letter(reason) then
-    log.error("nats: cannot write to the dead-letter subject; redelivering instead", "reader", r.name)
-    return false
-  end
+  if not self:dead_letter(reason) then return false end
   r:settle(self)
   if self.nmsg then
     local done, err, code = self.nmsg:term()
@@ -384,7 +366,7 @@ function Reader:subscribe()
     self.sub = sub
     -- subscribed at the server (not only queued to be sent) before we say we are ready
     local _
-    _, err, code = await_cb(function(cb) conn:flush(5000, cb) return true end)
+    _, err, code = async.await_start(function(cb) conn:flush(5000, cb) return true end)
     if err then return nil, err, code end
     return true
   end
@@ -404,7 +386,7 @@ function Reader:subscribe()
 end
 
 function Reader:health()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
+  if self.closed then return fail.new("CLOSED", "the reader is closed") end
   local ok, err, code = self:start()
   if not ok then return nil, err, code end
   return self.c.health()

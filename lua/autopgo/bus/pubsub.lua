@@ -12,17 +12,17 @@
 -- ack and, on nack, set the deadline to the delay so the message comes back then. A message
 -- that keeps failing goes to the subscription's dead-letter topic when it has one (Pub/Sub
 -- counts the attempts); without one it is logged and acknowledged after max_attempts.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
 local json = require "autopgo.json"
 local crypto = require("autopgo.core").crypto
-local http = require "autopgo.http"
 local rest = require "autopgo.rest"
 local auth = require "autopgo.gcp.auth"
 local inbox_mod = require "autopgo.bus.inbox"
 local log = require "autopgo.log"
-local stats = require "autopgo.bus.stats"
+local bus_base = require "autopgo.bus.base"
 
 local M = {}
 
@@ -38,13 +38,13 @@ local function resource(u, kind)
   local project, k, name = full:match("^projects/([^/]+)/([^/]+)/([^/]+)$")
   if project then
     if k ~= kind then
-      return nil, ("INVALID: %s names %s, but %s are needed here"):format(u.raw, k, kind), "INVALID"
+      return fail.new("INVALID", "%s names %s, but %s are needed here", u.raw, k, kind)
     end
     return project, name
   end
   project, name = full:match("^([^/]+)/([^/]+)$")
   if project and project ~= "projects" then return project, name end
-  return nil, ("INVALID: %s: want gcppubsub://projects/<project>/%s/<name>"):format(u.raw, kind), "INVALID"
+  return fail.new("INVALID", "%s: want gcppubsub://projects/<project>/%s/<name>", u.raw, kind)
 end
 
 local function client(u, kind, opts)
@@ -106,7 +106,7 @@ local function call(c, method, verb, body, opts)
   c.retried_auth = nil
   local doc = cjson.decode(res.body ~= "" and res.body or "{}")
   if type(doc) ~= "table" then
-    return nil, ("UNAVAILABLE: %s: unreadable answer"):format(c.name), "UNAVAILABLE"
+    return fail.new("UNAVAILABLE", "%s: unreadable answer", c.name)
   end
   return doc
 end
@@ -115,43 +115,34 @@ M.call = call
 ---------------------------------------------------------------------------------------------
 -- writer
 
-local Writer = {}
-Writer.__index = Writer
+local Writer = bus_base.writer_class()
 
-function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+function Writer:send(body, opts)
   local key = opts and opts.key
   local msg = { data = crypto.base64_encode(body) }
   if key and key ~= "" then
     msg.orderingKey = key
     msg.attributes = { [M.KEY_ATTRIBUTE] = key }
   end
-  return self.stats:count("published", "failed", call(self.c, "POST", ":publish", { messages = { msg } }))
+  return call(self.c, "POST", ":publish", { messages = { msg } })
 end
 
-function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
-  local doc, err, code = call(self.c, "GET", nil, nil, { deadline = 10 })
-  if not doc then return nil, err, code end
-  return true
+local function probe(self)
+  return call(self.c, "GET", nil, nil, { deadline = 10 })
 end
-
-function Writer:close()
-  self.closed = true
-  return true
-end
+Writer.probe = probe
 
 function M.writer(u, opts)
   local c, err, code = client(u, "topics", opts)
   if not c then return nil, err, code end
-  return setmetatable({ name = c.name, c = c, stats = stats.new("gcppubsub", "writer") }, Writer)
+  return bus_base.new_writer(Writer, "gcppubsub", { name = c.name, c = c })
 end
 
 ---------------------------------------------------------------------------------------------
 -- reader
 
-local Reader = setmetatable({}, { __index = inbox_mod.Held })
-Reader.__index = Reader
+local Reader = bus_base.held_reader_class()
+Reader.probe = probe
 local Msg = {}
 Msg.__index = Msg
 
@@ -239,13 +230,6 @@ function Reader:fetch_loop()
   end)
 end
 
-function Reader:health()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
-  local doc, err, code = call(self.c, "GET", nil, nil, { deadline = 10 })
-  if not doc then return nil, err, code end
-  return true
-end
-
 --- Stops pulling, waits (bounded) for messages in flight and hands back (deadline 0) what it
 -- still holds, so other readers get it at once.
 function Reader:close()
@@ -255,15 +239,8 @@ end
 function M.reader(u, opts)
   local c, err, code = client(u, "subscriptions", opts)
   if not c then return nil, err, code end
-  local r = setmetatable({
-    name = c.name, c = c, inflight = 0, held = {}, attempts = {},
-    max_attempts = opts.max_attempts or 5,
-    max_buffered = opts.max_buffered or 10,
-    close_timeout_ms = (opts.close_timeout or 30) * 1000,
-    max_extension_ms = (opts.max_extension or 3600) * 1000,
-    deadline = 10, cancel = http.canceler(),
-  }, Reader)
-  r.inbox = inbox_mod.new { bus = "gcppubsub", high = math.huge }
+  local r = bus_base.new_held_reader(Reader, "gcppubsub", opts, 10,
+    { name = c.name, c = c, attempts = {}, deadline = 10 })
   async.spawn(function()
     -- the subscription's ack deadline sets how often held messages are extended; its
     -- dead-letter policy says whether Pub/Sub dead-letters by itself

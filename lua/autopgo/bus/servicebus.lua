@@ -15,6 +15,7 @@
 -- abandon it. A message that keeps failing is abandoned at once from then on, so Service Bus
 -- moves it to the entity's dead-letter queue when its delivery count passes MaxDeliveryCount
 -- (the REST API has no explicit dead-letter call).
+local fail = require "autopgo.fail"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
 local log = require "autopgo.log"
@@ -22,10 +23,9 @@ local events = require "autopgo.events"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local crypto = require("autopgo.core").crypto
-local http = require "autopgo.http"
 local rest = require "autopgo.rest"
 local inbox_mod = require "autopgo.bus.inbox"
-local stats = require "autopgo.bus.stats"
+local base = require "autopgo.bus.base"
 
 local M = {}
 
@@ -36,7 +36,7 @@ M.POLL_SECONDS = 30 -- peek-lock long poll
 -- key_name, key, entity_path? } or nil, err, code. "UseDevelopmentEmulator=true" means plain http.
 function M.parse_connection_string(s)
   if type(s) ~= "string" or not s:find("%S") then
-    return nil, "INVALID: SERVICEBUS_CONNECTION_STRING environment variable not set", "INVALID"
+    return fail.new("INVALID", "SERVICEBUS_CONNECTION_STRING environment variable not set")
   end
   local kv = {}
   for part in s:gmatch("[^;]+") do
@@ -45,11 +45,10 @@ function M.parse_connection_string(s)
   end
   local ep = kv.endpoint
   if not ep or not kv.sharedaccesskeyname or not kv.sharedaccesskey then
-    return nil, "INVALID: Service Bus connection string needs Endpoint, SharedAccessKeyName and SharedAccessKey",
-      "INVALID"
+    return fail.new("INVALID", "Service Bus connection string needs Endpoint, SharedAccessKeyName and SharedAccessKey")
   end
   local host = ep:match("^%a[%w+.-]*://([^/]+)")
-  if not host then return nil, ("INVALID: Service Bus endpoint %q is not a URL"):format(ep), "INVALID" end
+  if not host then return fail.new("INVALID", "Service Bus endpoint %q is not a URL", ep) end
   local scheme = (kv.usedevelopmentemulator or ""):lower() == "true" and "http" or "https"
   return { endpoint = scheme .. "://" .. host, host = host, key_name = kv.sharedaccesskeyname,
     key = kv.sharedaccesskey, entity_path = kv.entitypath }
@@ -76,7 +75,7 @@ local function settings(u, role, opts)
   if not cs then return nil, err, code end
   local entity = url.unescape((u.host or "") .. (u.path or "")):gsub("^/+", ""):gsub("/+$", "")
   if entity == "" then entity = cs.entity_path or "" end
-  if entity == "" then return nil, ("INVALID: %s: no topic or queue name"):format(u.raw), "INVALID" end
+  if entity == "" then return fail.new("INVALID", "%s: no topic or queue name", u.raw) end
   local path = "/" .. url.escape(entity, "/")
   if q.subscription and q.subscription ~= "" then
     path = path .. "/subscriptions/" .. url.escape(q.subscription)
@@ -117,19 +116,17 @@ M.call = call
 ---------------------------------------------------------------------------------------------
 -- writer
 
-local Writer = {}
-Writer.__index = Writer
+local Writer = base.writer_class()
 
-function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+function Writer:send(body, opts)
   local props = {}
   local key = opts and opts.key
   if key and key ~= "" then props.PartitionKey = key end
   local id = (opts and opts.id) or events.id_of(body)
   if id then props.MessageId = id end
-  return self.stats:count("published", "failed", call(self.s, "POST", self.s.path .. "/messages", {
+  return call(self.s, "POST", self.s.path .. "/messages", {
     body = body, headers = { ["content-type"] = "application/json", brokerproperties = cjson.encode(props) },
-  }))
+  })
 end
 
 local function entity_health(s)
@@ -138,27 +135,22 @@ local function entity_health(s)
   return true
 end
 
-function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+local function probe(self)
   return entity_health(self.s)
 end
-
-function Writer:close()
-  self.closed = true
-  return true
-end
+Writer.probe = probe
 
 function M.writer(u, opts)
   local s, err, code = settings(u, "writer", opts)
   if not s then return nil, err, code end
-  return setmetatable({ name = s.name, s = s, stats = stats.new("azuresb", "writer") }, Writer)
+  return base.new_writer(Writer, "azuresb", { name = s.name, s = s })
 end
 
 ---------------------------------------------------------------------------------------------
 -- reader
 
-local Reader = setmetatable({}, { __index = inbox_mod.Held })
-Reader.__index = Reader
+local Reader = base.held_reader_class()
+Reader.probe = probe
 local Msg = {}
 Msg.__index = Msg
 
@@ -258,11 +250,6 @@ function Reader:fetch_loop()
   end)
 end
 
-function Reader:health()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
-  return entity_health(self.s)
-end
-
 --- Stops receiving, waits (bounded) for messages in flight and abandons what it still holds, so
 -- other readers get it at once.
 function Reader:close()
@@ -272,16 +259,9 @@ end
 function M.reader(u, opts)
   local s, err, code = settings(u, "reader", opts)
   if not s then return nil, err, code end
-  local r = setmetatable({
-    name = s.name, s = s, inflight = 0, held = {},
-    max_attempts = opts.max_attempts or 5,
-    max_buffered = opts.max_buffered or 4,
-    close_timeout_ms = (opts.close_timeout or 30) * 1000,
-    max_extension_ms = (opts.max_extension or 3600) * 1000,
-    -- renew at half the lock duration; Service Bus's default lock is 60 s, its smallest 5 s
-    lock_ms = (opts.lock_duration or 30) * 1000, cancel = http.canceler(),
-  }, Reader)
-  r.inbox = inbox_mod.new { bus = "azuresb", high = math.huge }
+  -- renew at half the lock duration; Service Bus's default lock is 60 s, its smallest 5 s
+  local r = base.new_held_reader(Reader, "azuresb", opts, 4,
+    { name = s.name, s = s, lock_ms = (opts.lock_duration or 30) * 1000 })
   async.spawn(function() r:fetch_loop() end)
   return r
 end

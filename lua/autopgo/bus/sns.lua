@@ -6,35 +6,26 @@
 -- the envelope id the MessageDeduplicationId; the app also goes as the message attribute
 -- autopgo-key. SNS is write-only here: workers read an SQS queue subscribed to the topic
 -- (awssqs://..., raw delivery recommended; non-raw notifications are unwrapped).
+local fail = require "autopgo.fail"
 local url = require "autopgo.url"
 local rest = require "autopgo.rest"
 local awsquery = require "autopgo.bus.awsquery"
-local stats = require "autopgo.bus.stats"
+local base = require "autopgo.bus.base"
 
 local M = {}
 
 M.VERSION = "2010-03-31"
 
-local Writer = {}
-Writer.__index = Writer
+local Writer = base.writer_class()
 
-function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+function Writer:send(body, opts)
   local params = awsquery.message_params({ target = { "TopicArn", self.arn }, body = "Message",
     attribute = "MessageAttributes.entry.%d" }, self.fifo, body, opts)
-  return self.stats:count("published", "failed", self.client:call("Publish", params))
+  return self.client:call("Publish", params)
 end
 
-function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
-  local doc, err, code = self.client:call("GetTopicAttributes", { { "TopicArn", self.arn } }, { deadline = 10 })
-  if not doc then return nil, err, code end
-  return true
-end
-
-function Writer:close()
-  self.closed = true
-  return true
+function Writer:probe()
+  return self.client:call("GetTopicAttributes", { { "TopicArn", self.arn } }, { deadline = 10 })
 end
 
 function M.writer(u, opts)
@@ -45,7 +36,7 @@ function M.writer(u, opts)
   local arn = url.unescape((u.host or "") .. (u.port and (":" .. u.port) or "") .. (u.path or "")):gsub("^/+", "")
   local region_of_arn = arn:match("^arn:[^:]+:sns:([^:]+):")
   if not region_of_arn then
-    return nil, ("INVALID: %s: want awssns:///arn:aws:sns:<region>:<account>:<topic>"):format(u.raw), "INVALID"
+    return fail.new("INVALID", "%s: want awssns:///arn:aws:sns:<region>:<account>:<topic>", u.raw)
   end
   if not q.region or q.region == "" then q.region = region_of_arn end
   local o
@@ -59,8 +50,8 @@ function M.writer(u, opts)
     anonymous = o.flags.anonymous,
   }
   if not client then return nil, err, code end
-  return setmetatable({ name = client.name, arn = arn, fifo = arn:match("%.fifo$") ~= nil, client = client,
-    stats = stats.new("awssns", "writer") }, Writer)
+  return base.new_writer(Writer, "awssns",
+    { name = client.name, arn = arn, fifo = arn:match("%.fifo$") ~= nil, client = client })
 end
 
 return M

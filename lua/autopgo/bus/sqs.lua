@@ -14,18 +14,18 @@
 -- to the queue's redrive policy (its dead-letter queue) when it has one; without one it is
 -- logged and deleted after max_attempts. raw=true (readers): bodies are never SNS envelopes;
 -- otherwise an SNS notification (non-raw SNS delivery) is unwrapped as gocloud does.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
 local xml = require "autopgo.xml"
 local crypto = require("autopgo.core").crypto
-local http = require "autopgo.http"
 local rest = require "autopgo.rest"
 local units = require "autopgo.units"
 local awsquery = require "autopgo.bus.awsquery"
 local inbox_mod = require "autopgo.bus.inbox"
 local log = require "autopgo.log"
-local stats = require "autopgo.bus.stats"
+local base = require "autopgo.bus.base"
 
 local M = {}
 
@@ -50,14 +50,14 @@ local function settings(u, role, opts)
   if q.waittime and q.waittime ~= "" then
     wait = units.parse_duration(q.waittime)
     if not wait or wait < 0 or wait >= 21 then
-      return nil, ("INVALID: invalid value %q for query parameter waittime (want a duration from 0s to 20s)")
-        :format(q.waittime), "INVALID"
+      return fail.new("INVALID", "invalid value %q for query parameter waittime (want a duration from 0s to 20s)",
+        q.waittime)
     end
     wait = math.floor(wait) -- whole seconds, as gocloud sends it
   end
   local path = (u.path or ""):gsub("/+$", "")
   if not u.host or u.host == "" or path == "" then
-    return nil, ("INVALID: %s: want awssqs://<host>/<account>/<queue>"):format(u.raw), "INVALID"
+    return fail.new("INVALID", "%s: want awssqs://<host>/<account>/<queue>", u.raw)
   end
   local o
   o, err, code = awsquery.options(q, opts, "AWS_ENDPOINT_URL_SQS")
@@ -79,14 +79,12 @@ end
 ---------------------------------------------------------------------------------------------
 -- writer
 
-local Writer = {}
-Writer.__index = Writer
+local Writer = base.writer_class()
 
-function Writer:publish(body, opts)
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
+function Writer:send(body, opts)
   local params = awsquery.message_params({ target = { "QueueUrl", self.s.queue_url }, body = "MessageBody",
     attribute = "MessageAttribute.%d" }, self.s.fifo, body, opts)
-  return self.stats:count("published", "failed", self.s.client:call("SendMessage", params))
+  return self.s.client:call("SendMessage", params)
 end
 
 local function queue_attributes(s, names)
@@ -101,29 +99,22 @@ local function queue_attributes(s, names)
   return out
 end
 
-function Writer:health()
-  if self.closed then return nil, "CLOSED: the writer is closed", "CLOSED" end
-  local attrs, err, code = queue_attributes(self.s, { "QueueArn" })
-  if not attrs then return nil, err, code end
-  return true
+local function probe(self)
+  return queue_attributes(self.s, { "QueueArn" })
 end
-
-function Writer:close()
-  self.closed = true
-  return true
-end
+Writer.probe = probe
 
 function M.writer(u, opts)
   local s, err, code = settings(u, "writer", opts)
   if not s then return nil, err, code end
-  return setmetatable({ name = s.name, s = s, stats = stats.new("awssqs", "writer") }, Writer)
+  return base.new_writer(Writer, "awssqs", { name = s.name, s = s })
 end
 
 ---------------------------------------------------------------------------------------------
 -- reader
 
-local Reader = setmetatable({}, { __index = inbox_mod.Held })
-Reader.__index = Reader
+local Reader = base.held_reader_class()
+Reader.probe = probe
 local Msg = {}
 Msg.__index = Msg
 
@@ -248,13 +239,6 @@ function Reader:on_message(el)
   self:hold(m, self.visibility * 1000 / 2, function() return self:change_visibility(m, self.visibility) end)
 end
 
-function Reader:health()
-  if self.closed then return nil, "CLOSED: the reader is closed", "CLOSED" end
-  local attrs, err, code = queue_attributes(self.s, { "QueueArn" })
-  if not attrs then return nil, err, code end
-  return true
-end
-
 --- Stops polling, waits (bounded) for messages in flight and makes every message it still holds
 -- visible again, so other readers get them at once.
 function Reader:close()
@@ -264,15 +248,7 @@ end
 function M.reader(u, opts)
   local s, err, code = settings(u, "reader", opts)
   if not s then return nil, err, code end
-  local r = setmetatable({
-    name = s.name, s = s, inflight = 0, held = {},
-    max_attempts = opts.max_attempts or 5,
-    max_buffered = opts.max_buffered or 10,
-    close_timeout_ms = (opts.close_timeout or 30) * 1000,
-    max_extension_ms = (opts.max_extension or 3600) * 1000,
-    visibility = 30, cancel = http.canceler(),
-  }, Reader)
-  r.inbox = inbox_mod.new { bus = "awssqs", high = math.huge }
+  local r = base.new_held_reader(Reader, "awssqs", opts, 10, { name = s.name, s = s, visibility = 30 })
   async.spawn(function()
     -- the queue's visibility timeout sets how often held messages are extended; its redrive
     -- policy says whether SQS dead-letters by itself

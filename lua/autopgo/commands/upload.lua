@@ -4,6 +4,7 @@ local uv = require "luv"
 local cli = require "autopgo.cli"
 local client = require "autopgo.client"
 local async = require "autopgo.async"
+local fail = require "autopgo.fail"
 
 local M = {}
 
@@ -16,7 +17,7 @@ local function stdin_producer()
   if kind == "file" then
     return function()
       local data, err = uv.fs_read(0, CHUNK, -1)
-      if not data then return nil, "cannot read standard input: " .. tostring(err) end
+      if not data then return fail.new("IO", "cannot read standard input: %s", tostring(err)) end
       if data == "" then return nil end
       return data
     end
@@ -41,7 +42,7 @@ local function stdin_producer()
     end)
     coroutine.yield()
     if failure or finished then stream:close() end
-    if failure then return nil, "cannot read standard input: " .. tostring(failure) end
+    if failure then return fail.new("IO", "cannot read standard input: %s", tostring(failure)) end
     return got
   end
 end

@@ -9,6 +9,7 @@
 --
 --   local source = auth.new { scope = auth.SCOPE_RW }
 --   local token, err, code = source:token()   -- in a coroutine
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local crypto = require("autopgo.core").crypto
@@ -25,8 +26,6 @@ M.REFRESH_MARGIN = 300
 local function http() return require "autopgo.http" end
 
 local function nonempty(v) return v ~= nil and v ~= "" and v or nil end
-
-local function fail(code, fmt, ...) return nil, code .. ": " .. fmt:format(...), code end
 
 local function b64url(s) return crypto.base64_encode(s, true) end
 
@@ -49,8 +48,7 @@ local function token_request(ctx, endpoint, form, what)
       timeout = ctx.timeout })
     if not r then return nil, e, c end
     if r.status >= 500 or r.status == 429 then
-      return nil, ("UNAVAILABLE: %s: token endpoint %s answered HTTP %d"):format(what, endpoint, r.status),
-        "UNAVAILABLE"
+      return fail.new("UNAVAILABLE", "%s: token endpoint %s answered HTTP %d", what, endpoint, r.status)
     end
     return r
   end, { deadline = ctx.deadline or 10, base = 0.1, cap = 1 })
@@ -59,7 +57,7 @@ local function token_request(ctx, endpoint, form, what)
   if res.status ~= 200 or type(doc) ~= "table" or type(doc.access_token) ~= "string" then
     local reason = type(doc) == "table" and (tostring(doc.error or "") .. " " .. tostring(doc.error_description or ""))
       or (res.body or ""):sub(1, 200)
-    return fail("UNAUTHORIZED", "%s: token endpoint %s refused: HTTP %d %s", what, endpoint, res.status, reason)
+    return fail.new("UNAUTHORIZED", "%s: token endpoint %s refused: HTTP %d %s", what, endpoint, res.status, reason)
   end
   return { token = doc.access_token, expires = ctx.now() + (tonumber(doc.expires_in) or 3600) }
 end
@@ -67,7 +65,7 @@ end
 local function service_account(ctx, key, path)
   for _, f in ipairs { "client_email", "private_key" } do
     if not nonempty(key[f]) then
-      return nil, ("INVALID: the service account key %s has no %s"):format(path, f)
+      return fail.new("INVALID", "the service account key %s has no %s", path, f)
     end
   end
   return function()
@@ -81,7 +79,7 @@ end
 
 local function authorized_user(ctx, key, path)
   for _, f in ipairs { "client_id", "client_secret", "refresh_token" } do
-    if not nonempty(key[f]) then return nil, ("INVALID: the credentials file %s has no %s"):format(path, f) end
+    if not nonempty(key[f]) then return fail.new("INVALID", "the credentials file %s has no %s", path, f) end
   end
   return function()
     return token_request(ctx, key.token_uri or M.TOKEN_URI, { grant_type = "refresh_token",
@@ -92,15 +90,15 @@ end
 
 local function from_file(ctx, path)
   local f, oerr = io.open(path, "rb")
-  if not f then return nil, ("UNAUTHORIZED: cannot read Google credentials %s: %s"):format(path, tostring(oerr)) end
+  if not f then return fail.new("UNAUTHORIZED", "cannot read Google credentials %s: %s", path, tostring(oerr)) end
   local text = f:read("a")
   f:close()
   local key = cjson.decode(text)
-  if type(key) ~= "table" then return nil, ("INVALID: Google credentials %s are not JSON"):format(path) end
+  if type(key) ~= "table" then return fail.new("INVALID", "Google credentials %s are not JSON", path) end
   if key.type == "service_account" then return service_account(ctx, key, path) end
   if key.type == "authorized_user" then return authorized_user(ctx, key, path) end
-  return nil, ("UNAUTHORIZED: Google credentials %s have type %q, which autopgo does not support "
-    .. "(service_account and authorized_user are)"):format(path, tostring(key.type))
+  return fail.new("UNAUTHORIZED", "Google credentials %s have type %q, which autopgo does not support "
+    .. "(service_account and authorized_user are)", path, tostring(key.type))
 end
 
 local function metadata(ctx)
@@ -112,14 +110,13 @@ local function metadata(ctx)
       local r, e, c = http().request({ method = "GET", url = endpoint .. "?scopes=" .. url.escape(ctx.scope),
         headers = { ["metadata-flavor"] = "Google" }, timeout = 3, connect_timeout = 1 })
       if not r then return nil, e, c end
-      if r.status >= 500 then return nil, ("UNAVAILABLE: metadata server answered HTTP %d"):format(r.status),
-        "UNAVAILABLE" end
+      if r.status >= 500 then return fail.new("UNAVAILABLE", "metadata server answered HTTP %d", r.status) end
       return r
     end, { deadline = 4, base = 0.1, cap = 1 })
     if not res then return nil, ("%s (GCE metadata server %s)"):format(err, host), code end
     local doc = cjson.decode(res.body or "")
     if res.status ~= 200 or type(doc) ~= "table" or type(doc.access_token) ~= "string" then
-      return fail("UNAUTHORIZED", "the GCE metadata server %s gave no token: HTTP %d %s", host, res.status,
+      return fail.new("UNAUTHORIZED", "the GCE metadata server %s gave no token: HTTP %d %s", host, res.status,
         (res.body or ""):sub(1, 200))
     end
     return { token = doc.access_token, expires = ctx.now() + (tonumber(doc.expires_in) or 3600) }
@@ -175,7 +172,7 @@ function Source:token()
   if fresh then return fresh.token end
   if self.name == "GCE metadata server" and not c then
     self.fetch = nil
-    return nil, ("UNAUTHORIZED: %s (%s)"):format(NONE, tostring(err)), "UNAUTHORIZED"
+    return fail.new("UNAUTHORIZED", "%s (%s)", NONE, tostring(err))
   end
   if c and now < c.expires then return c.token end
   return nil, err, code

@@ -2,6 +2,7 @@
 -- token, a token file re-read before every request (service account tokens rotate), basic auth,
 -- client certificates, or an exec plugin whose credential is cached until its
 -- expirationTimestamp. A 401 drops a cached exec credential and the request is sent once more.
+local fail = require "autopgo.fail"
 local http = require "autopgo.http"
 local json_api = require "autopgo.json_api"
 local exec_credential = require "autopgo.kube.exec_credential"
@@ -65,7 +66,7 @@ function Client:auth_options()
     -- re-read every time; a failed read keeps the last token (the kubelet replaces it atomically)
     token = read_token(auth.token_file) or self.last_file_token
     if not token then
-      return nil, ("AUTH: cannot read the token file %s"):format(auth.token_file), "AUTH"
+      return fail.new("UNAUTHORIZED", "cannot read the token file %s", auth.token_file)
     end
     self.last_file_token = token
   end

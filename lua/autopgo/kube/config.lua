@@ -5,6 +5,7 @@
 -- tls-server-name, proxy-url, the user's token or token file, client certificate and key (data
 -- or files), basic auth and exec credential plugins. Kubeconfig files are YAML, read with lyaml
 -- (Debian's lua-yaml: libyaml).
+local fail = require "autopgo.fail"
 local crypto = require("autopgo.core").crypto
 
 local M = {}
@@ -64,11 +65,11 @@ end
 local function parse_yaml(text, path)
   local ok, lyaml = pcall(require, "lyaml")
   if not ok then
-    return nil, "INVALID: reading a kubeconfig needs the lyaml Lua module (Debian package lua-yaml): "
-      .. tostring(lyaml)
+    return fail.new("INVALID", "reading a kubeconfig needs the lyaml Lua module (Debian package lua-yaml): "
+      .. tostring(lyaml))
   end
   local pok, doc = pcall(lyaml.load, text)
-  if not pok then return nil, ("INVALID: %s is not valid YAML: %s"):format(path, tostring(doc)) end
+  if not pok then return fail.new("INVALID", "%s is not valid YAML: %s", path, tostring(doc)) end
   return strip_null(doc, lyaml.null)
 end
 
@@ -76,23 +77,23 @@ end
 -- against the file's directory (as kubectl does), and its current-context.
 local function load_file(path)
   local text, err = read(path)
-  if not text then return nil, ("INVALID: cannot read the kubeconfig %s: %s"):format(path, err) end
+  if not text then return fail.new("INVALID", "cannot read the kubeconfig %s: %s", path, err) end
   local doc
   doc, err = parse_yaml(text, path)
   if err then return nil, err end
   doc = doc or {}
-  if type(doc) ~= "table" then return nil, ("INVALID: %s is not a kubeconfig (a YAML mapping)"):format(path) end
+  if type(doc) ~= "table" then return fail.new("INVALID", "%s is not a kubeconfig (a YAML mapping)", path) end
   local base = dirname(absolute(path, require("luv").cwd()))
   local out = { current = nonempty(doc["current-context"]), clusters = {}, users = {}, contexts = {}, path = path }
   for kind, field in pairs { clusters = "cluster", users = "user", contexts = "context" } do
     local list = doc[kind]
     if list ~= nil and type(list) ~= "table" then
-      return nil, ("INVALID: %s: %s must be a list"):format(path, kind)
+      return fail.new("INVALID", "%s: %s must be a list", path, kind)
     end
     for i, entry in ipairs(list or {}) do
       local name = type(entry) == "table" and str(entry.name)
       if not name or type(entry[field] or {}) ~= "table" then
-        return nil, ("INVALID: %s: %s[%d] needs a name and a %s mapping"):format(path, kind, i - 1, field)
+        return fail.new("INVALID", "%s: %s[%d] needs a name and a %s mapping", path, kind, i - 1, field)
       end
       if out[kind][name] == nil then out[kind][name] = entry[field] or {} end
     end
@@ -132,37 +133,37 @@ end
 
 local function decode_data(value, what, where)
   local data = crypto.base64_decode((str(value):gsub("%s+", "")))
-  if not data then return nil, ("INVALID: %s: %s is not valid base64"):format(where, what) end
+  if not data then return fail.new("INVALID", "%s: %s is not valid base64", where, what) end
   return data
 end
 
 local function check_exec(exec, where)
-  if type(exec) ~= "table" then return nil, ("INVALID: %s: exec must be a mapping"):format(where) end
+  if type(exec) ~= "table" then return fail.new("INVALID", "%s: exec must be a mapping", where) end
   local command = nonempty(exec.command)
-  if not command then return nil, ("INVALID: %s: exec needs a command"):format(where) end
+  if not command then return fail.new("INVALID", "%s: exec needs a command", where) end
   local api = str(exec.apiVersion)
   if not exec_versions[api or ""] then
-    return nil, ("INVALID: %s: exec apiVersion %q is not supported (client.authentication.k8s.io/v1 or v1beta1)")
-      :format(where, tostring(api))
+    return fail.new("INVALID", "%s: exec apiVersion %q is not supported (client.authentication.k8s.io/v1 or v1beta1)",
+      where, tostring(api))
   end
   local args = {}
   for i, a in ipairs(type(exec.args) == "table" and exec.args or {}) do
     args[i] = str(a)
-    if not args[i] then return nil, ("INVALID: %s: exec args must be strings"):format(where) end
+    if not args[i] then return fail.new("INVALID", "%s: exec args must be strings", where) end
   end
   local env = {}
   for _, e in ipairs(type(exec.env) == "table" and exec.env or {}) do
     if type(e) ~= "table" or not nonempty(e.name) then
-      return nil, ("INVALID: %s: exec env entries need a name and a value"):format(where)
+      return fail.new("INVALID", "%s: exec env entries need a name and a value", where)
     end
     env[#env + 1] = { name = str(e.name), value = str(e.value) or "" }
   end
   local mode = str(exec.interactiveMode) or "IfAvailable"
   if mode == "Always" then
-    return nil, ("INVALID: %s: the exec plugin %s needs a terminal (interactiveMode: Always), which the scraper "
-      .. "does not have"):format(where, command)
+    return fail.new("INVALID", "%s: the exec plugin %s needs a terminal (interactiveMode: Always), which the scraper "
+      .. "does not have", where, command)
   elseif mode ~= "Never" and mode ~= "IfAvailable" then
-    return nil, ("INVALID: %s: exec interactiveMode %q is not Never, IfAvailable or Always"):format(where, mode)
+    return fail.new("INVALID", "%s: exec interactiveMode %q is not Never, IfAvailable or Always", where, mode)
   end
   return { command = command, args = args, env = env, api_version = api,
     provide_cluster_info = exec.provideClusterInfo == true, install_hint = str(exec.installHint) }
@@ -171,13 +172,13 @@ end
 -- The cluster, TLS and credential settings of the current context.
 local function resolve(kc, source)
   local name = kc.current
-  if not name then return nil, ("INVALID: %s has no current-context"):format(source) end
+  if not name then return fail.new("INVALID", "%s has no current-context", source) end
   local context = kc.contexts[name]
-  if not context then return nil, ("INVALID: %s: the current context %q is not defined"):format(source, name) end
+  if not context then return fail.new("INVALID", "%s: the current context %q is not defined", source, name) end
   local cluster_name = nonempty(context.cluster)
   local cluster = cluster_name and kc.clusters[cluster_name]
   if not cluster then
-    return nil, ("INVALID: %s: context %q names cluster %q, which is not defined"):format(source, name,
+    return fail.new("INVALID", "%s: context %q names cluster %q, which is not defined", source, name,
       tostring(cluster_name))
   end
   local user_name = nonempty(context.user)
@@ -185,12 +186,12 @@ local function resolve(kc, source)
   if user_name then
     user = kc.users[user_name]
     if not user then
-      return nil, ("INVALID: %s: context %q names user %q, which is not defined"):format(source, name, user_name)
+      return fail.new("INVALID", "%s: context %q names user %q, which is not defined", source, name, user_name)
     end
   end
   local server = nonempty(cluster.server)
   if not server or not server:match("^https?://[^/%s]+") then
-    return nil, ("INVALID: %s: cluster %q needs a server URL such as https://host:6443, got %q"):format(source,
+    return fail.new("INVALID", "%s: cluster %q needs a server URL such as https://host:6443, got %q", source,
       cluster_name, tostring(server))
   end
   local where = ("%s: cluster %q"):format(source, cluster_name)
@@ -202,20 +203,19 @@ local function resolve(kc, source)
     if err then return nil, err end
   elseif nonempty(cluster["certificate-authority"]) then
     local ca = str(cluster["certificate-authority"])
-    if not exists(ca) then return nil, ("INVALID: %s: cannot read certificate-authority %s"):format(where, ca) end
+    if not exists(ca) then return fail.new("INVALID", "%s: cannot read certificate-authority %s", where, ca) end
     cfg.tls.ca_file = ca
   end
   if cluster["insecure-skip-tls-verify"] == true then
     if cfg.tls.ca_pem or cfg.tls.ca_file then
-      return nil, ("INVALID: %s: a certificate authority cannot be combined with insecure-skip-tls-verify")
-        :format(where)
+      return fail.new("INVALID", "%s: a certificate authority cannot be combined with insecure-skip-tls-verify", where)
     end
     cfg.tls.insecure = true
   end
   cfg.tls.tls_server_name = nonempty(cluster["tls-server-name"])
   cfg.proxy = nonempty(cluster["proxy-url"])
   if cfg.proxy and not (cfg.proxy:match("^https?://[^/]") or cfg.proxy:match("^socks5h?://[^/]")) then
-    return nil, ("INVALID: %s: proxy-url %q must be an http, https or socks5 URL"):format(where, cfg.proxy)
+    return fail.new("INVALID", "%s: proxy-url %q must be an http, https or socks5 URL", where, cfg.proxy)
   end
   cfg.exec_cluster = { server = cfg.server, ["insecure-skip-tls-verify"] = cfg.tls.insecure or nil,
     ["certificate-authority-data"] = cfg.tls.ca_pem and crypto.base64_encode(cfg.tls.ca_pem) or nil,
@@ -229,8 +229,8 @@ local function resolve(kc, source)
   where = ("%s: user %q"):format(source, tostring(user_name))
   if user["auth-provider"] ~= nil then
     local provider = type(user["auth-provider"]) == "table" and str(user["auth-provider"].name) or "?"
-    return nil, ("INVALID: %s: auth-provider %q is not supported; use an exec credential plugin "
-      .. "(gke-gcloud-auth-plugin, kubelogin, aws eks get-token)"):format(where, provider)
+    return fail.new("INVALID", "%s: auth-provider %q is not supported; use an exec credential plugin "
+      .. "(gke-gcloud-auth-plugin, kubelogin, aws eks get-token)", where, provider)
   end
   if nonempty(user["client-certificate-data"]) then
     cfg.tls.client_cert_pem, err = decode_data(user["client-certificate-data"], "client-certificate-data", where)
@@ -238,7 +238,7 @@ local function resolve(kc, source)
   elseif nonempty(user["client-certificate"]) then
     cfg.tls.client_cert = str(user["client-certificate"])
     if not exists(cfg.tls.client_cert) then
-      return nil, ("INVALID: %s: cannot read client-certificate %s"):format(where, cfg.tls.client_cert)
+      return fail.new("INVALID", "%s: cannot read client-certificate %s", where, cfg.tls.client_cert)
     end
   end
   if nonempty(user["client-key-data"]) then
@@ -247,19 +247,19 @@ local function resolve(kc, source)
   elseif nonempty(user["client-key"]) then
     cfg.tls.client_key = str(user["client-key"])
     if not exists(cfg.tls.client_key) then
-      return nil, ("INVALID: %s: cannot read client-key %s"):format(where, cfg.tls.client_key)
+      return fail.new("INVALID", "%s: cannot read client-key %s", where, cfg.tls.client_key)
     end
   end
   if (cfg.tls.client_cert or cfg.tls.client_cert_pem) and not (cfg.tls.client_key or cfg.tls.client_key_pem) then
-    return nil, ("INVALID: %s: a client certificate needs a client key"):format(where)
+    return fail.new("INVALID", "%s: a client certificate needs a client key", where)
   elseif (cfg.tls.client_key or cfg.tls.client_key_pem) and not (cfg.tls.client_cert or cfg.tls.client_cert_pem) then
-    return nil, ("INVALID: %s: a client key needs a client certificate"):format(where)
+    return fail.new("INVALID", "%s: a client key needs a client certificate", where)
   end
   -- the documented precedence: token, then tokenFile (re-read as it rotates), then exec
   cfg.auth.token = nonempty(user.token)
   cfg.auth.token_file = not cfg.auth.token and nonempty(user.tokenFile) or nil
   if cfg.auth.token_file and not exists(cfg.auth.token_file) then
-    return nil, ("INVALID: %s: cannot read tokenFile %s"):format(where, cfg.auth.token_file)
+    return fail.new("INVALID", "%s: cannot read tokenFile %s", where, cfg.auth.token_file)
   end
   if user.exec ~= nil then
     cfg.auth.exec, err = check_exec(user.exec, where)
@@ -295,13 +295,13 @@ function M.in_cluster(getenv)
   getenv = getenv or os.getenv
   local host, port = getenv("KUBERNETES_SERVICE_HOST"), getenv("KUBERNETES_SERVICE_PORT")
   if not host or host == "" or not port or port == "" then
-    return nil, "INVALID: not in a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set"
+    return fail.new("INVALID", "not in a cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set")
   end
   if host:find(":", 1, true) then host = "[" .. host .. "]" end
   local dir = M.service_account_dir
   local token = dir .. "/token"
   if not exists(token) then
-    return nil, ("INVALID: in-cluster: cannot read the service account token %s"):format(token)
+    return fail.new("INVALID", "in-cluster: cannot read the service account token %s", token)
   end
   local cfg = { server = ("https://%s:%s"):format(host, port), source = "in-cluster service account",
     auth = { token_file = token }, tls = {}, warnings = {} }
@@ -325,7 +325,7 @@ function M.load(path, getenv)
       if exists(p) then paths[#paths + 1] = p end
     end
     if #paths == 0 then
-      return nil, ("INVALID: none of the files in KUBECONFIG=%s can be read"):format(list)
+      return fail.new("INVALID", "none of the files in KUBECONFIG=%s can be read", list)
     end
     return M.from_files(paths, "KUBECONFIG " .. table.concat(paths, ":"))
   end
@@ -333,8 +333,8 @@ function M.load(path, getenv)
   if home and home ~= "" and exists(home .. "/.kube/config") then
     return M.from_files({ home .. "/.kube/config" })
   end
-  return nil, "INVALID: kube mode found no cluster configuration: give a kubeconfig path as the argument, run in "
-    .. "a pod with a service account, or set KUBECONFIG or create ~/.kube/config"
+  return fail.new("INVALID", "kube mode found no cluster configuration: give a kubeconfig path as the argument, run in "
+    .. "a pod with a service account, or set KUBECONFIG or create ~/.kube/config")
 end
 
 return M

@@ -2,6 +2,7 @@
 -- EKS, GKE and AKS clusters authenticate: runs the kubeconfig's command with its args and env
 -- plus KUBERNETES_EXEC_INFO, reads the ExecCredential it prints, and returns the token or client
 -- certificate with the time it expires. The caller caches it until then.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
@@ -67,7 +68,7 @@ end
 
 --- Runs the plugin `exec` (as autopgo.kube.config checked it) for the cluster described by
 -- `cluster` (sent when provideClusterInfo is set). Returns { token?, cert_pem?, key_pem?,
--- expires? (epoch seconds) } or nil, "AUTH: ...", "AUTH".
+-- expires? (epoch seconds) } or fail.new("UNAUTHORIZED", "...").
 function M.get(exec, cluster)
   local info = { apiVersion = exec.api_version, kind = "ExecCredential",
     spec = { interactive = false, cluster = exec.provide_cluster_info and cluster or nil } }
@@ -75,19 +76,19 @@ function M.get(exec, cluster)
   for i, e in ipairs(exec.env) do env[i] = e end
   env[#env + 1] = { name = "KUBERNETES_EXEC_INFO", value = cjson.encode(info) }
   local code, out, errs = run(exec.command, exec.args, environment(env))
-  local function fail(why)
+  local function bad(why)
     local hint = exec.install_hint and ("; " .. exec.install_hint) or ""
-    return nil, ("AUTH: the exec credential plugin %s %s%s"):format(exec.command, why, hint), "AUTH"
+    return fail.new("UNAUTHORIZED", "the exec credential plugin %s %s%s", exec.command, why, hint)
   end
-  if code == nil then return fail("could not run: " .. tostring(out)) end
+  if code == nil then return bad("could not run: " .. tostring(out)) end
   if code ~= 0 then
     local text = (errs or ""):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""):sub(1, 300)
-    return fail(("exited with %d%s"):format(code, text ~= "" and (": " .. text) or ""))
+    return bad(("exited with %d%s"):format(code, text ~= "" and (": " .. text) or ""))
   end
   local doc = cjson.decode(out)
-  if type(doc) ~= "table" then return fail("printed no ExecCredential JSON") end
+  if type(doc) ~= "table" then return bad("printed no ExecCredential JSON") end
   if doc.kind ~= "ExecCredential" or doc.apiVersion ~= exec.api_version then
-    return fail(("printed %s %s, want ExecCredential %s"):format(tostring(doc.apiVersion), tostring(doc.kind),
+    return bad(("printed %s %s, want ExecCredential %s"):format(tostring(doc.apiVersion), tostring(doc.kind),
       exec.api_version))
   end
   local status = type(doc.status) == "table" and doc.status or {}
@@ -97,13 +98,13 @@ function M.get(exec, cluster)
   if type(cert) == "string" and cert ~= "" and type(key) == "string" and key ~= "" then
     cred.cert_pem, cred.key_pem = cert, key
   elseif (type(cert) == "string" and cert ~= "") or (type(key) == "string" and key ~= "") then
-    return fail("returned a client certificate without its key, or a key without its certificate")
+    return bad("returned a client certificate without its key, or a key without its certificate")
   end
-  if not cred.token and not cred.cert_pem then return fail("returned neither a token nor a client certificate") end
+  if not cred.token and not cred.cert_pem then return bad("returned neither a token nor a client certificate") end
   if status.expirationTimestamp ~= nil and status.expirationTimestamp ~= cjson.null then
     cred.expires = utc.parse_rfc3339(status.expirationTimestamp)
     if not cred.expires then
-      return fail(("returned an expirationTimestamp that is not RFC 3339: %s"):format(
+      return bad(("returned an expirationTimestamp that is not RFC 3339: %s"):format(
         tostring(status.expirationTimestamp)))
     end
   end

@@ -5,6 +5,7 @@
 -- fails (the API is unreachable, the resourceVersion has expired with 410 Gone, the credentials
 -- were refused), the cache is marked stale and the next sync() lists again; until then the pods
 -- last seen are kept.
+local fail = require "autopgo.fail"
 local uv = require "luv"
 local cjson = require "cjson.safe"
 local async = require "autopgo.async"
@@ -63,7 +64,7 @@ function Watch:sync()
       self:query { limit = M.page_size, continue = continue }, { cancel = self.canceler })
     if not doc then return nil, err, code end
     if doc.kind ~= nil and doc.kind ~= "PodList" then
-      return nil, ("SERVER: GET /api/v1/pods answered a %s, not a PodList"):format(tostring(doc.kind)), "SERVER"
+      return fail.new("SERVER", "GET /api/v1/pods answered a %s, not a PodList", tostring(doc.kind))
     end
     for _, pod in ipairs(json_api.table(doc.items) or {}) do
       local k = key(pod)
@@ -86,12 +87,12 @@ end
 function Watch:apply(line)
   local ev = cjson.decode(line)
   if type(ev) ~= "table" or type(ev.type) ~= "string" or type(ev.object) ~= "table" then
-    return nil, "SERVER: the watch sent something that is not an event: " .. line:sub(1, 120)
+    return fail.new("SERVER", "the watch sent something that is not an event: " .. line:sub(1, 120))
   end
   local t, obj = ev.type, ev.object
   if t == "ERROR" then
     if obj.code == 410 then return nil, "EXPIRED" end
-    return nil, ("SERVER: the watch failed: %s"):format(tostring(obj.message or obj.reason or line:sub(1, 120)))
+    return fail.new("SERVER", "the watch failed: %s", tostring(obj.message or obj.reason or line:sub(1, 120)))
   end
   local rv = resource_version(obj)
   if t == "ADDED" or t == "MODIFIED" then
@@ -101,7 +102,7 @@ function Watch:apply(line)
     local k = key(obj)
     if k then self.pods[k] = nil end
   elseif t ~= "BOOKMARK" then
-    return nil, "SERVER: the watch sent an event of unknown type " .. t
+    return fail.new("SERVER", "the watch sent an event of unknown type " .. t)
   end
   if rv then self.rv = rv end
   return true
@@ -159,7 +160,7 @@ function Watch:watch_once()
     return nil, serr
   end
   if events == 0 and uv.now() - started < M.min_watch_ms then
-    return nil, "SERVER: the API server ended the watch at once"
+    return fail.new("SERVER", "the API server ended the watch at once")
   end
   return "again"
 end

@@ -603,8 +603,8 @@ current-context: fake
         local kc = exec_kubeconfig("failing.yaml", { command = "bin/failing-plugin.sh",
           install_hint = "install it with your package manager" })
         local _, err = open(kc):list()
-        assert.equals(("AUTH: the exec credential plugin %s/bin/failing-plugin.sh exited with 3: no credentials for "
-          .. "this cluster; install it with your package manager"):format(dir), err)
+        assert.equals(("UNAUTHORIZED: the exec credential plugin %s/bin/failing-plugin.sh exited with 3: "
+          .. "no credentials for this cluster; install it with your package manager"):format(dir), err)
 
         credential({ token = "x" }, "client.authentication.k8s.io/v1beta1")
         _, err = open(exec_kubeconfig("mismatch.yaml")):list()
@@ -618,7 +618,7 @@ current-context: fake
         assert.matches("expirationTimestamp that is not RFC 3339: tomorrow", err)
         local missing = exec_kubeconfig("plugin-missing.yaml", { command = "no-such-plugin-anywhere" })
         _, err = open(missing):list()
-        assert.matches("^AUTH: the exec credential plugin no%-such%-plugin%-anywhere could not run: ", err)
+        assert.matches("^UNAUTHORIZED: the exec credential plugin no%-such%-plugin%-anywhere could not run: ", err)
       end)
     end)
   end)
