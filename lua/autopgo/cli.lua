@@ -8,7 +8,7 @@ local fail = require "autopgo.fail"
 
 local M = {}
 
-local version = "0.1.0"
+local version = require("autopgo.version").version
 M.version = version
 
 local role_options = { "log_level", "event_writer_url", "blob_store_url", "port", "host" }
