@@ -4,7 +4,6 @@
 local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
-local fail = require "autopgo.fail"
 
 local M = {}
 
