@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# redis-server (Debian) on 127.0.0.1 for the Redis blob store specs: one plain instance without a
+# password and one TLS-only instance that requires a password (certificates made here by openssl).
+#   usage: tests/services/redis.sh start|stop|status|env|check   (the verbs: tests/services/lib.sh)
+#   prints REDIS_URL=redis://127.0.0.1:PORT/0, REDIS_TLS_URL=rediss://127.0.0.1:PORT/0,
+#   REDIS_PASSWORD, REDIS_USER + REDIS_USER_PASSWORD (an ACL user), REDIS_CA_FILE (the CA that
+#   signed the server certificate), REDIS_OTHER_CA_FILE (a CA that did not), REDIS_SERVER_BIN
+set -euo pipefail
+# shellcheck source=tests/services/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+check() { need redis-server redis-cli openssl node; }
+
+ready() {
+    redis-cli -h 127.0.0.1 -p "$(env_value REDIS_PLAIN_PORT)" ping 2>/dev/null | grep -q PONG &&
+        redis-cli -h 127.0.0.1 -p "$(env_value REDIS_TLS_PORT)" --tls --cacert "$D/tls/ca.pem" \
+            -a "$(env_value REDIS_PASSWORD)" --no-auth-warning ping 2>/dev/null | grep -q PONG
+}
+
+# A CA, a server certificate it signs for 127.0.0.1 and localhost, and a second, unrelated CA.
+make_certs() {
+    local t="$D/tls"
+    mkdir -p "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=autopgo-test-ca \
+        -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=autopgo-other-ca \
+        -keyout "$t/other-ca.key" -out "$t/other-ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+        -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$t/ext.cnf"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 2 -extfile "$t/ext.cnf" -out "$t/server.pem" 2>/dev/null
+}
+
+launch() {
+    make_certs
+    local plain tls password user_password
+    plain=$(free_port)
+    tls=$(free_port)
+    port_must_be_free "$plain"
+    port_must_be_free "$tls"
+    password=$(openssl rand -hex 12)
+    user_password=$(openssl rand -hex 12)
+    mkdir -p "$D/plain" "$D/tls-data"
+    spawn plain.log redis-server --bind 127.0.0.1 --port "$plain" --save "" --appendonly no \
+        --dir "$D/plain" --protected-mode no
+    spawn tls.log redis-server --bind 127.0.0.1 --port 0 --tls-port "$tls" \
+        --tls-cert-file "$D/tls/server.pem" --tls-key-file "$D/tls/server.key" \
+        --tls-ca-cert-file "$D/tls/ca.pem" --tls-auth-clients no \
+        --requirepass "$password" --user autopgo on ">$user_password" '~*' '&*' +@all \
+        --save "" --appendonly no --dir "$D/tls-data"
+    put_env "REDIS_URL=redis://127.0.0.1:$plain/0" "REDIS_TLS_URL=rediss://127.0.0.1:$tls/0" \
+        "REDIS_PLAIN_PORT=$plain" "REDIS_TLS_PORT=$tls" "REDIS_PASSWORD=$password" \
+        "REDIS_USER=autopgo" "REDIS_USER_PASSWORD=$user_password" \
+        "REDIS_CA_FILE=$D/tls/ca.pem" "REDIS_OTHER_CA_FILE=$D/tls/other-ca.pem" \
+        "REDIS_TLS_CERT_FILE=$D/tls/server.pem" "REDIS_TLS_KEY_FILE=$D/tls/server.key" \
+        "REDIS_SERVER_BIN=$(command -v redis-server)"
+}
+
+service_main "$@"
