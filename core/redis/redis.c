@@ -301,16 +301,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (r->state == ST_FAILED) return;
     if (nread == 0) return;
     if (nread < 0) {
-        if (nread == UV_EOF) {
-            if (r->replies_seen == 0 && !r->tls)
-                fail(r, "UNAVAILABLE",
-                     "%s closed the connection before answering (a TLS port? use rediss://)",
-                     r->desc);
-            else
-                fail(r, "UNAVAILABLE", "%s closed the connection", r->desc);
-        } else {
-            fail(r, "UNAVAILABLE", "connection to %s lost: %s", r->desc, uv_strerror((int)nread));
-        }
+        /* A TLS server drops a plain client at its first bytes: say so. */
+        const char *hint =
+            r->replies_seen == 0 && !r->tls ? " before answering (a TLS port? use rediss://)" : "";
+        if (nread == UV_EOF)
+            fail(r, "UNAVAILABLE", "%s closed the connection%s", r->desc, hint);
+        else
+            fail(r, "UNAVAILABLE", "connection to %s lost: %s%s", r->desc, uv_strerror((int)nread),
+                 hint);
         return;
     }
     if (!r->tls) {
