@@ -37,6 +37,7 @@ Store.__index = Store
 -- KEYS[1] meta. ARGV: cond ("", "absent", "match"), expected version, new version, size, nchunks,
 -- content type, ttl ms (0: none), grace ms, chunk key base.
 local COMMIT = [[
+if redis.replicate_commands then redis.replicate_commands() end -- TIME before writes (Redis < 7)
 local meta = KEYS[1]
 local cond, want, newv = ARGV[1], ARGV[2], ARGV[3]
 local n, ttl, grace, base = tonumber(ARGV[5]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
