@@ -114,6 +114,17 @@ local function tls_url(query)
     .. (query and ("&" .. query) or "")
 end
 
+-- Every Redis key matching pattern (SCAN to the end).
+local function scan_all(st, pattern)
+  local cursor, all = "0", {}
+  repeat
+    local _, reply = st:call { "SCAN", cursor, "MATCH", pattern, "COUNT", 1000 }
+    cursor = reply[1]
+    for _, k in ipairs(reply[2]) do all[#all + 1] = k end
+  until cursor == "0"
+  return all
+end
+
 local function with_password(k) return k == "AUTOPGO_REDIS_PASSWORD" and env.REDIS_PASSWORD or nil end
 
 require("tests.lua.blob.contract")("redis:// (plain)", {
@@ -175,12 +186,7 @@ describe("redis store on a real redis-server", function()
       local st = assert(open_url(raw))
       assert(st:put("app/default.pgo", ("x"):rep(20000)))
       assert(st:put("app/staging/1", "y"))
-      local cursor, all = "0", {}
-      repeat
-        local _, reply = st:call { "SCAN", cursor, "MATCH", st.prefix .. "*", "COUNT", 100 }
-        cursor = reply[1]
-        for _, k in ipairs(reply[2]) do all[#all + 1] = k end
-      until cursor == "0"
+      local all = scan_all(st, st.prefix .. "*")
       assert.equals(8, #all, table.concat(all, " ")) -- 2 meta hashes, 5 + 1 chunks of 4 KiB
       for _, k in ipairs(all) do assert.equals("app", k:match("{(.-)}"), k) end
       assert(st:delete("app/default.pgo"))
@@ -215,6 +221,37 @@ describe("redis store on a real redis-server", function()
     end)
   end)
 
+  it("lets exactly one of eight writers on eight connections win a race on one etag", function()
+    run(function()
+      local raw = plain_url("chunk_size=4KiB")
+      local stores = {}
+      for i = 1, 8 do stores[i] = assert(open_url(raw)) end
+      local base = assert(stores[1]:put("app/default.pgo", "base"))
+      local fns = {}
+      for i = 1, 8 do
+        fns[i] = function()
+          return stores[i]:put("app/default.pgo", tostring(i):rep(20000), { if_match = base.etag })
+        end
+      end
+      local wins, winner = 0, nil
+      for i, r in ipairs(async.all(fns)) do
+        assert.is_true(r[1], tostring(r[2]))
+        if r[2] then
+          wins, winner = wins + 1, i
+        else
+          assert.equals("PRECONDITION_FAILED", r[4], r[3])
+        end
+      end
+      assert.equals(1, wins)
+      assert.equals(tostring(winner):rep(20000), assert(stores[1]:get("app/default.pgo")).body)
+      -- the losers' chunks went with their refusal: 5 live chunks, 1 of the base's in its grace
+      local chunks = scan_all(stores[1], stores[1].prefix .. "c:*")
+      assert.equals(6, #chunks, table.concat(chunks, " "))
+      assert(stores[1]:delete("app/default.pgo"))
+      for _, st in ipairs(stores) do st:close() end
+    end)
+  end)
+
   it("does not leave the chunks of a refused conditional write behind", function()
     run(function()
       local st = assert(open_url(plain_url("chunk_size=4KiB")))
@@ -226,8 +263,8 @@ describe("redis store on a real redis-server", function()
       st.meta = meta
       assert.is_nil(res)
       assert.equals("PRECONDITION_FAILED", code)
-      local _, reply = st:call { "SCAN", "0", "MATCH", st.prefix .. "c:*", "COUNT", 1000 }
-      assert.equals(1, #reply[2], table.concat(reply[2], " "))
+      local chunks = scan_all(st, st.prefix .. "c:*")
+      assert.equals(1, #chunks, table.concat(chunks, " "))
       assert(st:delete("app/default.pgo"))
       st:close()
     end)
