@@ -1,6 +1,6 @@
 /* Tests for core/redis against real redis-server processes (tests/services/redis.sh): pipelined
- * replies in order, large values, TLS with AUTH, named TLS failures, a connection the server drops.
- */
+ * replies in order, large values, TLS with AUTH, named TLS failures, a connection the server
+ * drops, a server silent past the timeout. */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -189,6 +189,26 @@ static void test_server_drops_connection(void)
     close_and_drain(r);
 }
 
+static void test_silence_times_out(void)
+{
+    state s;
+    ap_redis *r = connect_to(&s, plain_port, 0, NULL, NULL, 300);
+    CHECK(r != NULL);
+    if (!r) return;
+    CHECK(done_connecting(&s, 5000));
+    /* the server holds the reply for 2 s: longer than the 300 ms the connection allows */
+    char key[64];
+    snprintf(key, sizeof key, "c-test-empty-%d", (int)getpid());
+    const char *blpop[] = {"BLPOP", key, "2"};
+    CHECK(cmd(r, 1, 3, blpop) == 0);
+    CHECK(run_until(&s.replies, 1, 5000));
+    CHECK(s.types[0] == -1);
+    CHECK_STR(s.err_code, "TIMEOUT");
+    CHECK(strstr(s.err_msg, "no reply") != NULL);
+    CHECK(!ap_redis_usable(r));
+    close_and_drain(r);
+}
+
 static void test_tls_with_auth(void)
 {
     state s;
@@ -292,6 +312,7 @@ int main(void)
 
     RUN(test_plain_pipeline);
     RUN(test_server_drops_connection);
+    RUN(test_silence_times_out);
     RUN(test_tls_with_auth);
     RUN(test_connect_failures);
 
