@@ -1,7 +1,8 @@
 -- Specs for lua/autopgo/blob/redis.lua: URL options, then the shared blob contract on a plain
 -- redis-server and on a TLS one with a password, and the Redis specifics (TTLs by kind of key, hash
--- tags, versioned reads, wrong passwords and TLS mismatches named in the failure) against real
--- redis-server processes started by tests/services/redis.sh.
+-- tags, versioned reads, wrong passwords and TLS mismatches named in the failure, a put and a get
+-- across a kill -9) against real redis-server processes started by tests/services/redis.sh (and,
+-- for the kill, one with an append-only file started here).
 local redis = require "autopgo.blob.redis"
 local blob = require "autopgo.blob"
 local url = require "autopgo.url"
@@ -295,5 +296,76 @@ describe("redis store on a real redis-server", function()
         "TLS", "certificate verification failed")
       fails(tls_url("server_name=redis.example"), { getenv = with_password }, "TLS", "hostname mismatch")
     end, 60000)
+  end)
+end)
+
+describe("redis store across a redis-server killed with -9 and restarted on its append-only file", function()
+  local big = require "tests.lua.blob.big_body"
+  local rdir, port, proc
+
+  local function start_redis()
+    proc = support.spawn(env.REDIS_SERVER_BIN, { "--bind", "127.0.0.1", "--port", tostring(port), "--dir", rdir,
+      "--appendonly", "yes", "--appendfsync", "always", "--save", "" }, { cwd = rdir })
+    local probe = assert(open_url(("redis://127.0.0.1:%d/0?retry_for=30s"):format(port)))
+    assert(probe:health(), "redis-server did not come up: " .. table.concat(proc.err))
+    probe:close()
+  end
+
+  -- Kills redis-server now and starts it again on the same port a second later (in the background).
+  local function bounce(done)
+    async.spawn(function()
+      proc:kill("sigkill")
+      proc:wait(10000)
+      async.sleep(1000)
+      start_redis()
+      done.set()
+    end)
+  end
+
+  before_each(function()
+    rdir = support.tmpdir()
+    port = support.free_port()
+    run(start_redis, 60000)
+  end)
+  after_each(function()
+    run(function()
+      proc:kill("sigkill")
+      proc:wait(10000)
+    end)
+    support.rm_rf(rdir)
+  end)
+
+  it("finishes a put and a get it broke off, byte for byte", function()
+    run(function()
+      local st = assert(open_url(("redis://127.0.0.1:%d/0?chunk_size=64KiB&retry_for=30s"):format(port)))
+      local data = big.pattern(8 * 1024 * 1024 + 5)
+      local piece, pos, n = 32 * 1024, 1, 0
+      local put_bounced = async.event()
+      local put = assert(st:put("app/default.pgo", {
+        size = #data,
+        producer = function()
+          if pos > #data then return nil end
+          n = n + 1
+          if n == 40 then bounce(put_bounced) end
+          local p = data:sub(pos, pos + piece - 1)
+          pos = pos + #p
+          return p
+        end,
+      }))
+      assert.is_true(put_bounced.is_set, "the put finished before Redis was back: it did not wait for it")
+      assert.equals(#data, put.size)
+      local pieces, get_bounced = {}, async.event()
+      local got = assert(st:get("app/default.pgo", {
+        sink = function(p)
+          pieces[#pieces + 1] = p
+          if #pieces == 10 then bounce(get_bounced) end
+        end,
+      }))
+      assert.is_true(get_bounced.is_set)
+      assert.equals(put.etag, got.etag)
+      local function sha(s) return crypto.hex(crypto.digest("sha256", s)) end
+      assert.equals(sha(data), sha(table.concat(pieces)))
+      st:close()
+    end, 120000)
   end)
 end)
