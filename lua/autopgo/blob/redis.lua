@@ -265,32 +265,32 @@ local function reader_of(body)
   return fail.new("INVALID", "body table needs path or producer")
 end
 
--- Splits a stream of pieces into chunks of exactly `size` bytes (the last may be shorter);
--- returns next_chunk() -> string | nil, and total() -> bytes read so far.
+-- Splits a stream of pieces into chunks of exactly `size` bytes (the last may be shorter),
+-- copying each byte once whatever the pieces' sizes (a 100 MB string body included); returns
+-- next_chunk() -> string | nil, and total() -> bytes read so far.
 local function chunker(next_piece, size)
-  local pieces, have, total, eof = {}, 0, 0, false
+  local cur, pos, total, eof = "", 1, 0, false
   local function next_chunk()
-    while not eof and have < size do
-      local p = next_piece()
-      if p == nil then
-        eof = true
-      elseif #p > 0 then
-        pieces[#pieces + 1] = p
-        have = have + #p
+    local parts, have = {}, 0
+    while have < size do
+      if pos > #cur then
+        if eof then break end
+        local p = next_piece()
+        if p == nil then
+          eof = true
+          break
+        end
+        cur, pos = p, 1
         total = total + #p
+      else
+        local take = math.min(size - have, #cur - pos + 1)
+        parts[#parts + 1] = (pos == 1 and take == #cur) and cur or cur:sub(pos, pos + take - 1)
+        pos = pos + take
+        have = have + take
       end
     end
     if have == 0 then return nil end
-    local all = #pieces == 1 and pieces[1] or table.concat(pieces)
-    local chunk = all
-    if #all > size then
-      chunk = all:sub(1, size)
-      pieces = { all:sub(size + 1) }
-    else
-      pieces = {}
-    end
-    have = have - #chunk
-    return chunk
+    return #parts == 1 and parts[1] or table.concat(parts)
   end
   return next_chunk, function() return total end
 end
