@@ -358,6 +358,7 @@ function Store:put(key, body, opts)
   if not read_ok then
     if type(read_err) == "table" then return finish(nil, read_err[1], read_err[2]) end
     if fail.code(read_err) then return finish(nil, read_err, fail.code(read_err)) end
+    finish()
     error(read_err, 0)
   end
   local size = total()
