@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # redis-server (Debian) on 127.0.0.1 for the Redis blob store specs: one plain instance without a
-# password and one TLS-only instance that requires a password (certificates made here by openssl).
+# password, one TLS-only instance that requires a password (certificates made here by openssl), and
+# a Redis Cluster of three masters (plain, no password).
 #   usage: tests/services/redis.sh start|stop|status|env|check   (the verbs: tests/services/lib.sh)
 #   prints REDIS_URL=redis://127.0.0.1:PORT/0, REDIS_TLS_URL=rediss://127.0.0.1:PORT/0,
 #   REDIS_PASSWORD, REDIS_USER + REDIS_USER_PASSWORD (an ACL user), REDIS_CA_FILE (the CA that
-#   signed the server certificate), REDIS_OTHER_CA_FILE (a CA that did not), REDIS_SERVER_BIN
+#   signed the server certificate), REDIS_OTHER_CA_FILE (a CA that did not), REDIS_SERVER_BIN,
+#   REDIS_CLUSTER_URL=redis://127.0.0.1:PORT/0 (one node of the cluster; it redirects to the others)
 set -euo pipefail
 # shellcheck source=tests/services/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -14,7 +16,9 @@ check() { need redis-server redis-cli openssl node; }
 ready() {
     redis-cli -h 127.0.0.1 -p "$(env_value REDIS_PLAIN_PORT)" ping 2>/dev/null | grep -q PONG &&
         redis-cli -h 127.0.0.1 -p "$(env_value REDIS_TLS_PORT)" --tls --cacert "$D/tls/ca.pem" \
-            -a "$(env_value REDIS_PASSWORD)" --no-auth-warning ping 2>/dev/null | grep -q PONG
+            -a "$(env_value REDIS_PASSWORD)" --no-auth-warning ping 2>/dev/null | grep -q PONG &&
+        redis-cli -h 127.0.0.1 -p "$(env_value REDIS_CLUSTER_PORT)" cluster info 2>/dev/null |
+        grep -q 'cluster_state:ok'
 }
 
 # A CA, a server certificate it signs for 127.0.0.1 and localhost, and a second, unrelated CA.
@@ -49,6 +53,23 @@ launch() {
         --tls-ca-cert-file "$D/tls/ca.pem" --tls-auth-clients no \
         --requirepass "$password" --user autopgo on ">$user_password" '~*' '&*' +@all \
         --save "" --appendonly no --dir "$D/tls-data"
+    # the cluster: three masters, each with a client port and a bus port of its own
+    local nodes=() port bus i
+    for i in 1 2 3; do
+        port=$(free_port)
+        bus=$(free_port)
+        port_must_be_free "$port"
+        port_must_be_free "$bus"
+        mkdir -p "$D/cluster-$i"
+        spawn "cluster-$i.log" redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+            --cluster-port "$bus" --cluster-config-file "$D/cluster-$i/nodes.conf" \
+            --save "" --appendonly no --dir "$D/cluster-$i"
+        nodes+=("127.0.0.1:$port")
+    done
+    for i in 0 1 2; do await 10 "cluster node ${nodes[$i]}" redis-cli -h 127.0.0.1 -p "${nodes[$i]#*:}" ping; done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$D/cluster-create.log" 2>&1 ||
+        die "redis-cli --cluster create failed: $(tail -n 5 "$D/cluster-create.log")"
+    put_env "REDIS_CLUSTER_URL=redis://${nodes[0]}/0" "REDIS_CLUSTER_PORT=${nodes[0]#*:}"
     put_env "REDIS_URL=redis://127.0.0.1:$plain/0" "REDIS_TLS_URL=rediss://127.0.0.1:$tls/0" \
         "REDIS_PLAIN_PORT=$plain" "REDIS_TLS_PORT=$tls" "REDIS_PASSWORD=$password" \
         "REDIS_USER=autopgo" "REDIS_USER_PASSWORD=$user_password" \

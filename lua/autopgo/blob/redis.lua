@@ -157,9 +157,22 @@ end
 
 -- Connection -------------------------------------------------------------------------------------
 
--- A new connection, authenticated (AUTH [user] password), on the database, answering PING.
-function Store:dial()
-  local c, err, code = async.await(redis.connect, self.conn_opts)
+-- "host:port" -> host, port ("[::1]:7000" too).
+local function split_addr(addr)
+  local host, port = addr:match("^%[(.*)%]:(%d+)$")
+  if not host then host, port = addr:match("^(.*):(%d+)$") end
+  return host, tonumber(port)
+end
+
+-- A new connection to addr, authenticated (AUTH [user] password), on the database, answering PING.
+function Store:dial(addr)
+  local o = self.conn_opts
+  if addr ~= self.seed then
+    o = {}
+    for k, v in pairs(self.conn_opts) do o[k] = v end
+    o.host, o.port = split_addr(addr)
+  end
+  local c, err, code = async.await(redis.connect, o)
   if not c then return nil, err, code end
   local steps = {}
   if self.password then
@@ -178,42 +191,153 @@ function Store:dial()
   return c
 end
 
--- A usable connection (one per store, shared by all its coroutines: commands are pipelined).
-function Store:connection()
-  local c = self.conn
+-- A usable connection to addr (one per node, shared by all the store's coroutines: commands are
+-- pipelined on it).
+function Store:connection(addr)
+  local node = self.nodes[addr]
+  if not node then
+    node = {}
+    self.nodes[addr] = node
+  end
+  local c = node.conn
   if c and c:usable() then return c end
   if c then
-    self.conn = nil
+    node.conn = nil
     c:close()
   end
   if self.closed then return fail.new("CLOSED", "%s is closed", self.name) end
-  if self.connecting then return self.connecting.wait() end
+  if node.connecting then return node.connecting.wait() end
   local ev = async.event()
-  self.connecting = ev
-  local conn, err, code = self:dial()
-  self.connecting = nil
+  node.connecting = ev
+  local conn, err, code = self:dial(addr)
+  node.connecting = nil
   if conn then
     if self.closed then
       conn:close()
       conn, err, code = fail.new("CLOSED", "%s is closed", self.name)
     else
-      self.conn = conn
+      node.conn = conn
     end
   end
   ev.set(conn, err, code)
   return conn, err, code
 end
 
--- One command, retried (reconnecting) on transient failures: true, reply | nil, err, code.
-function Store:call(args, retry_for)
+-- CRC16/XMODEM, which Redis Cluster hashes keys with.
+local CRC16 = {}
+for i = 0, 255 do
+  local crc = i << 8
+  for _ = 1, 8 do
+    crc = (crc & 0x8000 ~= 0) and (((crc << 1) ~ 0x1021) & 0xFFFF) or ((crc << 1) & 0xFFFF)
+  end
+  CRC16[i] = crc
+end
+
+--- The Redis Cluster slot of a Redis key: CRC16 of its hash tag (or of the whole key) mod 16384.
+function M.slot_of(rkey)
+  local open = rkey:find("{", 1, true)
+  if open then
+    local close = rkey:find("}", open + 1, true)
+    if close and close > open + 1 then rkey = rkey:sub(open + 1, close - 1) end
+  end
+  local crc = 0
+  for i = 1, #rkey do crc = ((crc << 8) & 0xFFFF) ~ CRC16[((crc >> 8) ~ rkey:byte(i)) & 0xFF] end
+  return crc % 16384
+end
+
+-- Learns whether the seed is a cluster node and, if so, which master serves which slots
+-- (CLUSTER SLOTS). A server without cluster support, or a user not allowed CLUSTER, is taken as
+-- one endpoint (MOVED replies still teach the slots of a cluster later).
+function Store:discover()
+  if self.cluster ~= nil then return true end
+  if self.discovering then return self.discovering.wait() end
+  local ev = async.event()
+  self.discovering = ev
+  local function done(...)
+    self.discovering = nil
+    ev.set(...)
+    return ...
+  end
+  local c, err, code = self:connection(self.seed)
+  if not c then return done(nil, err, code) end
+  local ok, reply, rcode = command(c, { "CLUSTER", "SLOTS" })
+  if not ok then
+    if rcode ~= "SERVER" then return done(nil, reply, rcode) end
+    self.cluster = false
+    return done(true)
+  end
+  for _, range in ipairs(reply) do
+    local master = range[3]
+    if type(master) == "table" and master[1] and master[2] then
+      local host = master[1] ~= "" and master[1] or self.conn_opts.host
+      local addr = (host:find(":", 1, true) and "[%s]:%d" or "%s:%d"):format(host, master[2])
+      for slot = range[1], range[2] do self.slots[slot] = addr end
+    end
+  end
+  self.cluster = #reply > 0
+  return done(true)
+end
+
+-- The node that serves the Redis key rkey (the seed for a single endpoint).
+function Store:node_for(rkey)
+  if not self.cluster or not rkey then return self.seed end
+  return self.slots[M.slot_of(rkey)] or self.seed
+end
+
+-- Every master of the cluster (the seed alone for a single endpoint).
+function Store:masters()
+  if not self.cluster then return { self.seed } end
+  local seen, out = {}, {}
+  for slot = 0, 16383 do
+    local addr = self.slots[slot]
+    if addr and not seen[addr] then
+      seen[addr] = true
+      out[#out + 1] = addr
+    end
+  end
+  if #out == 0 then out[1] = self.seed end
+  return out
+end
+
+-- Commands whose second argument is not a key; EVAL's first key is its fourth argument.
+local KEYLESS = { PING = true, SCAN = true, AUTH = true, SELECT = true, CLUSTER = true, INFO = true }
+
+local function key_of_args(args)
+  if args[1] == "EVAL" then return args[4] end
+  if KEYLESS[args[1]] then return nil end
+  return args[2]
+end
+
+-- One command, retried (reconnecting) on transient failures: true, reply | nil, err, code. It
+-- goes to the node serving its key (or to `addr`), following MOVED and ASK redirections.
+function Store:call(args, retry_for, addr)
   return retry.run(function()
-    local c, err, code = self:connection()
-    if not c then return nil, err, code end
-    local ok, reply, rcode = command(c, args)
-    if ok then return true, reply end
-    if rcode == "SERVER" then return server_failure(self.name, fail.message(reply)) end
-    if rcode == "CLOSED" and not self.closed then return fail.new("UNAVAILABLE", "%s", fail.message(reply)) end
-    return nil, reply, rcode
+    local ok, err, code = self:discover()
+    if not ok then return nil, err, code end
+    local to, asking = addr or self:node_for(key_of_args(args)), false
+    for _ = 1, 8 do
+      local c, cerr, ccode = self:connection(to)
+      if not c then return nil, cerr, ccode end
+      if asking then c:call({ "ASKING" }, function() end) end -- pipelined just before the command
+      local done, reply, rcode = command(c, args)
+      if done then return true, reply end
+      if rcode ~= "SERVER" then
+        if rcode == "CLOSED" and not self.closed then return fail.new("UNAVAILABLE", "%s", fail.message(reply)) end
+        return nil, reply, rcode
+      end
+      local msg = fail.message(reply)
+      local kind, slot, target = msg:match("^(%u+) (%d+) (%S+)$")
+      if kind == "MOVED" then
+        self.cluster = true
+        self.slots[tonumber(slot)] = target
+        to, asking = target, false
+      elseif kind == "ASK" then
+        to, asking = target, true
+      else
+        return server_failure(self.name, msg)
+      end
+    end
+    return fail.new("UNAVAILABLE", "%s: too many cluster redirections for %s", self.name, tostring(args[1]))
   end, { deadline = retry_for or self.retry_for })
 end
 
@@ -452,19 +576,26 @@ function Store:list(prefix)
   prefix = prefix or ""
   local match = self:match_of(prefix)
   local seen, found = {}, {}
-  local cursor = "0"
-  repeat
-    local ok, reply, code = self:call { "SCAN", cursor, "MATCH", match, "COUNT", self.scan_count }
-    if not ok then return nil, reply, code end
-    cursor = reply[1]
-    for _, mk in ipairs(reply[2]) do
-      local key = self:key_of(mk)
-      if key and not seen[key] and key:sub(1, #prefix) == prefix then
-        seen[key] = true
-        found[#found + 1] = { key = key, meta = mk }
+  local ok, err, code = self:discover()
+  if not ok then return nil, err, code end
+  -- A prefix naming a whole app is one hash tag, so one node; anything else asks every master.
+  local app = prefix:match("^([^/]*)/")
+  local nodes = app and { self:node_for(self:meta_key(app .. "/")) } or self:masters()
+  for _, node in ipairs(nodes) do
+    local cursor = "0"
+    repeat
+      local done, reply, rcode = self:call({ "SCAN", cursor, "MATCH", match, "COUNT", self.scan_count }, nil, node)
+      if not done then return nil, reply, rcode end
+      cursor = reply[1]
+      for _, mk in ipairs(reply[2]) do
+        local key = self:key_of(mk)
+        if key and not seen[key] and key:sub(1, #prefix) == prefix then
+          seen[key] = true
+          found[#found + 1] = { key = key, meta = mk }
+        end
       end
-    end
-  until cursor == "0"
+    until cursor == "0"
+  end
   local out = {}
   for first = 1, #found, 64 do
     local batch = {}
@@ -486,17 +617,17 @@ function Store:list(prefix)
 end
 
 function Store:health()
-  local ok, err, code = self:call({ "PING" }, math.min(5, self.retry_for))
+  local ok, err, code = self:call({ "PING" }, math.min(5, self.retry_for), self.seed)
   if not ok then return fail.new(code or "UNAVAILABLE", "%s health check: %s", self.name, fail.message(err)) end
   return true
 end
 
 function Store:close()
   self.closed = true
-  if self.conn then
-    local c = self.conn
-    self.conn = nil
-    c:close()
+  for _, node in pairs(self.nodes) do
+    local c = node.conn
+    node.conn = nil
+    if c then c:close() end
   end
 end
 
@@ -581,6 +712,7 @@ function M.open(u, opts)
     name = name, prefix = prefix, db = db, user = user, password = password,
     ttl_ms = ttl, ttl_base_ms = ttl_base, grace_ms = grace, retry_for = retry_for / 1000,
     chunk_size = chunk_size, scan_count = opts.scan_count or 1000,
+    seed = (shown .. ":" .. port), nodes = {}, slots = {}, cluster = nil,
     conn_opts = { host = host, port = port, tls = tls, ca_file = q.ca_file, cert_file = q.cert_file,
       key_file = q.key_file, server_name = q.server_name, verify = not (skip or opts.insecure),
       timeout_ms = timeout },

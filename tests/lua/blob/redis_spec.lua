@@ -97,6 +97,18 @@ describe("redis URL options", function()
     assert.equals("p/o:{a\\*}/\\?*", st:match_of("a*/?"))
   end)
 
+  it("hashes keys to Redis Cluster slots as Redis does (CRC16 of the hash tag, mod 16384)", function()
+    assert.equals(12182, redis.slot_of("foo"))
+    assert.equals(12739, redis.slot_of("123456789"))
+    assert.equals(redis.slot_of("user1000"), redis.slot_of("{user1000}.following"))
+    assert.equals(redis.slot_of("{user1000}.following"), redis.slot_of("x{user1000}y{other}"))
+    assert.equals(redis.slot_of("{}x"), redis.slot_of("{}x"))
+    assert.are_not.equal(redis.slot_of("x"), redis.slot_of("{}x"), "an empty tag hashes the whole key")
+    local st = assert(open_url("redis://h?prefix=p/"))
+    assert.equals(redis.slot_of("app"), redis.slot_of(st:meta_key("app/default.pgo")))
+    assert.equals(redis.slot_of("app"), redis.slot_of(st:chunk_base("app/staging/1") .. "v:0"))
+  end)
+
   it("is chosen by the redis and rediss schemes", function()
     assert.equals("autopgo.blob.redis", blob.schemes.redis)
     assert.equals("autopgo.blob.redis", blob.schemes.rediss)
@@ -139,6 +151,48 @@ require("tests.lua.blob.contract")("rediss:// (TLS, AUTH from AUTOPGO_REDIS_PASS
   close = function(store) store:close() end,
   page_size = 5,
 })
+
+require("tests.lua.blob.contract")("redis:// (Redis Cluster, three masters)", {
+  open = function() return open_url(env.REDIS_CLUSTER_URL .. "?prefix=" .. unique_prefix(), { scan_count = 5 }) end,
+  close = function(store) store:close() end,
+  page_size = 5,
+})
+
+describe("redis store on a Redis Cluster", function()
+  it("spreads apps over the masters, follows redirections and lists across every master", function()
+    run(function()
+      local st = assert(open_url(env.REDIS_CLUSTER_URL .. "?prefix=" .. unique_prefix()))
+      assert.is_true(st:health())
+      local masters = {}
+      for i = 1, 30 do
+        local key = ("app-%02d/default.pgo"):format(i)
+        assert(st:put(key, tostring(i):rep(3000)))
+        masters[st:node_for(st:meta_key(key))] = true
+      end
+      assert.is_true(st.cluster)
+      assert.equals(3, #st:masters())
+      local used = 0
+      for _ in pairs(masters) do used = used + 1 end
+      assert.equals(3, used, "30 apps should land on all three masters")
+      local all = assert(st:list(""))
+      assert.equals(30, #all)
+      assert.equals("app-01/default.pgo", all[1].key)
+      assert.equals(1, #assert(st:list("app-07/")))
+      -- a store that has not learned the slots yet is sent on by MOVED replies
+      local fresh = assert(open_url(env.REDIS_CLUSTER_URL .. "?prefix=" .. st.prefix))
+      fresh.cluster, fresh.discover = false, function() return true end
+      for i = 1, 30 do
+        local key = ("app-%02d/default.pgo"):format(i)
+        assert.equals(tostring(i):rep(3000), assert(fresh:get(key)).body)
+      end
+      assert.is_true(fresh.cluster, "MOVED replies should have taught the store the cluster")
+      fresh:close()
+      for _, item in ipairs(all) do assert(st:delete(item.key)) end
+      assert.same({}, assert(st:list("")))
+      st:close()
+    end, 60000)
+  end)
+end)
 
 describe("redis store on a real redis-server", function()
   it("authenticates an ACL user given in the URL", function()
