@@ -1,7 +1,8 @@
 -- The Redis blob store (redis://[user:password@]host:6379/0?prefix=…&ttl=…, rediss:// for TLS):
 -- each object is a small meta hash plus chunk strings named by the object's version, swapped in by
 -- a server-side script, so writes are atomic (create-only and if_match included) and a reader
--- holding a version reads exactly that version. TTLs are set by Redis itself (see README.md).
+-- holding a version reads exactly that version. TTLs are set by Redis itself; every key of an app
+-- shares one hash tag, and a Redis Cluster is followed slot by slot (see README.md).
 local uv = require "luv"
 local core = require "autopgo.core"
 local async = require "autopgo.async"
@@ -89,9 +90,6 @@ local function server_failure(name, msg)
       .. "AUTOPGO_REDIS_PASSWORD)", name, msg)
   elseif word == "NOPERM" then
     return fail.new("FORBIDDEN", "%s: %s", name, msg)
-  elseif word == "MOVED" or word == "ASK" then
-    return fail.new("UNSUPPORTED", "%s: %s (a Redis Cluster node redirected the command; this store talks to one "
-      .. "endpoint: use a cluster proxy endpoint)", name, msg)
   elseif TRANSIENT_REPLIES[word] then
     return fail.new("UNAVAILABLE", "%s: %s", name, msg)
   elseif msg:find("AUTH", 1, true) and msg:find("without any password", 1, true) then
