@@ -194,6 +194,47 @@ describe("redis store on a Redis Cluster", function()
   end)
 end)
 
+describe("redis store on a Redis Cluster whose slot migrates", function()
+  it("follows ASK to the importing master for keys already moved there", function()
+    run(function()
+      -- grace=0: the deleted object's chunks go at once, so the slot can be handed back empty
+      local st = assert(open_url(env.REDIS_CLUSTER_URL .. "?grace=0s&prefix=" .. unique_prefix()))
+      assert.is_true(st:health())
+      local app = "ask-" .. crypto.hex(crypto.random(4))
+      local slot = redis.slot_of(app)
+      assert(st:put(app .. "/staging/1", "stays on the source"))
+      local src = st:node_for(st:meta_key(app .. "/"))
+      local dst
+      for _, addr in ipairs(st:masters()) do
+        if addr ~= src then dst = addr end
+      end
+      local function on(addr, ...) return assert(st:call({ "CLUSTER", ... }, nil, addr)) end
+      local src_id = select(2, on(src, "MYID"))
+      local dst_id = select(2, on(dst, "MYID"))
+      on(dst, "SETSLOT", slot, "IMPORTING", src_id)
+      on(src, "SETSLOT", slot, "MIGRATING", dst_id)
+      local ok, err = pcall(function()
+        -- a new object: the source has none of its keys, so it sends every command on with ASK
+        local body = ("m"):rep(10000)
+        local put = assert(st:put(app .. "/default.pgo", body))
+        local _, on_dst = on(dst, "COUNTKEYSINSLOT", slot)
+        assert.is_true(on_dst >= 2, "the new object's keys should be on the importing master")
+        local got = assert(st:get(app .. "/default.pgo", { if_match = put.etag }))
+        assert.equals(body, got.body)
+        assert.equals("stays on the source", assert(st:get(app .. "/staging/1")).body)
+        assert(st:delete(app .. "/default.pgo"))
+        local _, left = on(dst, "COUNTKEYSINSLOT", slot)
+        assert.equals(0, left)
+      end)
+      on(dst, "SETSLOT", slot, "STABLE")
+      on(src, "SETSLOT", slot, "STABLE")
+      assert(st:delete(app .. "/staging/1"))
+      st:close()
+      assert(ok, err)
+    end, 60000)
+  end)
+end)
+
 describe("redis store on a real redis-server", function()
   it("authenticates an ACL user given in the URL", function()
     run(function()
