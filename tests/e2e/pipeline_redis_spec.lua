@@ -1,5 +1,5 @@
--- End-to-end: the whole pipeline with `--blob-store-url redis://…` and `rediss://…` (TLS + AUTH)
--- against real redis-server processes: uploads merged into Redis equal the Go reference's merge;
+-- End-to-end: the whole pipeline with `--blob-store-url redis://…`, `rediss://…` (TLS + AUTH) and
+-- a Redis Cluster against real redis-server processes: uploads merged into Redis equal the Go reference's merge;
 -- a wrong password or a TLS mismatch shows in /api/health and no upload is acknowledged; and
 -- Redis killed with -9 while uploads and merges run (then started again on its append-only file)
 -- loses no acknowledged upload and counts each exactly once.
@@ -96,6 +96,15 @@ describe("the pipeline on Redis", function()
       local raw = env.REDIS_TLS_URL .. "?prefix=" .. prefix() .. "&ca_file=" .. url.escape(env.REDIS_CA_FILE)
       local store = open(raw, env.REDIS_PASSWORD)
       pipeline(raw, { "AUTOPGO_REDIS_PASSWORD=" .. env.REDIS_PASSWORD }, store)
+      store:close()
+    end, 300000)
+  end)
+
+  it("uploads, merges and downloads on a Redis Cluster", function()
+    run(function()
+      local raw = env.REDIS_CLUSTER_URL .. "?prefix=" .. prefix()
+      local store = open(raw)
+      pipeline(raw, {}, store)
       store:close()
     end, 300000)
   end)
