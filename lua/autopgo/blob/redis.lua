@@ -536,7 +536,7 @@ function Store:get(key, opts)
       local piece = r[3]
       if type(piece) ~= "string" then
         return fail.new("PRECONDITION_FAILED", "%q changed while it was read: version %s is gone from %s "
-          .. "(it was replaced more than the grace period ago)", key, m.version, self.name)
+          .. "(replaced more than the grace period ago, or evicted)", key, m.version, self.name)
       end
       results[j] = nil
       got = got + #piece
