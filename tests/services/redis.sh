@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # redis-server (Debian) on 127.0.0.1 for the Redis blob store specs: one plain instance without a
-# password, one TLS-only instance that requires a password (certificates made here by openssl), and
+# password, one TLS-only instance that requires a password and checks client certificates when
+# one is shown (tls-auth-clients optional; certificates made here by openssl), and
 # a Redis Cluster of three masters (plain, no password).
 #   usage: tests/services/redis.sh start|stop|status|env|check   (the verbs: tests/services/lib.sh)
 #   prints REDIS_URL=redis://127.0.0.1:PORT/0, REDIS_TLS_URL=rediss://127.0.0.1:PORT/0,
 #   REDIS_PASSWORD, REDIS_USER + REDIS_USER_PASSWORD (an ACL user), REDIS_CA_FILE (the CA that
 #   signed the server certificate), REDIS_OTHER_CA_FILE (a CA that did not), REDIS_SERVER_BIN,
-#   REDIS_CLUSTER_URL=redis://127.0.0.1:PORT/0 (one node of the cluster; it redirects to the others)
+#   REDIS_CLIENT_CERT_FILE/_KEY_FILE (a client certificate the CA signed), REDIS_STRANGER_CERT_FILE/
+#   _KEY_FILE (one another CA signed), REDIS_CLUSTER_URL=redis://127.0.0.1:PORT/0 (one node of the
+#   cluster; it redirects to the others)
 set -euo pipefail
 # shellcheck source=tests/services/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -34,6 +37,14 @@ make_certs() {
     printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$t/ext.cnf"
     openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
         -days 2 -extfile "$t/ext.cnf" -out "$t/server.pem" 2>/dev/null
+    # client certificates: one the server trusts (signed by the CA), one it does not
+    local who
+    for who in client:ca stranger:other-ca; do
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=${who%%:*}" \
+            -keyout "$t/${who%%:*}.key" -out "$t/${who%%:*}.csr" 2>/dev/null
+        openssl x509 -req -in "$t/${who%%:*}.csr" -CA "$t/${who#*:}.pem" -CAkey "$t/${who#*:}.key" \
+            -CAcreateserial -days 2 -out "$t/${who%%:*}.pem" 2>/dev/null
+    done
 }
 
 launch() {
@@ -50,7 +61,7 @@ launch() {
         --dir "$D/plain" --protected-mode no
     spawn tls.log redis-server --bind 127.0.0.1 --port 0 --tls-port "$tls" \
         --tls-cert-file "$D/tls/server.pem" --tls-key-file "$D/tls/server.key" \
-        --tls-ca-cert-file "$D/tls/ca.pem" --tls-auth-clients no \
+        --tls-ca-cert-file "$D/tls/ca.pem" --tls-auth-clients optional \
         --requirepass "$password" --user autopgo on ">$user_password" '~*' '&*' +@all \
         --save "" --appendonly no --dir "$D/tls-data"
     # the cluster: three masters, each with a client port and a bus port of its own
@@ -75,6 +86,8 @@ launch() {
         "REDIS_USER=autopgo" "REDIS_USER_PASSWORD=$user_password" \
         "REDIS_CA_FILE=$D/tls/ca.pem" "REDIS_OTHER_CA_FILE=$D/tls/other-ca.pem" \
         "REDIS_TLS_CERT_FILE=$D/tls/server.pem" "REDIS_TLS_KEY_FILE=$D/tls/server.key" \
+        "REDIS_CLIENT_CERT_FILE=$D/tls/client.pem" "REDIS_CLIENT_KEY_FILE=$D/tls/client.key" \
+        "REDIS_STRANGER_CERT_FILE=$D/tls/stranger.pem" "REDIS_STRANGER_KEY_FILE=$D/tls/stranger.key" \
         "REDIS_SERVER_BIN=$(command -v redis-server)"
 }
 
