@@ -12,7 +12,7 @@ build_pkgs=(
     lua-yaml
     libuv1-dev libh2o-dev libcurl4-openssl-dev libssl-dev zlib1g-dev
     libprotobuf-c-dev protobuf-c-compiler libpcre2-dev
-    librdkafka-dev libnats-dev
+    librdkafka-dev libnats-dev libhiredis-dev
 )
 test_pkgs=(
     clang libclang-rt-14-dev clang-format lua-busted lua-check luarocks curl procps openssl
@@ -20,6 +20,7 @@ test_pkgs=(
     nats-server kcat openjdk-17-jre-headless
     libqpid-proton11-dev libqpid-proton11-dev-examples
     ceph-mon ceph-osd radosgw
+    redis-server redis-tools
 )
 backports_pkgs=(golang-1.23-go)
 

@@ -20,6 +20,7 @@ static const ap_module ap_modules[] = {
     {"pprof", ap_open_pprof},
     {"kafka", ap_open_kafka},
     {"nats", ap_open_nats},
+    {"redis", ap_open_redis},
     {NULL, NULL},
     /* clang-format on */
 };

@@ -22,7 +22,7 @@ describe("test service scripts", function()
       if f ~= "lib" and f ~= "stop-all" then names[#names + 1] = f end
     end
     table.sort(names)
-    assert.same({ "azurite", "gcs", "kafka", "nats", "pubsub", "rgw", "servicebus", "sns", "sqs" }, names)
+    assert.same({ "azurite", "gcs", "kafka", "nats", "pubsub", "redis", "rgw", "servicebus", "sns", "sqs" }, names)
     for _, name in ipairs(names) do
       local text = assert(support.read_file(dir .. name .. ".sh"))
       local function has(pattern, what)

@@ -1,6 +1,7 @@
 -- Blob stores behind one interface, chosen by the URL scheme of --blob-store-url (the same URL
 -- strings as gocloud.dev): file:///dir, mem://, s3://bucket?region=..., gs://bucket,
--- azblob://container. Adding a store is adding lua/autopgo/blob/<module>.lua and a line below.
+-- azblob://container, redis://host:6379/0 (rediss:// for TLS). Adding a store is adding
+-- lua/autopgo/blob/<module>.lua and a line below.
 --
 -- A store module returns { open = function(u, opts) -> store | nil, err, code } where u is
 -- autopgo.url.parse(url) and opts may carry { insecure = bool }. Every store method runs in a
@@ -35,6 +36,8 @@ M.schemes = {
   s3 = "autopgo.blob.s3",
   gs = "autopgo.blob.gcs",
   azblob = "autopgo.blob.azblob",
+  redis = "autopgo.blob.redis",
+  rediss = "autopgo.blob.redis",
 }
 
 --- Opens the store for `raw_url`; returns it or fail.new("CODE", "message").
