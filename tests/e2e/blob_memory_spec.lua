@@ -1,5 +1,5 @@
 -- Resident memory while each streaming blob store (file://, s3:// against Ceph RGW, gs:// against
--- the GCS emulator, azblob:// against Azurite) moves 100+ MB in and out, measured in the plain
+-- the GCS emulator, azblob:// against Azurite, redis:// against redis-server) moves 100+ MB in and out, measured in the plain
 -- build: the Lua suite runs under ASan, whose quarantine makes resident memory meaningless, so the
 -- blob contract (tests/lua/blob/contract.lua) can only bound the Lua heap there. A store that
 -- held the body would grow by about its size; these must stay far below it.
@@ -45,6 +45,10 @@ local stores = {
     }))
     assert(st:create_container())
     return st
+  end },
+  { "redis:// (redis-server)", function()
+    local env = services.get("redis")
+    return assert(blob.open(env.REDIS_URL .. "?prefix=" .. unique("redis") .. "/"))
   end },
 }
 
