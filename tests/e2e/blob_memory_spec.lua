@@ -1,8 +1,8 @@
 -- Resident memory while each streaming blob store (file://, s3:// against Ceph RGW, gs:// against
 -- the GCS emulator, azblob:// against Azurite, redis:// against redis-server) moves 100+ MB in and
 -- out, measured in the plain build: the Lua suite runs under ASan, whose quarantine makes resident
--- memory meaningless, so the blob contract (tests/lua/blob/contract.lua) can only bound the Lua heap there. A store that
--- held the body would grow by about its size; these must stay far below it.
+-- memory meaningless, so the blob contract (tests/lua/blob/contract.lua) can only bound the Lua
+-- heap there. A store that held the body would grow by about its size; these must stay far below.
 local support = require "tests.lua.support"
 local services = require "tests.lua.services"
 local big = require "tests.lua.blob.big_body"
