@@ -20,7 +20,8 @@ local function next_key(app)
   return ("%s/staging/%d"):format(app, 1700000000000000000 + seq)
 end
 
--- A fresh store, bus and worker. o.store: a store to use instead of a new mem:// one.
+-- A fresh store, bus and worker. o.store: a store to use instead of a new mem:// one (a second
+-- setup over the same store is a fresh worker: nothing of the first one's memory).
 local function setup(o)
   o = o or {}
   local id = crypto.hex(crypto.random(5))
@@ -30,7 +31,7 @@ local function setup(o)
   e.reader = assert(bus.reader(e.url))
   e.policy = assert(policy.new(o.policy_opts or {}))
   e.worker = worker.new { store = e.store, writer = e.writer, reader = e.reader, policy = e.policy,
-    recover = o.recover, batch_limit = o.batch_limit }
+    recover = o.recover, batch_limit = o.batch_limit, concurrency = o.concurrency }
   return e
 end
 
@@ -201,7 +202,7 @@ describe("worker", function()
       stage(e, "app", profiles.variant(1))
       wait_until("the first merge", function() return base_of(e, "app") ~= nil end)
       local bad = stage(e, "app", "this is not a profile")
-      local other = stage(e, "app", profiles.file("edge/cpu-only-nanoseconds.pb.gz"))
+      local other = stage(e, "app", profiles.file("edge/heap-sample-types.pb.gz"))
       stage(e, "app", profiles.variant(2))
       wait_until("the good upload is merged", function()
         return (profiles.counts(base_of(e, "app"))[2] or 0) == 1
@@ -212,7 +213,8 @@ describe("worker", function()
         "app/rejected/" .. other_name, "app/rejected/" .. other_name .. ".reason" }, keys(e.store, "app/rejected/"))
       assert.equals("this is not a profile", assert(e.store:get("app/rejected/" .. name)).body)
       assert.matches("MALFORMED", assert(e.store:get("app/rejected/" .. name .. ".reason")).body)
-      assert.matches("INCOMPATIBLE", assert(e.store:get("app/rejected/" .. other_name .. ".reason")).body)
+      assert.matches("INCOMPATIBLE: .*no sample type is common",
+        assert(e.store:get("app/rejected/" .. other_name .. ".reason")).body)
       assert.same({ 1, 1 }, profiles.counts(base_of(e, "app")))
       e.worker:stop()
     end)
@@ -423,6 +425,170 @@ describe("worker", function()
       release.set()
       assert.is_true(stopped.wait(10000))
       assert.same({ 1, 1, 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
+    end)
+  end)
+
+  it("does not merge again an upload already in the ledger, in a fresh worker over the same store", function()
+    run(function()
+      local store = assert(blob.open("mem://fresh-" .. crypto.hex(crypto.random(4))))
+      local first = setup { store = store }
+      local key = stage(first, "app", profiles.variant(1), false)
+      assert(first.worker:merge_app("app"))
+      local etag = assert(store:stat("app/default.pgo")).etag
+      -- The staged object is still there (profile.merged was never handled): a new process, with
+      -- no memory of the first, sees it staged and must find it in the base's ledger.
+      assert.same({ key }, keys(store, "app/staging/"))
+      local before = merges()
+      local fresh = setup { store = store }
+      assert.equals(0, assert(fresh.worker:merge_app("app")))
+      assert.equals(etag, assert(store:stat("app/default.pgo")).etag)
+      assert.equals(before, merges())
+      -- and through its event too, then with a new upload beside it
+      assert(events.publish(fresh.writer, events.UPLOADED, { app = "app", profileKey = key }))
+      stage(fresh, "app", profiles.variant(2))
+      fresh.worker:start()
+      wait_until("staging is empty", function() return #keys(store, "app/staging/") == 0 end)
+      fresh.worker:stop()
+      assert.same({ 1, 1 }, profiles.counts(base_of(fresh, "app")))
+    end)
+  end)
+
+  it("fails the pass, merging nothing, when the base's ledger cannot be read", function()
+    run(function()
+      local real = assert(blob.open("mem://ledger-" .. crypto.hex(crypto.random(4))))
+      local first = setup { store = real }
+      stage(first, "app", profiles.variant(1), false)
+      assert(first.worker:merge_app("app"))
+      local ledger = keys(real, "app/ledger/")[1]
+      local good = assert(real:get(ledger)).body
+      stage(first, "app", profiles.variant(2), false)
+      local errors = metrics.default.by_name.autopgo_ledger_errors_total
+      -- A read error, then bad JSON, then a document that is not a ledger: each fails the pass
+      -- in a fresh worker (no memory to answer from), and leaves the base and staging alone.
+      local failing = true
+      local flaky = setmetatable({ name = real.name }, { __index = function(_, k)
+        return function(_, ...) return real[k](real, ...) end
+      end })
+      flaky.get = function(_, key, opts)
+        if key == ledger and failing then return nil, "UNAVAILABLE: the store is down", "UNAVAILABLE" end
+        return real:get(key, opts)
+      end
+      local etag = assert(real:stat("app/default.pgo")).etag
+      local count = errors:get()
+      local ok, err, code = setup({ store = flaky }).worker:merge_app("app")
+      assert.is_nil(ok)
+      assert.equals("UNAVAILABLE", code, err)
+      failing = false
+      for _, body in ipairs { "{not json", '{"merged": "app/staging/1"}', '{"base": "0000", "merged": []}' } do
+        assert(real:put(ledger, body))
+        ok, err, code = setup({ store = real }).worker:merge_app("app")
+        assert.is_nil(ok)
+        assert.equals("INVALID", code, err)
+        assert.matches("ledger", err)
+      end
+      assert.equals(count + 4, errors:get())
+      assert.equals(etag, assert(real:stat("app/default.pgo")).etag)
+      assert.equals(2, #keys(real, "app/staging/"))
+      -- repaired, the next pass merges the new upload only
+      assert(real:put(ledger, good))
+      assert(setup({ store = real }).worker:merge_app("app"))
+      assert.same({ 1, 1 }, profiles.counts(base_of(first, "app")))
+    end)
+  end)
+
+  it("keeps a base that does not parse aside, says so, and starts again from what is staged", function()
+    run(function()
+      local e = setup()
+      local k1 = stage(e, "app", profiles.variant(1), false)
+      assert(e.worker:merge_app("app"))
+      local good = base_of(e, "app")
+      -- The store hands back something else than was written (truncated): no ledger names it.
+      local truncated = good:sub(1, #good // 2)
+      assert(e.store:put("app/default.pgo", truncated))
+      local k2 = stage(e, "app", profiles.variant(2), false)
+      local corrupt = metrics.default.by_name.autopgo_corrupt_bases_total:get()
+      local fresh = setup { store = e.store }
+      assert(fresh.worker:merge_app("app"))
+      -- upload 1 was still staged (never announced as deleted): it is merged again, not lost
+      assert.same({ 1, 1 }, profiles.counts(base_of(e, "app")))
+      assert.equals(corrupt + 1, metrics.default.by_name.autopgo_corrupt_bases_total:get())
+      local digest = crypto.hex(crypto.digest("sha256", truncated))
+      local aside = "app/rejected/default.pgo." .. digest
+      assert.same({ aside, aside .. ".reason" }, keys(e.store, "app/rejected/"))
+      assert.equals(truncated, assert(e.store:get(aside)).body)
+      local reason = assert(e.store:get(aside .. ".reason")).body
+      assert.matches("MALFORMED", reason)
+      assert.matches("no ledger names it", reason)
+      local doc = json.decode(assert(e.store:get("app/ledger/" ..
+        crypto.hex(crypto.digest("sha256", base_of(e, "app"))) .. ".json")).body)
+      table.sort(doc.merged)
+      assert.same({ k1, k2 }, doc.merged)
+    end)
+  end)
+
+  it("merges uploads whose sample types differ from the base's on the types they share", function()
+    run(function()
+      local pprof = require("autopgo.core").pprof
+      -- the first upload has cpu/nanoseconds only, later ones (normal Go profiles) two types
+      local cpu_only = assert(pprof.merge { profiles.file("edge/cpu-only-nanoseconds.pb.gz"), profiles.variant(1) })
+      local e = setup()
+      stage(e, "app", cpu_only, false)
+      assert(e.worker:merge_app("app"))
+      stage(e, "app", profiles.variant(2), false)
+      stage(e, "app", profiles.variant(3), false)
+      assert(e.worker:merge_app("app"))
+      assert.same({}, keys(e.store, "app/rejected/"))
+      assert.same({ 1, 1, 1 }, profiles.counts(base_of(e, "app")))
+      local types = assert(pprof.validate(base_of(e, "app"))).sample_types
+      assert.equals(1, #types)
+      assert.equals("cpu", types[1].type)
+      -- and the other way round: a base with two types meets a cpu-only upload
+      local f = setup()
+      stage(f, "app", profiles.variant(2), false)
+      assert(f.worker:merge_app("app"))
+      stage(f, "app", cpu_only, false)
+      assert(f.worker:merge_app("app"))
+      assert.same({ 1, 1 }, profiles.counts(base_of(f, "app")))
+      assert.equals(1, #assert(pprof.validate(base_of(f, "app"))).sample_types)
+    end)
+  end)
+
+  it("finishes the pass in progress when stopped and leaves the rest staged for the next start", function()
+    run(function()
+      local real = assert(blob.open("mem://drain-" .. crypto.hex(crypto.random(4))))
+      local in_merge, release = async.event(), async.event()
+      local gated = setmetatable({ name = real.name }, { __index = function(_, k)
+        return function(_, ...) return real[k](real, ...) end
+      end })
+      gated.put = function(_, key, body, opts)
+        if key == "app/default.pgo" then
+          in_merge.set()
+          release.wait()
+        end
+        return real:put(key, body, opts)
+      end
+      local e = setup { store = gated, batch_limit = 2 }
+      local staged = {}
+      for i = 1, 7 do staged[#staged + 1] = stage(e, "app", profiles.variant(i)) end
+      e.worker:start()
+      in_merge.wait()
+      local stopped = async.event()
+      async.spawn(function()
+        e.worker:stop()
+        stopped.set()
+      end)
+      release.set()
+      assert.is_true(stopped.wait(10000))
+      -- one pass of two went in; the rest stays staged (the two merged ones wait for their
+      -- profile.merged, which the stopped worker no longer handles)
+      assert.same({ 1, 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
+      assert.equals(7, #keys(real, "app/staging/"))
+      assert.equals(2, #json.decode(assert(real:get(keys(real, "app/ledger/")[1])).body).merged)
+      local again = setup { store = real, recover = true, batch_limit = 2 }
+      again.worker:start()
+      wait_until("the rest is merged", function() return #keys(real, "app/staging/") == 0 end)
+      again.worker:stop()
+      assert.same({ 1, 1, 1, 1, 1, 1, 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
     end)
   end)
 
