@@ -125,10 +125,12 @@ describe("worker", function()
 
   it("does not count a redelivered upload twice (crash between writing the base and acknowledging)", function()
     run(function()
-      local e = setup()
-      local key = stage(e, "app", profiles.variant(1), false)
-      -- A first delivery merged it, then the process died before acknowledging: replay the event.
-      assert(e.worker:merge_app("app"))
+      local first = setup()
+      local key = stage(first, "app", profiles.variant(1), false)
+      -- A first delivery merged it, then the process died before acknowledging: the event is
+      -- delivered again, to a new process (nothing in memory: only the ledger can tell).
+      assert(first.worker:merge_app("app"))
+      local e = setup { store = first.store }
       local etag = assert(e.store:stat("app/default.pgo")).etag
       local before = merges()
       assert(events.publish(e.writer, events.UPLOADED, { app = "app", profileKey = key }))
@@ -141,16 +143,58 @@ describe("worker", function()
     end)
   end)
 
+  -- A store that "crashes" (fails) the first write of a key matching pattern, then works.
+  local function crashing(real, pattern)
+    local crashed = false
+    local store = setmetatable({ name = real.name }, { __index = function(_, k)
+      return function(_, ...) return real[k](real, ...) end
+    end })
+    store.put = function(_, key, body, opts)
+      if not crashed and key:match(pattern) then
+        crashed = true
+        return nil, "UNAVAILABLE: the process died here", "UNAVAILABLE"
+      end
+      return real:put(key, body, opts)
+    end
+    return store, function() return crashed end
+  end
+
   it("is unaffected by a crash between writing the new ledger and the base", function()
     run(function()
-      local e = setup()
+      local real = assert(blob.open("mem://ghost-" .. crypto.hex(crypto.random(4))))
+      local e = setup { store = real }
       stage(e, "app", profiles.variant(1), false)
       assert(e.worker:merge_app("app"))
       local key2 = stage(e, "app", profiles.variant(2), false)
+      stage(e, "app", profiles.variant(3), false)
       -- a dead worker's ledger for a base it never wrote, claiming upload 2
-      local ghost = json.encode(json.object("base", "f00d", "merged", json.array { key2 }))
-      assert(e.store:put("app/ledger/" .. ("f"):rep(64) .. ".json", ghost))
+      local ghost = json.encode(json.object("base", ("f"):rep(64), "merged", json.array { key2 }))
+      assert(real:put("app/ledger/" .. ("f"):rep(64) .. ".json", ghost))
+      -- and a real crash after the ledger of the next base (claiming 2 and 3) was written
+      local store, crashed = crashing(real, "^app/default%.pgo$")
+      assert.is_nil(setup({ store = store }).worker:merge_app("app"))
+      assert.is_true(crashed())
+      assert.equals(3, #keys(real, "app/ledger/"))
+      local ok, err = setup({ store = real }).worker:merge_app("app")
+      assert.equals(2, ok, err)
+      assert.same({ 1, 1, 1 }, profiles.counts(base_of(e, "app")))
+    end)
+  end)
+
+  it("commits nothing when it crashes while writing the ledger (the ledger comes before the base)", function()
+    run(function()
+      local real = assert(blob.open("mem://order-" .. crypto.hex(crypto.random(4))))
+      local e = setup { store = real }
+      stage(e, "app", profiles.variant(1), false)
       assert(e.worker:merge_app("app"))
+      local etag = assert(real:stat("app/default.pgo")).etag
+      stage(e, "app", profiles.variant(2), false)
+      local store, crashed = crashing(real, "^app/ledger/")
+      assert.is_nil(setup({ store = store }).worker:merge_app("app"))
+      assert.is_true(crashed())
+      assert.equals(etag, assert(real:stat("app/default.pgo")).etag)
+      -- the next process merges upload 2 once, and upload 1 stays counted once
+      assert(setup({ store = real }).worker:merge_app("app"))
       assert.same({ 1, 1 }, profiles.counts(base_of(e, "app")))
     end)
   end)
