@@ -107,9 +107,8 @@ function Pass:forget_app(app)
   m.size:remove({ app = app })
 end
 
--- Keeps body aside as {app}/rejected/{name} with its reason beside it.
-function Pass:set_aside(app, name, body, reason)
-  local dest = keys.rejected(app, name)
+-- Keeps body aside as dest (a keys.rejected key) with its reason beside it.
+function Pass:set_aside(dest, body, reason)
   local ok, err, code = self.store:put(dest, body)
   if ok then ok, err, code = self.store:put(keys.reason_of(dest), reason .. "\n") end
   if not ok then return nil, err, code end
@@ -118,7 +117,7 @@ end
 
 -- Moves a staged profile that cannot be merged to {app}/rejected/, with the reason beside it.
 function Pass:reject(app, key, body, reason)
-  local dest, err = self:set_aside(app, key:match("[^/]+$"), body, reason)
+  local dest, err = self:set_aside(keys.rejected(app, key:match("[^/]+$")), body, reason)
   if not dest then
     log.error("cannot move a rejected profile aside; it stays staged", "key", key, "error", err)
     return nil, err
@@ -202,11 +201,10 @@ function Pass:base_corrupt(app, base, err)
   if again.etag ~= base.etag or again.body ~= base.body then
     return fail.new("UNAVAILABLE", "the merged profile of %s changed or read differently while merging", app)
   end
-  local name = ("default.pgo.%s"):format(base.hash)
   local reason = ("%s\nthe merged profile (sha256 %s, %s) does not parse; it was kept here and a new one was"
     .. " started from the staged uploads"):format(err, base.hash,
     base.ledger and "its ledger exists" or "no ledger names it: it is not what a worker wrote")
-  local dest, perr, pcode = self:set_aside(app, name, base.body, reason)
+  local dest, perr, pcode = self:set_aside(keys.rejected_base(app, base.hash), base.body, reason)
   if not dest then return nil, perr, pcode end
   m.corrupt:inc()
   log.error("the merged profile does not parse; kept it aside and starting a new one from the staged uploads",
