@@ -44,7 +44,7 @@ M.list = {
     desc = "The largest profile upload accepted, in bytes or with a unit (KiB, MiB, GiB)" },
   { name = "output", short = "o", type = "string", default = "default.pgo",
     desc = "The location on the local file system to store the profile" },
-  { name = "force", type = "bool", default = false,
+  { name = "force", type = "bool", default = false, config = false,
     desc = "Replace an existing output file that -o does not name explicitly" },
   { name = "fail_open", type = "bool", default = false,
     desc = "When the server is unreachable or fails, warn and exit 0 keeping any existing file" },
