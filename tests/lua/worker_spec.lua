@@ -637,6 +637,32 @@ describe("worker", function()
     end)
   end)
 
+  it("holds uploads to the shared limits (autopgo.limits, which the API checks uploads against)", function()
+    run(function()
+      local pprof = require("autopgo.core").pprof
+      local limits = require "autopgo.limits"
+      local saved = limits.profile.max_decompressed
+      local e = setup()
+      stage(e, "app", profiles.variant(1), false)
+      assert(e.worker:merge_app("app"))
+      -- an upload larger than the base, with the limit in between
+      local upload = assert(pprof.merge { profiles.variant(2), profiles.variant(3), profiles.variant(4) })
+      local base_size = assert(pprof.validate(base_of(e, "app"))).decompressed_size
+      assert.is_true(assert(pprof.validate(upload)).decompressed_size > base_size)
+      limits.profile.max_decompressed = base_size
+      local ok, err = pcall(function()
+        stage(e, "app", upload, false)
+        assert(e.worker:merge_app("app"))
+      end)
+      limits.profile.max_decompressed = saved
+      assert(ok, err)
+      assert.same({ 1 }, profiles.counts(base_of(e, "app")))
+      local rejected = keys(e.store, "app/rejected/")
+      assert.equals(2, #rejected)
+      assert.matches("TOO_LARGE", assert(e.store:get(rejected[2])).body)
+    end)
+  end)
+
   it("merges what is staged when it starts, for buses that lose events", function()
     run(function()
       local e = setup { recover = true }
