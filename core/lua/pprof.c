@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "binding.h"
+#include "crypto.h"
 #include "pprof.h"
 
 #define PROFILE_MT "autopgo.profile"
@@ -369,6 +370,7 @@ typedef struct {
     size_t out_len;
     ap_pprof_profile *result;
     ap_pprof_merge_summary sum;
+    char sha256[65]; /* hex digest of out, "" for a profile */
     ap_pprof_error err;
     int rc;
 } merge_job;
@@ -379,11 +381,29 @@ static void merge_work(void *d)
     j->rc = ap_pprof_merge_encoded(j->inputs, j->n, &j->limits, j->pruner, &j->opts,
                                    j->want_profile ? NULL : &j->out, &j->out_len,
                                    j->want_profile ? &j->result : NULL, &j->sum, &j->err);
+    j->sha256[0] = 0;
+    if (j->rc == 0 && !j->want_profile) {
+        /* The digest names the base's ledger: computed here, on the pool, from the bytes. */
+        uint8_t md[32];
+        static const char hex[] = "0123456789abcdef";
+        if (ap_digest("sha256", j->out, j->out_len, md) == 32) {
+            for (int i = 0; i < 32; i++) {
+                j->sha256[2 * i] = hex[md[i] >> 4];
+                j->sha256[2 * i + 1] = hex[md[i] & 15];
+            }
+            j->sha256[64] = 0;
+        }
+    }
 }
 
-static void push_summary(lua_State *L, const ap_pprof_merge_summary *s)
+static void push_summary(lua_State *L, const merge_job *j)
 {
-    lua_createtable(L, 0, 9);
+    const ap_pprof_merge_summary *s = &j->sum;
+    lua_createtable(L, 0, 10);
+    if (j->sha256[0]) {
+        lua_pushstring(L, j->sha256);
+        lua_setfield(L, -2, "sha256");
+    }
     set_int(L, s->inputs, "inputs");
     set_int(L, s->samples_in, "samples_in");
     set_int(L, s->samples, "samples");
@@ -409,25 +429,37 @@ static void push_merge_error(lua_State *L, const merge_job *j)
         ap_push_error(L, code, "%s", e->msg);
 }
 
+/* The structured failure: { code = "...", message = "..." (no code, no input prefix),
+ * input = n, other = n } with 1-based input indices (absent when no input is to blame). */
+static void push_failure(lua_State *L, const merge_job *j)
+{
+    const ap_pprof_error *e = &j->err;
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, ap_pprof_code_name(e->code));
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, e->msg);
+    lua_setfield(L, -2, "message");
+    if (e->input >= 0) set_int(L, e->input + 1, "input");
+    if (e->code == AP_PPROF_EINCOMPATIBLE && e->input >= 0 && e->other >= 0)
+        set_int(L, e->other + 1, "other");
+}
+
+/* merge: out, summary | nil, err, code, failure
+ * merge_async's callback: nil, out, summary | err, nil, nil, failure
+ * (each position means one thing whichever way the merge went). */
 static int merge_push(lua_State *L, merge_job *j, int callback)
 {
     if (j->rc) {
         if (callback) {
             push_merge_error(L, j);
             lua_pushnil(L);
-            if (j->err.input >= 0)
-                lua_pushinteger(L, j->err.input + 1);
-            else
-                lua_pushnil(L);
-            return 3;
-        }
-        lua_pushnil(L);
-        push_merge_error(L, j);
-        lua_pushstring(L, ap_pprof_code_name(j->err.code));
-        if (j->err.input >= 0)
-            lua_pushinteger(L, j->err.input + 1);
-        else
             lua_pushnil(L);
+        } else {
+            lua_pushnil(L);
+            push_merge_error(L, j);
+            lua_pushstring(L, ap_pprof_code_name(j->err.code));
+        }
+        push_failure(L, j);
         return 4;
     }
     if (callback) lua_pushnil(L);
@@ -437,7 +469,7 @@ static int merge_push(lua_State *L, merge_job *j, int callback)
     } else {
         lua_pushlstring(L, (const char *)j->out, j->out_len);
     }
-    push_summary(L, &j->sum);
+    push_summary(L, j);
     return callback ? 3 : 2;
 }
 
@@ -571,7 +603,10 @@ static int do_merge(lua_State *L, int async)
     return r;
 }
 
-/* pprof.merge(inputs [, opts]) -> bytes|profile, summary | nil, err, code, input_index
+/* pprof.merge(inputs [, opts]) -> bytes|profile, summary | nil, err, code, failure
+ * The one merge (ap_pprof_merge_encoded): CompatibilizeSampleTypes, Merge, Prune, Compact when
+ * pruned, encode. summary.sha256 is the hex digest of the bytes; failure is
+ * { code, message, input, other } (1-based input indices).
  * inputs: list of encoded profiles (strings), files ({file = path}, read on the thread pool)
  * and/or profile objects, merged in order.
  * opts: { prune = {{drop=, keep=}...}, limits = {...}, level = -1..9, raw = bool,
@@ -581,7 +616,7 @@ static int l_merge(lua_State *L)
     return do_merge(L, 0);
 }
 
-/* pprof.merge_async(inputs, opts|nil, cb(err, bytes|profile, summary | input_index)) -> true */
+/* pprof.merge_async(inputs, opts|nil, cb(err, bytes|profile, summary, failure)) -> true */
 static int l_merge_async(lua_State *L)
 {
     return do_merge(L, 1);
@@ -829,7 +864,7 @@ static int m_prune_async(lua_State *L)
 
 /* profile:rename_functions(fn(name) -> new_name|nil) -> count
  * Calls fn once per distinct function name; a returned string renames every function of that
- * name (and its system name when it was the same). */
+ * name (ap_pprof_rename_function: its system name too when it was the same). */
 static int m_rename_functions(lua_State *L)
 {
     lprofile *w = ap_check_profile(L, 1);
@@ -841,10 +876,12 @@ static int m_rename_functions(lua_State *L)
     uint32_t *memo = lua_newuserdatauv(L, (size_t)(n0 ? n0 : 1) * sizeof *memo, 0);
     memset(memo, 0, (size_t)(n0 ? n0 : 1) * sizeof *memo);
     lua_Integer count = 0;
+    ap_pprof_error err;
+    ap_pprof_error_clear(&err);
     /* While Lua code runs, the profile counts as written: other methods and jobs wait. */
     w->busy++;
     w->writer = 1;
-    int status = 0; /* 0 ok, 1 Lua error (on the stack), 2 closed, 3 no memory, 4 bad result */
+    int status = 0; /* 0 ok, 1 Lua error (on the stack), 2 closed, 3 rename failed, 4 bad result */
     for (uint32_t f = 0; f < p->nfunctions && !status; f++) {
         uint32_t name = p->functions[f].name;
         if (name >= n0) continue; /* a name added by this call */
@@ -864,21 +901,28 @@ static int m_rename_functions(lua_State *L)
             if (lua_type(L, -1) == LUA_TSTRING) {
                 size_t len;
                 const char *nn = lua_tolstring(L, -1, &len);
+                s = &p->strings[name];
                 if (len != s->len || memcmp(nn, s->ptr, len)) {
-                    uint32_t x = ap_pprof_intern(p, nn, len);
-                    if (x == AP_PPROF_NONE) status = 3;
-                    memo[name] = x + 2;
+                    if (ap_pprof_rename_function(p, f, nn, len, &err)) {
+                        status = 3;
+                        break;
+                    }
+                    memo[name] = p->functions[f].name + 2;
+                    count++;
+                    lua_pop(L, 1);
+                    continue;
                 }
             } else if (!lua_isnil(L, -1)) {
                 status = 4;
                 break;
             }
             lua_pop(L, 1);
-        }
-        if (!status && memo[name] >= 2) {
-            ap_pprof_function *fn = &p->functions[f];
-            if (fn->system_name == fn->name) fn->system_name = memo[name] - 2;
-            fn->name = memo[name] - 2;
+        } else if (memo[name] >= 2) {
+            const ap_pprof_str *ns = &p->strings[memo[name] - 2];
+            if (ap_pprof_rename_function(p, f, ns->ptr, ns->len, &err)) {
+                status = 3;
+                break;
+            }
             count++;
         }
     }
@@ -889,7 +933,7 @@ static int m_rename_functions(lua_State *L)
     case 2:
         return ap_fail(L, "CLOSED", "the profile was closed by the rename function");
     case 3:
-        return ap_fail(L, "NOMEM", "out of memory");
+        return fail_err(L, &err);
     case 4:
         return luaL_error(L, "rename_functions: the function returned a %s, not a string",
                           luaL_typename(L, -1));

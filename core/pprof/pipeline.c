@@ -1,6 +1,6 @@
-/* What the worker does to a batch of profiles, in one call: decode each input (reusing two
- * profiles' buffers; the next input is decoded on a helper thread while the current one is
- * merged), Merge, Prune with each rule, encode. */
+/* The one merge of autopgo (the worker and `autopgo merge` alike), in one call: decode each input
+ * (reusing two profiles' buffers; the next input is decoded on a helper thread while the current
+ * one is merged), CompatibilizeSampleTypes, Merge, Prune with each rule, Compact, encode. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -90,23 +90,158 @@ static void *decode_thread(void *arg)
     return NULL;
 }
 
-int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_pprof_limits *limits,
-                           const ap_pprof_pruner *pruner, const ap_pprof_encode_opts *opts,
-                           uint8_t **out, size_t *out_len, ap_pprof_profile **out_profile,
-                           ap_pprof_merge_summary *summary, ap_pprof_error *err)
-{
-    ap_pprof_error_clear(err);
-    if (out) *out = NULL;
-    if (out_len) *out_len = 0;
-    if (out_profile) *out_profile = NULL;
-    ap_pprof_merge_summary sum;
-    memset(&sum, 0, sizeof sum);
-    if (n == 0) return ap_pprof_fail(err, AP_PPROF_EINVAL, "no profiles to merge");
-    if (!out && !out_profile)
-        return ap_pprof_fail(err, AP_PPROF_EINVAL, "neither bytes nor a profile requested");
-    int threads = opts && opts->threads > 0 ? opts->threads : ap_zpar_auto_threads();
+/* ---- CompatibilizeSampleTypes ---- */
 
-    int rc = -1;
+/* The sample types of input 0 by name, and how often each was seen over the inputs (Go's
+ * commonSampleTypes: a type is common when every input has it, in input 0's order). */
+typedef struct {
+    uint32_t n;
+    char **name;
+    uint32_t *len;
+    size_t *count;
+    int *keep;    /* the common set, once fixed */
+    int fixed;    /* keep[] is final: every input is projected onto it */
+    int seen;     /* inputs counted */
+    int empty_at; /* first input after which no type was in every input seen, -1 */
+} type_set;
+
+static void types_free(type_set *t)
+{
+    for (uint32_t i = 0; i < t->n; i++) free(t->name[i]);
+    free(t->name);
+    free(t->len);
+    free(t->count);
+    free(t->keep);
+    memset(t, 0, sizeof *t);
+}
+
+static int types_init(type_set *t, const ap_pprof_profile *p)
+{
+    memset(t, 0, sizeof *t);
+    t->empty_at = -1;
+    size_t n = p->nsample_type ? p->nsample_type : 1;
+    t->name = calloc(n, sizeof *t->name);
+    t->len = calloc(n, sizeof *t->len);
+    t->count = calloc(n, sizeof *t->count);
+    t->keep = calloc(n, sizeof *t->keep);
+    if (!t->name || !t->len || !t->count || !t->keep) return -1;
+    for (uint32_t i = 0; i < p->nsample_type; i++) {
+        const ap_pprof_str *s = &p->strings[p->sample_type[2 * i]];
+        t->name[i] = malloc(s->len + 1);
+        if (!t->name[i]) return -1;
+        memcpy(t->name[i], s->ptr, s->len);
+        t->len[i] = s->len;
+        t->n = i + 1;
+    }
+    return 0;
+}
+
+/* Counts p's types; returns whether every type of input 0 is still in every input seen. */
+static int types_count(type_set *t, const ap_pprof_profile *p, int index)
+{
+    for (uint32_t k = 0; k < t->n; k++)
+        for (uint32_t i = 0; i < p->nsample_type; i++)
+            if (ap_str_eq(&p->strings[p->sample_type[2 * i]], t->name[k], t->len[k])) t->count[k]++;
+    t->seen++;
+    int all = 1, any = 0;
+    for (uint32_t k = 0; k < t->n; k++) {
+        int common = t->count[k] == (size_t)t->seen;
+        all &= common;
+        any |= common;
+    }
+    if (!any && t->empty_at < 0) t->empty_at = index;
+    return all;
+}
+
+/* A view of p whose sample types (and values) are the kept ones of t, in t's order: Go's
+ * compatibilizeSampleTypes without touching p. Returns p itself when nothing changes. */
+typedef struct {
+    ap_pprof_profile view;
+    uint32_t *types;
+    int64_t *values;
+} projection;
+
+static const ap_pprof_profile *project(const ap_pprof_profile *p, const type_set *t, projection *pj,
+                                       ap_pprof_error *err)
+{
+    uint32_t k = 0, remap[64], *map = remap;
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < t->n; i++) kept += t->keep[i] != 0;
+    if (kept > 64 && !(map = malloc(kept * sizeof *map))) {
+        ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    int modify = 0;
+    uint32_t def = AP_PPROF_NONE;
+    for (uint32_t i = 0; i < t->n; i++) {
+        if (!t->keep[i]) continue;
+        uint32_t idx = AP_PPROF_NONE;
+        for (uint32_t j = 0; j < p->nsample_type && idx == AP_PPROF_NONE; j++)
+            if (ap_str_eq(&p->strings[p->sample_type[2 * j]], t->name[i], t->len[i])) idx = j;
+        if (idx == AP_PPROF_NONE) {
+            if (map != remap) free(map);
+            ap_pprof_fail(err, AP_PPROF_EINCOMPATIBLE, "%.*s sample type is not found in profile",
+                          (int)t->len[i], t->name[i]);
+            return NULL;
+        }
+        if (ap_str_eq(&p->strings[p->default_sample_type], t->name[i], t->len[i]))
+            def = p->default_sample_type;
+        map[k] = idx;
+        modify |= idx != k;
+        k++;
+    }
+    if (!modify && k == p->nsample_type) {
+        if (map != remap) free(map);
+        return p;
+    }
+    if (k == 0) {
+        if (map != remap) free(map);
+        ap_pprof_fail(err, AP_PPROF_EINCOMPATIBLE, "no sample type is common to every profile");
+        return NULL;
+    }
+    pj->types = malloc((size_t)(k ? k : 1) * 2 * sizeof *pj->types);
+    size_t nv = (size_t)p->nsamples * k;
+    pj->values = malloc((nv ? nv : 1) * sizeof *pj->values);
+    if (!pj->types || !pj->values) {
+        if (map != remap) free(map);
+        ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        pj->types[2 * i] = p->sample_type[2 * map[i]];
+        pj->types[2 * i + 1] = p->sample_type[2 * map[i] + 1];
+    }
+    for (size_t s = 0; s < p->nsamples; s++)
+        for (uint32_t i = 0; i < k; i++)
+            pj->values[s * k + i] = p->values[s * p->nsample_type + map[i]];
+    if (map != remap) free(map);
+    pj->view = *p;
+    pj->view.sample_type = pj->types;
+    pj->view.nsample_type = k;
+    pj->view.values = pj->values;
+    /* Go: the default type is kept when it is common, else the first common type. */
+    pj->view.default_sample_type = def != AP_PPROF_NONE ? def : pj->types[0];
+    return &pj->view;
+}
+
+static void projection_free(projection *pj)
+{
+    free(pj->types);
+    free(pj->values);
+    pj->types = NULL;
+    pj->values = NULL;
+}
+
+/* ---- the pipeline ---- */
+
+/* One pass over the inputs into a merged profile. In the first pass (types->fixed == 0) input 0
+ * goes in whole and the types are counted; when a later input lacks one of input 0's types the
+ * pass stops merging (*redo = 1) and only decodes the rest, so that a second pass with the
+ * common types fixed merges exactly what Go's CompatibilizeSampleTypes + Merge would. */
+static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
+                                    const ap_pprof_limits *limits, int threads, type_set *types,
+                                    int *redo, ap_pprof_merge_summary *sum, ap_pprof_error *err)
+{
     ap_pprof_profile *scratch[2] = {NULL, NULL}, *merged = NULL;
     decode_task task[2];
     memset(task, 0, sizeof task);
@@ -115,6 +250,7 @@ int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_ppro
     ap_pprof_merger *m = ap_pprof_merger_new();
     ap_pprof_error incompatible;
     ap_pprof_error_clear(&incompatible);
+    *redo = 0;
     if (!m || !(scratch[0] = ap_pprof_profile_new()) || !(scratch[1] = ap_pprof_profile_new())) {
         ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
         goto done;
@@ -150,15 +286,41 @@ int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_ppro
                 goto done;
             }
             src = cur->p;
-            sum.bytes_in += cur->bytes;
-            sum.decompressed_in += cur->p->decompressed_size;
+            sum->bytes_in += cur->bytes;
+            sum->decompressed_in += cur->p->decompressed_size;
         }
-        sum.inputs++;
-        sum.samples_in += src->nsamples;
+        sum->inputs++;
+        sum->samples_in += src->nsamples;
+        if (!types->fixed) {
+            if (i == 0 && types_init(types, src)) {
+                ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
+                goto done;
+            }
+            if (!types_count(types, src, (int)i) && i > 0) *redo = 1;
+        }
         /* After an incompatible input the rest are still decoded: parsing precedes merging in
          * the original, so a malformed input is what gets reported. */
-        if (incompatible.code) continue;
-        if (ap_pprof_merger_add(m, src, err)) {
+        if (incompatible.code || *redo) continue;
+        projection pj = {0};
+        const ap_pprof_profile *view = src;
+        if (i > 0 || types->fixed) {
+            if (!types->fixed)
+                for (uint32_t k = 0; k < types->n; k++) types->keep[k] = 1;
+            view = project(src, types, &pj, err);
+            if (!view) {
+                if (err->code != AP_PPROF_EINCOMPATIBLE) {
+                    err->input = (int)i;
+                    goto done;
+                }
+                incompatible = *err;
+                incompatible.input = (int)i;
+                incompatible.other = 0;
+                continue;
+            }
+        }
+        int rc = ap_pprof_merger_add(m, view, err);
+        projection_free(&pj);
+        if (rc) {
             if (err->code != AP_PPROF_EINCOMPATIBLE) {
                 err->input = (int)i;
                 goto done;
@@ -168,16 +330,72 @@ int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_ppro
             incompatible.other = 0;
         }
     }
+    if (!types->fixed) {
+        int any = 0;
+        for (uint32_t k = 0; k < types->n; k++) any |= types->count[k] == n;
+        if (!any && n > 1) {
+            ap_pprof_fail(err, AP_PPROF_EINCOMPATIBLE, "no sample type is common to every profile");
+            err->input = types->empty_at >= 0 ? types->empty_at : 0;
+            err->other = 0;
+            goto done;
+        }
+    }
     if (incompatible.code) {
         *err = incompatible;
         goto done;
     }
+    if (*redo) goto done;
     ap_pprof_profile_free(scratch[0]);
     ap_pprof_profile_free(scratch[1]);
     scratch[0] = scratch[1] = NULL;
     merged = ap_pprof_merger_finish(m, err);
+done:
+    if (err->code != AP_PPROF_OK) *redo = 0; /* a failure ends the merge: no second pass */
+    if (helper_running) pthread_join(helper, NULL);
+    ap_pprof_profile_free(scratch[0]);
+    ap_pprof_profile_free(scratch[1]);
+    ap_pprof_merger_free(m);
+    return merged;
+}
+
+int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_pprof_limits *limits,
+                           const ap_pprof_pruner *pruner, const ap_pprof_encode_opts *opts,
+                           uint8_t **out, size_t *out_len, ap_pprof_profile **out_profile,
+                           ap_pprof_merge_summary *summary, ap_pprof_error *err)
+{
+    ap_pprof_error_clear(err);
+    if (out) *out = NULL;
+    if (out_len) *out_len = 0;
+    if (out_profile) *out_profile = NULL;
+    ap_pprof_merge_summary sum;
+    memset(&sum, 0, sizeof sum);
+    if (n == 0) return ap_pprof_fail(err, AP_PPROF_EINVAL, "no profiles to merge");
+    if (!out && !out_profile)
+        return ap_pprof_fail(err, AP_PPROF_EINVAL, "neither bytes nor a profile requested");
+    int threads = opts && opts->threads > 0 ? opts->threads : ap_zpar_auto_threads();
+
+    int rc = -1, redo = 0;
+    type_set types;
+    memset(&types, 0, sizeof types);
+    ap_pprof_profile *merged = merge_pass(inputs, n, limits, threads, &types, &redo, &sum, err);
+    if (!merged && redo) {
+        /* Some type of input 0 is not in every input: merge again, each input reduced to the
+         * common types (a mixed fleet still yields one profile, as in Go's pprof). */
+        for (uint32_t k = 0; k < types.n; k++) types.keep[k] = types.count[k] == n;
+        types.fixed = 1;
+        memset(&sum, 0, sizeof sum);
+        merged = merge_pass(inputs, n, limits, threads, &types, &redo, &sum, err);
+    }
     if (!merged) goto done;
-    if (pruner && ap_pprof_prune(merged, pruner, err)) goto done;
+    if (pruner) {
+        if (ap_pprof_prune(merged, pruner, err)) goto done;
+        /* Pruning can leave identical stacks apart: Compact adds them up again, so a base
+         * pruned at every merge equals one merge of everything pruned once. */
+        ap_pprof_profile *compact = ap_pprof_compact(merged, err);
+        if (!compact) goto done;
+        ap_pprof_profile_free(merged);
+        merged = compact;
+    }
     sum.samples = merged->nsamples;
     sum.locations = merged->nlocations;
     sum.functions = merged->nfunctions;
@@ -192,15 +410,12 @@ int ap_pprof_merge_encoded(const ap_pprof_input *inputs, size_t n, const ap_ppro
     }
     rc = 0;
 done:
-    if (helper_running) pthread_join(helper, NULL);
     if (rc && out && *out) {
         free(*out);
         *out = NULL;
     }
     if (summary) *summary = sum;
-    ap_pprof_profile_free(scratch[0]);
-    ap_pprof_profile_free(scratch[1]);
     ap_pprof_profile_free(merged);
-    ap_pprof_merger_free(m);
+    types_free(&types);
     return rc;
 }

@@ -259,10 +259,13 @@ typedef struct {
     uint64_t bytes_in, decompressed_in, bytes_out;
 } ap_pprof_merge_summary;
 
-/* Decode every input, Merge, Prune with each rule, and encode (when out != NULL) or return the
- * profile (when out_profile != NULL). Inputs are decoded one at a time, so peak memory is the
- * merged profile plus one input. err->input is the index of the input that failed (messages do
- * not name it: callers know their inputs' names); for INCOMPATIBLE, err->other is the input it
+/* The one merge of autopgo (the worker and `autopgo merge` call it alike): decode every input,
+ * CompatibilizeSampleTypes (keep the sample types common to every input, by name, in input 0's
+ * order; INCOMPATIBLE when there is none), Merge, Prune with each rule, Compact when pruned, and
+ * encode (when out != NULL) or return the profile (when out_profile != NULL). Inputs are decoded
+ * one at a time, so peak memory is the merged profile plus one input (inputs whose types differ
+ * from input 0's are decoded twice). err->input is the index of the input that failed (messages
+ * do not name it: callers know their inputs' names); for INCOMPATIBLE, err->other is the input it
  * was compared with. When an input is incompatible the remaining inputs are still decoded so
  * that a malformed one is reported first, as parsing comes before merging in the original
  * worker. */

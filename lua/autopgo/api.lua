@@ -13,6 +13,7 @@ local json = require "autopgo.json"
 local log = require "autopgo.log"
 local metrics = require "autopgo.metrics"
 local keys = require "autopgo.keys"
+local limits = require "autopgo.limits"
 local utc = require "autopgo.utc"
 local uv = require "luv"
 local core = require "autopgo.core"
@@ -30,14 +31,15 @@ local Api = {}
 Api.__index = Api
 
 --- An API over a store and an event writer. o.max_upload_size bounds uploads (the HTTP server
--- refuses larger bodies with 413 before reading them) and, times 16, what they may decompress to.
+-- refuses larger bodies with 413 before reading them); what they may decompress to is the limit the
+-- worker merges under (autopgo.limits), so nothing accepted here is refused later.
 function M.new(o)
   local self = setmetatable({ store = assert(o.store), writer = assert(o.writer),
     max_upload_size = o.max_upload_size or 64 * 1024 * 1024, last_nanos = 0,
     digests = {}, hashing = {} }, Api)
-  self.limits = { max_decompressed = math.max(256 * 1024 * 1024, 16 * self.max_upload_size) }
-  -- a base holds many uploads: checked up to a size no single upload may reach
-  self.base_limits = { max_decompressed = 4 * self.limits.max_decompressed }
+  -- one owner for both: an upload and the base the worker writes are held to the same limits
+  self.limits = limits.profile
+  self.base_limits = limits.profile
   return self
 end
 

@@ -55,7 +55,7 @@ M.commands = {
     options = { "log_level", "api_url", "older_than", "larger_than", "dry_run", "insecure" } },
   { name = "merge", module = "autopgo.commands.merge", args = { 1, math.huge, "PROFILE..." },
     summary = "Merge local profiles into one (optionally pruned with --prune and --app)",
-    options = { "log_level", "output", "prune", "app" } },
+    options = { "log_level", "output", "force", "prune", "app" } },
   { name = "inspect", module = "autopgo.commands.inspect", args = { 1, 1, "PROFILE" },
     summary = "Describe a profile: sample types, sizes, PGO usability and top functions",
     options = { "log_level" } },

@@ -1,7 +1,6 @@
 -- Loads a Lua config file (a file that returns a table) and validates it once against the
 -- option schema: unknown keys and wrong types are errors naming the key.
 local fail = require "autopgo.fail"
-local keys_mod = require "autopgo.keys"
 local options = require "autopgo.options"
 
 local M = {}
@@ -54,31 +53,9 @@ function M.validate(t, origin)
   return out
 end
 
---- policy = { [app] = { prune = { { drop = "re", keep = "re" }, ... }, hook = function } }
+--- The policy table's schema is autopgo.policy's (policy.validate).
 function M.validate_policy(policy)
-  for app, p in pairs(policy) do
-    local where = ("[%q]"):format(tostring(app))
-    if type(app) ~= "string" or not (app == "*" or keys_mod.is_app_name(app)) then
-      return nil, ("has an invalid application name %s (a-z, 0-9, '-' or \"*\")"):format(where)
-    end
-    if type(p) ~= "table" then return nil, ("%s must be a table"):format(where) end
-    for k, v in pairs(p) do
-      if k == "prune" then
-        if type(v) ~= "table" then return nil, ("%s.prune must be a list of rules"):format(where) end
-        for i, rule in ipairs(v) do
-          if type(rule) ~= "table" or type(rule.drop) ~= "string" or
-              (rule.keep ~= nil and type(rule.keep) ~= "string") then
-            return nil, ("%s.prune[%d] must be { drop = \"regex\", keep = \"regex\" (optional) }"):format(where, i)
-          end
-        end
-      elseif k == "hook" then
-        if type(v) ~= "function" then return nil, ("%s.hook must be a function"):format(where) end
-      else
-        return nil, ("%s has unknown key %q (want prune or hook)"):format(where, tostring(k))
-      end
-    end
-  end
-  return true
+  return require("autopgo.policy").validate(policy)
 end
 
 return M

@@ -2,7 +2,8 @@
 -- {app}/staging/{unix-nanos}   an accepted upload waiting to be merged (the original's layout)
 -- {app}/default.pgo            the merged base, served by GET /api/profile/{app}
 -- {app}/ledger/{sha256}.json   which staged keys the base of that digest holds
--- {app}/rejected/{name}        a staged upload (or a base) the worker could not merge
+-- {app}/rejected/{name}        a staged upload the worker could not merge
+-- {app}/rejected/default.pgo.{sha256}  a base that no longer parsed
 -- {app}/rejected/{name}.reason  why (text)
 local M = {}
 
@@ -34,6 +35,8 @@ function M.ledger_prefix(app) return app .. "/ledger/" end
 function M.ledger(app, digest) return ("%s/ledger/%s.json"):format(app, digest) end
 function M.rejected_prefix(app) return app .. "/rejected/" end
 function M.rejected(app, name) return ("%s/rejected/%s"):format(app, name) end
+-- Where a base that no longer parses is kept (digest: the sha256 of its bytes).
+function M.rejected_base(app, digest) return M.rejected(app, "default.pgo." .. digest) end
 -- The text object beside a rejected one that says why it was rejected.
 function M.reason_of(rejected_key) return rejected_key .. ".reason" end
 

@@ -46,6 +46,8 @@ M.list = {
     desc = "Below this much free disk space under --data-dir, /api/health reports unhealthy" },
   { name = "output", short = "o", type = "string", default = "default.pgo",
     desc = "The location on the local file system to store the profile" },
+  { name = "force", type = "bool", default = false, config = false,
+    desc = "Replace an existing output file that -o does not name explicitly" },
   { name = "fail_open", type = "bool", default = false,
     desc = "When the server is unreachable or fails, warn and exit 0 keeping any existing file" },
   { name = "json", type = "bool", default = false, desc = "Print the raw JSON response" },

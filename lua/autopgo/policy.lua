@@ -1,13 +1,44 @@
 -- The merge policy of each application: prune rules from --prune (the seed's JSON file) and from
 -- the config file's `policy` table ({ [app] = { prune = {...}, hook = fn } }, "*" for apps without
 -- an entry of their own), plus the optional Lua hook that may edit each uploaded profile before it
--- is merged (drop labels, rename functions, prune). Changing it needs no rebuild.
-local prune = require "autopgo.prune"
-local config = require "autopgo.config"
+-- is merged (drop labels, rename functions, prune). Changing it needs no rebuild. The schema of
+-- the policy table lives here (policy.validate); config.lua checks config files with it.
+local fail = require "autopgo.fail"
+local keys = require "autopgo.keys"
 local log = require "autopgo.log"
+local prune = require "autopgo.prune"
 local pprof = require("autopgo.core").pprof
 
 local M = {}
+
+--- The schema: policy = { [app or "*"] = { prune = { { drop = "re", keep = "re" }, ... },
+-- hook = function(profile, app) } }. Returns true, or nil and what is wrong (for a message).
+function M.validate(policy)
+  if type(policy) ~= "table" then return nil, "must be a table of per-app entries" end
+  for app, p in pairs(policy) do
+    local where = ("[%q]"):format(tostring(app))
+    if type(app) ~= "string" or not (app == "*" or keys.is_app_name(app)) then
+      return nil, ("has an invalid application name %s (a-z, 0-9, '-' or \"*\")"):format(where)
+    end
+    if type(p) ~= "table" then return nil, ("%s must be a table"):format(where) end
+    for k, v in pairs(p) do
+      if k == "prune" then
+        if type(v) ~= "table" then return nil, ("%s.prune must be a list of rules"):format(where) end
+        for i, rule in ipairs(v) do
+          if type(rule) ~= "table" or type(rule.drop) ~= "string" or
+              (rule.keep ~= nil and type(rule.keep) ~= "string") then
+            return nil, ("%s.prune[%d] must be { drop = \"regex\", keep = \"regex\" (optional) }"):format(where, i)
+          end
+        end
+      elseif k == "hook" then
+        if type(v) ~= "function" then return nil, ("%s.hook must be a function"):format(where) end
+      else
+        return nil, ("%s has unknown key %q (want prune or hook)"):format(where, tostring(k))
+      end
+    end
+  end
+  return true
+end
 
 local Policy = {}
 Policy.__index = Policy
@@ -39,17 +70,17 @@ function Policy:apply_hook(app, profile)
   local hook = self:hook_for(app)
   if not hook then return profile end
   local ok, res = pcall(hook, profile, app)
-  if not ok then return nil, ("POLICY: the policy hook of %s failed: %s"):format(app, tostring(res)), "POLICY" end
+  if not ok then return fail.new("POLICY", "the policy hook of %s failed: %s", app, tostring(res)) end
   if res == nil then return profile end
   if type(res) ~= "userdata" then
-    return nil, ("POLICY: the policy hook of %s returned a %s, not a profile"):format(app, type(res)), "POLICY"
+    return fail.new("POLICY", "the policy hook of %s returned a %s, not a profile", app, type(res))
   end
   return res
 end
 
 --- Builds the policy from role options: opts.prune (a path) and opts.policy (the config table).
--- Returns it, or nil, "CODE: message", "CODE" for a bad file, rule or table. As in the original, a
--- --prune file that does not exist only earns a warning.
+-- Returns it, or a failure for a bad file, rule or table. As in the original, a --prune file that
+-- does not exist only earns a warning.
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({ file_rules = nil, table = {} }, Policy)
@@ -64,12 +95,12 @@ function M.new(opts)
     end
   end
   if opts.policy then
-    local ok, why = config.validate_policy(opts.policy)
-    if not ok then return nil, "POLICY: policy " .. why, "POLICY" end
+    local ok, why = M.validate(opts.policy)
+    if not ok then return fail.new("POLICY", "policy %s", why) end
     for app, entry in pairs(opts.policy) do
       if entry.prune then
-        local cok, err, code = pprof.check_rules(entry.prune)
-        if not cok then return nil, ("%s: policy [%q].prune: %s"):format(code, app, err:gsub("^[%u_]+: ", "")), code end
+        local cok, err = pprof.check_rules(entry.prune)
+        if not cok then return fail.new("POLICY", "policy [%q].prune: %s", app, fail.message(err)) end
       end
     end
     self.table = opts.policy

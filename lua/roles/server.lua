@@ -66,9 +66,11 @@ log.info("server listening", "host", opts.host, "port", srv.port, "blob_store", 
 local stop = daemon.stop_signals()
 local signal = stop.wait()
 log.info("stopping: finishing requests in flight", "signal", signal)
+-- The worker starts no new merge pass from now on: what is staged stays for the next start.
+if embedded then embedded:request_stop() end
 srv:shutdown()
 if embedded then
-  log.info("stopping: finishing the merge in progress")
+  log.info("stopping: finishing the merge pass in progress")
   embedded:stop()
 end
 writer:close()

@@ -51,7 +51,7 @@ log.info("worker running", "host", opts.host, "port", srv.port, "blob_store", st
 
 local stop = daemon.stop_signals()
 local signal = stop.wait()
-log.info("stopping: finishing the merge in progress", "signal", signal)
+log.info("stopping: finishing the merge pass in progress (what is staged stays for the next start)", "signal", signal)
 w:stop()
 srv:shutdown()
 writer:close()

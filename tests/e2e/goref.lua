@@ -25,9 +25,11 @@ local function tool(name, args)
   return stdout
 end
 
---- Merges files in order with the original worker's code; opts.prune/opts.app as pprofmerge's.
+--- Merges files in order with the original worker's code; opts.prune/opts.app as pprofmerge's,
+-- opts.compatibilize keeps the sample types common to all first (as autopgo's merge does).
 function M.merge(output, files, opts)
   local args = { "-o", output }
+  if opts and opts.compatibilize then args[#args + 1] = "-compatibilize" end
   if opts and opts.prune then
     args[#args + 1] = "-prune"
     args[#args + 1] = opts.prune

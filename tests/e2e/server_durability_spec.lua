@@ -1,11 +1,17 @@
 -- Durability of the embedded default: `kill -9` the server while 100 uploads are in flight
--- (twice: early, with nearly all 100 still in flight, and later); after a restart every upload
--- that got a 201 is in the merged profile exactly once, and none is there twice.
+-- (twice: early, with nearly all 100 still in flight, and later), then a third time at a moment
+-- chosen so that a merge has committed and its staged uploads are not deleted yet (the server is
+-- frozen with SIGSTOP while this is checked), which only the ledger keeps from being counted
+-- twice; after a restart every upload that got a 201 is in the merged profile exactly once, and
+-- none is there twice.
 local support = require "tests.lua.support"
 local httpc = require "tests.lua.httpc"
 local profiles = require "tests.lua.profiles"
 local serverproc = require "tests.e2e.serverproc"
 local async = require "autopgo.async"
+local json = require "autopgo.json"
+local uv = require "luv"
+local crypto = require("autopgo.core").crypto
 
 local run = support.run
 
@@ -19,7 +25,7 @@ describe("autopgo server killed with -9 during uploads", function()
 
   it("counts every acknowledged upload exactly once after a restart", function()
     run(function()
-      local total = 200
+      local total = 400
       local bodies = {}
       for i = 1, total do bodies[i] = profiles.variant(i) end
       local created = {}
@@ -51,12 +57,92 @@ describe("autopgo server killed with -9 during uploads", function()
         return ok_count, in_flight_at_kill or 0
       end
 
+      -- Whether the base's ledger lists a staged upload that is still there: merged, not deleted.
+      local function merged_not_deleted(data)
+        local base = support.read_file(data .. "/app/default.pgo")
+        if not base then return false end
+        local ledger = support.read_file(("%s/app/ledger/%s.json"):format(data,
+          crypto.hex(crypto.digest("sha256", base))))
+        if not ledger then return false end
+        for _, key in ipairs(json.decode(ledger).merged) do
+          if uv.fs_stat(data .. "/" .. key) then return true end
+        end
+        return false
+      end
+
+      -- Whether the process is stopped (SIGSTOP delivered).
+      local function stopped(pid)
+        local stat = support.read_file(("/proc/%d/stat"):format(pid))
+        return stat ~= nil and stat:match("^%d+ %b() (%a)") == "T"
+      end
+
+      -- Uploads from..to, 16 at a time, while watching for a merge whose staged uploads are not
+      -- deleted yet; then freezes the server, checks again, and kills it. Returns whether it did.
+      local function round_at_commit(from, to)
+        local s = serverproc.start(dir)
+        local next_i, done, caught = from, false, false
+        local uploads = {}
+        for _ = 1, 16 do
+          uploads[#uploads + 1] = function()
+            while not caught and next_i <= to do
+              local i = next_i
+              next_i = next_i + 1
+              local ok, res = pcall(httpc.request, s.port, "POST", "/api/profile/app",
+                { body = bodies[i], timeout = 20000 })
+              if ok and res and res.status == 201 and not caught then created[i] = true end
+            end
+          end
+        end
+        async.all {
+          function()
+            async.all(uploads)
+            done = true
+          end,
+          function()
+            -- Freeze the server as soon as a new base is renamed into place (inotify), then look:
+            -- at a moment caught between a merge's commit and the deletion of its staged
+            -- uploads, kill it; otherwise let it go on until the next commit.
+            while not uv.fs_stat(s.data .. "/app") do async.sleep(5) end
+            local watch, frozen = uv.new_fs_event(), async.event()
+            watch:start(s.data .. "/app", {}, function(_, name)
+              if name == "default.pgo" and not frozen.is_set then
+                s.proc:kill("sigstop")
+                frozen.set()
+              end
+            end)
+            -- (merges go on after the last upload is answered: watch until nothing is staged)
+            local deadline = uv.now() + 120000
+            while not caught and uv.now() < deadline
+              and (not done or #serverproc.files(s, "app/staging") > 0) do
+              if frozen.wait(100) then
+                for _ = 1, 100 do
+                  if stopped(s.proc.pid) then break end
+                  async.sleep(1)
+                end
+                if merged_not_deleted(s.data) then
+                  caught = true
+                  serverproc.kill(s)
+                else
+                  frozen = async.event()
+                  s.proc:kill("sigcont")
+                end
+              end
+            end
+            watch:stop()
+            watch:close()
+          end,
+        }
+        if not caught then serverproc.kill(s) end
+        return caught
+      end
+
       local acked, flying = round(1, 100, 5)
       assert.is_true(acked >= 5)
       assert.is_true(flying >= 50, ("only %d uploads were in flight at the kill"):format(flying))
       acked, flying = round(101, 200, 60)
       assert.is_true(acked >= 60)
       assert.is_true(flying >= 1, "the second kill came after every upload was answered")
+      assert.is_true(round_at_commit(201, 400), "never saw a merge whose staged uploads were not deleted yet")
 
       local s = serverproc.start(dir)
       serverproc.wait_until("every staged upload is merged after the restart", function()

@@ -11,8 +11,13 @@ local running = {} -- servers started and not known to have exited
 --- Starts a server in dir (its ./autopgo-data is the embedded default's store) with extra args.
 -- Returns { proc, port, dir, url = "http://127.0.0.1:port" }.
 function M.start(dir, args, env)
+  return M.start_role("server", dir, args, env)
+end
+
+--- The same for another role that serves /api/ready ("worker").
+function M.start_role(role, dir, args, env)
   local port = support.free_port()
-  local argv = { "server", "--port", tostring(port) }
+  local argv = { role, "--port", tostring(port) }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local proc = support.spawn(support.bin, argv, { cwd = dir, env = env })
   local s = { proc = proc, port = port, dir = dir, data = dir .. "/autopgo-data", url = "http://127.0.0.1:" .. port }

@@ -199,6 +199,25 @@ describe("api", function()
       end)
     end)
 
+    it("holds an upload to the limits the worker merges under, so a 201 is never refused later", function()
+      local limits = require "autopgo.limits"
+      local saved = limits.profile.max_decompressed
+      run(function()
+        local e = serve()
+        local body = profiles.file(profiles.usable[1])
+        limits.profile.max_decompressed = 1000 -- the profile decompresses to more than this
+        local ok, r = pcall(e.request, "POST", "/api/profile/app", { body = body })
+        limits.profile.max_decompressed = saved
+        assert(ok, r)
+        assert.equals(413, r.status)
+        assert.matches("1000", r.body)
+        assert.same({}, keys(e.store, ""))
+        assert.equals(201, e.request("POST", "/api/profile/app", { body = body }).status)
+        e.close()
+      end)
+      limits.profile.max_decompressed = saved
+    end)
+
     it("answers 500 and stages nothing when the store cannot write", function()
       run(function()
         local e = serve { store = function(s) return failing(s, { "put" }) end }

@@ -7,6 +7,8 @@ describe("keys", function()
     assert.equals("web/default.pgo", keys.base("web"))
     assert.equals("web/ledger/ab.json", keys.ledger("web", "ab"))
     assert.equals("web/rejected/17", keys.rejected("web", "17"))
+    assert.equals("web/rejected/default.pgo.ab12", keys.rejected_base("web", "ab12"))
+    assert.equals("rejected", keys.kind_of(keys.rejected_base("web", "ab12")))
     assert.equals("web/staging/", keys.staging_prefix("web"))
   end)
 

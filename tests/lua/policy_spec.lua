@@ -1,4 +1,5 @@
--- Specs of lua/autopgo/policy.lua: prune rules from the --prune file and the config table, hooks.
+-- Specs of lua/autopgo/policy.lua: prune rules from the --prune file and the config table, hooks,
+-- the policy schema.
 local support = require "tests.lua.support"
 local policy = require "autopgo.policy"
 
@@ -43,12 +44,31 @@ describe("policy", function()
     assert.matches('app "a"', err)
     p, err, code = policy.new { policy = { a = { prune = { { drop = "[" } } } } }
     assert.is_nil(p)
-    assert.equals("BAD_PATTERN", code)
+    assert.equals("POLICY", code)
     assert.matches('policy %["a"%]%.prune', err)
     p, err, code = policy.new { policy = { ["Bad App"] = {} } }
     assert.is_nil(p)
     assert.equals("POLICY", code)
     assert.matches("invalid application name", err)
+  end)
+
+  it("owns the policy schema, which config files are checked with", function()
+    assert.is_true(policy.validate { ["*"] = { prune = { { drop = "a", keep = "b" } } }, app = { hook = print } })
+    local bad = {
+      { { ["Bad App"] = {} }, "invalid application name" },
+      { { [("a"):rep(129)] = {} }, "invalid application name" },
+      { { app = 1 }, "must be a table" },
+      { { app = { prune = "x" } }, "prune must be a list" },
+      { { app = { prune = { { keep = "x" } } } }, "prune%[1%] must be" },
+      { { app = { hook = "x" } }, "hook must be a function" },
+      { { app = { other = 1 } }, "unknown key \"other\"" },
+    }
+    for _, case in ipairs(bad) do
+      local ok, why = policy.validate(case[1])
+      assert.is_nil(ok)
+      assert.matches(case[2], why)
+      assert.same({ nil, why }, { require("autopgo.config").validate_policy(case[1]) })
+    end
   end)
 
   it("runs the app's hook (or the '*' one) and reports its failures", function()

@@ -20,7 +20,8 @@ local function next_key(app)
   return ("%s/staging/%d"):format(app, 1700000000000000000 + seq)
 end
 
--- A fresh store, bus and worker. o.store: a store to use instead of a new mem:// one.
+-- A fresh store, bus and worker. o.store: a store to use instead of a new mem:// one (a second
+-- setup over the same store is a fresh worker: nothing of the first one's memory).
 local function setup(o)
   o = o or {}
   local id = crypto.hex(crypto.random(5))
@@ -30,7 +31,7 @@ local function setup(o)
   e.reader = assert(bus.reader(e.url))
   e.policy = assert(policy.new(o.policy_opts or {}))
   e.worker = worker.new { store = e.store, writer = e.writer, reader = e.reader, policy = e.policy,
-    recover = o.recover, batch_limit = o.batch_limit }
+    recover = o.recover, batch_limit = o.batch_limit, concurrency = o.concurrency }
   return e
 end
 
@@ -124,10 +125,12 @@ describe("worker", function()
 
   it("does not count a redelivered upload twice (crash between writing the base and acknowledging)", function()
     run(function()
-      local e = setup()
-      local key = stage(e, "app", profiles.variant(1), false)
-      -- A first delivery merged it, then the process died before acknowledging: replay the event.
-      assert(e.worker:merge_app("app"))
+      local first = setup()
+      local key = stage(first, "app", profiles.variant(1), false)
+      -- A first delivery merged it, then the process died before acknowledging: the event is
+      -- delivered again, to a new process (nothing in memory: only the ledger can tell).
+      assert(first.worker:merge_app("app"))
+      local e = setup { store = first.store }
       local etag = assert(e.store:stat("app/default.pgo")).etag
       local before = merges()
       assert(events.publish(e.writer, events.UPLOADED, { app = "app", profileKey = key }))
@@ -140,16 +143,58 @@ describe("worker", function()
     end)
   end)
 
+  -- A store that "crashes" (fails) the first write of a key matching pattern, then works.
+  local function crashing(real, pattern)
+    local crashed = false
+    local store = setmetatable({ name = real.name }, { __index = function(_, k)
+      return function(_, ...) return real[k](real, ...) end
+    end })
+    store.put = function(_, key, body, opts)
+      if not crashed and key:match(pattern) then
+        crashed = true
+        return nil, "UNAVAILABLE: the process died here", "UNAVAILABLE"
+      end
+      return real:put(key, body, opts)
+    end
+    return store, function() return crashed end
+  end
+
   it("is unaffected by a crash between writing the new ledger and the base", function()
     run(function()
-      local e = setup()
+      local real = assert(blob.open("mem://ghost-" .. crypto.hex(crypto.random(4))))
+      local e = setup { store = real }
       stage(e, "app", profiles.variant(1), false)
       assert(e.worker:merge_app("app"))
       local key2 = stage(e, "app", profiles.variant(2), false)
+      stage(e, "app", profiles.variant(3), false)
       -- a dead worker's ledger for a base it never wrote, claiming upload 2
-      local ghost = json.encode(json.object("base", "f00d", "merged", json.array { key2 }))
-      assert(e.store:put("app/ledger/" .. ("f"):rep(64) .. ".json", ghost))
+      local ghost = json.encode(json.object("base", ("f"):rep(64), "merged", json.array { key2 }))
+      assert(real:put("app/ledger/" .. ("f"):rep(64) .. ".json", ghost))
+      -- and a real crash after the ledger of the next base (claiming 2 and 3) was written
+      local store, crashed = crashing(real, "^app/default%.pgo$")
+      assert.is_nil(setup({ store = store }).worker:merge_app("app"))
+      assert.is_true(crashed())
+      assert.equals(3, #keys(real, "app/ledger/"))
+      local ok, err = setup({ store = real }).worker:merge_app("app")
+      assert.equals(2, ok, err)
+      assert.same({ 1, 1, 1 }, profiles.counts(base_of(e, "app")))
+    end)
+  end)
+
+  it("commits nothing when it crashes while writing the ledger (the ledger comes before the base)", function()
+    run(function()
+      local real = assert(blob.open("mem://order-" .. crypto.hex(crypto.random(4))))
+      local e = setup { store = real }
+      stage(e, "app", profiles.variant(1), false)
       assert(e.worker:merge_app("app"))
+      local etag = assert(real:stat("app/default.pgo")).etag
+      stage(e, "app", profiles.variant(2), false)
+      local store, crashed = crashing(real, "^app/ledger/")
+      assert.is_nil(setup({ store = store }).worker:merge_app("app"))
+      assert.is_true(crashed())
+      assert.equals(etag, assert(real:stat("app/default.pgo")).etag)
+      -- the next process merges upload 2 once, and upload 1 stays counted once
+      assert(setup({ store = real }).worker:merge_app("app"))
       assert.same({ 1, 1 }, profiles.counts(base_of(e, "app")))
     end)
   end)
@@ -201,7 +246,7 @@ describe("worker", function()
       stage(e, "app", profiles.variant(1))
       wait_until("the first merge", function() return base_of(e, "app") ~= nil end)
       local bad = stage(e, "app", "this is not a profile")
-      local other = stage(e, "app", profiles.file("edge/cpu-only-nanoseconds.pb.gz"))
+      local other = stage(e, "app", profiles.file("edge/heap-sample-types.pb.gz"))
       stage(e, "app", profiles.variant(2))
       wait_until("the good upload is merged", function()
         return (profiles.counts(base_of(e, "app"))[2] or 0) == 1
@@ -212,7 +257,8 @@ describe("worker", function()
         "app/rejected/" .. other_name, "app/rejected/" .. other_name .. ".reason" }, keys(e.store, "app/rejected/"))
       assert.equals("this is not a profile", assert(e.store:get("app/rejected/" .. name)).body)
       assert.matches("MALFORMED", assert(e.store:get("app/rejected/" .. name .. ".reason")).body)
-      assert.matches("INCOMPATIBLE", assert(e.store:get("app/rejected/" .. other_name .. ".reason")).body)
+      assert.matches("INCOMPATIBLE: .*no sample type is common",
+        assert(e.store:get("app/rejected/" .. other_name .. ".reason")).body)
       assert.same({ 1, 1 }, profiles.counts(base_of(e, "app")))
       e.worker:stop()
     end)
@@ -370,6 +416,7 @@ describe("worker", function()
       local got = assert(pprof.decode(base_of(e, "app")))
       assert.same(want:top(100000, { by = "cum" }), got:top(100000, { by = "cum" }))
       assert.same(want:info().sample_types, got:info().sample_types)
+      assert.equals(want:info().samples, got:info().samples) -- compacted after the prune
       local names = {}
       for _, t in ipairs(got:top(100000, { by = "cum" })) do names[t.name] = true end
       assert.is_nil(names["main.sortWork"])
@@ -423,6 +470,196 @@ describe("worker", function()
       release.set()
       assert.is_true(stopped.wait(10000))
       assert.same({ 1, 1, 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
+    end)
+  end)
+
+  it("does not merge again an upload already in the ledger, in a fresh worker over the same store", function()
+    run(function()
+      local store = assert(blob.open("mem://fresh-" .. crypto.hex(crypto.random(4))))
+      local first = setup { store = store }
+      local key = stage(first, "app", profiles.variant(1), false)
+      assert(first.worker:merge_app("app"))
+      local etag = assert(store:stat("app/default.pgo")).etag
+      -- The staged object is still there (profile.merged was never handled): a new process, with
+      -- no memory of the first, sees it staged and must find it in the base's ledger.
+      assert.same({ key }, keys(store, "app/staging/"))
+      local before = merges()
+      local fresh = setup { store = store }
+      assert.equals(0, assert(fresh.worker:merge_app("app")))
+      assert.equals(etag, assert(store:stat("app/default.pgo")).etag)
+      assert.equals(before, merges())
+      -- and through its event too, then with a new upload beside it
+      assert(events.publish(fresh.writer, events.UPLOADED, { app = "app", profileKey = key }))
+      stage(fresh, "app", profiles.variant(2))
+      fresh.worker:start()
+      wait_until("staging is empty", function() return #keys(store, "app/staging/") == 0 end)
+      fresh.worker:stop()
+      assert.same({ 1, 1 }, profiles.counts(base_of(fresh, "app")))
+    end)
+  end)
+
+  it("fails the pass, merging nothing, when the base's ledger cannot be read", function()
+    run(function()
+      local real = assert(blob.open("mem://ledger-" .. crypto.hex(crypto.random(4))))
+      local first = setup { store = real }
+      stage(first, "app", profiles.variant(1), false)
+      assert(first.worker:merge_app("app"))
+      local ledger = keys(real, "app/ledger/")[1]
+      local good = assert(real:get(ledger)).body
+      stage(first, "app", profiles.variant(2), false)
+      local errors = metrics.default.by_name.autopgo_ledger_errors_total
+      -- A read error, then bad JSON, then a document that is not a ledger: each fails the pass
+      -- in a fresh worker (no memory to answer from), and leaves the base and staging alone.
+      local failing = true
+      local flaky = setmetatable({ name = real.name }, { __index = function(_, k)
+        return function(_, ...) return real[k](real, ...) end
+      end })
+      flaky.get = function(_, key, opts)
+        if key == ledger and failing then return nil, "UNAVAILABLE: the store is down", "UNAVAILABLE" end
+        return real:get(key, opts)
+      end
+      local etag = assert(real:stat("app/default.pgo")).etag
+      local count = errors:get()
+      local ok, err, code = setup({ store = flaky }).worker:merge_app("app")
+      assert.is_nil(ok)
+      assert.equals("UNAVAILABLE", code, err)
+      failing = false
+      for _, body in ipairs { "{not json", '{"merged": "app/staging/1"}', '{"base": "0000", "merged": []}' } do
+        assert(real:put(ledger, body))
+        ok, err, code = setup({ store = real }).worker:merge_app("app")
+        assert.is_nil(ok)
+        assert.equals("INVALID", code, err)
+        assert.matches("ledger", err)
+      end
+      assert.equals(count + 4, errors:get())
+      assert.equals(etag, assert(real:stat("app/default.pgo")).etag)
+      assert.equals(2, #keys(real, "app/staging/"))
+      -- repaired, the next pass merges the new upload only
+      assert(real:put(ledger, good))
+      assert(setup({ store = real }).worker:merge_app("app"))
+      assert.same({ 1, 1 }, profiles.counts(base_of(first, "app")))
+    end)
+  end)
+
+  it("keeps a base that does not parse aside, says so, and starts again from what is staged", function()
+    run(function()
+      local e = setup()
+      local k1 = stage(e, "app", profiles.variant(1), false)
+      assert(e.worker:merge_app("app"))
+      local good = base_of(e, "app")
+      -- The store hands back something else than was written (truncated): no ledger names it.
+      local truncated = good:sub(1, #good // 2)
+      assert(e.store:put("app/default.pgo", truncated))
+      local k2 = stage(e, "app", profiles.variant(2), false)
+      local corrupt = metrics.default.by_name.autopgo_corrupt_bases_total:get()
+      local fresh = setup { store = e.store }
+      assert(fresh.worker:merge_app("app"))
+      -- upload 1 was still staged (never announced as deleted): it is merged again, not lost
+      assert.same({ 1, 1 }, profiles.counts(base_of(e, "app")))
+      assert.equals(corrupt + 1, metrics.default.by_name.autopgo_corrupt_bases_total:get())
+      local digest = crypto.hex(crypto.digest("sha256", truncated))
+      local aside = "app/rejected/default.pgo." .. digest
+      assert.same({ aside, aside .. ".reason" }, keys(e.store, "app/rejected/"))
+      assert.equals(truncated, assert(e.store:get(aside)).body)
+      local reason = assert(e.store:get(aside .. ".reason")).body
+      assert.matches("MALFORMED", reason)
+      assert.matches("no ledger names it", reason)
+      local doc = json.decode(assert(e.store:get("app/ledger/" ..
+        crypto.hex(crypto.digest("sha256", base_of(e, "app"))) .. ".json")).body)
+      table.sort(doc.merged)
+      assert.same({ k1, k2 }, doc.merged)
+    end)
+  end)
+
+  it("merges uploads whose sample types differ from the base's on the types they share", function()
+    run(function()
+      local pprof = require("autopgo.core").pprof
+      -- the first upload has cpu/nanoseconds only, later ones (normal Go profiles) two types
+      local cpu_only = assert(pprof.merge { profiles.file("edge/cpu-only-nanoseconds.pb.gz"), profiles.variant(1) })
+      local e = setup()
+      stage(e, "app", cpu_only, false)
+      assert(e.worker:merge_app("app"))
+      stage(e, "app", profiles.variant(2), false)
+      stage(e, "app", profiles.variant(3), false)
+      assert(e.worker:merge_app("app"))
+      assert.same({}, keys(e.store, "app/rejected/"))
+      assert.same({ 1, 1, 1 }, profiles.counts(base_of(e, "app")))
+      local types = assert(pprof.validate(base_of(e, "app"))).sample_types
+      assert.equals(1, #types)
+      assert.equals("cpu", types[1].type)
+      -- and the other way round: a base with two types meets a cpu-only upload
+      local f = setup()
+      stage(f, "app", profiles.variant(2), false)
+      assert(f.worker:merge_app("app"))
+      stage(f, "app", cpu_only, false)
+      assert(f.worker:merge_app("app"))
+      assert.same({ 1, 1 }, profiles.counts(base_of(f, "app")))
+      assert.equals(1, #assert(pprof.validate(base_of(f, "app"))).sample_types)
+    end)
+  end)
+
+  it("finishes the pass in progress when stopped and leaves the rest staged for the next start", function()
+    run(function()
+      local real = assert(blob.open("mem://drain-" .. crypto.hex(crypto.random(4))))
+      local in_merge, release = async.event(), async.event()
+      local gated = setmetatable({ name = real.name }, { __index = function(_, k)
+        return function(_, ...) return real[k](real, ...) end
+      end })
+      gated.put = function(_, key, body, opts)
+        if key == "app/default.pgo" then
+          in_merge.set()
+          release.wait()
+        end
+        return real:put(key, body, opts)
+      end
+      local e = setup { store = gated, batch_limit = 2 }
+      local staged = {}
+      for i = 1, 7 do staged[#staged + 1] = stage(e, "app", profiles.variant(i)) end
+      e.worker:start()
+      in_merge.wait()
+      local stopped = async.event()
+      async.spawn(function()
+        e.worker:stop()
+        stopped.set()
+      end)
+      release.set()
+      assert.is_true(stopped.wait(10000))
+      -- one pass of two went in; the rest stays staged (the two merged ones wait for their
+      -- profile.merged, which the stopped worker no longer handles)
+      assert.same({ 1, 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
+      assert.equals(7, #keys(real, "app/staging/"))
+      assert.equals(2, #json.decode(assert(real:get(keys(real, "app/ledger/")[1])).body).merged)
+      local again = setup { store = real, recover = true, batch_limit = 2 }
+      again.worker:start()
+      wait_until("the rest is merged", function() return #keys(real, "app/staging/") == 0 end)
+      again.worker:stop()
+      assert.same({ 1, 1, 1, 1, 1, 1, 1 }, profiles.counts(assert(real:get("app/default.pgo")).body))
+    end)
+  end)
+
+  it("holds uploads to the shared limits (autopgo.limits, which the API checks uploads against)", function()
+    run(function()
+      local pprof = require("autopgo.core").pprof
+      local limits = require "autopgo.limits"
+      local saved = limits.profile.max_decompressed
+      local e = setup()
+      stage(e, "app", profiles.variant(1), false)
+      assert(e.worker:merge_app("app"))
+      -- an upload larger than the base, with the limit in between
+      local upload = assert(pprof.merge { profiles.variant(2), profiles.variant(3), profiles.variant(4) })
+      local base_size = assert(pprof.validate(base_of(e, "app"))).decompressed_size
+      assert.is_true(assert(pprof.validate(upload)).decompressed_size > base_size)
+      limits.profile.max_decompressed = base_size
+      local ok, err = pcall(function()
+        stage(e, "app", upload, false)
+        assert(e.worker:merge_app("app"))
+      end)
+      limits.profile.max_decompressed = saved
+      assert(ok, err)
+      assert.same({ 1 }, profiles.counts(base_of(e, "app")))
+      local rejected = keys(e.store, "app/rejected/")
+      assert.equals(2, #rejected)
+      assert.matches("TOO_LARGE", assert(e.store:get(rejected[2])).body)
     end)
   end)
 

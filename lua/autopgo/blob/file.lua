@@ -3,6 +3,11 @@
 -- create-only writes) into place, so readers and crashes only ever see whole objects. Conditional
 -- writes and deletes serialise on a flock(2) lock the kernel releases if the process dies. Keys
 -- that would leave the root (.., absolute paths, empty segments) are refused.
+--
+-- Temporary files: each store object writes them in its own directory .autopgo/tmp/<id>/ and
+-- holds a flock on .autopgo/tmp/<id>.lock for as long as the process lives. Opening a store
+-- removes the directories whose lock nobody holds (left by a kill -9), never one of a live
+-- process sharing the data directory, whichever process or container that is.
 local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
@@ -79,7 +84,8 @@ end
 
 -- Writes body into a new temporary file, fsync'd; returns its path and stat.
 function Store:_write_temp(body)
-  local tmp = ("%s/%s/tmp/%s"):format(self.root, INTERNAL, core.crypto.uuid4())
+  local tmp, terr, tcode = self:_tmp_path()
+  if not tmp then return nil, terr, tcode end
   local fd, err, code = async.await(uv.fs_open, tmp, "wx", 420)
   if not fd then
     if code == "ENOENT" then
@@ -139,6 +145,97 @@ function Store:_write_temp(body)
   return tmp, st
 end
 
+-- Temporary files ------------------------------------------------------------------------------------
+
+-- Removes a directory of temporary files and what is in it (synchronous: start-up only).
+local function remove_tree(path)
+  local req = uv.fs_scandir(path)
+  if req then
+    while true do
+      local name = uv.fs_scandir_next(req)
+      if not name then break end
+      uv.fs_unlink(path .. "/" .. name)
+    end
+  end
+  uv.fs_rmdir(path)
+end
+
+-- Removes what dead processes left in root/.autopgo/tmp: a <id>/ directory goes once the flock
+-- on its <id>.lock can be taken (its holder is gone), and with it the lock; a directory without
+-- a lock file lost its lock to an earlier sweep that died half-way. Loose files are temporary
+-- files of versions before the per-process directories, removed when an hour old. Returns
+-- how many temporary files were removed.
+local function sweep_tmp(root)
+  local base = ("%s/%s/tmp"):format(root, INTERNAL)
+  local req = uv.fs_scandir(base)
+  if not req then return 0 end
+  local entries = {}
+  while true do
+    local name, kind = uv.fs_scandir_next(req)
+    if not name then break end
+    entries[name] = kind
+  end
+  local removed = 0
+  local function count_and_remove(dir)
+    local r = uv.fs_scandir(dir)
+    if r then
+      while uv.fs_scandir_next(r) do removed = removed + 1 end
+    end
+    remove_tree(dir)
+  end
+  for name, kind in pairs(entries) do
+    local id = name:match("^(.+)%.lock$") or name:match("^%.(.+)%.new$")
+    if id and kind == "file" then
+      local fd = uv.fs_open(base .. "/" .. name, "r", 0)
+      if fd then
+        if core.fs.flock(fd, "exclusive") then
+          -- Directory first, lock last: a directory is never left without its lock while alive.
+          if entries[id] == "directory" then count_and_remove(base .. "/" .. id) end
+          uv.fs_unlink(base .. "/" .. name)
+          core.fs.flock(fd, "unlock")
+        end
+        uv.fs_close(fd)
+      end
+    elseif kind == "directory" and not entries[name .. ".lock"] and not entries["." .. name .. ".new"] then
+      count_and_remove(base .. "/" .. name)
+    elseif kind == "file" then
+      local st = uv.fs_stat(base .. "/" .. name)
+      if st and os.time() - st.mtime.sec > 3600 then
+        uv.fs_unlink(base .. "/" .. name)
+        removed = removed + 1
+      end
+    end
+  end
+  return removed
+end
+
+-- A new path for a temporary file in this store's own directory, made (with its lock held) the
+-- first time. The lock file is created under a name sweeps take for a dead one only once
+-- locked, and renamed into place with the lock held, so no sweep can take it in between.
+function Store:_tmp_path()
+  if not self.tmpdir then
+    local base = ("%s/%s/tmp"):format(self.root, INTERNAL)
+    local id = core.crypto.uuid4()
+    local staging = ("%s/.%s.new"):format(base, id)
+    local fd, err, code = uv.fs_open(staging, "wx", 420)
+    if not fd and code == "ENOENT" then
+      mkdirs(base)
+      fd, err, code = uv.fs_open(staging, "wx", 420)
+    end
+    if not fd then return io_fail(err, code) end
+    local ok, lerr = core.fs.flock(fd, "exclusive")
+    if ok then ok, lerr = uv.fs_rename(staging, ("%s/%s.lock"):format(base, id)) end
+    if ok then ok, lerr = uv.fs_mkdir(("%s/%s"):format(base, id), 493) end
+    if not ok then
+      uv.fs_close(fd)
+      uv.fs_unlink(staging)
+      return fail("IO", "cannot make the temporary directory under %s: %s", base, tostring(lerr))
+    end
+    self.tmp_fd, self.tmpdir = fd, ("%s/%s"):format(base, id)
+  end
+  return ("%s/%s"):format(self.tmpdir, core.crypto.uuid4())
+end
+
 -- Runs fn() holding the store's exclusive lock (across processes sharing the directory).
 function Store:_locked(fn)
   local path = ("%s/%s/lock"):format(self.root, INTERNAL)
@@ -181,7 +278,9 @@ function Store:put(key, body, opts)
   local tmp, st
   if type(body) == "string" then
     -- The common case in one thread-pool job: create, write, fsync, stat.
-    tmp = ("%s/%s/tmp/%s"):format(self.root, INTERNAL, core.crypto.uuid4())
+    local terr, tcode
+    tmp, terr, tcode = self:_tmp_path()
+    if not tmp then return nil, terr, tcode end
     local info, werr, wcode = async.await(core.fs.write_new_async, tmp, body)
     if not info then return io_fail(werr, wcode) end
     st = { ino = info.ino, size = info.size, mtime = { sec = info.mtime_sec, nsec = info.mtime_nsec } }
@@ -355,7 +454,16 @@ function Store:health()
   return true
 end
 
-function Store.close() end
+--- Releases the temporary directory (what a kill -9 would leave is swept at the next open).
+function Store:close()
+  if self.tmp_fd then
+    local base = self.tmpdir
+    remove_tree(base)
+    uv.fs_unlink(base .. ".lock")
+    uv.fs_close(self.tmp_fd)
+    self.tmp_fd, self.tmpdir = nil, nil
+  end
+end
 
 --- file:///absolute/dir (or file://./relative/dir); the directory is created if missing.
 function M.open(u)
@@ -377,6 +485,10 @@ function M.open(u)
         return fail.new("UNAVAILABLE", "cannot create the store directory %s: %s", path, tostring(err))
       end
     end
+  end
+  local removed = sweep_tmp(path)
+  if removed > 0 then
+    require("autopgo.log").info("removed temporary files left by a stopped process", "store", path, "files", removed)
   end
   return setmetatable({ root = path, name = "file://" .. path }, Store)
 end

@@ -1,10 +1,9 @@
--- `autopgo merge [-o out] [--prune rules.json --app NAME] PROFILE...`: merges local profiles in
--- the given order (like `go tool pprof -proto`), prunes with the app's rules, writes gzip'd
--- protobuf. The work runs on the thread pool in one job.
-local async = require "autopgo.async"
+-- `autopgo merge [-o out] [--force] [--prune rules.json --app NAME] PROFILE...`: merges local
+-- profiles in the given order (like `go tool pprof -proto`), prunes with the app's rules, writes
+-- gzip'd protobuf. The merge is the worker's own (autopgo.merging), run on the thread pool.
 local cli = require "autopgo.cli"
 local log = require "autopgo.log"
-local pprof = require("autopgo.core").pprof
+local merging = require "autopgo.merging"
 local prune = require "autopgo.prune"
 
 local M = {}
@@ -39,14 +38,33 @@ local function write_output(path, data)
   return true
 end
 
--- merge_async with the callback's third value kept (the failing input's index).
-local function merge(inputs, opts)
-  local co = coroutine.running()
-  pprof.merge_async(inputs, opts, function(...) async.resume(co, ...) end)
-  return coroutine.yield()
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- The message for a failed merge, naming the files the failure's input indices point at.
+local function describe(failure, err, args)
+  if not failure then return err end
+  local file = failure.input and args[failure.input]
+  if failure.code == "INCOMPATIBLE" and file and failure.other and args[failure.other] then
+    return ("%s: %s is incompatible with %s: %s"):format(failure.code, file, args[failure.other], failure.message)
+  end
+  if file and failure.code ~= "IO" then
+    return ("%s: %s: %s"):format(file, failure.code, failure.message)
+  end
+  return ("%s: %s"):format(failure.code, failure.message)
 end
 
 function M.run(opts, args)
+  -- Only an -o that names the file may replace it: the default output is never overwritten
+  -- silently (a default.pgo beside main is what go build -pgo=auto picks up).
+  local source = opts._source and opts._source.output
+  if opts.output ~= "-" and source == "default" and not opts.force and exists(opts.output) then
+    cli.exit(1, ("autopgo merge: %s already exists; name it with -o %s to replace it, or pass --force")
+      :format(opts.output, opts.output))
+  end
   local rules
   if opts.prune then
     if not opts.app then
@@ -70,24 +88,14 @@ function M.run(opts, args)
       inputs[i] = { file = path }
     end
   end
-  local err, out, extra = merge(inputs, { prune = rules })
-  if err then
-    -- "input N" in messages is the position on the command line: name the files instead.
-    local code, a, b, rest = err:match("^(%u[%u_]*): input (%d+) is incompatible with input (%d+): (.*)$")
-    if code then
-      cli.exit(1, ("autopgo merge: %s: %s is incompatible with %s: %s"):format(code,
-        args[tonumber(a)], args[tonumber(b)], rest))
-    end
-    local msg = err:gsub("^(%u[%u_]*): input %d+: ", "%1: ")
-    local where = extra and args[extra] and not msg:find("^IO: ") and (args[extra] .. ": ") or ""
-    cli.exit(1, ("autopgo merge: %s%s"):format(where, msg))
-  end
-  local ok, werr = write_output(opts.output, out)
+  local res, err, _, failure = merging.merge(inputs, rules)
+  if not res then cli.exit(1, "autopgo merge: " .. describe(failure, err, args)) end
+  local ok, werr = write_output(opts.output, res.bytes)
   if not ok then cli.exit(1, ("autopgo merge: cannot write %s: %s"):format(opts.output, werr)) end
-  local summary = extra
+  local summary = res.summary
   log.info("merged profiles", "inputs", summary.inputs, "samples_in", summary.samples_in,
     "samples", summary.samples, "locations", summary.locations, "functions", summary.functions,
-    "pruned", rules and #rules or 0, "bytes", summary.bytes_out, "output", opts.output)
+    "pruned", rules and #rules or 0, "bytes", summary.bytes_out, "sha256", res.sha256, "output", opts.output)
   return 0
 end
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Differential tests of the pprof core against the Go reference (tests/goref, Debian's Go 1.19 +
-# google/pprof): the same merges and prunes through `autopgo merge` and `pprofmerge` must give
+# google/pprof): the same merges and prunes through `autopgo merge` and `pprofmerge` (with
+# -compatibilize, and -compact after a prune, as autopgo's one merge does) must give
 # canonically equal profiles (and, as it turns out, the same protobuf bytes before gzip); bad
 # inputs are rejected by both; the PGO check agrees with Go 1.23's `go tool preprofile`.
 # usage: differential.sh AUTOPGO PPROFTOOL GOREF_BIN TESTDATA WORKDIR
@@ -25,10 +26,10 @@ bad() {
 merge_case() {
     local name=$1
     shift
-    local aopts=() gopts=()
+    local aopts=() gopts=(-compatibilize)
     while [ "$1" != "--" ]; do
         case $1 in
-        --prune) aopts+=(--prune "$2"); gopts+=(-prune "$2"); shift 2 ;;
+        --prune) aopts+=(--prune "$2"); gopts+=(-prune "$2" -compact); shift 2 ;;
         --app) aopts+=(--app "$2"); gopts+=(-app "$2"); shift 2 ;;
         *) echo "merge_case: bad option $1"; exit 2 ;;
         esac
@@ -62,7 +63,7 @@ reject_case() {
     shift
     "$autopgo" merge -l error -o "$work/$name.ours.pgo" "$@" 2>"$work/$name.ours.err"
     local ra=$?
-    "$goref/pprofmerge" -o "$work/$name.go.pgo" "$@" 2>"$work/$name.go.err"
+    "$goref/pprofmerge" -compatibilize -o "$work/$name.go.pgo" "$@" 2>"$work/$name.go.err"
     local rg=$?
     if [ $ra -eq 0 ] || [ $rg -eq 0 ]; then
         bad "$name: expected both to fail (autopgo $ra, go $rg)"
@@ -77,8 +78,8 @@ worker_case() {
     shift 3
     local a="$work/$name.wa.pgo" g="$work/$name.wg.pgo" first=1 f
     for f in "$@"; do
-        local pa=() pg=()
-        [ -n "$rules" ] && pa=(--prune "$rules" --app "$app") && pg=(-prune "$rules" -app "$app")
+        local pa=() pg=(-compatibilize)
+        [ -n "$rules" ] && pa=(--prune "$rules" --app "$app") && pg+=(-prune "$rules" -app "$app" -compact)
         if [ $first -eq 1 ]; then
             "$autopgo" merge -l error -o "$a.tmp" "${pa[@]}" "$f" &&
                 "$goref/pprofmerge" -o "$g.tmp" "${pg[@]}" "$f" || { bad "$name: step failed"; return; }
@@ -142,7 +143,8 @@ merge_case new-and-base -- "$data/goapp-go123-cpu-2.pb.gz" "$data/autopgo/defaul
 merge_case go119-and-go123 -- "$data/goapp-cpu-1.pb.gz" "$data/goapp-go123-cpu-1.pb.gz"
 merge_case edge-mix -- "$data"/edge/{minimal,duplicate-samples,zero-value-samples,empty-stack-sample,labels-multi-and-numeric,dangling-mapping-id,period-1ms,no-samples,no-start-line}.pb.gz "$data/edge/minimal-uncompressed.pb"
 merge_case cppbench-cpu -- "$data"/google-pprof/derived/{profile,driver}--cppbench.cpu.pb.gz
-reject_case cppbench-types "$data/google-pprof/derived/profile--cppbench.cpu.pb.gz" "$data/google-pprof/driver--cppbench.cpu_no_samples_type"
+# Different sample types are merged on the common ones (CompatibilizeSampleTypes), as Go's pprof.
+merge_case cppbench-types -- "$data/google-pprof/derived/profile--cppbench.cpu.pb.gz" "$data/google-pprof/driver--cppbench.cpu_no_samples_type"
 worker_case worker-go123 "" "" "$data"/goapp-go123-cpu-{1,2,3}.pb.gz "$data/autopgo/default.pgo"
 
 # Legacy formats: Go parses them, autopgo does not (protobuf only). Go's reading of each is
@@ -173,7 +175,8 @@ for f in "$data"/bad/*; do
     reject_case "bad-$(basename "$f")" "$f"
     reject_case "bad2-$(basename "$f")" "$data/edge/minimal.pb.gz" "$f"
 done
-reject_case incompatible-types "$data/edge/minimal.pb.gz" "$data/edge/cpu-only-nanoseconds.pb.gz"
+merge_case compat-types -- "$data/edge/minimal.pb.gz" "$data/edge/cpu-only-nanoseconds.pb.gz"
+merge_case compat-types-first -- "$data/edge/cpu-only-nanoseconds.pb.gz" "$data/edge/minimal.pb.gz"
 reject_case incompatible-period "$data/edge/minimal.pb.gz" "$data/edge/heap-sample-types.pb.gz"
 
 # ---- generated profiles ----
@@ -192,7 +195,14 @@ merge_case gen-heap -- "$(gen h1 "${base[@]}" -seed 1 -sparse-ids -types alloc_o
 merge_case gen-deep -- "$(gen d1 "${base[@]}" -seed 1 -depth 200 -inline 0.7)" "$(gen d2 "${base[@]}" -seed 2 -depth 200 -inline 0.7)"
 merge_case gen-universes -- "$(gen u1 "${base[@]}" -seed 1 -universe 1)" "$(gen u2 "${base[@]}" -seed 1 -universe 2)" "$(gen u3 "${base[@]}" -seed 1 -universe 3 -nostartline)"
 merge_case gen-cpu-only -- "$(gen o1 "${base[@]}" -seed 1 -types cpu/nanoseconds)" "$(gen o2 "${base[@]}" -seed 9 -types cpu/nanoseconds -time 0)"
-reject_case gen-incompatible "${g[0]}" "$(gen o3 "${base[@]}" -types cpu/nanoseconds)"
+# Sample types made compatible: input 0 losing a type (merged twice), gaining one, types in
+# another order, a default type that is dropped or kept; none in common is refused.
+o3=$(gen o3 "${base[@]}" -types cpu/nanoseconds)
+merge_case gen-compat-shrink -- "${g[0]}" "$o3" "${g[1]}"
+merge_case gen-compat-grow -- "$o3" "${g[0]}" "${g[1]}"
+merge_case gen-compat-order -- "${g[2]}" "$(gen r1 "${base[@]}" -seed 11 -types cpu/nanoseconds,wall/nanoseconds,samples/count -default-type wall)" "$(gen r2 "${base[@]}" -seed 12 -types wall/nanoseconds,samples/count,cpu/nanoseconds -default-type samples)"
+merge_case gen-compat-default -- "$(gen r3 "${base[@]}" -seed 13 -types wall/nanoseconds,cpu/nanoseconds -default-type wall)" "$o3" "${g[3]}"
+reject_case gen-no-common-type "$o3" "$(gen o4 "${base[@]}" -seed 3 -types wall/nanoseconds)"
 
 # ---- prune ----
 cat >"$work/rules.json" <<'JSON'

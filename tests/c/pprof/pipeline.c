@@ -1,5 +1,6 @@
-/* Tests core/pprof/pipeline.c: the worker's one-call merge of encoded inputs, which input an
- * error names, the malformed-before-incompatible rule, mixed inputs and pruning. */
+/* Tests core/pprof/pipeline.c: the one-call merge of encoded inputs, which input an error names,
+ * the malformed-before-incompatible rule, sample types made compatible, mixed inputs, pruning
+ * and compaction after it. */
 #include <stdlib.h>
 
 #include "helpers.h"
@@ -53,12 +54,31 @@ int main(void)
     CHECK_INT(err.input, 1);
     CHECK(out == NULL);
 
-    /* Incompatible: reported with both indices unless a later input is malformed. */
+    /* Different sample types: merged on the types common to all (CompatibilizeSampleTypes),
+     * in input 0's order, whichever input lacks the others. */
     blob b2[] = {g1, nano, g2};
-    CHECK_INT(run(b2, 3, NULL, &err, &sum, &out, &len), -1);
-    CHECK_ERR(err, AP_PPROF_EINCOMPATIBLE, "incompatible sample types");
-    CHECK_INT(err.input, 1);
+    CHECK_INT(run(b2, 3, NULL, &err, &sum, &out, &len), 0);
+    CHECK_INT(sum.inputs, 3);
+    m = t_decode(out, len);
+    if (m) {
+        CHECK_INT(m->nsample_type, 1);
+        const ap_pprof_str *t = &m->strings[m->sample_type[0]];
+        CHECK(t->len == 3 && memcmp(t->ptr, "cpu", 3) == 0);
+        const ap_pprof_str *d = &m->strings[m->default_sample_type];
+        CHECK(d->len == 3 && memcmp(d->ptr, "cpu", 3) == 0);
+    }
+    ap_pprof_profile_free(m);
+    free(out);
+    blob b2r[] = {nano, g1, g2};
+    CHECK_INT(run(b2r, 3, NULL, &err, &sum, &out, &len), 0);
+    free(out);
+    /* No type in common: INCOMPATIBLE, naming the input that left none. */
+    blob b4[] = {g1, g2, heap};
+    CHECK_INT(run(b4, 3, NULL, &err, &sum, &out, &len), -1);
+    CHECK_ERR(err, AP_PPROF_EINCOMPATIBLE, "no sample type is common");
+    CHECK_INT(err.input, 2);
     CHECK_INT(err.other, 0);
+    /* ... unless a later input is malformed. */
     blob b3[] = {g1, heap, bad};
     CHECK_INT(run(b3, 3, NULL, &err, &sum, &out, &len), -1);
     CHECK_INT(err.code, AP_PPROF_EMALFORMED);
@@ -77,6 +97,21 @@ int main(void)
         uint32_t total = 0;
         for (uint32_t i = 0; i < res->nsamples; i++) total += res->samples[i].nloc;
         CHECK(total > 0);
+    }
+    /* Compacted after the prune: stacks the prune made identical are one sample again, so
+     * compacting once more changes nothing, while prune alone leaves them apart. */
+    if (res) {
+        ap_pprof_profile *again = ap_pprof_compact(res, &err);
+        CHECK(again != NULL);
+        if (again) CHECK_INT(again->nsamples, res->nsamples);
+        ap_pprof_profile_free(again);
+        ap_pprof_profile *p2 = t_decode(g2.d, g2.n);
+        const ap_pprof_profile *both[] = {p1, p2};
+        ap_pprof_profile *plain = ap_pprof_merge(both, 2, &err);
+        CHECK(plain != NULL && ap_pprof_prune(plain, pr, &err) == 0);
+        if (plain) CHECK(plain->nsamples > res->nsamples);
+        ap_pprof_profile_free(plain);
+        ap_pprof_profile_free(p2);
     }
     ap_pprof_profile_free(res);
     ap_pprof_pruner_free(pr);

@@ -51,7 +51,7 @@ describe("file:// blob store", function()
       local keys = {}
       for _, item in ipairs(assert(store:list(""))) do keys[#keys + 1] = item.key end
       assert.same({ "a/b" }, keys)
-      local tmp = io.popen("ls -A '" .. dir .. "/data/.autopgo/tmp'"):read("a")
+      local tmp = io.popen("find '" .. dir .. "/data/.autopgo/tmp' -type f ! -name '*.lock'"):read("a")
       assert.equals("", tmp)
     end)
   end)
@@ -100,6 +100,87 @@ describe("file:// blob store", function()
       assert.equals(0, (holder:wait()))
       assert.equals("v2", assert(store:get("base")).body)
       assert.equals(v2.etag, assert(store:stat("base")).etag)
+    end)
+  end)
+
+  it("removes at open the temporary files of a process killed with -9, never a live one's", function()
+    support.run(function()
+      local data = dir .. "/shared"
+      -- a process that starts writing an object and never finishes
+      local script = support.write_file(dir .. "/writer.lua", [[
+        local blob = require "autopgo.blob"
+        local async = require "autopgo.async"
+        local store = assert(blob.open("file://" .. arg[1]))
+        async.spawn(function()
+          local sent = false
+          store:put("app/staging/1", { producer = function()
+            if not sent then
+              sent = true
+              return ("x"):rep(4096)
+            end
+            async.sleep(600000)
+          end })
+        end)
+      ]])
+      local function temps()
+        local out = {}
+        local p = io.popen("find '" .. data .. "/.autopgo/tmp' -type f ! -name '*.lock' 2>/dev/null | sort")
+        for line in p:lines() do out[#out + 1] = line end
+        p:close()
+        return out
+      end
+      local function writer()
+        local before = #temps()
+        local proc = support.spawn(support.bin, { "run", script, data })
+        for _ = 1, 400 do
+          if #temps() > before then return proc end
+          async.sleep(10)
+        end
+        proc:kill("sigkill")
+        error("the writer never started writing: " .. select(4, proc:wait(5000)))
+      end
+      local dead, live = writer(), writer()
+      local live_temp
+      dead:kill("sigkill")
+      dead:wait(10000)
+      -- an older layout's loose temporary files: an old one goes, a fresh one stays
+      local old, fresh = data .. "/.autopgo/tmp/old", data .. "/.autopgo/tmp/fresh"
+      support.write_file(old, "x")
+      support.write_file(fresh, "x")
+      uv.fs_utime(old, os.time() - 7200, os.time() - 7200)
+      local all = temps()
+      assert.equals(4, #all)
+      -- the live writer's temporary file: the one whose directory's lock is held
+      for _, path in ipairs(all) do
+        local id = path:match("/tmp/([^/]+)/[^/]+$")
+        if id then
+          local fd = uv.fs_open(data .. "/.autopgo/tmp/" .. id .. ".lock", "r", 0)
+          if not fs.flock(fd, "exclusive") then live_temp = path else fs.flock(fd, "unlock") end
+          uv.fs_close(fd)
+        end
+      end
+      assert.is_not_nil(live_temp)
+      local function sorted(t)
+        table.sort(t)
+        return t
+      end
+      local other = assert(blob.open("file://" .. data))
+      assert.same(sorted { fresh, live_temp }, temps())
+      -- a store object of this process keeps its own temporary files from other opens too
+      assert(other:put("k", "v"))
+      assert(blob.open("file://" .. data))
+      assert.same(sorted { fresh, live_temp }, temps())
+      assert.equals("v", assert(other:get("k")).body)
+      live:kill("sigkill")
+      live:wait(10000)
+      other:close()
+      assert(blob.open("file://" .. data))
+      assert.same({ fresh }, temps())
+      assert.same({ "k" }, (function()
+        local keys = {}
+        for _, item in ipairs(assert(other:list(""))) do keys[#keys + 1] = item.key end
+        return keys
+      end)())
     end)
   end)
 

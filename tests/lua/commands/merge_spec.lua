@@ -18,8 +18,9 @@ describe("autopgo merge", function()
     assert.matches("merged profiles", err)
     local bytes = support.read_file(out)
     assert.equals(0x1f, bytes:byte(1))
-    local expect = pprof.merge { support.read_file(data .. "/goapp-cpu-1.pb.gz"),
-      support.read_file(data .. "/goapp-cpu-2.pb.gz") }
+    -- the worker's merge, byte for byte (same call, same gzip level)
+    local expect = pprof.merge({ support.read_file(data .. "/goapp-cpu-1.pb.gz"),
+      support.read_file(data .. "/goapp-cpu-2.pb.gz") }, { level = require("autopgo.merging").GZIP_LEVEL })
     assert.equals(expect, bytes)
   end)
 
@@ -56,7 +57,68 @@ describe("autopgo merge", function()
         data .. "/edge/heap-sample-types.pb.gz" }
     end)
     assert.equals(1, code)
-    assert.matches("heap%-sample%-types.pb.gz is incompatible with .*minimal.pb.gz: incompatible period types", err)
+    assert.matches("INCOMPATIBLE: .*heap%-sample%-types%.pb%.gz is incompatible with .*minimal.pb.gz: "
+      .. "no sample type is common to every profile", err)
+  end)
+
+  it("prunes and compacts exactly as the worker does", function()
+    local rules = support.write_file(dir .. "/rules.json",
+      '[{"app": "svc", "rules": [{"drop": "^regexp\\\\.", "keep": "^regexp\\\\.\\\\(\\\\*machine\\\\)\\\\.add$"}]}]')
+    local out = dir .. "/out.pgo"
+    local files = { data .. "/goapp-go123-cpu-1.pb.gz", data .. "/goapp-go123-cpu-2.pb.gz" }
+    local code, _, err = support.run(function()
+      return support.autopgo { "merge", "-o", out, "--prune", rules, "--app", "svc", files[1], files[2] }
+    end)
+    assert.equals(0, code, err)
+    local got = support.read_file(out)
+    -- the worker's pass over the same uploads, with the same rules
+    local blob = require "autopgo.blob"
+    local bus = require "autopgo.bus"
+    local policy = require "autopgo.policy"
+    local worker = require "autopgo.worker"
+    local want
+    support.run(function()
+      local url = "mem://merge-cli-" .. require("autopgo.core").crypto.hex(require("autopgo.core").crypto.random(4))
+      local store = assert(blob.open(url))
+      local w = worker.new { store = store, writer = assert(bus.writer(url)),
+        policy = assert(policy.new { prune = rules }) }
+      for i, f in ipairs(files) do assert(store:put(("svc/staging/%d"):format(i), support.read_file(f))) end
+      assert(w:merge_app("svc"))
+      want = assert(store:get("svc/default.pgo")).body
+    end)
+    assert.equals(want, got)
+    -- compacted: no two samples left with the same stack
+    local p = assert(pprof.decode(got))
+    local again = assert(pprof.merge({ p }, { output = "profile" }))
+    assert.equals(p:info().samples, again:info().samples)
+  end)
+
+  it("refuses to replace an existing ./default.pgo unless -o names it or --force is given", function()
+    local file = data .. "/edge/minimal.pb.gz"
+    local target = dir .. "/default.pgo"
+    support.write_file(target, "keep me")
+    local code, _, err = support.run(function()
+      return support.autopgo({ "merge", file }, { cwd = dir })
+    end)
+    assert.equals(1, code)
+    assert.matches("default.pgo already exists; name it with %-o default.pgo to replace it, or pass %-%-force", err)
+    assert.equals("keep me", support.read_file(target))
+    code, _, err = support.run(function()
+      return support.autopgo({ "merge", "--force", file }, { cwd = dir })
+    end)
+    assert.equals(0, code, err)
+    assert.equals(3, pprof.decode(support.read_file(target)):info().samples)
+    support.write_file(target, "keep me")
+    code, _, err = support.run(function()
+      return support.autopgo({ "merge", "-o", "default.pgo", file }, { cwd = dir })
+    end)
+    assert.equals(0, code, err)
+    assert.equals(3, pprof.decode(support.read_file(target)):info().samples)
+    os.remove(target)
+    code, _, err = support.run(function()
+      return support.autopgo({ "merge", file }, { cwd = dir })
+    end)
+    assert.equals(0, code, err)
   end)
 
   it("says when a file cannot be read", function()

@@ -1,8 +1,10 @@
 // pprofmerge: the reference merge, exactly what the original autopgo worker does with
 // github.com/google/pprof/profile (Debian's build): Parse each input, Merge, Prune with the
-// rules of one app from the seed's prune JSON, Write.
+// rules of one app from the seed's prune JSON, Write. -compatibilize first keeps the sample types
+// common to every input (upstream pprof's CompatibilizeSampleTypes, which Debian's build lacks:
+// copied below), -compact compacts after pruning: what autopgo's merge does on top.
 //
-//	pprofmerge -o OUT [-prune rules.json -app NAME] IN...   (inputs merged in the given order)
+//	pprofmerge -o OUT [-compatibilize] [-prune rules.json -app NAME [-compact]] IN...
 //	pprofmerge -rewrite -o OUT IN                            (Parse + Write only)
 //
 // Errors go to stderr as "parse N: ...", "merge: ..." or "prune: ..." with exit status 1.
@@ -38,6 +40,8 @@ func main() {
 	prunePath := flag.String("prune", "", "prune rules (JSON)")
 	app := flag.String("app", "", "application whose rules apply")
 	rewrite := flag.Bool("rewrite", false, "parse and write one profile")
+	compat := flag.Bool("compatibilize", false, "keep the sample types common to every input")
+	compact := flag.Bool("compact", false, "compact after pruning")
 	flag.Parse()
 	if *out == "" || flag.NArg() == 0 {
 		fail("usage: pprofmerge -o OUT [-prune FILE -app NAME] IN...")
@@ -60,6 +64,11 @@ func main() {
 		merged = profs[0]
 	} else {
 		var err error
+		if *compat {
+			if err := compatibilizeSampleTypes(profs); err != nil {
+				fail("merge: %v", err)
+			}
+		}
 		merged, err = profile.Merge(profs)
 		if err != nil {
 			fail("merge: %v", err)
@@ -97,6 +106,9 @@ func main() {
 			}
 			break
 		}
+		if *compact {
+			merged = merged.Compact()
+		}
 	}
 	f, err := os.Create(*out)
 	if err != nil {
@@ -108,4 +120,85 @@ func main() {
 	if err := f.Close(); err != nil {
 		fail("write: %v", err)
 	}
+}
+
+// compatibilizeSampleTypes is upstream pprof's CompatibilizeSampleTypes (profile/merge.go, 2022).
+func compatibilizeSampleTypes(ps []*profile.Profile) error {
+	sTypes := commonSampleTypes(ps)
+	if len(sTypes) == 0 {
+		return fmt.Errorf("profiles have empty common sample type list")
+	}
+	for _, p := range ps {
+		if err := compatibilize(p, sTypes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func commonSampleTypes(ps []*profile.Profile) []string {
+	if len(ps) == 0 {
+		return nil
+	}
+	sTypes := map[string]int{}
+	for _, p := range ps {
+		for _, st := range p.SampleType {
+			sTypes[st.Type]++
+		}
+	}
+	var res []string
+	for _, st := range ps[0].SampleType {
+		if sTypes[st.Type] == len(ps) {
+			res = append(res, st.Type)
+		}
+	}
+	return res
+}
+
+func compatibilize(p *profile.Profile, sTypes []string) error {
+	if len(sTypes) == 0 {
+		return fmt.Errorf("sample type list is empty")
+	}
+	defaultSampleType := sTypes[0]
+	reMap, needToModify := make([]int, len(sTypes)), false
+	for i, st := range sTypes {
+		if st == p.DefaultSampleType {
+			defaultSampleType = p.DefaultSampleType
+		}
+		idx := searchValueType(p.SampleType, st)
+		if idx < 0 {
+			return fmt.Errorf("%q sample type is not found in profile", st)
+		}
+		reMap[i] = idx
+		if idx != i {
+			needToModify = true
+		}
+	}
+	if !needToModify && len(sTypes) == len(p.SampleType) {
+		return nil
+	}
+	p.DefaultSampleType = defaultSampleType
+	oldSampleTypes := p.SampleType
+	p.SampleType = make([]*profile.ValueType, len(sTypes))
+	for i, idx := range reMap {
+		p.SampleType[i] = oldSampleTypes[idx]
+	}
+	values := make([]int64, len(sTypes))
+	for _, s := range p.Sample {
+		for i, idx := range reMap {
+			values[i] = s.Value[idx]
+		}
+		s.Value = s.Value[:len(values)]
+		copy(s.Value, values)
+	}
+	return nil
+}
+
+func searchValueType(vts []*profile.ValueType, s string) int {
+	for i := range vts {
+		if vts[i].Type == s {
+			return i
+		}
+	}
+	return -1
 }

@@ -1,0 +1,378 @@
+-- The merge pass of the worker: for one app, everything staged and not yet in the base goes in
+-- (up to the batch limits) under the app's policy, through the one merge (autopgo.merging).
+--
+-- Exactly once, with at-least-once delivery and several workers: each base has a ledger,
+-- {app}/ledger/<sha256 of the base>.json, listing the staged keys it contains. A pass writes the
+-- ledger of the new base first, then the base itself with a conditional write (if_match the etag
+-- it read, or create-only), which is the commit point: a crash before it leaves an unused ledger,
+-- a crash after it leaves a base whose ledger says what it holds, and a lost race is retried from
+-- the new base. Staged keys already in the base's ledger are never merged again, only announced
+-- (profile.merged) so they get deleted. A ledger that cannot be read fails the pass (retried): it
+-- is never taken for "nothing merged yet". Poison (a staged profile that does not parse or has no
+-- sample type in common with the base) is moved to {app}/rejected/ with its reason. A base that
+-- does not parse is kept aside there too, counted and logged, and a new base is started from
+-- the staged uploads (see "Merging" in README.md).
+local async = require "autopgo.async"
+local events = require "autopgo.events"
+local fail = require "autopgo.fail"
+local json = require "autopgo.json"
+local keys = require "autopgo.keys"
+local limits = require "autopgo.limits"
+local log = require "autopgo.log"
+local merging = require "autopgo.merging"
+local metrics = require "autopgo.metrics"
+local uv = require "luv"
+local core = require "autopgo.core"
+
+local pprof, crypto = core.pprof, core.crypto
+
+local M = {}
+
+M.MAX_ATTEMPTS = 20
+
+local m = {
+  merges = metrics.counter("autopgo_merges_total", "Merge passes by result (merged, failed).", { "result" }),
+  duration = metrics.histogram("autopgo_merge_duration_seconds", "Time to merge staged profiles into a base.",
+    nil, { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }),
+  profiles = metrics.counter("autopgo_profiles_merged_total", "Staged profiles merged into a base."),
+  per_merge = metrics.histogram("autopgo_merge_profiles", "Staged profiles merged in one pass (coalescing).",
+    nil, { 1, 2, 4, 8, 16, 32, 64, 128 }),
+  rejected = metrics.counter("autopgo_profiles_rejected_total", "Staged profiles moved to {app}/rejected/."),
+  conflicts = metrics.counter("autopgo_merge_conflicts_total", "Merges retried because another wrote the base first."),
+  size = metrics.gauge("autopgo_profile_size_bytes", "Size of the merged profile, per app.", { "app" }),
+  corrupt = metrics.counter("autopgo_corrupt_bases_total",
+    "Merged profiles that no longer parsed, moved to {app}/rejected/ (a new base was started)."),
+  ledgers = metrics.counter("autopgo_ledger_errors_total",
+    "Merge passes failed because a base's ledger could not be read."),
+}
+M.metrics = m
+
+-- Failure codes of the merge that blame one input (anything else fails the whole pass).
+local INPUT_FAULTS = { MALFORMED = true, INCOMPATIBLE = true, TOO_LARGE = true }
+
+local Pass = {}
+Pass.__index = Pass
+
+--- The merge passes of one worker. o: store, writer, policy (autopgo.policy), batch_limit
+-- (staged profiles per pass, 64), batch_bytes (their total size, 256 MiB), stopping (a function
+-- telling whether the worker is stopping: a pass then gives up retrying and leaves what is left).
+function M.new(o)
+  return setmetatable({
+    store = assert(o.store, "merge_pass: store"), writer = assert(o.writer, "merge_pass: writer"),
+    policy = assert(o.policy, "merge_pass: policy"),
+    batch_limit = o.batch_limit or 64, batch_bytes = o.batch_bytes or 256 * 1024 * 1024,
+    stopping = o.stopping or function() return false end,
+    announced = {}, announced_n = 0, bases = {},
+  }, Pass)
+end
+
+-- SHA-256 of a base read from the store (one this process wrote has its digest from the merge),
+-- in pieces, yielding between them so a large base does not hold the loop.
+local function hash(data)
+  local h = crypto.hasher("sha256")
+  local piece = 1024 * 1024
+  for i = 1, #data, piece do
+    h:update(data:sub(i, i + piece - 1))
+    if i + piece <= #data then async.sleep(0) end
+  end
+  return crypto.hex(h:digest())
+end
+
+-- Publishes profile.merged for staged keys now in the base (once per key in this process).
+function Pass:announce(app, staged)
+  for _, key in ipairs(staged) do
+    if not self.announced[key] then
+      local ok, err = events.publish(self.writer, events.MERGED,
+        { app = app, profileKey = key, mergedKey = keys.base(app) })
+      if ok then
+        if self.announced_n > 100000 then self.announced, self.announced_n = {}, 0 end
+        self.announced[key] = true
+        self.announced_n = self.announced_n + 1
+      else
+        -- The staged object stays; the next merge of the app announces it again.
+        log.warn("cannot publish profile.merged", "app", app, "key", key, "error", err)
+      end
+    end
+  end
+end
+
+--- Forgets that key was announced (it was deleted).
+function Pass:forget(key)
+  self.announced[key] = nil
+end
+
+--- Forgets what is remembered of app's base (the app was deleted).
+function Pass:forget_app(app)
+  self.bases[app] = nil
+  m.size:remove({ app = app })
+end
+
+-- Keeps body aside as dest (a keys.rejected key) with its reason beside it.
+function Pass:set_aside(dest, body, reason)
+  local ok, err, code = self.store:put(dest, body)
+  if ok then ok, err, code = self.store:put(keys.reason_of(dest), reason .. "\n") end
+  if not ok then return nil, err, code end
+  return dest
+end
+
+-- Moves a staged profile that cannot be merged to {app}/rejected/, with the reason beside it.
+function Pass:reject(app, key, body, reason)
+  local dest, err = self:set_aside(keys.rejected(app, key:match("[^/]+$")), body, reason)
+  if not dest then
+    log.error("cannot move a rejected profile aside; it stays staged", "key", key, "error", err)
+    return nil, err
+  end
+  local dok, derr, dcode = self.store:delete(key)
+  if not dok and dcode ~= "NOT_FOUND" then
+    log.warn("cannot delete a rejected staged profile", "key", key, "error", derr)
+  end
+  m.rejected:inc()
+  log.warn("rejected a staged profile", "app", app, "key", key, "moved_to", dest, "reason", reason)
+  return true
+end
+
+-- Runs the app's hook over each staged item; items the hook refuses (or that do not parse for
+-- it) are rejected. Returns the list of { key, body, input } to merge, or nil, err, code.
+function Pass:apply_policy(app, batch)
+  local hook = self.policy:hook_for(app)
+  local staged = {}
+  for _, item in ipairs(batch) do
+    local input = item.body
+    if hook then
+      local profile, err, code = async.await(pprof.decode_async, item.body, limits.profile)
+      if profile then profile, err, code = self.policy:apply_hook(app, profile) end
+      if not profile then
+        if code ~= "POLICY" and not INPUT_FAULTS[code] then return nil, err, code end
+        self:reject(app, item.key, item.body, err)
+        input = nil
+      else
+        input = profile
+      end
+    end
+    if input then staged[#staged + 1] = { key = item.key, body = item.body, input = input } end
+  end
+  return staged
+end
+
+-- Merges base (bytes or nil) with the staged batch ({ key, body } oldest first) under the app's
+-- policy. Poison is rejected and left out. Returns the result (autopgo.merging's, plus keys: the
+-- staged keys in it, and corrupt: true when the base did not parse and was set aside), or
+-- nil, err, code when the merge cannot go on (nothing is rejected for such failures). An
+-- empty batch after rejections gives nil, nil, "EMPTY".
+function Pass:merge_batch(app, base, batch)
+  local staged, serr, scode = self:apply_policy(app, batch)
+  if not staged then return nil, serr, scode end
+  local rules = self.policy:rules_for(app)
+  local corrupt = false
+  while true do
+    if #staged == 0 then return nil, nil, "EMPTY" end
+    -- Base first, then the uploads oldest first: the order the original's one-by-one merges add up to.
+    local inputs = {}
+    if base then inputs[1] = base.body end
+    for _, s in ipairs(staged) do inputs[#inputs + 1] = s.input end
+    local res, err, code, failure = merging.merge(inputs, rules)
+    if res then
+      res.keys = {}
+      for i, s in ipairs(staged) do res.keys[i] = s.key end
+      res.corrupt = corrupt
+      return res
+    end
+    local index = failure and failure.input
+    local offset = base and 1 or 0
+    if index and index > offset and INPUT_FAULTS[code] then
+      local bad = table.remove(staged, index - offset)
+      self:reject(app, bad.key, bad.body, err)
+    elseif index == 1 and base and code == "MALFORMED" then
+      local ok, aerr, acode = self:base_corrupt(app, base, err)
+      if not ok then return nil, aerr, acode end
+      corrupt = true
+      base = nil -- the commit still replaces the corrupt object by its etag
+    else
+      return nil, err, code
+    end
+  end
+end
+
+-- The base does not parse: read it again (a store may have handed back a short read), and when
+-- it is still the same bytes keep it aside under rejected/ with the reason, count it and say so.
+function Pass:base_corrupt(app, base, err)
+  local again, gerr, gcode = self.store:get(keys.base(app))
+  if not again then return nil, gerr, gcode end
+  if again.etag ~= base.etag or again.body ~= base.body then
+    return fail.new("UNAVAILABLE", "the merged profile of %s changed or read differently while merging", app)
+  end
+  local reason = ("%s\nthe merged profile (sha256 %s, %s) does not parse; it was kept here and a new one was"
+    .. " started from the staged uploads"):format(err, base.hash,
+    base.ledger and "its ledger exists" or "no ledger names it: it is not what a worker wrote")
+  local dest, perr, pcode = self:set_aside(keys.rejected_base(app, base.hash), base.body, reason)
+  if not dest then return nil, perr, pcode end
+  m.corrupt:inc()
+  log.error("the merged profile does not parse; kept it aside and starting a new one from the staged uploads",
+    "app", app, "moved_to", dest, "sha256", base.hash, "error", err)
+  return true
+end
+
+-- The ledger of the base of app whose sha256 is digest: the set of staged keys it holds, false
+-- when there is none, or nil, err, code when it cannot be read or makes no sense.
+function Pass:read_ledger(app, digest)
+  local key = keys.ledger(app, digest)
+  local got, err, code = self.store:get(key)
+  if not got then
+    if code == "NOT_FOUND" then return false end
+    m.ledgers:inc()
+    return nil, err, code
+  end
+  local doc = json.decode(got.body)
+  if type(doc) ~= "table" or type(doc.merged) ~= "table" or (doc.base ~= nil and doc.base ~= digest) then
+    m.ledgers:inc()
+    return fail.new("INVALID", "the ledger %s is unreadable (not a ledger of this base); nothing is merged"
+      .. " until it is repaired or removed", key)
+  end
+  local merged = {}
+  for _, k in ipairs(doc.merged) do
+    if type(k) ~= "string" then
+      m.ledgers:inc()
+      return fail.new("INVALID", "the ledger %s lists a key that is not a string", key)
+    end
+    merged[k] = true
+  end
+  return merged
+end
+
+-- The base of app and what its ledger says it holds: { etag, hash, merged = set, ledger, body }
+-- (body only when with_body), or false when there is no base. The hash and ledger of the version
+-- seen last are remembered, so the events of uploads already coalesced into a base cost a stat,
+-- not a read.
+function Pass:base_state(app, with_body)
+  local store = self.store
+  local cached = self.bases[app]
+  local base_key = keys.base(app)
+  if not with_body and cached ~= nil then
+    local st, err, code = store:stat(base_key)
+    if not st and code ~= "NOT_FOUND" then return nil, err, code end
+    if (not st and cached == false) or (st and cached and cached.etag == st.etag) then return cached end
+  end
+  local base, err, code = store:get(base_key)
+  if not base then
+    if code ~= "NOT_FOUND" then return nil, err, code end
+    self.bases[app] = false
+    return false
+  end
+  local state = { etag = base.etag, body = base.body }
+  if cached and cached.etag == base.etag then
+    state.hash, state.merged, state.ledger = cached.hash, cached.merged, cached.ledger
+  else
+    state.hash = hash(base.body)
+    local merged, lerr, lcode = self:read_ledger(app, state.hash)
+    if merged == nil then return nil, lerr, lcode end
+    if merged == false then
+      -- Not a base this worker wrote (an older layout, or bytes changed under it): what it holds
+      -- is unknown. Merge on, and let the merge tell whether it still parses.
+      log.warn("the merged profile has no ledger; taking it as holding no staged upload", "app", app,
+        "sha256", state.hash)
+    end
+    state.merged, state.ledger = merged or {}, merged ~= false
+  end
+  self.bases[app] = { etag = state.etag, hash = state.hash, merged = state.merged, ledger = state.ledger }
+  return state
+end
+
+-- Commits res as the new base of app over base (state or false); contents are the staged keys
+-- it holds. Returns the put result, or nil, err, code (PRECONDITION_FAILED/NOT_FOUND: lost race).
+function Pass:commit(app, base, res, contents)
+  local store = self.store
+  local doc = json.encode(json.object("base", res.sha256, "merged", json.array(contents)))
+  local lok, lerr, lcode = store:put(keys.ledger(app, res.sha256), doc, { content_type = "application/json" })
+  if not lok then return nil, lerr, lcode end
+  local opts = base and { if_match = base.etag } or { if_none_match = "*" }
+  return store:put(keys.base(app), res.bytes, opts)
+end
+
+--- One merge pass for app: everything staged and not yet in the base goes in (up to the batch
+-- limits). Returns true and the number of profiles merged, or nil, err, code.
+function Pass:run(app)
+  local store = self.store
+  local with_body = false
+  for _ = 1, M.MAX_ATTEMPTS do
+    local base, err, code = self:base_state(app, with_body)
+    if base == nil then
+      m.merges:inc({ result = "failed" })
+      return nil, err, code
+    end
+    local merged = base and base.merged or {}
+    local staged, serr, scode = store:list(keys.staging_prefix(app))
+    if not staged then return nil, serr, scode end
+    local present, pending, already = {}, {}, {}
+    for _, item in ipairs(staged) do
+      present[item.key] = true
+      if merged[item.key] then already[#already + 1] = item.key else pending[#pending + 1] = item end
+    end
+    if #pending == 0 then
+      self:announce(app, already)
+      return true, 0
+    end
+    if base and not base.body then
+      -- Work to do and only the remembered state at hand: read the base, then look again.
+      with_body = true
+      goto continue
+    end
+    do
+      local started = uv.hrtime()
+      local batch, bytes = {}, 0
+      for _, item in ipairs(pending) do
+        if #batch >= self.batch_limit or (#batch > 0 and bytes + item.size > self.batch_bytes) then break end
+        local got, gerr, gcode = store:get(item.key)
+        if got then
+          batch[#batch + 1] = { key = item.key, body = got.body }
+          bytes = bytes + #got.body
+        elseif gcode ~= "NOT_FOUND" then
+          return nil, gerr, gcode
+        end
+      end
+      local res, merr, mcode = self:merge_batch(app, base, batch)
+      if not res then
+        if mcode ~= "EMPTY" then
+          m.merges:inc({ result = "failed" })
+          return nil, merr, mcode
+        end
+        -- everything in the batch was rejected or vanished: look again
+      else
+        -- A corrupt base held nothing that can be counted on: the new one holds only this batch.
+        local contents = {}
+        if not res.corrupt then
+          for key in pairs(merged) do
+            if present[key] then contents[#contents + 1] = key end
+          end
+        end
+        for _, k in ipairs(res.keys) do contents[#contents + 1] = k end
+        table.sort(contents)
+        local put, perr, pcode = self:commit(app, base, res, contents)
+        if put then
+          local secs = (uv.hrtime() - started) / 1e9
+          m.merges:inc({ result = "merged" })
+          m.duration:observe(nil, secs)
+          m.profiles:inc(nil, #res.keys)
+          m.per_merge:observe(nil, #res.keys)
+          m.size:set({ app = app }, #res.bytes)
+          log.info("merged", "app", app, "profiles", #res.keys, "size", #res.bytes, "seconds", ("%.3f"):format(secs))
+          local now_merged = {}
+          for _, k in ipairs(contents) do now_merged[k] = true end
+          self.bases[app] = { etag = put.etag, hash = res.sha256, merged = now_merged, ledger = true }
+          self:announce(app, res.keys)
+          if not res.corrupt then self:announce(app, already) end
+          if base and base.hash ~= res.sha256 then store:delete(keys.ledger(app, base.hash)) end
+          return true, #res.keys
+        end
+        if pcode ~= "PRECONDITION_FAILED" and pcode ~= "NOT_FOUND" then return nil, perr, pcode end
+        m.conflicts:inc()
+        log.debug("another merge wrote the base first; merging again from it", "app", app)
+        if self.stopping() then return fail.new("CANCELED", "stopping: %s is left to merge at the next start", app) end
+      end
+    end
+    ::continue::
+  end
+  m.merges:inc({ result = "failed" })
+  return fail.new("CONFLICT", "gave up merging %s after %d attempts", app, M.MAX_ATTEMPTS)
+end
+
+return M
