@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what autopgo needs from Debian (apt) and npm; idempotent and quick when all is present.
-# usage: scripts/deps.sh [build|test]   (build: enough for `make run`; test: everything `make test` uses)
+# usage: scripts/deps.sh [build|test|deploy]   (build: enough for `make run`; test: everything
+# `make test` uses; deploy: test plus the container tools of `make image` and tests/deploy)
 set -euo pipefail
 
 group=${1:-build}
@@ -22,6 +23,8 @@ test_pkgs=(
     ceph-mon ceph-osd radosgw
 )
 backports_pkgs=(golang-1.23-go)
+# Docker's engine and compose, and mmdebstrap for the images (deploy/image, tests/deploy)
+deploy_pkgs=(docker.io docker-compose mmdebstrap)
 
 # npm packages live in .deps/npm, pinned; services are started by the tests that need them.
 npm_pkgs=(s3rver@3.7.1 azurite@3.35.0 sqslite@2.1.1 firebase-tools@15.34.2
@@ -64,6 +67,11 @@ enable_backports() {
 }
 
 read -r -a need <<<"$(missing "${build_pkgs[@]}")"
+if [ "$group" = deploy ]; then
+    read -r -a more <<<"$(missing "${deploy_pkgs[@]}")"
+    need+=("${more[@]}")
+    group=test
+fi
 if [ "$group" = test ]; then
     read -r -a more <<<"$(missing "${test_pkgs[@]}")"
     # node/npm may come from elsewhere (e.g. nodesource); only take Debian's when there is none.
