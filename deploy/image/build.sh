@@ -10,7 +10,7 @@
 # Each image carries the label org.autopgo.inputs, the hash of everything it is built from, and is
 # reused when an image with that label exists. Environment: DOCKER (client, default docker),
 # AUTOPGO_BIN (default build/autopgo), AUTOPGO_APT_SOURCES (default: this machine's apt sources),
-# SOURCE_DATE_EPOCH (default: the time of the last commit).
+# SOURCE_DATE_EPOCH (default: the time of the last commit that changed deploy/image).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,7 +39,9 @@ if [ -z "$sources" ]; then
 fi
 [ -n "$sources" ] || { echo "build.sh: no apt sources found; set AUTOPGO_APT_SOURCES" >&2; exit 1; }
 
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 1700000000)}
+# the time of the last commit that changed deploy/image (so other commits keep the cache)
+epoch=$(git -C "$root" log -1 --format=%ct -- deploy/image 2>/dev/null || true)
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-${epoch:-1700000000}}
 
 # The packages holding the shared libraries a binary loads (ldd, then dpkg -S).
 lib_packages() {
