@@ -173,7 +173,10 @@ args=()
 for c in "${changes[@]}" "LABEL org.autopgo.inputs=$inputs" "LABEL org.opencontainers.image.version=$version"; do
     args+=(--change "$c")
 done
+old=$("$docker" images -q "$image")
 "$docker" import "${args[@]}" "$tarball" "$image" >/dev/null
 for t in "${extra_tags[@]}"; do "$docker" tag "$image" "$t"; done
+# the image this one replaces goes, unless something still uses or names it
+[ -z "$old" ] || "$docker" rmi "$old" >/dev/null 2>&1 || true
 rm -f "$tarball"
 echo "$image (built, inputs $inputs, $("$docker" image inspect -f '{{.Size}}' "$image") bytes)"

@@ -207,6 +207,7 @@ SCRAPER_PORT=$(free_port)
 export NATS_PORT SERVER_1_PORT SERVER_2_PORT WORKER_1_PORT WORKER_2_PORT GOSERVICE_PORT SCRAPER_PORT
 export AUTOPGO_VERSION=$version SCRAPE_FREQUENCY=2s SCRAPE_DURATION=1s AUTOPGO_TARGETS=$tmp/targets.json
 echo "[{\"address\": \"http://127.0.0.1:$GOSERVICE_PORT\"}]" >"$AUTOPGO_TARGETS"
+check "docker-compose parses the stack" compose config -q
 compose_up=1
 if compose up -d >"$tmp/compose-up.log" 2>&1; then
     ok "docker-compose up starts the stack"
