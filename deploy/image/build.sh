@@ -95,7 +95,8 @@ changes+=('USER 65532:65532' "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.c
 
 # The pins: deploy/image/KIND.lock lists every package of the tree with its exact version. It is
 # made (or made again) by resolving the roots against the apt sources when it is missing, lacks a
-# root, or (with AUTOPGO_IMAGE_REPIN=1) names versions the sources no longer have.
+# root, or (with AUTOPGO_IMAGE_REPIN=1) when the pinned versions cannot be fetched (Debian replaces
+# a stable package's version with each security or point release).
 lock="$here/$kind.lock"
 resolve() {
     echo "build.sh: resolving the packages of $kind into $lock" >&2
@@ -151,11 +152,12 @@ extract() {
     mmdebstrap --quiet --variant=extract --include="$(IFS=,; echo "${pkgs[*]}")" \
         --extract-hook="'$here/customize.sh' \"\$1\" '$kind' '$payload'" \
         "$suite" - "$sources" 2>"$work/$kind.mmdebstrap.log" |
-        mmtarfilter "${drop[@]}" >"$tarball"
+        mmtarfilter "${drop[@]}" >"$tarball" 2>>"$work/$kind.mmdebstrap.log"
 }
 if ! extract; then
-    if [ "${AUTOPGO_IMAGE_REPIN:-0}" = 1 ] && grep -qE "Version '.*' for '.*' was not found|has no installation candidate|Unable to locate" "$work/$kind.mmdebstrap.log"; then
-        echo "build.sh: $lock pins versions the apt sources no longer have; pinning again" >&2
+    # (mmdebstrap does not say why apt failed; a lock whose versions are gone is the usual cause)
+    if [ "${AUTOPGO_IMAGE_REPIN:-0}" = 1 ]; then
+        echo "build.sh: the packages pinned by $lock could not be fetched; pinning again" >&2
         resolve
         pkgs=()
         while read -r p v; do pkgs+=("$p=$v"); done < <(grep -v '^#' "$lock")
