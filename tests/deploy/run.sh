@@ -224,11 +224,13 @@ else
     bad "both servers and both workers are ready (NATS JetStream, shared store)"
     finish
 fi
-# 4 apps x 6 uploads, each upload to the two servers in turn
+# 4 apps x 6 uploads, each upload to the two servers in turn; a short pause after each round of
+# 4 leaves the workers time to merge it, so fewer merges are coalesced and both get some to do
 declare -A files
 took1=0
 took2=0
 for i in $(seq 0 23); do
+    [ $((i % 4)) -ne 0 ] || sleep 0.2
     app=app-$((i % 4))
     f=${goapp[$((i % 3))]}
     files[$app]+="$f "
