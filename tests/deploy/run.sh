@@ -224,38 +224,57 @@ else
     bad "both servers and both workers are ready (NATS JetStream, shared store)"
     finish
 fi
-# 4 apps x 6 uploads, each upload to the two servers in turn; a short pause after each round of
-# 4 leaves the workers time to merge it, so fewer merges are coalesced and both get some to do
+# Uploads of 4 apps, each to the two servers in turn, in three phases: worker-1 alone, worker-2
+# alone (so each is seen merging, whatever NATS hands to whom), then both at once; after each
+# phase every app equals the Go reference merge of all its uploads so far.
 declare -A files
 took1=0
 took2=0
-for i in $(seq 0 23); do
-    [ $((i % 4)) -ne 0 ] || sleep 0.2
-    app=app-$((i % 4))
-    f=${goapp[$((i % 3))]}
-    files[$app]+="$f "
-    if [ $((i % 2)) -eq 0 ]; then
-        [ "$(upload "$SERVER_1_PORT" "$app" "$f")" = 201 ] && took1=$((took1 + 1))
-    else
-        [ "$(upload "$SERVER_2_PORT" "$app" "$f")" = 201 ] && took2=$((took2 + 1))
-    fi
-done
-check "both servers took their uploads ($took1 + $took2 of 24)" test "$took1" -eq 12 -a "$took2" -eq 12
-for app in app-0 app-1 app-2 app-3; do
-    # shellcheck disable=SC2086 # the list of files of the app
-    expect "$app" ${files[$app]}
-    check "$app merged across the stack equals the Go reference merge of its 6 uploads" \
-        wait_for 120 merged "$SERVER_2_PORT" "$app"
-done
-# what each worker did (its /metrics): events acknowledged on NATS, merges written
-for w in 1 2; do
-    p=WORKER_${w}_PORT
-    curl -sf "http://127.0.0.1:${!p}/metrics" >"$tmp/metrics-$w"
-    acked=$(grep -E '^autopgo_bus_messages_total\{bus="nats",outcome="acked"\}' "$tmp/metrics-$w" | awk '{print $2}')
-    merges=$(grep -E '^autopgo_merges_total\{result="merged"\}' "$tmp/metrics-$w" | awk '{print $2}')
-    check "worker-$w merged (${merges:-0} merges, ${acked:-0} NATS events acknowledged)" \
-        test "${merges:-0}" -gt 0 -a "${acked:-0}" -gt 0
-done
+sent=0
+upload_round() { # N: N uploads of each app
+    local i app f
+    for i in $(seq 1 $(($1 * 4))); do
+        app=app-$((sent % 4))
+        f=${goapp[$((sent % 3))]}
+        files[$app]+="$f "
+        if [ $((sent % 2)) -eq 0 ]; then
+            [ "$(upload "$SERVER_1_PORT" "$app" "$f")" = 201 ] && took1=$((took1 + 1))
+        else
+            [ "$(upload "$SERVER_2_PORT" "$app" "$f")" = 201 ] && took2=$((took2 + 1))
+        fi
+        sent=$((sent + 1))
+    done
+}
+all_merged() { # PHASE
+    local app n
+    for app in app-0 app-1 app-2 app-3; do
+        # shellcheck disable=SC2086 # the list of files of the app
+        expect "$app" ${files[$app]}
+        n=$(echo ${files[$app]} | wc -w)
+        check "$1: $app served by server-2 equals the Go reference merge of its $n uploads" \
+            wait_for 120 merged "$SERVER_2_PORT" "$app"
+    done
+}
+merges_of() { # WORKER: the merges it wrote since it started (its /metrics)
+    local p=WORKER_${1}_PORT
+    curl -sf "http://127.0.0.1:${!p}/metrics" | grep -E '^autopgo_merges_total\{result="merged"\}' | awk '{print $2}'
+}
+compose stop worker-2 >/dev/null 2>&1
+upload_round 3
+all_merged "worker-1 alone"
+m=$(merges_of 1)
+check "worker-1 merged (${m:-0} merges)" test "${m:-0}" -gt 0
+compose start worker-2 >/dev/null 2>&1
+wait_for 60 ready "$WORKER_2_PORT" && compose stop worker-1 >/dev/null 2>&1
+upload_round 3
+all_merged "worker-2 alone"
+m=$(merges_of 2)
+check "worker-2 merged (${m:-0} merges)" test "${m:-0}" -gt 0
+compose start worker-1 >/dev/null 2>&1
+check "worker-1 is back" wait_for 60 ready "$WORKER_1_PORT"
+upload_round 2
+all_merged "both workers"
+check "both servers took their uploads ($took1 + $took2 of $sent)" test "$took1" -eq $((sent / 2)) -a "$took2" -eq $((sent / 2))
 # the scraper profiles the sample Go service and its profile is merged like any other
 scraped() { merged_any "$SERVER_1_PORT" goservice; }
 merged_any() {
