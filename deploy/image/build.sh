@@ -43,12 +43,18 @@ fi
 epoch=$(git -C "$root" log -1 --format=%ct -- deploy/image 2>/dev/null || true)
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-${epoch:-1700000000}}
 
-# The packages holding the shared libraries a binary loads (ldd, then dpkg -S).
+# The packages holding the shared libraries a binary loads (ldd, then one dpkg -S for them all,
+# by the path ldd gives and by the real path, since /lib and /usr/lib may both be named).
 lib_packages() {
-    local lib
-    for lib in $(ldd "$1" | awk '/=>/ {print $3} /ld-linux/ {print $1}'); do
-        dpkg -S "$(readlink -f "$lib")" 2>/dev/null || dpkg -S "$lib"
-    done | cut -d: -f1 | sort -u
+    local libs=() paths=() lib owned
+    mapfile -t libs < <(ldd "$1" | awk '/=>/ {print $3} /ld-linux/ {print $1}')
+    for lib in "${libs[@]}"; do paths+=("$lib" "$(readlink -f "$lib")"); done
+    owned=$(dpkg -S "${paths[@]}" 2>/dev/null | grep -v '^diversion')
+    for lib in "${libs[@]}"; do
+        grep -qE ": ($lib|$(readlink -f "$lib"))\$" <<<"$owned" ||
+            { echo "build.sh: no Debian package holds $lib" >&2; return 1; }
+    done
+    cut -d: -f1 <<<"$owned" | tr ',' '\n' | tr -d ' ' | sort -u
 }
 
 payload="$work/$kind.payload"
@@ -62,7 +68,9 @@ autopgo)
     version=$("$bin" --version | awk '{print $2}')
     image="autopgo:$version"
     extra_tags=(autopgo:latest)
-    roots=($(lib_packages "$bin") ca-certificates)
+    mapfile -t roots < <(lib_packages "$bin")
+    [ ${#roots[@]} -gt 0 ] || exit 1
+    roots+=(ca-certificates)
     strip --strip-unneeded -o "$payload/autopgo" "$bin"
     changes=('ENTRYPOINT ["/usr/bin/autopgo"]' 'CMD ["--help"]' 'WORKDIR /var/lib/autopgo'
         'EXPOSE 8080')
