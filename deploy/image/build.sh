@@ -49,7 +49,7 @@ lib_packages() {
     local libs=() paths=() lib owned
     mapfile -t libs < <(ldd "$1" | awk '/=>/ {print $3} /ld-linux/ {print $1}')
     for lib in "${libs[@]}"; do paths+=("$lib" "$(readlink -f "$lib")"); done
-    owned=$(dpkg -S "${paths[@]}" 2>/dev/null | grep -v '^diversion')
+    owned=$(dpkg -S "${paths[@]}" 2>/dev/null | grep -v '^diversion' || true)
     for lib in "${libs[@]}"; do
         grep -qE ": ($lib|$(readlink -f "$lib"))\$" <<<"$owned" ||
             { echo "build.sh: no Debian package holds $lib" >&2; return 1; }
