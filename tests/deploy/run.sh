@@ -37,14 +37,9 @@ project=$tag
 dockerd_pid=
 compose_up=
 
-if ! scripts/deps.sh deploy >"$tmp/deps.log" 2>&1; then
-    tail -20 "$tmp/deps.log"
-    bad "scripts/deps.sh deploy installs docker.io, docker-compose and mmdebstrap"
-    finish
-fi
-# Debian's client (the engine's version); docker-compose talks to the engine itself
-export DOCKER=/usr/bin/docker
-[ -x "$DOCKER" ] || DOCKER=docker
+# Debian's client (the engine's version, chosen once deps.sh installed it); docker-compose talks
+# to the engine itself
+export DOCKER=docker
 docker() { "$DOCKER" "$@"; }
 compose() { docker-compose -p "$project" -f deploy/compose/docker-compose.yml "$@"; }
 
@@ -64,6 +59,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+if ! scripts/deps.sh deploy >"$tmp/deps.log" 2>&1; then
+    tail -20 "$tmp/deps.log"
+    bad "scripts/deps.sh deploy installs docker.io, docker-compose and mmdebstrap"
+    finish
+fi
+mkdir -p build
+[ ! -x /usr/bin/docker ] || DOCKER=/usr/bin/docker
 
 # --- the engine -----------------------------------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
