@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what autopgo needs from Debian (apt) and npm; idempotent and quick when all is present.
-# usage: scripts/deps.sh [build|test]   (build: enough for `make run`; test: everything `make test` uses)
+# usage: scripts/deps.sh [build|test|deploy]   (build: enough for `make run`; test: everything
+# `make test` uses; deploy: test's Debian packages plus the container tools of `make image` and
+# tests/deploy, without npm)
 set -euo pipefail
 
 group=${1:-build}
@@ -23,6 +25,8 @@ test_pkgs=(
     redis-server redis-tools
 )
 backports_pkgs=(golang-1.23-go)
+# Docker's engine and compose, and mmdebstrap for the images (deploy/image, tests/deploy)
+deploy_pkgs=(docker.io docker-compose mmdebstrap iproute2)
 
 # npm packages live in .deps/npm, pinned; services are started by the tests that need them.
 npm_pkgs=(s3rver@3.7.1 azurite@3.35.0 sqslite@2.1.1 firebase-tools@15.34.2
@@ -65,6 +69,15 @@ enable_backports() {
 }
 
 read -r -a need <<<"$(missing "${build_pkgs[@]}")"
+# deploy: the test group's Debian packages (Go, the Go reference's pprof, curl, openssl) and the
+# container tools, without the npm packages (tests/deploy uses none)
+npm=1
+if [ "$group" = deploy ]; then
+    read -r -a more <<<"$(missing "${deploy_pkgs[@]}")"
+    need+=("${more[@]}")
+    group=test
+    npm=0
+fi
 if [ "$group" = test ]; then
     read -r -a more <<<"$(missing "${test_pkgs[@]}")"
     # node/npm may come from elsewhere (e.g. nodesource); only take Debian's when there is none.
@@ -84,6 +97,8 @@ if [ "$group" = test ]; then
         DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
             -t bookworm-backports "${bp[@]}" >/dev/null
     fi
+fi
+if [ "$group" = test ] && [ $npm -eq 1 ]; then
     npm_dir="$root/.deps/npm"
     stamp="$npm_dir/.installed-$(printf '%s\n' "${npm_pkgs[@]}" | md5sum | cut -c1-12)"
     if [ ! -f "$stamp" ]; then

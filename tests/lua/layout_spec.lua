@@ -27,7 +27,7 @@ describe("layout", function()
     local allowed = { ["CMakeLists.txt"] = true, core = true, lua = true, ["config.example.lua"] = true,
       rocks = true, tests = true, ["README.md"] = true, ["CONTRIBUTING.md"] = true, Makefile = true, scripts = true,
       bench = true, [".ci"] = true, [".clang-format"] = true, [".luacheckrc"] = true, [".busted"] = true,
-      [".gitignore"] = true }
+      [".gitignore"] = true, deploy = true }
     for _, f in ipairs(tracked(".")) do
       local top = f:match("^[^/]+")
       assert.is_true(allowed[top] == true, top .. " is not part of the promised top level")
