@@ -31,6 +31,8 @@ function M.new(o)
     max_upload_size = o.max_upload_size or 64 * 1024 * 1024, last_nanos = 0,
     digests = {}, hashing = {} }, Api)
   self.limits = { max_decompressed = math.max(256 * 1024 * 1024, 16 * self.max_upload_size) }
+  -- pgo hook (issue 14): ?format=pgo|preprofile, policy serve/stable/no_inline, /decisions
+  self.pgo = require("autopgo.pgo_api").new(self.store, o.policy)
   return self
 end
 
@@ -151,6 +153,7 @@ function Api:download(req, res)
     return fail(res, status, message)
   end
   if not options.is_app_name(app) then return done(400, "invalid app name") end
+  if self.pgo:maybe_download(req, res) then return end -- pgo hook (issue 14)
   local key = app .. "/default.pgo"
   local st, err, code = self.store:stat(key)
   local etag, version
@@ -244,6 +247,7 @@ function Api:routes(router)
   router:add("GET", "/api/profile/{app}", function(req, res) return self:download(req, res) end)
   router:add("GET", "/api/profile", function(req, res) return self:list(req, res) end)
   router:add("DELETE", "/api/profile/{app}", function(req, res) return self:delete(req, res) end)
+  self.pgo:routes(router) -- pgo hook (issue 14)
   return router
 end
 

@@ -71,8 +71,11 @@ function M.validate_policy(policy)
         end
       elseif k == "hook" then
         if type(v) ~= "function" then return nil, ("%s.hook must be a function"):format(where) end
+      elseif k == "serve" or k == "stable" or k == "no_inline" then
+        local why = require("autopgo.pgo").policy_problem(p)
+        if why then return nil, ("%s.%s"):format(where, why) end
       else
-        return nil, ("%s has unknown key %q (want prune or hook)"):format(where, tostring(k))
+        return nil, ("%s has unknown key %q (want prune, hook, serve, stable or no_inline)"):format(where, tostring(k))
       end
     end
   end

@@ -4,6 +4,7 @@
 -- {app}/ledger/{sha256}.json   which staged keys the base of that digest holds
 -- {app}/rejected/{name}        a staged upload (or a base) the worker could not merge
 -- {app}/rejected/{name}.reason  why (text)
+-- {app}/pgo/served.pgo         the minimal PGO profile served under policy stable = true
 local M = {}
 
 -- App names: a-z, 0-9 and '-', 1..M.max_app_len characters (it becomes a path segment on every
@@ -34,6 +35,7 @@ function M.ledger_prefix(app) return app .. "/ledger/" end
 function M.ledger(app, digest) return ("%s/ledger/%s.json"):format(app, digest) end
 function M.rejected_prefix(app) return app .. "/rejected/" end
 function M.rejected(app, name) return ("%s/rejected/%s"):format(app, name) end
+function M.pgo_served(app) return app .. "/pgo/served.pgo" end
 -- The text object beside a rejected one that says why it was rejected.
 function M.reason_of(rejected_key) return rejected_key .. ".reason" end
 
@@ -44,14 +46,14 @@ function M.app_of(key)
   return nil
 end
 
--- What kind of object a key names: "staging", "base", "ledger", "rejected", or nil (unknown).
+-- What kind of object a key names: "staging", "base", "ledger", "rejected", "pgo", or nil (unknown).
 function M.kind_of(key)
   local app = M.app_of(key)
   if not app then return nil end
   local rest = key:sub(#app + 2)
   if rest == "default.pgo" then return "base", app end
   local kind = rest:match("^([a-z]+)/[^/]+$")
-  if kind == "staging" or kind == "ledger" or kind == "rejected" then return kind, app end
+  if kind == "staging" or kind == "ledger" or kind == "rejected" or kind == "pgo" then return kind, app end
   return nil
 end
 

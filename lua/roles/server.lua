@@ -32,7 +32,7 @@ end
 daemon.register_health(store, writer, reader)
 
 local router = httpd.router()
-api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size }):routes(router)
+api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size, policy = opts.policy }):routes(router)
 router:add("GET", "/api/health", health.handler())
 router:add("GET", "/api/ready", health.handler())
 router:add("GET", "/metrics", metrics.handler())
