@@ -451,6 +451,26 @@ static int add_sample(ap_pprof_profile *p, const uint32_t *locs, uint32_t nloc, 
     return 0;
 }
 
+typedef struct {
+    loc_key at[2];    /* caller, callee frames */
+    uint32_t locs[2]; /* their locations: callee (leaf) first */
+    int64_t weight;
+} sample_plan;
+
+static int loc_order(const void *x, const void *y)
+{
+    const loc_key *a = x, *b = y;
+    if (a->fn != b->fn) return a->fn < b->fn ? -1 : 1;
+    return a->line < b->line ? -1 : a->line > b->line;
+}
+
+static int sample_order(const void *x, const void *y)
+{
+    const sample_plan *a = x, *b = y;
+    if (a->locs[1] != b->locs[1]) return a->locs[1] < b->locs[1] ? -1 : 1;
+    return a->locs[0] < b->locs[0] ? -1 : a->locs[0] > b->locs[0];
+}
+
 /* Name reference r of the map: edge r / 2, its caller (even) or callee (odd). */
 static void ref_name(const ap_pgo_edges *e, size_t r, const char **name, uint32_t *len)
 {
@@ -487,6 +507,8 @@ int ap_pgo_minimal_profile(const ap_pgo_edges *e, ap_pprof_profile **out, ap_ppr
     int64_t *cum = NULL, *flat = NULL;
     uint8_t *caller_side = NULL;
     loc_table t = {0};
+    sample_plan *plan = NULL;
+    loc_key *keys = NULL;
     if (!p) return nomem(err);
     static const char *const types[2][2] = {{"samples", "count"}, {"cpu", "nanoseconds"}};
     const char *const *ty = types[e->kind == AP_PGO_CPU_NANOSECONDS];
@@ -551,6 +573,11 @@ int ap_pgo_minimal_profile(const ap_pgo_edges *e, ap_pprof_profile **out, ap_ppr
     free(uniq);
     order = NULL;
     uniq = NULL;
+    /* Locations are created in (function, line) order and samples in (caller, callee) location
+     * order: neither order reaches the compiler, and regular ids compress better. */
+    plan = malloc(n * sizeof *plan);
+    keys = malloc(2 * n * sizeof *keys);
+    if (!plan || !keys) goto fail_fn;
     for (size_t i = 0; i < n; i++) {
         const ap_pgo_edge *x = &e->edges[i];
         uint32_t fns[2];
@@ -567,18 +594,36 @@ int ap_pgo_minimal_profile(const ap_pgo_edges *e, ap_pprof_profile **out, ap_ppr
         int64_t cline = (int64_t)((uint64_t)MIN_START_LINE + (uint64_t)x->offset);
         int64_t eline = MIN_START_LINE;
         if (fns[0] == fns[1] && cline == eline) eline++;
-        uint32_t locs[2];
-        locs[1] = loc_find(&t, p, fns[0], cline, &st);
-        if (locs[1] == AP_PPROF_NONE) goto fail_fn;
-        locs[0] = loc_find(&t, p, fns[1], eline, &st);
-        if (locs[0] == AP_PPROF_NONE) goto fail_fn;
-        if (x->weight != 0) {
-            if (add_sample(p, locs, 2, x->weight, &st)) goto fail_fn;
+        memset(&plan[i], 0, sizeof plan[i]);
+        plan[i].at[0].fn = fns[0];
+        plan[i].at[0].line = cline;
+        plan[i].at[1].fn = fns[1];
+        plan[i].at[1].line = eline;
+        plan[i].weight = x->weight;
+        keys[2 * i] = plan[i].at[0];
+        keys[2 * i + 1] = plan[i].at[1];
+    }
+    qsort(keys, 2 * n, sizeof *keys, loc_order);
+    for (size_t i = 0; i < 2 * n; i++)
+        if (loc_find(&t, p, keys[i].fn, keys[i].line, &st) == AP_PPROF_NONE) goto fail_fn;
+    for (size_t i = 0; i < n; i++) { /* all found: no allocation */
+        plan[i].locs[1] = loc_find(&t, p, plan[i].at[0].fn, plan[i].at[0].line, &st);
+        plan[i].locs[0] = loc_find(&t, p, plan[i].at[1].fn, plan[i].at[1].line, &st);
+    }
+    qsort(plan, n, sizeof *plan, sample_order);
+    for (size_t i = 0; i < n; i++) {
+        if (plan[i].weight != 0) {
+            if (add_sample(p, plan[i].locs, 2, plan[i].weight, &st)) goto fail_fn;
         } else {
             /* An edge of weight zero still exists in Go's map: two samples that cancel. */
-            if (add_sample(p, locs, 2, 1, &st) || add_sample(p, locs, 2, -1, &st)) goto fail_fn;
+            if (add_sample(p, plan[i].locs, 2, 1, &st) || add_sample(p, plan[i].locs, 2, -1, &st))
+                goto fail_fn;
         }
     }
+    free(plan);
+    free(keys);
+    plan = NULL;
+    keys = NULL;
     free(str_fn);
     str_fn = NULL;
 
@@ -615,6 +660,8 @@ fail_order:
     free(uniq);
 fail_fn:
     free(str_fn);
+    free(plan);
+    free(keys);
 fail:
     free(t.keys);
     free(t.ids);
