@@ -9,16 +9,20 @@ local pgo = require "autopgo.pgo"
 
 local M = {}
 
--- The decisions document of the API back in the shape autopgo.core.pgo gives.
+local int = math.tointeger
+
+-- The decisions document of the API back in the shape autopgo.core.pgo gives (JSON numbers come
+-- back as floats).
 local function from_doc(doc)
-  local d = { total_weight = doc.totalWeight, edges = doc.edges, threshold = doc.threshold, hot = {},
+  local d = { total_weight = int(doc.totalWeight), edges = int(doc.edges), threshold = doc.threshold, hot = {},
     hot_functions = doc.hotFunctions or {}, sites = {} }
   for i, e in ipairs(doc.hotCallSites or {}) do
-    d.hot[i] = { caller = e.caller, callee = e.callee, offset = e.offset, weight = e.weight, cum = e.cumulative }
+    d.hot[i] = { caller = e.caller, callee = e.callee, offset = int(e.offset), weight = int(e.weight),
+      cum = e.cumulative }
   end
   for i, s in ipairs(doc.devirtualization or {}) do
-    d.sites[i] = { caller = s.caller, offset = s.offset, callee = s.callee, weight = s.weight,
-      site_weight = s.siteWeight, callees = s.callees }
+    d.sites[i] = { caller = s.caller, offset = int(s.offset), callee = s.callee, weight = int(s.weight),
+      site_weight = int(s.siteWeight), callees = int(s.callees) }
   end
   return d
 end
