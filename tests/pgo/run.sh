@@ -7,7 +7,9 @@
 # 2. on tests/goservice with a profile of it (goservice.pb.gz): `go build -pgo` of the full and of
 #    the minimal profile (-trimpath, same file name, separate build caches so neither build reuses
 #    the other's work) print the same pgodebug=1 decisions and give identical binaries; the
-#    compiler's hot functions are among autopgo's and its hot-callsite-thres-from-CDF is autopgo's;
+#    compiler's hot functions are autopgo's, less those whose inline budget it never weighs (-m=2
+#    on their packages shows neither "can inline" nor "function too complex" for them), and its
+#    hot-callsite-thres-from-CDF is autopgo's;
 # 3. no_inline: with a hot callee listed, pgodebug shows it is no longer hot nor hot-inlined, and
 #    every decision not naming it is unchanged.
 # Prints the size of each minimal profile against its full profile; ends with "N passed, N failed".
@@ -162,9 +164,56 @@ if gobuild "$svc/full" gocache-full && gobuild "$svc/min" gocache-min; then
     else
         bad "goservice: hot-callsite-thres-from-CDF $(grep -m1 -o 'thres-from-CDF=.*' "$svc/full/out") vs ours $(cat "$svc/ours.thres")"
     fi
+    # autopgo's hot functions the compiler did not list must be ones whose inline budget it never
+    # looks at (assembly, recursion, a go: directive): -m=2 on their packages must show no
+    # "can inline F" and no "cannot inline F: function too complex" (both come after the budget).
+    others=$(LC_ALL=C comm -13 "$svc/go.hot" "$svc/ours.hot")
+    pkg_of() { # a symbol's import path (package main is the module's)
+        local dir rest pkg
+        dir=$(dirname "$1") rest=${1##*/}
+        pkg=${rest%%.*}
+        [ "$dir" = "." ] || pkg=$dir/$pkg
+        [ "$pkg" = main ] && pkg=autopgo.test/goservice
+        echo "$pkg"
+    }
+    budgeted() { # SYMBOL: -m=2 shows the compiler weighing its inline budget
+        local pkg short
+        pkg=$(pkg_of "$1") short=${1##*/}
+        short=${short#*.}
+        awk -v h="# $pkg" '/^# /{on=($0==h); next} on' "$svc/m2/out" |
+            grep -qF -e ": can inline $short with cost" -e ": cannot inline $short: function too complex"
+    }
+    pkgs=() mflags=()
+    for f in $others; do
+        pkg=$(pkg_of "$f")
+        case " ${pkgs[*]} " in *" $pkg "*) ;; *) pkgs+=("$pkg") ;; esac
+    done
+    for pkg in "${pkgs[@]}"; do mflags+=("-gcflags=$pkg=-d=pgodebug=1 -m=2"); done
+    mkdir -p "$svc/m2"
+    cp "$prof" "$svc/m2/default.pgo"
+    if [ -z "$others" ]; then
+        ok
+    elif ! (cd "$svc/src" && GOCACHE="$work/gocache-full" "$go" build -trimpath \
+        -pgo="$svc/m2/default.pgo" -gcflags=all=-d=pgodebug=1 "${mflags[@]}" -o "$svc/m2/goservice" . \
+        >"$svc/m2/out" 2>&1); then
+        bad "goservice: the -m=2 build failed: $(tail -3 "$svc/m2/out")"
+    else
+        wrong="" control=""
+        for f in $others; do budgeted "$f" && wrong="$wrong $f"; done
+        # the check can see a budget: a hot function of one of those packages shows one
+        while IFS= read -r f; do
+            case " ${pkgs[*]} " in *" $(pkg_of "$f") "*) control=$f; break ;; esac
+        done <"$svc/go.hot"
+        if [ -n "$wrong" ]; then
+            bad "goservice: the compiler weighed the budget of$wrong but did not mark them hot"
+        elif [ -n "$control" ] && ! budgeted "$control"; then
+            bad "goservice: -m=2 shows no budget for $control, which the compiler marked hot"
+        else
+            ok
+        fi
+    fi
     echo "hot functions: compiler $(wc -l <"$svc/go.hot"), autopgo $(wc -l <"$svc/ours.hot");" \
-        "autopgo's others never get an inline budget (assembly, recursion, or a go: directive such as noinline):" \
-        $(LC_ALL=C comm -13 "$svc/go.hot" "$svc/ours.hot")
+        "autopgo's others, whose inline budget the compiler never weighs (assembly, recursion, a go: directive):" $others
 
     # ---- 3. no_inline ----
     victim=$(grep -o 'hot-budget check allows inlining for call [^ ]* .* in function main\.' "$svc/full/out" |
