@@ -177,6 +177,7 @@ static void push_decisions(lua_State *L, const ap_pgo_edges *e, const ap_pgo_dec
         push_edge(L, e, s->edge, NULL);
         set_int(L, s->weight, "site_weight");
         set_int(L, s->callees, "callees");
+        set_int(L, s->ties, "ties");
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "sites");

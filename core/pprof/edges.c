@@ -755,7 +755,7 @@ int ap_pgo_decide(const ap_pgo_edges *e, double threshold, ap_pgo_decisions *d, 
     if (n > 1) qsort(idx, n, sizeof *idx, site_key);
     for (size_t i = 0; i < n;) {
         const ap_pgo_edge *first = &e->edges[idx[i]];
-        ap_pgo_site s = {idx[i], 0, 0};
+        ap_pgo_site s = {idx[i], 0, 0, 0};
         size_t j = i;
         for (; j < n; j++) {
             const ap_pgo_edge *y = &e->edges[idx[j]];
@@ -764,6 +764,7 @@ int ap_pgo_decide(const ap_pgo_edges *e, double threshold, ap_pgo_decisions *d, 
                           first->caller_len) != 0)
                 break;
             s.callees++;
+            if (y->weight == first->weight) s.ties++;
             s.weight = ap_add_wrap(s.weight, y->weight);
         }
         d->sites[d->nsites++] = s;

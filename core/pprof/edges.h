@@ -75,6 +75,7 @@ int ap_pgo_minimal_profile(const ap_pgo_edges *e, ap_pprof_profile **out, ap_ppr
 typedef struct {
     size_t edge;      /* index of the chosen edge */
     uint32_t callees; /* distinct callees seen at the site */
+    uint32_t ties;    /* callees as heavy as the chosen one (the compiler prefers one with IR) */
     int64_t weight;   /* sum of the site's edge weights */
 } ap_pgo_site;
 

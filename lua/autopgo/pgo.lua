@@ -74,7 +74,10 @@ function M.signature(d)
   local lines = {}
   for _, e in ipairs(d.hot) do lines[#lines + 1] = "S\t" .. site_key(e.caller, e.offset) end
   for _, f in ipairs(d.hot_functions) do lines[#lines + 1] = "C\t" .. f end
-  for _, s in ipairs(d.sites) do lines[#lines + 1] = "T\t" .. site_key(s.caller, s.offset) .. "\0" .. s.callee end
+  -- with a tie the compiler prefers a callee it has the body of, so a new tie may change its choice
+  for _, s in ipairs(d.sites) do
+    lines[#lines + 1] = "T\t" .. site_key(s.caller, s.offset) .. "\0" .. s.callee .. "\0" .. (s.ties or 1)
+  end
   table.sort(lines)
   local h = core.crypto.hasher("sha256")
   for i, l in ipairs(lines) do
@@ -100,7 +103,7 @@ function M.decisions_doc(info, d, extra)
   local sites = json.array()
   for _, s in ipairs(d.sites) do
     sites[#sites + 1] = json.object("caller", s.caller, "offset", s.offset, "callee", s.callee,
-      "weight", s.weight, "siteWeight", s.site_weight, "callees", s.callees)
+      "weight", s.weight, "siteWeight", s.site_weight, "callees", s.callees, "ties", s.ties)
   end
   local b = d.boundary
   local boundary = json.object(

@@ -22,7 +22,7 @@ local function from_doc(doc)
   end
   for i, s in ipairs(doc.devirtualization or {}) do
     d.sites[i] = { caller = s.caller, offset = int(s.offset), callee = s.callee, weight = int(s.weight),
-      site_weight = int(s.siteWeight), callees = int(s.callees) }
+      site_weight = int(s.siteWeight), callees = int(s.callees), ties = int(s.ties) }
   end
   return d
 end

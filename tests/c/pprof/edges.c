@@ -362,6 +362,7 @@ static void test_decisions(void)
     CHECK_INT(ap_pgo_decide(e, 99, &d, &err), 0);
     CHECK_INT(d.nsites, 1);
     CHECK(strcmp(ap_pgo_callee(e, &e->edges[d.sites[0].edge]), "m.(*A).M") == 0);
+    CHECK_INT(d.sites[0].ties, 2);
     ap_pgo_decisions_free(&d);
     ap_pgo_edges_free(e);
 }
