@@ -699,6 +699,22 @@ static int site_key(const void *x, const void *y)
     return cmp_bytes(nm + a->callee, a->callee_len, nm + b->callee, b->callee_len);
 }
 
+static int callee_order(const void *x, const void *y)
+{
+    size_t i = *(const size_t *)x, j = *(const size_t *)y;
+    const ap_pgo_edge *a = &site_map->edges[i], *b = &site_map->edges[j];
+    int c = cmp_bytes(site_map->names + a->callee, a->callee_len, site_map->names + b->callee,
+                      b->callee_len);
+    if (c) return c;
+    return i < j ? -1 : i > j;
+}
+
+static int size_order(const void *x, const void *y)
+{
+    size_t i = *(const size_t *)x, j = *(const size_t *)y;
+    return i < j ? -1 : i > j;
+}
+
 static int site_order(const void *x, const void *y)
 {
     const ap_pgo_site *a = x, *b = y;
@@ -737,17 +753,23 @@ int ap_pgo_decide(const ap_pgo_edges *e, double threshold, ap_pgo_decisions *d, 
         }
     }
 
-    /* Hot callees, distinct by name, in order of first appearance. */
+    /* Hot callees, distinct by name, in order of first appearance: sort the hot edges by
+     * (callee, position), keep the first of each name, then put those back in position order. */
+    for (size_t i = 0; i < d->nhot; i++) idx[i] = i;
+    site_map = e;
+    if (d->nhot > 1) qsort(idx, d->nhot, sizeof *idx, callee_order);
+    site_map = NULL;
     for (size_t i = 0; i < d->nhot; i++) {
-        const ap_pgo_edge *x = &e->edges[i];
-        int seen = 0;
-        for (size_t k = 0; k < d->nhot_callees && !seen; k++) {
-            const ap_pgo_edge *y = &e->edges[d->hot_callees[k]];
-            seen = cmp_bytes(e->names + x->callee, x->callee_len, e->names + y->callee,
-                             y->callee_len) == 0;
+        const ap_pgo_edge *x = &e->edges[idx[i]];
+        if (i > 0) {
+            const ap_pgo_edge *y = &e->edges[idx[i - 1]];
+            if (cmp_bytes(e->names + x->callee, x->callee_len, e->names + y->callee,
+                          y->callee_len) == 0)
+                continue;
         }
-        if (!seen) d->hot_callees[d->nhot_callees++] = i;
+        d->hot_callees[d->nhot_callees++] = idx[i];
     }
+    if (d->nhot_callees > 1) qsort(d->hot_callees, d->nhot_callees, sizeof(size_t), size_order);
 
     /* Call sites and their hottest callee. */
     for (size_t i = 0; i < n; i++) idx[i] = i;
