@@ -509,6 +509,8 @@ int ap_pgo_minimal_profile(const ap_pgo_edges *e, ap_pprof_profile **out, ap_ppr
     loc_table t = {0};
     sample_plan *plan = NULL;
     loc_key *keys = NULL;
+    int64_t *min_line = NULL; /* per function: its lowest caller frame line */
+    uint8_t *has_min = NULL;
     if (!p) return nomem(err);
     static const char *const types[2][2] = {{"samples", "count"}, {"cpu", "nanoseconds"}};
     const char *const *ty = types[e->kind == AP_PGO_CPU_NANOSECONDS];
@@ -577,7 +579,9 @@ int ap_pgo_minimal_profile(const ap_pgo_edges *e, ap_pprof_profile **out, ap_ppr
      * order: neither order reaches the compiler, and regular ids compress better. */
     plan = malloc(n * sizeof *plan);
     keys = malloc(2 * n * sizeof *keys);
-    if (!plan || !keys) goto fail_fn;
+    min_line = malloc((p->nfunctions ? p->nfunctions : 1) * sizeof *min_line);
+    has_min = calloc(p->nfunctions ? p->nfunctions : 1, 1);
+    if (!plan || !keys || !min_line || !has_min) goto fail_fn;
     for (size_t i = 0; i < n; i++) {
         const ap_pgo_edge *x = &e->edges[i];
         uint32_t fns[2];
@@ -589,17 +593,25 @@ int ap_pgo_minimal_profile(const ap_pgo_edges *e, ap_pprof_profile **out, ap_ppr
             if (si == AP_PPROF_NONE) goto fail_fn;
             fns[k] = str_fn[si] - 1;
         }
-        /* The caller frame sits at start + offset. The callee frame's line does not matter, but
-         * it must be another graph node than the caller's (a recursive call at offset 0). */
+        /* The caller frame sits at start + offset. */
         int64_t cline = (int64_t)((uint64_t)MIN_START_LINE + (uint64_t)x->offset);
-        int64_t eline = MIN_START_LINE;
-        if (fns[0] == fns[1] && cline == eline) eline++;
         memset(&plan[i], 0, sizeof plan[i]);
         plan[i].at[0].fn = fns[0];
         plan[i].at[0].line = cline;
         plan[i].at[1].fn = fns[1];
-        plan[i].at[1].line = eline;
         plan[i].weight = x->weight;
+        if (!has_min[fns[0]] || cline < min_line[fns[0]]) min_line[fns[0]] = cline;
+        has_min[fns[0]] = 1;
+    }
+    /* The callee frame's line does not matter: reuse one of the callee's caller frames (its
+     * lowest), so most callees need no location of their own; but it must be another graph node
+     * than this sample's caller frame (a recursive call). */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t g = plan[i].at[1].fn;
+        int64_t eline = has_min[g] ? min_line[g] : MIN_START_LINE;
+        if (g == plan[i].at[0].fn && eline == plan[i].at[0].line)
+            eline = eline == MIN_START_LINE ? MIN_START_LINE + 1 : MIN_START_LINE;
+        plan[i].at[1].line = eline;
         keys[2 * i] = plan[i].at[0];
         keys[2 * i + 1] = plan[i].at[1];
     }
@@ -622,8 +634,12 @@ int ap_pgo_minimal_profile(const ap_pgo_edges *e, ap_pprof_profile **out, ap_ppr
     }
     free(plan);
     free(keys);
+    free(min_line);
+    free(has_min);
     plan = NULL;
     keys = NULL;
+    min_line = NULL;
+    has_min = NULL;
     free(str_fn);
     str_fn = NULL;
 
@@ -662,6 +678,8 @@ fail_fn:
     free(str_fn);
     free(plan);
     free(keys);
+    free(min_line);
+    free(has_min);
 fail:
     free(t.keys);
     free(t.ids);
