@@ -9,7 +9,8 @@
 #    the other's work) print the same pgodebug=1 decisions and give identical binaries; the
 #    compiler's hot functions are autopgo's, less those whose inline budget it never weighs (-m=2
 #    on their packages shows neither "can inline" nor "function too complex" for them), and its
-#    hot-callsite-thres-from-CDF is autopgo's;
+#    hot-callsite-thres-from-CDF is autopgo's; autopgo's preprofile given to the compiler directly
+#    (-gcflags=all=-pgoprofile=, as Bazel does) gives the same decisions;
 # 3. no_inline: with a hot callee listed, pgodebug shows it is no longer hot nor hot-inlined, and
 #    every decision not naming it is unchanged.
 # Prints the size of each minimal profile against its full profile; ends with "N passed, N failed".
@@ -214,6 +215,20 @@ if gobuild "$svc/full" gocache-full && gobuild "$svc/min" gocache-min; then
     fi
     echo "hot functions: compiler $(wc -l <"$svc/go.hot"), autopgo $(wc -l <"$svc/ours.hot");" \
         "autopgo's others, whose inline budget the compiler never weighs (assembly, recursion, a go: directive):" $others
+
+    # format=preprofile given to the compiler directly (Bazel rules_go, -gcflags=all=-pgoprofile=):
+    # the same decisions as go build -pgo with the full profile.
+    mkdir -p "$svc/pp"
+    if shape "$prof" preprofile "$svc/pp/profile.pp" &&
+        (cd "$svc/src" && GOCACHE="$work/gocache-min" "$go" build -trimpath \
+            -gcflags="all=-d=pgodebug=1 -pgoprofile=$svc/pp/profile.pp" -o "$svc/pp/goservice" . \
+            >"$svc/pp/out" 2>&1); then
+        normalize "$svc/pp/out" >"$svc/pp/norm"
+        cmp -s "$svc/full/norm" "$svc/pp/norm" && ok ||
+            bad "goservice: -pgoprofile=<format=preprofile> decides otherwise (diff $svc/full/norm $svc/pp/norm)"
+    else
+        bad "goservice: build with -gcflags=all=-pgoprofile= failed: $(tail -3 "$svc/pp/out")"
+    fi
 
     # ---- 3. no_inline ----
     victim=$(grep -o 'hot-budget check allows inlining for call [^ ]* .* in function main\.' "$svc/full/out" |
