@@ -51,7 +51,7 @@ M.list = {
     desc = "What to download: pprof (the full merged profile), pgo (the minimal profile with exactly the "
       .. "compiler's call edges) or preprofile (GO PREPROFILE V1, for -gcflags=all=-pgoprofile= and Bazel; "
       .. "not for go build -pgo); default: the server's policy (serve)" },
-  { name = "pgo", type = "bool", default = false, env = false, config = false,
+  { name = "pgo", type = "bool", default = false, config = false,
     desc = "Show what go build -pgo will do with the profile: hot call sites, hot functions, "
       .. "devirtualization targets" },
   { name = "older_than", short = "d", type = "duration", min = 0,

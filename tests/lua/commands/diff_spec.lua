@@ -44,6 +44,15 @@ describe("autopgo inspect --pgo", function()
 end)
 
 describe("autopgo diff", function()
+  it("has help, as inspect has for --pgo", function()
+    local code, out, err = cmd { "help", "diff" }
+    assert.equals(0, code, err)
+    assert.matches("Usage: autopgo diff %[flags%] A B", out)
+    code, out, err = cmd { "help", "inspect" }
+    assert.equals(0, code, err)
+    assert.matches("%-%-pgo", out)
+  end)
+
   it("lists call sites that became hot or cold and changed targets", function()
     local code, out, err = cmd { "diff", data .. "/goapp-go123-cpu-1.pb.gz", data .. "/goapp-go123-cpu-2.pb.gz" }
     assert.equals(0, code, err)
