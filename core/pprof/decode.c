@@ -821,7 +821,6 @@ int ap_dec_wire(ap_dec *d, const void *data, size_t len, uint64_t limit, ap_ppro
     p->decompressed_size = s.total;
     ap_src_free(&s);
     if (rc) return -1;
-    if (s.total == 0)
-        return ap_pprof_fail(err, AP_PPROF_EMALFORMED, "empty input file (no profile data)");
+    if (s.total == 0) return ap_pprof_fail(err, AP_PPROF_EMALFORMED, "%s", AP_PPROF_EMPTY_INPUT);
     return 0;
 }

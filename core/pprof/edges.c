@@ -285,7 +285,12 @@ int ap_pgo_edges_load(const void *data, size_t len, const ap_pprof_limits *limit
     *out = NULL;
     if (len >= HEADER_LEN && memcmp(data, header, HEADER_LEN) == 0)
         return ap_pgo_edges_from_preprofile(data, len, out, err);
-    if (len == 0) {
+    ap_pprof_profile *p = len ? ap_pprof_decode(data, len, limits, err) : NULL;
+    if (!p) {
+        /* No bytes, or a gzip stream of none: Go's ErrNoData, an empty profile to the loader. */
+        if (len &&
+            !(err->code == AP_PPROF_EMALFORMED && strcmp(err->msg, AP_PPROF_EMPTY_INPUT) == 0))
+            return -1;
         ap_pgo_edges *e = edges_new();
         if (!e) return nomem(err);
         e->usable = e->empty = 1;
@@ -294,8 +299,6 @@ int ap_pgo_edges_load(const void *data, size_t len, const ap_pprof_limits *limit
         *out = e;
         return 0;
     }
-    ap_pprof_profile *p = ap_pprof_decode(data, len, limits, err);
-    if (!p) return -1;
     int rc = ap_pgo_edges_from_profile(p, out, err);
     ap_pprof_profile_free(p);
     return rc;

@@ -19,6 +19,10 @@
 #define AP_PRINTF(a, b)
 /* ---- PGO ---- */
 
+/* The decoder's message for input with no protobuf bytes (also after gunzip): Go's ErrNoData,
+ * which the PGO loader accepts as an empty profile. */
+#define AP_PPROF_EMPTY_INPUT "empty input file (no profile data)"
+
 /* One entry of the compiler's named edge map: names are canonical string indices of the profile
  * (AP_PPROF_NONE for a frame without a function: Go's empty name). */
 typedef struct {
@@ -217,6 +221,10 @@ void ap_pprof_sort_labels(const ap_pprof_profile *p, ap_pprof_label *l, uint32_t
                           const uint32_t *canon);
 
 /* ---- PGO ---- */
+
+/* The decoder's message for input with no protobuf bytes (also after gunzip): Go's ErrNoData,
+ * which the PGO loader accepts as an empty profile. */
+#define AP_PPROF_EMPTY_INPUT "empty input file (no profile data)"
 
 /* One entry of the compiler's named edge map: names are canonical string indices of the profile
  * (AP_PPROF_NONE for a frame without a function: Go's empty name). */

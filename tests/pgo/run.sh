@@ -96,6 +96,11 @@ gen() { # NAME FLAGS...
         bad "pprofgen $name: $(head -c 200 "$work/gen/$name.err")"
     fi
 }
+# Go reads an empty file, and a gzip stream of nothing, as an empty profile.
+: >"$work/gen/empty"
+printf '' | gzip >"$work/gen/empty.gz"
+case_file empty "$work/gen/empty"
+case_file empty-gzip "$work/gen/empty.gz"
 gen small -functions 50 -locations 120 -samples 300 -depth 8
 gen medium -seed 2 -samples 5000
 gen large -seed 3 -universe 3 -functions 6000 -locations 20000 -samples 60000 -depth 48 -labels 4

@@ -307,6 +307,14 @@ static void test_preprofile_parse(void)
     CHECK_INT(ap_pgo_edges_load("", 0, NULL, &e, &err), 0);
     CHECK(e && e->usable && e->empty);
     ap_pgo_edges_free(e);
+    /* and so is a gzip stream of nothing (Go's ErrNoData after gunzip) */
+    size_t gzlen;
+    uint8_t *gz = t_gzip("", 0, &gzlen);
+    e = NULL;
+    CHECK_INT(ap_pgo_edges_load(gz, gzlen, NULL, &e, &err), 0);
+    CHECK(e && e->usable && e->empty);
+    ap_pgo_edges_free(e);
+    free(gz);
 }
 
 static void test_decisions(void)
