@@ -111,6 +111,12 @@ gen folded-nomapping -seed 7 -folded 0.3 -nomapping 0.5 -fakemapping
 gen cpu-only -seed 8 -types cpu/nanoseconds
 gen nostartline -seed 9 -nostartline
 gen heap -seed 10 -types alloc_objects/count,alloc_space/bytes
+# Small universes (recursion, shared call sites) with negative and zero samples: edges that sum
+# to zero or below, nodes whose weights cancel.
+for seed in 11 12 13 14 15 16; do
+    gen "cancel-$seed" -seed $seed -universe $seed -functions 12 -locations 30 -samples 400 -depth 6 \
+        -negative 0.45 -zero 0.1 -inline 0.5
+done
 # Merged windows: autopgo merge of several captures, and a base merged with a new capture.
 merged() { # NAME INPUTS...
     local name=$1
