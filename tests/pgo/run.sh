@@ -71,7 +71,7 @@ case_file() {
     fi
     local full_size min_size
     full_size=$(stat -c %s "$f") min_size=$(stat -c %s "$d/min.pgo")
-    sizes+=("$(printf '%-44s %10d %8d %7.1fx' "$name" "$full_size" "$min_size" "$(echo "$full_size / $min_size" | bc -l)")")
+    sizes+=("$(awk -v n="$name" -v f="$full_size" -v m="$min_size" 'BEGIN { printf "%-44s %10d %8d %7.1fx", n, f, m, f / m }')")
 }
 
 sizes=()
