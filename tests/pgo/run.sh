@@ -37,7 +37,7 @@ if [ ! -x "$autopgo" ] || [ ! -x "$go" ]; then
 fi
 rm -rf "$work/cases" "$work/gen"
 mkdir -p "$work/cases" "$work/gen"
-export GOFLAGS= GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off GOCACHE="$work/gocache-tools"
+export GOFLAGS='' GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off GOCACHE="$work/gocache-tools"
 
 # ---- 1. preprofile equality ----
 
@@ -193,7 +193,7 @@ if gobuild "$svc/full" gocache-full && gobuild "$svc/min" gocache-min; then
         pkg=$(pkg_of "$1") short=${1##*/}
         short=${short#*.}
         awk -v h="# $pkg" '/^# /{on=($0==h); next} on' "$svc/m2/out" |
-            grep -qF -e ": can inline $short with cost" -e ": cannot inline $short: function too complex"
+            grep -F -e ": can inline $short with cost" -e ": cannot inline $short: function too complex" >/dev/null
     }
     pkgs=() mflags=()
     for f in $others; do
@@ -225,7 +225,7 @@ if gobuild "$svc/full" gocache-full && gobuild "$svc/min" gocache-min; then
         fi
     fi
     echo "hot functions: compiler $(wc -l <"$svc/go.hot"), autopgo $(wc -l <"$svc/ours.hot");" \
-        "autopgo's others, whose inline budget the compiler never weighs (assembly, recursion, a go: directive):" $others
+        "autopgo's others, whose inline budget the compiler never weighs (assembly, recursion, a go: directive):" "$(echo $others)"
 
     # format=preprofile given to the compiler directly (Bazel rules_go, -gcflags=all=-pgoprofile=):
     # the same decisions as go build -pgo with the full profile.
