@@ -34,11 +34,16 @@ return {
   -- prune = "/etc/autopgo/prune.json",
   -- Merge policy per application ("*" applies to every app without its own entry): prune rules
   -- (same meaning as the JSON file's) and a hook that may edit each uploaded profile before it is
-  -- merged. Only settable here.
+  -- merged. Only settable here. What the server serves (lua/autopgo/pgo.lua): serve = "pgo" makes
+  -- a plain download return the minimal profile holding exactly the compiler's call edges (default
+  -- "pprof", the full profile); stable = true keeps serving the same minimal bytes and ETag while
+  -- the compiler's decisions do not change; no_inline lists callees that must never be hot inline
+  -- targets (the total weight and every other decision stay as they were).
   policy = {
     -- ["example-app"] = {
     --   prune = { { drop = "github.com/example/.*", keep = "github.com/example/example-dependency" } },
     --   hook = function(profile, app) return profile end,
+    --   serve = "pgo", stable = true, no_inline = { "runtime.gopark" },
     -- },
   },
 
@@ -65,6 +70,10 @@ return {
   fail_open = false,
   -- list: print the raw JSON response. (--json, AUTOPGO_JSON)
   json = false,
+  -- download: pprof (full), pgo (minimal, same compiler decisions) or preprofile (GO PREPROFILE
+  -- V1, for -gcflags=all=-pgoprofile=; go build -pgo does not read it); default: the server's
+  -- policy. (--format, AUTOPGO_FORMAT)
+  -- format = "pgo",
   -- clean: age and size thresholds, and a dry run. (--older-than / --larger-than / --dry-run)
   -- older_than = "24h",
   -- larger_than = 10240,

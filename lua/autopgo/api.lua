@@ -9,6 +9,7 @@
 local async = require "autopgo.async"
 local events = require "autopgo.events"
 local fail = require "autopgo.fail"
+local httpd = require "autopgo.httpd"
 local json = require "autopgo.json"
 local log = require "autopgo.log"
 local metrics = require "autopgo.metrics"
@@ -40,6 +41,8 @@ function M.new(o)
   -- one owner for both: an upload and the base the worker writes are held to the same limits
   self.limits = limits.profile
   self.base_limits = limits.profile
+  -- the compiler's view (issue 14): ?format=pgo|preprofile, policy serve/stable/no_inline, /decisions
+  self.pgo = require("autopgo.pgo_api").new(self.store, o.policy)
   return self
 end
 
@@ -112,16 +115,6 @@ function Api:upload(req, res)
 end
 
 -- If-None-Match: "*" or a list of (possibly weak) etags; the comparison is weak, as RFC 9110 says.
-local function none_match(header, etag)
-  if not header then return false end
-  local function strip(e) return (e:gsub("^W/", "")) end
-  for candidate in header:gmatch("[^,]+") do
-    candidate = candidate:match("^%s*(.-)%s*$")
-    if candidate == "*" or strip(candidate) == strip(etag) then return true end
-  end
-  return false
-end
-
 -- A merge may replace the base between the reads of one download (its hash, its body). Every read
 -- names the version it wants (store:get's if_match), so it is refused before a byte arrives when
 -- that version is gone, and the download starts over with the new one. This many times at most.
@@ -232,6 +225,7 @@ function Api:download(req, res)
     return answer(res, status, message)
   end
   if not keys.is_app_name(app) then return done(400, bad_name(app)) end
+  if self.pgo:maybe_download(req, res) then return end -- ?format=pgo|preprofile, or policy serve = "pgo"
   local key = keys.base(app)
   for _ = 1, MAX_ATTEMPTS do
     local st, err, code = self.store:stat(key)
@@ -242,7 +236,7 @@ function Api:download(req, res)
         return done(500, ("the merged profile of app %s is damaged and is not served (details in the server log)")
           :format(app))
       end
-      if none_match(req:header("if-none-match"), info.etag) then
+      if httpd.none_match(req:header("if-none-match"), info.etag) then
         m.downloads:inc({ status = "304" })
         res:status(304):header("etag", info.etag)
         return res:send("")
@@ -356,6 +350,7 @@ function Api:routes(router)
   router:add("GET", "/api/profile", function(req, res) return self:list(req, res) end)
   router:add("DELETE", "/api/profile/{app}", function(req, res) return self:delete(req, res) end)
   router:add("GET", "/api/profile/{app}/uploads", function(req, res) return self:uploads(req, res) end)
+  self.pgo:routes(router)
   return router
 end
 

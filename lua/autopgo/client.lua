@@ -98,8 +98,9 @@ function Client:download(app, opts)
       if #errdoc > 16 then return false, "the server's error document is too large" end
     end
   end
-  local res, err, code = self:request { url = self:profile_url(app), headers = headers, sink = sink,
-    timeout = opts.timeout }
+  local u = self:profile_url(app)
+  if opts.format then u = u .. "?format=" .. url.escape(opts.format) end
+  local res, err, code = self:request { url = u, headers = headers, sink = sink, timeout = opts.timeout }
   if not res then return nil, err, code end
   if sink and res.status ~= 200 then res.body = table.concat(errdoc) end
   if res.status ~= 200 and res.status ~= 304 then return M.response_error(res) end

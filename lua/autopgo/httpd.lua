@@ -236,6 +236,18 @@ local function finish_failed(res)
   if not ok then log.error("cannot answer a failed request", "error", tostring(err)) end
 end
 
+--- Whether an If-None-Match header matches etag (weak comparison, "*" matches anything), as
+-- RFC 9110 §13.1.2 says for GET.
+function M.none_match(header, etag)
+  if not header then return false end
+  local function strip(e) return (e:gsub("^W/", "")) end
+  for candidate in header:gmatch("[^,]+") do
+    candidate = candidate:match("^%s*(.-)%s*$")
+    if candidate == "*" or strip(candidate) == strip(etag) then return true end
+  end
+  return false
+end
+
 --- Starts a server. opts: host ("0.0.0.0"), port (8080; 0 picks a free one), max_body (bytes,
 -- 64 MiB; larger bodies get 413 before they are read), request_timeout (seconds to receive a
 -- request, also the keep-alive idle time; 120), json_errors (true: the server's own 400/413 answers

@@ -51,6 +51,13 @@ M.list = {
   { name = "fail_open", type = "bool", default = false,
     desc = "When the server is unreachable or fails, warn and exit 0 keeping any existing file" },
   { name = "json", type = "bool", default = false, desc = "Print the raw JSON response" },
+  { name = "format", type = "enum", values = { "pprof", "pgo", "preprofile" },
+    desc = "What to download: pprof (the full merged profile), pgo (the minimal profile with exactly the "
+      .. "compiler's call edges) or preprofile (GO PREPROFILE V1, for -gcflags=all=-pgoprofile= and Bazel; "
+      .. "not for go build -pgo); default: the server's policy (serve)" },
+  { name = "pgo", type = "bool", default = false, config = false,
+    desc = "Show what go build -pgo will do with the profile: hot call sites, hot functions, "
+      .. "devirtualization targets" },
   { name = "older_than", short = "d", type = "duration", min = 0,
     desc = "How long a profile must not have been updated for to be eligible for cleaning" },
   { name = "larger_than", short = "s", type = "size",

@@ -40,7 +40,7 @@ daemon.register_health(store, writer, reader)
 if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 
 local router = httpd.router()
-api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size }):routes(router)
+api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size, policy = opts.policy }):routes(router)
 router:add("GET", "/api/health", health.handler())
 router:add("GET", "/api/ready", health.handler())
 router:add("GET", "/metrics", metrics.handler())
