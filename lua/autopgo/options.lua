@@ -64,7 +64,7 @@ M.list = {
   { name = "allowed_origins", type = "list",
     desc = "Comma-separated origins (scheme://host[:port], or *) that may send POST/DELETE besides the"
       .. " server's own; other cross-origin state-changing requests get 403" },
-  { name = "token", type = "string", secret = true,
+  { name = "token", type = "string", secret = true, config = false, -- config files get committed: token_file
     desc = "The bearer token sent to the autopgo server (prefer --token-file or AUTOPGO_TOKEN)" },
   { name = "token_file", type = "path",
     desc = "A file holding the bearer token sent to the autopgo server (surrounding whitespace is ignored)" },
