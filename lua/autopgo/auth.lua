@@ -11,8 +11,13 @@ local core = require "autopgo.core"
 local cjson = require "cjson.safe"
 local fail = require "autopgo.fail"
 local log = require "autopgo.log"
+local metrics = require "autopgo.metrics"
 
 local crypto = core.crypto
+
+local refusals = metrics.counter("autopgo_auth_refusals_total",
+  "Requests refused by access control, by status and reason (no_token, invalid_token, insufficient_scope,"
+    .. " undeclared, origin, host).", { "status", "reason" })
 
 local M = {}
 
@@ -259,7 +264,8 @@ function Guard:reload()
   return true
 end
 
-local function refuse(res, status, message, challenge)
+local function refuse(res, status, reason, message, challenge)
+  refusals:inc({ status = tostring(status), reason = reason })
   if challenge then res:header("www-authenticate", challenge) end
   return res:error(status, message)
 end
@@ -273,10 +279,11 @@ end
 
 -- The browser rules: false after answering when the request must not go further.
 function Guard:check_browser(req, res)
-  local host = req.headers.host or req.headers[":authority"]
+  local host = req.headers.host -- the HTTP/2 :authority too
   if self.loopback and host and not is_loopback_host((split_authority(host))) then
     -- DNS rebinding: a page on evil.example whose name now points at 127.0.0.1
-    refuse(res, 421, ("this server is bound to loopback and answers only to a loopback Host, not %q"):format(host))
+    refuse(res, 421, "host", ("this server is bound to loopback and answers only to a loopback Host, not %q")
+      :format(host))
     return false
   end
   local origin = req.headers.origin
@@ -289,7 +296,7 @@ function Guard:check_browser(req, res)
       own = n == ("%s://%s:%s"):format(scheme, h, p or default_ports[scheme])
     end
     if not own and not (n and self.origins[n]) then
-      refuse(res, 403, ("cross-origin %s refused: origin %s is not this server's (see --allowed-origins)")
+      refuse(res, 403, "origin", ("cross-origin %s refused: origin %s is not this server's (see --allowed-origins)")
         :format(req.method, origin))
       return false
     end
@@ -305,27 +312,27 @@ function Guard:check(req, res, access)
   if not M.scopes[access] then
     log.error("route declares no known access scope; refusing it", "listener", self.name, "path", req.raw_path,
       "access", tostring(access))
-    refuse(res, 403, "this endpoint declares no access scope")
+    refuse(res, 403, "undeclared", "this endpoint declares no access scope")
     return false
   end
   local auth = req.headers.authorization
   local token = auth and auth:match("^[Bb][Ee][Aa][Rr][Ee][Rr] +([%w%-%._~%+/]+=*)%s*$")
   if not token then
     -- no bearer credentials at all (RFC 6750 3.1: no error code in the challenge)
-    refuse(res, 401, auth and "a bearer token is required (Authorization: Bearer <token>)"
+    refuse(res, 401, "no_token", auth and "a bearer token is required (Authorization: Bearer <token>)"
       or "a bearer token is required", challenge())
     return false
   end
   local g = M.find(self.grants, token)
   if not g then
-    refuse(res, 401, "the token is not valid", challenge("invalid_token", "unknown token"))
+    refuse(res, 401, "invalid_token", "the token is not valid", challenge("invalid_token", "unknown token"))
     return false
   end
   local app = req.params and req.params.app
   if not M.allows(g, access, app) then
     local why = ("the token does not grant %s"):format(access)
     if g.scopes[access] then why = why .. " for app " .. app end
-    refuse(res, 403, why, challenge("insufficient_scope", why, access))
+    refuse(res, 403, "insufficient_scope", why, challenge("insufficient_scope", why, access))
     return false
   end
   req.grant = g

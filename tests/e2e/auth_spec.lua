@@ -161,6 +161,31 @@ describe("access control (end to end)", function()
     end)
   end)
 
+  it("puts the worker's /metrics behind a scope when asked, keeping its probes open", function()
+    run(function()
+      local t = token()
+      support.write_file(dir .. "/auth.json", grants { { "prometheus", t, { "metrics" } } })
+      local port = support.free_port()
+      local proc = support.spawn(support.bin, { "worker", "--host", "127.0.0.1", "--port", tostring(port),
+        "--data-dir", dir .. "/data", "--auth-file", dir .. "/auth.json", "--metrics-scope", "metrics" })
+      e2e.wait_for(function()
+        if proc.code then error("autopgo worker exited: " .. select(2, proc.output())) end
+        local ok, res = pcall(httpc.request, port, "GET", "/api/ready")
+        return ok and res and res.status == 200
+      end, 30000, "the worker to be ready")
+      assert.equals(200, httpc.request(port, "GET", "/api/health").status)
+      local r = httpc.request(port, "GET", "/metrics")
+      assert.equals(401, r.status)
+      assert.equals('Bearer realm="autopgo"', r.headers["www-authenticate"])
+      r = httpc.request(port, "GET", "/metrics", { headers = { authorization = "Bearer " .. t } })
+      assert.equals(200, r.status)
+      assert.matches("autopgo_auth_refusals_total", r.body, 1, true)
+      -- bound to loopback: a rebound name is refused
+      assert.equals(421, httpc.request(port, "GET", "/api/health", { headers = { host = "evil.example" } }).status)
+      assert.equals(0, e2e.stop(proc))
+    end)
+  end)
+
   it("sends the scraper's token to the server only, never to its targets", function()
     run(function()
       local t = token()

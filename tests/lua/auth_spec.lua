@@ -99,6 +99,14 @@ local function assert_error(r, status)
   assert.is_string(doc.message)
 end
 
+-- The value of autopgo_auth_refusals_total for a status and reason (0 before the first).
+local function refused(status, reason)
+  local line = ('autopgo_auth_refusals_total{status="%s",reason="%s"} '):format(status, reason)
+  local at = metrics.render():find(line, 1, true)
+  if not at then return 0 end
+  return tonumber(metrics.render():match("^(%d+)", at + #line))
+end
+
 local function listed(r)
   local out = {}
   for _, p in ipairs(cjson.decode(r.body).profiles) do out[#out + 1] = p.key end
@@ -217,6 +225,8 @@ describe("auth", function()
         local e = serve { grants = doc, metrics_scope = "metrics" }
         seed(e.store)
         local before = snapshot(e.store)
+        local counted = { refused("401", "no_token"), refused("401", "invalid_token"),
+          refused("403", "insufficient_scope") }
         local body = profiles.file(profiles.usable[2])
         for _, ep in ipairs(endpoints) do
           local method, path, scope = ep[1], ep[2], ep[3]
@@ -253,6 +263,10 @@ describe("auth", function()
           end
           assert.equals(before, snapshot(e.store), what)
         end
+        -- counted: per endpoint two without a bearer token, one unknown, one or two out of scope
+        assert.equals(counted[1] + 2 * #endpoints, refused("401", "no_token"))
+        assert.equals(counted[2] + #endpoints, refused("401", "invalid_token"))
+        assert.equals(counted[3] + 2 * #endpoints - 2, refused("403", "insufficient_scope"))
         -- Nothing was announced: the first event on the bus is one published now.
         assert(events.publish(e.writer, events.DELETED, { app = "marker" }))
         local msg = assert(e.reader:receive())
