@@ -87,6 +87,8 @@ end
 -- Returns the watcher; watcher:close() stops it.
 function M.on_reload(what, fn)
   local h = uv.new_signal()
+  -- never what keeps the loop alive: a role that fails to start must still exit
+  h:unref()
   h:start("sighup", function()
     async.spawn_with(function(ok, err, traceback)
       if not ok then log.error("reload failed", "what", what, "error", traceback or tostring(err)) end

@@ -47,9 +47,10 @@ local router = httpd.router { guard = guard }
 router:add("GET", "/api/health", health.handler(), auth.OPEN)
 router:add("GET", "/api/ready", health.handler(), auth.OPEN)
 router:add("GET", "/metrics", metrics.handler(), opts.metrics_scope)
-local reload = daemon.on_reload("auth file", function() guard:reload() end)
 local srv, err = httpd.listen { host = opts.host, port = opts.port, handler = router, name = "worker" }
 if not srv then cli.listen_failed("worker", opts.host, opts.port, err) end
+-- watched only once the port is open: a live signal handle would keep a failed start from exiting
+local reload = daemon.on_reload("auth file", function() guard:reload() end)
 w:start()
 log.info("worker running", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_reader", reader.name,
   "event_writer", writer.name)
