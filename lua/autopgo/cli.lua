@@ -148,6 +148,9 @@ local rank = { flag = 3, env = 2, config = 1 }
 -- --token and --token-file: the one from the stronger source (flag > env > config) wins, both from
 -- the same source is a usage error; a token file's content (trimmed) becomes opts.token.
 local function resolve_token(cmd, values, source)
+  if values.token ~= nil and values.token:find("[%c ]") then
+    usage_error(cmd, "the token must not contain spaces or control characters")
+  end
   if values.token_file == nil then return end
   if values.token ~= nil then
     local t, f = rank[source.token], rank[source.token_file]
@@ -161,6 +164,10 @@ local function resolve_token(cmd, values, source)
   fh:close()
   text = text:match("^%s*(.-)%s*$")
   if text == "" then M.exit(1, ("autopgo %s: the token file %s is empty"):format(cmd.name, path)) end
+  if text:find("[%c ]") then
+    M.exit(1, ("autopgo %s: the token file %s holds more than one token (spaces or line breaks inside)")
+      :format(cmd.name, path))
+  end
   values.token, source.token = text, "token_file"
 end
 
