@@ -12,7 +12,10 @@ secs=${2:-4}
 clients=${3:-16}
 out="$root/build/bench-server"
 cd "$root"
-[ -x "$out/bin/loadgen" ] && [ -f "$out/profile.pb.gz" ] || { echo "run bench/server/run.sh first" >&2; exit 1; }
+if [ ! -x "$out/bin/loadgen" ] || [ ! -f "$out/profile.pb.gz" ]; then
+    echo "run bench/server/run.sh first" >&2
+    exit 1
+fi
 
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 {
