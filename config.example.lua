@@ -30,6 +30,15 @@ return {
   -- /api/health reports unhealthy ("disk") when the disk of data_dir has less free space than this
   -- (file store only). (--min-free-space, AUTOPGO_MIN_FREE_SPACE)
   min_free_space = "512MiB",
+  -- Access control (README "Access control"): a JSON file of token grants; unset, the API is open
+  -- to anyone who can reach the port. Reloaded on SIGHUP. (--auth-file, AUTOPGO_AUTH_FILE)
+  -- auth_file = "/etc/autopgo/auth.json",
+  -- The scope a token needs for /metrics when auth_file is set: "open" (no token), "metrics",
+  -- "download", "upload" or "delete". (--metrics-scope, AUTOPGO_METRICS_SCOPE)
+  metrics_scope = "open",
+  -- Origins besides the server's own that may send POST/DELETE (browsers); "*" allows any.
+  -- (--allowed-origins, AUTOPGO_ALLOWED_ORIGINS, comma-separated)
+  -- allowed_origins = { "https://dashboard.example.com" },
   -- Pruning rules in the original's JSON format. (--prune, AUTOPGO_PRUNE)
   -- prune = "/etc/autopgo/prune.json",
   -- Merge policy per application ("*" applies to every app without its own entry): prune rules
@@ -60,6 +69,10 @@ return {
   duration = "30s",
   -- Target discovery: "file", "kube", "nomad", "consul" or a Lua module path. (--mode, AUTOPGO_MODE)
   mode = "file",
+  -- A file holding the bearer token for the profile server (scrape and every client command);
+  -- the token itself is only a flag or variable, never a config key. (--token-file,
+  -- AUTOPGO_TOKEN_FILE; --token, AUTOPGO_TOKEN)
+  -- token_file = "/etc/autopgo/token",
   -- Skip TLS verification for outbound HTTPS (targets, API). (--insecure, AUTOPGO_INSECURE)
   insecure = false,
 

@@ -4,9 +4,11 @@
 -- client can tell whether a file it has is current without ever having downloaded it), exactly one
 -- version of it even while merges replace it, and never one that does not parse; GET /api/profile
 -- lists merged profiles; DELETE /api/profile/{app} announces the deletion. Added to the original's:
--- GET /api/profile/{app}/uploads, what became of an app's uploads (staged, rejected and why).
+-- GET /api/profile/{app}/uploads, what became of an app's uploads (staged, rejected and why); each
+-- route declares the token scope it needs (autopgo.auth), and the listing shows only what it allows.
 -- Error bodies never carry paths or a store's own words: those go to the log.
 local async = require "autopgo.async"
+local auth = require "autopgo.auth"
 local events = require "autopgo.events"
 local fail = require "autopgo.fail"
 local httpd = require "autopgo.httpd"
@@ -258,13 +260,13 @@ function Api:download(req, res)
   return done(503, "the merged profile is being replaced too often to be read; try again")
 end
 
-function Api:list(_, res)
+function Api:list(req, res)
   local items, err = self.store:list("")
   if not items then return answer(res, failure("cannot list the merged profiles", err)) end
   local profiles = json.array()
   for _, item in ipairs(items) do
     local kind, app = keys.kind_of(item.key)
-    if kind == "base" then
+    if kind == "base" and auth.may(req, "download", app) then
       profiles[#profiles + 1] = json.object("key", app, "size", item.size,
         "lastModified", utc.rfc3339(item.last_modified))
     end
@@ -344,12 +346,14 @@ function Api:delete(req, res)
 end
 
 --- Adds the API's routes to an httpd router.
+-- Each route names the scope a token needs (autopgo.auth); the listing needs download and shows
+-- only the apps the token may download.
 function Api:routes(router)
-  router:add("POST", "/api/profile/{app}", function(req, res) return self:upload(req, res) end)
-  router:add("GET", "/api/profile/{app}", function(req, res) return self:download(req, res) end)
-  router:add("GET", "/api/profile", function(req, res) return self:list(req, res) end)
-  router:add("DELETE", "/api/profile/{app}", function(req, res) return self:delete(req, res) end)
-  router:add("GET", "/api/profile/{app}/uploads", function(req, res) return self:uploads(req, res) end)
+  router:add("POST", "/api/profile/{app}", function(req, res) return self:upload(req, res) end, "upload")
+  router:add("GET", "/api/profile/{app}", function(req, res) return self:download(req, res) end, "download")
+  router:add("GET", "/api/profile", function(req, res) return self:list(req, res) end, "download")
+  router:add("DELETE", "/api/profile/{app}", function(req, res) return self:delete(req, res) end, "delete")
+  router:add("GET", "/api/profile/{app}/uploads", function(req, res) return self:uploads(req, res) end, "download")
   self.pgo:routes(router)
   return router
 end

@@ -4,7 +4,7 @@
 -- --older-than in clean, as in the original).
 local M = {}
 
--- type: string | url | int | port | duration | size | bool | enum | path | table
+-- type: string | url | int | port | duration | size | bool | enum | path | list | table; secret: never logged
 M.list = {
   { name = "log_level", short = "l", type = "enum", values = { "debug", "info", "warn", "error" },
     default = "info",
@@ -65,6 +65,18 @@ M.list = {
   { name = "dry_run", type = "bool", default = false, desc = "Print what would be deleted without deleting" },
   { name = "insecure", type = "bool", default = false,
     desc = "Skip TLS certificate verification for outbound HTTPS requests" },
+  { name = "auth_file", type = "path",
+    desc = "A JSON file of token grants (name, sha256, scopes, apps); without it the API is open to anyone"
+      .. " who can reach the port. Reloaded on SIGHUP" },
+  { name = "metrics_scope", type = "enum", values = { "open", "metrics", "download", "upload", "delete" },
+    default = "open", desc = "The token scope /metrics needs when --auth-file is given (open: no token)" },
+  { name = "allowed_origins", type = "list",
+    desc = "Comma-separated origins (scheme://host[:port], or *) that may send POST/DELETE besides the"
+      .. " server's own; other cross-origin state-changing requests get 403" },
+  { name = "token", type = "string", secret = true, config = false, -- config files get committed: token_file
+    desc = "The bearer token sent to the autopgo server (prefer --token-file or AUTOPGO_TOKEN)" },
+  { name = "token_file", type = "path",
+    desc = "A file holding the bearer token sent to the autopgo server (surrounding whitespace is ignored)" },
   { name = "policy", type = "table", flag = false,
     desc = "Per-app merge policy: { [app] = { prune = { {drop=..., keep=...} }, hook = function(profile, app) } }" },
 }
@@ -156,6 +168,22 @@ function check.enum(o, v)
     if v == allowed then return v end
   end
   return nil, ("must be one of %s, got %q"):format(table.concat(o.values, ", "), tostring(v))
+end
+
+function check.list(_, v)
+  if type(v) == "string" then
+    local out = {}
+    for item in v:gmatch("[^,]+") do
+      item = item:match("^%s*(.-)%s*$")
+      if item ~= "" then out[#out + 1] = item end
+    end
+    return out
+  end
+  if type(v) ~= "table" then return nil, "must be a list (comma-separated, or a table of strings)" end
+  for _, item in ipairs(v) do
+    if type(item) ~= "string" then return nil, "must be a list of strings" end
+  end
+  return v
 end
 
 function check.table(_, v)

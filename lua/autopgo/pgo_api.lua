@@ -173,7 +173,8 @@ end
 
 --- Adds GET /api/profile/{app}/decisions to an httpd router.
 function View:routes(router)
-  router:add("GET", "/api/profile/{app}/decisions", function(req, res) return self:decisions(req, res) end)
+  router:add("GET", "/api/profile/{app}/decisions", function(req, res) return self:decisions(req, res) end,
+    "download")
   return router
 end
 

@@ -30,7 +30,7 @@ end
 local function load(opts, spec)
   local app, query = spec:match("^app:([^?]+)(.*)$")
   if app then
-    local api = client.new(opts.api_url, { insecure = opts.insecure, timeout = 300 })
+    local api = client.new(opts.api_url, client.options(opts, { timeout = 300 }))
     local res, err, _, status = api:request { url = api:profile_url(app) .. "/decisions" .. query }
     if res and res.status ~= 200 then res, err, _, status = client.response_error(res) end
     if not res then cli.exit(1, ("autopgo diff: %s: %s"):format(spec, client.message(err, status))) end

@@ -95,7 +95,7 @@ function M.run(opts, args)
   end
   local canceler = http.canceler()
   local stop_signals = on_interrupt(canceler)
-  local api = client.new(opts.api_url, { insecure = opts.insecure, timeout = 300, cancel = canceler })
+  local api = client.new(opts.api_url, client.options(opts, { timeout = 300, cancel = canceler }))
   local res, err, _, status = api:download(app, { etag = etag, sink = sink, format = opts.format })
   local interrupted = stop_signals()
 
