@@ -345,8 +345,17 @@ static lua_Integer opt_int_field(lua_State *L, int idx, const char *name, lua_In
     return v;
 }
 
-/* http_server.listen{ host, port, max_body, request_timeout_ms, json_errors, spool_dir, on_request
- * }
+static const char *opt_str_field(lua_State *L, int idx, const char *name)
+{
+    lua_getfield(L, idx, name); /* left on the stack: the string stays alive until listen returns */
+    if (lua_isnil(L, -1)) return NULL;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "http_server.listen: %s must be a string", name);
+    return lua_tostring(L, -1);
+}
+
+/* http_server.listen{ host, port, max_body, request_timeout_ms, json_errors, spool_dir, tls_cert,
+ *   tls_key, tls_client_ca, max_connections, max_buffered, on_request }
  *   -> server | nil, "LISTEN: ...", "LISTEN" */
 static int l_listen(lua_State *L)
 {
@@ -360,6 +369,11 @@ static int l_listen(lua_State *L)
     int json_errors = lua_toboolean(L, -1);
     lua_getfield(L, 1, "spool_dir");
     const char *spool_dir = luaL_optstring(L, -1, NULL);
+    const char *tls_cert = opt_str_field(L, 1, "tls_cert");
+    const char *tls_key = opt_str_field(L, 1, "tls_key");
+    const char *tls_client_ca = opt_str_field(L, 1, "tls_client_ca");
+    lua_Integer max_conns = opt_int_field(L, 1, "max_connections", 0, 0, INT32_MAX);
+    lua_Integer max_buffered = opt_int_field(L, 1, "max_buffered", 0, 0, INT64_MAX);
     lua_getfield(L, 1, "on_request");
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "on_request must be a function");
 
@@ -375,6 +389,11 @@ static int l_listen(lua_State *L)
         .request_timeout_ms = (uint64_t)timeout,
         .json_errors = json_errors,
         .spool_dir = spool_dir,
+        .tls_cert = tls_cert,
+        .tls_key = tls_key,
+        .tls_client_ca = tls_client_ca,
+        .max_connections = (size_t)max_conns,
+        .max_buffered = (size_t)max_buffered,
         .on_request = server_on_request,
         .data = s,
     };
@@ -397,12 +416,43 @@ static int l_server_port(lua_State *L)
     return 1;
 }
 
+/* server:reload_tls() -> true | nil, "TLS: ...", "TLS": reads the certificate files again */
+static int l_server_reload_tls(lua_State *L)
+{
+    server_ud *s = ap_check_http_server(L, 1);
+    if (!s->srv) return ap_fail(L, "STATE", "the server is closed");
+    char err[512];
+    if (ap_http_server_reload_tls(s->srv, err, sizeof err) != 0)
+        return ap_fail(L, "TLS", "%s", err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* http_server.raise_fd_limit() -> the soft limit on open files after raising it to the hard one */
+static int l_raise_fd_limit(lua_State *L)
+{
+    lua_pushinteger(L, ap_http_raise_fd_limit());
+    return 1;
+}
+
 /* server:stats() -> { active = requests in progress, connections = open connections,
- *                     too_large = requests refused with 413 before reaching the handler } */
+ *                     too_large = requests refused with 413 before reaching the handler,
+ *                     over_budget = requests refused with 503 past max_buffered,
+ *                     refused_connections = connections closed past max_connections,
+ *                     bad_framing = requests refused with 400 for ambiguous framing,
+ *                     buffered = request bytes buffered now } */
 static int l_server_stats(lua_State *L)
 {
     server_ud *s = ap_check_http_server(L, 1);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 7);
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_over_budget(s->srv) : 0);
+    lua_setfield(L, -2, "over_budget");
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_refused_connections(s->srv) : 0);
+    lua_setfield(L, -2, "refused_connections");
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_bad_framing(s->srv) : 0);
+    lua_setfield(L, -2, "bad_framing");
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_buffered(s->srv) : 0);
+    lua_setfield(L, -2, "buffered");
     lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_active_requests(s->srv) : 0);
     lua_setfield(L, -2, "active");
     lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_connections(s->srv) : 0);
@@ -472,6 +522,7 @@ int ap_open_http_server(lua_State *L)
     static const luaL_Reg srv_methods[] = {
         {"port", l_server_port},
         {"stats", l_server_stats},
+        {"reload_tls", l_server_reload_tls},
         {"close", l_server_close},
         {NULL, NULL},
     };
@@ -485,6 +536,7 @@ int ap_open_http_server(lua_State *L)
     ap_register_type(L, SERVER_TYPE, srv_methods, srv_meta);
     static const luaL_Reg funcs[] = {
         {"listen", l_listen},
+        {"raise_fd_limit", l_raise_fd_limit},
         {NULL, NULL},
     };
     luaL_newlib(L, funcs);
