@@ -323,6 +323,11 @@ int ap_http_req_has_body(const ap_http_req *r)
     return r->req && r->req->entity.base != NULL;
 }
 
+int ap_http_req_body_stable(const ap_http_req *r)
+{
+    return r->req != NULL && r->req->entity.base != NULL && r->req->version < 0x200;
+}
+
 ap_http_str ap_http_req_authority(const ap_http_req *r)
 {
     if (!r->req) return (ap_http_str){"", 0};

@@ -82,6 +82,10 @@ size_t ap_http_req_header_count(const ap_http_req *r);
 int ap_http_req_header(const ap_http_req *r, size_t i, ap_http_str *name, ap_http_str *value);
 ap_http_str ap_http_req_body(const ap_http_req *r); /* the whole body, already received */
 int ap_http_req_has_body(const ap_http_req *r);
+/* Whether the body stays where it is until the response is sent, even if the client goes away:
+ * true for HTTP/1.x, where h2o stops reading the connection while a request is being handled (it
+ * notices a lost client only when writing). An HTTP/2 stream can be reset at any time. */
+int ap_http_req_body_stable(const ap_http_req *r);
 ap_http_str ap_http_req_authority(const ap_http_req *r); /* the Host header */
 /* The client's address as "ip:port" into buf; returns 0 or -1. */
 int ap_http_req_peer(const ap_http_req *r, char *buf, size_t len);

@@ -151,6 +151,24 @@ static int l_req_body(lua_State *L)
     return 1;
 }
 
+const char *ap_http_request_body_view(lua_State *L, int idx, size_t *len)
+{
+    request_ud *u = luaL_testudata(L, idx, REQUEST_TYPE);
+    if (u == NULL || u->r == NULL || !ap_http_req_body_stable(u->r)) return NULL;
+    ap_http_str b = ap_http_req_body(u->r);
+    *len = b.len;
+    return b.base;
+}
+
+/* req:body_in_place() -> boolean: whether the body can be handed to C without a copy (HTTP/1.x;
+ * an HTTP/2 stream's body can go away with the stream while a thread still reads it) */
+static int l_req_body_in_place(lua_State *L)
+{
+    request_ud *u = ap_check_http_request(L, 1);
+    lua_pushboolean(L, u->r != NULL && ap_http_req_body_stable(u->r));
+    return 1;
+}
+
 /* req:body_sub(i, j) -> string: bytes i..j of the body (1-based, inclusive, like string.sub) */
 static int l_req_body_sub(lua_State *L)
 {
@@ -509,8 +527,13 @@ static int l_server_gc(lua_State *L)
 int ap_open_http_server(lua_State *L)
 {
     static const luaL_Reg req_methods[] = {
-        {"body", l_req_body}, {"body_sub", l_req_body_sub},   {"start", l_req_start},
-        {"send", l_req_send}, {"send_file", l_req_send_file}, {"state", l_req_state},
+        {"body", l_req_body},
+        {"body_sub", l_req_body_sub},
+        {"body_in_place", l_req_body_in_place},
+        {"start", l_req_start},
+        {"send", l_req_send},
+        {"send_file", l_req_send_file},
+        {"state", l_req_state},
         {NULL, NULL},
     };
     static const luaL_Reg req_meta[] = {

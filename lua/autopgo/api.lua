@@ -16,6 +16,7 @@ local keys = require "autopgo.keys"
 local utc = require "autopgo.utc"
 local uv = require "luv"
 local core = require "autopgo.core"
+local budget = require "autopgo.budget"
 local pprof = core.pprof
 
 local M = {}
@@ -29,16 +30,41 @@ local m = {
 local Api = {}
 Api.__index = Api
 
+M.default_max_decompressed = 256 * 1024 * 1024
+M.default_max_decompressing = 512 * 1024 * 1024
+M.default_max_validations = 2
+-- The decoded profile takes about 3x its decompressed size (measured on Go CPU profiles): each
+-- validation may use this many times what it reserved, plus a fixed allowance for small ones.
+M.memory_factor = 4
+M.memory_allowance = 16 * 1024 * 1024
+
 --- An API over a store and an event writer. o.max_upload_size bounds uploads (the HTTP server
--- refuses larger bodies with 413 before reading them) and, times 16, what they may decompress to.
+-- refuses larger bodies with 413 before reading them); o.max_decompressed what one may decompress
+-- to (413 past it); o.max_decompressing the decompressed bytes all validations in flight may
+-- reserve and o.max_validations how many run at once (uploads wait for room, then get 503 with
+-- Retry-After); o.budget replaces those two with a shared autopgo.budget.
 function M.new(o)
   local self = setmetatable({ store = assert(o.store), writer = assert(o.writer),
     max_upload_size = o.max_upload_size or 64 * 1024 * 1024, last_nanos = 0,
+    max_decompressed = o.max_decompressed or M.default_max_decompressed,
     digests = {}, hashing = {} }, Api)
-  self.limits = { max_decompressed = math.max(256 * 1024 * 1024, 16 * self.max_upload_size) }
+  self.budget = o.budget or budget.new { slots = o.max_validations or M.default_max_validations,
+    bytes = math.max(o.max_decompressing or M.default_max_decompressing, self.max_decompressed) }
   -- a base holds many uploads: checked up to a size no single upload may reach
-  self.base_limits = { max_decompressed = 4 * self.limits.max_decompressed }
+  self.base_limits = { max_decompressed = 4 * math.max(256 * 1024 * 1024, 16 * self.max_upload_size) }
   return self
+end
+
+-- What an upload may decompress to, decided from what it sent before any of it is inflated: a gzip
+-- body states its size in its trailer (modulo 2^32), anything else is its own size. The decoder
+-- is held to that (and to max_decompressed), so a trailer that lies gets 413 rather than memory.
+function Api:expansion(req)
+  local n = req.body_size
+  if n >= 18 and req:body_sub(1, 2) == "\31\139" then
+    local isize = string.unpack("<I4", req:body_sub(n - 3, n))
+    return math.min(self.max_decompressed, math.max(isize, 64 * 1024))
+  end
+  return math.min(self.max_decompressed, math.max(n, 1))
 end
 
 local function answer(res, status, message)
@@ -77,9 +103,18 @@ function Api:upload(req, res)
     return answer(res, status, message)
   end
   if not keys.is_app_name(app) then return done(400, bad_name(app)) end
-  local body = req:body()
-  m.bytes:inc(nil, #body)
-  local info, err, code = async.await(pprof.validate_async, body, self.limits)
+  -- HTTP/1: the request itself, read in place by the validator and the file store (held once)
+  local body = req:body_bytes()
+  m.bytes:inc(nil, req.body_size)
+  local expand = self:expansion(req)
+  local ticket, berr = self.budget:acquire(expand)
+  if not ticket then
+    res:header("retry-after", "2")
+    return done(503, "the server is validating as many uploads as it may; retry later (" .. fail.message(berr) .. ")")
+  end
+  local info, err, code = async.await(pprof.validate_async, body, { max_decompressed = expand,
+    max_memory = M.memory_factor * expand + M.memory_allowance })
+  self.budget:release(ticket)
   if not info then
     local status = code == "TOO_LARGE" and 413 or 400
     return done(status, fail.message(err))
@@ -91,7 +126,8 @@ function Api:upload(req, res)
   for _ = 1, 5 do
     key = keys.staging(app, self:nanos())
     local pcode
-    put, perr, pcode = self.store:put(key, body, { if_none_match = "*" })
+    put, perr, pcode = self.store:put(key, (self.store.takes_request_body or type(body) == "string") and body
+      or req:body(), { if_none_match = "*" })
     if put or pcode ~= "PRECONDITION_FAILED" then break end
   end
   if not put then return done(failure("cannot store the profile", perr, "app", app)) end

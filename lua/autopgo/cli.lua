@@ -11,7 +11,10 @@ local M = {}
 local version = require("autopgo.version").version
 M.version = version
 
-local role_options = { "log_level", "event_writer_url", "blob_store_url", "port", "host" }
+local role_options = { "log_level", "event_writer_url", "blob_store_url", "port", "host", "tls_cert", "tls_key",
+  "tls_client_ca", "max_connections", "request_timeout" }
+-- Every command that talks to the server over HTTP(S).
+local client_tls = { "insecure", "ca_cert", "client_cert", "client_key" }
 
 local function list(...)
   local out = {}
@@ -26,33 +29,33 @@ M.commands = {
   { name = "server", script = "roles/server.lua",
     summary = "Run the profile server (and, on the embedded default, the worker in the same process)",
     options = list(role_options, { "event_reader_url", "prune", "data_dir", "max_upload_size", "min_free_space",
-      "policy" }) },
+      "policy", "max_buffered_uploads", "max_decompressed", "max_decompressing", "max_validations" }) },
   { name = "worker", script = "roles/worker.lua",
     summary = "Merge uploaded profiles into one base profile per application",
     options = list(role_options, { "event_reader_url", "prune", "data_dir", "min_free_space", "policy" }) },
   { name = "scrape", script = "roles/scraper.lua", args = { 0, 1, "[FILE|KUBECONFIG]" },
     summary = "Periodically profile Go applications and forward the profiles to the server",
-    options = { "log_level", "api_url", "port", "host", "sample_size", "app", "frequency", "duration", "mode",
-      "insecure" },
+    options = list({ "log_level", "api_url", "port", "host", "sample_size", "app", "frequency", "duration", "mode" },
+      client_tls),
     required = { "sample_size", "app" } },
   { name = "upload", module = "autopgo.commands.upload", args = { 1, 1, "FILE" },
     summary = "Upload a pprof profile to the server to be merged (FILE may be - for stdin)",
-    options = { "log_level", "api_url", "app", "insecure" }, required = { "app" } },
+    options = list({ "log_level", "api_url", "app" }, client_tls), required = { "app" } },
   { name = "download", module = "autopgo.commands.download", args = { 1, 1, "APP" },
     summary = "Download the merged profile of an application",
-    options = { "log_level", "api_url", "output", "fail_open", "insecure" } },
+    options = list({ "log_level", "api_url", "output", "fail_open" }, client_tls) },
   { name = "list", module = "autopgo.commands.list",
     summary = "List the merged profiles managed by the server",
-    options = { "log_level", "api_url", "json", "insecure" } },
+    options = list({ "log_level", "api_url", "json" }, client_tls) },
   { name = "status", module = "autopgo.commands.status", args = { 1, 1, "APP" },
     summary = "Show an application's merged profile and its staged and rejected uploads (with why)",
-    options = { "log_level", "api_url", "json", "insecure" } },
+    options = list({ "log_level", "api_url", "json" }, client_tls) },
   { name = "delete", module = "autopgo.commands.delete", args = { 1, 1, "APP" },
     summary = "Delete the merged and any pending profiles of an application",
-    options = { "log_level", "api_url", "insecure" } },
+    options = list({ "log_level", "api_url" }, client_tls) },
   { name = "clean", module = "autopgo.commands.clean",
     summary = "Delete merged profiles larger than a size or not updated for a duration",
-    options = { "log_level", "api_url", "older_than", "larger_than", "dry_run", "insecure" } },
+    options = list({ "log_level", "api_url", "older_than", "larger_than", "dry_run" }, client_tls) },
   { name = "merge", module = "autopgo.commands.merge", args = { 1, math.huge, "PROFILE..." },
     summary = "Merge local profiles into one (optionally pruned with --prune and --app)",
     options = { "log_level", "output", "prune", "app" } },

@@ -14,13 +14,16 @@ local M = {}
 local Client = {}
 Client.__index = Client
 
---- A client for the server at `base_url`. opts: insecure, timeout (seconds, default 60),
--- cancel (an http.canceler).
+--- A client for the server at `base_url`. opts: insecure, ca_cert (PEM file of the CAs that
+-- verify an https:// server; default the system's), client_cert and client_key (PEM files, for a
+-- server that requires client certificates), timeout (seconds, default 60), cancel (an
+-- http.canceler).
 function M.new(base_url, opts)
   opts = opts or {}
   return setmetatable({
     base = (base_url:gsub("/+$", "")),
     insecure = opts.insecure or false,
+    ca_cert = opts.ca_cert, client_cert = opts.client_cert, client_key = opts.client_key,
     timeout = opts.timeout or 60,
     cancel = opts.cancel,
   }, Client)
@@ -46,6 +49,16 @@ end
 
 --- The message of an error without its code when the server produced it (what a person wants
 -- to read), or the whole error for transport failures.
+--- The TLS settings of parsed command-line options (--insecure, --ca-cert, --client-cert,
+-- --client-key) merged into `extra`, ready for M.new.
+function M.tls_options(opts, extra)
+  local o = {}
+  for k, v in pairs(extra or {}) do o[k] = v end
+  o.insecure = opts.insecure
+  o.ca_cert, o.client_cert, o.client_key = opts.ca_cert, opts.client_cert, opts.client_key
+  return o
+end
+
 function M.message(err, status)
   if status then return fail.message(err) end
   return err
@@ -59,6 +72,7 @@ end
 -- One request with the client's settings; opts as http.request's.
 function Client:request(opts)
   opts.insecure = self.insecure
+  opts.ca_file, opts.client_cert, opts.client_key = self.ca_cert, self.client_cert, self.client_key
   opts.timeout = opts.timeout or self.timeout
   opts.cancel = opts.cancel or self.cancel
   return http.request(opts)

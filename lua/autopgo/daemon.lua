@@ -40,6 +40,42 @@ function M.open_store(opts)
   return store
 end
 
+--- The listen options a role's HTTP port takes from the command line: TLS (--tls-cert, --tls-key,
+-- --tls-client-ca), --max-connections and --request-timeout, merged into `extra` (host, port,
+-- handler, ...). Raises the soft limit on open files first (Go's runtime does the same).
+function M.listen_options(opts, extra)
+  local httpd = require "autopgo.httpd"
+  local o = {}
+  for k, v in pairs(extra) do o[k] = v end
+  o.host, o.port = opts.host, opts.port
+  o.tls_cert, o.tls_key, o.tls_client_ca = opts.tls_cert, opts.tls_key, opts.tls_client_ca
+  o.max_connections, o.request_timeout = opts.max_connections, opts.request_timeout
+  local limit = httpd.raise_fd_limit()
+  if o.max_connections and limit > 0 and o.max_connections + 64 > limit then
+    log.warn("--max-connections is close to the limit on open files", "max_connections", o.max_connections,
+      "open_files", limit)
+  end
+  return o
+end
+
+--- SIGHUP reads the TLS certificate and key of `srv` again (new handshakes use them, open
+-- connections keep theirs); a file that does not load keeps the old ones and is logged. Returns a
+-- function that releases the signal handler; nothing to do (a no-op closer) without TLS.
+function M.reload_tls_on_sighup(srv)
+  if not srv.tls then return function() end end
+  local h = uv.new_signal()
+  h:start("sighup", function()
+    local ok, err = srv:reload_tls()
+    if ok then
+      log.info("TLS certificate reloaded", "server", srv.name)
+    else
+      log.error("cannot reload the TLS certificate; keeping the old one", "server", srv.name, "error", err)
+    end
+  end)
+  uv.unref(h)
+  return function() if not h:is_closing() then h:close() end end
+end
+
 --- The URL of the event writer: --event-writer-url or the in-process bus.
 function M.writer_url(opts)
   local raw = opts.event_writer_url

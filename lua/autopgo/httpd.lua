@@ -9,7 +9,7 @@
 --   req.method, req.path (decoded), req.raw_path, req.target (with the query), req.query (map),
 --   req.query_list, req.headers (lower-case names, "host" and "content-length" included),
 --   req.params (router), req.peer, req.body_size; req:body() (the whole body), req:read(n) (the next
---   piece, nil at the end), req:header(name)
+--   piece, nil at the end), req:body_bytes() (the body for C without a copy), req:header(name)
 --   res:status(n), res:header(k, v), res:add_header(k, v), res:send(body), res:write(chunk) (waits
 --   for the client), res:finish([chunk]), res:abort(), res:send_file(path, mime), res:json(status, value),
 --   res:error(status, message), res:state()
@@ -40,6 +40,19 @@ Request.__index = Request
 --- The whole body as a string (a copy of what the server received).
 function Request:body()
   return self._ud:body()
+end
+
+--- The body for C code that reads bytes (pprof.validate_async, the file store's put): the request
+-- itself when the server's buffer can be read in place (HTTP/1.x), so a large upload is held once,
+-- else a copy as a string (HTTP/2).
+function Request:body_bytes()
+  if self._ud:body_in_place() then return self._ud end
+  return self._ud:body()
+end
+
+--- Bytes i..j of the body (1-based, inclusive, like string.sub), copied.
+function Request:body_sub(i, j)
+  return self._ud:body_sub(i, j)
 end
 
 --- Streaming read: the next piece of the body (at most n bytes, default 64 KiB), nil at the end;

@@ -40,7 +40,9 @@ daemon.register_health(store, writer, reader)
 if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 
 local router = httpd.router()
-api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size }):routes(router)
+api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size,
+  max_decompressed = opts.max_decompressed, max_decompressing = opts.max_decompressing,
+  max_validations = opts.max_validations }):routes(router)
 router:add("GET", "/api/health", health.handler())
 router:add("GET", "/api/ready", health.handler())
 router:add("GET", "/metrics", metrics.handler())
@@ -48,24 +50,29 @@ router:add("GET", "/metrics", metrics.handler())
 -- Bodies over 32 MiB wait in a temporary file under the data directory (the file store's own
 -- .autopgo/tmp), never in /tmp: bounded by --max-upload-size like any upload.
 local spool_dir = (store.root or opts.data_dir or "./autopgo-data") .. "/.autopgo/tmp"
-local srv, err = httpd.listen { host = opts.host, port = opts.port, max_body = opts.max_upload_size,
-  handler = router, name = "server", spool_dir = spool_dir }
+local srv, err = httpd.listen(daemon.listen_options(opts, { max_body = opts.max_upload_size,
+  max_buffered = opts.max_buffered_uploads, handler = router, name = "server", spool_dir = spool_dir }))
 if not srv then cli.listen_failed("server", opts.host, opts.port, err) end
 -- Bodies over --max-upload-size are refused with 413 by the HTTP server before the API sees
 -- them; its count joins the uploads the API counted itself.
-local uploads, too_large = metrics.counter("autopgo_uploads_total"), 0
+-- So are those it refused with 503 past --max-buffered-uploads.
+local uploads, too_large, over_budget = metrics.counter("autopgo_uploads_total"), 0, 0
 metrics.collect(function()
-  local n = srv:stats().too_large
-  if n > too_large then uploads:inc({ status = "413" }, n - too_large) end
-  too_large = n
+  local st = srv:stats()
+  if st.too_large > too_large then uploads:inc({ status = "413" }, st.too_large - too_large) end
+  if st.over_budget > over_budget then uploads:inc({ status = "503" }, st.over_budget - over_budget) end
+  too_large, over_budget = st.too_large, st.over_budget
 end)
+local stop_tls_reload = daemon.reload_tls_on_sighup(srv)
 if embedded then embedded:start() end
-log.info("server listening", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_writer", writer.name,
+log.info("server listening", "host", opts.host, "port", srv.port, "tls", srv.tls, "blob_store", store.name,
+  "event_writer", writer.name,
   "worker", embedded and "in this process" or "separate")
 
 local stop = daemon.stop_signals()
 local signal = stop.wait()
 log.info("stopping: finishing requests in flight", "signal", signal)
+stop_tls_reload()
 srv:shutdown()
 if embedded then
   log.info("stopping: finishing the merge in progress")

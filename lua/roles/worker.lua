@@ -43,16 +43,18 @@ local router = httpd.router()
 router:add("GET", "/api/health", health.handler())
 router:add("GET", "/api/ready", health.handler())
 router:add("GET", "/metrics", metrics.handler())
-local srv, err = httpd.listen { host = opts.host, port = opts.port, handler = router, name = "worker" }
+local srv, err = httpd.listen(daemon.listen_options(opts, { handler = router, name = "worker" }))
 if not srv then cli.listen_failed("worker", opts.host, opts.port, err) end
+local stop_tls_reload = daemon.reload_tls_on_sighup(srv)
 w:start()
-log.info("worker running", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_reader", reader.name,
+log.info("worker running", "host", opts.host, "port", srv.port, "tls", srv.tls, "blob_store", store.name, "event_reader", reader.name,
   "event_writer", writer.name)
 
 local stop = daemon.stop_signals()
 local signal = stop.wait()
 log.info("stopping: finishing the merge in progress", "signal", signal)
 w:stop()
+stop_tls_reload()
 srv:shutdown()
 writer:close()
 store:close()

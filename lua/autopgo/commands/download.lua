@@ -91,7 +91,7 @@ function M.run(opts, args)
 
   local canceler = http.canceler()
   local stop_signals = on_interrupt(canceler)
-  local api = client.new(opts.api_url, { insecure = opts.insecure, timeout = 300, cancel = canceler })
+  local api = client.new(opts.api_url, client.tls_options(opts, { timeout = 300, cancel = canceler }))
   local res, err, _, status = api:download(app, { etag = etag, sink = sink })
   local interrupted = stop_signals()
 
