@@ -594,6 +594,12 @@ static void on_accept(uv_stream_t *listener, int status)
     h2o_accept(&srv->accept_ctx, conn->sock);
 }
 
+/* h2o closed the socket (its input buffer is gone) and our close callback has not run yet. */
+static int conn_closing(const ap_http_conn *conn)
+{
+    return uv_is_closing((const uv_handle_t *)&conn->tcp) || conn->sock->input == NULL;
+}
+
 /* While stopping: a connection with nothing buffered and nothing being written is idle between
  * requests. Shutting down its read side makes h2o see end-of-stream and close it through its own
  * path; connections with a request in progress are left until it is done. */
@@ -601,8 +607,8 @@ static void reap_idle(ap_http_server *srv)
 {
     for (h2o_linklist_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
         ap_http_conn *conn = H2O_STRUCT_FROM_MEMBER(ap_http_conn, link, n);
-        if (conn->read_shut || conn->active || conn->rejected || conn->sock->input->size != 0 ||
-            h2o_socket_is_writing(conn->sock))
+        if (conn_closing(conn) || conn->read_shut || conn->active || conn->rejected ||
+            conn->sock->input->size != 0 || h2o_socket_is_writing(conn->sock))
             continue;
         uv_os_fd_t fd;
         if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) == 0) shutdown(fd, SHUT_RD);
@@ -641,6 +647,7 @@ static void reject_finish(ap_http_conn *conn)
 {
     if (!conn->draining) return;
     conn->draining = 0;
+    if (conn_closing(conn)) return;
     uv_read_stop((uv_stream_t *)&conn->tcp);
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) == 0) shutdown(fd, SHUT_RD);
@@ -673,7 +680,7 @@ static void on_reject_written(h2o_socket_t *sock, const char *err)
     h2o_conn_t *hc = sock->data;
     ap_http_server *srv = H2O_STRUCT_FROM_MEMBER(ap_http_server, ctx, hc->ctx);
     ap_http_conn *conn = conn_of_socket(srv, sock);
-    if (conn == NULL) return;
+    if (conn == NULL || conn_closing(conn)) return;
     if (err != NULL) {
         reject_finish(conn);
         return;
@@ -719,6 +726,7 @@ static void on_budget(uv_timer_t *t)
     uint64_t now = uv_now(srv->loop);
     for (h2o_linklist_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
         ap_http_conn *conn = H2O_STRUCT_FROM_MEMBER(ap_http_conn, link, n);
+        if (conn_closing(conn)) continue;
         if (conn->rejected) {
             if (conn->draining && conn->drain_until && now >= conn->drain_until)
                 reject_finish(conn);
@@ -740,8 +748,9 @@ static void on_budget(uv_timer_t *t)
         size_t worst_bytes = 0;
         for (h2o_linklist_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
             ap_http_conn *conn = H2O_STRUCT_FROM_MEMBER(ap_http_conn, link, n);
-            if (conn->rejected || conn->active || conn->sock->input->size == 0 ||
-                h2o_socket_is_writing(conn->sock) || is_http2(conn->sock))
+            if (conn_closing(conn) || conn->rejected || conn->active ||
+                conn->sock->input->size == 0 || h2o_socket_is_writing(conn->sock) ||
+                is_http2(conn->sock))
                 continue;
             size_t b = buffer_bytes(conn->sock->input);
             if (b > worst_bytes) {

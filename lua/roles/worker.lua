@@ -47,8 +47,8 @@ local srv, err = httpd.listen(daemon.listen_options(opts, { handler = router, na
 if not srv then cli.listen_failed("worker", opts.host, opts.port, err) end
 local stop_tls_reload = daemon.reload_tls_on_sighup(srv)
 w:start()
-log.info("worker running", "host", opts.host, "port", srv.port, "tls", srv.tls, "blob_store", store.name, "event_reader", reader.name,
-  "event_writer", writer.name)
+log.info("worker running", "host", opts.host, "port", srv.port, "tls", srv.tls, "blob_store", store.name,
+  "event_reader", reader.name, "event_writer", writer.name)
 
 local stop = daemon.stop_signals()
 local signal = stop.wait()
