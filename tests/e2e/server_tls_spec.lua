@@ -132,7 +132,8 @@ describe("autopgo over TLS (end to end)", function()
       code, out, err = support.autopgo { "status", "tls-cli", "--api-url", server.url, "--ca-cert", ca, "--json" }
       assert.equals(0, code, out .. err)
       e2e.wait_for(function()
-        local c, o = support.autopgo({ "list", "--api-url", server.url, "--json" }, { env = { "AUTOPGO_CA_CERT=" .. ca } })
+        local c, o = support.autopgo({ "list", "--api-url", server.url, "--json" },
+          { env = { "AUTOPGO_CA_CERT=" .. ca } })
         return c == 0 and o:find("tls-cli", 1, true)
       end, 30000, "the merged profile to be listed")
       local out_file = dir .. "/merged.pgo"
