@@ -26,6 +26,8 @@ typedef struct {
     int rejected;           /* answered 503 over the buffer budget; closing */
     int draining;           /* reading (and dropping) what the client still sends before closing */
     size_t drained;         /* bytes dropped so far */
+    int parsed;             /* the headers of the request arriving now were read for its length */
+    size_t declared;        /* its Content-Length: what it will cost once its body is in */
     uint64_t drain_until;   /* loop time (ms) at which draining stops */
     h2o_socket_cb h2o_read; /* h2o's read callback, restored to let h2o close the connection */
 } ap_http_conn;
@@ -185,7 +187,10 @@ static void on_req_dispose(void *p)
     r->req = NULL;
     r->finished = 1;
     r->srv->active--;
-    if (r->conn) r->conn->active--;
+    if (r->conn && --r->conn->active == 0) {
+        r->conn->parsed = 0;
+        r->conn->declared = 0;
+    }
     void (*cb)(void *, int) = r->on_proceed;
     r->on_proceed = NULL;
     if (cb) cb(r->cbdata, 0);
@@ -667,12 +672,13 @@ static void drain_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     ap_http_conn *conn = (ap_http_conn *)stream;
     (void)buf;
     if (nread > 0) conn->drained += (size_t)nread;
-    if (nread < 0 || conn->drained > ((size_t)64 << 20)) reject_finish(conn);
+    if (nread < 0 || conn->drained > ((size_t)1 << 20)) reject_finish(conn);
 }
 
-/* The 503 went out: the body the client is still sending is read and dropped for a moment (into
- * one static scratch buffer), so closing does not reset the connection before the client has read
- * the answer. */
+/* The 503 went out: the body the client is still sending is read and dropped for a moment (up to
+ * 1 MiB or a second, into one static scratch buffer), so closing does not reset the connection
+ * before the client has read the answer; clients that read early answers (curl, Go) stop sending.
+ */
 static void on_reject_written(h2o_socket_t *sock, const char *err)
 {
     /* sock->data is h2o's HTTP/1 connection, whose first member is the h2o_conn_t holding our
@@ -719,6 +725,37 @@ static void reject(ap_http_server *srv, ap_http_conn *conn)
  * requests still arriving, largest first, until the rest fits. Bodies already complete (being
  * handled) are never refused here: they hold their share until answered. Idle keep-alive
  * connections give back the buffer of their last request (h2o keeps it otherwise). */
+/* The Content-Length of the request whose headers start the buffer (0 without one, or while the
+ * headers are incomplete: then *complete stays 0). */
+static size_t declared_length(const h2o_buffer_t *in, int *complete)
+{
+    size_t n = in->size < 65536 ? in->size : 65536;
+    const char *p = in->bytes, *end = p + n;
+    *complete = 0;
+    for (const char *q = p; q + 3 < end; q++)
+        if (q[0] == '\r' && q[1] == '\n' && q[2] == '\r' && q[3] == '\n') {
+            end = q + 2;
+            *complete = 1;
+            break;
+        }
+    if (!*complete) return 0;
+    for (const char *line = p; line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        if (eol == NULL) break;
+        if ((size_t)(eol - line) > 15 && strncasecmp(line, "content-length:", 15) == 0)
+            return (size_t)strtoull(line + 15, NULL, 10);
+        line = eol + 1;
+    }
+    return 0;
+}
+
+/* What a connection's request holds or, once its body is in, will hold. */
+static size_t conn_cost(ap_http_conn *conn)
+{
+    size_t held = buffer_bytes(conn->sock->input);
+    return conn->declared > held ? conn->declared : held;
+}
+
 static void on_budget(uv_timer_t *t)
 {
     ap_http_server *srv = t->data;
@@ -739,7 +776,18 @@ static void on_budget(uv_timer_t *t)
             h2o_buffer_init(&conn->sock->input, &h2o_socket_buffer_prototype);
             continue;
         }
-        total += buffer_bytes(in);
+        if (!conn->active && in->size == 0) conn->parsed = 0, conn->declared = 0;
+        /* A request whose headers are in is charged its announced length at once: the budget is
+         * decided before its body is buffered, not after. */
+        if (!conn->active && in->size != 0 && !conn->parsed && !is_http2(conn->sock)) {
+            int complete;
+            size_t len = declared_length(in, &complete);
+            if (complete) {
+                conn->parsed = 1;
+                conn->declared = len;
+            }
+        }
+        total += conn_cost(conn);
     }
     srv->buffered = total;
     if (!srv->cfg.max_buffered) return;
@@ -752,7 +800,7 @@ static void on_budget(uv_timer_t *t)
                 conn->sock->input->size == 0 || h2o_socket_is_writing(conn->sock) ||
                 is_http2(conn->sock))
                 continue;
-            size_t b = buffer_bytes(conn->sock->input);
+            size_t b = conn_cost(conn);
             if (b > worst_bytes) {
                 worst = conn;
                 worst_bytes = b;

@@ -33,6 +33,9 @@ Api.__index = Api
 M.default_max_decompressed = 256 * 1024 * 1024
 M.default_max_decompressing = 512 * 1024 * 1024
 M.default_max_validations = 2
+-- Uploads that may decompress to at most this much are validated in a lane of their own (one at
+-- a time, 16 MiB reserved at most), so ordinary profiles never wait behind large ones or bombs.
+M.small_upload = 4 * 1024 * 1024
 -- The decoded profile takes about 3x its decompressed size (measured on Go CPU profiles): each
 -- validation may use this many times what it reserved, plus a fixed allowance for small ones.
 M.memory_factor = 4
@@ -50,6 +53,7 @@ function M.new(o)
     digests = {}, hashing = {} }, Api)
   self.budget = o.budget or budget.new { slots = o.max_validations or M.default_max_validations,
     bytes = math.max(o.max_decompressing or M.default_max_decompressing, self.max_decompressed) }
+  self.small_budget = o.small_budget or budget.new { slots = 1, bytes = 4 * M.small_upload }
   -- a base holds many uploads: checked up to a size no single upload may reach
   self.base_limits = { max_decompressed = 4 * math.max(256 * 1024 * 1024, 16 * self.max_upload_size) }
   return self
@@ -107,14 +111,15 @@ function Api:upload(req, res)
   local body = req:body_bytes()
   m.bytes:inc(nil, req.body_size)
   local expand = self:expansion(req)
-  local ticket, berr = self.budget:acquire(expand)
+  local lane = expand <= M.small_upload and self.small_budget or self.budget
+  local ticket, berr = lane:acquire(expand)
   if not ticket then
     res:header("retry-after", "2")
     return done(503, "the server is validating as many uploads as it may; retry later (" .. fail.message(berr) .. ")")
   end
   local info, err, code = async.await(pprof.validate_async, body, { max_decompressed = expand,
     max_memory = M.memory_factor * expand + M.memory_allowance })
-  self.budget:release(ticket)
+  lane:release(ticket)
   if not info then
     local status = code == "TOO_LARGE" and 413 or 400
     return done(status, fail.message(err))
