@@ -44,7 +44,7 @@ return {
   -- Time a client has to send a request's headers and body (a slow or stalled client is cut off
   -- after it); also how long an idle keep-alive connection stays open.
   -- (--request-timeout, AUTOPGO_REQUEST_TIMEOUT)
-  request_timeout = "60s",
+  request_timeout = "120s",
   -- server: request bytes (compressed uploads) buffered at once; past it, uploads still arriving
   -- get 503 with Retry-After. (--max-buffered-uploads, AUTOPGO_MAX_BUFFERED_UPLOADS)
   max_buffered_uploads = "512MiB",
@@ -55,7 +55,8 @@ return {
   -- its gzip trailer says, up to max_decompressed); uploads wait for room, then get 503.
   -- (--max-decompressing, AUTOPGO_MAX_DECOMPRESSING)
   max_decompressing = "512MiB",
-  -- server: uploads validated at once on the thread pool (4 threads), leaving threads to file I/O.
+  -- server: uploads validated at once on the thread pool (8 threads), in each of two lanes (uploads
+  -- up to 4 MiB decompressed, and larger ones), leaving threads to file I/O.
   -- (--max-validations, AUTOPGO_MAX_VALIDATIONS)
   max_validations = 2,
   -- Pruning rules in the original's JSON format. (--prune, AUTOPGO_PRUNE)

@@ -31,9 +31,13 @@ current=""
 cleanup() { [ -z "$current" ] || kill "$current" 2>/dev/null || true; }
 trap cleanup EXIT
 
-wait_up() { # port
+# TLS: a self-signed certificate for 127.0.0.1 (its own CA)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$out/tls.key" -out "$out/tls.crt" -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+
+wait_up() { # port [scheme]
     for _ in $(seq 1 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/api/profile/x" && return 0
+        curl -s --cacert "$out/tls.crt" -o /dev/null "${2:-http}://127.0.0.1:$1/api/profile/x" && return 0
         sleep 0.05
     done
     echo "server on port $1 did not start" >&2
@@ -41,12 +45,13 @@ wait_up() { # port
 }
 
 results=()
-measure() { # label port pid
-    local label=$1 port=$2 pid=$3 c line
-    wait_up "$port"
+measure() { # label port pid [scheme [loadgen flags...]]
+    local label=$1 port=$2 pid=$3 scheme=${4:-http} c line
+    shift 4 2>/dev/null || shift 3
+    wait_up "$port" "$scheme"
     for c in 1 16 64; do
-        line=$("$out/bin/loadgen" -url "http://127.0.0.1:$port/api/profile/bench-app" -file "$profile" \
-            -c "$c" -d "${secs}s" -warmup 2s)
+        line=$("$out/bin/loadgen" -url "$scheme://127.0.0.1:$port/api/profile/bench-app" -file "$profile" \
+            -c "$c" -d "${secs}s" -warmup 2s "$@")
         results+=("$label|$c|$line")
         echo "$label c=$c $line" >&2
     done
@@ -73,6 +78,16 @@ build/autopgo server --port 19103 --data-dir "$data/embedded" 2>"$out/embedded.l
 current=$!
 measure "autopgo server, embedded default (merging too)" 19103 "$current"
 
+tls=(--tls-cert "$out/tls.crt" --tls-key "$out/tls.key")
+mkdir -p "$data/tls1" "$data/tls2"
+build/autopgo server --port 19104 --data-dir "$data/tls1" "${tls[@]}" 2>"$out/tls1.log" &
+current=$!
+measure "autopgo server, embedded default, TLS (HTTP/1.1)" 19104 "$current" https -ca "$out/tls.crt"
+
+build/autopgo server --port 19105 --data-dir "$data/tls2" "${tls[@]}" 2>"$out/tls2.log" &
+current=$!
+measure "autopgo server, embedded default, TLS (HTTP/2)" 19105 "$current" https -ca "$out/tls.crt" -h2
+
 field() { echo "$1" | sed -E "s/.*\"$2\":([0-9.]+).*/\1/"; }
 {
     echo "# bench/server results"
@@ -82,7 +97,9 @@ field() { echo "$1" | sed -E "s/.*\"$2\":([0-9.]+).*/\1/"; }
     echo "Each level runs ${secs} s after a 2 s warm-up with keep-alive clients posting the same"
     echo "$(stat -c %s "$profile")-byte gzip CPU profile (pprofgen: 2500 samples, 3000 locations, 30 s)."
     echo "autopgo fsyncs every upload (file and directory); the Go reference writes like gocloud.dev's"
-    echo "fileblob (temporary file, rename, no fsync) and publishes no event."
+    echo "fileblob (temporary file, rename, no fsync) and publishes no event. TLS rows: a 2048-bit RSA"
+    echo "certificate, Go's client with keep-alive (HTTP/1.1: one connection per client; HTTP/2: all"
+    echo "clients multiplexed on one connection)."
     echo
     echo "| server | clients | uploads/s | p50 ms | p99 ms | errors |"
     echo "|---|---:|---:|---:|---:|---:|"

@@ -33,8 +33,8 @@ Api.__index = Api
 M.default_max_decompressed = 256 * 1024 * 1024
 M.default_max_decompressing = 512 * 1024 * 1024
 M.default_max_validations = 2
--- Uploads that may decompress to at most this much are validated in a lane of their own (one at
--- a time, 16 MiB reserved at most), so ordinary profiles never wait behind large ones or bombs.
+-- Uploads that may decompress to at most this much are validated in a lane of their own (as many
+-- at once as max_validations), so ordinary profiles never wait behind large ones or bombs.
 M.small_upload = 4 * 1024 * 1024
 -- The decoded profile takes about 3x its decompressed size (measured on Go CPU profiles): each
 -- validation may use this many times what it reserved, plus a fixed allowance for small ones.
@@ -51,9 +51,10 @@ function M.new(o)
     max_upload_size = o.max_upload_size or 64 * 1024 * 1024, last_nanos = 0,
     max_decompressed = o.max_decompressed or M.default_max_decompressed,
     digests = {}, hashing = {} }, Api)
-  self.budget = o.budget or budget.new { slots = o.max_validations or M.default_max_validations,
+  local slots = o.max_validations or M.default_max_validations
+  self.budget = o.budget or budget.new { slots = slots,
     bytes = math.max(o.max_decompressing or M.default_max_decompressing, self.max_decompressed) }
-  self.small_budget = o.small_budget or budget.new { slots = 1, bytes = 4 * M.small_upload }
+  self.small_budget = o.small_budget or budget.new { slots = slots, bytes = slots * M.small_upload }
   -- a base holds many uploads: checked up to a size no single upload may reach
   self.base_limits = { max_decompressed = 4 * math.max(256 * 1024 * 1024, 16 * self.max_upload_size) }
   return self

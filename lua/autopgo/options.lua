@@ -71,7 +71,7 @@ M.list = {
   -- Budgets ------------------------------------------------------------------------------------
   { name = "max_connections", type = "int", min = 1, default = 8192,
     desc = "Connections past this many are closed as soon as they are accepted" },
-  { name = "request_timeout", type = "duration", default = "60s", min = 0.1,
+  { name = "request_timeout", type = "duration", default = "120s", min = 0.1,
     desc = "Time a client has to send a request's headers and body; also how long an idle "
       .. "keep-alive connection stays open" },
   { name = "max_buffered_uploads", type = "size", default = "512MiB",
@@ -83,7 +83,8 @@ M.list = {
     desc = "Decompressed bytes all uploads being validated may reserve at once; past it uploads wait "
       .. "(then 503 with Retry-After)" },
   { name = "max_validations", type = "int", min = 1, default = 2,
-    desc = "Uploads validated at once on the thread pool, so file operations keep threads free" },
+    desc = "Uploads validated at once on the thread pool, in each of two lanes (up to 4 MiB decompressed, "
+      .. "and larger), so file operations keep threads free" },
   { name = "policy", type = "table", flag = false,
     desc = "Per-app merge policy: { [app] = { prune = { {drop=..., keep=...} }, hook = function(profile, app) } }" },
 }

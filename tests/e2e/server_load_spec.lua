@@ -17,7 +17,7 @@ local run = support.run
 -- 512 MiB of buffered uploads + 512 MiB of validation reservations (each decoded at most 4x) is
 -- the budgets' worst case; in practice the bodies fail fast. The bound leaves room for the
 -- allocator keeping freed memory.
-local RSS_BOUND = 1536 * 1024 * 1024
+local RSS_BOUND = 1024 * 1024 * 1024
 
 local function rss(pid)
   local text = support.read_file(("/proc/%d/status"):format(pid)) or ""
