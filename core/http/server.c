@@ -672,13 +672,13 @@ static void drain_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     ap_http_conn *conn = (ap_http_conn *)stream;
     (void)buf;
     if (nread > 0) conn->drained += (size_t)nread;
-    if (nread < 0 || conn->drained > ((size_t)1 << 20)) reject_finish(conn);
+    if (nread < 0 || conn->drained > ((size_t)64 << 20)) reject_finish(conn);
 }
 
 /* The 503 went out: the body the client is still sending is read and dropped for a moment (up to
- * 1 MiB or a second, into one static scratch buffer), so closing does not reset the connection
- * before the client has read the answer; clients that read early answers (curl, Go) stop sending.
- */
+ * 64 MiB or two seconds, into one static scratch buffer: it costs no memory), so closing does not
+ * reset the connection before the client has read the answer; clients that read early answers
+ * (curl, Go) stop sending sooner. */
 static void on_reject_written(h2o_socket_t *sock, const char *err)
 {
     /* sock->data is h2o's HTTP/1 connection, whose first member is the h2o_conn_t holding our
@@ -693,7 +693,7 @@ static void on_reject_written(h2o_socket_t *sock, const char *err)
     }
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) == 0) shutdown(fd, SHUT_WR);
-    conn->drain_until = uv_now(srv->loop) + 1000;
+    conn->drain_until = uv_now(srv->loop) + 2000;
     if (uv_read_start((uv_stream_t *)&conn->tcp, drain_alloc, drain_read) != 0) reject_finish(conn);
 }
 
