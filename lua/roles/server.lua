@@ -57,8 +57,13 @@ if not srv then cli.listen_failed("server", opts.host, opts.port, err) end
 -- them; its count joins the uploads the API counted itself.
 -- So are those it refused with 503 past --max-buffered-uploads.
 local uploads, too_large, over_budget = metrics.counter("autopgo_uploads_total"), 0, 0
+local buffered = metrics.gauge("autopgo_http_buffered_bytes",
+  "Request bytes the server holds or has admitted now (bounded by --max-buffered-uploads).")
+local connections = metrics.gauge("autopgo_http_connections", "Open HTTP connections (bounded by --max-connections).")
 metrics.collect(function()
   local st = srv:stats()
+  buffered:set(nil, st.buffered)
+  connections:set(nil, st.connections)
   if st.too_large > too_large then uploads:inc({ status = "413" }, st.too_large - too_large) end
   if st.over_budget > over_budget then uploads:inc({ status = "503" }, st.over_budget - over_budget) end
   too_large, over_budget = st.too_large, st.over_budget
