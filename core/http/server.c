@@ -223,7 +223,7 @@ static int header_is(const char *name, size_t len, const char *want)
  * front and this server may split the stream into different requests (smuggling). h2o 2.2.5 keeps
  * neither header in req->headers (it takes the first length, or chunked), so the raw header block
  * is read: for HTTP/1 it is still in the connection's input buffer, right before the body. */
-static const char *framing_problem(ap_http_server *srv, h2o_req_t *req)
+static const char *framing_problem(h2o_req_t *req)
 {
     if (req->version >= 0x200 || req->entity.base == NULL) return NULL;
     if (req->conn->callbacks->get_socket == NULL) return NULL;
@@ -262,7 +262,6 @@ static const char *framing_problem(ap_http_server *srv, h2o_req_t *req)
             }
         }
     }
-    (void)srv;
     if (te && ncl) return "a request with both Transfer-Encoding and Content-Length is refused";
     if (differ) return "a request with differing Content-Length values is refused";
     return NULL;
@@ -271,7 +270,7 @@ static const char *framing_problem(ap_http_server *srv, h2o_req_t *req)
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     ap_http_server *srv = ((ap_http_handler *)self)->srv;
-    const char *bad = framing_problem(srv, req);
+    const char *bad = framing_problem(req);
     if (bad != NULL) {
         srv->bad_framing++;
         req->http1_is_persistent = 0;
@@ -721,10 +720,6 @@ static void reject(ap_http_server *srv, ap_http_conn *conn)
     h2o_socket_write(conn->sock, bufs, 2, on_reject_written);
 }
 
-/* Every 10 ms: adds up what the connections buffer for requests; over max_buffered, refuses the
- * requests still arriving, largest first, until the rest fits. Bodies already complete (being
- * handled) are never refused here: they hold their share until answered. Idle keep-alive
- * connections give back the buffer of their last request (h2o keeps it otherwise). */
 /* The Content-Length of the request whose headers start the buffer (0 without one, or while the
  * headers are incomplete: then *complete stays 0). */
 static size_t declared_length(const h2o_buffer_t *in, int *complete)
@@ -756,6 +751,11 @@ static size_t conn_cost(ap_http_conn *conn)
     return conn->declared > held ? conn->declared : held;
 }
 
+/* Every 10 ms: adds up what the connections buffer for requests (or, once their headers
+ * are in, will buffer); over max_buffered, refuses the
+ * requests still arriving, largest first, until the rest fits. Bodies already complete (being
+ * handled) are never refused here: they hold their share until answered. Idle keep-alive
+ * connections give back the buffer of their last request (h2o keeps it otherwise). */
 static void on_budget(uv_timer_t *t)
 {
     ap_http_server *srv = t->data;
