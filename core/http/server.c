@@ -751,11 +751,11 @@ static size_t conn_cost(ap_http_conn *conn)
     return conn->declared > held ? conn->declared : held;
 }
 
-/* Every 10 ms: adds up what the connections buffer for requests (or, once their headers
- * are in, will buffer); over max_buffered, refuses the
- * requests still arriving, largest first, until the rest fits. Bodies already complete (being
- * handled) are never refused here: they hold their share until answered. Idle keep-alive
- * connections give back the buffer of their last request (h2o keeps it otherwise). */
+/* Every 10 ms: adds up what the connections buffer for requests (or, once their headers are in,
+ * will buffer); over max_buffered, refuses the requests still arriving, largest first, until the
+ * rest fits. Bodies already complete (being handled) are never refused here: they hold their share
+ * until answered. Idle keep-alive connections give back the buffer of their last request (h2o
+ * keeps it otherwise). */
 static void on_budget(uv_timer_t *t)
 {
     ap_http_server *srv = t->data;
