@@ -5,6 +5,7 @@
  * gracefully. */
 #include "server.h"
 
+#include <errno.h>
 #include <h2o.h>
 #include <h2o/http2.h>
 #include <openssl/err.h>
@@ -881,9 +882,24 @@ static void ssl_error(char *err, size_t errlen, const char *what, const char *pa
     snprintf(err, errlen, "%s %s%s%s", what, path, detail[0] ? ": " : "", detail);
 }
 
+/* OpenSSL says only "system lib" for a file it cannot open: say which file and why first. */
+static int readable(const char *what, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read the %s %s: %s", what, path, strerror(errno));
+        return 0;
+    }
+    fclose(f);
+    return 1;
+}
+
 static SSL_CTX *make_ssl_ctx(const char *cert, const char *key, const char *client_ca, char *err,
                              size_t errlen)
 {
+    if (!readable("TLS certificate", cert, err, errlen) || !readable("TLS key", key, err, errlen) ||
+        (client_ca != NULL && !readable("client CA", client_ca, err, errlen)))
+        return NULL;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
         ssl_error(err, errlen, "cannot create a TLS context", "");
