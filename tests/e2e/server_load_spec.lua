@@ -120,9 +120,10 @@ describe("autopgo server under abuse (end to end)", function()
       local _, _, probes = prober:wait(20000)
       local _, _, normals = normal:wait(70000)
       stop_sampling = true
-      local health_bad, health_n, latencies = {}, 0, {}
+      local health_bad, health_n, latencies, health_ms = {}, 0, {}, {}
       for code, secs in probes:gmatch("(%d+) ([%d.]+)") do
         health_n = health_n + 1
+        health_ms[#health_ms + 1] = tonumber(secs) * 1000
         if code ~= "200" then health_bad[#health_bad + 1] = code .. " after " .. secs .. "s" end
       end
       for code, secs in normals:gmatch("(%d+) ([%d.]+)") do
@@ -136,7 +137,8 @@ describe("autopgo server under abuse (end to end)", function()
       table.sort(summary)
       local p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
       print(("\nload: %.1fs, peak RSS %.0f MiB (bound %d MiB), normal uploads %d p50 %.0f ms p99 %.0f ms, " ..
-        "health polls %d; %s"):format(took, peak / 2 ^ 20, RSS_BOUND // 2 ^ 20, #latencies, p50, p99, health_n,
+        "health polls %d (p50 %.0f ms, max %.0f ms); %s"):format(took, peak / 2 ^ 20, RSS_BOUND // 2 ^ 20,
+        #latencies, p50, p99, health_n, percentile(health_ms, 0.5), percentile(health_ms, 1),
         table.concat(summary, " ")))
 
       assert.equals(0, remaining, "some requests never finished")
