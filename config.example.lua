@@ -39,6 +39,35 @@ return {
   -- Origins besides the server's own that may send POST/DELETE (browsers); "*" allows any.
   -- (--allowed-origins, AUTOPGO_ALLOWED_ORIGINS, comma-separated)
   -- allowed_origins = { "https://dashboard.example.com" },
+  -- TLS on the server's and worker's port: PEM certificate (chain) and key; HTTP/2 and HTTP/1.1 by
+  -- ALPN. Both are read again on SIGHUP (new handshakes use them; open connections keep theirs).
+  -- (--tls-cert / --tls-key, AUTOPGO_TLS_CERT / AUTOPGO_TLS_KEY)
+  -- tls_cert = "/etc/autopgo/tls.crt",
+  -- tls_key = "/etc/autopgo/tls.key",
+  -- Mutual TLS: clients must present a certificate signed by one of these CAs (PEM), or the
+  -- handshake fails. (--tls-client-ca, AUTOPGO_TLS_CLIENT_CA)
+  -- tls_client_ca = "/etc/autopgo/clients-ca.crt",
+  -- Connections past this many are closed as soon as they are accepted. The soft limit on open
+  -- files is raised to the hard limit at start. (--max-connections, AUTOPGO_MAX_CONNECTIONS)
+  max_connections = 8192,
+  -- Time a client has to send a request's headers and body (a slow or stalled client is cut off
+  -- after it); also how long an idle keep-alive connection stays open.
+  -- (--request-timeout, AUTOPGO_REQUEST_TIMEOUT)
+  request_timeout = "120s",
+  -- server: request bytes (compressed uploads) buffered at once; past it, uploads still arriving
+  -- get 503 with Retry-After. (--max-buffered-uploads, AUTOPGO_MAX_BUFFERED_UPLOADS)
+  max_buffered_uploads = "512MiB",
+  -- server: what one upload may decompress to (413 past it; validation stops at the limit).
+  -- (--max-decompressed, AUTOPGO_MAX_DECOMPRESSED)
+  max_decompressed = "256MiB",
+  -- server: decompressed bytes all validations in flight may reserve together (each reserves what
+  -- its gzip trailer says, up to max_decompressed); uploads wait for room, then get 503.
+  -- (--max-decompressing, AUTOPGO_MAX_DECOMPRESSING)
+  max_decompressing = "512MiB",
+  -- server: uploads validated at once on the thread pool (8 threads), in each of two lanes (uploads
+  -- up to 4 MiB decompressed, and larger ones), leaving threads to file I/O.
+  -- (--max-validations, AUTOPGO_MAX_VALIDATIONS)
+  max_validations = 2,
   -- Pruning rules in the original's JSON format. (--prune, AUTOPGO_PRUNE)
   -- prune = "/etc/autopgo/prune.json",
   -- Merge policy per application ("*" applies to every app without its own entry): prune rules
@@ -75,6 +104,13 @@ return {
   -- token_file = "/etc/autopgo/token",
   -- Skip TLS verification for outbound HTTPS (targets, API). (--insecure, AUTOPGO_INSECURE)
   insecure = false,
+  -- scrape, upload, download, list, status, delete, clean: the CAs (PEM) that verify an https://
+  -- server (default: the system's), and a client certificate and key for a server that requires
+  -- one. (--ca-cert / --client-cert / --client-key, AUTOPGO_CA_CERT / AUTOPGO_CLIENT_CERT /
+  -- AUTOPGO_CLIENT_KEY)
+  -- ca_cert = "/etc/autopgo/ca.crt",
+  -- client_cert = "/etc/autopgo/scraper.crt",
+  -- client_key = "/etc/autopgo/scraper.key",
 
   -- download / clean / list -------------------------------------------------------------------
   -- Where download writes the profile. (--output, AUTOPGO_OUTPUT)

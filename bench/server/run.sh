@@ -35,9 +35,13 @@ current=""
 cleanup() { [ -z "$current" ] || kill "$current" 2>/dev/null || true; }
 trap cleanup EXIT
 
-wait_up() { # port
+# TLS: a self-signed certificate for 127.0.0.1 (its own CA)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$out/tls.key" -out "$out/tls.crt" -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+
+wait_up() { # port [scheme]
     for _ in $(seq 1 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/api/profile/x" && return 0
+        curl -s --cacert "$out/tls.crt" -o /dev/null "${2:-http}://127.0.0.1:$1/api/profile/x" && return 0
         sleep 0.05
     done
     echo "server on port $1 did not start" >&2
@@ -45,17 +49,18 @@ wait_up() { # port
 }
 
 results=()
-rows=${AP_BENCH_ROWS:-go only auth embedded}
+rows=${AP_BENCH_ROWS:-go only auth embedded tls}
 results_file=${AP_BENCH_OUT:-$here/RESULTS.md}
 levels=${AP_BENCH_CLIENTS:-1 16 64}
 want() { [[ " $rows " == *" $1 "* ]]; }
 
-measure() { # label port pid [token]
-    local label=$1 port=$2 pid=$3 token=${4:-} c line
-    wait_up "$port"
+measure() { # label port pid [scheme [loadgen flags...]]
+    local label=$1 port=$2 pid=$3 scheme=${4:-http} c line
+    shift 4 2>/dev/null || shift 3
+    wait_up "$port" "$scheme"
     for c in $levels; do
-        line=$("$out/bin/loadgen" -url "http://127.0.0.1:$port/api/profile/bench-app" -file "$profile" \
-            -c "$c" -d "${secs}s" -warmup 2s -token "$token")
+        line=$("$out/bin/loadgen" -url "$scheme://127.0.0.1:$port/api/profile/bench-app" -file "$profile" \
+            -c "$c" -d "${secs}s" -warmup 2s "$@")
         results+=("$label|$c|$line")
         echo "$label c=$c $line" >&2
     done
@@ -98,13 +103,25 @@ if want auth; then
     build/autopgo run bench/server/server_only.lua --port 19104 --data-dir "$data/auth" --auth-file "$out/auth.json" \
         2>"$out/auth.log" &
     current=$!
-    measure "autopgo, upload path with --auth-file" 19104 "$current" "$token"
+    measure "autopgo, upload path with --auth-file" 19104 "$current" http -token "$token"
 fi
 
 if want embedded; then
     build/autopgo server --port 19103 --data-dir "$data/embedded" 2>"$out/embedded.log" &
     current=$!
     measure "autopgo server, embedded default (merging too)" 19103 "$current"
+fi
+
+if want tls; then
+    tls=(--tls-cert "$out/tls.crt" --tls-key "$out/tls.key")
+    mkdir -p "$data/tls1" "$data/tls2"
+    build/autopgo server --port 19105 --data-dir "$data/tls1" "${tls[@]}" 2>"$out/tls1.log" &
+    current=$!
+    measure "autopgo server, embedded default, TLS (HTTP/1.1)" 19105 "$current" https -ca "$out/tls.crt"
+
+    build/autopgo server --port 19106 --data-dir "$data/tls2" "${tls[@]}" 2>"$out/tls2.log" &
+    current=$!
+    measure "autopgo server, embedded default, TLS (HTTP/2)" 19106 "$current" https -ca "$out/tls.crt" -h2
 fi
 
 field() { echo "$1" | sed -E "s/.*\"$2\":([0-9.]+).*/\1/"; }
@@ -116,7 +133,9 @@ field() { echo "$1" | sed -E "s/.*\"$2\":([0-9.]+).*/\1/"; }
     echo "Each level runs ${secs} s after a 2 s warm-up with keep-alive clients posting the same"
     echo "$(stat -c %s "$profile")-byte gzip CPU profile (pprofgen: 2500 samples, 3000 locations, 30 s)."
     echo "autopgo fsyncs every upload (file and directory); the Go reference writes like gocloud.dev's"
-    echo "fileblob (temporary file, rename, no fsync) and publishes no event."
+    echo "fileblob (temporary file, rename, no fsync) and publishes no event. TLS rows: a 2048-bit RSA"
+    echo "certificate, Go's client with keep-alive (HTTP/1.1: one connection per client; HTTP/2: all"
+    echo "clients multiplexed on one connection)."
     echo
     echo "| server | clients | uploads/s | p50 ms | p99 ms | errors |"
     echo "|---|---:|---:|---:|---:|---:|"

@@ -44,6 +44,10 @@ static lua_State *volatile main_state;
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* libuv's thread pool (4 threads by default) runs both CPU work (validation, merges: bounded
+     * by the API's budgets) and every file operation; 8 leaves file I/O threads while the CPU
+     * work runs. Read once, at the pool's first use; an operator's value wins. */
+    setenv("UV_THREADPOOL_SIZE", "8", 0);
     uv_loop_t *loop = uv_default_loop();
 
     lua_State *L = main_state = luaL_newstate();

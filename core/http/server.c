@@ -1,12 +1,20 @@
-/* The HTTP/1.1 server: libh2o on the process's libuv loop. h2o parses requests and buffers each
- * body (bounded by max_body, refused with 413 past it); this file accepts connections, hands
- * requests to one callback, streams responses with back-pressure and stops gracefully. */
+/* The HTTP server: libh2o on the process's libuv loop, HTTP/1.1 and, over TLS, HTTP/2 (ALPN). h2o
+ * parses requests and buffers each body (bounded by max_body, refused with 413 past it); this file
+ * accepts connections (up to a cap), keeps a budget of buffered request bytes, refuses ambiguous
+ * framing, hands requests to one callback, streams responses with back-pressure and stops
+ * gracefully. */
 #include "server.h"
 
+#include <errno.h>
 #include <h2o.h>
+#include <h2o/http2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 typedef struct {
@@ -15,6 +23,14 @@ typedef struct {
     ap_http_server *srv;
     h2o_linklist_t link;
     int read_shut;
+    size_t active;          /* requests of this connection being handled */
+    int rejected;           /* answered 503 over the buffer budget; closing */
+    int draining;           /* reading (and dropping) what the client still sends before closing */
+    size_t drained;         /* bytes dropped so far */
+    int parsed;             /* the headers of the request arriving now were read for its length */
+    size_t declared;        /* its Content-Length: what it will cost once its body is in */
+    uint64_t drain_until;   /* loop time (ms) at which draining stops */
+    h2o_socket_cb h2o_read; /* h2o's read callback, restored to let h2o close the connection */
 } ap_http_conn;
 
 typedef struct {
@@ -40,6 +56,13 @@ struct ap_http_server {
     size_t nconns;
     size_t active;
     size_t too_large; /* requests h2o refused with 413 before any handler saw them */
+    size_t over_budget;
+    size_t refused_conns;
+    size_t bad_framing;
+    size_t buffered;
+    SSL_CTX *ssl_ctx;
+    char *tls_cert, *tls_key, *tls_client_ca; /* owned copies, read again on reload */
+    uv_timer_t budget;
     int closing;
     int closed;
     int own_response; /* set while our code starts a response: the error filter leaves it alone */
@@ -55,6 +78,7 @@ struct ap_http_req {
     h2o_generator_t gen;
     h2o_req_t *req; /* NULL once h2o released the request */
     ap_http_server *srv;
+    ap_http_conn *conn; /* NULL if not found; a request never outlives its connection */
     int started;
     int finished;
     void (*on_proceed)(void *cbdata, int ok);
@@ -164,19 +188,102 @@ static void on_req_dispose(void *p)
     r->req = NULL;
     r->finished = 1;
     r->srv->active--;
+    if (r->conn && --r->conn->active == 0) {
+        r->conn->parsed = 0;
+        r->conn->declared = 0;
+    }
     void (*cb)(void *, int) = r->on_proceed;
     r->on_proceed = NULL;
     if (cb) cb(r->cbdata, 0);
     if (r->on_gone) r->on_gone(r->gone_data);
 }
 
+static ap_http_conn *conn_of_socket(ap_http_server *srv, h2o_socket_t *sock)
+{
+    if (sock == NULL) return NULL;
+    for (h2o_linklist_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
+        ap_http_conn *conn = H2O_STRUCT_FROM_MEMBER(ap_http_conn, link, n);
+        if (conn->sock == sock) return conn;
+    }
+    return NULL;
+}
+
+static ap_http_conn *conn_of_req(ap_http_server *srv, h2o_req_t *req)
+{
+    if (req->conn == NULL || req->conn->callbacks->get_socket == NULL) return NULL;
+    return conn_of_socket(srv, req->conn->callbacks->get_socket(req->conn));
+}
+
+static int header_is(const char *name, size_t len, const char *want)
+{
+    return len == strlen(want) && strncasecmp(name, want, len) == 0;
+}
+
+/* RFC 9112 section 6.3: a message with Transfer-Encoding and Content-Length, or with Content-Length
+ * values that differ, has no reliable length; a server must answer 400 and close, or a proxy in
+ * front and this server may split the stream into different requests (smuggling). h2o 2.2.5 keeps
+ * neither header in req->headers (it takes the first length, or chunked), so the raw header block
+ * is read: for HTTP/1 it is still in the connection's input buffer, right before the body. */
+static const char *framing_problem(h2o_req_t *req)
+{
+    if (req->version >= 0x200 || req->entity.base == NULL) return NULL;
+    if (req->conn->callbacks->get_socket == NULL) return NULL;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    if (sock == NULL || sock->input == NULL || sock->input->bytes == NULL) return NULL;
+    const char *p = sock->input->bytes, *end = req->entity.base;
+    if (end < p || end > p + sock->input->size) return NULL;
+    const char *eol = memchr(p, '\n', (size_t)(end - p)); /* skip the request line */
+    if (eol == NULL) return NULL;
+    int te = 0, ncl = 0, differ = 0;
+    const char *cl = NULL;
+    size_t cllen = 0;
+    for (p = eol + 1; p < end; p = eol + 1) {
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL) eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon == NULL) continue;
+        const char *v = colon + 1, *ve = eol;
+        if (header_is(p, (size_t)(colon - p), "transfer-encoding")) {
+            te = 1;
+        } else if (header_is(p, (size_t)(colon - p), "content-length")) {
+            /* each element of a comma-separated list counts as one value */
+            while (v < ve) {
+                const char *comma = memchr(v, ',', (size_t)(ve - v));
+                const char *e = comma ? comma : ve;
+                const char *a = v, *b = e;
+                while (a < b && (*a == ' ' || *a == '\t')) a++;
+                while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '\r')) b--;
+                if (ncl++ == 0) {
+                    cl = a;
+                    cllen = (size_t)(b - a);
+                } else if ((size_t)(b - a) != cllen || memcmp(a, cl, cllen) != 0) {
+                    differ = 1;
+                }
+                v = comma ? comma + 1 : ve;
+            }
+        }
+    }
+    if (te && ncl) return "a request with both Transfer-Encoding and Content-Length is refused";
+    if (differ) return "a request with differing Content-Length values is refused";
+    return NULL;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     ap_http_server *srv = ((ap_http_handler *)self)->srv;
+    const char *bad = framing_problem(req);
+    if (bad != NULL) {
+        srv->bad_framing++;
+        req->http1_is_persistent = 0;
+        h2o_send_error_generic(req, 400, "Bad Request", bad, H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
+        return 0;
+    }
     ap_http_req *r = h2o_mem_alloc_shared(&req->pool, sizeof *r, on_req_dispose);
     memset(r, 0, sizeof *r);
     r->req = req;
     r->srv = srv;
+    r->conn = conn_of_req(srv, req);
+    if (r->conn) r->conn->active++;
     r->gen.proceed = on_gen_proceed;
     r->gen.stop = on_gen_stop;
     srv->active++;
@@ -219,6 +326,11 @@ ap_http_str ap_http_req_body(const ap_http_req *r)
 int ap_http_req_has_body(const ap_http_req *r)
 {
     return r->req && r->req->entity.base != NULL;
+}
+
+int ap_http_req_body_stable(const ap_http_req *r)
+{
+    return r->req != NULL && r->req->entity.base != NULL && r->req->version < 0x200;
 }
 
 ap_http_str ap_http_req_authority(const ap_http_req *r)
@@ -433,6 +545,15 @@ static void maybe_closed(ap_http_server *srv)
     srv->closed = 1;
     uv_timer_stop(&srv->reaper);
     uv_close((uv_handle_t *)&srv->reaper, NULL);
+    uv_timer_stop(&srv->budget);
+    uv_close((uv_handle_t *)&srv->budget, NULL);
+    if (srv->ssl_ctx) SSL_CTX_free(srv->ssl_ctx);
+    srv->ssl_ctx = NULL;
+    free(srv->tls_cert);
+    free(srv->tls_key);
+    free(srv->tls_client_ca);
+    srv->tls_cert = srv->tls_key = srv->tls_client_ca = NULL;
+    srv->accept_ctx.ssl_ctx = NULL;
     /* The h2o context is not disposed: h2o_context_dispose runs a nested uv_run, which would run
      * unrelated callbacks (Lua ones included) in the middle of this one. The server's memory (a
      * few kilobytes) is kept on the retired list instead; its handles were unref'd at start and
@@ -463,12 +584,25 @@ static void on_accept(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)&conn->tcp, (uv_close_cb)free);
         return;
     }
+    /* Past the cap the connection is closed at once: taken off the backlog (so it does not fill
+     * up and stall everyone) without costing a parser, a buffer or a TLS handshake. */
+    if (srv->cfg.max_connections && srv->nconns >= srv->cfg.max_connections) {
+        srv->refused_conns++;
+        uv_close((uv_handle_t *)&conn->tcp, (uv_close_cb)free);
+        return;
+    }
     uv_tcp_nodelay(&conn->tcp, 1);
     conn->srv = srv;
     h2o_linklist_insert(&srv->conns, &conn->link);
     srv->nconns++;
     conn->sock = h2o_uv_socket_create((uv_stream_t *)&conn->tcp, on_conn_close);
     h2o_accept(&srv->accept_ctx, conn->sock);
+}
+
+/* h2o closed the socket (its input buffer is gone) and our close callback has not run yet. */
+static int conn_closing(const ap_http_conn *conn)
+{
+    return uv_is_closing((const uv_handle_t *)&conn->tcp) || conn->sock->input == NULL;
 }
 
 /* While stopping: a connection with nothing buffered and nothing being written is idle between
@@ -478,9 +612,8 @@ static void reap_idle(ap_http_server *srv)
 {
     for (h2o_linklist_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
         ap_http_conn *conn = H2O_STRUCT_FROM_MEMBER(ap_http_conn, link, n);
-        /* input is NULL once h2o has disposed of a closing socket (its uv close is pending) */
-        if (conn->read_shut || conn->sock->input == NULL || conn->sock->input->size != 0 ||
-            h2o_socket_is_writing(conn->sock))
+        if (conn_closing(conn) || conn->read_shut || conn->active || conn->rejected ||
+            conn->sock->input->size != 0 || h2o_socket_is_writing(conn->sock))
             continue;
         uv_os_fd_t fd;
         if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) == 0) shutdown(fd, SHUT_RD);
@@ -493,6 +626,191 @@ static void on_reap(uv_timer_t *t)
     ap_http_server *srv = t->data;
     reap_idle(srv);
     maybe_closed(srv);
+}
+
+/* ---- the buffer budget --------------------------------------------------------------------- */
+
+static const char reject_body[] =
+    "{\"message\":\"the server is receiving as much as it may hold; retry later\",\"code\":503}\n";
+
+static int is_http2(h2o_socket_t *sock)
+{
+    if (sock->ssl == NULL) return 0;
+    h2o_iovec_t proto = h2o_socket_ssl_get_selected_protocol(sock);
+    return proto.len >= 2 && memcmp(proto.base, "h2", 2) == 0;
+}
+
+static size_t buffer_bytes(const h2o_buffer_t *b)
+{
+    return b != NULL && b->bytes != NULL ? b->capacity : 0;
+}
+
+/* The end of a refused connection: h2o's read callback comes back on a socket whose read side is
+ * shut, so h2o sees end-of-stream and closes the connection through its own path (freeing the
+ * request and its buffer). */
+static void reject_finish(ap_http_conn *conn)
+{
+    if (!conn->draining) return;
+    conn->draining = 0;
+    if (conn_closing(conn)) return;
+    uv_read_stop((uv_stream_t *)&conn->tcp);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) == 0) shutdown(fd, SHUT_RD);
+    h2o_socket_read_start(conn->sock, conn->h2o_read);
+}
+
+static void drain_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static char scratch[64 * 1024];
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(scratch, sizeof scratch);
+}
+
+static void drain_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    ap_http_conn *conn = (ap_http_conn *)stream;
+    (void)buf;
+    if (nread > 0) conn->drained += (size_t)nread;
+    if (nread < 0 || conn->drained > ((size_t)64 << 20)) reject_finish(conn);
+}
+
+/* The 503 went out: the body the client is still sending is read and dropped for a moment (up to
+ * 64 MiB or two seconds, into one static scratch buffer: it costs no memory), so closing does not
+ * reset the connection before the client has read the answer; clients that read early answers
+ * (curl, Go) stop sending sooner. */
+static void on_reject_written(h2o_socket_t *sock, const char *err)
+{
+    /* sock->data is h2o's HTTP/1 connection, whose first member is the h2o_conn_t holding our
+     * context: from it the server, and from the server our connection. */
+    h2o_conn_t *hc = sock->data;
+    ap_http_server *srv = H2O_STRUCT_FROM_MEMBER(ap_http_server, ctx, hc->ctx);
+    ap_http_conn *conn = conn_of_socket(srv, sock);
+    if (conn == NULL || conn_closing(conn)) return;
+    if (err != NULL) {
+        reject_finish(conn);
+        return;
+    }
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) == 0) shutdown(fd, SHUT_WR);
+    conn->drain_until = uv_now(srv->loop) + 2000;
+    if (uv_read_start((uv_stream_t *)&conn->tcp, drain_alloc, drain_read) != 0) reject_finish(conn);
+}
+
+/* Answers a connection whose request is still arriving with 503 and closes it. h2o stops reading
+ * it first, so what it buffered stops growing; the buffer goes when h2o closes the connection. */
+static void reject(ap_http_server *srv, ap_http_conn *conn)
+{
+    static char head[256];
+    static size_t head_len;
+    if (head_len == 0)
+        head_len = (size_t)snprintf(head, sizeof head,
+                                    "HTTP/1.1 503 Service Unavailable\r\n"
+                                    "Content-Type: application/json\r\n"
+                                    "Retry-After: 1\r\n"
+                                    "Connection: close\r\n"
+                                    "Content-Length: %zu\r\n\r\n",
+                                    sizeof reject_body - 1);
+    srv->over_budget++;
+    conn->rejected = 1;
+    conn->draining = 1;
+    conn->h2o_read = conn->sock->_cb.read;
+    h2o_socket_read_stop(conn->sock);
+    h2o_iovec_t bufs[2] = {h2o_iovec_init(head, head_len),
+                           h2o_iovec_init(reject_body, sizeof reject_body - 1)};
+    h2o_socket_write(conn->sock, bufs, 2, on_reject_written);
+}
+
+/* The Content-Length of the request whose headers start the buffer (0 without one, or while the
+ * headers are incomplete: then *complete stays 0). */
+static size_t declared_length(const h2o_buffer_t *in, int *complete)
+{
+    size_t n = in->size < 65536 ? in->size : 65536;
+    const char *p = in->bytes, *end = p + n;
+    *complete = 0;
+    for (const char *q = p; q + 3 < end; q++)
+        if (q[0] == '\r' && q[1] == '\n' && q[2] == '\r' && q[3] == '\n') {
+            end = q + 2;
+            *complete = 1;
+            break;
+        }
+    if (!*complete) return 0;
+    for (const char *line = p; line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        if (eol == NULL) break;
+        if ((size_t)(eol - line) > 15 && strncasecmp(line, "content-length:", 15) == 0)
+            return (size_t)strtoull(line + 15, NULL, 10);
+        line = eol + 1;
+    }
+    return 0;
+}
+
+/* What a connection's request holds or, once its body is in, will hold. */
+static size_t conn_cost(ap_http_conn *conn)
+{
+    size_t held = buffer_bytes(conn->sock->input);
+    return conn->declared > held ? conn->declared : held;
+}
+
+/* Every 10 ms: adds up what the connections buffer for requests (or, once their headers are in,
+ * will buffer); over max_buffered, refuses the requests still arriving, largest first, until the
+ * rest fits. Bodies already complete (being handled) are never refused here: they hold their share
+ * until answered. Idle keep-alive connections give back the buffer of their last request (h2o
+ * keeps it otherwise). */
+static void on_budget(uv_timer_t *t)
+{
+    ap_http_server *srv = t->data;
+    size_t total = 0;
+    uint64_t now = uv_now(srv->loop);
+    for (h2o_linklist_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
+        ap_http_conn *conn = H2O_STRUCT_FROM_MEMBER(ap_http_conn, link, n);
+        if (conn_closing(conn)) continue;
+        if (conn->rejected) {
+            if (conn->draining && conn->drain_until && now >= conn->drain_until)
+                reject_finish(conn);
+            continue;
+        }
+        h2o_buffer_t *in = conn->sock->input;
+        if (!conn->active && in->size == 0 && buffer_bytes(in) > (1 << 20) &&
+            !is_http2(conn->sock)) {
+            h2o_buffer_dispose(&conn->sock->input);
+            h2o_buffer_init(&conn->sock->input, &h2o_socket_buffer_prototype);
+            continue;
+        }
+        if (!conn->active && in->size == 0) conn->parsed = 0, conn->declared = 0;
+        /* A request whose headers are in is charged its announced length at once: the budget is
+         * decided before its body is buffered, not after. */
+        if (!conn->active && in->size != 0 && !conn->parsed && !is_http2(conn->sock)) {
+            int complete;
+            size_t len = declared_length(in, &complete);
+            if (complete) {
+                conn->parsed = 1;
+                conn->declared = len;
+            }
+        }
+        total += conn_cost(conn);
+    }
+    srv->buffered = total;
+    if (!srv->cfg.max_buffered) return;
+    while (total > srv->cfg.max_buffered) {
+        ap_http_conn *worst = NULL;
+        size_t worst_bytes = 0;
+        for (h2o_linklist_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
+            ap_http_conn *conn = H2O_STRUCT_FROM_MEMBER(ap_http_conn, link, n);
+            if (conn_closing(conn) || conn->rejected || conn->active ||
+                conn->sock->input->size == 0 || h2o_socket_is_writing(conn->sock) ||
+                is_http2(conn->sock))
+                continue;
+            size_t b = conn_cost(conn);
+            if (b > worst_bytes) {
+                worst = conn;
+                worst_bytes = b;
+            }
+        }
+        if (worst == NULL) break;
+        reject(srv, worst);
+        total -= worst_bytes;
+    }
 }
 
 static void on_listener_closed(uv_handle_t *h)
@@ -553,6 +871,106 @@ static void init_context_unref(ap_http_server *srv)
     free(after.items);
 }
 
+/* ---- TLS ---------------------------------------------------------------------------------- */
+
+static void ssl_error(char *err, size_t errlen, const char *what, const char *path)
+{
+    char detail[256] = "";
+    unsigned long e = ERR_peek_last_error();
+    if (e != 0) ERR_error_string_n(e, detail, sizeof detail);
+    ERR_clear_error();
+    snprintf(err, errlen, "%s %s%s%s", what, path, detail[0] ? ": " : "", detail);
+}
+
+/* OpenSSL says only "system lib" for a file it cannot open: say which file and why first. */
+static int readable(const char *what, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read the %s %s: %s", what, path, strerror(errno));
+        return 0;
+    }
+    fclose(f);
+    return 1;
+}
+
+static SSL_CTX *make_ssl_ctx(const char *cert, const char *key, const char *client_ca, char *err,
+                             size_t errlen)
+{
+    if (!readable("TLS certificate", cert, err, errlen) || !readable("TLS key", key, err, errlen) ||
+        (client_ca != NULL && !readable("client CA", client_ca, err, errlen)))
+        return NULL;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        ssl_error(err, errlen, "cannot create a TLS context", "");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        ssl_error(err, errlen, "cannot read the TLS certificate", cert);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        ssl_error(err, errlen, "cannot read the TLS key", key);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        ssl_error(err, errlen, "the TLS key does not match the certificate", cert);
+        goto fail;
+    }
+    if (client_ca != NULL) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(client_ca);
+        if (names == NULL || SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1) {
+            if (names) sk_X509_NAME_pop_free(names, X509_NAME_free);
+            ssl_error(err, errlen, "cannot read the client CA", client_ca);
+            goto fail;
+        }
+        SSL_CTX_set_client_CA_list(ctx, names);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    /* h2, then http/1.1: what stock curl and Go's net/http offer */
+    h2o_ssl_register_alpn_protocols(ctx, h2o_alpn_protocols);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int ap_http_server_reload_tls(ap_http_server *srv, char *err, size_t errlen)
+{
+    if (srv->tls_cert == NULL) {
+        snprintf(err, errlen, "the server does not use TLS");
+        return -1;
+    }
+    SSL_CTX *ctx = make_ssl_ctx(srv->tls_cert, srv->tls_key, srv->tls_client_ca, err, errlen);
+    if (ctx == NULL) return -1;
+    /* Connections hold a reference to the context they were accepted with: freeing ours leaves
+     * them theirs until they close. */
+    SSL_CTX_free(srv->ssl_ctx);
+    srv->ssl_ctx = ctx;
+    srv->accept_ctx.ssl_ctx = ctx;
+    return 0;
+}
+
+long ap_http_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? -1 : (long)rl.rlim_cur;
+}
+
+static char *dup_opt(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
 static void free_server_handle(uv_handle_t *h)
 {
     free(h->data);
@@ -576,13 +994,35 @@ int ap_http_server_start(uv_loop_t *loop, const ap_http_server_config *cfg, ap_h
         }
         memcpy(h2o_socket_buffer_mmap_settings.fn_template, tmpl, (size_t)n + 1);
     }
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+        snprintf(err, errlen, "TLS needs both a certificate and a key");
+        return -1;
+    }
+    if (cfg->tls_client_ca != NULL && cfg->tls_cert == NULL) {
+        snprintf(err, errlen,
+                 "client certificates (a client CA) need TLS: give a certificate and key");
+        return -1;
+    }
+    SSL_CTX *ssl_ctx = NULL;
+    if (cfg->tls_cert != NULL) {
+        ssl_ctx = make_ssl_ctx(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca, err, errlen);
+        if (ssl_ctx == NULL) return -1;
+    }
     ap_http_server *srv = calloc(1, sizeof *srv);
     if (srv == NULL) {
+        SSL_CTX_free(ssl_ctx);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     srv->loop = loop;
     srv->cfg = *cfg;
+    srv->cfg.spool_dir = NULL; /* used above only; the caller's strings need not outlive start */
+    srv->ssl_ctx = ssl_ctx;
+    srv->tls_cert = dup_opt(cfg->tls_cert);
+    srv->tls_key = dup_opt(cfg->tls_key);
+    srv->tls_client_ca = dup_opt(cfg->tls_client_ca);
+    srv->cfg.host = NULL;
+    srv->cfg.tls_cert = srv->cfg.tls_key = srv->cfg.tls_client_ca = NULL;
     h2o_linklist_init_anchor(&srv->conns);
 
     uv_tcp_init(loop, &srv->listener);
@@ -591,6 +1031,10 @@ int ap_http_server_start(uv_loop_t *loop, const ap_http_server_config *cfg, ap_h
     if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_accept);
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port, uv_strerror(rc));
+        SSL_CTX_free(srv->ssl_ctx);
+        free(srv->tls_cert);
+        free(srv->tls_key);
+        free(srv->tls_client_ca);
         uv_close((uv_handle_t *)&srv->listener, free_server_handle);
         return -1;
     }
@@ -604,7 +1048,10 @@ int ap_http_server_start(uv_loop_t *loop, const ap_http_server_config *cfg, ap_h
     srv->config.server_name = h2o_iovec_init(H2O_STRLIT("")); /* no Server header */
     srv->config.max_request_entity_size = cfg->max_body;
     srv->config.http1.req_timeout = cfg->request_timeout_ms;
-    srv->config.http1.upgrade_to_http2 = 0; /* HTTP/1.1 only */
+    srv->config.http1.upgrade_to_http2 = 0; /* no h2c: HTTP/2 only over TLS, by ALPN */
+    srv->config.http2.idle_timeout = cfg->request_timeout_ms;
+    srv->config.handshake_timeout =
+        cfg->request_timeout_ms < 10000 ? cfg->request_timeout_ms : 10000;
     h2o_hostconf_t *host = h2o_config_register_host(
         &srv->config, h2o_iovec_init(H2O_STRLIT("default")), (uint16_t)srv->port);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
@@ -617,9 +1064,14 @@ int ap_http_server_start(uv_loop_t *loop, const ap_http_server_config *cfg, ap_h
     init_context_unref(srv);
     srv->accept_ctx.ctx = &srv->ctx;
     srv->accept_ctx.hosts = srv->config.hosts;
+    srv->accept_ctx.ssl_ctx = srv->ssl_ctx;
     uv_timer_init(loop, &srv->reaper);
     srv->reaper.data = srv;
     uv_unref((uv_handle_t *)&srv->reaper);
+    uv_timer_init(loop, &srv->budget);
+    srv->budget.data = srv;
+    uv_unref((uv_handle_t *)&srv->budget);
+    uv_timer_start(&srv->budget, on_budget, 10, 10);
     *out = srv;
     return 0;
 }
@@ -642,4 +1094,24 @@ size_t ap_http_server_connections(const ap_http_server *srv)
 size_t ap_http_server_too_large(const ap_http_server *srv)
 {
     return srv->too_large;
+}
+
+size_t ap_http_server_over_budget(const ap_http_server *srv)
+{
+    return srv->over_budget;
+}
+
+size_t ap_http_server_refused_connections(const ap_http_server *srv)
+{
+    return srv->refused_conns;
+}
+
+size_t ap_http_server_bad_framing(const ap_http_server *srv)
+{
+    return srv->bad_framing;
+}
+
+size_t ap_http_server_buffered(const ap_http_server *srv)
+{
+    return srv->buffered;
 }

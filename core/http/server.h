@@ -1,5 +1,5 @@
-/* An HTTP/1.1 server on the process's libuv loop, built on libh2o (libuv build). Plain C: the
- * Lua binding (core/lua/http_server.c) turns requests into coroutines. */
+/* An HTTP/1.1 (and, over TLS, HTTP/2) server on the process's libuv loop, built on libh2o (libuv
+ * build). Plain C: the Lua binding (core/lua/http_server.c) turns requests into coroutines. */
 #ifndef AP_HTTP_SERVER_H
 #define AP_HTTP_SERVER_H
 
@@ -28,6 +28,17 @@ typedef struct {
      * (created and unlinked at once) rather than in memory; NULL keeps h2o's /tmp. h2o has one such
      * setting per process, so the last server started decides. */
     const char *spool_dir;
+    /* TLS: PEM certificate chain and key (both or neither); ALPN offers h2 and http/1.1. With
+     * tls_client_ca, clients must present a certificate signed by one of those CAs. */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_client_ca;
+    /* Connections past this many are closed as soon as they are accepted (0: no cap). */
+    size_t max_connections;
+    /* Budget of request bytes the server buffers at once (bodies still arriving or being handled,
+     * HTTP/1.1). Past it the connection whose request is still arriving with the most buffered
+     * is answered 503 with Retry-After and closed, before it can buffer more. 0: no budget. */
+    size_t max_buffered;
     /* Called on the loop for every request; the request stays valid until on_gone (see
      * ap_http_req_set_owner) whether or not a response has been sent. */
     void (*on_request)(void *data, ap_http_req *req);
@@ -44,6 +55,20 @@ size_t ap_http_server_active_requests(const ap_http_server *srv);
 size_t ap_http_server_connections(const ap_http_server *srv);
 /* Requests refused with 413 (body over max_body) by the server itself, before any handler ran. */
 size_t ap_http_server_too_large(const ap_http_server *srv);
+/* Requests refused by the server itself: 503 past max_buffered, connections closed past
+ * max_connections, and 400 for ambiguous framing (two Content-Lengths, or Transfer-Encoding with
+ * Content-Length). */
+size_t ap_http_server_over_budget(const ap_http_server *srv);
+size_t ap_http_server_refused_connections(const ap_http_server *srv);
+size_t ap_http_server_bad_framing(const ap_http_server *srv);
+/* Bytes buffered for requests right now (what max_buffered bounds). */
+size_t ap_http_server_buffered(const ap_http_server *srv);
+/* Reads the TLS certificate, key (and client CA) files again: new handshakes use them, open
+ * connections keep theirs. Returns 0, or -1 with a message in err (the old ones stay). */
+int ap_http_server_reload_tls(ap_http_server *srv, char *err, size_t errlen);
+/* Raises the soft limit on open files to the hard limit, as Go's runtime does at start. Returns
+ * the new soft limit. */
+long ap_http_raise_fd_limit(void);
 /* Graceful stop: closes the listener at once, lets requests in flight (including uploads whose
  * body is still arriving) finish, closes idle keep-alive connections, then frees the server and
  * calls on_closed. Calling it twice is harmless (the second callback is ignored). */
@@ -57,6 +82,10 @@ size_t ap_http_req_header_count(const ap_http_req *r);
 int ap_http_req_header(const ap_http_req *r, size_t i, ap_http_str *name, ap_http_str *value);
 ap_http_str ap_http_req_body(const ap_http_req *r); /* the whole body, already received */
 int ap_http_req_has_body(const ap_http_req *r);
+/* Whether the body stays where it is until the response is sent, even if the client goes away:
+ * true for HTTP/1.x, where h2o stops reading the connection while a request is being handled (it
+ * notices a lost client only when writing). An HTTP/2 stream can be reset at any time. */
+int ap_http_req_body_stable(const ap_http_req *r);
 ap_http_str ap_http_req_authority(const ap_http_req *r); /* the Host header */
 /* The client's address as "ip:port" into buf; returns 0 or -1. */
 int ap_http_req_peer(const ap_http_req *r, char *buf, size_t len);

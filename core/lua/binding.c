@@ -286,3 +286,11 @@ void ap_pending_closed(lua_State *L, ap_pending *p, const char *what)
     luaL_unref(L, LUA_REGISTRYINDEX, p->self_ref);
     p->self_ref = LUA_NOREF;
 }
+
+const char *ap_check_bytes(lua_State *L, int idx, size_t *len)
+{
+    if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, len);
+    const char *p = ap_http_request_body_view(L, idx, len);
+    if (p == NULL) luaL_typeerror(L, idx, "string or HTTP/1 request with a body");
+    return p;
+}

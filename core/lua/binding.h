@@ -44,6 +44,14 @@ typedef void (*ap_cleanup_fn)(void *data);
 void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *data,
                    ap_work_fn work, ap_after_fn after, ap_cleanup_fn cleanup);
 
+/* Bytes an operation reads: a string, or a request of the HTTP server whose body the server holds
+ * in place (HTTP/1.x: it stays put until the response is sent), so a large upload is validated and
+ * stored from the server's own buffer without a copy in Lua. Raises on anything else. Pin the value
+ * for work on the thread pool. */
+const char *ap_check_bytes(lua_State *L, int idx, size_t *len);
+/* The body of the request userdata at idx when it can be read in place, else NULL. */
+const char *ap_http_request_body_view(lua_State *L, int idx, size_t *len);
+
 /* Loop handles with callbacks in flight (kafka clients, nats connections). The handle's userdata
  * keeps them in its user value 1, a table: integer keys for pending callbacks (the id travels to C
  * as the operation's opaque), "close" for the list of close(cb) callbacks. `self_ref` is the

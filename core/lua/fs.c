@@ -110,7 +110,7 @@ static int l_write_new_async(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
+    const char *data = ap_check_bytes(L, 2, &len);
     luaL_checktype(L, 3, LUA_TFUNCTION);
     fs_job *j = new_job(L, path, NULL);
     j->data = data;

@@ -151,6 +151,24 @@ static int l_req_body(lua_State *L)
     return 1;
 }
 
+const char *ap_http_request_body_view(lua_State *L, int idx, size_t *len)
+{
+    request_ud *u = luaL_testudata(L, idx, REQUEST_TYPE);
+    if (u == NULL || u->r == NULL || !ap_http_req_body_stable(u->r)) return NULL;
+    ap_http_str b = ap_http_req_body(u->r);
+    *len = b.len;
+    return b.base;
+}
+
+/* req:body_in_place() -> boolean: whether the body can be handed to C without a copy (HTTP/1.x;
+ * an HTTP/2 stream's body can go away with the stream while a thread still reads it) */
+static int l_req_body_in_place(lua_State *L)
+{
+    request_ud *u = ap_check_http_request(L, 1);
+    lua_pushboolean(L, u->r != NULL && ap_http_req_body_stable(u->r));
+    return 1;
+}
+
 /* req:body_sub(i, j) -> string: bytes i..j of the body (1-based, inclusive, like string.sub) */
 static int l_req_body_sub(lua_State *L)
 {
@@ -345,8 +363,17 @@ static lua_Integer opt_int_field(lua_State *L, int idx, const char *name, lua_In
     return v;
 }
 
-/* http_server.listen{ host, port, max_body, request_timeout_ms, json_errors, spool_dir, on_request
- * }
+static const char *opt_str_field(lua_State *L, int idx, const char *name)
+{
+    lua_getfield(L, idx, name); /* left on the stack: the string stays alive until listen returns */
+    if (lua_isnil(L, -1)) return NULL;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "http_server.listen: %s must be a string", name);
+    return lua_tostring(L, -1);
+}
+
+/* http_server.listen{ host, port, max_body, request_timeout_ms, json_errors, spool_dir, tls_cert,
+ *   tls_key, tls_client_ca, max_connections, max_buffered, on_request }
  *   -> server | nil, "LISTEN: ...", "LISTEN" */
 static int l_listen(lua_State *L)
 {
@@ -360,6 +387,11 @@ static int l_listen(lua_State *L)
     int json_errors = lua_toboolean(L, -1);
     lua_getfield(L, 1, "spool_dir");
     const char *spool_dir = luaL_optstring(L, -1, NULL);
+    const char *tls_cert = opt_str_field(L, 1, "tls_cert");
+    const char *tls_key = opt_str_field(L, 1, "tls_key");
+    const char *tls_client_ca = opt_str_field(L, 1, "tls_client_ca");
+    lua_Integer max_conns = opt_int_field(L, 1, "max_connections", 0, 0, INT32_MAX);
+    lua_Integer max_buffered = opt_int_field(L, 1, "max_buffered", 0, 0, INT64_MAX);
     lua_getfield(L, 1, "on_request");
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "on_request must be a function");
 
@@ -375,6 +407,11 @@ static int l_listen(lua_State *L)
         .request_timeout_ms = (uint64_t)timeout,
         .json_errors = json_errors,
         .spool_dir = spool_dir,
+        .tls_cert = tls_cert,
+        .tls_key = tls_key,
+        .tls_client_ca = tls_client_ca,
+        .max_connections = (size_t)max_conns,
+        .max_buffered = (size_t)max_buffered,
         .on_request = server_on_request,
         .data = s,
     };
@@ -397,12 +434,43 @@ static int l_server_port(lua_State *L)
     return 1;
 }
 
+/* server:reload_tls() -> true | nil, "TLS: ...", "TLS": reads the certificate files again */
+static int l_server_reload_tls(lua_State *L)
+{
+    server_ud *s = ap_check_http_server(L, 1);
+    if (!s->srv) return ap_fail(L, "STATE", "the server is closed");
+    char err[512];
+    if (ap_http_server_reload_tls(s->srv, err, sizeof err) != 0)
+        return ap_fail(L, "TLS", "%s", err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* http_server.raise_fd_limit() -> the soft limit on open files after raising it to the hard one */
+static int l_raise_fd_limit(lua_State *L)
+{
+    lua_pushinteger(L, ap_http_raise_fd_limit());
+    return 1;
+}
+
 /* server:stats() -> { active = requests in progress, connections = open connections,
- *                     too_large = requests refused with 413 before reaching the handler } */
+ *                     too_large = requests refused with 413 before reaching the handler,
+ *                     over_budget = requests refused with 503 past max_buffered,
+ *                     refused_connections = connections closed past max_connections,
+ *                     bad_framing = requests refused with 400 for ambiguous framing,
+ *                     buffered = request bytes buffered now } */
 static int l_server_stats(lua_State *L)
 {
     server_ud *s = ap_check_http_server(L, 1);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 7);
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_over_budget(s->srv) : 0);
+    lua_setfield(L, -2, "over_budget");
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_refused_connections(s->srv) : 0);
+    lua_setfield(L, -2, "refused_connections");
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_bad_framing(s->srv) : 0);
+    lua_setfield(L, -2, "bad_framing");
+    lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_buffered(s->srv) : 0);
+    lua_setfield(L, -2, "buffered");
     lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_active_requests(s->srv) : 0);
     lua_setfield(L, -2, "active");
     lua_pushinteger(L, s->srv ? (lua_Integer)ap_http_server_connections(s->srv) : 0);
@@ -459,8 +527,13 @@ static int l_server_gc(lua_State *L)
 int ap_open_http_server(lua_State *L)
 {
     static const luaL_Reg req_methods[] = {
-        {"body", l_req_body}, {"body_sub", l_req_body_sub},   {"start", l_req_start},
-        {"send", l_req_send}, {"send_file", l_req_send_file}, {"state", l_req_state},
+        {"body", l_req_body},
+        {"body_sub", l_req_body_sub},
+        {"body_in_place", l_req_body_in_place},
+        {"start", l_req_start},
+        {"send", l_req_send},
+        {"send_file", l_req_send_file},
+        {"state", l_req_state},
         {NULL, NULL},
     };
     static const luaL_Reg req_meta[] = {
@@ -472,6 +545,7 @@ int ap_open_http_server(lua_State *L)
     static const luaL_Reg srv_methods[] = {
         {"port", l_server_port},
         {"stats", l_server_stats},
+        {"reload_tls", l_server_reload_tls},
         {"close", l_server_close},
         {NULL, NULL},
     };
@@ -485,6 +559,7 @@ int ap_open_http_server(lua_State *L)
     ap_register_type(L, SERVER_TYPE, srv_methods, srv_meta);
     static const luaL_Reg funcs[] = {
         {"listen", l_listen},
+        {"raise_fd_limit", l_raise_fd_limit},
         {NULL, NULL},
     };
     luaL_newlib(L, funcs);

@@ -308,7 +308,7 @@ static int decode_after(lua_State *L, void *d)
 static int do_decode(lua_State *L, int validate, int async)
 {
     size_t len;
-    const char *data = luaL_checklstring(L, 1, &len);
+    const char *data = ap_check_bytes(L, 1, &len);
     ap_pprof_limits lim;
     check_limits(L, 2, &lim);
     if (async) luaL_checktype(L, 3, LUA_TFUNCTION);

@@ -20,6 +20,7 @@ local limits = require "autopgo.limits"
 local utc = require "autopgo.utc"
 local uv = require "luv"
 local core = require "autopgo.core"
+local budget = require "autopgo.budget"
 local pprof = core.pprof
 
 local M = {}
@@ -33,19 +34,51 @@ local m = {
 local Api = {}
 Api.__index = Api
 
+M.default_max_decompressed = 256 * 1024 * 1024
+M.default_max_decompressing = 512 * 1024 * 1024
+M.default_max_validations = 2
+-- Uploads that may decompress to at most this much are validated in a lane of their own (as many
+-- at once as max_validations), so ordinary profiles never wait behind large ones or bombs.
+M.small_upload = 4 * 1024 * 1024
+-- The decoded profile takes about 3x its decompressed size (measured on Go CPU profiles): each
+-- validation may use this many times what it reserved, plus a fixed allowance for small ones.
+M.memory_factor = 4
+M.memory_allowance = 16 * 1024 * 1024
+
 --- An API over a store and an event writer. o.max_upload_size bounds uploads (the HTTP server
--- refuses larger bodies with 413 before reading them); what they may decompress to is the limit the
--- worker merges under (autopgo.limits), so nothing accepted here is refused later.
+-- refuses larger bodies with 413 before reading them); o.max_decompressed what one may decompress
+-- to (413 past it; never more than the limit the worker merges under, autopgo.limits, so nothing
+-- accepted here is refused later); o.max_decompressing the decompressed bytes all validations in flight may
+-- reserve and o.max_validations how many run at once (uploads wait for room, then get 503 with
+-- Retry-After); o.budget replaces those two with a shared autopgo.budget.
 function M.new(o)
   local self = setmetatable({ store = assert(o.store), writer = assert(o.writer),
     max_upload_size = o.max_upload_size or 64 * 1024 * 1024, last_nanos = 0,
+    max_decompressed = o.max_decompressed or M.default_max_decompressed,
     digests = {}, hashing = {} }, Api)
-  -- one owner for both: an upload and the base the worker writes are held to the same limits
-  self.limits = limits.profile
+  local slots = o.max_validations or M.default_max_validations
+  self.budget = o.budget or budget.new { slots = slots,
+    bytes = math.max(o.max_decompressing or M.default_max_decompressing, self.max_decompressed) }
+  self.small_budget = o.small_budget or budget.new { slots = slots, bytes = slots * M.small_upload }
+  -- a base is checked under the limits the worker merges it under
   self.base_limits = limits.profile
   -- the compiler's view (issue 14): ?format=pgo|preprofile, policy serve/stable/no_inline, /decisions
   self.pgo = require("autopgo.pgo_api").new(self.store, o.policy)
   return self
+end
+
+-- What an upload may decompress to, decided from what it sent before any of it is inflated: a gzip
+-- body states its size in its trailer (modulo 2^32), anything else is its own size. The decoder
+-- is held to that (and to max_decompressed), so a trailer that lies gets 413 rather than memory.
+function Api:expansion(req)
+  -- one owner of what a profile may decompress to for the worker too: never accept more
+  local most = math.min(self.max_decompressed, limits.profile.max_decompressed)
+  local n = req.body_size
+  if n >= 18 and req:body_sub(1, 2) == "\31\139" then
+    local isize = string.unpack("<I4", req:body_sub(n - 3, n))
+    return math.min(most, math.max(isize, 64 * 1024))
+  end
+  return math.min(most, math.max(n, 1))
 end
 
 local function answer(res, status, message)
@@ -84,9 +117,19 @@ function Api:upload(req, res)
     return answer(res, status, message)
   end
   if not keys.is_app_name(app) then return done(400, bad_name(app)) end
-  local body = req:body()
-  m.bytes:inc(nil, #body)
-  local info, err, code = async.await(pprof.validate_async, body, self.limits)
+  -- HTTP/1: the request itself, read in place by the validator and the file store (held once)
+  local body = req:body_bytes()
+  m.bytes:inc(nil, req.body_size)
+  local expand = self:expansion(req)
+  local lane = expand <= M.small_upload and self.small_budget or self.budget
+  local ticket, berr = lane:acquire(expand)
+  if not ticket then
+    res:header("retry-after", "2")
+    return done(503, "the server is validating as many uploads as it may; retry later (" .. fail.message(berr) .. ")")
+  end
+  local info, err, code = async.await(pprof.validate_async, body, { max_decompressed = expand,
+    max_memory = M.memory_factor * expand + M.memory_allowance })
+  lane:release(ticket)
   if not info then
     local status = code == "TOO_LARGE" and 413 or 400
     return done(status, fail.message(err))
@@ -98,7 +141,8 @@ function Api:upload(req, res)
   for _ = 1, 5 do
     key = keys.staging(app, self:nanos())
     local pcode
-    put, perr, pcode = self.store:put(key, body, { if_none_match = "*" })
+    put, perr, pcode = self.store:put(key, (self.store.takes_request_body or type(body) == "string") and body
+      or req:body(), { if_none_match = "*" })
     if put or pcode ~= "PRECONDITION_FAILED" then break end
   end
   if not put then return done(failure("cannot store the profile", perr, "app", app)) end

@@ -11,10 +11,12 @@ local M = {}
 local version = require("autopgo.version").version
 M.version = version
 
-local role_options = { "log_level", "event_writer_url", "blob_store_url", "port", "host" }
--- who may use a listener (autopgo.auth), and the token a client sends to the server
+local role_options = { "log_level", "event_writer_url", "blob_store_url", "port", "host", "tls_cert", "tls_key",
+  "tls_client_ca", "max_connections", "request_timeout" }
+-- who may use a listener (autopgo.auth)
 local access_options = { "auth_file", "metrics_scope", "allowed_origins" }
-local token_options = { "token", "token_file" }
+-- Every command that talks to the server over HTTP(S): TLS settings and the token it sends.
+local client_options = { "insecure", "ca_cert", "client_cert", "client_key", "token", "token_file" }
 
 local function list(...)
   local out = {}
@@ -29,34 +31,35 @@ M.commands = {
   { name = "server", script = "roles/server.lua",
     summary = "Run the profile server (and, on the embedded default, the worker in the same process)",
     options = list(role_options, { "event_reader_url", "prune", "data_dir", "max_upload_size", "min_free_space",
-      "policy" }, access_options) },
+      "policy", "max_buffered_uploads", "max_decompressed", "max_decompressing", "max_validations" },
+      access_options) },
   { name = "worker", script = "roles/worker.lua",
     summary = "Merge uploaded profiles into one base profile per application",
     options = list(role_options, { "event_reader_url", "prune", "data_dir", "min_free_space", "policy" },
       access_options) },
   { name = "scrape", script = "roles/scraper.lua", args = { 0, 1, "[FILE|KUBECONFIG]" },
     summary = "Periodically profile Go applications and forward the profiles to the server",
-    options = list({ "log_level", "api_url", "port", "host", "sample_size", "app", "frequency", "duration", "mode",
-      "insecure" }, token_options),
+    options = list({ "log_level", "api_url", "port", "host", "sample_size", "app", "frequency", "duration", "mode" },
+      client_options),
     required = { "sample_size", "app" } },
   { name = "upload", module = "autopgo.commands.upload", args = { 1, 1, "FILE" },
     summary = "Upload a pprof profile to the server to be merged (FILE may be - for stdin)",
-    options = list({ "log_level", "api_url", "app", "insecure" }, token_options), required = { "app" } },
+    options = list({ "log_level", "api_url", "app" }, client_options), required = { "app" } },
   { name = "download", module = "autopgo.commands.download", args = { 1, 1, "APP" },
     summary = "Download the merged profile of an application",
-    options = list({ "log_level", "api_url", "output", "fail_open", "insecure", "format" }, token_options) },
+    options = list({ "log_level", "api_url", "output", "fail_open", "format" }, client_options) },
   { name = "list", module = "autopgo.commands.list",
     summary = "List the merged profiles managed by the server",
-    options = list({ "log_level", "api_url", "json", "insecure" }, token_options) },
+    options = list({ "log_level", "api_url", "json" }, client_options) },
   { name = "status", module = "autopgo.commands.status", args = { 1, 1, "APP" },
     summary = "Show an application's merged profile and its staged and rejected uploads (with why)",
-    options = list({ "log_level", "api_url", "json", "insecure" }, token_options) },
+    options = list({ "log_level", "api_url", "json" }, client_options) },
   { name = "delete", module = "autopgo.commands.delete", args = { 1, 1, "APP" },
     summary = "Delete the merged and any pending profiles of an application",
-    options = list({ "log_level", "api_url", "insecure" }, token_options) },
+    options = list({ "log_level", "api_url" }, client_options) },
   { name = "clean", module = "autopgo.commands.clean",
     summary = "Delete merged profiles larger than a size or not updated for a duration",
-    options = list({ "log_level", "api_url", "older_than", "larger_than", "dry_run", "insecure" }, token_options) },
+    options = list({ "log_level", "api_url", "older_than", "larger_than", "dry_run" }, client_options) },
   { name = "merge", module = "autopgo.commands.merge", args = { 1, math.huge, "PROFILE..." },
     summary = "Merge local profiles into one (optionally pruned with --prune and --app)",
     options = { "log_level", "output", "force", "prune", "app" } },
@@ -65,7 +68,7 @@ M.commands = {
     options = { "log_level", "pgo", "json" } },
   { name = "diff", module = "autopgo.commands.diff", args = { 2, 2, "A B" },
     summary = "Compare the compiler's decisions of two profiles (files, or app:NAME through the API)",
-    options = list({ "log_level", "api_url", "insecure", "json" }, token_options) },
+    options = list({ "log_level", "api_url", "json" }, client_options) },
   { name = "run", args = { 1, math.huge, "SCRIPT [ARGS...]" }, passthrough = true,
     summary = "Run a Lua script on the event loop with the autopgo library available",
     options = { "log_level" } },

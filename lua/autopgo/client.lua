@@ -14,8 +14,10 @@ local M = {}
 local Client = {}
 Client.__index = Client
 
---- A client for the server at `base_url`. opts: insecure, timeout (seconds, default 60),
--- cancel (an http.canceler), token (sent as Authorization: Bearer; only to this server).
+--- A client for the server at `base_url`. opts: insecure, ca_cert (PEM file of the CAs that
+-- verify an https:// server; default the system's), client_cert and client_key (PEM files, for a
+-- server that requires client certificates), timeout (seconds, default 60), cancel (an
+-- http.canceler), token (sent as Authorization: Bearer; only to this server).
 function M.new(base_url, opts)
   opts = opts or {}
   local token = opts.token
@@ -24,17 +26,20 @@ function M.new(base_url, opts)
   return setmetatable({
     base = (base_url:gsub("/+$", "")),
     insecure = opts.insecure or false,
+    ca_cert = opts.ca_cert, client_cert = opts.client_cert, client_key = opts.client_key,
     timeout = opts.timeout or 60,
     cancel = opts.cancel,
     authorization = token and ("Bearer " .. token),
   }, Client)
 end
 
---- client.new's options from a command's resolved options (api_url aside): insecure and token,
--- plus `extra` (timeout, cancel).
+--- client.new's options from a command's resolved options (api_url aside): the TLS settings
+-- (--insecure, --ca-cert, --client-cert, --client-key) and the token, plus `extra` (timeout, cancel).
 function M.options(opts, extra)
-  local o = { insecure = opts.insecure, token = opts.token }
+  local o = {}
   for k, v in pairs(extra or {}) do o[k] = v end
+  o.insecure, o.token = opts.insecure, opts.token
+  o.ca_cert, o.client_cert, o.client_key = opts.ca_cert, opts.client_cert, opts.client_key
   return o
 end
 
@@ -75,6 +80,7 @@ function Client:request(opts)
     opts.headers.authorization = self.authorization
   end
   opts.insecure = self.insecure
+  opts.ca_file, opts.client_cert, opts.client_key = self.ca_cert, self.client_cert, self.client_key
   opts.timeout = opts.timeout or self.timeout
   opts.cancel = opts.cancel or self.cancel
   return http.request(opts)

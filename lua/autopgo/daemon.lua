@@ -40,6 +40,38 @@ function M.open_store(opts)
   return store
 end
 
+--- The listen options a role's HTTP port takes from the command line: TLS (--tls-cert, --tls-key,
+-- --tls-client-ca), --max-connections and --request-timeout, merged into `extra` (host, port,
+-- handler, ...). Raises the soft limit on open files first (Go's runtime does the same).
+function M.listen_options(opts, extra)
+  local httpd = require "autopgo.httpd"
+  local o = {}
+  for k, v in pairs(extra) do o[k] = v end
+  o.host, o.port = opts.host, opts.port
+  o.tls_cert, o.tls_key, o.tls_client_ca = opts.tls_cert, opts.tls_key, opts.tls_client_ca
+  o.max_connections, o.request_timeout = opts.max_connections, opts.request_timeout
+  local limit = httpd.raise_fd_limit()
+  if o.max_connections and limit > 0 and o.max_connections + 64 > limit then
+    log.warn("--max-connections is close to the limit on open files", "max_connections", o.max_connections,
+      "open_files", limit)
+  end
+  return o
+end
+
+--- Reloads srv's TLS certificate and key on SIGHUP (M.on_reload); a pair that does not load keeps
+-- the old one. Returns { close = fn } (a no-op for a server without TLS).
+function M.reload_tls_on_sighup(srv)
+  if not srv.tls then return { close = function() end } end
+  return M.on_reload("TLS certificate", function()
+    local ok, err = srv:reload_tls()
+    if ok then
+      log.info("TLS certificate reloaded", "server", srv.name)
+    else
+      log.error("cannot reload the TLS certificate; keeping the old one", "server", srv.name, "error", err)
+    end
+  end)
+end
+
 --- The URL of the event writer: --event-writer-url or the in-process bus.
 function M.writer_url(opts)
   local raw = opts.event_writer_url

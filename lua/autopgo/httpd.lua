@@ -1,4 +1,5 @@
--- The HTTP server for Lua code: httpd.listen{...} serves HTTP/1.1 with the h2o server of the C core
+-- The HTTP server for Lua code: httpd.listen{...} serves HTTP/1.1 (and HTTP/2 over TLS) with the
+-- h2o server of the C core
 -- (core.http_server) and runs handler(req, res) in its own coroutine per request, so handlers can
 -- wait on stores and buses. httpd.router() maps "METHOD /path/{param}" patterns to handlers.
 --
@@ -8,7 +9,7 @@
 --   req.method, req.path (decoded), req.raw_path, req.target (with the query), req.query (map),
 --   req.query_list, req.headers (lower-case names, "host" and "content-length" included),
 --   req.params (router), req.peer, req.body_size; req:body() (the whole body), req:read(n) (the next
---   piece, nil at the end), req:header(name)
+--   piece, nil at the end), req:body_bytes() (the body for C without a copy), req:header(name)
 --   res:status(n), res:header(k, v), res:add_header(k, v), res:send(body), res:write(chunk) (waits
 --   for the client), res:finish([chunk]), res:abort(), res:send_file(path, mime), res:json(status, value),
 --   res:error(status, message), res:state()
@@ -25,6 +26,12 @@ local M = {}
 M.default_max_body = 64 * 1024 * 1024
 M.default_chunk = 64 * 1024
 
+--- Raises the soft limit on open files to the hard limit (as Go's runtime does at start), so many
+-- idle connections cannot run the server out of descriptors. Returns the limit now in force.
+function M.raise_fd_limit()
+  return core.http_server.raise_fd_limit()
+end
+
 -- Requests -------------------------------------------------------------------------------------
 
 local Request = {}
@@ -33,6 +40,19 @@ Request.__index = Request
 --- The whole body as a string (a copy of what the server received).
 function Request:body()
   return self._ud:body()
+end
+
+--- The body for C code that reads bytes (pprof.validate_async, the file store's put): the request
+-- itself when the server's buffer can be read in place (HTTP/1.x), so a large upload is held once,
+-- else a copy as a string (HTTP/2).
+function Request:body_bytes()
+  if self._ud:body_in_place() then return self._ud end
+  return self._ud:body()
+end
+
+--- Bytes i..j of the body (1-based, inclusive, like string.sub), copied.
+function Request:body_sub(i, j)
+  return self._ud:body_sub(i, j)
 end
 
 --- Streaming read: the next piece of the body (at most n bytes, default 64 KiB), nil at the end;
@@ -208,9 +228,16 @@ function Server:shutdown()
   return true
 end
 
---- { active = requests in progress, connections = open connections }
+--- { active = requests in progress, connections = open connections, too_large, over_budget,
+-- refused_connections, bad_framing, buffered } (see core/lua/http_server.c)
 function Server:stats()
   return self._ud:stats()
+end
+
+--- Reads the TLS certificate and key (and client CA) files again: new handshakes use them, open
+-- connections keep theirs. Returns true or nil, "TLS: ...", "TLS" (the old ones stay).
+function Server:reload_tls()
+  return self._ud:reload_tls()
 end
 
 -- mkdir -p, synchronous: once, when a server starts (and outside coroutines too).
@@ -252,7 +279,10 @@ end
 -- 64 MiB; larger bodies get 413 before they are read), request_timeout (seconds to receive a
 -- request, also the keep-alive idle time; 120), json_errors (true: the server's own 400/413 answers
 -- use the API's JSON error body), spool_dir (where h2o keeps request bodies over 32 MiB, in a
--- temporary file it unlinks at once; created if missing; default h2o's /tmp), handler =
+-- temporary file it unlinks at once; created if missing; default h2o's /tmp), tls_cert and tls_key
+-- (PEM files: serve HTTPS, with HTTP/2 by ALPN), tls_client_ca (PEM: require client certificates
+-- signed by it), max_connections (more are closed at once; 0 none), max_buffered (bytes of request
+-- bodies buffered at once before requests still arriving get 503; 0 none), handler =
 -- function(req, res) or a router.
 -- Returns the server (srv.port is the bound port) or nil, "LISTEN: ...", "LISTEN".
 function M.listen(opts)
@@ -301,10 +331,15 @@ function M.listen(opts)
     request_timeout_ms = math.floor((opts.request_timeout or 120) * 1000),
     json_errors = opts.json_errors ~= false,
     spool_dir = opts.spool_dir,
+    tls_cert = opts.tls_cert,
+    tls_key = opts.tls_key,
+    tls_client_ca = opts.tls_client_ca,
+    max_connections = opts.max_connections,
+    max_buffered = opts.max_buffered,
     on_request = on_request,
   }
   if not ud then return nil, err, code end
-  return setmetatable({ _ud = ud, port = ud:port(), name = name }, Server)
+  return setmetatable({ _ud = ud, port = ud:port(), name = name, tls = opts.tls_cert ~= nil }, Server)
 end
 
 -- Routing --------------------------------------------------------------------------------------

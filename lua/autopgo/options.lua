@@ -77,6 +77,35 @@ M.list = {
     desc = "The bearer token sent to the autopgo server (prefer --token-file or AUTOPGO_TOKEN)" },
   { name = "token_file", type = "path",
     desc = "A file holding the bearer token sent to the autopgo server (surrounding whitespace is ignored)" },
+  -- TLS ----------------------------------------------------------------------------------------
+  { name = "tls_cert", type = "path",
+    desc = "PEM certificate (chain) to serve HTTPS with, HTTP/2 and HTTP/1.1 by ALPN (with --tls-key); "
+      .. "read again on SIGHUP" },
+  { name = "tls_key", type = "path", desc = "PEM private key of --tls-cert; read again on SIGHUP" },
+  { name = "tls_client_ca", type = "path",
+    desc = "PEM CA certificates: require clients to present a certificate signed by one (mutual TLS)" },
+  { name = "ca_cert", type = "path",
+    desc = "PEM CA certificates to verify the server's HTTPS certificate with (default: the system's)" },
+  { name = "client_cert", type = "path",
+    desc = "PEM client certificate to present to a server that asks for one (mutual TLS, with --client-key)" },
+  { name = "client_key", type = "path", desc = "PEM private key of --client-cert" },
+  -- Budgets ------------------------------------------------------------------------------------
+  { name = "max_connections", type = "int", min = 1, default = 8192,
+    desc = "Connections past this many are closed as soon as they are accepted" },
+  { name = "request_timeout", type = "duration", default = "120s", min = 0.1,
+    desc = "Time a client has to send a request's headers and body; also how long an idle "
+      .. "keep-alive connection stays open" },
+  { name = "max_buffered_uploads", type = "size", default = "512MiB",
+    desc = "Request bytes (compressed uploads) the server buffers at once; past it, requests still "
+      .. "arriving get 503 with Retry-After" },
+  { name = "max_decompressed", type = "size", default = "256MiB",
+    desc = "What one upload may decompress to; larger gets 413 (validation stops at the limit)" },
+  { name = "max_decompressing", type = "size", default = "512MiB",
+    desc = "Decompressed bytes all uploads being validated may reserve at once; past it uploads wait "
+      .. "(then 503 with Retry-After)" },
+  { name = "max_validations", type = "int", min = 1, default = 2,
+    desc = "Uploads validated at once on the thread pool, in each of two lanes (up to 4 MiB decompressed, "
+      .. "and larger), so file operations keep threads free" },
   { name = "policy", type = "table", flag = false,
     desc = "Per-app merge policy: { [app] = { prune = { {drop=..., keep=...} }, hook = function(profile, app) } }" },
 }

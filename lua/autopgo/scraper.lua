@@ -31,7 +31,8 @@ M.upload_retry = { base = 0.5, cap = 8, attempts = 6, deadline = 30 }
 local Scraper = {}
 Scraper.__index = Scraper
 
---- opts: app, api_url, sample_size, frequency, duration (seconds), insecure, token (to the server only); upload_retry
+--- opts: app, api_url, sample_size, frequency, duration (seconds), insecure, ca_cert, client_cert,
+-- client_key, token (towards the server only; targets use the system CAs and no token); upload_retry
 -- (optional, overrides fields of M.upload_retry). source: a discovery source
 -- (autopgo.discovery). hooks (optional): on_result(kind, target, bytes, detail) with kind
 -- "success" | "empty" | "target_error" | "upload_error" | "canceled", on_round(targets_known,

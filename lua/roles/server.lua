@@ -46,7 +46,8 @@ local guard = must(auth.guard { auth_file = opts.auth_file, host = opts.host, al
   name = "server" })
 local router = httpd.router { guard = guard }
 api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size,
-  policy = opts.policy }):routes(router)
+  max_decompressed = opts.max_decompressed, max_decompressing = opts.max_decompressing,
+  max_validations = opts.max_validations, policy = opts.policy }):routes(router)
 router:add("GET", "/api/health", health.handler(), auth.OPEN)
 router:add("GET", "/api/ready", health.handler(), auth.OPEN)
 router:add("GET", "/metrics", metrics.handler(), opts.metrics_scope)
@@ -54,21 +55,30 @@ router:add("GET", "/metrics", metrics.handler(), opts.metrics_scope)
 -- Bodies over 32 MiB wait in a temporary file under the data directory (the file store's own
 -- .autopgo/tmp), never in /tmp: bounded by --max-upload-size like any upload.
 local spool_dir = (store.root or opts.data_dir or "./autopgo-data") .. "/.autopgo/tmp"
-local srv, err = httpd.listen { host = opts.host, port = opts.port, max_body = opts.max_upload_size,
-  handler = router, name = "server", spool_dir = spool_dir }
+local srv, err = httpd.listen(daemon.listen_options(opts, { max_body = opts.max_upload_size,
+  max_buffered = opts.max_buffered_uploads, handler = router, name = "server", spool_dir = spool_dir }))
 if not srv then cli.listen_failed("server", opts.host, opts.port, err) end
 -- Bodies over --max-upload-size are refused with 413 by the HTTP server before the API sees
 -- them; its count joins the uploads the API counted itself.
-local uploads, too_large = metrics.counter("autopgo_uploads_total"), 0
+-- So are those it refused with 503 past --max-buffered-uploads.
+local uploads, too_large, over_budget = metrics.counter("autopgo_uploads_total"), 0, 0
+local buffered = metrics.gauge("autopgo_http_buffered_bytes",
+  "Request bytes the server holds or has admitted now (bounded by --max-buffered-uploads).")
+local connections = metrics.gauge("autopgo_http_connections", "Open HTTP connections (bounded by --max-connections).")
 metrics.collect(function()
-  local n = srv:stats().too_large
-  if n > too_large then uploads:inc({ status = "413" }, n - too_large) end
-  too_large = n
+  local st = srv:stats()
+  buffered:set(nil, st.buffered)
+  connections:set(nil, st.connections)
+  if st.too_large > too_large then uploads:inc({ status = "413" }, st.too_large - too_large) end
+  if st.over_budget > over_budget then uploads:inc({ status = "503" }, st.over_budget - over_budget) end
+  too_large, over_budget = st.too_large, st.over_budget
 end)
+local tls_reload = daemon.reload_tls_on_sighup(srv)
 if embedded then embedded:start() end
 guard:announce()
 local reload = daemon.on_reload("auth file", function() guard:reload() end)
-log.info("server listening", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_writer", writer.name,
+log.info("server listening", "host", opts.host, "port", srv.port, "tls", srv.tls, "blob_store", store.name,
+  "event_writer", writer.name,
   "worker", embedded and "in this process" or "separate")
 
 local stop = daemon.stop_signals()
@@ -76,6 +86,7 @@ local signal = stop.wait()
 log.info("stopping: finishing requests in flight", "signal", signal)
 -- The worker starts no new merge pass from now on: what is staged stays for the next start.
 if embedded then embedded:request_stop() end
+tls_reload.close()
 srv:shutdown()
 if embedded then
   log.info("stopping: finishing the merge pass in progress")

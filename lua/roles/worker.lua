@@ -47,18 +47,20 @@ local router = httpd.router { guard = guard }
 router:add("GET", "/api/health", health.handler(), auth.OPEN)
 router:add("GET", "/api/ready", health.handler(), auth.OPEN)
 router:add("GET", "/metrics", metrics.handler(), opts.metrics_scope)
-local srv, err = httpd.listen { host = opts.host, port = opts.port, handler = router, name = "worker" }
+local srv, err = httpd.listen(daemon.listen_options(opts, { handler = router, name = "worker" }))
 if not srv then cli.listen_failed("worker", opts.host, opts.port, err) end
 -- watched only once the port is open: a live signal handle would keep a failed start from exiting
 local reload = daemon.on_reload("auth file", function() guard:reload() end)
+local tls_reload = daemon.reload_tls_on_sighup(srv)
 w:start()
-log.info("worker running", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_reader", reader.name,
-  "event_writer", writer.name)
+log.info("worker running", "host", opts.host, "port", srv.port, "tls", srv.tls, "blob_store", store.name,
+  "event_reader", reader.name, "event_writer", writer.name)
 
 local stop = daemon.stop_signals()
 local signal = stop.wait()
 log.info("stopping: finishing the merge pass in progress (what is staged stays for the next start)", "signal", signal)
 w:stop()
+tls_reload.close()
 srv:shutdown()
 writer:close()
 store:close()

@@ -34,7 +34,8 @@ local function serve(o)
   e.reader = assert(bus.reader(e.url))
   local router = httpd.router()
   api.new({ store = o.store and o.store(e.store) or e.store, writer = o.writer and o.writer(e.writer) or e.writer,
-    max_upload_size = o.max or 1024 * 1024 }):routes(router)
+    max_upload_size = o.max or 1024 * 1024, max_decompressed = o.max_decompressed, budget = o.budget,
+    small_budget = o.small_budget }):routes(router)
   e.srv = assert(httpd.listen { host = "127.0.0.1", port = 0, handler = router, max_body = o.max or 1024 * 1024 })
   function e.request(method, path, opts) return httpc.request(e.srv.port, method, path, opts) end
   function e.next_event()
@@ -176,6 +177,43 @@ describe("api", function()
         assert.equals(400, r.status)
         assert.equals(error_body(400, "profile cannot be used by go build -pgo: profile has no Function.start_line "
           .. "(written by Go older than 1.20?)"), r.body)
+        assert.same({}, keys(e.store, ""))
+        e.close()
+      end)
+    end)
+
+    it("answers 503 with Retry-After when validation has no room, and stores nothing", function()
+      run(function()
+        local budget = require "autopgo.budget"
+        local lanes = { budget.new { slots = 1, max_waiting = 0 }, budget.new { slots = 1, max_waiting = 0 } }
+        local e = serve { budget = lanes[1], small_budget = lanes[2] }
+        local held = { assert(lanes[1]:acquire(1)), assert(lanes[2]:acquire(1)) }
+        local r = e.request("POST", "/api/profile/app", { body = profiles.file(profiles.usable[1]) })
+        assert.equals(503, r.status)
+        assert.matches("^%d+$", r.headers["retry-after"])
+        assert.matches('"code":503', r.body)
+        assert.same({}, keys(e.store, ""))
+        lanes[1]:release(held[1])
+        lanes[2]:release(held[2])
+        r = e.request("POST", "/api/profile/app", { body = profiles.file(profiles.usable[1]) })
+        assert.equals(201, r.status)
+        e.close()
+      end)
+    end)
+
+    it("holds an upload to what it may decompress to, read from its gzip trailer before inflating", function()
+      run(function()
+        local body = profiles.file(profiles.usable[1])
+        local e = serve { max_decompressed = 4096 }
+        local r = e.request("POST", "/api/profile/app", { body = body })
+        assert.equals(413, r.status)
+        e.close()
+        -- a trailer that understates the size: decompression stops where it said, 413
+        e = serve()
+        local lying = body:sub(1, -5) .. string.pack("<I4", 1)
+        r = e.request("POST", "/api/profile/app", { body = lying })
+        assert.is_true(string.unpack("<I4", body:sub(-4)) > 64 * 1024) -- more than the least reserved
+        assert.equals(413, r.status)
         assert.same({}, keys(e.store, ""))
         e.close()
       end)

@@ -1,0 +1,3 @@
+module autopgo.test/tlsclient
+
+go 1.23
