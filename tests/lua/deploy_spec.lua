@@ -154,8 +154,13 @@ describe("deploy/kubernetes", function()
     assert_known_args(c.args, d.metadata.name)
     assert.equals("/api/ready", c.readinessProbe.httpGet.path)
     assert.equals("/api/health", c.livenessProbe.httpGet.path)
-    assert.equals("http", c.readinessProbe.httpGet.port)
-    assert.equals("http", c.ports[1].name)
+    local pname = c.ports[1].name
+    assert.is_truthy(pname == "http" or pname == "https", d.metadata.name .. ": port named http or https")
+    assert.equals(pname, c.readinessProbe.httpGet.port)
+    assert.equals(pname, c.livenessProbe.httpGet.port)
+    local scheme = pname == "https" and "HTTPS" or nil
+    assert.equals(scheme, c.readinessProbe.httpGet.scheme)
+    assert.equals(scheme, c.livenessProbe.httpGet.scheme)
     local port = tostring(c.ports[1].containerPort)
     local flag_port
     for i, a in ipairs(c.args) do
@@ -193,7 +198,27 @@ describe("deploy/kubernetes", function()
     for k, v in pairs(svc.spec.selector) do
       assert.equals(v, d.spec.template.metadata.labels[k], "the Service selects the server pods by " .. k)
     end
-    assert.equals("http", svc.spec.ports[1].targetPort)
+    assert.equals("https", svc.spec.ports[1].targetPort)
+    -- HTTPS from the autopgo-tls Secret and tokens from the autopgo-auth Secret, both mounted
+    local mounts, volumes = {}, {}
+    for _, m in ipairs(c.volumeMounts) do mounts[m.name] = m.mountPath end
+    for _, v in ipairs(d.spec.template.spec.volumes) do volumes[v.name] = v end
+    local function arg(flag)
+      for i, a in ipairs(c.args) do if a == flag then return c.args[i + 1] end end
+    end
+    assert.equals("autopgo-tls", volumes.tls.secret.secretName)
+    assert.equals(mounts.tls .. "/tls.crt", arg("--tls-cert"))
+    assert.equals(mounts.tls .. "/tls.key", arg("--tls-key"))
+    assert.equals("autopgo-auth", volumes.auth.secret.secretName)
+    assert.equals(mounts.auth .. "/auth.json", arg("--auth-file"))
+    local grants = require("cjson").decode(get("Secret", "autopgo-auth").stringData["auth.json"])
+    local scopes = {}
+    for _, g in ipairs(grants) do
+      assert.matches("^%x+$", g.sha256)
+      assert.equals(64, #g.sha256)
+      for _, sc in ipairs(g.scopes) do scopes[sc] = true end
+    end
+    assert.is_true(scopes.upload and scopes.download, "grants for the scrapers (upload) and CI (download)")
   end)
 
   it("has the worker Deployment consuming one shared JetStream queue", function()
@@ -214,7 +239,14 @@ describe("deploy/kubernetes", function()
     assert.equals("kube", mode)
     assert.is_truthy(env_value(c, "AUTOPGO_APP"))
     assert.is_truthy(tonumber(env_value(c, "AUTOPGO_SAMPLE_SIZE")))
-    assert.equals("http://autopgo-server.autopgo.svc", env_value(c, "AUTOPGO_API_URL"))
+    assert.equals("https://autopgo-server.autopgo.svc", env_value(c, "AUTOPGO_API_URL"))
+    assert.equals("/etc/autopgo/tls/ca.crt", env_value(c, "AUTOPGO_CA_CERT"))
+    local token
+    for _, e in ipairs(c.env) do
+      if e.name == "AUTOPGO_TOKEN" then token = e.valueFrom.secretKeyRef end
+    end
+    assert.equals("autopgo-scraper-token", token.name)
+    assert.is_truthy(get("Secret", token.name).stringData[token.key])
     local sa = get("ServiceAccount", spec.serviceAccountName)
     local role = get("ClusterRole", "autopgo-scraper")
     assert.same({ "" }, role.rules[1].apiGroups)
