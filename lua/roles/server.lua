@@ -1,7 +1,8 @@
 -- `autopgo server` (same as `autopgo run roles/server.lua`): the HTTP API for uploads, downloads,
--- listing and deletion, plus /api/health, /api/ready and /metrics. Without URLs it is the whole
--- pipeline in one process: profiles on the local disk (--data-dir), the in-process bus and the
--- worker running here too; each default applies on its own. Editable: copy lua/ and run with
+-- listing and deletion, plus /api/health, /api/ready, /metrics and the web view under /ui/
+-- (--ui=false leaves it out). Without URLs it is the whole pipeline in one process: profiles on
+-- the local disk (--data-dir), the in-process bus and the worker running here too; each default
+-- applies on its own. Editable: copy lua/ and run with
 -- --lua-path to change it without rebuilding.
 local opts = require("autopgo.cli").parse("server", arg)
 local cli = require "autopgo.cli"
@@ -40,7 +41,10 @@ daemon.register_health(store, writer, reader)
 if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 
 local router = httpd.router()
-api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size }):routes(router)
+local the_api = api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size })
+the_api:routes(router)
+require("autopgo.view_api").new(the_api):routes(router)
+if opts.ui ~= false then require("autopgo.ui").routes(router) end
 router:add("GET", "/api/health", health.handler())
 router:add("GET", "/api/ready", health.handler())
 router:add("GET", "/metrics", metrics.handler())
