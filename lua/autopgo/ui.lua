@@ -1,6 +1,8 @@
 -- The web view's static files under /ui/: lua/ui/ and its flame graph library (d3 and
 -- d3-flame-graph from npm), embedded in the binary at build time (core/host/CMakeLists.txt).
 -- Everything the page loads comes from here, so it works offline and never leaves the origin.
+local json = require "autopgo.json"
+
 local M = {}
 
 local types = {
@@ -20,7 +22,29 @@ local function host()
   if ok and type(h) == "table" and h.asset then return h end
 end
 
---- Adds GET /ui, /ui/ and /ui/<file> to a router.
+-- Whether the router has a route for method and pattern (e.g. "/api/profile/{app}/history").
+local function has_route(router, method, pattern)
+  for _, r in ipairs(router.routes or {}) do
+    local parts = {}
+    for i, seg in ipairs(r.segs) do parts[i] = seg.param and ("{" .. seg.param .. "}") or seg.literal end
+    if r.method == method and "/" .. table.concat(parts, "/") == pattern then return true end
+  end
+  return false
+end
+
+--- What this server offers the page, from the routes it has at the time of the request (so the
+-- page never calls an endpoint that is not there): {history, decisions, flamegraph, top}.
+function M.features(router)
+  local function has(p) return has_route(router, "GET", p) end
+  return {
+    history = has("/api/profile/{app}/history"),
+    decisions = has("/api/profile/{app}/decisions"),
+    flamegraph = has("/api/profile/{app}/flamegraph"),
+    top = has("/api/profile/{app}/top"),
+  }
+end
+
+--- Adds GET /ui, /ui/, /ui/features.json and /ui/<file> to a router.
 function M.routes(router)
   local h = host()
   local function serve(res, path)
@@ -39,6 +63,12 @@ function M.routes(router)
     return res:send("")
   end)
   router:add("GET", "/ui/", function(_, res) return serve(res, "index.html") end)
+  router:add("GET", "/ui/features.json", function(_, res)
+    local f = M.features(router)
+    res:header("cache-control", "no-cache")
+    return res:json(200, json.object("history", f.history, "decisions", f.decisions, "flamegraph", f.flamegraph,
+      "top", f.top))
+  end)
   router:add("GET", "/ui/{file}", function(req, res) return serve(res, req.params.file) end)
   router:add("GET", "/ui/vendor/{file}", function(req, res) return serve(res, "vendor/" .. req.params.file) end)
   return router
