@@ -169,6 +169,68 @@ static int resolve_index(const ap_pprof_profile *p, int index, ap_pprof_error *e
     return index;
 }
 
+/* ---- distinct stacks ---- */
+
+/* Samples that differ only in labels share a stack: both views are sums over stacks, so each
+ * distinct location sequence is walked once with the sum of its samples' values. */
+typedef struct {
+    uint32_t *sample; /* a sample holding the stack */
+    int64_t *value;   /* the sum of the values of its samples */
+    uint32_t n;
+} stacks;
+
+static int stacks_build(stacks *st, const ap_pprof_profile *p, int index)
+{
+    uint32_t nv = p->nsample_type, ns = 16;
+    while (ns < 2u * p->nsamples && ns < (1u << 31)) ns *= 2;
+    uint32_t *slots = calloc(ns, sizeof *slots); /* stack index + 1 */
+    uint64_t *hashes = malloc((size_t)(p->nsamples ? p->nsamples : 1) * sizeof *hashes);
+    st->sample = malloc((size_t)(p->nsamples ? p->nsamples : 1) * sizeof *st->sample);
+    st->value = malloc((size_t)(p->nsamples ? p->nsamples : 1) * sizeof *st->value);
+    st->n = 0;
+    if (!slots || !hashes || !st->sample || !st->value) {
+        free(slots);
+        free(hashes);
+        return -1;
+    }
+    for (uint32_t si = 0; si < p->nsamples; si++) {
+        int64_t v = p->values[(size_t)si * nv + (uint32_t)index];
+        if (v == 0) continue;
+        const ap_pprof_sample *s = &p->samples[si];
+        const uint32_t *locs = ap_pprof_sample_locs(p, s);
+        uint64_t h = locs ? ap_hash_bytes(locs, (size_t)s->nloc * sizeof *locs, AP_H3) : AP_H3;
+        uint32_t slot = (uint32_t)h & (ns - 1);
+        for (;;) {
+            uint32_t k = slots[slot];
+            if (!k) {
+                slots[slot] = st->n + 1;
+                hashes[st->n] = h;
+                st->sample[st->n] = si;
+                st->value[st->n] = v;
+                st->n++;
+                break;
+            }
+            const ap_pprof_sample *o = &p->samples[st->sample[k - 1]];
+            if (hashes[k - 1] == h && o->nloc == s->nloc &&
+                (s->nloc == 0 ||
+                 memcmp(ap_pprof_sample_locs(p, o), locs, (size_t)s->nloc * sizeof *locs) == 0)) {
+                st->value[k - 1] = ap_add_wrap(st->value[k - 1], v);
+                break;
+            }
+            slot = (slot + 1) & (ns - 1);
+        }
+    }
+    free(slots);
+    free(hashes);
+    return 0;
+}
+
+static void stacks_free(stacks *st)
+{
+    free(st->sample);
+    free(st->value);
+}
+
 /* ---- the call tree ---- */
 
 typedef struct {
@@ -177,28 +239,31 @@ typedef struct {
 } node;
 
 typedef struct {
+    uint32_t parent, name, node; /* node + 1, 0 for an empty slot */
+} tslot;
+
+typedef struct {
     node *nodes;
     uint32_t n, cap;
-    uint32_t *slots; /* open addressing on (parent, name): node index + 1, 0 for empty */
+    tslot *slots;    /* open addressing on (parent, name), the key beside the node: one miss */
     uint32_t nslots; /* a power of two */
 } tree;
 
-static uint64_t edge_hash(uint32_t parent, uint32_t name)
+static uint32_t edge_slot(uint32_t parent, uint32_t name, uint32_t nslots)
 {
-    return ap_mix64(((uint64_t)parent << 32 | name) ^ AP_H1, AP_H2);
+    return (uint32_t)ap_mix64(((uint64_t)parent << 32 | name) ^ AP_H1, AP_H2) & (nslots - 1);
 }
 
 static int tree_grow_slots(tree *t)
 {
     uint32_t ns = t->nslots ? t->nslots * 2 : 1024;
-    uint32_t *slots = calloc(ns, sizeof *slots);
+    tslot *slots = calloc(ns, sizeof *slots);
     if (!slots) return -1;
-    for (uint32_t i = 0; i < t->n; i++) {
-        if (i == 0) continue; /* the root is nobody's child */
-        uint64_t h = edge_hash(t->nodes[i].parent, t->nodes[i].name);
-        uint32_t s = (uint32_t)h & (ns - 1);
-        while (slots[s]) s = (s + 1) & (ns - 1);
-        slots[s] = i + 1;
+    for (uint32_t i = 0; i < t->nslots; i++) {
+        if (!t->slots[i].node) continue;
+        uint32_t s = edge_slot(t->slots[i].parent, t->slots[i].name, ns);
+        while (slots[s].node) s = (s + 1) & (ns - 1);
+        slots[s] = t->slots[i];
     }
     free(t->slots);
     t->slots = slots;
@@ -209,13 +274,11 @@ static int tree_grow_slots(tree *t)
 /* The child `name` of `parent`, created when missing; UINT32_MAX when out of memory. */
 static uint32_t tree_child(tree *t, uint32_t parent, uint32_t name)
 {
-    uint64_t h = edge_hash(parent, name);
-    uint32_t s = (uint32_t)h & (t->nslots - 1);
+    uint32_t s = edge_slot(parent, name, t->nslots);
     for (;;) {
-        uint32_t v = t->slots[s];
-        if (!v) break;
-        node *c = &t->nodes[v - 1];
-        if (c->parent == parent && c->name == name) return v - 1;
+        const tslot *e = &t->slots[s];
+        if (!e->node) break;
+        if (e->parent == parent && e->name == name) return e->node - 1;
         s = (s + 1) & (t->nslots - 1);
     }
     if (t->n == UINT32_MAX - 1) return UINT32_MAX;
@@ -229,7 +292,7 @@ static uint32_t tree_child(tree *t, uint32_t parent, uint32_t name)
     uint32_t i = t->n++;
     t->nodes[i] = (node){.parent = parent, .name = name, .depth = t->nodes[parent].depth + 1};
     t->nodes[parent].nchild++;
-    t->slots[s] = i + 1;
+    t->slots[s] = (tslot){.parent = parent, .name = name, .node = i + 1};
     if ((uint64_t)t->n * 4 > (uint64_t)t->nslots * 3) {
         if (tree_grow_slots(t)) return UINT32_MAX;
     }
@@ -244,11 +307,14 @@ static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, int i
     if (!t->nodes || tree_grow_slots(t)) goto nomem;
     t->nodes[0] = (node){.parent = UINT32_MAX, .name = UINT32_MAX};
     t->n = 1;
-    uint32_t nv = p->nsample_type;
-    for (uint32_t si = 0; si < p->nsamples; si++) {
-        const ap_pprof_sample *s = &p->samples[si];
-        int64_t v = p->values[(size_t)si * nv + (uint32_t)index];
-        if (v == 0) continue;
+    stacks st;
+    if (stacks_build(&st, p, index)) {
+        stacks_free(&st);
+        goto nomem;
+    }
+    for (uint32_t u = 0; u < st.n; u++) {
+        const ap_pprof_sample *s = &p->samples[st.sample[u]];
+        int64_t v = st.value[u];
         const uint32_t *locs = ap_pprof_sample_locs(p, s);
         uint32_t cur = 0;
         t->nodes[0].total = ap_add_wrap(t->nodes[0].total, v);
@@ -257,19 +323,22 @@ static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, int i
             const ap_pprof_location *l = &p->locations[locs[j]];
             if (l->nline == 0) {
                 cur = tree_child(t, cur, loc_name(nm, locs[j]));
-                if (cur == UINT32_MAX) goto nomem;
+                if (cur == UINT32_MAX) goto nomem_st;
                 t->nodes[cur].total = ap_add_wrap(t->nodes[cur].total, v);
                 continue;
             }
             for (uint32_t k = l->nline; k-- > 0;) {
                 cur = tree_child(t, cur, fn_name(nm, p->lines[l->line_off + k].function));
-                if (cur == UINT32_MAX) goto nomem;
+                if (cur == UINT32_MAX) goto nomem_st;
                 t->nodes[cur].total = ap_add_wrap(t->nodes[cur].total, v);
             }
         }
         t->nodes[cur].self = ap_add_wrap(t->nodes[cur].self, v);
     }
+    stacks_free(&st);
     return 0;
+nomem_st:
+    stacks_free(&st);
 nomem:
     return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory building the call tree");
 }
@@ -462,67 +531,57 @@ typedef struct {
     int64_t flat, cum;
 } top_row;
 
-/* Caller-callee edges by function: key (caller << 32 | callee) + 1 in keys (0: empty slot);
- * inline_ stays 1 while every occurrence of the edge is an inlined call (pprof's Edge.Inline). */
+/* Caller-callee edges by function, open addressing (key 0: an empty slot). */
 typedef struct {
-    uint64_t *keys;
-    uint8_t *inline_;
-    int64_t *weight; /* sum of the values of the samples with the edge, once per sample */
-    uint32_t *stamp; /* the last sample (+1) that counted the edge */
+    uint64_t key;     /* (caller << 32 | callee) + 1 */
+    int64_t weight;   /* sum of the values of the stacks with the edge, once per stack */
+    uint32_t stamp;   /* the last stack (+1) that counted the edge */
+    uint32_t inline_; /* 1 while every occurrence is an inlined call (pprof's Edge.Inline) */
+} edge;
+
+typedef struct {
+    edge *slots;
     uint32_t n, nslots;
 } edges;
 
-/* Notes the edge caller -> callee of sample `sample` (+1): pprof counts an edge once per sample,
+static uint32_t key_slot(uint64_t key, uint32_t nslots)
+{
+    return (uint32_t)ap_mix64(key ^ AP_H1, AP_H2) & (nslots - 1);
+}
+
+/* Notes the edge caller -> callee of stack `stack` (+1): pprof counts an edge once per sample,
  * and only its first (root-most) occurrence there decides whether it was inlined. */
-static int edge_note(edges *e, uint32_t caller, uint32_t callee, int inl, int64_t v,
-                     uint32_t sample)
+static int edge_note(edges *e, uint32_t caller, uint32_t callee, int inl, int64_t v, uint32_t stack)
 {
     if ((uint64_t)(e->n + 1) * 4 > (uint64_t)e->nslots * 3) {
         uint32_t ns = e->nslots ? e->nslots * 2 : 1024;
-        uint64_t *keys = calloc(ns, sizeof *keys);
-        uint8_t *fl = calloc(ns, 1);
-        int64_t *w = calloc(ns, sizeof *w);
-        uint32_t *st = calloc(ns, sizeof *st);
-        if (!keys || !fl || !w || !st) {
-            free(keys);
-            free(fl);
-            free(w);
-            free(st);
-            return -1;
-        }
+        edge *slots = calloc(ns, sizeof *slots);
+        if (!slots) return -1;
         for (uint32_t i = 0; i < e->nslots; i++) {
-            if (!e->keys[i]) continue;
-            uint32_t s = (uint32_t)ap_mix64(e->keys[i] ^ AP_H1, AP_H2) & (ns - 1);
-            while (keys[s]) s = (s + 1) & (ns - 1);
-            keys[s] = e->keys[i];
-            fl[s] = e->inline_[i];
-            w[s] = e->weight[i];
-            st[s] = e->stamp[i];
+            if (!e->slots[i].key) continue;
+            uint32_t s = key_slot(e->slots[i].key, ns);
+            while (slots[s].key) s = (s + 1) & (ns - 1);
+            slots[s] = e->slots[i];
         }
-        free(e->keys);
-        free(e->inline_);
-        free(e->weight);
-        free(e->stamp);
-        e->keys = keys;
-        e->inline_ = fl;
-        e->weight = w;
-        e->stamp = st;
+        free(e->slots);
+        e->slots = slots;
         e->nslots = ns;
     }
     uint64_t key = ((uint64_t)caller << 32 | callee) + 1;
-    uint32_t s = (uint32_t)ap_mix64(key ^ AP_H1, AP_H2) & (e->nslots - 1);
-    while (e->keys[s] && e->keys[s] != key) s = (s + 1) & (e->nslots - 1);
-    if (!e->keys[s]) {
-        e->keys[s] = key;
-        e->inline_[s] = (uint8_t)(inl != 0);
+    uint32_t s = key_slot(key, e->nslots);
+    while (e->slots[s].key && e->slots[s].key != key) s = (s + 1) & (e->nslots - 1);
+    edge *x = &e->slots[s];
+    if (!x->key) {
+        x->key = key;
+        x->inline_ = inl != 0;
         e->n++;
-    } else if (e->stamp[s] == sample) {
+    } else if (x->stamp == stack) {
         return 0;
     } else if (!inl) {
-        e->inline_[s] = 0;
+        x->inline_ = 0;
     }
-    e->stamp[s] = sample;
-    e->weight[s] = ap_add_wrap(e->weight[s], v);
+    x->stamp = stack;
+    x->weight = ap_add_wrap(x->weight, v);
     return 0;
 }
 
@@ -560,6 +619,7 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
     uint32_t *row_of = NULL, *stamp = NULL;
     top_row *rows = NULL;
     edges ed = {0};
+    stacks st = {0};
     sbuf b = {0};
     int rc = -1;
     if (ap_pprof_string_canon(p, &nm.canon)) goto nomem;
@@ -570,11 +630,10 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
     memset(row_of, 0xff, (size_t)nids * sizeof *row_of);
     uint32_t nrows = 0;
     int64_t total = 0;
-    uint32_t nv = p->nsample_type;
-    for (uint32_t si = 0; si < p->nsamples; si++) {
-        const ap_pprof_sample *s = &p->samples[si];
-        int64_t v = p->values[(size_t)si * nv + (uint32_t)index];
-        if (v == 0) continue;
+    if (stacks_build(&st, p, index)) goto nomem;
+    for (uint32_t si = 0; si < st.n; si++) {
+        const ap_pprof_sample *s = &p->samples[st.sample[si]];
+        int64_t v = st.value[si];
         total = ap_add_wrap(total, v);
         const uint32_t *locs = ap_pprof_sample_locs(p, s);
         /* root to leaf as pprof's graph.New walks it: the edge into a frame is inline when the
@@ -613,13 +672,11 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
         abs_total += rows[i].flat < 0 ? -rows[i].flat : rows[i].flat;
     int64_t cutoff = (int64_t)((double)abs_total * 0.001);
     for (uint32_t i = 0; i < ed.nslots; i++) {
-        if (!ed.keys[i]) continue;
-        if ((ed.weight[i] < 0 ? -ed.weight[i] : ed.weight[i]) < cutoff) continue;
-        top_row *r = &rows[row_of[(uint32_t)(ed.keys[i] - 1)]];
-        if (ed.inline_[i])
-            r->inl |= 1;
-        else
-            r->inl |= 2;
+        const edge *x = &ed.slots[i];
+        if (!x->key) continue;
+        if ((x->weight < 0 ? -x->weight : x->weight) < cutoff) continue;
+        top_row *r = &rows[row_of[(uint32_t)(x->key - 1)]];
+        r->inl |= x->inline_ ? 1 : 2;
     }
     sort_names = &nm;
     qsort(rows, nrows, sizeof *rows, by_flat);
@@ -656,9 +713,7 @@ done:
     free(row_of);
     free(rows);
     free(stamp);
-    free(ed.keys);
-    free(ed.inline_);
-    free(ed.weight);
-    free(ed.stamp);
+    free(ed.slots);
+    stacks_free(&st);
     return rc;
 }
