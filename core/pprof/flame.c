@@ -84,7 +84,9 @@ static void sb_json_str(sbuf *b, const char *s, size_t n, size_t max)
  * file name string ("[file]"), as pprof names them. Ids fit 2 * nstrings + 1. */
 typedef struct {
     const ap_pprof_profile *p;
-    uint32_t *canon; /* NULL when the strings are unique */
+    uint32_t *canon;   /* NULL when the strings are unique */
+    uint32_t *loc_off; /* the frames of location l are ids[loc_off[l] .. loc_off[l + 1]), */
+    uint32_t *ids;     /* outermost first: one sequential read per frame on the hot walk */
 } names;
 
 static uint32_t fn_name(const names *nm, uint32_t function)
@@ -128,6 +130,36 @@ static uint32_t loc_name(const names *nm, uint32_t loc)
     if (nm->canon) file = nm->canon[file];
     if (p->strings[file].len == 0) return p->nstrings;
     return p->nstrings + 1 + file;
+}
+
+static int names_build(names *nm, const ap_pprof_profile *p)
+{
+    nm->p = p;
+    if (ap_pprof_string_canon(p, &nm->canon)) return -1;
+    uint64_t nframes = 0;
+    for (uint32_t l = 0; l < p->nlocations; l++)
+        nframes += p->locations[l].nline ? p->locations[l].nline : 1;
+    if (nframes >= UINT32_MAX) return -1;
+    nm->loc_off = malloc(((size_t)p->nlocations + 1) * sizeof *nm->loc_off);
+    nm->ids = malloc((size_t)(nframes ? nframes : 1) * sizeof *nm->ids);
+    if (!nm->loc_off || !nm->ids) return -1;
+    uint32_t q = 0;
+    for (uint32_t l = 0; l < p->nlocations; l++) {
+        const ap_pprof_location *loc = &p->locations[l];
+        nm->loc_off[l] = q;
+        if (loc->nline == 0) nm->ids[q++] = loc_name(nm, l);
+        for (uint32_t k = loc->nline; k-- > 0;)
+            nm->ids[q++] = fn_name(nm, p->lines[loc->line_off + k].function);
+    }
+    nm->loc_off[p->nlocations] = q;
+    return 0;
+}
+
+static void names_free(names *nm)
+{
+    free(nm->canon);
+    free(nm->loc_off);
+    free(nm->ids);
 }
 
 static int name_cmp(const names *nm, uint32_t a, uint32_t b)
@@ -320,15 +352,8 @@ static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, int i
         t->nodes[0].total = ap_add_wrap(t->nodes[0].total, v);
         /* root first: the last location, and in each location its outermost line first */
         for (uint32_t j = s->nloc; j-- > 0;) {
-            const ap_pprof_location *l = &p->locations[locs[j]];
-            if (l->nline == 0) {
-                cur = tree_child(t, cur, loc_name(nm, locs[j]));
-                if (cur == UINT32_MAX) goto nomem_st;
-                t->nodes[cur].total = ap_add_wrap(t->nodes[cur].total, v);
-                continue;
-            }
-            for (uint32_t k = l->nline; k-- > 0;) {
-                cur = tree_child(t, cur, fn_name(nm, p->lines[l->line_off + k].function));
+            for (uint32_t q = nm->loc_off[locs[j]]; q < nm->loc_off[locs[j] + 1]; q++) {
+                cur = tree_child(t, cur, nm->ids[q]);
                 if (cur == UINT32_MAX) goto nomem_st;
                 t->nodes[cur].total = ap_add_wrap(t->nodes[cur].total, v);
             }
@@ -349,16 +374,38 @@ static void tree_free(tree *t)
     free(t->slots);
 }
 
-static _Thread_local const tree *sort_tree; /* qsort has no context argument in C11 */
-
 /* Heaviest first; among equals the shallower first, so a parent always precedes its children. */
-static int by_weight(const void *a, const void *b)
+static int heavier(const tree *t, uint32_t a, uint32_t b)
 {
-    const node *x = &sort_tree->nodes[*(const uint32_t *)a];
-    const node *y = &sort_tree->nodes[*(const uint32_t *)b];
-    if (x->total != y->total) return x->total > y->total ? -1 : 1;
-    if (x->depth != y->depth) return x->depth < y->depth ? -1 : 1;
-    return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1;
+    const node *x = &t->nodes[a], *y = &t->nodes[b];
+    if (x->total != y->total) return x->total > y->total;
+    if (x->depth != y->depth) return x->depth < y->depth;
+    return a < b;
+}
+
+static void heap_push(const tree *t, uint32_t *h, uint32_t *n, uint32_t x)
+{
+    uint32_t i = (*n)++;
+    while (i > 0 && heavier(t, x, h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = x;
+}
+
+static uint32_t heap_pop(const tree *t, uint32_t *h, uint32_t *n)
+{
+    uint32_t top = h[0], x = h[--(*n)], i = 0;
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && heavier(t, h[c + 1], h[c])) c++;
+        if (!heavier(t, h[c], x)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+    return top;
 }
 
 int ap_pprof_flame_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *opts, char **out,
@@ -373,13 +420,13 @@ int ap_pprof_flame_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *op
     if (max_nodes > AP_PPROF_FLAME_LIMIT_NODES || max_nodes < 2)
         return ap_pprof_fail(err, AP_PPROF_EINVAL, "max_nodes must be 2 to %u",
                              AP_PPROF_FLAME_LIMIT_NODES);
-    names nm = {.p = p};
+    names nm = {0};
     tree t = {0};
     uint32_t *order = NULL, *first = NULL, *next = NULL, *unkept = NULL, *stack = NULL;
     uint8_t *kept = NULL, *open = NULL;
     sbuf b = {0};
     int rc = -1;
-    if (ap_pprof_string_canon(p, &nm.canon)) {
+    if (names_build(&nm, p)) {
         ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
         goto done;
     }
@@ -387,54 +434,58 @@ int ap_pprof_flame_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *op
     free(t.slots);
     t.slots = NULL;
 
-    /* Keep nodes heaviest first while the kept ones and their "(other)" children fit. */
+    /* Keep nodes heaviest first while the kept ones and their "(other)" children fit: a
+     * best-first walk from the root (a max-heap of the children of kept nodes) admits nodes in
+     * the order of a sort of all of them by weight, without sorting millions of nodes. */
     uint32_t n = t.n;
-    order = malloc((size_t)n * sizeof *order);
+    uint32_t *child_off = malloc(((size_t)n + 1) * sizeof *child_off);
+    order = malloc((size_t)n * sizeof *order); /* children of each node, by child_off */
     kept = calloc(n, 1);
     unkept = malloc((size_t)n * sizeof *unkept);
-    if (!order || !kept || !unkept) goto nomem;
-    for (uint32_t i = 0; i < n; i++) {
-        order[i] = i;
-        unkept[i] = t.nodes[i].nchild;
+    uint32_t *heap = malloc((size_t)n * sizeof *heap);
+    first = malloc((size_t)n * sizeof *first);
+    next = malloc((size_t)n * sizeof *next);
+    uint32_t *last = malloc((size_t)n * sizeof *last);
+    if (!child_off || !order || !kept || !unkept || !heap || !first || !next || !last) {
+        free(child_off);
+        free(heap);
+        free(last);
+        goto nomem;
     }
-    sort_tree = &t;
-    if (n > 1) qsort(order + 1, n - 1, sizeof *order, by_weight);
+    child_off[0] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        child_off[i + 1] = child_off[i] + t.nodes[i].nchild;
+        unkept[i] = t.nodes[i].nchild;
+        first[i] = next[i] = UINT32_MAX;
+    }
+    for (uint32_t i = 1; i < n; i++)
+        order[child_off[t.nodes[i].parent] + --unkept[t.nodes[i].parent]] = i;
+    for (uint32_t i = 0; i < n; i++) unkept[i] = t.nodes[i].nchild;
+    uint32_t nheap = 0;
     kept[0] = 1;
     uint32_t nkept = 1, nother = t.nodes[0].nchild > 0;
-    for (uint32_t i = 1; i < n; i++) {
-        uint32_t x = order[i], par = t.nodes[x].parent;
-        if (!kept[par]) continue;
+    for (uint32_t c = child_off[0]; c < child_off[1]; c++) heap_push(&t, heap, &nheap, order[c]);
+    while (nheap > 0) {
+        uint32_t x = heap_pop(&t, heap, &nheap), par = t.nodes[x].parent;
         uint32_t others = nother + (t.nodes[x].nchild > 0) - (unkept[par] == 1);
         if (nkept + 1 + others > max_nodes) break;
         kept[x] = 1;
         nkept++;
         unkept[par]--;
         nother = others;
-    }
-
-    /* Kept children lists, heaviest first (the order of `order`). */
-    first = malloc((size_t)n * sizeof *first);
-    next = malloc((size_t)n * sizeof *next);
-    uint32_t *last = unkept; /* reused: unkept counts are no longer needed... */
-    uint32_t *dropped = malloc((size_t)n * sizeof *dropped);
-    if (!first || !next || !dropped) {
-        free(dropped);
-        goto nomem;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        dropped[i] = unkept[i];
-        first[i] = next[i] = UINT32_MAX;
-    }
-    for (uint32_t i = 1; i < n; i++) {
-        uint32_t x = order[i];
-        if (!kept[x]) continue;
-        uint32_t par = t.nodes[x].parent;
+        /* kept children lists, heaviest first: the order of admission */
         if (first[par] == UINT32_MAX)
             first[par] = x;
         else
             next[last[par]] = x;
         last[par] = x;
+        for (uint32_t c = child_off[x]; c < child_off[x + 1]; c++)
+            heap_push(&t, heap, &nheap, order[c]);
     }
+    free(child_off);
+    free(heap);
+    free(last);
+    uint32_t *dropped = unkept;
 
     sb_header(&b, p, index, t.nodes[0].total);
     sb_str(&b, ",\"frames\":");
@@ -449,10 +500,7 @@ int ap_pprof_flame_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *op
      * kept children, then its "(other)" and the closing brackets. */
     stack = malloc((size_t)n * sizeof *stack);
     open = calloc(n, 1);
-    if (!stack || !open) {
-        free(dropped);
-        goto nomem;
-    }
+    if (!stack || !open) goto nomem;
     uint32_t sp = 0;
     stack[sp++] = 0;
     while (sp > 0) {
@@ -500,7 +548,6 @@ int ap_pprof_flame_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *op
         if (sp > 0 && x != 0 && !open[stack[sp - 1]]) sb_str(&b, ",");
     }
     sb_str(&b, "}");
-    free(dropped);
     if (b.failed) goto nomem;
     *out = b.buf;
     *out_len = b.len;
@@ -511,7 +558,7 @@ nomem:
     ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory writing the flame graph");
 done:
     free(b.buf);
-    free(nm.canon);
+    names_free(&nm);
     tree_free(&t);
     free(order);
     free(kept);
@@ -614,7 +661,7 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
     if (limit > AP_PPROF_TOP_LIMIT_ROWS)
         return ap_pprof_fail(err, AP_PPROF_EINVAL, "limit must be 1 to %u",
                              AP_PPROF_TOP_LIMIT_ROWS);
-    names nm = {.p = p};
+    names nm = {0};
     uint64_t nids = 2 * (uint64_t)p->nstrings + 1;
     uint32_t *row_of = NULL, *stamp = NULL;
     top_row *rows = NULL;
@@ -622,7 +669,7 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
     stacks st = {0};
     sbuf b = {0};
     int rc = -1;
-    if (ap_pprof_string_canon(p, &nm.canon)) goto nomem;
+    if (names_build(&nm, p)) goto nomem;
     row_of = malloc((size_t)(nids ? nids : 1) * sizeof *row_of);
     rows = malloc((size_t)(nids ? nids : 1) * sizeof *rows);
     stamp = calloc(nids ? nids : 1, sizeof *stamp);
@@ -640,11 +687,9 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
          * frame is not its location's outermost line */
         uint32_t prev = UINT32_MAX;
         for (uint32_t j = s->nloc; j-- > 0;) {
-            const ap_pprof_location *l = &p->locations[locs[j]];
-            uint32_t nfr = l->nline ? l->nline : 1;
-            for (uint32_t k = nfr; k-- > 0;) {
-                uint32_t id = l->nline ? fn_name(&nm, p->lines[l->line_off + k].function)
-                                       : loc_name(&nm, locs[j]);
+            uint32_t q0 = nm.loc_off[locs[j]];
+            for (uint32_t q = q0; q < nm.loc_off[locs[j] + 1]; q++) {
+                uint32_t id = nm.ids[q];
                 if (row_of[id] == UINT32_MAX) {
                     row_of[id] = nrows;
                     rows[nrows++] = (top_row){.name = id};
@@ -655,7 +700,7 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
                     r->cum = ap_add_wrap(r->cum, v);
                 }
                 if (prev != UINT32_MAX && prev != id &&
-                    edge_note(&ed, prev, id, k != nfr - 1, v, si + 1))
+                    edge_note(&ed, prev, id, q != q0, v, si + 1))
                     goto nomem;
                 prev = id;
             }
@@ -709,7 +754,7 @@ nomem:
     ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory writing the top table");
 done:
     free(b.buf);
-    free(nm.canon);
+    names_free(&nm);
     free(row_of);
     free(rows);
     free(stamp);

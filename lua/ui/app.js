@@ -216,7 +216,7 @@
         <td class="chart" data-field="activity"></td></tr>`);
       tbody.appendChild(row);
       const enc = encodeURIComponent(a.key);
-      const [top, hist] = await Promise.all([maybe("top", `/api/profile/${enc}/top?limit=1`), maybe("history", `/api/profile/${enc}/history?window=24h`)]);
+      const [top, hist] = await Promise.all([maybe("top", `/api/profile/${enc}/top?limit=200`), maybe("history", `/api/profile/${enc}/history?window=24h`)]);
       const tot = row.querySelector('[data-field="total"]');
       if (top.ok && top.json) {
         tot.dataset.value = top.json.total;

@@ -195,7 +195,7 @@ describe("web view", function()
         local row = assert(by_app[p.key], p.key)
         assert.equals(("%d"):format(p.size), row.size)
         assert.equals(p.lastModified, row.merged)
-        local top = get_json(s, "/api/profile/" .. p.key .. "/top?limit=1")
+        local top = get_json(s, "/api/profile/" .. p.key .. "/top?limit=200")
         assert.equals(("%d"):format(top.total), row.total)
         if not features.history then
           local ups = get_json(s, "/api/profile/" .. p.key .. "/uploads")
