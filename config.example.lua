@@ -30,6 +30,8 @@ return {
   -- /api/health reports unhealthy ("disk") when the disk of data_dir has less free space than this
   -- (file store only). (--min-free-space, AUTOPGO_MIN_FREE_SPACE)
   min_free_space = "512MiB",
+  -- The web view under /ui/ (flame graphs, top functions, the compiler's view). (--ui, AUTOPGO_UI)
+  ui = true,
   -- Pruning rules in the original's JSON format. (--prune, AUTOPGO_PRUNE)
   -- prune = "/etc/autopgo/prune.json",
   -- Merge policy per application ("*" applies to every app without its own entry): prune rules
