@@ -1,7 +1,8 @@
 -- What the web view reads of a merged profile, as JSON computed in C (autopgo.core.flame, on the
 -- thread pool): GET /api/profile/{app}/flamegraph (the call tree, small frames folded into
 -- "(other)" under a node budget) and GET /api/profile/{app}/top (go tool pprof -top's rows).
--- Answers are cached per stored version of the profile and carry an ETag derived from its sha256.
+-- Answers are cached by the profile's sha256 and carry an ETag derived from it. ?window= or
+-- ?from=&to= read the time window the profile history merges, as downloads do.
 local async = require "autopgo.async"
 local core = require "autopgo.core"
 local keys = require "autopgo.keys"
@@ -12,15 +13,15 @@ local flame = core.flame
 
 local M = {}
 
--- Answers kept per app (one profile version at a time); past this the app's cache starts over.
-local MAX_CACHED = 16
+-- Answers kept (JSON of at most 2 MB each), the oldest dropped first.
+local MAX_CACHED = 32
 
 local View = {}
 View.__index = View
 
 --- A view over an autopgo.api instance (its store and its per-version digests).
 function M.new(api)
-  return setmetatable({ api = api, cache = {}, building = {} }, View)
+  return setmetatable({ api = api, cache = {}, order = {}, building = {} }, View)
 end
 
 local function none_match(header, etag)
@@ -43,20 +44,35 @@ local function int_param(req, name, lo, hi)
   return math.tointeger(n)
 end
 
--- The time-window parameters of a download: answered with 400 until the profile history is
--- there to serve them, so a client never mistakes the whole profile for a window of it.
-local function window_problem(req)
+local function wants_window(req)
   local q = req.query or {}
-  for _, name in ipairs { "window", "from", "to" } do
-    if q[name] ~= nil then
-      return ("%s= needs the profile history, which is not available on this server"):format(name)
-    end
-  end
+  return q.window ~= nil or q.from ~= nil or q.to ~= nil
 end
 
--- The answer `kind` with `params` for app's current profile: json, etag or nil, err, code.
-function View:answer(app, kind, params, tag)
+-- What a request reads: { etag, read = function() -> bytes | nil, err, code }, or nil, err, code
+-- (code "BAD_REQUEST" for a 400). The merged profile, or with window=/from=&to= the merged time
+-- window the profile history serves for a download (api.history, when the server keeps one):
+-- a server without history answers 400, so a client never takes the whole profile for a window.
+function View:source(app, req)
   local api = self.api
+  if wants_window(req) then
+    if not api.history then
+      local q = req.query
+      local name = q.window and "window" or q.from and "from" or "to"
+      return nil, ("%s= needs the profile history, which is not available on this server"):format(name), "BAD_REQUEST"
+    end
+    local from, to = require("autopgo.api").parse_range(req.query, require("autopgo.history").now_nanos() / 1e9)
+    if from == nil and type(to) == "string" then return nil, to, "BAD_REQUEST" end
+    local rules = api.policy and api.policy:rules_for(app) or nil
+    local w, err, code = api.history:window(app, from, to, rules)
+    if not w then return nil, err, code end
+    return { etag = w.etag, read = function()
+      if w.bytes then return w.bytes end
+      local got, gerr, gcode = api.store:get(w.key, { if_match = w.version })
+      if not got then return nil, gerr, gcode end
+      return got.body
+    end }
+  end
   local key = keys.base(app)
   local st, err, code = api.store:stat(key)
   if not st then return nil, err, code end
@@ -64,39 +80,45 @@ function View:answer(app, kind, params, tag)
   info, err, code = api:version_info(app, key, st.etag)
   if not info then return nil, err, code end
   if info.damaged then return nil, "the merged profile is damaged", "DAMAGED" end
-  local c = self.cache[app]
-  if not c or c.version ~= st.etag then
-    c = { version = st.etag, answers = {}, n = 0 }
-    self.cache[app] = c
-  end
-  local hit = c.answers[tag]
-  if hit then return hit.json, hit.etag end
-  -- one computation per answer at a time; the others wait for it
-  local bkey = app .. "\0" .. st.etag .. "\0" .. tag
-  while self.building[bkey] do
-    self.building[bkey].wait()
-    hit = c.answers[tag]
-    if hit then return hit.json, hit.etag end
-  end
-  local ev = async.event()
-  self.building[bkey] = ev
-  local ok, json, jerr, jcode = pcall(function()
+  return { etag = info.etag, read = function()
     local got, gerr, gcode = api.store:get(key, { if_match = st.etag })
     if not got then return nil, gerr, gcode end
+    return got.body
+  end }
+end
+
+-- The answer `kind` with `params` for what req reads of app: json, etag or nil, err, code. Answers
+-- are cached by the content's digest (the source's ETag) and the question.
+function View:answer(app, req, kind, params, tag)
+  local src, err, code = self:source(app, req)
+  if not src then return nil, err, code end
+  local etag = src.etag:gsub('"$', "/" .. tag .. '"')
+  local hit = self.cache[etag]
+  if hit then return hit, etag end
+  -- one computation per answer at a time; the others wait for it
+  while self.building[etag] do
+    self.building[etag].wait()
+    if self.cache[etag] then return self.cache[etag], etag end
+  end
+  local ev = async.event()
+  self.building[etag] = ev
+  local ok, json, jerr, jcode = pcall(function()
+    local bytes, rerr, rcode = src.read()
+    if not bytes then return nil, rerr, rcode end
     local opts = { max_decompressed = limits.profile.max_decompressed, max_memory = limits.profile.max_memory }
     for k, v in pairs(params) do opts[k] = v end
-    return async.await(kind == "top" and flame.top_async or flame.graph_async, got.body, opts)
+    return async.await(kind == "top" and flame.top_async or flame.graph_async, bytes, opts)
   end)
-  self.building[bkey] = nil
+  self.building[etag] = nil
   ev.set()
   if not ok then error(json, 0) end
   if not json then return nil, jerr, jcode end
-  local etag = info.etag:gsub('"$', "/" .. tag .. '"')
-  if c.n >= MAX_CACHED then
-    c.answers, c.n = {}, 0
+  -- a bounded cache: the oldest answer goes first
+  self.order[#self.order + 1] = etag
+  self.cache[etag] = json
+  while #self.order > MAX_CACHED do
+    self.cache[table.remove(self.order, 1)] = nil
   end
-  c.answers[tag] = { json = json, etag = etag }
-  c.n = c.n + 1
   return json, etag
 end
 
@@ -105,10 +127,8 @@ function View:serve(req, res, kind, params, tag)
   if not keys.is_app_name(app) then
     return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
   end
-  local problem = window_problem(req)
-  if problem then return res:error(400, problem) end
   for _ = 1, 5 do
-    local json, etag, code = self:answer(app, kind, params, tag)
+    local json, etag, code = self:answer(app, req, kind, params, tag)
     if json then
       if none_match(req:header("if-none-match"), etag) then
         res:status(304):header("etag", etag)
@@ -118,7 +138,11 @@ function View:serve(req, res, kind, params, tag)
       res:header("cache-control", "no-cache")
       return res:send(json)
     end
-    if code == "NOT_FOUND" then return res:error(404, ("no merged profile for app %s yet"):format(app)) end
+    if code == "BAD_REQUEST" then return res:error(400, etag) end
+    if code == "NOT_FOUND" then
+      if wants_window(req) then return res:error(404, ("no profile for app %s in that window"):format(app)) end
+      return res:error(404, ("no merged profile for app %s yet"):format(app))
+    end
     if code == "DAMAGED" then
       return res:error(500, ("the merged profile of app %s is damaged and is not served (details in the server log)")
         :format(app))
