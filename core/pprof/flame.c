@@ -678,17 +678,16 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
     uint32_t nrows = 0;
     int64_t total = 0;
     if (stacks_build(&st, p, index)) goto nomem;
+    int negative = 0;
     for (uint32_t si = 0; si < st.n; si++) {
         const ap_pprof_sample *s = &p->samples[st.sample[si]];
         int64_t v = st.value[si];
         total = ap_add_wrap(total, v);
+        negative |= v < 0;
         const uint32_t *locs = ap_pprof_sample_locs(p, s);
-        /* root to leaf as pprof's graph.New walks it: the edge into a frame is inline when the
-         * frame is not its location's outermost line */
-        uint32_t prev = UINT32_MAX;
+        uint32_t leaf = UINT32_MAX;
         for (uint32_t j = s->nloc; j-- > 0;) {
-            uint32_t q0 = nm.loc_off[locs[j]];
-            for (uint32_t q = q0; q < nm.loc_off[locs[j] + 1]; q++) {
+            for (uint32_t q = nm.loc_off[locs[j]]; q < nm.loc_off[locs[j] + 1]; q++) {
                 uint32_t id = nm.ids[q];
                 if (row_of[id] == UINT32_MAX) {
                     row_of[id] = nrows;
@@ -699,23 +698,39 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
                     stamp[id] = si + 1;
                     r->cum = ap_add_wrap(r->cum, v);
                 }
+                leaf = id;
+            }
+        }
+        if (leaf != UINT32_MAX) rows[row_of[leaf]].flat = ap_add_wrap(rows[row_of[leaf]].flat, v);
+    }
+    /* pprof's "(inline)" / "(partial-inline)": whether the edges into a function are inline,
+     * among the edges its text report keeps (weight at least EdgeFraction 0.001 of the total).
+     * With no negative value an edge weighs at most its ends' cum, so only edges between
+     * functions over the cutoff are counted: a second walk with a small edge table. */
+    int64_t abs_total = 0;
+    for (uint32_t i = 0; i < nrows; i++)
+        abs_total += rows[i].flat < 0 ? -rows[i].flat : rows[i].flat;
+    int64_t cutoff = (int64_t)((double)abs_total * 0.001);
+    for (uint32_t si = 0; si < st.n; si++) {
+        const ap_pprof_sample *s = &p->samples[st.sample[si]];
+        int64_t v = st.value[si];
+        const uint32_t *locs = ap_pprof_sample_locs(p, s);
+        /* root to leaf as pprof's graph.New walks it: the edge into a frame is inline when the
+         * frame is not its location's outermost line */
+        uint32_t prev = UINT32_MAX;
+        for (uint32_t j = s->nloc; j-- > 0;) {
+            uint32_t q0 = nm.loc_off[locs[j]];
+            for (uint32_t q = q0; q < nm.loc_off[locs[j] + 1]; q++) {
+                uint32_t id = nm.ids[q];
                 if (prev != UINT32_MAX && prev != id &&
+                    (negative ||
+                     (rows[row_of[prev]].cum >= cutoff && rows[row_of[id]].cum >= cutoff)) &&
                     edge_note(&ed, prev, id, q != q0, v, si + 1))
                     goto nomem;
                 prev = id;
             }
         }
-        if (prev != UINT32_MAX) {
-            top_row *r = &rows[row_of[prev]];
-            r->flat = ap_add_wrap(r->flat, v);
-        }
     }
-    /* pprof's "(inline)" / "(partial-inline)": whether the edges into a function are inline,
-     * among the edges its text report keeps (weight at least EdgeFraction 0.001 of the total) */
-    int64_t abs_total = 0;
-    for (uint32_t i = 0; i < nrows; i++)
-        abs_total += rows[i].flat < 0 ? -rows[i].flat : rows[i].flat;
-    int64_t cutoff = (int64_t)((double)abs_total * 0.001);
     for (uint32_t i = 0; i < ed.nslots; i++) {
         const edge *x = &ed.slots[i];
         if (!x->key) continue;
