@@ -34,9 +34,9 @@ typedef struct {
 int ap_pprof_flame_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *opts, char **out,
                         size_t *out_len, ap_pprof_error *err);
 
-/* {"sampleType","unit","total","functions","rows":[{"name","flat","cum"[,"inline"]}]}: every function
- * (by name, inlined frames included, cum counted once per sample) sorted as pprof's text report
- * does (flat descending, then name), the first `limit` of them (0: the default; at most
+/* {"sampleType","unit","total","functions","rows":[{"name","flat","cum"[,"inline"]}]}: every
+ * function (by name, inlined frames included, cum counted once per sample) sorted as pprof's text
+ * report does (flat descending, then name), the first `limit` of them (0: the default; at most
  * AP_PPROF_TOP_LIMIT_ROWS). "inline" is pprof's annotation: "inline" when every call into the
  * function was inlined, "partial-inline" when some were. `index` as for the flame graph. */
 int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char **out,
