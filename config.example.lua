@@ -32,15 +32,29 @@ return {
   min_free_space = "512MiB",
   -- The web view under /ui/ (flame graphs, top functions, the compiler's view). (--ui, AUTOPGO_UI)
   ui = true,
+  -- Access control (README "Access control"): a JSON file of token grants; unset, the API is open
+  -- to anyone who can reach the port. Reloaded on SIGHUP. (--auth-file, AUTOPGO_AUTH_FILE)
+  -- auth_file = "/etc/autopgo/auth.json",
+  -- The scope a token needs for /metrics when auth_file is set: "open" (no token), "metrics",
+  -- "download", "upload" or "delete". (--metrics-scope, AUTOPGO_METRICS_SCOPE)
+  metrics_scope = "open",
+  -- Origins besides the server's own that may send POST/DELETE (browsers); "*" allows any.
+  -- (--allowed-origins, AUTOPGO_ALLOWED_ORIGINS, comma-separated)
+  -- allowed_origins = { "https://dashboard.example.com" },
   -- Pruning rules in the original's JSON format. (--prune, AUTOPGO_PRUNE)
   -- prune = "/etc/autopgo/prune.json",
   -- Merge policy per application ("*" applies to every app without its own entry): prune rules
   -- (same meaning as the JSON file's) and a hook that may edit each uploaded profile before it is
-  -- merged. Only settable here.
+  -- merged. Only settable here. What the server serves (lua/autopgo/pgo.lua): serve = "pgo" makes
+  -- a plain download return the minimal profile holding exactly the compiler's call edges (default
+  -- "pprof", the full profile); stable = true keeps serving the same minimal bytes and ETag while
+  -- the compiler's decisions do not change; no_inline lists callees that must never be hot inline
+  -- targets (the total weight and every other decision stay as they were).
   policy = {
     -- ["example-app"] = {
     --   prune = { { drop = "github.com/example/.*", keep = "github.com/example/example-dependency" } },
     --   hook = function(profile, app) return profile end,
+    --   serve = "pgo", stable = true, no_inline = { "runtime.gopark" },
     -- },
   },
 
@@ -57,6 +71,10 @@ return {
   duration = "30s",
   -- Target discovery: "file", "kube", "nomad", "consul" or a Lua module path. (--mode, AUTOPGO_MODE)
   mode = "file",
+  -- A file holding the bearer token for the profile server (scrape and every client command);
+  -- the token itself is only a flag or variable, never a config key. (--token-file,
+  -- AUTOPGO_TOKEN_FILE; --token, AUTOPGO_TOKEN)
+  -- token_file = "/etc/autopgo/token",
   -- Skip TLS verification for outbound HTTPS (targets, API). (--insecure, AUTOPGO_INSECURE)
   insecure = false,
 
@@ -67,6 +85,10 @@ return {
   fail_open = false,
   -- list: print the raw JSON response. (--json, AUTOPGO_JSON)
   json = false,
+  -- download: pprof (full), pgo (minimal, same compiler decisions) or preprofile (GO PREPROFILE
+  -- V1, for -gcflags=all=-pgoprofile=; go build -pgo does not read it); default: the server's
+  -- policy. (--format, AUTOPGO_FORMAT)
+  -- format = "pgo",
   -- clean: age and size thresholds, and a dry run. (--older-than / --larger-than / --dry-run)
   -- older_than = "24h",
   -- larger_than = 10240,

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -183,6 +184,14 @@ long ap_base64_decode(const char *in, size_t len, uint8_t *out)
 int ap_random(uint8_t *out, size_t len)
 {
     return RAND_bytes(out, (int)len) == 1 ? 0 : -1;
+}
+
+int ap_equal_ct(const void *a, size_t alen, const void *b, size_t blen)
+{
+    /* The lengths are public (digests of one size); only the contents must not leak by timing. */
+    if (alen != blen) return 0;
+    if (alen == 0) return 1;
+    return CRYPTO_memcmp(a, b, alen) == 0;
 }
 
 static void openssl_error(char *err, size_t err_len, const char *what)

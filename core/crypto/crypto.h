@@ -34,6 +34,10 @@ long ap_base64_decode(const char *in, size_t len, uint8_t *out);
 /* Cryptographically secure random bytes; 0 on success. */
 int ap_random(uint8_t *out, size_t len);
 
+/* 1 when a and b hold the same bytes, else 0, in time that depends only on the lengths (for
+ * comparing secrets such as token digests); different lengths are unequal at once. */
+int ap_equal_ct(const void *a, size_t alen, const void *b, size_t blen);
+
 /* Signs SHA-256(data) with a PEM private key: RSA gives PKCS#1 v1.5 (RS256), ECDSA DER. On success
  * returns 0 and a malloc'd signature; on failure -1 and a message in err. */
 int ap_sign_sha256(const char *pem, size_t pem_len, const void *data, size_t len, uint8_t **sig,

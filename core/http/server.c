@@ -478,7 +478,9 @@ static void reap_idle(ap_http_server *srv)
 {
     for (h2o_linklist_t *n = srv->conns.next; n != &srv->conns; n = n->next) {
         ap_http_conn *conn = H2O_STRUCT_FROM_MEMBER(ap_http_conn, link, n);
-        if (conn->read_shut || conn->sock->input->size != 0 || h2o_socket_is_writing(conn->sock))
+        /* input is NULL once h2o has disposed of a closing socket (its uv close is pending) */
+        if (conn->read_shut || conn->sock->input == NULL || conn->sock->input->size != 0 ||
+            h2o_socket_is_writing(conn->sock))
             continue;
         uv_os_fd_t fd;
         if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) == 0) shutdown(fd, SHUT_RD);

@@ -1,5 +1,6 @@
-/* Lua binding of core/crypto: digests, HMAC, base64, hex, random bytes, UUIDs, SHA-256 signing
- * and streaming hashers (autopgo.hash); file digests run on the thread pool. */
+/* Lua binding of core/crypto: digests, HMAC, base64, hex, random bytes, UUIDs, SHA-256 signing,
+ * constant-time equality and streaming hashers (autopgo.hash); file digests run on the thread pool.
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,16 @@ static int l_random(lua_State *L)
     char *p = luaL_buffinitsize(L, &b, (size_t)n);
     if (ap_random((uint8_t *)p, (size_t)n) != 0) return ap_fail(L, "CRYPTO", "no randomness");
     luaL_pushresultsize(&b, (size_t)n);
+    return 1;
+}
+
+/* crypto.equal(a, b) -> boolean, comparing the bytes in constant time (for secrets) */
+static int l_equal(lua_State *L)
+{
+    size_t alen, blen;
+    const char *a = luaL_checklstring(L, 1, &alen);
+    const char *b = luaL_checklstring(L, 2, &blen);
+    lua_pushboolean(L, ap_equal_ct(a, alen, b, blen));
     return 1;
 }
 
@@ -261,6 +272,7 @@ int ap_open_crypto(lua_State *L)
         {"base64_encode", l_base64_encode},
         {"base64_decode", l_base64_decode},
         {"random", l_random},
+        {"equal", l_equal},
         {"uuid4", l_uuid4},
         {"sign_sha256", l_sign_sha256},
         {"hasher", l_hasher},

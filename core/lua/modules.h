@@ -18,6 +18,7 @@ static const ap_module ap_modules[] = {
     {"http_client", ap_open_http_client},
     {"fs", ap_open_fs},
     {"pprof", ap_open_pprof},
+    {"pgo", ap_open_pgo},
     {"flame", ap_open_flame},
     {"kafka", ap_open_kafka},
     {"nats", ap_open_nats},

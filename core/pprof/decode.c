@@ -834,9 +834,7 @@ int ap_dec_wire(ap_dec *d, const void *data, size_t len, uint64_t limit, ap_ppro
     ap_src_free(&s);
     if (rc) return -1;
     if (s.total == 0)
-        return ap_pprof_fail(err, AP_PPROF_EMALFORMED,
-                             s.gz ? "parsing profile: empty input file (the gzip stream holds no "
-                                    "data)"
-                                  : "parsing profile: empty input file (0 bytes)");
+        return ap_pprof_fail(err, AP_PPROF_EMALFORMED, "%s",
+                             s.gz ? AP_PPROF_EMPTY_GZIP : AP_PPROF_EMPTY_INPUT);
     return 0;
 }

@@ -202,4 +202,23 @@ int ap_pprof_string_canon(const ap_pprof_profile *p, uint32_t **out);
 void ap_pprof_sort_labels(const ap_pprof_profile *p, ap_pprof_label *l, uint32_t n,
                           const uint32_t *canon);
 
+/* ---- PGO ---- */
+
+/* The decoder's message for input with no protobuf bytes (also after gunzip): Go's ErrNoData,
+ * which the PGO loader accepts as an empty profile. */
+#define AP_PPROF_EMPTY_INPUT "parsing profile: empty input file (0 bytes)"
+#define AP_PPROF_EMPTY_GZIP  "parsing profile: empty input file (the gzip stream holds no data)"
+
+/* One entry of the compiler's named edge map: names are canonical string indices of the profile
+ * (AP_PPROF_NONE for a frame without a function: Go's empty name). */
+typedef struct {
+    uint32_t caller, callee;
+    int64_t offset, weight;
+} ap_pprof_named_edge;
+
+/* ap_pprof_pgo_check, and when `list` is not NULL the named edge map itself: out->edges entries
+ * in no particular order (malloc'd; NULL when the loader keeps none). */
+int ap_pprof_pgo_graph(const ap_pprof_profile *p, ap_pprof_pgo *out, ap_pprof_named_edge **list,
+                       ap_pprof_error *err);
+
 #endif

@@ -84,8 +84,10 @@ static int is_type(const ap_pprof_profile *p, uint32_t i, const char *type, cons
            ap_str_eq(&p->strings[p->sample_type[2 * i + 1]], unit, strlen(unit));
 }
 
-int ap_pprof_pgo_check(const ap_pprof_profile *p, ap_pprof_pgo *out, ap_pprof_error *err)
+int ap_pprof_pgo_graph(const ap_pprof_profile *p, ap_pprof_pgo *out, ap_pprof_named_edge **list,
+                       ap_pprof_error *err)
 {
+    if (list) *list = NULL;
     memset(out, 0, sizeof *out);
     out->value_index = -1;
     if (p->nsamples == 0) {
@@ -251,12 +253,31 @@ int ap_pprof_pgo_check(const ap_pprof_profile *p, ap_pprof_pgo *out, ap_pprof_er
         k.caller = info[ek.src].name;
         k.offset = (int64_t)((uint64_t)info[ek.src].lineno - (uint64_t)info[ek.src].start_line);
         k.callee = info[ek.dst].name;
-        if (kv_slot(&named, &k) == SIZE_MAX) {
+        size_t slot = kv_slot(&named, &k);
+        if (slot == SIZE_MAX) {
             free(info);
             goto nomem;
         }
+        named.vals[slot] = ap_add_wrap(named.vals[slot], w);
     }
     free(info);
+    if (list && total != 0) {
+        /* Go drops the whole map when the weights sum to zero ("accept but ignore"). */
+        ap_pprof_named_edge *l = malloc((named.n ? named.n : 1) * sizeof *l);
+        if (!l) goto nomem;
+        size_t j = 0;
+        for (size_t i = 0; i < named.cap; i++) {
+            if (!named.used[i]) continue;
+            named_key k;
+            memcpy(&k, named.keys + i * sizeof k, sizeof k);
+            l[j].caller = k.caller;
+            l[j].callee = k.callee;
+            l[j].offset = k.offset;
+            l[j].weight = named.vals[i];
+            j++;
+        }
+        *list = l;
+    }
     out->usable = 1;
     out->total_weight = total;
     if (total == 0) {
@@ -284,4 +305,9 @@ done:
     free(flat);
     free(keep);
     return rc;
+}
+
+int ap_pprof_pgo_check(const ap_pprof_profile *p, ap_pprof_pgo *out, ap_pprof_error *err)
+{
+    return ap_pprof_pgo_graph(p, out, NULL, err);
 }

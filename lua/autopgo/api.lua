@@ -4,11 +4,14 @@
 -- client can tell whether a file it has is current without ever having downloaded it), exactly one
 -- version of it even while merges replace it, and never one that does not parse; GET /api/profile
 -- lists merged profiles; DELETE /api/profile/{app} announces the deletion. Added to the original's:
--- GET /api/profile/{app}/uploads, what became of an app's uploads (staged, rejected and why).
+-- GET /api/profile/{app}/uploads, what became of an app's uploads (staged, rejected and why); each
+-- route declares the token scope it needs (autopgo.auth), and the listing shows only what it allows.
 -- Error bodies never carry paths or a store's own words: those go to the log.
 local async = require "autopgo.async"
+local auth = require "autopgo.auth"
 local events = require "autopgo.events"
 local fail = require "autopgo.fail"
+local httpd = require "autopgo.httpd"
 local json = require "autopgo.json"
 local log = require "autopgo.log"
 local metrics = require "autopgo.metrics"
@@ -40,6 +43,8 @@ function M.new(o)
   -- one owner for both: an upload and the base the worker writes are held to the same limits
   self.limits = limits.profile
   self.base_limits = limits.profile
+  -- the compiler's view (issue 14): ?format=pgo|preprofile, policy serve/stable/no_inline, /decisions
+  self.pgo = require("autopgo.pgo_api").new(self.store, o.policy)
   return self
 end
 
@@ -112,16 +117,6 @@ function Api:upload(req, res)
 end
 
 -- If-None-Match: "*" or a list of (possibly weak) etags; the comparison is weak, as RFC 9110 says.
-local function none_match(header, etag)
-  if not header then return false end
-  local function strip(e) return (e:gsub("^W/", "")) end
-  for candidate in header:gmatch("[^,]+") do
-    candidate = candidate:match("^%s*(.-)%s*$")
-    if candidate == "*" or strip(candidate) == strip(etag) then return true end
-  end
-  return false
-end
-
 -- A merge may replace the base between the reads of one download (its hash, its body). Every read
 -- names the version it wants (store:get's if_match), so it is refused before a byte arrives when
 -- that version is gone, and the download starts over with the new one. This many times at most.
@@ -232,6 +227,7 @@ function Api:download(req, res)
     return answer(res, status, message)
   end
   if not keys.is_app_name(app) then return done(400, bad_name(app)) end
+  if self.pgo:maybe_download(req, res) then return end -- ?format=pgo|preprofile, or policy serve = "pgo"
   local key = keys.base(app)
   for _ = 1, MAX_ATTEMPTS do
     local st, err, code = self.store:stat(key)
@@ -242,7 +238,7 @@ function Api:download(req, res)
         return done(500, ("the merged profile of app %s is damaged and is not served (details in the server log)")
           :format(app))
       end
-      if none_match(req:header("if-none-match"), info.etag) then
+      if httpd.none_match(req:header("if-none-match"), info.etag) then
         m.downloads:inc({ status = "304" })
         res:status(304):header("etag", info.etag)
         return res:send("")
@@ -264,13 +260,13 @@ function Api:download(req, res)
   return done(503, "the merged profile is being replaced too often to be read; try again")
 end
 
-function Api:list(_, res)
+function Api:list(req, res)
   local items, err = self.store:list("")
   if not items then return answer(res, failure("cannot list the merged profiles", err)) end
   local profiles = json.array()
   for _, item in ipairs(items) do
     local kind, app = keys.kind_of(item.key)
-    if kind == "base" then
+    if kind == "base" and auth.may(req, "download", app) then
       profiles[#profiles + 1] = json.object("key", app, "size", item.size,
         "lastModified", utc.rfc3339(item.last_modified))
     end
@@ -350,12 +346,15 @@ function Api:delete(req, res)
 end
 
 --- Adds the API's routes to an httpd router.
+-- Each route names the scope a token needs (autopgo.auth); the listing needs download and shows
+-- only the apps the token may download.
 function Api:routes(router)
-  router:add("POST", "/api/profile/{app}", function(req, res) return self:upload(req, res) end)
-  router:add("GET", "/api/profile/{app}", function(req, res) return self:download(req, res) end)
-  router:add("GET", "/api/profile", function(req, res) return self:list(req, res) end)
-  router:add("DELETE", "/api/profile/{app}", function(req, res) return self:delete(req, res) end)
-  router:add("GET", "/api/profile/{app}/uploads", function(req, res) return self:uploads(req, res) end)
+  router:add("POST", "/api/profile/{app}", function(req, res) return self:upload(req, res) end, "upload")
+  router:add("GET", "/api/profile/{app}", function(req, res) return self:download(req, res) end, "download")
+  router:add("GET", "/api/profile", function(req, res) return self:list(req, res) end, "download")
+  router:add("DELETE", "/api/profile/{app}", function(req, res) return self:delete(req, res) end, "delete")
+  router:add("GET", "/api/profile/{app}/uploads", function(req, res) return self:uploads(req, res) end, "download")
+  self.pgo:routes(router)
   return router
 end
 

@@ -12,6 +12,9 @@ local version = require("autopgo.version").version
 M.version = version
 
 local role_options = { "log_level", "event_writer_url", "blob_store_url", "port", "host" }
+-- who may use a listener (autopgo.auth), and the token a client sends to the server
+local access_options = { "auth_file", "metrics_scope", "allowed_origins" }
+local token_options = { "token", "token_file" }
 
 local function list(...)
   local out = {}
@@ -26,39 +29,43 @@ M.commands = {
   { name = "server", script = "roles/server.lua",
     summary = "Run the profile server (and, on the embedded default, the worker in the same process)",
     options = list(role_options, { "event_reader_url", "prune", "data_dir", "max_upload_size", "min_free_space",
-      "policy", "ui" }) },
+      "policy", "ui" }, access_options) },
   { name = "worker", script = "roles/worker.lua",
     summary = "Merge uploaded profiles into one base profile per application",
-    options = list(role_options, { "event_reader_url", "prune", "data_dir", "min_free_space", "policy" }) },
+    options = list(role_options, { "event_reader_url", "prune", "data_dir", "min_free_space", "policy" },
+      access_options) },
   { name = "scrape", script = "roles/scraper.lua", args = { 0, 1, "[FILE|KUBECONFIG]" },
     summary = "Periodically profile Go applications and forward the profiles to the server",
-    options = { "log_level", "api_url", "port", "host", "sample_size", "app", "frequency", "duration", "mode",
-      "insecure" },
+    options = list({ "log_level", "api_url", "port", "host", "sample_size", "app", "frequency", "duration", "mode",
+      "insecure" }, token_options),
     required = { "sample_size", "app" } },
   { name = "upload", module = "autopgo.commands.upload", args = { 1, 1, "FILE" },
     summary = "Upload a pprof profile to the server to be merged (FILE may be - for stdin)",
-    options = { "log_level", "api_url", "app", "insecure" }, required = { "app" } },
+    options = list({ "log_level", "api_url", "app", "insecure" }, token_options), required = { "app" } },
   { name = "download", module = "autopgo.commands.download", args = { 1, 1, "APP" },
     summary = "Download the merged profile of an application",
-    options = { "log_level", "api_url", "output", "fail_open", "insecure" } },
+    options = list({ "log_level", "api_url", "output", "fail_open", "insecure", "format" }, token_options) },
   { name = "list", module = "autopgo.commands.list",
     summary = "List the merged profiles managed by the server",
-    options = { "log_level", "api_url", "json", "insecure" } },
+    options = list({ "log_level", "api_url", "json", "insecure" }, token_options) },
   { name = "status", module = "autopgo.commands.status", args = { 1, 1, "APP" },
     summary = "Show an application's merged profile and its staged and rejected uploads (with why)",
-    options = { "log_level", "api_url", "json", "insecure" } },
+    options = list({ "log_level", "api_url", "json", "insecure" }, token_options) },
   { name = "delete", module = "autopgo.commands.delete", args = { 1, 1, "APP" },
     summary = "Delete the merged and any pending profiles of an application",
-    options = { "log_level", "api_url", "insecure" } },
+    options = list({ "log_level", "api_url", "insecure" }, token_options) },
   { name = "clean", module = "autopgo.commands.clean",
     summary = "Delete merged profiles larger than a size or not updated for a duration",
-    options = { "log_level", "api_url", "older_than", "larger_than", "dry_run", "insecure" } },
+    options = list({ "log_level", "api_url", "older_than", "larger_than", "dry_run", "insecure" }, token_options) },
   { name = "merge", module = "autopgo.commands.merge", args = { 1, math.huge, "PROFILE..." },
     summary = "Merge local profiles into one (optionally pruned with --prune and --app)",
     options = { "log_level", "output", "force", "prune", "app" } },
   { name = "inspect", module = "autopgo.commands.inspect", args = { 1, 1, "PROFILE" },
-    summary = "Describe a profile: sample types, sizes, PGO usability and top functions",
-    options = { "log_level" } },
+    summary = "Describe a profile: sample types, sizes, PGO usability, top functions (--pgo: what the compiler does)",
+    options = { "log_level", "pgo", "json" } },
+  { name = "diff", module = "autopgo.commands.diff", args = { 2, 2, "A B" },
+    summary = "Compare the compiler's decisions of two profiles (files, or app:NAME through the API)",
+    options = list({ "log_level", "api_url", "insecure", "json" }, token_options) },
   { name = "run", args = { 1, math.huge, "SCRIPT [ARGS...]" }, passthrough = true,
     summary = "Run a Lua script on the event loop with the autopgo library available",
     options = { "log_level" } },
@@ -101,7 +108,7 @@ local function option_label(o)
 end
 
 local type_names = { url = "url", int = "int", port = "int", duration = "duration", size = "size",
-  enum = "string", string = "string", path = "path", app = "name", bool = "" }
+  enum = "string", string = "string", path = "path", app = "name", bool = "", list = "list" }
 
 --- The --help text of a command.
 function M.help(cmd)
@@ -137,6 +144,34 @@ function M.help(cmd)
   for _, r in ipairs(rows) do width = math.max(width, #r[1]) end
   for _, r in ipairs(rows) do out[#out + 1] = ("  %-" .. width .. "s   %s"):format(r[1], r[2]) end
   return table.concat(out, "\n") .. "\n"
+end
+
+local rank = { flag = 3, env = 2, config = 1 }
+
+-- --token and --token-file: the one from the stronger source (flag > env > config) wins, both from
+-- the same source is a usage error; a token file's content (trimmed) becomes opts.token.
+local function resolve_token(cmd, values, source)
+  if values.token ~= nil and values.token:find("[%c ]") then
+    usage_error(cmd, "the token must not contain spaces or control characters")
+  end
+  if values.token_file == nil then return end
+  if values.token ~= nil then
+    local t, f = rank[source.token], rank[source.token_file]
+    if t == f then usage_error(cmd, "give one of --token (AUTOPGO_TOKEN) and --token-file (AUTOPGO_TOKEN_FILE)") end
+    if t > f then return end
+  end
+  local path = values.token_file
+  local fh, err = io.open(path, "rb")
+  if not fh then M.exit(1, ("autopgo %s: cannot read the token file: %s"):format(cmd.name, err)) end
+  local text = fh:read("a") or ""
+  fh:close()
+  text = text:match("^%s*(.-)%s*$")
+  if text == "" then M.exit(1, ("autopgo %s: the token file %s is empty"):format(cmd.name, path)) end
+  if text:find("[%c ]") then
+    M.exit(1, ("autopgo %s: the token file %s holds more than one token (spaces or line breaks inside)")
+      :format(cmd.name, path))
+  end
+  values.token, source.token = text, "token_file"
 end
 
 local function find_command(name)
@@ -233,6 +268,8 @@ function M.parse(name, argv, env)
     end
   end
 
+  if allowed.token_file then resolve_token(cmd, values, source) end
+
   for _, n in ipairs(cmd.required or {}) do
     if values[n] == nil then
       local o = options.by_name[n]
@@ -256,6 +293,7 @@ function M.parse(name, argv, env)
     for _, n in ipairs(names) do
       local v = values[n]
       fields[#fields + 1] = n
+      if options.by_name[n].secret then v = "(redacted)" end
       fields[#fields + 1] = (type(v) == "table" or type(v) == "function") and type(v)
         or (tostring(v) .. " (" .. source[n] .. ")")
     end

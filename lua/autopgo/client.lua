@@ -15,18 +15,30 @@ local Client = {}
 Client.__index = Client
 
 --- A client for the server at `base_url`. opts: insecure, timeout (seconds, default 60),
--- cancel (an http.canceler).
+-- cancel (an http.canceler), token (sent as Authorization: Bearer; only to this server).
 function M.new(base_url, opts)
   opts = opts or {}
+  local token = opts.token
+  assert(token == nil or (type(token) == "string" and not token:find("[%c ]")),
+    "client token must be a string without spaces or control characters")
   return setmetatable({
     base = (base_url:gsub("/+$", "")),
     insecure = opts.insecure or false,
     timeout = opts.timeout or 60,
     cancel = opts.cancel,
+    authorization = token and ("Bearer " .. token),
   }, Client)
 end
 
-local codes = { [400] = "INVALID", [401] = "UNAUTHORIZED", [403] = "UNAUTHORIZED", [404] = "NOT_FOUND",
+--- client.new's options from a command's resolved options (api_url aside): insecure and token,
+-- plus `extra` (timeout, cancel).
+function M.options(opts, extra)
+  local o = { insecure = opts.insecure, token = opts.token }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+local codes = { [400] = "INVALID", [401] = "UNAUTHORIZED", [403] = "FORBIDDEN", [404] = "NOT_FOUND",
   [409] = "CONFLICT", [412] = "PRECONDITION_FAILED", [413] = "TOO_LARGE" }
 
 --- The error for a response the caller did not want: the server's JSON {message, code} when it
@@ -58,6 +70,10 @@ end
 
 -- One request with the client's settings; opts as http.request's.
 function Client:request(opts)
+  if self.authorization then
+    opts.headers = opts.headers or {}
+    opts.headers.authorization = self.authorization
+  end
   opts.insecure = self.insecure
   opts.timeout = opts.timeout or self.timeout
   opts.cancel = opts.cancel or self.cancel
@@ -98,8 +114,9 @@ function Client:download(app, opts)
       if #errdoc > 16 then return false, "the server's error document is too large" end
     end
   end
-  local res, err, code = self:request { url = self:profile_url(app), headers = headers, sink = sink,
-    timeout = opts.timeout }
+  local u = self:profile_url(app)
+  if opts.format then u = u .. "?format=" .. url.escape(opts.format) end
+  local res, err, code = self:request { url = u, headers = headers, sink = sink, timeout = opts.timeout }
   if not res then return nil, err, code end
   if sink and res.status ~= 200 then res.body = table.concat(errdoc) end
   if res.status ~= 200 and res.status ~= 304 then return M.response_error(res) end

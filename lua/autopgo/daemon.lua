@@ -1,6 +1,6 @@
 -- What every long-running role needs: the blob store and event buses named by its options (with
 -- the embedded defaults: a file:// store under --data-dir and the in-process mem:// bus), health
--- checks for them, and a graceful stop on SIGTERM/SIGINT.
+-- checks for them, a graceful stop on SIGTERM/SIGINT and reloads on SIGHUP.
 local uv = require "luv"
 local async = require "autopgo.async"
 local blob = require "autopgo.blob"
@@ -80,6 +80,21 @@ function M.register_health(store, writer, reader, registry)
   if store then registry:register("blob", function() return store:health() end) end
   if writer then registry:register("event-writer", function() return writer:health() end) end
   if reader then registry:register("event-reader", function() return reader:health() end) end
+end
+
+--- Runs fn() in its own coroutine on every SIGHUP, for what a role reloads without a restart (the
+-- auth file, certificates); listeners keep serving meanwhile, and each fn logs its own outcome.
+-- Returns the watcher; watcher:close() stops it.
+function M.on_reload(what, fn)
+  local h = uv.new_signal()
+  -- never what keeps the loop alive: a role that fails to start must still exit
+  h:unref()
+  h:start("sighup", function()
+    async.spawn_with(function(ok, err, traceback)
+      if not ok then log.error("reload failed", "what", what, "error", traceback or tostring(err)) end
+    end, fn)
+  end)
+  return { close = function() if not h:is_closing() then h:close() end end }
 end
 
 --- Watches SIGTERM and SIGINT. stop.wait() suspends the calling coroutine until the first one and

@@ -236,6 +236,18 @@ local function finish_failed(res)
   if not ok then log.error("cannot answer a failed request", "error", tostring(err)) end
 end
 
+--- Whether an If-None-Match header matches etag (weak comparison, "*" matches anything), as
+-- RFC 9110 §13.1.2 says for GET.
+function M.none_match(header, etag)
+  if not header then return false end
+  local function strip(e) return (e:gsub("^W/", "")) end
+  for candidate in header:gmatch("[^,]+") do
+    candidate = candidate:match("^%s*(.-)%s*$")
+    if candidate == "*" or strip(candidate) == strip(etag) then return true end
+  end
+  return false
+end
+
 --- Starts a server. opts: host ("0.0.0.0"), port (8080; 0 picks a free one), max_body (bytes,
 -- 64 MiB; larger bodies get 413 before they are read), request_timeout (seconds to receive a
 -- request, also the keep-alive idle time; 120), json_errors (true: the server's own 400/413 answers
@@ -308,15 +320,18 @@ end
 
 --- Adds a route: method ("GET", "POST", ... or "*") and a pattern of literal segments and
 -- {name} segments, e.g. "/api/profile/{app}". A {name} matches one segment (which may be empty);
--- its percent-decoded value is in req.params.name.
-function Router:add(method, pattern, fn)
+-- its percent-decoded value is in req.params.name. `access` is what the router's guard (see
+-- autopgo.auth) checks before fn runs: "open", or a scope ("upload", "download", "delete",
+-- "metrics") held for req.params.app when the route has an {app}. A route that declares none is
+-- refused whenever the guard requires tokens.
+function Router:add(method, pattern, fn, access)
   assert(pattern:sub(1, 1) == "/", "route patterns start with /")
   local segs = {}
   for i, seg in ipairs(split(pattern)) do
     local param = seg:match("^{([%w_]+)}$")
     segs[i] = param and { param = param } or { literal = seg }
   end
-  self.routes[#self.routes + 1] = { method = method:upper(), segs = segs, fn = fn }
+  self.routes[#self.routes + 1] = { method = method:upper(), segs = segs, fn = fn, access = access }
   return self
 end
 
@@ -344,6 +359,7 @@ function Router:handle(req, res)
     if params then
       if route.method == "*" or route.method == req.method or (route.method == "GET" and req.method == "HEAD") then
         req.params = params
+        if self.guard and not self.guard:check(req, res, route.access) then return end
         return route.fn(req, res)
       end
       allowed[route.method] = true
@@ -366,9 +382,10 @@ end
 
 Router.__call = Router.handle
 
---- A new router; opts.not_found = function(req, res) replaces the 404 answer.
+--- A new router; opts.not_found = function(req, res) replaces the 404 answer; opts.guard (an
+-- autopgo.auth guard) admits or refuses each request to a route before its handler runs.
 function M.router(opts)
-  return setmetatable({ routes = {}, not_found = opts and opts.not_found }, Router)
+  return setmetatable({ routes = {}, not_found = opts and opts.not_found, guard = opts and opts.guard }, Router)
 end
 
 return M

@@ -5,6 +5,7 @@
 -- {app}/rejected/{name}        a staged upload the worker could not merge
 -- {app}/rejected/default.pgo.{sha256}  a base that no longer parsed
 -- {app}/rejected/{name}.reason  why (text)
+-- {app}/pgo/served.pgo         the minimal PGO profile served under policy stable = true
 local M = {}
 
 -- App names: a-z, 0-9 and '-', 1..M.max_app_len characters (it becomes a path segment on every
@@ -37,6 +38,7 @@ function M.rejected_prefix(app) return app .. "/rejected/" end
 function M.rejected(app, name) return ("%s/rejected/%s"):format(app, name) end
 -- Where a base that no longer parses is kept (digest: the sha256 of its bytes).
 function M.rejected_base(app, digest) return M.rejected(app, "default.pgo." .. digest) end
+function M.pgo_served(app) return app .. "/pgo/served.pgo" end
 -- The text object beside a rejected one that says why it was rejected.
 function M.reason_of(rejected_key) return rejected_key .. ".reason" end
 
@@ -47,14 +49,14 @@ function M.app_of(key)
   return nil
 end
 
--- What kind of object a key names: "staging", "base", "ledger", "rejected", or nil (unknown).
+-- What kind of object a key names: "staging", "base", "ledger", "rejected", "pgo", or nil (unknown).
 function M.kind_of(key)
   local app = M.app_of(key)
   if not app then return nil end
   local rest = key:sub(#app + 2)
   if rest == "default.pgo" then return "base", app end
   local kind = rest:match("^([a-z]+)/[^/]+$")
-  if kind == "staging" or kind == "ledger" or kind == "rejected" then return kind, app end
+  if kind == "staging" or kind == "ledger" or kind == "rejected" or kind == "pgo" then return kind, app end
   return nil
 end
 

@@ -4,7 +4,7 @@
 -- --older-than in clean, as in the original).
 local M = {}
 
--- type: string | url | int | port | duration | size | bool | enum | path | table
+-- type: string | url | int | port | duration | size | bool | enum | path | list | table; secret: never logged
 M.list = {
   { name = "log_level", short = "l", type = "enum", values = { "debug", "info", "warn", "error" },
     default = "info",
@@ -53,6 +53,13 @@ M.list = {
   { name = "fail_open", type = "bool", default = false,
     desc = "When the server is unreachable or fails, warn and exit 0 keeping any existing file" },
   { name = "json", type = "bool", default = false, desc = "Print the raw JSON response" },
+  { name = "format", type = "enum", values = { "pprof", "pgo", "preprofile" },
+    desc = "What to download: pprof (the full merged profile), pgo (the minimal profile with exactly the "
+      .. "compiler's call edges) or preprofile (GO PREPROFILE V1, for -gcflags=all=-pgoprofile= and Bazel; "
+      .. "not for go build -pgo); default: the server's policy (serve)" },
+  { name = "pgo", type = "bool", default = false, config = false,
+    desc = "Show what go build -pgo will do with the profile: hot call sites, hot functions, "
+      .. "devirtualization targets" },
   { name = "older_than", short = "d", type = "duration", min = 0,
     desc = "How long a profile must not have been updated for to be eligible for cleaning" },
   { name = "larger_than", short = "s", type = "size",
@@ -60,6 +67,18 @@ M.list = {
   { name = "dry_run", type = "bool", default = false, desc = "Print what would be deleted without deleting" },
   { name = "insecure", type = "bool", default = false,
     desc = "Skip TLS certificate verification for outbound HTTPS requests" },
+  { name = "auth_file", type = "path",
+    desc = "A JSON file of token grants (name, sha256, scopes, apps); without it the API is open to anyone"
+      .. " who can reach the port. Reloaded on SIGHUP" },
+  { name = "metrics_scope", type = "enum", values = { "open", "metrics", "download", "upload", "delete" },
+    default = "open", desc = "The token scope /metrics needs when --auth-file is given (open: no token)" },
+  { name = "allowed_origins", type = "list",
+    desc = "Comma-separated origins (scheme://host[:port], or *) that may send POST/DELETE besides the"
+      .. " server's own; other cross-origin state-changing requests get 403" },
+  { name = "token", type = "string", secret = true, config = false, -- config files get committed: token_file
+    desc = "The bearer token sent to the autopgo server (prefer --token-file or AUTOPGO_TOKEN)" },
+  { name = "token_file", type = "path",
+    desc = "A file holding the bearer token sent to the autopgo server (surrounding whitespace is ignored)" },
   { name = "policy", type = "table", flag = false,
     desc = "Per-app merge policy: { [app] = { prune = { {drop=..., keep=...} }, hook = function(profile, app) } }" },
 }
@@ -151,6 +170,22 @@ function check.enum(o, v)
     if v == allowed then return v end
   end
   return nil, ("must be one of %s, got %q"):format(table.concat(o.values, ", "), tostring(v))
+end
+
+function check.list(_, v)
+  if type(v) == "string" then
+    local out = {}
+    for item in v:gmatch("[^,]+") do
+      item = item:match("^%s*(.-)%s*$")
+      if item ~= "" then out[#out + 1] = item end
+    end
+    return out
+  end
+  if type(v) ~= "table" then return nil, "must be a list (comma-separated, or a table of strings)" end
+  for _, item in ipairs(v) do
+    if type(item) ~= "string" then return nil, "must be a list of strings" end
+  end
+  return v
 end
 
 function check.table(_, v)

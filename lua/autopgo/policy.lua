@@ -12,7 +12,8 @@ local pprof = require("autopgo.core").pprof
 local M = {}
 
 --- The schema: policy = { [app or "*"] = { prune = { { drop = "re", keep = "re" }, ... },
--- hook = function(profile, app) } }. Returns true, or nil and what is wrong (for a message).
+-- hook = function(profile, app), serve = "pprof"|"pgo", stable = bool, no_inline = { names } } }.
+-- Returns true, or nil and what is wrong (for a message).
 function M.validate(policy)
   if type(policy) ~= "table" then return nil, "must be a table of per-app entries" end
   for app, p in pairs(policy) do
@@ -32,8 +33,13 @@ function M.validate(policy)
         end
       elseif k == "hook" then
         if type(v) ~= "function" then return nil, ("%s.hook must be a function"):format(where) end
+      elseif k == "serve" or k == "stable" or k == "no_inline" then
+        -- the compiler's view (autopgo.pgo owns these three)
+        local why = require("autopgo.pgo").policy_problem(p)
+        if why then return nil, ("%s.%s"):format(where, why) end
       else
-        return nil, ("%s has unknown key %q (want prune or hook)"):format(where, tostring(k))
+        return nil, ("%s has unknown key %q (want prune, hook, serve, stable or no_inline)")
+          :format(where, tostring(k))
       end
     end
   end

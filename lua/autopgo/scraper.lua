@@ -31,7 +31,7 @@ M.upload_retry = { base = 0.5, cap = 8, attempts = 6, deadline = 30 }
 local Scraper = {}
 Scraper.__index = Scraper
 
---- opts: app, api_url, sample_size, frequency, duration (seconds), insecure; upload_retry
+--- opts: app, api_url, sample_size, frequency, duration (seconds), insecure, token (to the server only); upload_retry
 -- (optional, overrides fields of M.upload_retry). source: a discovery source
 -- (autopgo.discovery). hooks (optional): on_result(kind, target, bytes, detail) with kind
 -- "success" | "empty" | "target_error" | "upload_error" | "canceled", on_round(targets_known,
@@ -110,7 +110,7 @@ end
 -- success, else why), attempts.
 function Scraper:forward(target, canceler)
   local opts = self.opts
-  local api = client.new(opts.api_url, { insecure = opts.insecure, cancel = canceler })
+  local api = client.new(opts.api_url, client.options(opts, { cancel = canceler }))
   local upload_timeout = opts.duration + 2 * M.target_grace
   local held, held_size = {}, 0 -- the profile while it fits in hold_limit
   local pipe, upload_done       -- once it does not: streamed

@@ -1,6 +1,7 @@
 -- The web view's static files under /ui/: lua/ui/ and its flame graph library (d3 and
 -- d3-flame-graph from npm), embedded in the binary at build time (core/host/CMakeLists.txt).
 -- Everything the page loads comes from here, so it works offline and never leaves the origin.
+local auth = require "autopgo.auth"
 local json = require "autopgo.json"
 
 local M = {}
@@ -44,7 +45,8 @@ function M.features(router)
   }
 end
 
---- Adds GET /ui, /ui/, /ui/features.json and /ui/<file> to a router.
+--- Adds GET /ui, /ui/, /ui/features.json and /ui/<file> to a router. They are open (the page
+-- holds no data: it asks for a token when the API answers 401; features.json names routes only).
 function M.routes(router)
   local h = host()
   local function serve(res, path)
@@ -61,16 +63,17 @@ function M.routes(router)
   router:add("GET", "/ui", function(_, res)
     res:status(308):header("location", "/ui/")
     return res:send("")
-  end)
-  router:add("GET", "/ui/", function(_, res) return serve(res, "index.html") end)
+  end, auth.OPEN)
+  router:add("GET", "/ui/", function(_, res) return serve(res, "index.html") end, auth.OPEN)
   router:add("GET", "/ui/features.json", function(_, res)
     local f = M.features(router)
     res:header("cache-control", "no-cache")
     return res:json(200, json.object("history", f.history, "decisions", f.decisions, "flamegraph", f.flamegraph,
       "top", f.top))
-  end)
-  router:add("GET", "/ui/{file}", function(req, res) return serve(res, req.params.file) end)
-  router:add("GET", "/ui/vendor/{file}", function(req, res) return serve(res, "vendor/" .. req.params.file) end)
+  end, auth.OPEN)
+  router:add("GET", "/ui/{file}", function(req, res) return serve(res, req.params.file) end, auth.OPEN)
+  router:add("GET", "/ui/vendor/{file}", function(req, res) return serve(res, "vendor/" .. req.params.file) end,
+    auth.OPEN)
   return router
 end
 

@@ -173,10 +173,11 @@ function View:top(req, res)
   return self:serve(req, res, "top", { limit = n }, "top;n=" .. n)
 end
 
---- Adds the view's routes to an httpd router.
+--- Adds the view's routes to an httpd router: what a download token may read (scope download).
 function View:routes(router)
-  router:add("GET", "/api/profile/{app}/flamegraph", function(req, res) return self:flamegraph(req, res) end)
-  router:add("GET", "/api/profile/{app}/top", function(req, res) return self:top(req, res) end)
+  router:add("GET", "/api/profile/{app}/flamegraph", function(req, res) return self:flamegraph(req, res) end,
+    "download")
+  router:add("GET", "/api/profile/{app}/top", function(req, res) return self:top(req, res) end, "download")
   return router
 end
 

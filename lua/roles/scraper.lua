@@ -7,6 +7,7 @@ local opts, args = require("autopgo.cli").parse("scrape", arg)
 
 local uv = require "luv"
 local async = require "autopgo.async"
+local auth = require "autopgo.auth"
 local cli = require "autopgo.cli"
 local log = require "autopgo.log"
 local http = require "autopgo.http"
@@ -54,13 +55,14 @@ if source.mode.health then
 end
 
 local ready = health.handler()
-local router = httpd.router()
-router:add("GET", "/api/health", health.handler())
+-- no tokens on this port (--token is what the scraper sends); the Host rule when bound to loopback
+local router = httpd.router { guard = assert(auth.guard { host = opts.host, name = "scraper" }) }
+router:add("GET", "/api/health", health.handler(), auth.OPEN)
 router:add("GET", "/api/ready", function(req, res)
   if stopping then return res:error(503, "shutting down") end
   return ready(req, res)
-end)
-router:add("GET", "/metrics", metrics.handler())
+end, auth.OPEN)
+router:add("GET", "/metrics", metrics.handler(), auth.OPEN)
 local server, lerr = httpd.listen { name = "scraper", host = opts.host, port = opts.port, handler = router }
 if not server then cli.listen_failed("scrape", opts.host, opts.port, lerr) end
 

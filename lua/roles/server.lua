@@ -1,6 +1,7 @@
 -- `autopgo server` (same as `autopgo run roles/server.lua`): the HTTP API for uploads, downloads,
 -- listing and deletion, plus /api/health, /api/ready, /metrics and the web view under /ui/
--- (--ui=false leaves it out). Without URLs it is the whole pipeline in one process: profiles on
+-- (--ui=false leaves it out); with --auth-file only for bearer tokens whose grants allow it
+-- (SIGHUP reloads the file). Without URLs it is the whole pipeline in one process: profiles on
 -- the local disk (--data-dir), the in-process bus and the worker running here too; each default
 -- applies on its own. Editable: copy lua/ and run with
 -- --lua-path to change it without rebuilding.
@@ -12,6 +13,7 @@ local httpd = require "autopgo.httpd"
 local health = require "autopgo.health"
 local metrics = require "autopgo.metrics"
 local api = require "autopgo.api"
+local auth = require "autopgo.auth"
 local policy = require "autopgo.policy"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
@@ -40,14 +42,18 @@ end
 daemon.register_health(store, writer, reader)
 if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 
-local router = httpd.router()
-local the_api = api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size })
+-- Who may use the API: tokens from --auth-file (reloaded on SIGHUP), the Origin and Host rules.
+local guard = must(auth.guard { auth_file = opts.auth_file, host = opts.host, allowed_origins = opts.allowed_origins,
+  name = "server" })
+local router = httpd.router { guard = guard }
+local the_api = api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size,
+  policy = opts.policy })
 the_api:routes(router)
 require("autopgo.view_api").new(the_api):routes(router)
 if opts.ui ~= false then require("autopgo.ui").routes(router) end
-router:add("GET", "/api/health", health.handler())
-router:add("GET", "/api/ready", health.handler())
-router:add("GET", "/metrics", metrics.handler())
+router:add("GET", "/api/health", health.handler(), auth.OPEN)
+router:add("GET", "/api/ready", health.handler(), auth.OPEN)
+router:add("GET", "/metrics", metrics.handler(), opts.metrics_scope)
 
 -- Bodies over 32 MiB wait in a temporary file under the data directory (the file store's own
 -- .autopgo/tmp), never in /tmp: bounded by --max-upload-size like any upload.
@@ -64,6 +70,8 @@ metrics.collect(function()
   too_large = n
 end)
 if embedded then embedded:start() end
+guard:announce()
+local reload = daemon.on_reload("auth file", function() guard:reload() end)
 log.info("server listening", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_writer", writer.name,
   "worker", embedded and "in this process" or "separate")
 
@@ -80,5 +88,6 @@ end
 writer:close()
 store:close()
 stop.close()
+reload.close()
 log.info("stopped")
 return 0

@@ -6,6 +6,7 @@ local opts = require("autopgo.cli").parse("worker", arg)
 local cli = require "autopgo.cli"
 local daemon = require "autopgo.daemon"
 local fail = require "autopgo.fail"
+local auth = require "autopgo.auth"
 local httpd = require "autopgo.httpd"
 local health = require "autopgo.health"
 local metrics = require "autopgo.metrics"
@@ -39,12 +40,17 @@ if store.root then health.register("disk", health.free_space(store.root, opts.mi
 local w = worker.new { store = store, writer = writer, reader = reader, policy = pol,
   recover = daemon.is_in_process(reader_url) }
 
-local router = httpd.router()
-router:add("GET", "/api/health", health.handler())
-router:add("GET", "/api/ready", health.handler())
-router:add("GET", "/metrics", metrics.handler())
+-- This port serves no API, only probes and /metrics, which --metrics-scope may put behind a token.
+local guard = must(auth.guard { auth_file = opts.auth_file, host = opts.host, allowed_origins = opts.allowed_origins,
+  name = "worker" })
+local router = httpd.router { guard = guard }
+router:add("GET", "/api/health", health.handler(), auth.OPEN)
+router:add("GET", "/api/ready", health.handler(), auth.OPEN)
+router:add("GET", "/metrics", metrics.handler(), opts.metrics_scope)
 local srv, err = httpd.listen { host = opts.host, port = opts.port, handler = router, name = "worker" }
 if not srv then cli.listen_failed("worker", opts.host, opts.port, err) end
+-- watched only once the port is open: a live signal handle would keep a failed start from exiting
+local reload = daemon.on_reload("auth file", function() guard:reload() end)
 w:start()
 log.info("worker running", "host", opts.host, "port", srv.port, "blob_store", store.name, "event_reader", reader.name,
   "event_writer", writer.name)
@@ -57,5 +63,6 @@ srv:shutdown()
 writer:close()
 store:close()
 stop.close()
+reload.close()
 log.info("stopped")
 return 0

@@ -475,6 +475,7 @@
   // Two windows' decisions side by side: call sites and hot functions that came or went.
   function renderDiff(box, app, dec) {
     if (dec.missing) { box.innerHTML = unavailable("decisions diff (needs the compiler's view)"); return; }
+    if (!features.history) { box.innerHTML = unavailable("decisions diff between windows (needs the profile history)"); return; }
     const opts = `<option value="">all time</option><option value="24h">last 24 h</option><option value="168h">last 7 d</option><option value="720h">last 30 d</option>`;
     box.innerHTML = `<div class="toolbar">A <select id="diff-a">${opts}</select> B <select id="diff-b">${opts}</select>
       <button type="button" id="diff-go">compare</button></div><div id="diff-out" class="muted">Pick two windows.</div>`;

@@ -1,11 +1,13 @@
 /* libFuzzer target for the pprof decoder. Whatever the bytes, decode must either fail with a
  * message or give a profile that the rest of the core handles: PGO check, top, re-encode and
- * re-decode, merge with itself, prune, gzip'd encode. Broken invariants abort. */
+ * re-decode, merge with itself, prune, gzip'd encode, and the compiler's view (the minimal
+ * profile and the preprofile text read back to the same edge map). Broken invariants abort. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "edges.h"
 #include "pprof.h"
 
 #define REQUIRE(c)                                                                                 \
@@ -17,6 +19,54 @@
     } while (0)
 
 static ap_pprof_pruner *pruner;
+
+static char *preprofile(const ap_pgo_edges *e, size_t *len)
+{
+    uint8_t *b;
+    ap_pprof_error err;
+    REQUIRE(ap_pgo_write_preprofile(e, &b, len, &err) == 0);
+    return (char *)b;
+}
+
+/* The compiler's view of p survives both of its serialized forms unchanged. */
+static void check_edges(const ap_pprof_profile *p)
+{
+    ap_pprof_error err;
+    ap_pgo_edges *e = NULL;
+    REQUIRE(ap_pgo_edges_from_profile(p, &e, &err) == 0);
+    if (e->usable) {
+        size_t n1, n2, n3, len;
+        char *t1 = preprofile(e, &n1);
+        ap_pprof_profile *m;
+        REQUIRE(ap_pgo_minimal_profile(e, &m, &err) == 0);
+        ap_pprof_encode_opts raw = {.level = -1, .raw = 1};
+        uint8_t *out;
+        REQUIRE(ap_pprof_encode(m, &raw, &out, &len, &err) == 0);
+        ap_pprof_profile_free(m);
+        ap_pgo_edges *back = NULL;
+        REQUIRE(ap_pgo_edges_load(out, len, NULL, &back, &err) == 0);
+        free(out);
+        char *t2 = preprofile(back, &n2);
+        REQUIRE(n1 == n2 && memcmp(t1, t2, n1) == 0);
+        REQUIRE(back->total_weight == e->total_weight);
+        ap_pgo_edges_free(back);
+        /* names with a newline cannot round-trip through the text (nor can they in Go) */
+        if (!memchr(e->names, '\n', e->names_len) && !memchr(e->names, '\r', e->names_len)) {
+            REQUIRE(ap_pgo_edges_load(t1, n1, NULL, &back, &err) == 0);
+            char *t3 = preprofile(back, &n3);
+            REQUIRE(n1 == n3 && memcmp(t1, t3, n1) == 0);
+            free(t3);
+            ap_pgo_edges_free(back);
+        }
+        ap_pgo_decisions d;
+        REQUIRE(ap_pgo_decide(e, 99, &d, &err) == 0);
+        REQUIRE(d.nhot <= e->n);
+        ap_pgo_decisions_free(&d);
+        free(t1);
+        free(t2);
+    }
+    ap_pgo_edges_free(e);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -34,6 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (p->nsample_type <= 64) ap_pprof_totals(p, totals);
     ap_pprof_top_entry top[5];
     REQUIRE(ap_pprof_top(p, ap_pprof_default_index(p), 1, top, 5) >= 0);
+    check_edges(p);
 
     /* What we accept, we can write, and read back with the same tables. */
     ap_pprof_encode_opts raw = {.level = -1, .raw = 1};

@@ -254,4 +254,68 @@ describe("the option schema", function()
       for _, n in ipairs(want) do assert.is_true(have[n] == true, name .. " lacks --" .. n) end
     end
   end)
+
+  it("gives every client command and the scraper --token and --token-file, and the daemons access control", function()
+    for _, name in ipairs { "upload", "download", "list", "status", "delete", "clean", "scrape" } do
+      local have = {}
+      for _, n in ipairs(cli.by_name[name].options) do have[n] = true end
+      assert.is_true(have.token and have.token_file, name)
+      assert.is_nil(have.auth_file, name)
+    end
+    for _, name in ipairs { "server", "worker" } do
+      local have = {}
+      for _, n in ipairs(cli.by_name[name].options) do have[n] = true end
+      assert.is_true(have.auth_file and have.metrics_scope and have.allowed_origins, name)
+    end
+  end)
+
+  it("reads the token from --token, AUTOPGO_TOKEN or a token file, the stronger source winning", function()
+    local dir = support.tmpdir()
+    local file = support.write_file(dir .. "/t", "  file-token\n")
+    local o = parse("list", { "--token", "flag-token" })
+    assert.equals("flag-token", o.token)
+    o = parse("list", {}, { AUTOPGO_TOKEN = "env-token" })
+    assert.equals("env-token", o.token)
+    o = parse("list", { "--token-file", file })
+    assert.equals("file-token", o.token)
+    assert.equals("token_file", o._source.token)
+    o = parse("list", { "--token-file", file }, { AUTOPGO_TOKEN = "env-token" })
+    assert.equals("file-token", o.token)
+    o = parse("list", { "--token", "flag-token" }, { AUTOPGO_TOKEN_FILE = file })
+    assert.equals("flag-token", o.token)
+    local cfg = support.write_file(dir .. "/c.lua", ("return { token_file = %q }"):format(file))
+    o = parse("upload", { "--app", "a", "--config", cfg, "x" })
+    assert.equals("file-token", o.token)
+    local status, msg = exit_of("list", { "--token", "a", "--token-file", file })
+    assert.equals(2, status)
+    assert.matches("give one of --token", msg, 1, true)
+    status, msg = exit_of("list", { "--token-file", dir .. "/missing" })
+    assert.equals(1, status)
+    assert.matches("cannot read the token file", msg, 1, true)
+    status, msg = exit_of("list", { "--token-file", support.write_file(dir .. "/empty", "\n") })
+    assert.equals(1, status)
+    assert.matches("is empty", msg, 1, true)
+    status, msg = exit_of("list", { "--token-file", support.write_file(dir .. "/two", "a\nb\n") })
+    assert.equals(1, status)
+    assert.matches("more than one token", msg, 1, true)
+    status, msg = exit_of("list", { "--token", "a b" })
+    assert.equals(2, status)
+    assert.matches("must not contain spaces", msg, 1, true)
+    -- the token is no config key (config files get committed)
+    cfg = support.write_file(dir .. "/t.lua", "return { token = 'x' }")
+    status, msg = exit_of("list", { "--config", cfg })
+    assert.equals(2, status)
+    assert.matches("unknown key \"token\"", msg, 1, true)
+    support.rm_rf(dir)
+  end)
+
+  it("takes --allowed-origins as a comma-separated list and --metrics-scope from its values", function()
+    local o = parse("server", { "--allowed-origins", "https://a.example, http://b.example:8080,," })
+    assert.same({ "https://a.example", "http://b.example:8080" }, o.allowed_origins)
+    assert.equals("open", o.metrics_scope)
+    o = parse("server", {}, { AUTOPGO_METRICS_SCOPE = "metrics", AUTOPGO_AUTH_FILE = "/etc/a.json" })
+    assert.equals("metrics", o.metrics_scope)
+    assert.equals("/etc/a.json", o.auth_file)
+    assert.equals(2, (exit_of("server", { "--metrics-scope", "admin" })))
+  end)
 end)

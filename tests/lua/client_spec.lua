@@ -14,7 +14,7 @@ describe("autopgo.client errors", function()
   end)
 
   it("maps statuses to house codes", function()
-    for status, want in pairs { [404] = "NOT_FOUND", [413] = "TOO_LARGE", [401] = "UNAUTHORIZED",
+    for status, want in pairs { [404] = "NOT_FOUND", [413] = "TOO_LARGE", [401] = "UNAUTHORIZED", [403] = "FORBIDDEN",
       [412] = "PRECONDITION_FAILED", [500] = "SERVER", [503] = "SERVER", [418] = "HTTP" } do
       local _, _, code = client.response_error { status = status, body = "" }
       assert.equals(want, code, status)

@@ -1,5 +1,5 @@
 -- Specs of lua/autopgo/daemon.lua: opening what a role needs returns failures (the role decides
--- to exit), and the health checks carry the original's dependency names.
+-- to exit), the health checks carry the original's dependency names, and SIGHUP runs the reloads.
 local support = require "tests.lua.support"
 local daemon = require "autopgo.daemon"
 local health = require "autopgo.health"
@@ -39,6 +39,36 @@ describe("daemon", function()
       writer:close()
       store:close()
       support.rm_rf(dir)
+    end)
+  end)
+
+  it("runs every reload function on SIGHUP, each in its own coroutine, until closed", function()
+    support.run(function()
+      local uv = require "luv"
+      local async = require "autopgo.async"
+      local got = {}
+      local a = daemon.on_reload("a", function()
+        async.sleep(1) -- may wait: it runs in a coroutine
+        got[#got + 1] = "a"
+      end)
+      local b = daemon.on_reload("b", function() error("broken reload") end)
+      local c = daemon.on_reload("c", function() got[#got + 1] = "c" end)
+      uv.kill(uv.os_getpid(), "sighup")
+      for _ = 1, 200 do
+        if #got == 2 then break end
+        async.sleep(5)
+      end
+      table.sort(got)
+      assert.same({ "a", "c" }, got)
+      c.close()
+      b.close()
+      uv.kill(uv.os_getpid(), "sighup")
+      for _ = 1, 200 do
+        if #got == 3 then break end
+        async.sleep(5)
+      end
+      assert.same({ "a", "c", "a" }, got)
+      a.close()
     end)
   end)
 end)

@@ -113,10 +113,11 @@ end
 
 --- Formats a request. headers: map or list of { name, value }.
 function M.format(method, path, headers, body)
-  local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: 127.0.0.1" }
-  local has_length = false
+  local lines = { ("%s %s HTTP/1.1"):format(method, path) }
+  local has_length, has_host = false, false
   local function add(k, v)
     if k:lower() == "content-length" or k:lower() == "transfer-encoding" then has_length = true end
+    if k:lower() == "host" then has_host = true end
     lines[#lines + 1] = k .. ": " .. v
   end
   if headers then
@@ -126,6 +127,8 @@ function M.format(method, path, headers, body)
       for k, v in pairs(headers) do add(k, v) end
     end
   end
+  -- Host: 127.0.0.1 unless the headers name one
+  if not has_host then table.insert(lines, 2, "Host: 127.0.0.1") end
   if body and not has_length then lines[#lines + 1] = "Content-Length: " .. #body end
   return table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
 end

@@ -118,6 +118,22 @@ describe("layout", function()
     assert.same({}, offending)
   end)
 
+  it("never calls the autopgo.fail module as if it were a function", function()
+    local offending = {}
+    for _, f in ipairs(tracked("'lua/*.lua'")) do
+      local src = support.read_file(root .. "/" .. f) or ""
+      if src:find('local fail = require "autopgo.fail"', 1, true) then
+        local n = 0
+        for line in src:gmatch("[^\n]*") do
+          local code = line:gsub("%-%-.*$", "")
+          if code:find("[^%w_.:]fail%(") or code:find("^fail%(") then n = n + 1 end
+        end
+        if n > 0 then offending[#offending + 1] = ("%s (%d)"):format(f, n) end
+      end
+    end
+    assert.same({}, offending)
+  end)
+
   it("opens every file with a comment saying what it is for", function()
     local missing = {}
     local kinds = "'core/*.c' 'core/*.h' 'lua/*.lua' 'tests/*.lua' 'scripts/*.sh' '*CMakeLists.txt'"

@@ -41,7 +41,7 @@ function M.run(opts)
   if not ((older and older > 0) or (larger and larger > 0)) then
     cli.exit(2, "autopgo clean: one of --older-than or --larger-than must be set (see autopgo clean --help)")
   end
-  local api = client.new(opts.api_url, { insecure = opts.insecure })
+  local api = client.new(opts.api_url, client.options(opts))
   local profiles, err, _, status = api:list()
   if not profiles then cli.exit(1, "autopgo clean: " .. client.message(err, status)) end
   local failed = 0

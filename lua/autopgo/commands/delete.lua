@@ -8,7 +8,7 @@ local M = {}
 
 function M.run(opts, args)
   local app = args[1]
-  local api = client.new(opts.api_url, { insecure = opts.insecure })
+  local api = client.new(opts.api_url, client.options(opts))
   local ok, err, _, status = api:delete(app)
   if not ok then cli.exit(1, "autopgo delete: " .. client.message(err, status)) end
   log.info("profile deleted", "app", app)

@@ -3,7 +3,8 @@
 -- so a failed or interrupted download never leaves a truncated profile behind. When the output
 -- exists, If-None-Match carries its sha256 (the server's ETag is the content's digest) and a 304
 -- leaves the file untouched, however the file got there. --fail-open: an unreachable server or a 5xx answer is a
--- warning and exit 0, keeping any existing file. "-o -" writes to standard output.
+-- warning and exit 0, keeping any existing file. "-o -" writes to standard output. --format pgo|
+-- preprofile|pprof picks the form (lua/autopgo/pgo.lua); the default is the server's policy.
 local uv = require "luv"
 local async = require "autopgo.async"
 local core = require "autopgo.core"
@@ -89,10 +90,13 @@ function M.run(opts, args)
     fd, tmp = nil, nil
   end
 
+  if opts.format == "preprofile" then
+    log.warn("a GO PREPROFILE V1 file is for -gcflags=all=-pgoprofile= (or Bazel), go build -pgo does not read it")
+  end
   local canceler = http.canceler()
   local stop_signals = on_interrupt(canceler)
-  local api = client.new(opts.api_url, { insecure = opts.insecure, timeout = 300, cancel = canceler })
-  local res, err, _, status = api:download(app, { etag = etag, sink = sink })
+  local api = client.new(opts.api_url, client.options(opts, { timeout = 300, cancel = canceler }))
+  local res, err, _, status = api:download(app, { etag = etag, sink = sink, format = opts.format })
   local interrupted = stop_signals()
 
   if not res then

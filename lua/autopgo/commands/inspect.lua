@@ -1,5 +1,6 @@
 -- `autopgo inspect PROFILE`: sample types, period, duration, table sizes, PGO usability with
--- the reason, and the top functions by flat and cumulative weight.
+-- the reason, and the top functions by flat and cumulative weight. `--pgo`: the decisions view
+-- (autopgo.pgo: hot call sites, hot functions, devirtualization targets; --json as the API's).
 local async = require "autopgo.async"
 local cli = require "autopgo.cli"
 local pprof = require("autopgo.core").pprof
@@ -54,8 +55,29 @@ local function top_table(out, p, info, by)
   end
 end
 
-function M.run(_, args)
+-- inspect --pgo: what go build -pgo will do with the profile (pprof or GO PREPROFILE V1).
+local function inspect_pgo(opts, path)
+  local pgo = require "autopgo.pgo"
+  local input = { file = path }
+  if path == "-" then input = io.stdin:read("a") end
+  local r, err = pgo.shape(input, { decisions = true })
+  if not r then cli.exit(1, ("autopgo inspect: %s: %s"):format(path, err)) end
+  if not r.info.usable then
+    cli.exit(1, ("autopgo inspect: %s: not usable by go build -pgo: %s"):format(path, r.info.reason))
+  end
+  if opts.json then
+    io.stdout:write(require("autopgo.json").encode(pgo.decisions_doc(r.info, r.decisions)), "\n")
+  elseif r.info.empty then
+    io.stdout:write(("%s: accepted by go build -pgo, but %s\n"):format(path, r.info.reason:gsub("^[^:]*: ", "")))
+  else
+    io.stdout:write(pgo.render(r.info, r.decisions, { limit = 50 }))
+  end
+  return 0
+end
+
+function M.run(opts, args)
   local path = args[1]
+  if opts.pgo then return inspect_pgo(opts, path) end
   local f, err
   if path == "-" then
     f = io.stdin

@@ -48,7 +48,7 @@ function M.format(rows)
 end
 
 function M.run(opts)
-  local api = client.new(opts.api_url, { insecure = opts.insecure })
+  local api = client.new(opts.api_url, client.options(opts))
   local profiles, raw, _, status = api:list()
   if not profiles then cli.exit(1, "autopgo list: " .. client.message(raw, status)) end
   if opts.json then

@@ -51,7 +51,7 @@ end
 
 function M.run(opts, args)
   local app = args[1]
-  local api = client.new(opts.api_url, { insecure = opts.insecure })
+  local api = client.new(opts.api_url, client.options(opts))
   local doc, raw, _, status = api:uploads(app)
   if not doc then cli.exit(1, "autopgo status: " .. client.message(raw, status)) end
   if opts.json then

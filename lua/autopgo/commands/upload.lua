@@ -58,7 +58,7 @@ function M.run(opts, args)
     if st.type ~= "file" then cli.exit(1, ("autopgo upload: %s is not a regular file"):format(path)) end
     body = { body_path = path }
   end
-  local api = client.new(opts.api_url, { insecure = opts.insecure, timeout = 300 })
+  local api = client.new(opts.api_url, client.options(opts, { timeout = 300 }))
   local key, err, _, status = api:upload(opts.app, body)
   if not key then cli.exit(1, "autopgo upload: " .. client.message(err, status)) end
   io.stdout:write(key, "\n")

@@ -102,6 +102,21 @@ static void test_sign_rejects_garbage(void)
     CHECK(strstr(err, "invalid PEM private key") != NULL);
 }
 
+static void test_equal_ct(void)
+{
+    uint8_t a[32], b[32];
+    ap_digest("sha256", "token", 5, a);
+    memcpy(b, a, 32);
+    CHECK(ap_equal_ct(a, 32, b, 32) == 1);
+    b[31] ^= 1;
+    CHECK(ap_equal_ct(a, 32, b, 32) == 0);
+    b[31] ^= 1;
+    b[0] ^= 0x80;
+    CHECK(ap_equal_ct(a, 32, b, 32) == 0);
+    CHECK(ap_equal_ct(a, 32, a, 31) == 0);
+    CHECK(ap_equal_ct("", 0, "", 0) == 1);
+}
+
 int main(void)
 {
     RUN(test_digests);
@@ -110,5 +125,6 @@ int main(void)
     RUN(test_base64);
     RUN(test_file);
     RUN(test_sign_rejects_garbage);
+    RUN(test_equal_ct);
     TEST_MAIN_END();
 }

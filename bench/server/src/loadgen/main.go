@@ -2,7 +2,7 @@
 // profile file to URL in a loop for a duration after a warm-up, and it prints one JSON line:
 // uploads (201s), errors, uploads/s, p50 and p99 latency in milliseconds.
 //
-//	loadgen -url http://127.0.0.1:8080/api/profile/app -file P -c 16 -d 10s -warmup 2s
+//	loadgen -url http://127.0.0.1:8080/api/profile/app -file P -c 16 -d 10s -warmup 2s [-token T]
 package main
 
 import (
@@ -24,6 +24,7 @@ func main() {
 	conc := flag.Int("c", 1, "concurrent clients")
 	dur := flag.Duration("d", 10*time.Second, "measured duration")
 	warm := flag.Duration("warmup", 2*time.Second, "warm-up before measuring")
+	token := flag.String("token", "", "bearer token to send (Authorization: Bearer)")
 	flag.Parse()
 	body, err := os.ReadFile(*file)
 	if err != nil {
@@ -49,7 +50,15 @@ func main() {
 				if t0.After(end) {
 					return
 				}
-				resp, err := client.Post(*url, "application/octet-stream", bytes.NewReader(body))
+				req, err := http.NewRequest("POST", *url, bytes.NewReader(body))
+				if err != nil {
+					panic(err)
+				}
+				req.Header.Set("Content-Type", "application/octet-stream")
+				if *token != "" {
+					req.Header.Set("Authorization", "Bearer "+*token)
+				}
+				resp, err := client.Do(req)
 				ok := false
 				if err == nil {
 					io.Copy(io.Discard, resp.Body)

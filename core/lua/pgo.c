@@ -1,0 +1,413 @@
+/* autopgo.core.pgo: the thin binding over core/pprof/edges.c (the compiler's view of a profile).
+ * One call does the whole job on the libuv thread pool: read, build the edge map, apply the
+ * no-inline list, write the asked format and compute the decisions. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "binding.h"
+#include "edges.h"
+
+typedef struct {
+    /* input */
+    const char *data;
+    size_t len;
+    char *path; /* read on the pool when set */
+    ap_pprof_limits limits;
+    char **no_inline;
+    size_t *no_inline_len;
+    size_t nno_inline;
+    int format; /* 0 none, 1 minimal pprof, 2 preprofile */
+    ap_pprof_encode_opts enc;
+    int decide;
+    double threshold;
+    int list; /* push the edge list */
+    /* output */
+    ap_pgo_edges *e;
+    long renamed;
+    uint8_t *out;
+    size_t out_len;
+    ap_pgo_decisions d;
+    ap_pprof_error err;
+    int rc;
+} shape_job;
+
+enum { FMT_NONE, FMT_PGO, FMT_PREPROFILE };
+
+static int io_fail(ap_pprof_error *err, ap_pprof_status code, const char *path, const char *why)
+{
+    err->code = code;
+    snprintf(err->msg, sizeof err->msg, "%s: %s", path, why);
+    return -1;
+}
+
+static int read_file(const char *path, uint8_t **out, size_t *len, ap_pprof_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return io_fail(err, AP_PPROF_EIO, path, strerror(errno));
+    uint8_t *b = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1 << 16;
+            uint8_t *nb = realloc(b, cap);
+            if (!nb) {
+                free(b);
+                fclose(f);
+                return io_fail(err, AP_PPROF_ENOMEM, path, "out of memory");
+            }
+            b = nb;
+        }
+        size_t r = fread(b + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(b);
+        return io_fail(err, AP_PPROF_EIO, path, "read error");
+    }
+    *out = b;
+    *len = n;
+    return 0;
+}
+
+static void shape_work(void *v)
+{
+    shape_job *j = v;
+    uint8_t *file = NULL;
+    j->rc = -1;
+    const void *data = j->data;
+    size_t len = j->len;
+    if (j->path) {
+        if (read_file(j->path, &file, &len, &j->err)) return;
+        data = file;
+    }
+    int rc = ap_pgo_edges_load(data, len, &j->limits, &j->e, &j->err);
+    free(file);
+    if (rc) return;
+    if (j->nno_inline) {
+        j->renamed = ap_pgo_edges_no_inline(j->e, (const char *const *)j->no_inline,
+                                            j->no_inline_len, j->nno_inline, &j->err);
+        if (j->renamed < 0) return;
+    }
+    if (j->format == FMT_PREPROFILE) {
+        if (ap_pgo_write_preprofile(j->e, &j->out, &j->out_len, &j->err)) return;
+    } else if (j->format == FMT_PGO) {
+        ap_pprof_profile *m;
+        if (ap_pgo_minimal_profile(j->e, &m, &j->err)) return;
+        rc = ap_pprof_encode(m, &j->enc, &j->out, &j->out_len, &j->err);
+        ap_pprof_profile_free(m);
+        if (rc) return;
+    }
+    if (j->decide && j->e->usable && ap_pgo_decide(j->e, j->threshold, &j->d, &j->err)) return;
+    j->rc = 0;
+}
+
+static void shape_cleanup(void *v)
+{
+    shape_job *j = v;
+    ap_pgo_edges_free(j->e);
+    free(j->out);
+    ap_pgo_decisions_free(&j->d);
+    for (size_t i = 0; i < j->nno_inline; i++) free(j->no_inline[i]);
+    free(j->no_inline);
+    free(j->no_inline_len);
+    free(j->path);
+    free(j);
+}
+
+/* ---- pushing results ---- */
+
+static void set_lstr(lua_State *L, const char *s, size_t len, const char *field)
+{
+    lua_pushlstring(L, s, len);
+    lua_setfield(L, -2, field);
+}
+
+static void set_int(lua_State *L, lua_Integer v, const char *field)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, field);
+}
+
+static void set_num(lua_State *L, double v, const char *field)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, field);
+}
+
+/* {caller, callee, offset, weight [, cum]} for edge i */
+static void push_edge(lua_State *L, const ap_pgo_edges *e, size_t i, const double *cum)
+{
+    const ap_pgo_edge *x = &e->edges[i];
+    lua_createtable(L, 0, 5);
+    set_lstr(L, ap_pgo_caller(e, x), x->caller_len, "caller");
+    set_lstr(L, ap_pgo_callee(e, x), x->callee_len, "callee");
+    set_int(L, x->offset, "offset");
+    set_int(L, x->weight, "weight");
+    if (cum) set_num(L, cum[i], "cum");
+}
+
+static void push_decisions(lua_State *L, const ap_pgo_edges *e, const ap_pgo_decisions *d)
+{
+    lua_createtable(L, 0, 8);
+    set_num(L, d->threshold, "threshold");
+    set_num(L, d->thres_from_cdf, "threshold_from_cdf");
+    set_int(L, e->total_weight, "total_weight");
+    set_int(L, (lua_Integer)(e->empty ? 0 : e->n), "edges");
+    lua_createtable(L, (int)d->nhot, 0);
+    for (size_t i = 0; i < d->nhot; i++) {
+        push_edge(L, e, i, d->cum);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "hot");
+    lua_createtable(L, (int)d->nhot_callees, 0);
+    for (size_t i = 0; i < d->nhot_callees; i++) {
+        const ap_pgo_edge *x = &e->edges[d->hot_callees[i]];
+        lua_pushlstring(L, ap_pgo_callee(e, x), x->callee_len);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "hot_functions");
+    lua_createtable(L, (int)d->nsites, 0);
+    for (size_t i = 0; i < d->nsites; i++) {
+        const ap_pgo_site *s = &d->sites[i];
+        push_edge(L, e, s->edge, NULL);
+        set_int(L, s->weight, "site_weight");
+        set_int(L, s->callees, "callees");
+        set_int(L, s->ties, "ties");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "sites");
+    /* The boundary: the last hot edge (cumulative share before and after it) and the first cold
+     * one, so a reader sees how much weight would have to move for the hot set to change. */
+    size_t n = e->empty ? 0 : e->n;
+    lua_createtable(L, 0, 2);
+    if (d->nhot > 0) {
+        push_edge(L, e, d->nhot - 1, d->cum);
+        set_int(L, (lua_Integer)d->nhot, "index");
+        set_num(L, d->nhot > 1 ? d->cum[d->nhot - 2] : 0, "cum_before");
+        lua_setfield(L, -2, "last_hot");
+    }
+    if (d->nhot < n) {
+        push_edge(L, e, d->nhot, d->cum);
+        set_int(L, (lua_Integer)d->nhot + 1, "index");
+        lua_setfield(L, -2, "first_cold");
+    }
+    lua_setfield(L, -2, "boundary");
+}
+
+static int shape_push(lua_State *L, shape_job *j, int callback)
+{
+    if (j->rc) {
+        if (callback) {
+            ap_push_error(L, ap_pprof_code_name(j->err.code), "%s", j->err.msg);
+            return 1;
+        }
+        return ap_fail(L, ap_pprof_code_name(j->err.code), "%s", j->err.msg);
+    }
+    if (callback) lua_pushnil(L);
+    const ap_pgo_edges *e = j->e;
+    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 8);
+    lua_pushboolean(L, e->usable);
+    lua_setfield(L, -2, "usable");
+    lua_pushboolean(L, e->empty);
+    lua_setfield(L, -2, "empty");
+    if (e->reason[0]) set_lstr(L, e->reason, strlen(e->reason), "reason");
+    set_int(L, (lua_Integer)(e->empty ? 0 : e->n), "edges");
+    set_int(L, e->total_weight, "total_weight");
+    lua_pushstring(L, e->kind == AP_PGO_CPU_NANOSECONDS ? "cpu/nanoseconds" : "samples/count");
+    lua_setfield(L, -2, "sample_type");
+    lua_pushstring(L, e->preprofile ? "preprofile" : "pprof");
+    lua_setfield(L, -2, "source");
+    lua_setfield(L, -2, "info");
+    if (j->nno_inline) set_int(L, j->renamed, "renamed");
+    if (j->format != FMT_NONE) set_lstr(L, (const char *)j->out, j->out_len, "bytes");
+    if (j->decide && e->usable) {
+        push_decisions(L, e, &j->d);
+        lua_setfield(L, -2, "decisions");
+    }
+    if (j->list) {
+        size_t n = e->empty ? 0 : e->n;
+        lua_createtable(L, (int)n, 0);
+        for (size_t i = 0; i < n; i++) {
+            push_edge(L, e, i, NULL);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_setfield(L, -2, "edges");
+    }
+    return callback ? 2 : 1;
+}
+
+static int shape_after(lua_State *L, void *v)
+{
+    return shape_push(L, v, 1);
+}
+
+/* ---- arguments ---- */
+
+static uint64_t opt_size(lua_State *L, int t, const char *name)
+{
+    uint64_t v = 0;
+    if (lua_getfield(L, t, name) != LUA_TNIL) {
+        lua_Integer n = lua_tointeger(L, -1);
+        if (!lua_isinteger(L, -1) || n < 0) luaL_error(L, "limits.%s must be a size", name);
+        v = (uint64_t)n;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Checks opts (may be nil) into j before anything is allocated that a raise would leak. */
+static void check_opts(lua_State *L, int arg, shape_job *j)
+{
+    j->enc.level = -1;
+    j->threshold = 99;
+    if (lua_isnoneornil(L, arg)) return;
+    luaL_checktype(L, arg, LUA_TTABLE);
+    if (lua_getfield(L, arg, "limits") != LUA_TNIL) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        int t = lua_gettop(L);
+        j->limits.max_decompressed = opt_size(L, t, "max_decompressed");
+        j->limits.max_memory = opt_size(L, t, "max_memory");
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, arg, "format") != LUA_TNIL) {
+        const char *f = luaL_checkstring(L, -1);
+        if (strcmp(f, "pgo") == 0)
+            j->format = FMT_PGO;
+        else if (strcmp(f, "preprofile") == 0)
+            j->format = FMT_PREPROFILE;
+        else
+            luaL_argerror(L, arg, "format must be \"pgo\" or \"preprofile\"");
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, arg, "level") != LUA_TNIL) {
+        lua_Integer lv = lua_tointeger(L, -1);
+        if (!lua_isinteger(L, -1) || lv < -1 || lv > 9) luaL_argerror(L, arg, "level is -1..9");
+        j->enc.level = (int)lv;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, arg, "raw") != LUA_TNIL) j->enc.raw = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    int t = lua_getfield(L, arg, "decisions");
+    if (t == LUA_TNUMBER) {
+        j->threshold = lua_tonumber(L, -1);
+        if (!(j->threshold >= 0 && j->threshold <= 100))
+            luaL_argerror(L, arg, "decisions threshold must be between 0 and 100");
+        j->decide = 1;
+    } else if (t != LUA_TNIL) {
+        j->decide = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, arg, "edges") != LUA_TNIL) j->list = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (lua_getfield(L, arg, "no_inline") != LUA_TNIL) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        lua_Integer n = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+                luaL_argerror(L, arg, "no_inline must be a list of function names");
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* Copies the no_inline names (already checked) into j; -1 when out of memory. */
+static int copy_no_inline(lua_State *L, int arg, shape_job *j)
+{
+    if (lua_isnoneornil(L, arg) || lua_getfield(L, arg, "no_inline") == LUA_TNIL) {
+        if (!lua_isnoneornil(L, arg)) lua_pop(L, 1);
+        return 0;
+    }
+    size_t n = (size_t)luaL_len(L, -1);
+    j->no_inline = calloc(n ? n : 1, sizeof *j->no_inline);
+    j->no_inline_len = calloc(n ? n : 1, sizeof *j->no_inline_len);
+    if (!j->no_inline || !j->no_inline_len) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i + 1);
+        size_t len;
+        const char *s = lua_tolstring(L, -1, &len);
+        j->no_inline[i] = malloc(len + 1);
+        if (!j->no_inline[i]) {
+            lua_pop(L, 2);
+            return -1;
+        }
+        memcpy(j->no_inline[i], s, len + 1);
+        j->no_inline_len[i] = len;
+        j->nno_inline = i + 1;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+static int do_shape(lua_State *L, int async)
+{
+    shape_job tmp;
+    memset(&tmp, 0, sizeof tmp);
+    const char *path = NULL;
+    if (lua_type(L, 1) == LUA_TTABLE) {
+        lua_getfield(L, 1, "file");
+        path = lua_tostring(L, -1);
+        if (!path) luaL_argerror(L, 1, "want profile bytes or {file = path}");
+        lua_pop(L, 1);
+    } else {
+        tmp.data = luaL_checklstring(L, 1, &tmp.len);
+    }
+    check_opts(L, 2, &tmp);
+    if (async) luaL_checktype(L, 3, LUA_TFUNCTION);
+    shape_job *j = calloc(1, sizeof *j);
+    if (!j) return luaL_error(L, "out of memory");
+    *j = tmp;
+    if ((path && !(j->path = strdup(path))) || copy_no_inline(L, 2, j)) {
+        shape_cleanup(j);
+        return luaL_error(L, "out of memory");
+    }
+    if (async) {
+        int pins[] = {1};
+        ap_work_queue(L, 3, pins, 1, j, shape_work, shape_after, shape_cleanup);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    shape_work(j);
+    int n = shape_push(L, j, 0);
+    shape_cleanup(j);
+    return n;
+}
+
+/* pgo.shape(bytes | {file = path} [, opts]) -> result
+ * opts: {format = "pgo"|"preprofile", level, raw, no_inline = {names}, decisions = true|percent,
+ *        edges = true, limits = {max_decompressed, max_memory}}
+ * result: {info = {usable, empty, reason, edges, total_weight, sample_type, source}, bytes,
+ *          decisions, edges, renamed} */
+static int l_shape(lua_State *L)
+{
+    return do_shape(L, 0);
+}
+
+/* pgo.shape_async(input, opts|nil, cb(err, result)) -> true */
+static int l_shape_async(lua_State *L)
+{
+    return do_shape(L, 1);
+}
+
+int ap_open_pgo(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        {"shape", l_shape},
+        {"shape_async", l_shape_async},
+        {NULL, NULL},
+    };
+    luaL_newlib(L, funcs);
+    lua_pushstring(L, AP_PGO_NO_INLINE_SUFFIX);
+    lua_setfield(L, -2, "no_inline_suffix");
+    return 1;
+}

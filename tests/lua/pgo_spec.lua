@@ -1,0 +1,177 @@
+-- Specs of lua/autopgo/pgo.lua and the autopgo.core.pgo binding (core/lua/pgo.c): formats,
+-- decisions, the no-inline list, the diff, the policy options. Exactness against the real Go
+-- toolchain is tests/pgo/run.sh.
+local support = require "tests.lua.support"
+local profiles = require "tests.lua.profiles"
+local pgo = require "autopgo.pgo"
+local config = require "autopgo.config"
+local cpgo = require("autopgo.core").pgo
+local pprof = require("autopgo.core").pprof
+
+local run = support.run
+
+local function preprofile_of(bytes)
+  return assert(cpgo.shape(bytes, { format = "preprofile" })).bytes
+end
+
+describe("autopgo.core.pgo", function()
+  it("writes GO PREPROFILE V1 sorted by weight, and a minimal pprof that reads back the same", function()
+    local full = profiles.file("goapp-go123-cpu-1.pb.gz")
+    local r = assert(cpgo.shape(full, { format = "preprofile", edges = true }))
+    assert.equals("pprof", r.info.source)
+    assert.equals("samples/count", r.info.sample_type)
+    assert.equals(301, r.info.edges)
+    assert.equals(301, #r.edges)
+    assert.equals("GO PREPROFILE V1\n", r.bytes:sub(1, 17))
+    local total = 0
+    for i, e in ipairs(r.edges) do
+      total = total + e.weight
+      if i > 1 then assert.is_true(e.weight <= r.edges[i - 1].weight) end
+    end
+    assert.equals(r.info.total_weight, total)
+    local first = r.edges[1]
+    assert.equals(("GO PREPROFILE V1\n%s\n%s\n%d %d\n"):format(first.caller, first.callee, first.offset, first.weight),
+      r.bytes:sub(1, 17 + #first.caller + #first.callee + 3 + #tostring(first.offset) + #tostring(first.weight) + 1))
+    local m = assert(cpgo.shape(full, { format = "pgo" }))
+    assert.is_true(#m.bytes * 3 < #full)
+    assert.equals(r.bytes, preprofile_of(m.bytes))
+    -- byte-deterministic, and a plain valid pprof CPU profile
+    assert.equals(m.bytes, assert(cpgo.shape(full, { format = "pgo" })).bytes)
+    local p = assert(pprof.decode(m.bytes))
+    local info = p:info()
+    assert.equals(1, #info.sample_types)
+    assert.equals(0, info.mappings)
+    assert.is_true(p:pgo().usable)
+    p:close()
+    -- preprofile text in, the same out
+    assert.equals(r.bytes, preprofile_of(r.bytes))
+    assert.equals("preprofile", assert(cpgo.shape(r.bytes)).info.source)
+  end)
+
+  it("reads files on the thread pool", function()
+    run(function()
+      local r = assert(pgo.shape({ file = support.testdata .. "/autopgo/default.pgo" }, { decisions = true }))
+      assert.equals(1247, r.info.edges)
+      assert.is_true(#r.decisions.hot > 0)
+      local _, err, code = pgo.shape({ file = support.testdata .. "/missing" })
+      assert.equals("IO", code)
+      assert.matches("missing", err)
+    end)
+  end)
+
+  it("says why a profile cannot be used, and fails on a broken one", function()
+    local r = assert(cpgo.shape(profiles.file("goapp-cpu-1.pb.gz"), { decisions = true }))
+    assert.is_false(r.info.usable)
+    assert.matches("start_line", r.info.reason)
+    assert.is_nil(r.decisions)
+    local _, err, code = cpgo.shape(profiles.file("goapp-cpu-1.pb.gz"), { format = "pgo" })
+    assert.equals("INVALID_ARGUMENT", code)
+    assert.matches("cannot be used by go build %-pgo", err)
+    _, err, code = cpgo.shape("GO PREPROFILE V1\nonly a caller\n")
+    assert.equals("MALFORMED", code)
+    assert.matches("missing callee", err)
+    run(function()
+      local _, _, c = pgo.shape("GO PREPROFILE V1\nx\ny\n1 2\nx\ny\n1 3\n")
+      assert.equals("INVALID", c)
+    end)
+    assert.has_error(function() cpgo.shape("x", { format = "svg" }) end)
+    assert.has_error(function() cpgo.shape("x", { no_inline = { 1 } }) end)
+    assert.has_error(function() cpgo.shape("x", { decisions = 101 }) end)
+    -- an empty file is an empty profile, as for the compiler
+    r = assert(cpgo.shape("", { format = "preprofile" }))
+    assert.is_true(r.info.empty)
+    assert.equals("GO PREPROFILE V1\n", r.bytes)
+  end)
+
+  it("computes the 99 % CDF hot set, hot functions and devirtualization targets", function()
+    local t = "GO PREPROFILE V1\nm.a\nm.b\n3 600\nm.a\nm.c\n3 300\nm.d\nm.b\n1 95\nm.d\nm.e\n1 5\n"
+    local d = assert(cpgo.shape(t, { decisions = true })).decisions
+    assert.equals(1000, d.total_weight)
+    assert.equals(3, #d.hot)
+    assert.equals(9.5, d.threshold_from_cdf)
+    assert.equals(99.5, d.hot[3].cum)
+    assert.same({ "m.b", "m.c" }, d.hot_functions)
+    assert.equals(2, #d.sites)
+    assert.same({ caller = "m.a", callee = "m.b", offset = 3, weight = 600, site_weight = 900, callees = 2, ties = 1 },
+      d.sites[1])
+    assert.equals(3, d.boundary.last_hot.index)
+    assert.equals(90, d.boundary.last_hot.cum_before)
+    assert.equals(4, d.boundary.first_cold.index)
+    -- another threshold (Go's -d=pgoinlinecdfthreshold)
+    assert.equals(1, #assert(cpgo.shape(t, { decisions = 50 })).decisions.hot)
+  end)
+
+  it("keeps no_inline callees out of the hot functions, with the total and the order unchanged", function()
+    local t = "GO PREPROFILE V1\nm.a\nruntime.gopark\n3 600\nm.a\nm.c\n3 300\n"
+      .. "m.d\nruntime.gopark\n1 95\nm.d\nm.e\n1 5\n"
+    local r = assert(cpgo.shape(t, { decisions = true, no_inline = { "runtime.gopark" }, format = "preprofile" }))
+    assert.equals(2, r.renamed)
+    assert.same({ "runtime.gopark" .. cpgo.no_inline_suffix, "m.c" }, r.decisions.hot_functions)
+    assert.equals(1000, r.decisions.total_weight)
+    assert.equals(3, #r.decisions.hot)
+    assert.equals("GO PREPROFILE V1\nm.a\nruntime.gopark (autopgo: no_inline)\n3 600\nm.a\nm.c\n3 300\n"
+      .. "m.d\nruntime.gopark (autopgo: no_inline)\n1 95\nm.d\nm.e\n1 5\n", r.bytes)
+  end)
+end)
+
+describe("autopgo.pgo", function()
+  it("checks and reads the policy options", function()
+    assert.is_nil(pgo.policy_problem({ serve = "pgo", stable = true, no_inline = { "runtime.gopark" } }))
+    assert.matches("serve", pgo.policy_problem({ serve = "svg" }))
+    assert.matches("stable", pgo.policy_problem({ stable = "yes" }))
+    assert.matches("no_inline%[1%]", pgo.policy_problem({ no_inline = { "" } }))
+    assert.same({ serve = "pprof", stable = false, no_inline = {} }, pgo.app_policy(nil, "a"))
+    local pol = { ["*"] = { serve = "pgo" }, b = { stable = true, no_inline = { "x.y" } } }
+    assert.same({ serve = "pgo", stable = false, no_inline = {} }, pgo.app_policy(pol, "a"))
+    assert.same({ serve = "pprof", stable = true, no_inline = { "x.y" } }, pgo.app_policy(pol, "b"))
+    assert.is_true(config.validate_policy({ a = { serve = "pgo", stable = false, no_inline = { "runtime.gopark" } } }))
+    local ok, why = config.validate_policy({ a = { serve = "gz" } })
+    assert.is_nil(ok)
+    assert.matches('%["a"%]%.serve must be', why)
+  end)
+
+  it("diffs the decisions of two profiles, and signs them", function()
+    local a = assert(cpgo.shape(profiles.file("goapp-go123-cpu-1.pb.gz"), { decisions = true })).decisions
+    local b = assert(cpgo.shape(profiles.file("goapp-go123-cpu-2.pb.gz"), { decisions = true })).decisions
+    local same = pgo.diff(a, a)
+    assert.is_true(same.same)
+    assert.same({}, same.hot_added)
+    assert.same({}, same.targets_changed)
+    local r = pgo.diff(a, b)
+    assert.is_false(r.same)
+    assert.is_true(#r.hot_added + #r.hot_removed > 0)
+    assert.not_equals(pgo.signature(a), pgo.signature(b))
+    local text = pgo.render_diff(r, "a", "b")
+    assert.matches("Call sites that became hot: " .. #r.hot_added, text, 1, true)
+    -- doubling every weight changes nothing the compiler decides
+    local one = profiles.file("goapp-go123-cpu-1.pb.gz")
+    local twice = assert(pprof.merge({ one, one }))
+    local d2 = assert(cpgo.shape(twice, { decisions = true })).decisions
+    assert.equals(2 * a.total_weight, d2.total_weight)
+    assert.equals(pgo.signature(a), pgo.signature(d2))
+    -- a changed devirtualization target
+    local function decide(t) return assert(cpgo.shape(t, { decisions = true })).decisions end
+    local x = decide("GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 5\n")
+    local y = decide("GO PREPROFILE V1\nm.f\nm.B.M\n4 10\nm.f\nm.A.M\n4 5\n")
+    -- a new tie leaves our target but may change the compiler's (it prefers a callee with IR)
+    local tie = decide("GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 10\n")
+    assert.equals("m.A.M", tie.sites[1].callee)
+    assert.equals(2, tie.sites[1].ties)
+    assert.not_equals(pgo.signature(x), pgo.signature(tie))
+    local t = pgo.diff(x, y).targets_changed
+    assert.same({ { caller = "m.f", offset = 4, from = "m.A.M", to = "m.B.M", from_weight = 10, to_weight = 10 } }, t)
+  end)
+
+  it("renders the decisions view and its JSON document", function()
+    local r = assert(cpgo.shape(profiles.file("goapp-go123-cpu-1.pb.gz"), { decisions = true }))
+    local text = pgo.render(r.info, r.decisions, { limit = 5 })
+    assert.matches("Edges:%s+301 call edges", text)
+    assert.matches("Hot call sites: " .. #r.decisions.hot .. " of 301 edges", text, 1, true)
+    assert.matches("slices.pdqsortOrdered[go.shape.int] +53 -> slices.partitionOrdered[go.shape.int]", text, 1, true)
+    assert.matches("Boundary:", text)
+    local doc = require("autopgo.json").encode(pgo.decisions_doc(r.info, r.decisions))
+    assert.matches('^{"sampleType":"samples/count","totalWeight":1121,"edges":301,"threshold":99,', doc)
+    assert.matches('"hotCallSites":[{"caller":"slices.pdqsortOrdered[go.shape.int]"', doc, 1, true)
+    assert.matches('"signature":"' .. pgo.signature(r.decisions) .. '"', doc, 1, true)
+  end)
+end)
