@@ -7,6 +7,7 @@
   const main = document.getElementById("main");
   const crumbs = document.getElementById("crumbs");
   const TOKEN_KEY = "autopgo.token";
+  const ROWS = 200; // rows a table shows; the API answers have them all
 
   // ---- small helpers ----------------------------------------------------------------------
 
@@ -176,7 +177,10 @@
   function cdfChart(container, sites, threshold, total) {
     const width = Math.min(560, container.clientWidth || 560), height = 180, m = { l: 40, r: 10, t: 10, b: 24 };
     const pts = [{ i: 0, c: 0 }];
-    sites.forEach((s, i) => pts.push({ i: i + 1, c: s.cumulative != null ? +s.cumulative : 0 }));
+    const step = Math.max(1, Math.floor(sites.length / 1000)); // at most ~1000 points drawn
+    sites.forEach((s, i) => {
+      if (i % step === 0 || i === sites.length - 1) pts.push({ i: i + 1, c: s.cumulative != null ? +s.cumulative : 0 });
+    });
     const x = d3.scaleLinear().domain([0, Math.max(1, pts.length - 1)]).range([m.l, width - m.r]);
     const y = d3.scaleLinear().domain([0, 100]).range([height - m.b, m.t]);
     const svg = d3.select(container).append("svg").attr("width", width).attr("height", height);
@@ -270,6 +274,7 @@
     crumbs.innerHTML = `<a href="#/">apps</a> / ${esc(app)}`;
     main.innerHTML = "";
     main.dataset.ready = "";
+    delete main.dataset.complete;
     const head = el(`<section class="card"><h1>${esc(app)}</h1>
       <div class="toolbar" id="window-picker">
         <span class="muted">window:</span>
@@ -320,22 +325,33 @@
     grid2.appendChild(diffCard);
     main.appendChild(grid2);
 
-    const [flame, top, dec, hist, ups] = await Promise.all([
-      maybe("flamegraph", withQuery(`/api/profile/${enc}/flamegraph`, q)),
-      maybe("top", withQuery(`/api/profile/${enc}/top?limit=200`, q)),
-      maybe("decisions", withQuery(`/api/profile/${enc}/decisions`, q)),
-      maybe("history", withQuery(`/api/profile/${enc}/history`, q)),
-      api(`/api/profile/${enc}/uploads`),
+    // Every panel renders as soon as its own answer is in: a slow one (the compiler's view of a
+    // huge profile) holds up nothing else. data-ready="app" once the profile's own panels
+    // (statistics, flame graph, top functions) are drawn, data-complete once all are.
+    pgoCard.querySelector("#decisions").innerHTML = `<p class="muted">Loading…</p>`;
+    renderDownloads(head.querySelector("#downloads"), app, q);
+    const pFlame = maybe("flamegraph", withQuery(`/api/profile/${enc}/flamegraph`, q));
+    const pTop = maybe("top", withQuery(`/api/profile/${enc}/top?limit=200`, q));
+    const pDec = maybe("decisions", withQuery(`/api/profile/${enc}/decisions`, q));
+    const pHist = maybe("history", withQuery(`/api/profile/${enc}/history`, q));
+    const pUps = api(`/api/profile/${enc}/uploads`);
+    const core = Promise.all([
+      Promise.all([pTop, pUps]).then(([top, ups]) => {
+        renderStats(head.querySelector("#stats"), top, ups);
+        renderTop(topCard.querySelector("#top"), top);
+        renderUploads(histCard.querySelector("#uploads"), ups);
+      }),
+      pFlame.then((flame) => renderFlame(flameCard, flame)),
+    ]).then(() => { main.dataset.ready = "app"; });
+    const rest = Promise.all([
+      pDec.then((dec) => {
+        renderDecisions(pgoCard.querySelector("#decisions"), dec);
+        renderDiff(diffCard.querySelector("#diff"), app, dec);
+      }),
+      pHist.then((hist) => renderHistory(histCard.querySelector("#history"), hist)),
     ]);
-    renderStats(head.querySelector("#stats"), top, ups);
-    renderDownloads(head.querySelector("#downloads"), app, q, dec);
-    renderFlame(flameCard, flame);
-    renderTop(topCard.querySelector("#top"), top);
-    renderDecisions(pgoCard.querySelector("#decisions"), dec);
-    renderHistory(histCard.querySelector("#history"), hist);
-    renderUploads(histCard.querySelector("#uploads"), ups);
-    renderDiff(diffCard.querySelector("#diff"), app, dec);
-    main.dataset.ready = "app";
+    await Promise.all([core, rest]);
+    main.dataset.complete = "1";
   }
 
   function renderStats(box, top, ups) {
@@ -353,11 +369,11 @@
   }
 
   // Downloads go through fetch (so a token is sent) and are saved from a blob: URL of this origin.
-  function renderDownloads(box, app, q, dec) {
+  function renderDownloads(box, app, q) {
     const formats = [["pprof", "full profile (pprof)"], ["pgo", "minimal (pgo)"], ["preprofile", "preprofile"]];
     formats.forEach(([f, label]) => {
       const b = el(`<button type="button" data-format="${f}">${esc(label)}</button>`);
-      if (f !== "pprof" && dec.missing) {
+      if (f !== "pprof" && !features.decisions) {
         b.disabled = true;
         b.title = "not available on this server (needs the compiler's view)";
       }
@@ -425,14 +441,18 @@
     }
     const d = r.json;
     const hot = d.hotCallSites || [];
+    const shown = hot.slice(0, ROWS), devirt = (d.devirtualization || []).slice(0, ROWS);
+    const more = (n, all) => (all > n ? `<p class="muted">… and ${all - n} more (the JSON has them all: <code>/decisions</code>)</p>` : "");
     box.innerHTML = `<p class="muted">${hot.length} hot call sites of ${d.edges} edges take the weight past the
       ${d.threshold}% threshold (total weight ${d.totalWeight}); ${(d.hotFunctions || []).length} hot functions.</p>
       <div class="chart" id="cdf"></div>
       <div class="scroll"><table id="hot-table"><thead><tr><th class="num">weight</th><th class="num">cum%</th><th>call site → callee</th></tr></thead>
-      <tbody>${hot.map((s) => `<tr><td class="num">${s.weight}</td><td class="num">${(+s.cumulative).toFixed(2)}%</td><td class="name">${esc(siteKey(s))}</td></tr>`).join("")}</tbody></table></div>
+      <tbody>${shown.map((s) => `<tr><td class="num">${s.weight}</td><td class="num">${(+s.cumulative).toFixed(2)}%</td><td class="name">${esc(siteKey(s))}</td></tr>`).join("")}</tbody></table></div>
+      ${more(shown.length, hot.length)}
       <h2>Devirtualization targets</h2>
       <div class="scroll"><table><thead><tr><th>call site</th><th>heaviest callee</th><th class="num">weight</th><th class="num">callees</th></tr></thead>
-      <tbody>${(d.devirtualization || []).map((s) => `<tr><td class="name">${esc(s.caller)} +${s.offset}</td><td class="name">${esc(s.callee)}</td><td class="num">${s.weight} / ${s.siteWeight}</td><td class="num">${s.callees}</td></tr>`).join("") || `<tr><td colspan="4" class="muted">none</td></tr>`}</tbody></table></div>`;
+      <tbody>${devirt.map((s) => `<tr><td class="name">${esc(s.caller)} +${s.offset}</td><td class="name">${esc(s.callee)}</td><td class="num">${s.weight} / ${s.siteWeight}</td><td class="num">${s.callees}</td></tr>`).join("") || `<tr><td colspan="4" class="muted">none</td></tr>`}</tbody></table></div>
+      ${more(devirt.length, (d.devirtualization || []).length)}`;
     cdfChart(box.querySelector("#cdf"), hot, d.threshold, d.totalWeight);
   }
 

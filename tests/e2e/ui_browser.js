@@ -53,8 +53,13 @@ async function main() {
   let t0 = Date.now();
   await page.goto(`${base}/ui/#/app/${encodeURIComponent(app)}`, { waitUntil: "load" });
   await page.waitForSelector('main[data-ready="app"]', { timeout: 30000 });
+  const appMs = Date.now() - t0;
+  await page.waitForSelector("main[data-complete]", { timeout: 60000 });
   result.pages.app = await readApp();
-  result.pages.app.loadMs = Date.now() - t0;
+  result.pages.app.loadMs = appMs;
+  result.pages.app.completeMs = Date.now() - t0;
+  result.pages.app.decisions = await page.$eval("#decisions", (e) => e.textContent.slice(0, 300));
+  result.pages.app.hotRows = await page.$$eval("#hot-table tbody tr", (r) => r.length);
   // search and zoom in the flame graph
   await page.fill("#flame-search", "regexp");
   await page.waitForTimeout(300);
@@ -69,7 +74,7 @@ async function main() {
   // Window picker: 24 h
   const before = result.requests.length;
   await page.click('#window-picker button[data-w="24h"]');
-  await page.waitForFunction(() => location.hash.includes("window=24h") && document.querySelector('main[data-ready="app"]'), null, { timeout: 30000 });
+  await page.waitForFunction(() => location.hash.includes("window=24h") && document.querySelector("main[data-complete]"), null, { timeout: 30000 });
   result.pages.window = await readApp();
   result.pages.window.requests = result.requests.slice(before);
   await page.screenshot({ path: `${outDir}/ui-app-window.png`, fullPage: true });

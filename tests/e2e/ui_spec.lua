@@ -217,6 +217,15 @@ describe("web view", function()
         assert.same({ name = want[i].name, flat = tostring(want[i].flat), cum = tostring(want[i].cum) }, row)
       end
       assert.is_true(app.flameFrames > 100, "flame graph frames drawn: " .. app.flameFrames)
+      -- the compiler's view, where the server has it: the API's hot call sites
+      if features.decisions then
+        local dec = get_json(s, "/api/profile/goapp/decisions")
+        assert.equals(math.min(200, #dec.hotCallSites), app.hotRows)
+        local says = ("%d hot call sites of %d edges"):format(#dec.hotCallSites, dec.edges)
+        assert.truthy(app.decisions:find(says, 1, true), app.decisions)
+      else
+        assert.equals(0, app.hotRows)
+      end
       assert.is_true(app.searchMatches > 0, "search highlighted nothing")
 
       -- the window picker: every panel asks again with the window
