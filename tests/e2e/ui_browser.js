@@ -1,7 +1,8 @@
 // Drives headless Chromium (Debian's /usr/bin/chromium, through npm's playwright-core) over the
 // web view for tests/e2e/ui_spec.lua: loads the overview and app pages, reads what they show,
 // records every request, console error and timing, and writes screenshots. Prints one JSON object.
-// usage: node ui_browser.js BASE_URL OUT_DIR APP [BIG_APP]
+// usage: node ui_browser.js BASE_URL OUT_DIR APP [BIG_APP]; with UI_TOKEN in the environment
+// only the token prompt is run (against a server with --auth-file).
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -12,11 +13,10 @@ async function main() {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"],
   });
-  const result = { requests: [], console: [], pages: {} };
+  const result = { requests: [], console: [], pages: {}, responses: {} };
   const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const page = await context.newPage();
   page.on("request", (r) => result.requests.push(r.url()));
-  result.responses = {};
   const onConsole = (m) => {
     if (m.type() === "error" || m.type() === "warning") {
       result.console.push({ type: m.type(), text: m.text(), url: (m.location() || {}).url || "" });
@@ -26,6 +26,37 @@ async function main() {
   page.on("response", (r) => { result.responses[r.url()] = r.status(); });
   page.on("pageerror", (e) => result.console.push({ type: "pageerror", text: e.message, url: "" }));
   page.on("requestfailed", (r) => result.console.push({ type: "requestfailed", text: String(r.failure() && r.failure().errorText), url: r.url() }));
+
+  // With UI_TOKEN (a server with --auth-file): the page asks for the token on the first 401,
+  // keeps it in sessionStorage only and sends it as a bearer token from then on.
+  if (process.env.UI_TOKEN) {
+    const ctx = await browser.newContext({ viewport: { width: 1200, height: 700 } });
+    const pg = await ctx.newPage();
+    const t = { api: [], console: [] };
+    pg.on("request", (r) => {
+      result.requests.push(r.url());
+      if (r.url().includes("/api/")) t.api.push({ url: r.url(), auth: r.headers().authorization || "" });
+    });
+    pg.on("console", (m) => { if (m.type() === "error") t.console.push({ text: m.text(), url: (m.location() || {}).url || "" }); });
+    pg.on("response", (r) => { result.responses[r.url()] = r.status(); });
+    pg.on("pageerror", (e) => result.console.push({ type: "pageerror", text: e.message, url: "" }));
+    await pg.goto(base + "/ui/", { waitUntil: "load" });
+    await pg.waitForSelector("#token-dialog[open]", { timeout: 30000 });
+    t.why = await pg.$eval("#token-why", (e) => e.textContent);
+    await pg.screenshot({ path: `${outDir}/ui-token.png` });
+    await pg.fill("#token-input", process.env.UI_TOKEN);
+    await pg.click("#token-ok");
+    await pg.waitForSelector('main[data-ready="overview"]', { timeout: 30000 });
+    t.apps = await pg.$$eval("#apps tbody tr[data-app]", (r) => r.map((x) => x.dataset.app));
+    t.session = await pg.evaluate(() => sessionStorage.getItem("autopgo.token"));
+    t.local = await pg.evaluate(() => localStorage.length);
+    t.cookies = (await ctx.cookies()).length;
+    result.token = t;
+    await ctx.close();
+    await browser.close();
+    process.stdout.write(JSON.stringify(result) + "\n");
+    return;
+  }
 
   // Overview
   await page.goto(base + "/ui/", { waitUntil: "load" });

@@ -268,6 +268,41 @@ describe("web view", function()
     end, 420000)
   end)
 
+  it("asks for a token when the API answers 401 and keeps it in sessionStorage only", function()
+    run(function()
+      local crypto = require("autopgo.core").crypto
+      local token = crypto.hex(crypto.random(16))
+      support.write_file(dir .. "/auth.json", ('[{"name": "ui", "sha256": "%s", "scopes": ["upload", "download"], '
+        .. '"apps": ["*"]}]'):format(crypto.hex(crypto.digest("sha256", token))))
+      local s = serverproc.start(dir, { "--auth-file", dir .. "/auth.json" })
+      local res = httpc.request(s.port, "POST", "/api/profile/goapp", { body = support.read_file(support.testdata
+        .. "/goapp-go123-cpu-1.pb.gz"), headers = { authorization = "Bearer " .. token } })
+      assert.equals(201, res.status, res.body)
+      serverproc.wait_until("goapp merged", function()
+        return httpc.request(s.port, "GET", "/api/profile/goapp", { headers = { authorization = "Bearer " .. token } })
+          .status == 200
+      end)
+      assert.equals(401, httpc.request(s.port, "GET", "/api/profile").status)
+      assert.equals(200, httpc.request(s.port, "GET", "/ui/").status, "the page itself is open")
+      local code, out, err = exec("node", { root .. "/tests/e2e/ui_browser.js", s.url, logdir, "goapp" }, 120000,
+        { "NODE_PATH=" .. root .. "/.deps/npm/node_modules", "UI_TOKEN=" .. token })
+      assert(code == 0, "the browser run failed: " .. err .. out)
+      local t = assert(cjson.decode(out), out).token
+      assert.same({ "goapp" }, t.apps)
+      assert.equals(token, t.session)
+      assert.equals(0, t["local"])
+      assert.equals(0, t.cookies)
+      assert.matches("bearer token is required", t.why)
+      -- the first call went without a token and was refused; every later one carried it
+      assert.equals("", t.api[1].auth)
+      assert.is_true(#t.api > 2)
+      for i = 2, #t.api do assert.equals("Bearer " .. token, t.api[i].auth, t.api[i].url) end
+      for _, c in ipairs(t.console) do
+        assert.truthy(c.text:find("status of 401", 1, true), c.text .. " " .. c.url)
+      end
+    end, 180000)
+  end)
+
   it("leaves /ui/ out with --ui=false", function()
     run(function()
       local s = serverproc.start(dir, { "--ui=false" })
