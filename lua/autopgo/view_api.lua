@@ -63,7 +63,9 @@ function View:source(app, req)
     end
     local from, to = require("autopgo.api").parse_range(req.query, require("autopgo.history").now_nanos() / 1e9)
     if from == nil and type(to) == "string" then return nil, to, "BAD_REQUEST" end
-    local rules = api.policy and api.policy:rules_for(app) or nil
+    -- the app's prune rules, as the window download applies them (Api:download_window)
+    local pol = api.policy
+    local rules = type(pol) == "table" and type(pol.rules_for) == "function" and pol:rules_for(app) or nil
     local w, err, code = api.history:window(app, from, to, rules)
     if not w then return nil, err, code end
     return { etag = w.etag, read = function()
