@@ -14,7 +14,7 @@ async function main() {
     args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"],
   });
   const result = { requests: [], console: [], pages: {}, responses: {} };
-  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, acceptDownloads: true });
   const page = await context.newPage();
   page.on("request", (r) => result.requests.push(r.url()));
   const onConsole = (m) => {
@@ -91,6 +91,16 @@ async function main() {
   result.pages.app.completeMs = Date.now() - t0;
   result.pages.app.decisions = await page.$eval("#decisions", (e) => e.textContent.slice(0, 300));
   result.pages.app.hotRows = await page.$$eval("#hot-table tbody tr", (r) => r.length);
+  // the download buttons: each format saved from a blob: URL of this origin
+  result.pages.app.downloads = {};
+  for (const f of ["pprof", "pgo", "preprofile"]) {
+    const b = await page.$(`#downloads button[data-format="${f}"]`);
+    if (!b || (await b.isDisabled())) continue;
+    const [dl] = await Promise.all([page.waitForEvent("download", { timeout: 30000 }), b.click()]);
+    const path = `${outDir}/ui-download-${f}`;
+    await dl.saveAs(path);
+    result.pages.app.downloads[f] = { path, name: dl.suggestedFilename() };
+  }
   // search and zoom in the flame graph
   await page.fill("#flame-search", "regexp");
   await page.waitForTimeout(300);

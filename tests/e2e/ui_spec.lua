@@ -217,6 +217,15 @@ describe("web view", function()
         assert.same({ name = want[i].name, flat = tostring(want[i].flat), cum = tostring(want[i].cum) }, row)
       end
       assert.is_true(app.flameFrames > 100, "flame graph frames drawn: " .. app.flameFrames)
+      -- the download buttons save what the API serves for each format
+      local pprof_dl = assert(app.downloads.pprof, "no pprof download")
+      assert.equals("goapp.pgo", pprof_dl.name)
+      assert.equals(support.read_file(merged), support.read_file(pprof_dl.path))
+      for _, f in ipairs(features.decisions and { "pgo", "preprofile" } or {}) do
+        local dl = assert(app.downloads[f], "no " .. f .. " download")
+        local want_body = httpc.request(s.port, "GET", "/api/profile/goapp?format=" .. f).body
+        assert.equals(want_body, support.read_file(dl.path), f)
+      end
       -- the compiler's view, where the server has it: the API's hot call sites
       if features.decisions then
         local dec = get_json(s, "/api/profile/goapp/decisions")
