@@ -282,7 +282,7 @@
         <button type="button" data-w="24h">24 h</button>
         <button type="button" data-w="168h">7 d</button>
         <button type="button" data-w="custom">custom</button>
-        <span id="custom" hidden><input type="datetime-local" id="from"> – <input type="datetime-local" id="to"> <button type="button" id="apply">apply</button></span>
+        <span id="custom" hidden><input type="datetime-local" id="from"> – <input type="datetime-local" id="to"> UTC <button type="button" id="apply">apply</button></span>
         <span class="muted" id="window-now">showing ${esc(windowLabel(w))}</span>
         ${features.history ? "" : `<span class="unavailable">(windows other than all time need the profile history: not available on this server)</span>`}
       </div>
@@ -412,7 +412,12 @@
       .label((n) => `${n.data.name}: ${amount(n.value, d.unit)} (${pct(n.value, d.total)})`);
     d3.select(box).datum(d.root).call(chart);
     const search = card.querySelector("#flame-search");
-    search.oninput = () => (search.value ? chart.search(search.value) : chart.clear());
+    search.oninput = () => {
+      // d3-flame-graph takes the term as a regular expression: one being typed may not be one yet
+      try { new RegExp(search.value); } catch (e) { search.setCustomValidity("not a regular expression"); return; }
+      search.setCustomValidity("");
+      if (search.value) chart.search(search.value); else chart.clear();
+    };
     card.querySelector("#flame-reset").onclick = () => chart.resetZoom();
   }
 
