@@ -30,6 +30,8 @@ return {
   -- /api/health reports unhealthy ("disk") when the disk of data_dir has less free space than this
   -- (file store only). (--min-free-space, AUTOPGO_MIN_FREE_SPACE)
   min_free_space = "512MiB",
+  -- The web view under /ui/ (flame graphs, top functions, the compiler's view). (--ui, AUTOPGO_UI)
+  ui = true,
   -- Access control (README "Access control"): a JSON file of token grants; unset, the API is open
   -- to anyone who can reach the port. Reloaded on SIGHUP. (--auth-file, AUTOPGO_AUTH_FILE)
   -- auth_file = "/etc/autopgo/auth.json",

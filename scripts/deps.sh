@@ -16,6 +16,9 @@ build_pkgs=(
     libprotobuf-c-dev protobuf-c-compiler libpcre2-dev
     librdkafka-dev libnats-dev libhiredis-dev
 )
+# The web view's flame graph library is embedded at build time (core/host/CMakeLists.txt), so
+# the build group fetches it: npm into .deps/ui, pinned.
+ui_npm_pkgs=(d3@7.9.0 d3-flame-graph@5.0.0)
 test_pkgs=(
     clang libclang-rt-14-dev clang-format lua-busted lua-check luarocks curl procps openssl
     golang-1.19-go golang-github-google-pprof-dev
@@ -23,6 +26,7 @@ test_pkgs=(
     libqpid-proton11-dev libqpid-proton11-dev-examples
     ceph-mon ceph-osd radosgw
     redis-server redis-tools
+    chromium chromium-driver
 )
 backports_pkgs=(golang-1.23-go)
 # Docker's engine and compose, and mmdebstrap for the images (deploy/image, tests/deploy)
@@ -30,7 +34,7 @@ deploy_pkgs=(docker.io docker-compose mmdebstrap iproute2)
 
 # npm packages live in .deps/npm, pinned; services are started by the tests that need them.
 npm_pkgs=(s3rver@3.7.1 azurite@3.35.0 sqslite@2.1.1 firebase-tools@15.34.2
-    serverless-offline-sns@0.78.2 express@4)
+    serverless-offline-sns@0.78.2 express@4 playwright-core@1.65.1)
 
 missing() {
     local p out=()
@@ -69,6 +73,7 @@ enable_backports() {
 }
 
 read -r -a need <<<"$(missing "${build_pkgs[@]}")"
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 # deploy: the test group's Debian packages (Go, the Go reference's pprof, curl, openssl) and the
 # container tools, without the npm packages (tests/deploy uses none)
 npm=1
@@ -81,7 +86,6 @@ fi
 if [ "$group" = test ]; then
     read -r -a more <<<"$(missing "${test_pkgs[@]}")"
     # node/npm may come from elsewhere (e.g. nodesource); only take Debian's when there is none.
-    command -v npm >/dev/null 2>&1 || more+=(nodejs npm)
     command -v kubectl >/dev/null 2>&1 || more+=(kubernetes-client)
     need+=("${more[@]}")
 fi
@@ -98,14 +102,19 @@ if [ "$group" = test ]; then
             -t bookworm-backports "${bp[@]}" >/dev/null
     fi
 fi
+# npm_install DIR PACKAGE...: installs the pinned packages into DIR/node_modules once per list.
+npm_install() {
+    local dir=$1
+    shift
+    local stamp="$dir/.installed-$(printf '%s\n' "$@" | md5sum | cut -c1-12)"
+    [ -f "$stamp" ] && return 0
+    echo "deps: installing npm packages into $dir" >&2
+    mkdir -p "$dir"
+    [ -f "$dir/package.json" ] || echo '{"private": true}' >"$dir/package.json"
+    (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "$@" >/dev/null)
+    touch "$stamp"
+}
+npm_install "$root/.deps/ui" "${ui_npm_pkgs[@]}"
 if [ "$group" = test ] && [ $npm -eq 1 ]; then
-    npm_dir="$root/.deps/npm"
-    stamp="$npm_dir/.installed-$(printf '%s\n' "${npm_pkgs[@]}" | md5sum | cut -c1-12)"
-    if [ ! -f "$stamp" ]; then
-        echo "deps: installing npm packages into $npm_dir" >&2
-        mkdir -p "$npm_dir"
-        [ -f "$npm_dir/package.json" ] || echo '{"private": true}' >"$npm_dir/package.json"
-        (cd "$npm_dir" && npm install --no-audit --no-fund --loglevel=error "${npm_pkgs[@]}" >/dev/null)
-        touch "$stamp"
-    fi
+    npm_install "$root/.deps/npm" "${npm_pkgs[@]}"
 fi

@@ -11,5 +11,7 @@ typedef struct {
 } ap_embedded_file;
 
 extern const ap_embedded_file ap_embedded_files[];
+/* The web view's assets (core/host/CMakeLists.txt), relative to lua/ui/: "index.html", ... */
+extern const ap_embedded_file ap_ui_assets[];
 
 #endif

@@ -61,6 +61,31 @@ static int l_load(lua_State *L)
     return 1;
 }
 
+/* host.asset(path) -> bytes | nil (the web view's embedded files, relative to lua/ui/) */
+static int l_asset(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    for (const ap_embedded_file *f = ap_ui_assets; f->path; f++) {
+        if (strcmp(f->path, path) == 0) {
+            lua_pushlstring(L, f->data, f->len);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* host.assets() -> { "index.html", ... } */
+static int l_assets(lua_State *L)
+{
+    lua_newtable(L);
+    int i = 1;
+    for (const ap_embedded_file *f = ap_ui_assets; f->path; f++) {
+        lua_pushstring(L, f->path);
+        lua_rawseti(L, -2, i++);
+    }
+    return 1;
+}
+
 /* host.files() -> { "autopgo/cli.lua", ... } */
 static int l_files(lua_State *L)
 {
@@ -95,8 +120,8 @@ void ap_preload_install(lua_State *L, const char *exe)
     }
     lua_pop(L, 1);
 
-    static const luaL_Reg fns[] = {
-        {"source", l_source}, {"load", l_load}, {"files", l_files}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"source", l_source}, {"load", l_load},     {"files", l_files},
+                                   {"asset", l_asset},   {"assets", l_assets}, {NULL, NULL}};
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     luaL_newlib(L, fns);
     lua_pushstring(L, exe);

@@ -84,6 +84,7 @@ int ap_open_fs(lua_State *L);
 int ap_open_http_client(lua_State *L);
 int ap_open_pprof(lua_State *L);
 int ap_open_pgo(lua_State *L);
+int ap_open_flame(lua_State *L);
 int ap_open_kafka(lua_State *L);
 int ap_open_nats(lua_State *L);
 int ap_open_redis(lua_State *L);

@@ -19,6 +19,7 @@ static const ap_module ap_modules[] = {
     {"fs", ap_open_fs},
     {"pprof", ap_open_pprof},
     {"pgo", ap_open_pgo},
+    {"flame", ap_open_flame},
     {"kafka", ap_open_kafka},
     {"nats", ap_open_nats},
     {"redis", ap_open_redis},

@@ -31,7 +31,7 @@ M.commands = {
   { name = "server", script = "roles/server.lua",
     summary = "Run the profile server (and, on the embedded default, the worker in the same process)",
     options = list(role_options, { "event_reader_url", "prune", "data_dir", "max_upload_size", "min_free_space",
-      "policy", "max_buffered_uploads", "max_decompressed", "max_decompressing", "max_validations" },
+      "policy", "max_buffered_uploads", "max_decompressed", "max_decompressing", "max_validations", "ui" },
       access_options) },
   { name = "worker", script = "roles/worker.lua",
     summary = "Merge uploaded profiles into one base profile per application",

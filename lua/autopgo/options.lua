@@ -44,6 +44,8 @@ M.list = {
     desc = "The largest profile upload accepted, in bytes or with a unit (KiB, MiB, GiB)" },
   { name = "min_free_space", type = "size", default = "512MiB",
     desc = "Below this much free disk space under --data-dir, /api/health reports unhealthy" },
+  { name = "ui", type = "bool", default = true,
+    desc = "Serve the web view (apps, flame graphs, top functions) under /ui/; --ui=false turns it off" },
   { name = "output", short = "o", type = "string", default = "default.pgo",
     desc = "The location on the local file system to store the profile" },
   { name = "force", type = "bool", default = false, config = false,

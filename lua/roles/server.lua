@@ -1,8 +1,9 @@
 -- `autopgo server` (same as `autopgo run roles/server.lua`): the HTTP API for uploads, downloads,
--- listing and deletion, plus /api/health, /api/ready and /metrics; with --auth-file only for bearer
--- tokens whose grants allow it (SIGHUP reloads the file). Without URLs it is the whole
--- pipeline in one process: profiles on the local disk (--data-dir), the in-process bus and the
--- worker running here too; each default applies on its own. Editable: copy lua/ and run with
+-- listing and deletion, plus /api/health, /api/ready, /metrics and the web view under /ui/
+-- (--ui=false leaves it out); with --auth-file only for bearer tokens whose grants allow it
+-- (SIGHUP reloads the file). Without URLs it is the whole pipeline in one process: profiles on
+-- the local disk (--data-dir), the in-process bus and the worker running here too; each default
+-- applies on its own. Editable: copy lua/ and run with
 -- --lua-path to change it without rebuilding.
 local opts = require("autopgo.cli").parse("server", arg)
 local cli = require "autopgo.cli"
@@ -45,9 +46,12 @@ if store.root then health.register("disk", health.free_space(store.root, opts.mi
 local guard = must(auth.guard { auth_file = opts.auth_file, host = opts.host, allowed_origins = opts.allowed_origins,
   name = "server" })
 local router = httpd.router { guard = guard }
-api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size,
+local the_api = api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size,
   max_decompressed = opts.max_decompressed, max_decompressing = opts.max_decompressing,
-  max_validations = opts.max_validations, policy = opts.policy }):routes(router)
+  max_validations = opts.max_validations, policy = opts.policy })
+the_api:routes(router)
+require("autopgo.view_api").new(the_api):routes(router)
+if opts.ui ~= false then require("autopgo.ui").routes(router) end
 router:add("GET", "/api/health", health.handler(), auth.OPEN)
 router:add("GET", "/api/ready", health.handler(), auth.OPEN)
 router:add("GET", "/metrics", metrics.handler(), opts.metrics_scope)

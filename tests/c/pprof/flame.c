@@ -1,0 +1,134 @@
+/* Tests core/pprof/flame.c: the flame graph and top JSON of the web view (exact answers on the
+ * minimal corpus profile, the node budget and byte bound on a real one, argument errors). The
+ * numbers against `go tool pprof -top` over the whole corpus are in tests/e2e/ui_spec.lua. */
+#include <stdlib.h>
+
+#include "flame.h"
+#include "helpers.h"
+
+static ap_pprof_profile *load(const char *rel)
+{
+    size_t len;
+    uint8_t *b = t_data(rel, &len);
+    if (!b) return NULL;
+    ap_pprof_profile *p = t_decode(b, len);
+    free(b);
+    return p;
+}
+
+/* Whether out[0..len) is exactly `want`. */
+static int same(const char *out, size_t len, const char *want)
+{
+    if (len == strlen(want) && memcmp(out, want, len) == 0) return 1;
+    fprintf(stderr, "got:  %.*s\nwant: %s\n", (int)len, out, want);
+    return 0;
+}
+
+static size_t count(const char *s, size_t len, const char *needle)
+{
+    size_t n = 0, k = strlen(needle);
+    for (size_t i = 0; i + k <= len; i++)
+        if (memcmp(s + i, needle, k) == 0) n++;
+    return n;
+}
+
+static void test_minimal(void)
+{
+    ap_pprof_profile *p = load("edge/minimal.pb.gz");
+    CHECK(p != NULL);
+    if (!p) return;
+    char *out;
+    size_t len;
+    ap_pprof_error err;
+    CHECK_INT(ap_pprof_top_json(p, -1, 0, &out, &len, &err), 0);
+    /* go tool pprof -top: sha256.block (inline) 70ms, main.work 50ms/120ms, then by name */
+    CHECK(
+        same(out, len,
+             "{\"sampleType\":\"cpu\",\"unit\":\"nanoseconds\",\"total\":120000000,\"functions\":5,"
+             "\"rows\":[{\"name\":\"crypto/sha256.block\",\"flat\":70000000,\"cum\":70000000,"
+             "\"inline\":\"inline\"},{\"name\":\"main.work\",\"flat\":50000000,\"cum\":120000000},"
+             "{\"name\":\"main.hash\",\"flat\":0,\"cum\":70000000},{\"name\":\"main.main\","
+             "\"flat\":0,\"cum\":120000000},{\"name\":\"runtime.main\",\"flat\":0,\"cum\":"
+             "120000000}]}"));
+    free(out);
+    CHECK_INT(ap_pprof_top_json(p, -1, 2, &out, &len, &err), 0);
+    CHECK_INT(count(out, len, "\"name\""), 2);
+    free(out);
+
+    ap_pprof_flame_opts o = {.index = -1, .max_nodes = 0};
+    CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), 0);
+    CHECK(same(out, len,
+               "{\"sampleType\":\"cpu\",\"unit\":\"nanoseconds\",\"total\":120000000,\"frames\":5,"
+               "\"nodes\":6,\"maxNodes\":4000,\"root\":{\"name\":\"root\",\"value\":120000000,"
+               "\"self\":0,\"children\":[{\"name\":\"runtime.main\",\"value\":120000000,\"self\":0,"
+               "\"children\":[{\"name\":\"main.main\",\"value\":120000000,\"self\":0,\"children\":"
+               "[{\"name\":\"main.work\",\"value\":120000000,\"self\":50000000,\"children\":[{"
+               "\"name\":\"main.hash\",\"value\":70000000,\"self\":0,\"children\":[{\"name\":"
+               "\"crypto/sha256.block\",\"value\":70000000,\"self\":70000000,\"children\":[]}]}]}]}"
+               "]}]}}"));
+    free(out);
+    /* three nodes: root, runtime.main and the rest folded into (other) */
+    o.max_nodes = 3;
+    CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), 0);
+    CHECK(same(
+        out, len,
+        "{\"sampleType\":\"cpu\",\"unit\":\"nanoseconds\",\"total\":120000000,\"frames\":5,"
+        "\"nodes\":3,\"maxNodes\":3,\"root\":{\"name\":\"root\",\"value\":120000000,\"self\":0,"
+        "\"children\":[{\"name\":\"runtime.main\",\"value\":120000000,\"self\":0,\"children\":"
+        "[{\"name\":\"(other)\",\"value\":120000000,\"self\":120000000,\"other\":1,"
+        "\"children\":[]}]}]}}"));
+    free(out);
+
+    o.max_nodes = 1;
+    CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), -1);
+    CHECK_ERR(err, AP_PPROF_EINVAL, "max_nodes");
+    CHECK(out == NULL);
+    o.max_nodes = AP_PPROF_FLAME_LIMIT_NODES + 1;
+    CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), -1);
+    o.max_nodes = 0;
+    o.index = 7;
+    CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), -1);
+    CHECK_ERR(err, AP_PPROF_EINVAL, "sample type");
+    CHECK_INT(ap_pprof_top_json(p, 0, AP_PPROF_TOP_LIMIT_ROWS + 1, &out, &len, &err), -1);
+    CHECK_ERR(err, AP_PPROF_EINVAL, "limit");
+    ap_pprof_profile_free(p);
+}
+
+/* Every budget is kept, the answer stays under its byte bound and values stay consistent. */
+static void test_budget(void)
+{
+    ap_pprof_profile *p = load("goapp-go123-cpu-1.pb.gz");
+    CHECK(p != NULL);
+    if (!p) return;
+    uint32_t budgets[] = {2, 3, 10, 100, 1000, AP_PPROF_FLAME_LIMIT_NODES};
+    size_t prev_nodes = 0;
+    for (size_t i = 0; i < sizeof budgets / sizeof *budgets; i++) {
+        ap_pprof_flame_opts o = {.index = -1, .max_nodes = budgets[i]};
+        char *out;
+        size_t len;
+        ap_pprof_error err;
+        CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), 0);
+        if (!out) continue;
+        size_t nodes = count(out, len, "{\"name\":");
+        CHECK(nodes <= budgets[i]);
+        CHECK(nodes >= prev_nodes); /* a larger budget never shows less */
+        prev_nodes = nodes;
+        CHECK(len <= (size_t)budgets[i] * AP_PPROF_FLAME_NODE_BYTES + 1024);
+        char want[64];
+        snprintf(want, sizeof want, "\"nodes\":%zu,", nodes);
+        CHECK(count(out, len, want) == 1);
+        /* the root carries the whole total, 9.4 s of CPU in this profile */
+        CHECK(count(out, len, "\"root\":{\"name\":\"root\",\"value\":9400000000,") == 1);
+        free(out);
+    }
+    /* 1505 frames: the largest budget shows them all, without "(other)" */
+    CHECK_INT(prev_nodes, 1505);
+    ap_pprof_profile_free(p);
+}
+
+int main(void)
+{
+    test_minimal();
+    test_budget();
+    return t_done();
+}

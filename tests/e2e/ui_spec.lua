@@ -1,0 +1,328 @@
+-- End-to-end specs of the web view (/ui/) in real headless Chromium (tests/e2e/ui_browser.js):
+-- a server fed with the shared corpus, the numbers on its pages against the API's and the top
+-- functions against `go tool pprof -top` of the same merged file, the window picker, no console
+-- error, no request leaving the origin, screenshots in the test logs and a 50 MB profile's page
+-- load time (reported, not asserted). Also /api/profile/{app}/flamegraph and /top on their own.
+local support = require "tests.lua.support"
+local httpc = require "tests.lua.httpc"
+local serverproc = require "tests.e2e.serverproc"
+local goref = require "tests.e2e.goref"
+local cjson = require "cjson.safe"
+
+local run = support.run
+local root = support.root
+local logdir = os.getenv("AUTOPGO_TEST_LOGS") or (root .. "/build/test-logs")
+
+local function go_binary()
+  for _, g in ipairs { "/usr/lib/go-1.23/bin/go", "/usr/lib/go-1.19/bin/go" } do
+    if support.read_file(g) then return g end
+  end
+  error("Go is not installed (scripts/deps.sh test)")
+end
+
+local function exec(cmd, args, timeout, env)
+  local proc = support.spawn(cmd, args, { env = env })
+  local code, _, out, err = proc:wait(timeout or 120000)
+  return code, out, err
+end
+
+local function upload(s, app, path)
+  local body = assert(support.read_file(path), path)
+  local res = httpc.request(s.port, "POST", "/api/profile/" .. app, { body = body, timeout = 120000 })
+  assert.equals(201, res.status, res.body)
+end
+
+local function get_json(s, path)
+  local res = httpc.request(s.port, "GET", path, { timeout = 120000 })
+  assert.equals(200, res.status, path .. ": " .. tostring(res.body))
+  return assert(cjson.decode(res.body), res.body), res
+end
+
+-- Waits until every upload of app is merged (nothing staged, a merged profile there).
+local function wait_merged(s, app, timeout)
+  serverproc.wait_until(app .. " merged", function()
+    local res = httpc.request(s.port, "GET", "/api/profile/" .. app .. "/uploads")
+    local doc = res.status == 200 and cjson.decode(res.body)
+    return doc and type(doc.merged) == "table" and #doc.staged == 0
+  end, timeout or 60000)
+end
+
+-- `go tool pprof -top` of a file, every function (nodefraction=0), values in nanoseconds:
+-- { {name=, flat=, cum=}, ... } in its order.
+local function pprof_top(path)
+  local code, out, err = exec(go_binary(), { "tool", "pprof", "-top", "-nodefraction=0", "-nodecount=100000",
+    "-unit=ns", "-symbolize=none", path }, 120000, { "PPROF_TMPDIR=" .. support.tmpdir(), "HOME=" .. support.tmpdir() })
+  assert(code == 0, "go tool pprof failed: " .. out .. err)
+  local rows, started = {}, false
+  for line in out:gmatch("[^\n]+") do
+    if started then
+      local flat, cum, name = line:match("^%s*(%-?%d+)n?s?%s+%S+%s+%S+%s+(%-?%d+)n?s?%s+%S+%s+(.+)$")
+      assert(flat, "unexpected pprof line: " .. line)
+      rows[#rows + 1] = { name = name, flat = tonumber(flat), cum = tonumber(cum) }
+    elseif line:match("^%s*flat%s+flat%%") then
+      started = true
+    end
+  end
+  return rows
+end
+
+local function api_rows(doc)
+  local rows = {}
+  for i, r in ipairs(doc.rows) do
+    rows[i] = { name = r.name .. (r.inline and (" (" .. r.inline .. ")") or ""), flat = r.flat, cum = r.cum }
+  end
+  return rows
+end
+
+-- The 50 MB generated profile (build/test-data, made once with the Go reference's pprofgen).
+local function big_profile()
+  local path = root .. "/build/test-data/ui-50mb.pb.gz"
+  if support.read_file(path) then return path end
+  goref.ensure()
+  os.execute("mkdir -p '" .. root .. "/build/test-data'")
+  local code, out, err = exec(root .. "/build/goref/bin/pprofgen", { "-o", path .. ".tmp", "-samples", "1070000",
+    "-paths", "300000", "-functions", "20000", "-locations", "100000", "-seed", "50", "-labels", "2",
+    "-path-labels", "-mappings", "3", "-inline", "0.2" }, 300000)
+  assert(code == 0, "pprofgen failed: " .. out .. err)
+  assert(os.rename(path .. ".tmp", path))
+  return path
+end
+
+describe("web view", function()
+  local dir
+  before_each(function() dir = support.tmpdir() end)
+  after_each(function()
+    run(serverproc.cleanup)
+    support.rm_rf(dir)
+  end)
+
+  it("serves flame graph and top JSON that agree with go tool pprof -top, bounded, cached by ETag", function()
+    run(function()
+      local s = serverproc.start(dir)
+      for i = 1, 3 do upload(s, "goapp", ("%s/goapp-go123-cpu-%d.pb.gz"):format(support.testdata, i)) end
+      wait_merged(s, "goapp")
+      local merged = dir .. "/merged.pb.gz"
+      local got = httpc.request(s.port, "GET", "/api/profile/goapp")
+      assert.equals(200, got.status)
+      support.write_file(merged, got.body)
+      local want = pprof_top(merged)
+      local top, res = get_json(s, "/api/profile/goapp/top?limit=5000")
+      assert.equals(#want, top.functions)
+      assert.same(want, api_rows(top))
+      assert.equals("cpu", top.sampleType)
+      assert.equals("nanoseconds", top.unit)
+      -- the ETag names the profile's version; asking again with it is a 304
+      local etag = res.headers.etag
+      assert.matches('^"sha256:%x+/top;n=5000"$', etag)
+      local again = httpc.request(s.port, "GET", "/api/profile/goapp/top?limit=5000",
+        { headers = { ["if-none-match"] = etag } })
+      assert.equals(304, again.status)
+      assert.equals(100, #get_json(s, "/api/profile/goapp/top").rows)
+
+      local fg = get_json(s, "/api/profile/goapp/flamegraph?max_nodes=50")
+      assert.equals(top.total, fg.total)
+      assert.equals(top.total, fg.root.value)
+      local nodes = 0
+      local function walk(n)
+        nodes = nodes + 1
+        local sum = n.self
+        for _, c in ipairs(n.children) do
+          sum = sum + c.value
+          walk(c)
+        end
+        assert.equals(n.value, sum, n.name)
+      end
+      walk(fg.root)
+      assert.equals(fg.nodes, nodes)
+      assert.is_true(nodes <= 50)
+      assert.equals(50, fg.maxNodes)
+      assert.is_true(fg.frames > 50)
+
+      for _, bad in ipairs { "/api/profile/goapp/flamegraph?max_nodes=1", "/api/profile/goapp/top?limit=0",
+        "/api/profile/goapp/top?limit=x", "/api/profile/bad%20name/top" } do
+        local r = httpc.request(s.port, "GET", bad)
+        assert.equals(400, r.status, bad)
+        assert.is_string(cjson.decode(r.body).message, r.body)
+      end
+      -- windows need the profile history: a server without it says so rather than serve it all
+      if not get_json(s, "/ui/features.json").history then
+        for _, q in ipairs { "window=24h", "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z" } do
+          local r = httpc.request(s.port, "GET", "/api/profile/goapp/top?" .. q)
+          assert.equals(400, r.status, q)
+          assert.matches("needs the profile history", r.body)
+        end
+      end
+      assert.equals(404, httpc.request(s.port, "GET", "/api/profile/nope/top").status)
+    end, 180000)
+  end)
+
+  it("keeps the flame graph of a 50 MB profile under its documented bound", function()
+    run(function()
+      local s = serverproc.start(dir)
+      upload(s, "big", big_profile())
+      wait_merged(s, "big", 120000)
+      local res = httpc.request(s.port, "GET", "/api/profile/big/flamegraph", { timeout = 120000 })
+      assert.equals(200, res.status)
+      assert.is_true(#res.body < 2000000, "flame graph answer of " .. #res.body .. " bytes")
+      local doc = cjson.decode(res.body)
+      assert.equals(4000, doc.maxNodes)
+      assert.is_true(doc.nodes <= 4000)
+      assert.is_true(doc.frames > 100000)
+    end, 300000)
+  end)
+
+  it("shows the API's numbers and go tool pprof's top functions in headless Chromium", function()
+    run(function()
+      local s = serverproc.start(dir)
+      for i = 1, 3 do upload(s, "goapp", ("%s/goapp-go123-cpu-%d.pb.gz"):format(support.testdata, i)) end
+      upload(s, "big", big_profile())
+      wait_merged(s, "goapp")
+      wait_merged(s, "big", 120000)
+      local features = get_json(s, "/ui/features.json")
+
+      os.execute("mkdir -p '" .. logdir .. "'")
+      local code, out, err = exec("node", { root .. "/tests/e2e/ui_browser.js", s.url, logdir, "goapp", "big" }, 240000,
+        { "NODE_PATH=" .. root .. "/.deps/npm/node_modules" })
+      assert(code == 0, "the browser run failed: " .. err .. out)
+      local r = assert(cjson.decode(out), out)
+
+      -- the overview: every number as the API gives it
+      local list = get_json(s, "/api/profile")
+      local by_app = {}
+      for _, row in ipairs(r.pages.overview) do by_app[row.app] = row end
+      assert.equals(#list.profiles, #r.pages.overview)
+      for _, p in ipairs(list.profiles) do
+        local row = assert(by_app[p.key], p.key)
+        assert.equals(("%d"):format(p.size), row.size)
+        assert.equals(p.lastModified, row.merged)
+        local top = get_json(s, "/api/profile/" .. p.key .. "/top?limit=200")
+        assert.equals(("%d"):format(top.total), row.total)
+        if not features.history then
+          local ups = get_json(s, "/api/profile/" .. p.key .. "/uploads")
+          assert.equals(tostring(#ups.staged + #ups.rejected), row.uploads24h)
+          assert.equals("uploads", row.uploadsSource)
+        end
+      end
+
+      -- the app page: the total, and the top functions equal go tool pprof -top's on the merged file
+      local merged = dir .. "/merged.pb.gz"
+      support.write_file(merged, httpc.request(s.port, "GET", "/api/profile/goapp").body)
+      local want = pprof_top(merged)
+      local app = r.pages.app
+      local top = get_json(s, "/api/profile/goapp/top?limit=200")
+      assert.equals(("%d"):format(top.total), app.total)
+      assert.equals(("%d"):format(top.total), app.flameTotal)
+      assert.equals(200, #app.top)
+      for i, row in ipairs(app.top) do
+        assert.same({ name = want[i].name, flat = tostring(want[i].flat), cum = tostring(want[i].cum) }, row)
+      end
+      assert.is_true(app.flameFrames > 100, "flame graph frames drawn: " .. app.flameFrames)
+      -- the download buttons save what the API serves for each format
+      local pprof_dl = assert(app.downloads.pprof, "no pprof download")
+      assert.equals("goapp.pgo", pprof_dl.name)
+      assert.equals(support.read_file(merged), support.read_file(pprof_dl.path))
+      for _, f in ipairs(features.decisions and { "pgo", "preprofile" } or {}) do
+        local dl = assert(app.downloads[f], "no " .. f .. " download")
+        local want_body = httpc.request(s.port, "GET", "/api/profile/goapp?format=" .. f).body
+        assert.equals(want_body, support.read_file(dl.path), f)
+      end
+      -- the compiler's view, where the server has it: the API's hot call sites
+      if features.decisions then
+        local dec = get_json(s, "/api/profile/goapp/decisions")
+        assert.equals(math.min(200, #dec.hotCallSites), app.hotRows)
+        local says = ("%d hot call sites of %d edges"):format(#dec.hotCallSites, dec.edges)
+        assert.truthy(app.decisions:find(says, 1, true), app.decisions)
+      else
+        assert.equals(0, app.hotRows)
+      end
+      assert.is_true(app.searchMatches > 0, "search highlighted nothing")
+
+      -- the window picker: every panel asks again with the window
+      local win = r.pages.window
+      assert.equals("showing last 24 h", win.windowNow)
+      local asked = {}
+      for _, u in ipairs(win.requests) do
+        local what = u:match("/api/profile/goapp/(%a+)")
+        if what then
+          asked[what] = true
+          if what ~= "uploads" then assert.truthy(u:find("window=24h", 1, true), u) end
+        end
+      end
+      assert.is_true(asked.flamegraph and asked.top, "the window picker did not ask for the panels again")
+      if not features.history then
+        assert.matches("needs the profile history", win.topText)
+      end
+
+      -- no console error (without the history, the only ones are the 400s of windowed requests)
+      for _, c in ipairs(r.console) do
+        local expected = not features.history and c.type == "error" and c.url:find("window=24h", 1, true)
+          and r.responses[c.url] == 400 and c.text:find("status of 400", 1, true)
+        assert.is_truthy(expected, "console: " .. c.type .. ": " .. c.text .. " " .. c.url)
+      end
+      -- no request leaves the origin
+      assert.is_true(#r.requests > 10)
+      for _, u in ipairs(r.requests) do
+        assert.equals(s.url .. "/", u:sub(1, #s.url + 1), "request off the origin: " .. u)
+      end
+      for _, shot in ipairs { "ui-overview.png", "ui-app.png", "ui-app-search.png", "ui-app-window.png",
+        "ui-app-big.png" } do
+        assert.is_truthy(support.read_file(logdir .. "/" .. shot), shot .. " is missing")
+      end
+      local big = r.pages.big
+      assert.is_true(big.flameFrames > 100 and big.topRows == 200)
+      local note = ("web view: app page load of a %d-byte profile (50 MB generated): %d ms; corpus app: %d ms\n")
+        :format(#support.read_file(big_profile()), big.loadMs, app.loadMs)
+      support.write_file(logdir .. "/ui-timing.txt", note)
+      io.stderr:write(note)
+    end, 420000)
+  end)
+
+  it("asks for a token when the API answers 401 and keeps it in sessionStorage only", function()
+    run(function()
+      local crypto = require("autopgo.core").crypto
+      local token = crypto.hex(crypto.random(16))
+      support.write_file(dir .. "/auth.json", ('[{"name": "ui", "sha256": "%s", "scopes": ["upload", "download"], '
+        .. '"apps": ["*"]}]'):format(crypto.hex(crypto.digest("sha256", token))))
+      local s = serverproc.start(dir, { "--auth-file", dir .. "/auth.json" })
+      local res = httpc.request(s.port, "POST", "/api/profile/goapp", { body = support.read_file(support.testdata
+        .. "/goapp-go123-cpu-1.pb.gz"), headers = { authorization = "Bearer " .. token } })
+      assert.equals(201, res.status, res.body)
+      serverproc.wait_until("goapp merged", function()
+        return httpc.request(s.port, "GET", "/api/profile/goapp", { headers = { authorization = "Bearer " .. token } })
+          .status == 200
+      end)
+      assert.equals(401, httpc.request(s.port, "GET", "/api/profile").status)
+      assert.equals(200, httpc.request(s.port, "GET", "/ui/").status, "the page itself is open")
+      local code, out, err = exec("node", { root .. "/tests/e2e/ui_browser.js", s.url, logdir, "goapp" }, 120000,
+        { "NODE_PATH=" .. root .. "/.deps/npm/node_modules", "UI_TOKEN=" .. token })
+      assert(code == 0, "the browser run failed: " .. err .. out)
+      local t = assert(cjson.decode(out), out).token
+      assert.same({ "goapp" }, t.apps)
+      assert.equals(token, t.session)
+      assert.equals(0, t["local"])
+      assert.equals(0, t.cookies)
+      assert.matches("bearer token is required", t.why)
+      -- the first call went without a token and was refused; every later one carried it
+      assert.equals("", t.api[1].auth)
+      assert.is_true(#t.api > 2)
+      for i = 2, #t.api do assert.equals("Bearer " .. token, t.api[i].auth, t.api[i].url) end
+      for _, c in ipairs(t.console) do
+        assert.truthy(c.text:find("status of 401", 1, true), c.text .. " " .. c.url)
+      end
+    end, 180000)
+  end)
+
+  it("leaves /ui/ out with --ui=false", function()
+    run(function()
+      local s = serverproc.start(dir, { "--ui=false" })
+      assert.equals(404, httpc.request(s.port, "GET", "/ui/").status)
+      assert.equals(404, httpc.request(s.port, "GET", "/ui/app.js").status)
+      os.execute("mkdir -p '" .. dir .. "/on'")
+      local on = serverproc.start(dir .. "/on")
+      local res = httpc.request(on.port, "GET", "/ui/")
+      assert.equals(200, res.status)
+      assert.matches("default%-src 'self'", res.headers["content-security-policy"])
+      assert.equals(200, httpc.request(on.port, "GET", "/ui/vendor/d3-flamegraph.min.js").status)
+    end, 60000)
+  end)
+end)

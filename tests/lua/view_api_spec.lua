@@ -1,0 +1,88 @@
+-- Specs of lua/autopgo/view_api.lua over a real HTTP server and an in-memory store: the flame
+-- graph and top answers of a stored profile, their cache and ETags, a new version after a merge,
+-- windows refused without history, and the 400/404 answers. (Against go tool pprof: e2e ui_spec.)
+local support = require "tests.lua.support"
+local httpc = require "tests.lua.httpc"
+local httpd = require "autopgo.httpd"
+local api = require "autopgo.api"
+local view_api = require "autopgo.view_api"
+local blob = require "autopgo.blob"
+local bus = require "autopgo.bus"
+local keys = require "autopgo.keys"
+local cjson = require "cjson.safe"
+local crypto = require("autopgo.core").crypto
+
+local run = support.run
+
+local function serve()
+  local url = "mem://view-" .. crypto.hex(crypto.random(5))
+  local e = { store = assert(blob.open(url)) }
+  local router = httpd.router()
+  local a = api.new({ store = e.store, writer = assert(bus.writer(url)) })
+  a:routes(router)
+  view_api.new(a):routes(router)
+  e.srv = assert(httpd.listen { host = "127.0.0.1", port = 0, handler = router })
+  function e.get(path, headers) return httpc.request(e.srv.port, "GET", path, { headers = headers }) end
+  return e
+end
+
+local function corpus(name)
+  return assert(support.read_file(support.testdata .. "/" .. name), name)
+end
+
+describe("view_api", function()
+  it("answers the flame graph and top of the merged profile, cached under an ETag of its digest", function()
+    run(function()
+      local e = serve()
+      assert(e.store:put(keys.base("app"), corpus("edge/minimal.pb.gz")))
+      local r = e.get("/api/profile/app/top")
+      assert.equals(200, r.status, r.body)
+      assert.equals("application/json", r.headers["content-type"])
+      local doc = assert(cjson.decode(r.body))
+      assert.equals(120000000, doc.total)
+      assert.equals("crypto/sha256.block", doc.rows[1].name)
+      assert.equals("inline", doc.rows[1].inline)
+      local digest = crypto.hex(crypto.digest("sha256", corpus("edge/minimal.pb.gz")))
+      assert.equals('"sha256:' .. digest .. '/top;n=100"', r.headers.etag)
+      assert.equals(304, e.get("/api/profile/app/top", { ["if-none-match"] = r.headers.etag }).status)
+
+      local f = e.get("/api/profile/app/flamegraph?max_nodes=3")
+      assert.equals(200, f.status, f.body)
+      local fg = assert(cjson.decode(f.body))
+      assert.equals(3, fg.nodes)
+      assert.equals("(other)", fg.root.children[1].children[1].name)
+      assert.equals('"sha256:' .. digest .. '/flamegraph;n=3"', f.headers.etag)
+
+      -- a merge writes a new version: the answers follow it
+      assert(e.store:put(keys.base("app"), corpus("goapp-go123-cpu-1.pb.gz")))
+      doc = assert(cjson.decode(e.get("/api/profile/app/top").body))
+      assert.equals(9400000000, doc.total)
+      e.srv:shutdown()
+    end)
+  end)
+
+  it("refuses windows without the profile history, bad parameters and unknown apps", function()
+    run(function()
+      local e = serve()
+      assert(e.store:put(keys.base("app"), corpus("edge/minimal.pb.gz")))
+      for path, want in pairs {
+        ["/api/profile/app/top?window=24h"] = "window= needs the profile history",
+        ["/api/profile/app/flamegraph?from=2026-01-01T00:00:00Z"] = "from= needs the profile history",
+        ["/api/profile/app/flamegraph?max_nodes=1"] = "max_nodes must be an integer from 2 to 20000",
+        ["/api/profile/app/top?limit=5001"] = "limit must be an integer from 1 to 5000",
+        ["/api/profile/a%20b/top"] = "invalid app name",
+      } do
+        local r = e.get(path)
+        assert.equals(400, r.status, path)
+        assert.truthy(cjson.decode(r.body).message:find(want, 1, true), path .. ": " .. r.body)
+      end
+      local r = e.get("/api/profile/nope/flamegraph")
+      assert.equals(404, r.status)
+      assert.equals("no merged profile for app nope yet", cjson.decode(r.body).message)
+      -- a stored object that is not a profile is never served as one
+      assert(e.store:put(keys.base("bad"), "not a profile"))
+      assert.equals(500, e.get("/api/profile/bad/top").status)
+      e.srv:shutdown()
+    end)
+  end)
+end)
