@@ -12,6 +12,10 @@
 -- sample type in common with the base) is moved to {app}/rejected/ with its reason. A base that
 -- does not parse is kept aside there too, counted and logged, and a new base is started from
 -- the staged uploads (see "Merging" in README.md).
+--
+-- With history (autopgo.history), each batch also goes into the time segments of its uploads
+-- before the base is committed, so a staged key the base's ledger holds is in its segment too:
+-- profile.merged (which deletes it) is only announced once both hold it.
 local async = require "autopgo.async"
 local events = require "autopgo.events"
 local fail = require "autopgo.fail"
@@ -55,11 +59,12 @@ Pass.__index = Pass
 
 --- The merge passes of one worker. o: store, writer, policy (autopgo.policy), batch_limit
 -- (staged profiles per pass, 64), batch_bytes (their total size, 256 MiB), stopping (a function
--- telling whether the worker is stopping: a pass then gives up retrying and leaves what is left).
+-- telling whether the worker is stopping: a pass then gives up retrying and leaves what is left),
+-- history (an autopgo.history, or nil for none).
 function M.new(o)
   return setmetatable({
     store = assert(o.store, "merge_pass: store"), writer = assert(o.writer, "merge_pass: writer"),
-    policy = assert(o.policy, "merge_pass: policy"),
+    policy = assert(o.policy, "merge_pass: policy"), history = o.history,
     batch_limit = o.batch_limit or 64, batch_bytes = o.batch_bytes or 256 * 1024 * 1024,
     stopping = o.stopping or function() return false end,
     announced = {}, announced_n = 0, bases = {},
@@ -174,6 +179,7 @@ function Pass:merge_batch(app, base, batch)
     if res then
       res.keys = {}
       for i, s in ipairs(staged) do res.keys[i] = s.key end
+      res.items = staged
       res.corrupt = corrupt
       return res
     end
@@ -346,6 +352,13 @@ function Pass:run(app)
         end
         for _, k in ipairs(res.keys) do contents[#contents + 1] = k end
         table.sort(contents)
+        if self.history then
+          local hok, herr, hcode = self.history:add(app, res.items)
+          if not hok then
+            m.merges:inc({ result = "failed" })
+            return nil, herr, hcode
+          end
+        end
         local put, perr, pcode = self:commit(app, base, res, contents)
         if put then
           local secs = (uv.hrtime() - started) / 1e9
@@ -373,6 +386,57 @@ function Pass:run(app)
   end
   m.merges:inc({ result = "failed" })
   return fail.new("CONFLICT", "gave up merging %s after %d attempts", app, M.MAX_ATTEMPTS)
+end
+
+--- Rebuilds the base of app from its history (after a range delete, so that it no longer holds
+-- what was removed): staged uploads its ledger holds are deleted first (they are in the base and,
+-- by the order of the pass, in their segments), then the base becomes the merge of every remaining
+-- segment under the app's rules, with an empty ledger; no segment left deletes the base. What the
+-- base held that no segment holds (uploads merged before history existed, or before the retention
+-- cutoff) is gone from it afterwards. Returns true or nil, err, code.
+function Pass:rebuild(app)
+  local store, history = self.store, assert(self.history, "rebuild needs history")
+  for _ = 1, M.MAX_ATTEMPTS do
+    local base, err, code = self:base_state(app, false)
+    if base == nil then return nil, err, code end
+    if base then
+      local staged, serr, scode = store:list(keys.staging_prefix(app))
+      if not staged then return nil, serr, scode end
+      for _, item in ipairs(staged) do
+        if base.merged[item.key] then
+          local ok, derr, dcode = store:delete(item.key)
+          if not ok and dcode ~= "NOT_FOUND" then return nil, derr, dcode end
+          self:forget(item.key)
+        end
+      end
+    end
+    local segs, gerr, gcode = history:segments(app)
+    if not segs then return nil, gerr, gcode end
+    local res, merr, mcode = history:merge_segments(app, segs, self.policy:rules_for(app))
+    if not res and mcode == "NOT_FOUND" then
+      if base then
+        local ok, derr, dcode = store:delete(keys.base(app))
+        if not ok and dcode ~= "NOT_FOUND" then return nil, derr, dcode end
+        store:delete(keys.ledger(app, base.hash))
+      end
+      self:forget_app(app)
+      return true
+    end
+    if not res then
+      if mcode ~= "PRECONDITION_FAILED" then return nil, merr, mcode end
+    else
+      local put, perr, pcode = self:commit(app, base, res, {})
+      if put then
+        self.bases[app] = { etag = put.etag, hash = res.sha256, merged = {}, ledger = true }
+        m.size:set({ app = app }, #res.bytes)
+        if base and base.hash ~= res.sha256 then store:delete(keys.ledger(app, base.hash)) end
+        log.info("rebuilt the merged profile from the history", "app", app, "segments", #segs)
+        return true
+      end
+      if pcode ~= "PRECONDITION_FAILED" and pcode ~= "NOT_FOUND" then return nil, perr, pcode end
+    end
+  end
+  return fail.new("CONFLICT", "gave up rebuilding %s after %d attempts", app, M.MAX_ATTEMPTS)
 end
 
 return M

@@ -58,6 +58,10 @@ M.list = {
   { name = "dry_run", type = "bool", default = false, desc = "Print what would be deleted without deleting" },
   { name = "insecure", type = "bool", default = false,
     desc = "Skip TLS certificate verification for outbound HTTPS requests" },
+  { name = "segment", type = "duration", default = "1h", min = 0,
+    desc = "The length of the history's time segments (whole seconds; 0 keeps no history)" },
+  { name = "retention", type = "duration", min = 1,
+    desc = "How long history is kept (e.g. 720h; default: everything); staged uploads are never dropped" },
   { name = "policy", type = "table", flag = false,
     desc = "Per-app merge policy: { [app] = { prune = { {drop=..., keep=...} }, hook = function(profile, app) } }" },
 }

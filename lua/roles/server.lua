@@ -12,6 +12,7 @@ local health = require "autopgo.health"
 local metrics = require "autopgo.metrics"
 local api = require "autopgo.api"
 local policy = require "autopgo.policy"
+local history = require "autopgo.history"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
 
@@ -22,25 +23,26 @@ local function must(v, err)
 end
 
 -- Events that stay in this process need a consumer in this process: the embedded worker.
+-- The policy also prunes the windows the API merges from the history.
 local writer_url = daemon.writer_url(opts)
-local pol
-if daemon.is_in_process(writer_url) then
-  local err
-  pol, err = policy.new(opts)
-  if not pol then cli.exit(1, "autopgo server: " .. err) end
-end
+local pol, perr = policy.new(opts)
+if not pol then cli.exit(1, "autopgo server: " .. perr) end
 local store = must(daemon.open_store(opts))
+local hist, herr = history.from_options(store, opts)
+if herr then cli.exit(1, "autopgo server: " .. fail.message(herr)) end
 local writer = must(daemon.open_writer(writer_url, opts))
 local embedded, reader
-if pol then
+if daemon.is_in_process(writer_url) then
   reader = must(daemon.open_reader(daemon.reader_url(opts), opts))
-  embedded = worker.new { store = store, writer = writer, reader = reader, policy = pol, recover = true }
+  embedded = worker.new { store = store, writer = writer, reader = reader, policy = pol, recover = true,
+    history = hist }
 end
 daemon.register_health(store, writer, reader)
 if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 
 local router = httpd.router()
-api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size }):routes(router)
+api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size, history = hist,
+  policy = pol }):routes(router)
 router:add("GET", "/api/health", health.handler())
 router:add("GET", "/api/ready", health.handler())
 router:add("GET", "/metrics", metrics.handler())

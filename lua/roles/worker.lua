@@ -10,6 +10,7 @@ local httpd = require "autopgo.httpd"
 local health = require "autopgo.health"
 local metrics = require "autopgo.metrics"
 local policy = require "autopgo.policy"
+local history = require "autopgo.history"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
 
@@ -36,8 +37,10 @@ local reader = must(daemon.open_reader(reader_url, opts))
 daemon.register_health(store, writer, reader)
 if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 
+local hist, herr = history.from_options(store, opts)
+if herr then cli.exit(1, "autopgo worker: " .. fail.message(herr)) end
 local w = worker.new { store = store, writer = writer, reader = reader, policy = pol,
-  recover = daemon.is_in_process(reader_url) }
+  recover = daemon.is_in_process(reader_url), history = hist }
 
 local router = httpd.router()
 router:add("GET", "/api/health", health.handler())
