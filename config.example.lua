@@ -30,6 +30,12 @@ return {
   -- /api/health reports unhealthy ("disk") when the disk of data_dir has less free space than this
   -- (file store only). (--min-free-space, AUTOPGO_MIN_FREE_SPACE)
   min_free_space = "512MiB",
+  -- Length of the history's time segments (README "Time model"); 0 keeps no history.
+  -- (--segment, AUTOPGO_SEGMENT)
+  segment = "1h",
+  -- How long history (segments, provenance) is kept; default: everything. Staged uploads are never
+  -- dropped by it. (--retention, AUTOPGO_RETENTION)
+  -- retention = "720h",
   -- Pruning rules in the original's JSON format. (--prune, AUTOPGO_PRUNE)
   -- prune = "/etc/autopgo/prune.json",
   -- Merge policy per application ("*" applies to every app without its own entry): prune rules
