@@ -1,0 +1,266 @@
+-- Specs of lua/autopgo/history.lua with the worker over mem:// stores and the in-process bus: capture
+-- times, segments holding each upload exactly once (redelivery, a crash between the segment and the
+-- base, two writers racing on one segment), windows and their cache, range deletes rebuilding the
+-- base, retention and the sweep of leftovers. The corpus profiles' time_nanos (late 2026) lie in the
+-- future of the staging keys used here (2023), so their capture time is the key's arrival time.
+local support = require "tests.lua.support"
+local profiles = require "tests.lua.profiles"
+local async = require "autopgo.async"
+local blob = require "autopgo.blob"
+local bus = require "autopgo.bus"
+local events = require "autopgo.events"
+local history = require "autopgo.history"
+local json = require "autopgo.json"
+local keys = require "autopgo.keys"
+local merging = require "autopgo.merging"
+local policy = require "autopgo.policy"
+local worker = require "autopgo.worker"
+local crypto = require("autopgo.core").crypto
+
+local run = support.run
+local NS = 1000000000
+local T0 = 1700002800 -- 2023-11-14T23:00:00Z, the start of an hour
+
+local function setup(o)
+  o = o or {}
+  local id = crypto.hex(crypto.random(5))
+  local e = { url = "mem://history-" .. id }
+  e.store = o.store or assert(blob.open("mem://history-" .. id))
+  e.writer = assert(bus.writer(e.url))
+  e.reader = assert(bus.reader(e.url))
+  e.policy = assert(policy.new {})
+  e.now = o.now or (T0 + 10 * 3600) * NS
+  e.history = history.new { store = e.store, segment = 3600, retention = o.retention,
+    now = function() return e.now end }
+  e.worker = worker.new { store = e.store, writer = e.writer, reader = e.reader, policy = e.policy,
+    history = e.history }
+  return e
+end
+
+local seq = 0
+-- Stages variant n captured at T0 + offset seconds (plus a unique nanosecond), announced.
+local function stage(e, app, n, offset, announce)
+  seq = seq + 1
+  local key = keys.staging(app, (T0 + offset) * NS + seq)
+  assert(e.store:put(key, profiles.variant(n), { if_none_match = "*" }))
+  if announce ~= false then assert(events.publish(e.writer, events.UPLOADED, { app = app, profileKey = key })) end
+  return key
+end
+
+local function wait_until(what, pred, ms)
+  local deadline = require("luv").now() + (ms or 10000)
+  while not pred() do
+    if require("luv").now() > deadline then error("timed out waiting until " .. what, 2) end
+    async.sleep(5)
+  end
+end
+
+local function list(store, prefix)
+  local out = {}
+  for _, item in ipairs(assert(store:list(prefix))) do out[#out + 1] = item.key end
+  table.sort(out)
+  return out
+end
+
+-- { [start] = { keys } } of the app's manifests.
+local function manifests(e, app)
+  local out = {}
+  for _, s in ipairs(assert(e.history:segments(app))) do
+    local ks = {}
+    for _, u in ipairs(s.doc.uploads) do ks[#ks + 1] = u.key end
+    out[s.start] = ks
+  end
+  return out
+end
+
+local function window_counts(e, app, from, to)
+  local w = assert(e.history:window(app, from, to, nil))
+  local bytes = w.bytes or assert(e.store:get(w.key)).body
+  return profiles.counts(bytes), w
+end
+
+local function base_counts(e, app)
+  return profiles.counts(assert(e.store:get(keys.base(app))).body)
+end
+
+describe("history", function()
+  it("takes the profile's time_nanos as capture time unless it lies beyond the skew after arrival", function()
+    local arrival = 1700000000 * NS
+    assert.equals(arrival - 5, history.capture(arrival - 5, arrival))
+    assert.equals(arrival + 299 * NS, history.capture(arrival + 299 * NS, arrival))
+    assert.equals(arrival, history.capture(arrival + 301 * NS, arrival))
+    assert.equals(arrival, history.capture(0, arrival))
+    assert.equals(arrival, history.capture(nil, arrival))
+    local h = history.new { store = assert(blob.open("mem://h-" .. crypto.hex(crypto.random(4)))), segment = 3600 }
+    assert.equals(T0, h:start_of(T0 * NS + 3599 * NS))
+    assert.equals(T0 + 3600, h:start_of((T0 + 3600) * NS))
+  end)
+
+  it("puts every merged upload in the segment of its capture time exactly once, redelivered or not", function()
+    run(function()
+      local e = setup()
+      local k1 = stage(e, "app", 1, 10)
+      local k2 = stage(e, "app", 2, 20)
+      local k3 = stage(e, "app", 3, 3600 + 5)
+      local k4 = stage(e, "app", 4, 2 * 3600 + 5)
+      e.worker:start()
+      wait_until("all merged and deleted", function() return #list(e.store, "app/staging/") == 0 end)
+      -- redelivered uploads (the staged objects are gone: nothing to do) and a rerun of a pass
+      assert(events.publish(e.writer, events.UPLOADED, { app = "app", profileKey = k1 }))
+      assert(e.worker:merge_app("app"))
+      e.worker:stop()
+      local m = manifests(e, "app")
+      assert.same({ k1, k2 }, m[T0])
+      assert.same({ k3 }, m[T0 + 3600])
+      assert.same({ k4 }, m[T0 + 7200])
+      assert.same({ 1, 1, 1, 1 }, base_counts(e, "app"))
+      local c = window_counts(e, "app", T0 + 3600, T0 + 7200)
+      assert.same({ [3] = 1 }, c)
+      c = window_counts(e, "app", T0 + 1800, nil) -- overlaps the first segment: all of it counts
+      assert.same({ 1, 1, 1, 1 }, c)
+      assert.same({ nil, "NOT_FOUND" }, { select(1, e.history:window("app", T0 - 7200, T0)), select(3,
+        e.history:window("app", T0 - 7200, T0)) })
+    end)
+  end)
+
+  it("serves an unchanged window from its cache and merges again once a segment changed", function()
+    run(function()
+      local e = setup()
+      stage(e, "app", 1, 10, false)
+      stage(e, "app", 2, 3700, false)
+      assert(e.worker:merge_app("app"))
+      local c1, w1 = window_counts(e, "app", T0, T0 + 7200)
+      assert.truthy(w1.bytes) -- merged now
+      local _, w2 = window_counts(e, "app", T0, T0 + 7200)
+      assert.is_nil(w2.bytes) -- from the cache
+      assert.equals(w1.etag, w2.etag)
+      assert.same({ 1, 1 }, c1)
+      stage(e, "app", 3, 20, false)
+      assert(e.worker:merge_app("app"))
+      local c3, w3 = window_counts(e, "app", T0, T0 + 7200)
+      assert.truthy(w3.bytes)
+      assert.not_equals(w1.etag, w3.etag)
+      assert.same({ 1, 1, 1 }, c3)
+      for i = 1, history.CACHE_KEEP + 3 do window_counts(e, "app", T0 - i, T0 + 7200) end
+      assert.is_true(#list(e.store, "app/cache/") <= 2 * history.CACHE_KEEP)
+    end)
+  end)
+
+  it("counts an upload once when the pass died between its segment and the base", function()
+    run(function()
+      local e = setup()
+      local store = e.store
+      local real_put = store.put
+      local fail_base = true
+      -- the base write fails once (as a crash right after the segment's commit would leave it)
+      store.put = function(self, key, body, opts)
+        if key == keys.base("app") and fail_base then
+          fail_base = false
+          return nil, "UNAVAILABLE: injected", "UNAVAILABLE"
+        end
+        return real_put(self, key, body, opts)
+      end
+      local k1 = stage(e, "app", 1, 10, false)
+      assert.is_nil((e.worker:merge_app("app")))
+      assert.same({ k1 }, manifests(e, "app")[T0])
+      assert.is_nil(store:get(keys.base("app")))
+      -- a fresh worker (nothing remembered) redoes the pass
+      local e2 = setup { store = store }
+      stage(e2, "app", 2, 20, false)
+      assert(e2.worker:merge_app("app"))
+      assert.same({ 1, 1 }, base_counts(e2, "app"))
+      assert.same({ 1, 1 }, (window_counts(e2, "app", T0, T0 + 3600)))
+      assert.equals(2, #manifests(e2, "app")[T0])
+    end)
+  end)
+
+  it("loses no upload when two writers race on one segment (conditional manifest writes)", function()
+    run(function()
+      local e = setup()
+      local h2 = history.new { store = e.store, segment = 3600, now = function() return e.now end }
+      local items = {}
+      for n = 1, 6 do
+        seq = seq + 1
+        local key = keys.staging("app", (T0 + n) * NS + seq)
+        items[n] = { key = key, body = profiles.variant(n), input = profiles.variant(n) }
+      end
+      local done = 0
+      for n = 1, 6 do
+        async.spawn(function()
+          assert((n % 2 == 0 and e.history or h2):add("app", { items[n] }))
+          done = done + 1
+        end)
+      end
+      wait_until("every add finished", function() return done == 6 end)
+      assert.equals(6, #manifests(e, "app")[T0])
+      assert.same({ 1, 1, 1, 1, 1, 1 }, (window_counts(e, "app", T0, T0 + 3600)))
+    end)
+  end)
+
+  it("deletes a range: its segments go and the base is rebuilt from the rest", function()
+    run(function()
+      local e = setup()
+      stage(e, "app", 1, 10)
+      stage(e, "app", 2, 3600 + 10)
+      stage(e, "app", 3, 7200 + 10)
+      e.worker:start()
+      wait_until("all merged", function() return #list(e.store, "app/staging/") == 0 end)
+      assert(events.publish(e.writer, events.RANGE_DELETED, { app = "app",
+        from = require("autopgo.utc").rfc3339(T0 + 3600), to = require("autopgo.utc").rfc3339(T0 + 7200) }))
+      wait_until("the segment is gone", function() return manifests(e, "app")[T0 + 3600] == nil end)
+      wait_until("the base is rebuilt", function()
+        local got = e.store:get(keys.base("app"))
+        return got and profiles.counts(got.body)[2] == nil
+      end)
+      assert.same({ [1] = 1, [3] = 1 }, base_counts(e, "app"))
+      -- uploads after the delete add to the rebuilt base
+      stage(e, "app", 4, 3600 + 20)
+      wait_until("merged", function() return base_counts(e, "app")[4] == 1 end)
+      e.worker:stop()
+      assert.same({ [1] = 1, [3] = 1, [4] = 1 }, base_counts(e, "app"))
+      assert.same({ [4] = 1 }, (window_counts(e, "app", T0 + 3600, T0 + 7200)))
+    end)
+  end)
+
+  it("deleting every segment deletes the base too", function()
+    run(function()
+      local e = setup()
+      stage(e, "app", 1, 10, false)
+      assert(e.worker:merge_app("app"))
+      assert(e.history:delete_range("app", T0, T0 + 3600))
+      assert(e.worker.pass:rebuild("app"))
+      assert.is_nil(e.store:get(keys.base("app")))
+      assert.same({}, list(e.store, "app/ledger/"))
+    end)
+  end)
+
+  it("drops segments and records past retention, never staged uploads, and sweeps orphaned objects", function()
+    run(function()
+      local e = setup { retention = 3 * 3600 }
+      e.now = (T0 + 2 * 3600) * NS
+      stage(e, "app", 1, 10, false)
+      stage(e, "app", 2, 3600 + 10, false)
+      assert(e.worker:merge_app("app"))
+      -- a provenance record as the API writes it, and an orphaned profile object
+      assert(e.store:put(keys.upload_record("app", T0 * NS), json.encode({ key = "x" })))
+      local orphan = keys.segment_object("app", 3600, T0, string.rep("ab", 32))
+      assert(e.store:put(orphan, "junk"))
+      local late = stage(e, "app", 3, 20, false) -- staged, not merged yet
+      e.now = (T0 + 4 * 3600 + 60) * NS -- the first segment is past retention, the second is not
+      history.ORPHAN_AGE = -1
+      local removed = assert(e.history:sweep())
+      history.ORPHAN_AGE = 600
+      assert.is_true(removed >= 3)
+      local m = manifests(e, "app")
+      assert.is_nil(m[T0])
+      assert.equals(1, #m[T0 + 3600])
+      assert.is_nil(e.store:get(orphan))
+      assert.is_nil(e.store:get(keys.upload_record("app", T0 * NS)))
+      assert.truthy(e.store:get(late))
+      -- merged later: in the base, but left out of the history (before the cutoff)
+      assert(e.worker:merge_app("app"))
+      assert.is_nil(manifests(e, "app")[T0])
+      assert.equals(1, base_counts(e, "app")[3])
+    end)
+  end)
+end)
