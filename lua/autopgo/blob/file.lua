@@ -229,7 +229,7 @@ function Store:_tmp_path()
     if not ok then
       uv.fs_close(fd)
       uv.fs_unlink(staging)
-      return fail("IO", "cannot make the temporary directory under %s: %s", base, tostring(lerr))
+      return fail.new("IO", "cannot make the temporary directory under %s: %s", base, tostring(lerr))
     end
     self.tmp_fd, self.tmpdir = fd, ("%s/%s"):format(base, id)
   end
@@ -333,7 +333,7 @@ function Store:get(key, opts)
   local meta = meta_of(st)
   if opts and opts.if_match and meta.etag ~= opts.if_match then
     async.await(uv.fs_close, fd)
-    return fail("PRECONDITION_FAILED", "%q is not at version %s", key, opts.if_match)
+    return fail.new("PRECONDITION_FAILED", "%q is not at version %s", key, opts.if_match)
   end
   -- Everything below reads the open file, so the body is the version just checked even when a
   -- write renames another one into place meanwhile.
