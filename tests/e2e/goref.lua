@@ -26,7 +26,8 @@ local function tool(name, args)
 end
 
 --- Merges files in order with the original worker's code; opts.prune/opts.app as pprofmerge's,
--- opts.compatibilize keeps the sample types common to all first (as autopgo's merge does).
+-- opts.compatibilize keeps the sample types common to all first (as autopgo's merge does),
+-- opts.compact compacts after pruning (as autopgo's merge does too).
 function M.merge(output, files, opts)
   local args = { "-o", output }
   if opts and opts.compatibilize then args[#args + 1] = "-compatibilize" end
@@ -35,6 +36,7 @@ function M.merge(output, files, opts)
     args[#args + 1] = opts.prune
     args[#args + 1] = "-app"
     args[#args + 1] = opts.app
+    if opts.compact then args[#args + 1] = "-compact" end
   end
   for _, f in ipairs(files) do args[#args + 1] = f end
   tool("pprofmerge", args)
