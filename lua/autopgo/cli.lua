@@ -40,13 +40,16 @@ M.commands = {
     summary = "Upload a pprof profile to the server to be merged (FILE may be - for stdin)",
     options = { "log_level", "api_url", "app", "insecure" }, required = { "app" } },
   { name = "download", module = "autopgo.commands.download", args = { 1, 1, "APP" },
-    summary = "Download the merged profile of an application",
-    options = { "log_level", "api_url", "output", "fail_open", "insecure" } },
+    summary = "Download the merged profile of an application (or of a time window with --window, --from/--to)",
+    options = { "log_level", "api_url", "output", "fail_open", "insecure", "window", "from", "to" } },
   { name = "list", module = "autopgo.commands.list",
     summary = "List the merged profiles managed by the server",
     options = { "log_level", "api_url", "json", "insecure" } },
   { name = "status", module = "autopgo.commands.status", args = { 1, 1, "APP" },
     summary = "Show an application's merged profile and its staged and rejected uploads (with why)",
+    options = { "log_level", "api_url", "json", "insecure" } },
+  { name = "history", module = "autopgo.commands.history", args = { 1, 1, "APP" },
+    summary = "Show an application's profile history: its time segments and the uploads in them",
     options = { "log_level", "api_url", "json", "insecure" } },
   { name = "delete", module = "autopgo.commands.delete", args = { 1, 1, "APP" },
     summary = "Delete the merged and any pending profiles of an application",
@@ -55,8 +58,9 @@ M.commands = {
     summary = "Delete merged profiles larger than a size or not updated for a duration",
     options = { "log_level", "api_url", "older_than", "larger_than", "dry_run", "insecure" } },
   { name = "merge", module = "autopgo.commands.merge", args = { 1, math.huge, "PROFILE..." },
-    summary = "Merge local profiles into one (optionally pruned with --prune and --app)",
-    options = { "log_level", "output", "force", "prune", "app" } },
+    summary = "Merge local profiles into one (optionally pruned with --prune and --app, or only those "
+      .. "captured between --from and --to)",
+    options = { "log_level", "output", "force", "prune", "app", "from", "to" } },
   { name = "inspect", module = "autopgo.commands.inspect", args = { 1, 1, "PROFILE" },
     summary = "Describe a profile: sample types, sizes, PGO usability and top functions",
     options = { "log_level" } },
@@ -102,7 +106,7 @@ local function option_label(o)
 end
 
 local type_names = { url = "url", int = "int", port = "int", duration = "duration", size = "size",
-  enum = "string", string = "string", path = "path", app = "name", bool = "" }
+  enum = "string", string = "string", path = "path", app = "name", time = "time", bool = "" }
 
 --- The --help text of a command.
 function M.help(cmd)
