@@ -21,6 +21,7 @@ M.GROUP = 16 -- segment profiles per merge call when merging a window (bounds it
 M.CACHE_KEEP = 8 -- merged windows kept per app
 M.MAX_ATTEMPTS = 20
 M.DEFAULT_SEGMENT = 3600
+M.NORMAL_SECONDS = 30 -- what normalize = "duration" scales every upload's duration to
 
 local NS = 1000000000
 
@@ -37,6 +38,29 @@ function M.capture(time_nanos, arrival_nanos)
     return time_nanos
   end
   return arrival_nanos
+end
+
+--- The weight (Go's Profile.Scale ratio) of an upload under normalize mode, from its info
+-- (pprof validate): "duration" scales its duration_nanos to M.NORMAL_SECONDS; "equal" scales the
+-- total of its CPU value (the first sample type in nanoseconds, else the default one) to
+-- M.NORMAL_SECONDS of it; "none" (or no duration/total to scale) is 1.
+function M.weight(info, mode)
+  if mode == "duration" then
+    local d = info.duration_nanos or 0
+    if d > 0 then return M.NORMAL_SECONDS * NS / d end
+  elseif mode == "equal" then
+    local types = info.sample_types or {}
+    local pick
+    for _, st in ipairs(types) do
+      if st.unit == "nanoseconds" then
+        pick = st
+        break
+      end
+    end
+    pick = pick or types[info.default_index or #types]
+    if pick and (pick.total or 0) > 0 then return M.NORMAL_SECONDS * NS / pick.total end
+  end
+  return 1
 end
 
 --- RFC 3339 of Unix nanoseconds.
@@ -105,7 +129,7 @@ local function encode_manifest(app, seglen, start, profile, bytes, uploads)
   for i, u in ipairs(uploads) do
     samples = samples + (u.samples or 0)
     list[i] = json.object("key", u.key, "captured", u.captured, "duration", u.duration or 0, "size", u.size or 0,
-      "samples", u.samples or 0, "source", u.source or "")
+      "samples", u.samples or 0, "source", u.source or "", "weight", u.scale or u.weight or 1)
   end
   return json.encode(json.object("app", app, "segment", seglen, "start", start, "profile", profile,
     "bytes", bytes, "samples", samples, "uploads", list))
@@ -121,14 +145,21 @@ function History:source_of(key)
   return type(doc) == "table" and type(doc.source) == "string" and doc.source or ""
 end
 
---- Adds staged items ({ key, body, input }: input is what the base merge took, the hook's output
--- when there is one) to the segments of their capture times; each segment commits on its own,
--- and an upload its segment's manifest already lists is never added again. Uploads captured
--- before the retention cutoff are left out. Returns true or nil, err, code.
+--- The info (pprof validate) of a staged body.
+function M.info(body)
+  return async.await(pprof.validate_async, body, limits.profile)
+end
+
+--- Adds staged items ({ key, body, input, info, scale }: input is what the base merge took, the
+-- hook's output when there is one; info its pprof info when known; scale its normalization weight)
+-- to the segments of their capture times; each segment commits on its own, and an upload its
+-- segment's manifest already lists is never added again. Uploads captured before the retention
+-- cutoff are left out. Returns true or nil, err, code.
 function History:add(app, items)
   local groups, order = {}, {}
   for _, item in ipairs(items) do
-    local info, err, code = async.await(pprof.validate_async, item.body, limits.profile)
+    local info, err, code = item.info, nil, nil
+    if not info then info, err, code = M.info(item.body) end
     if not info then return nil, err, code end
     local arrival = keys.staging_nanos(item.key) or self.now()
     local captured = M.capture(info.time_nanos, arrival)
@@ -141,7 +172,8 @@ function History:add(app, items)
         order[#order + 1] = start
       end
       local st = info.sample_types and info.sample_types[1]
-      table.insert(groups[start], { key = item.key, input = item.input, captured = M.rfc3339_nanos(captured),
+      table.insert(groups[start], { key = item.key, input = item.input, scale = item.scale or 1,
+        captured = M.rfc3339_nanos(captured),
         duration = (info.duration_nanos or 0) / NS, size = #item.body, samples = st and st.total or 0,
         source = self:source_of(item.key) })
     end
@@ -171,7 +203,7 @@ function History:commit_segment(app, start, entries)
       if not held[e.key] then new[#new + 1] = e end
     end
     if #new == 0 then return true end
-    local inputs = {}
+    local inputs, scales = {}, {}
     if doc and doc.profile then
       local obj, oerr, ocode = store:get(keys.segment_object(app, seglen, start, doc.profile))
       if not obj then
@@ -181,12 +213,14 @@ function History:commit_segment(app, start, entries)
         return nil, oerr, ocode
       end
       inputs[1] = obj.body
+      scales[1] = 1
     end
     for _, e in ipairs(new) do
       inputs[#inputs + 1] = e.input
+      scales[#scales + 1] = e.scale
       uploads[#uploads + 1] = e
     end
-    local res, merr, mcode = merging.merge(inputs, nil)
+    local res, merr, mcode = merging.merge(inputs, nil, scales)
     if not res then return nil, merr, mcode end
     local ok, perr, pcode = store:put(keys.segment_object(app, seglen, start, res.sha256), res.bytes)
     if not ok then return nil, perr, pcode end
@@ -239,17 +273,24 @@ local function sha256_hex(s)
 end
 
 --- Merges the profiles of segments (from History:segments) in groups of M.GROUP, pruning with
--- rules at the last step. Returns the merging result or nil, err, code ("NOT_FOUND": nothing).
-function History:merge_segments(app, segs, rules)
-  local objects = {}
-  for _, s in ipairs(segs) do
-    if s.doc.profile then objects[#objects + 1] = keys.segment_object(app, self.seglen, s.start, s.doc.profile) end
+-- rules at the last step; weights (optional, per segment) scale each segment's profile first
+-- (Go's Profile.Scale). Returns the merging result or nil, err, code ("NOT_FOUND": nothing).
+function History:merge_segments(app, segs, rules, weights)
+  local objects, ws = {}, {}
+  for i, s in ipairs(segs) do
+    if s.doc.profile then
+      objects[#objects + 1] = keys.segment_object(app, self.seglen, s.start, s.doc.profile)
+      ws[#objects] = weights and weights[i] or 1
+    end
   end
   if #objects == 0 then return fail.new("NOT_FOUND", "no segment holds a profile") end
   local acc, i = nil, 1
   while true do
-    local inputs = {}
-    if acc then inputs[1] = acc end
+    local inputs, scales = {}, {}
+    if acc then
+      inputs[1] = acc
+      scales[1] = 1
+    end
     while #inputs < M.GROUP and i <= #objects do
       local got, err, code = self.store:get(objects[i])
       if not got then
@@ -257,14 +298,49 @@ function History:merge_segments(app, segs, rules)
         return nil, err, code
       end
       inputs[#inputs + 1] = got.body
+      scales[#scales + 1] = ws[i]
       i = i + 1
     end
     local last = i > #objects
-    local res, err, code = merging.merge(inputs, last and rules or nil)
+    local res, err, code = merging.merge(inputs, last and rules or nil, weights and scales or nil)
     if not res then return nil, err, code end
     if last then return res end
     acc = res.bytes
   end
+end
+
+--- The default profile of app under view (autopgo.policy's view_for) at now (Unix seconds): all
+-- segments; those overlapping [now - seconds, ...) for a window; or every segment weighted by
+-- 0.5 ^ (age / half_life), age = now - the segment's midpoint, for decay. Returns the merging
+-- result with res.view (a json.object { kind, now, segments = { { start, weight } } }, written in
+-- the base's ledger) and res.view_segments (how many), or nil, err, code
+-- ("NOT_FOUND": no segment).
+function History:merge_view(app, view, rules, now)
+  now = now or self.now() / NS
+  for _ = 1, M.MAX_ATTEMPTS do
+    local from = view.kind == "window" and now - view.seconds or nil
+    local segs, err, code = self:segments(app, from, nil)
+    if not segs then return nil, err, code end
+    local weights
+    if view.kind == "decay" then
+      weights = {}
+      for i, s in ipairs(segs) do
+        weights[i] = 0.5 ^ ((now - (s.start + self.seglen / 2)) / view.half_life)
+      end
+    end
+    local res, merr, mcode = self:merge_segments(app, segs, rules, weights)
+    if res then
+      local list = json.array()
+      for i, s in ipairs(segs) do
+        if s.doc.profile then list[#list + 1] = json.object("start", s.start, "weight", weights and weights[i] or 1) end
+      end
+      res.view = json.object("kind", view.kind, "now", now, "segments", list)
+      res.view_segments = #list
+      return res
+    end
+    if mcode ~= "PRECONDITION_FAILED" then return nil, merr, mcode end
+  end
+  return fail.new("UNAVAILABLE", "the history of %s kept changing while being merged", app)
 end
 
 --- The merged window [from, to) of app under rules: { key (of the cached object), version, etag }

@@ -261,15 +261,51 @@ function Worker:sweep()
   return n
 end
 
--- Sweeps at start and every M.SWEEP_EVERY seconds until stopping.
-function Worker:sweeper()
-  while not self.stopping do
-    self:sweep()
-    local waited = 0
-    while waited < M.SWEEP_EVERY and not self.stopping do
-      async.sleep(1000)
-      waited = waited + 1
+--- Recomputes default.pgo of every app whose policy makes it a rolling window or a decayed sum
+-- (autopgo.policy view_for), so it follows the clock, not only the uploads. Returns how many.
+function Worker:refresh_views()
+  local items, err = self.store:list("")
+  if not items then
+    log.error("cannot list the apps to refresh their default profiles", "error", err)
+    return 0
+  end
+  local apps, n = {}, 0
+  for _, item in ipairs(items) do
+    local kind, app = keys.kind_of(item.key)
+    if kind == "history" and not apps[app] and self.policy:view_for(app).kind ~= "all" then apps[app] = true end
+  end
+  for app in pairs(apps) do
+    if self.stopping then break end
+    self.busy = self.busy + 1
+    local ok, res, rerr = pcall(self.locked, self, app, function() return self.pass:rebuild(app) end)
+    self.busy = self.busy - 1
+    if self.busy == 0 and self.idle then self.idle.set() end
+    if ok and res then
+      n = n + 1
+    else
+      log.error("refreshing the default profile failed", "app", app, "error", tostring(ok and rerr or res))
     end
+  end
+  return n
+end
+
+-- Sweeps at start and every M.SWEEP_EVERY seconds, and refreshes rolling or decayed default
+-- profiles at start and at every segment boundary, until stopping.
+function Worker:sweeper()
+  local h = self.history
+  local segment, last_sweep = nil, nil
+  while not self.stopping do
+    local now = h.now() // 1000000000
+    if not last_sweep or now - last_sweep >= M.SWEEP_EVERY then
+      self:sweep()
+      last_sweep = now
+    end
+    local current = now // h.seglen
+    if current ~= segment then
+      segment = current
+      self:refresh_views()
+    end
+    async.sleep(1000)
   end
 end
 

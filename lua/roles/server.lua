@@ -30,6 +30,9 @@ if not pol then cli.exit(1, "autopgo server: " .. perr) end
 local store = must(daemon.open_store(opts))
 local hist, herr = history.from_options(store, opts)
 if herr then cli.exit(1, "autopgo server: " .. fail.message(herr)) end
+if not hist and pol:needs_history() then
+  cli.exit(2, "autopgo server: a policy with window or half_life needs history (--segment is 0)")
+end
 local writer = must(daemon.open_writer(writer_url, opts))
 local embedded, reader
 if daemon.is_in_process(writer_url) then

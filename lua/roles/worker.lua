@@ -39,6 +39,9 @@ if store.root then health.register("disk", health.free_space(store.root, opts.mi
 
 local hist, herr = history.from_options(store, opts)
 if herr then cli.exit(1, "autopgo worker: " .. fail.message(herr)) end
+if not hist and pol:needs_history() then
+  cli.exit(2, "autopgo worker: a policy with window or half_life needs history (--segment is 0)")
+end
 local w = worker.new { store = store, writer = writer, reader = reader, policy = pol,
   recover = daemon.is_in_process(reader_url), history = hist }
 
