@@ -179,6 +179,78 @@ describe("profile history", function()
     end, 600000)
   end)
 
+  it("normalizes uploads and decays the default profile exactly as Go's Profile.Scale does", function()
+    run(function()
+      local now = os.time()
+      local H = now // 3600 * 3600
+      local cfg = support.write_file(dir .. "/autopgo.lua", [[return { policy = {
+        nrm = { normalize = "duration" }, eq = { normalize = "equal" }, dec = { half_life = "2h" } } }]])
+      local s = serverproc.start(dir, { "--config", cfg })
+      -- three uploads of different durations and hours
+      local files, durations, hours = {}, { 10, 60, 30 }, { 3, 1, 0 }
+      for i = 1, 3 do
+        local out = dir .. "/u" .. i .. ".pb.gz"
+        local t = H - hours[i] * 3600 + 300
+        local code, _, so, se = support.spawn(support.root .. "/build/goref/bin/pprofgen", { "-o", out, "-seed",
+          tostring(i), "-universe", "3", "-samples", "300", "-functions", "200", "-locations", "500",
+          "-time", tostring(t * NS - i * NS), "-duration", tostring(durations[i] * NS) }):wait(60000)
+        assert(code == 0, so .. se)
+        files[i] = out
+      end
+      for _, app in ipairs { "nrm", "eq", "dec" } do
+        for i = 1, 3 do
+          local r = assert(http.request { method = "POST", url = s.url .. "/api/profile/" .. app,
+            body = support.read_file(files[i]) })
+          assert.equals(201, r.status, r.body)
+        end
+      end
+      serverproc.wait_until("everything is merged", function()
+        return #serverproc.files(s, "nrm/staging eq/staging dec/staging") == 0
+          and #serverproc.files(s, "nrm/default.pgo eq/default.pgo dec/default.pgo") == 3
+      end, 120000)
+      local function canon_of(app, query)
+        local r = assert(http.request { url = s.url .. "/api/profile/" .. app .. (query or "") })
+        assert.equals(200, r.status, r.body)
+        support.write_file(dir .. "/got.pgo", r.body)
+        return goref.canon(dir .. "/got.pgo")
+      end
+      -- duration: each upload scaled to 30 s
+      local want = goref.canon(goref.merge(dir .. "/want.pgo", files,
+        { scale = { 30 / durations[1], 30 / durations[2], 30 / durations[3] } }))
+      assert.equals(want, canon_of("nrm"))
+      assert.equals(want, canon_of("nrm", "?from=" .. utc.rfc3339(H - 4 * 3600)))
+      -- equal: each upload's cpu/nanoseconds total scaled to 30 s of CPU
+      local eq = {}
+      for i, f in ipairs(files) do
+        local info = assert(require("autopgo.core").pprof.validate(support.read_file(f)))
+        eq[i] = 30e9 / info.sample_types[2].total
+      end
+      assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", files, { scale = eq })), canon_of("eq"))
+      -- decay: each hour segment weighted by 0.5^(age/2h) at the time the worker wrote the default,
+      -- which its ledger records
+      local ledger = serverproc.files(s, "dec/ledger")
+      assert.equals(1, #ledger)
+      local view = cjson.decode(support.read_file(s.data .. "/" .. ledger[1])).view
+      assert.equals("decay", view.kind)
+      local segs, weights = {}, {}
+      for k, seg in ipairs(view.segments) do
+        local i
+        for j = 1, 3 do
+          if H - hours[j] * 3600 == seg.start then i = j end
+        end
+        assert.is_not_nil(i, "a segment of no upload")
+        assert.equals(0.5 ^ ((view.now - (seg.start + 1800)) / 7200), seg.weight)
+        segs[k] = goref.merge(dir .. "/seg" .. k .. ".pgo", { files[i] })
+        weights[k] = seg.weight
+      end
+      assert.equals(3, #segs)
+      assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", segs, { scale = weights })), canon_of("dec"))
+      -- windows stay unweighted (the merge of the uploads as they are, normalized or not)
+      assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", files)), canon_of("dec", "?window=5h"))
+      assert.equals(0, (serverproc.stop(s)))
+    end, 600000)
+  end)
+
   it("on S3 (Ceph RGW): the same", function()
     run(function()
       local rgw = services.get("rgw")
