@@ -28,7 +28,7 @@ local function setup(o)
   e.store = o.store or assert(blob.open("mem://history-" .. id))
   e.writer = assert(bus.writer(e.url))
   e.reader = assert(bus.reader(e.url))
-  e.policy = assert(policy.new {})
+  e.policy = assert(policy.new { policy = o.policy })
   e.now = o.now or (T0 + 10 * 3600) * NS
   e.history = history.new { store = e.store, segment = 3600, retention = o.retention,
     now = function() return e.now end }
@@ -231,6 +231,59 @@ describe("history", function()
       assert(e.worker.pass:rebuild("app"))
       assert.is_nil(e.store:get(keys.base("app")))
       assert.same({}, list(e.store, "app/ledger/"))
+    end)
+  end)
+
+  it("merges with per-input scales as Go's Profile.Scale: x2 doubles every value, 0 drops every sample", function()
+    run(function()
+      local one = profiles.variant(1)
+      local doubled = assert(merging.merge({ one, profiles.variant(2) }, nil, { 2, 1 }))
+      assert.same({ 2, 1 }, profiles.counts(doubled.bytes))
+      assert.equals(2 * profiles.total(one) + profiles.total(profiles.variant(2)), profiles.total(doubled.bytes))
+      local dropped = assert(merging.merge({ one, profiles.variant(2) }, nil, { 0, 1 }))
+      assert.same({ [2] = 1 }, profiles.counts(dropped.bytes))
+      local same = assert(merging.merge({ one }, nil, { 1 }))
+      assert.equals(assert(merging.merge({ one })).sha256, same.sha256)
+    end)
+  end)
+
+  it("weights uploads under normalize (duration, equal) and records the weight in the segment", function()
+    run(function()
+      local info = assert(history.info(profiles.variant(1)))
+      assert.equals(30 * NS / info.duration_nanos, history.weight(info, "duration"))
+      assert.equals(30 * NS / info.sample_types[2].total, history.weight(info, "equal"))
+      assert.equals(1, history.weight(info, "none"))
+      assert.equals(1, history.weight({ duration_nanos = 0, sample_types = {} }, "duration"))
+      local e = setup { policy = { app = { normalize = "duration" } } }
+      local k = stage(e, "app", 1, 10, false)
+      assert(e.worker:merge_app("app"))
+      local seg = assert(e.history:segments("app"))[1]
+      assert.equals(k, seg.doc.uploads[1].key)
+      assert.equals(history.weight(info, "duration"), seg.doc.uploads[1].weight)
+      local want = assert(merging.merge({ profiles.variant(1) }, nil, { history.weight(info, "duration") }))
+      assert.equals(profiles.total(want.bytes), profiles.total(assert(e.store:get(keys.base("app"))).body))
+    end)
+  end)
+
+  it("keeps a rolling-window default current as time passes, not only when an upload arrives", function()
+    run(function()
+      local e = setup { policy = { app = { window = "2h" } } }
+      e.now = (T0 + 3 * 3600 + 60) * NS
+      stage(e, "app", 1, 10, false) -- segment T0: outside [now - 2h, ...)
+      stage(e, "app", 2, 3600 + 10, false) -- segment T0 + 1h: overlaps it
+      stage(e, "app", 3, 2 * 3600 + 10, false)
+      assert(e.worker:merge_app("app"))
+      assert.same({ [2] = 1, [3] = 1 }, base_counts(e, "app"))
+      local ledger = list(e.store, "app/ledger/")
+      assert.equals(1, #ledger)
+      assert.equals("window", json.decode(assert(e.store:get(ledger[1])).body).view.kind)
+      e.now = (T0 + 4 * 3600 + 60) * NS -- an hour later, no upload: only segment T0 + 2h is left in it
+      assert.equals(1, e.worker:refresh_views())
+      assert.same({ [3] = 1 }, base_counts(e, "app"))
+      e.now = (T0 + 9 * 3600) * NS -- nothing in the window: no default profile
+      assert.equals(1, e.worker:refresh_views())
+      assert.is_nil(e.store:get(keys.base("app")))
+      assert.is_not_nil(e.history:window("app", T0, nil)) -- the history is all there
     end)
   end)
 
