@@ -65,10 +65,11 @@ function Client:request(opts)
 end
 
 --- Stages a profile for merging. `body` is { body = string } | { body_path = path } |
--- { body_producer = fn, body_length = n }. Returns the staged key.
+-- { body_producer = fn, body_length = n }, plus optionally source (sent as X-Autopgo-Source: where
+-- the profile comes from, shown by the history). Returns the staged key.
 function Client:upload(app, body)
   local opts = { method = "POST", url = self:profile_url(app),
-    headers = { ["content-type"] = "application/octet-stream" },
+    headers = { ["content-type"] = "application/octet-stream", ["x-autopgo-source"] = body.source },
     body = body.body, body_path = body.body_path, body_producer = body.body_producer,
     body_length = body.body_length, timeout = body.timeout }
   local res, err, code = self:request(opts)
