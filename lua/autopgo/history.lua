@@ -466,13 +466,14 @@ function History:sweep()
       end
     end
   end
-  local live = {}
+  local live, dropped = {}, {}
   for id, m in pairs(manifests) do
     if m.seglen == self.seglen and self:expired(m.start) then
       local doc = self:read_manifest(m.app, m.start)
       if doc then
         if self:remove_segment(m.app, { start = m.start, doc = doc }) then
           removed = removed + 1
+          dropped[m.app] = true
           log.info("retention: removed a segment", "app", m.app, "start", utc.rfc3339(m.start))
         end
       end
@@ -480,6 +481,9 @@ function History:sweep()
       live[id] = m
     end
   end
+  -- merged windows of an app that lost segments held what is gone: never served again (their
+  -- digests name the old segments), they are dropped rather than left to age out
+  for app in pairs(dropped) do self:drop_cache(app) end
   for _, o in ipairs(objects) do
     local old = o.item.last_modified and now_s - o.item.last_modified > M.ORPHAN_AGE
     if old then
