@@ -251,7 +251,7 @@ describe("profile history", function()
     end, 600000)
   end)
 
-  it("on S3 (Ceph RGW): the same", function()
+  it("on S3 (Ceph RGW): the same, and two servers filling one history", function()
     run(function()
       local rgw = services.get("rgw")
       local bucket = "autopgo-hist-" .. crypto.hex(crypto.random(4))
@@ -278,6 +278,41 @@ describe("profile history", function()
         return out
       end
       story(dir, start, keys)
+
+      -- two servers (two embedded workers) filling the same segments at once lose and double nothing
+      local a, b = start {}, serverproc.start(support.tmpdir(), { "--blob-store-url", store_url }, env)
+      local H = os.time() // 3600 * 3600
+      local files, by_hour = {}, { {}, {} }
+      for i = 1, 8 do
+        local hour = i % 2 + 1
+        files[i] = gen(dir, "r" .. i, 10 + i, H - hour * 3600 + 60 * i)
+        table.insert(by_hour[hour], files[i])
+      end
+      local done = 0
+      for i = 1, 8 do
+        require("autopgo.async").spawn(function()
+          local r = assert(http.request { method = "POST", url = (i % 2 == 0 and a or b).url .. "/api/profile/race",
+            body = support.read_file(files[i]) })
+          assert.equals(201, r.status, r.body)
+          done = done + 1
+        end)
+      end
+      serverproc.wait_until("every upload is accepted", function() return done == 8 end, 60000)
+      serverproc.wait_until("both workers are done", function()
+        return #keys("race/staging/") == 0 and #keys("race/default.pgo") == 1
+      end, 120000)
+      for hour = 1, 2 do
+        local r = assert(http.request { url = a.url .. "/api/profile/race" .. ("?from=%s&to=%s"):format(
+          utc.rfc3339(H - hour * 3600), utc.rfc3339(H - hour * 3600 + 3600)) })
+        assert.equals(200, r.status, r.body)
+        support.write_file(dir .. "/got.pgo", r.body)
+        assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", by_hour[hour])), goref.canon(dir .. "/got.pgo"))
+      end
+      local h = cjson.decode(assert(http.request { url = b.url .. "/api/profile/race/history" }).body)
+      assert.equals(8, #h.uploads)
+      assert.same({ 4, 4 }, { h.segments[1].uploads, h.segments[2].uploads })
+      support.write_file(dir .. "/got.pgo", assert(store:get("race/default.pgo")).body)
+      assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", files)), goref.canon(dir .. "/got.pgo"))
     end, 900000)
   end)
 end)
