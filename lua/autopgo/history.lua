@@ -110,8 +110,8 @@ function History:expired(start)
 end
 
 --- The manifest of a segment and its etag, false when there is none, or nil, err, code.
-function History:read_manifest(app, start)
-  local key = keys.segment_manifest(app, self.seglen, start)
+function History:read_manifest(app, start, seglen)
+  local key = keys.segment_manifest(app, seglen or self.seglen, start)
   local got, err, code = self.store:get(key)
   if not got then
     if code == "NOT_FOUND" then return false end
@@ -245,25 +245,104 @@ function History:commit_segment(app, start, entries)
 end
 
 --- The segments of app overlapping [from, to) (Unix seconds; nil: open-ended), oldest first:
--- { start, doc, etag }. Returns the list or nil, err, code.
-function History:segments(app, from, to)
-  local items, err, code = self.store:list(keys.history_prefix(app, self.seglen))
+-- { start, doc, etag } (seglen: the history's, or M.ROLLUP for day roll-ups). Returns the list or
+-- nil, err, code.
+function History:segments(app, from, to, seglen_of)
+  local want = seglen_of or self.seglen
+  local items, err, code = self.store:list(keys.history_prefix(app, want))
   if not items then return nil, err, code end
   local starts = {}
   for _, item in ipairs(items) do
     local seglen, start, digest = keys.parse_history(item.key)
-    if seglen == self.seglen and not digest and (not to or start < to) and (not from or start + seglen > from) then
+    if seglen == want and not digest and (not to or start < to) and (not from or start + seglen > from) then
       starts[#starts + 1] = start
     end
   end
   table.sort(starts)
   local out = {}
   for _, start in ipairs(starts) do
-    local doc, etag, rcode = self:read_manifest(app, start)
+    local doc, etag, rcode = self:read_manifest(app, start, want)
     if doc == nil then return nil, etag, rcode end
-    if doc then out[#out + 1] = { start = start, doc = doc, etag = etag } end
+    if doc then out[#out + 1] = { start = start, doc = doc, etag = etag, seglen = seglen_of } end
   end
   return out
+end
+
+-- Day roll-ups ---------------------------------------------------------------------------------------
+-- {app}/history/86400/{day}.json lists the segment versions ({start, profile}) its profile
+-- {app}/history/86400/{day}.{sha256}.pgo merges: a window whose segments of that day are exactly
+-- those versions merges the roll-up instead of them (same result, fewer inputs). Built by the
+-- sweep for complete past days; one whose segments changed since (a late upload) is simply not
+-- used until the sweep builds it again.
+M.ROLLUP = 86400
+
+--- Whether this history keeps day roll-ups (segments shorter than a day that divide it).
+function History:rollups()
+  return self.seglen < M.ROLLUP and M.ROLLUP % self.seglen == 0
+end
+
+local function same_parts(parts, group)
+  if type(parts) ~= "table" or #parts ~= #group then return false end
+  for i, s in ipairs(group) do
+    local p = parts[i]
+    if type(p) ~= "table" or p.start ~= s.start or p.profile ~= s.doc.profile then return false end
+  end
+  return true
+end
+
+--- segs (a window's segments with a profile, oldest first) with each day whose segments are
+-- exactly what that day's roll-up holds replaced by the roll-up.
+function History:use_rollups(app, segs)
+  if not self:rollups() then return segs end
+  local days, order = {}, {}
+  for _, s in ipairs(segs) do
+    if s.doc.profile then
+      local day = s.start // M.ROLLUP * M.ROLLUP
+      if not days[day] then
+        days[day] = {}
+        order[#order + 1] = day
+      end
+      table.insert(days[day], s)
+    end
+  end
+  local out = {}
+  for _, day in ipairs(order) do
+    local group, used = days[day], false
+    if #group > 1 then
+      local doc = self:read_manifest(app, day, M.ROLLUP)
+      if doc and doc.profile and same_parts(doc.parts, group) then
+        out[#out + 1] = { start = day, seglen = M.ROLLUP, doc = doc }
+        used = true
+      end
+    end
+    if not used then
+      for _, s in ipairs(group) do out[#out + 1] = s end
+    end
+  end
+  return out
+end
+
+--- Builds the roll-up of app's day (Unix seconds) from its segments. Returns true or nil, err, code.
+function History:build_rollup(app, day)
+  local segs, err, code = self:segments(app, day, day + M.ROLLUP)
+  if not segs then return nil, err, code end
+  local parts = json.array()
+  local with = {}
+  for _, s in ipairs(segs) do
+    if s.doc.profile then
+      with[#with + 1] = s
+      parts[#parts + 1] = json.object("start", s.start, "profile", s.doc.profile)
+    end
+  end
+  if #with < 2 then return true end
+  local res, merr, mcode = self:merge_segments(app, with, nil)
+  if not res then return nil, merr, mcode end
+  local ok, perr, pcode = self.store:put(keys.segment_object(app, M.ROLLUP, day, res.sha256), res.bytes)
+  if not ok then return nil, perr, pcode end
+  -- Old versions are left to the sweep of unnamed objects: another worker's build may name them.
+  return self.store:put(keys.segment_manifest(app, M.ROLLUP, day), json.encode(json.object("app", app,
+    "segment", M.ROLLUP, "start", day, "profile", res.sha256, "bytes", #res.bytes, "parts", parts,
+    "uploads", json.array())), { content_type = "application/json" })
 end
 
 local function sha256_hex(s)
@@ -279,7 +358,7 @@ function History:merge_segments(app, segs, rules, weights)
   local objects, ws = {}, {}
   for i, s in ipairs(segs) do
     if s.doc.profile then
-      objects[#objects + 1] = keys.segment_object(app, self.seglen, s.start, s.doc.profile)
+      objects[#objects + 1] = keys.segment_object(app, s.seglen or self.seglen, s.start, s.doc.profile)
       ws[#objects] = weights and weights[i] or 1
     end
   end
@@ -364,7 +443,7 @@ function History:window(app, from, to, rules)
       local st = self.store:stat(ckey)
       if st then return { key = ckey, version = st.etag, etag = '"sha256:' .. doc.sha256 .. '"' } end
     end
-    local res, merr, mcode = self:merge_segments(app, segs, rules)
+    local res, merr, mcode = self:merge_segments(app, self:use_rollups(app, segs), rules)
     if res then
       local ok = self.store:put(ckey, res.bytes)
       if ok then
@@ -411,9 +490,10 @@ end
 -- object and the provenance records of its uploads.
 function History:remove_segment(app, seg)
   local store = self.store
-  local ok, err, code = store:delete(keys.segment_manifest(app, self.seglen, seg.start))
+  local seglen = seg.seglen or self.seglen
+  local ok, err, code = store:delete(keys.segment_manifest(app, seglen, seg.start))
   if not ok and code ~= "NOT_FOUND" then return nil, err, code end
-  if seg.doc.profile then store:delete(keys.segment_object(app, self.seglen, seg.start, seg.doc.profile)) end
+  if seg.doc.profile then store:delete(keys.segment_object(app, seglen, seg.start, seg.doc.profile)) end
   for _, u in ipairs(seg.doc.uploads) do
     local rkey = type(u.key) == "string" and keys.record_of(u.key)
     if rkey then store:delete(rkey) end
@@ -430,6 +510,14 @@ function History:delete_range(app, from, to)
     local ok, rerr, rcode = self:remove_segment(app, s)
     if not ok then return nil, rerr, rcode end
   end
+  if self:rollups() then
+    local days, rerr, rcode = self:segments(app, from, to, M.ROLLUP)
+    if not days then return nil, rerr, rcode end
+    for _, d in ipairs(days) do
+      local ok, derr, dcode = self:remove_segment(app, d)
+      if not ok then return nil, derr, dcode end
+    end
+  end
   local ok, derr, dcode = self:drop_cache(app)
   if not ok then return nil, derr, dcode end
   return #segs
@@ -438,6 +526,38 @@ end
 -- Leftovers older than this (seconds) are swept: profile objects no manifest names (a lost race
 -- or a crash between writes) and, with retention, provenance records of no retained segment.
 M.ORPHAN_AGE = 600
+
+-- Builds the roll-ups of complete past days (two segments or more) that have none or whose
+-- segments changed since it was written (live: the sweep's manifests). Returns how many.
+function History:sweep_rollups(live)
+  if not self:rollups() then return 0 end
+  local today = (self.now() // NS) // M.ROLLUP * M.ROLLUP
+  local days = {}
+  for _, m in pairs(live) do
+    if m.seglen == self.seglen then
+      local day = m.start // M.ROLLUP * M.ROLLUP
+      if day < today then
+        local id = ("%s/%d"):format(m.app, day)
+        local d = days[id] or { app = m.app, day = day, n = 0, lm = 0 }
+        d.n, d.lm = d.n + 1, math.max(d.lm, m.lm)
+        days[id] = d
+      end
+    end
+  end
+  local built = 0
+  for _, d in pairs(days) do
+    local r = live[("%s/%d/%d"):format(d.app, M.ROLLUP, d.day)]
+    if d.n >= 2 and (not r or d.lm >= r.lm) then
+      local ok, err = self:build_rollup(d.app, d.day)
+      if ok then
+        built = built + 1
+      else
+        log.warn("cannot build a day roll-up", "app", d.app, "day", utc.rfc3339(d.day), "error", err)
+      end
+    end
+  end
+  return built
+end
 
 --- One maintenance sweep over the whole store: with retention, segments entirely before the
 -- cutoff go (their records with them), and provenance records older than it; always, profile
@@ -457,7 +577,8 @@ function History:sweep()
       if digest then
         objects[#objects + 1] = { item = item, app = app, seglen = seglen, start = start, digest = digest }
       else
-        manifests[("%s/%d/%d"):format(app, seglen, start)] = { app = app, seglen = seglen, start = start }
+        manifests[("%s/%d/%d"):format(app, seglen, start)] = { app = app, seglen = seglen, start = start,
+          lm = item.last_modified or 0 }
       end
     elseif kind == "uploads" and cutoff then
       local nanos = tonumber(item.key:match("/uploads/(%d+)%.json$"))
@@ -468,7 +589,12 @@ function History:sweep()
   end
   local live, dropped = {}, {}
   for id, m in pairs(manifests) do
-    if m.seglen == self.seglen and self:expired(m.start) then
+    if m.seglen == M.ROLLUP and self:rollups() and cutoff and (m.start + M.ROLLUP) * NS <= cutoff then
+      local doc = self:read_manifest(m.app, m.start, M.ROLLUP)
+      if doc and self:remove_segment(m.app, { start = m.start, seglen = M.ROLLUP, doc = doc }) then
+        removed = removed + 1
+      end
+    elseif m.seglen == self.seglen and self:expired(m.start) then
       local doc = self:read_manifest(m.app, m.start)
       if doc then
         if self:remove_segment(m.app, { start = m.start, doc = doc }) then
@@ -484,6 +610,7 @@ function History:sweep()
   -- merged windows of an app that lost segments held what is gone: never served again (their
   -- digests name the old segments), they are dropped rather than left to age out
   for app in pairs(dropped) do self:drop_cache(app) end
+  removed = removed + self:sweep_rollups(live)
   for _, o in ipairs(objects) do
     local old = o.item.last_modified and now_s - o.item.last_modified > M.ORPHAN_AGE
     if old then
@@ -492,7 +619,7 @@ function History:sweep()
       local named = false
       if m then
         if m.doc == nil and not m.err then
-          m.doc = self:read_manifest(m.app, m.start)
+          m.doc = self:read_manifest(m.app, m.start, m.seglen)
           m.err = m.doc == nil -- unreadable: keep what it may name
         end
         named = m.err or (m.doc and m.doc.profile == o.digest) or false

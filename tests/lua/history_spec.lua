@@ -305,6 +305,56 @@ describe("history", function()
     end)
   end)
 
+  it("merges long windows from day roll-ups, and from the hours again once a late upload changed one", function()
+    run(function()
+      local e = setup()
+      e.now = (T0 + 30 * 3600) * NS -- the day of T0 + 1h .. T0 + 24h is complete
+      for h = 1, 3 do stage(e, "app", h, h * 3600 + 10, false) end
+      assert(e.worker:merge_app("app"))
+      assert.is_true(assert(e.history:sweep()) >= 1)
+      local day = (T0 + 3600) // 86400 * 86400
+      assert.equals(T0 + 3600, day) -- T0 + 1h is a midnight
+      assert.truthy(e.store:get(keys.segment_manifest("app", 86400, day)))
+      local read = {}
+      local real_get = e.store.get
+      e.store.get = function(self, key, opts)
+        read[#read + 1] = key
+        return real_get(self, key, opts)
+      end
+      local function objects_read()
+        local out = {}
+        for _, k in ipairs(read) do
+          local seglen = keys.parse_history(k)
+          if k:sub(-4) == ".pgo" and seglen then out[#out + 1] = seglen end
+        end
+        read = {}
+        return out
+      end
+      assert.same({ 1, 1, 1 }, (window_counts(e, "app", nil, nil)))
+      assert.same({ 86400 }, objects_read())
+      -- a late upload into the second hour: the roll-up no longer matches, the hours are merged
+      stage(e, "app", 4, 2 * 3600 + 20, false)
+      assert(e.worker:merge_app("app"))
+      read = {}
+      assert.same({ 1, 1, 1, 1 }, (window_counts(e, "app", nil, nil)))
+      assert.same({ 3600, 3600, 3600 }, objects_read())
+      -- the next sweep builds it again
+      e.store.get = real_get
+      assert(e.history:sweep())
+      e.store.get = function(self, key, opts)
+        read[#read + 1] = key
+        return real_get(self, key, opts)
+      end
+      assert(e.history:drop_cache("app")) -- the same segments: else served from the cache, unmerged
+      assert.same({ 1, 1, 1, 1 }, (window_counts(e, "app", T0, nil)))
+      assert.same({ 86400 }, objects_read())
+      -- a range delete takes the roll-ups it overlaps
+      assert(e.history:delete_range("app", T0 + 2 * 3600, T0 + 3 * 3600))
+      assert.is_nil(e.store:get(keys.segment_manifest("app", 86400, day)))
+      assert.same({ [1] = 1, [3] = 1 }, (window_counts(e, "app", nil, nil)))
+    end)
+  end)
+
   it("drops segments and records past retention, never staged uploads, and sweeps orphaned objects", function()
     run(function()
       local e = setup { retention = 3 * 3600 }
