@@ -45,6 +45,11 @@ return {
     -- ["example-app"] = {
     --   prune = { { drop = "github.com/example/.*", keep = "github.com/example/example-dependency" } },
     --   hook = function(profile, app) return profile end,
+    --   -- what default.pgo is (README "Profile history"): default = "all" (the running sum, the
+    --   -- default), window = "168h" (a rolling window) or half_life = "72h" (a decayed sum)
+    --   window = "168h",
+    --   -- how each upload is weighted before it is merged: "none", "duration" or "equal"
+    --   normalize = "duration",
     -- },
   },
 
