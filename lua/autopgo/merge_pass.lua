@@ -415,6 +415,11 @@ function Pass:run(app)
           self:announce(app, res.keys)
           if not res.corrupt then self:announce(app, already) end
           if base and base.hash ~= res.sha256 then store:delete(keys.ledger(app, base.hash)) end
+          if res.corrupt and self.history and self.policy:view_for(app).kind == "all" then
+            -- what the lost base held is in the history: the base is rebuilt from it
+            local rok, rerr, rcode = self:rebuild(app)
+            if not rok then return nil, rerr, rcode end
+          end
           return true, #res.keys
         end
         if pcode ~= "PRECONDITION_FAILED" and pcode ~= "NOT_FOUND" then return nil, perr, pcode end
@@ -444,11 +449,12 @@ function Pass:empty_view(app, base, merged_keys)
 end
 
 --- Rebuilds the base of app from its history (after a range delete, so that it no longer holds
--- what was removed): staged uploads its ledger holds are deleted first (they are in the base and,
--- by the order of the pass, in their segments), then the base becomes the merge of every remaining
--- segment under the app's rules, with an empty ledger; no segment left deletes the base. What the
--- base held that no segment holds (uploads merged before history existed, or before the retention
--- cutoff) is gone from it afterwards. Returns true or nil, err, code.
+-- what was removed; after a corrupt base; when a rolling or decayed view moves): staged uploads
+-- its ledger holds are deleted first (they are in the base and, by the order of the pass, in
+-- their segments), then the base becomes the app's view of the remaining segments under its
+-- rules, its ledger listing the staged uploads the history holds; no segment left deletes it.
+-- What the base held that no segment holds (uploads merged before history existed, or before the
+-- retention cutoff) is gone from it afterwards. Returns true or nil, err, code.
 function Pass:rebuild(app)
   local store, history = self.store, assert(self.history, "rebuild needs history")
   for _ = 1, M.MAX_ATTEMPTS do
@@ -465,6 +471,20 @@ function Pass:rebuild(app)
         end
       end
     end
+    -- what is still staged and in a segment is in the rebuilt base: its ledger says so
+    local segs, gerr, gcode = history:segments(app)
+    if not segs then return nil, gerr, gcode end
+    local in_history = {}
+    for _, sg in ipairs(segs) do
+      for _, u in ipairs(sg.doc.uploads) do in_history[u.key] = true end
+    end
+    local staged, serr, scode = store:list(keys.staging_prefix(app))
+    if not staged then return nil, serr, scode end
+    local contents = {}
+    for _, item in ipairs(staged) do
+      if in_history[item.key] then contents[#contents + 1] = item.key end
+    end
+    table.sort(contents)
     local res, merr, mcode = history:merge_view(app, self.policy:view_for(app), self.policy:rules_for(app))
     if not res and mcode == "NOT_FOUND" then
       if base then
@@ -478,9 +498,11 @@ function Pass:rebuild(app)
     if not res then
       if mcode ~= "PRECONDITION_FAILED" then return nil, merr, mcode end
     else
-      local put, perr, pcode = self:commit(app, base, res, {})
+      local put, perr, pcode = self:commit(app, base, res, contents)
       if put then
-        self.bases[app] = { etag = put.etag, hash = res.sha256, merged = {}, ledger = true }
+        local merged = {}
+        for _, k in ipairs(contents) do merged[k] = true end
+        self.bases[app] = { etag = put.etag, hash = res.sha256, merged = merged, ledger = true }
         m.size:set({ app = app }, #res.bytes)
         if base and base.hash ~= res.sha256 then store:delete(keys.ledger(app, base.hash)) end
         log.info("rebuilt the merged profile from the history", "app", app, "segments", res.view_segments)

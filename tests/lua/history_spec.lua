@@ -240,6 +240,27 @@ describe("history", function()
     end)
   end)
 
+  it("rebuilds a base that no longer parses from the history, uploads already deleted included", function()
+    run(function()
+      local e = setup()
+      local k1, k2 = stage(e, "app", 1, 10, false), stage(e, "app", 2, 3600 + 10, false)
+      assert(e.worker:merge_app("app"))
+      assert(e.store:delete(k1))
+      assert(e.store:delete(k2)) -- as profile.merged does
+      assert(e.store:put(keys.base("app"), "garbage, not a profile"))
+      stage(e, "app", 3, 20, false)
+      assert(e.worker:merge_app("app"))
+      assert.same({ 1, 1, 1 }, base_counts(e, "app"))
+      assert.equals(2, #list(e.store, "app/rejected/default.pgo.")) -- kept aside, with its reason
+      -- and nothing is counted twice by the passes that follow
+      stage(e, "app", 4, 30, false)
+      assert(e.worker:merge_app("app"))
+      assert(e.worker:merge_app("app"))
+      assert.same({ 1, 1, 1, 1 }, base_counts(e, "app"))
+      assert.same({ 1, 1, 1, 1 }, (window_counts(e, "app", nil, nil)))
+    end)
+  end)
+
   it("deleting every segment deletes the base too", function()
     run(function()
       local e = setup()
