@@ -100,11 +100,16 @@ function Api:upload(req, res)
   for _ = 1, 5 do
     key = keys.staging(app, self:nanos())
     local pcode
-    put, perr, pcode = self.store:put(key, body, { if_none_match = "*" })
+    -- the provenance record goes first: an upload is only acknowledged with it, and a store that
+    -- cannot take it fails the upload at once rather than after the profile was stored
+    if self.history then put, perr, pcode = self:record(req, app, key, info, #body) end
+    if put or not self.history then
+      put, perr, pcode = self.store:put(key, body, { if_none_match = "*" })
+      if not put and self.history then self.store:delete(keys.record_of(key)) end
+    end
     if put or pcode ~= "PRECONDITION_FAILED" then break end
   end
   if not put then return done(failure("cannot store the profile", perr, "app", app)) end
-  if self.history then self:record(req, app, key, info, #body) end
   local ok, eerr = events.publish(self.writer, events.UPLOADED, { app = app, profileKey = key })
   if not ok then
     local status, message = failure("cannot announce the upload", eerr, "app", app,
@@ -113,6 +118,7 @@ function Api:upload(req, res)
     if not dok and dcode ~= "NOT_FOUND" then
       log.error("cannot remove the staged upload after a failed publish", "key", key, "error", derr)
     end
+    if self.history then self.store:delete(keys.record_of(key)) end
     return done(status, message)
   end
   m.uploads:inc({ status = "201" })
@@ -120,17 +126,14 @@ function Api:upload(req, res)
 end
 
 -- The provenance record of an upload (keys.upload_record): its key, capture time, duration (s),
--- size and source (X-Autopgo-Source, else User-Agent). A record that cannot be written is logged:
--- the upload itself is kept.
+-- size and source (X-Autopgo-Source, else User-Agent). Returns the store's put result.
 function Api:record(req, app, key, info, size)
   local nanos = keys.staging_nanos(key)
   local captured = history.capture(info.time_nanos, nanos)
   local source = req:header("x-autopgo-source") or req:header("user-agent") or ""
   local doc = json.object("key", key, "captured", history.rfc3339_nanos(captured),
     "duration", (info.duration_nanos or 0) / 1e9, "size", size, "source", source:sub(1, 512))
-  local ok, err = self.store:put(keys.upload_record(app, nanos), json.encode(doc),
-    { content_type = "application/json" })
-  if not ok then log.warn("cannot write the provenance record of an upload", "key", key, "error", err) end
+  return self.store:put(keys.upload_record(app, nanos), json.encode(doc), { content_type = "application/json" })
 end
 
 -- If-None-Match: "*" or a list of (possibly weak) etags; the comparison is weak, as RFC 9110 says.
