@@ -303,7 +303,7 @@ function Worker:sweeper()
     local current = now // h.seglen
     if current ~= segment then
       segment = current
-      self:refresh_views()
+      if self.policy:needs_history() then self:refresh_views() end
     end
     async.sleep(1000)
   end
