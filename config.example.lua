@@ -70,6 +70,12 @@ return {
   -- up to 4 MiB decompressed, and larger ones), leaving threads to file I/O.
   -- (--max-validations, AUTOPGO_MAX_VALIDATIONS)
   max_validations = 2,
+  -- Length of the history's time segments (README "Time model"); 0 keeps no history.
+  -- (--segment, AUTOPGO_SEGMENT)
+  segment = "1h",
+  -- How long history (segments, provenance) is kept; default: everything. Staged uploads are never
+  -- dropped by it. (--retention, AUTOPGO_RETENTION)
+  -- retention = "720h",
   -- Pruning rules in the original's JSON format. (--prune, AUTOPGO_PRUNE)
   -- prune = "/etc/autopgo/prune.json",
   -- Merge policy per application ("*" applies to every app without its own entry): prune rules
@@ -84,6 +90,11 @@ return {
     --   prune = { { drop = "github.com/example/.*", keep = "github.com/example/example-dependency" } },
     --   hook = function(profile, app) return profile end,
     --   serve = "pgo", stable = true, no_inline = { "runtime.gopark" },
+    --   -- what default.pgo is (README "Profile history"): default = "all" (the running sum, the
+    --   -- default), window = "168h" (a rolling window) or half_life = "72h" (a decayed sum)
+    --   window = "168h",
+    --   -- how each upload is weighted before it is merged: "none", "duration" or "equal"
+    --   normalize = "duration",
     -- },
   },
 

@@ -519,6 +519,27 @@ static int do_merge(lua_State *L, int async)
         }
         lua_pop(L, 1);
     }
+    /* Per-input scale (opts.scales[i], Go's Profile.Scale before merging; 1 when absent). */
+    double *scales = lua_newuserdatauv(L, (size_t)n * sizeof *scales, 0);
+    for (lua_Integer i = 0; i < n; i++) scales[i] = 1;
+    if (has_opts) {
+        lua_getfield(L, 2, "scales");
+        if (!lua_isnil(L, -1)) {
+            if (!lua_istable(L, -1)) luaL_argerror(L, 2, "scales must be a list of numbers");
+            for (lua_Integer i = 1; i <= n; i++) {
+                lua_geti(L, -1, i);
+                if (!lua_isnil(L, -1)) {
+                    int isnum = 0;
+                    double v = lua_tonumberx(L, -1, &isnum);
+                    if (!isnum || !(v >= 0) || v > 1e15)
+                        luaL_argerror(L, 2, "scales[i] must be a number in 0..1e15");
+                    scales[i - 1] = v;
+                }
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
     /* Input kinds: 0 bytes, 1 profile, 2 file path (the path string replaces its table). */
     unsigned char *kinds = lua_newuserdatauv(L, (size_t)n, 0);
     int base = lua_gettop(L);
@@ -570,6 +591,8 @@ static int do_merge(lua_State *L, int async)
     j->want_profile = want_profile;
     for (lua_Integer i = 1; i <= n; i++) {
         int idx = base + (int)i;
+        /* 0 would mean "none" in ap_pprof_input: a zero scale is kept as the smallest one. */
+        j->inputs[i - 1].scale = scales[i - 1] == 0 ? 1e-300 : scales[i - 1];
         if (kinds[i - 1] == 2) {
             /* Paths are read on the pool thread: the file's bytes never reach Lua. */
             j->inputs[i - 1].path = lua_tostring(L, idx);
@@ -610,6 +633,7 @@ static int do_merge(lua_State *L, int async)
  * inputs: list of encoded profiles (strings), files ({file = path}, read on the thread pool)
  * and/or profile objects, merged in order.
  * opts: { prune = {{drop=, keep=}...}, limits = {...}, level = -1..9, raw = bool,
+ *         scales = {number per input: Go's Profile.Scale of that input before merging},
  *         threads = n (0: automatic), output = "bytes" | "profile" } */
 static int l_merge(lua_State *L)
 {

@@ -3,6 +3,7 @@
  * one is merged), CompatibilizeSampleTypes, Merge, Prune with each rule, Compact, encode. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,6 +225,30 @@ static const ap_pprof_profile *project(const ap_pprof_profile *p, const type_set
     return &pj->view;
 }
 
+/* Go's Profile.Scale(ratio) on a view of p: every value v becomes int64(math.Round(v * ratio))
+ * (halves away from zero, as C's round). Go then drops the samples left all zero, which Merge
+ * skips anyway. pj may already hold p's projected values (scaled in place); else they are copied.
+ */
+static const ap_pprof_profile *scale_view(const ap_pprof_profile *p, double ratio, projection *pj,
+                                          ap_pprof_error *err)
+{
+    size_t nv = (size_t)p->nsamples * p->nsample_type;
+    if (!pj->values || p->values != pj->values) {
+        int64_t *values = malloc((nv ? nv : 1) * sizeof *values);
+        if (!values) {
+            ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
+            return NULL;
+        }
+        memcpy(values, p->values, nv * sizeof *values);
+        if (p != &pj->view) pj->view = *p;
+        free(pj->values);
+        pj->values = values;
+        pj->view.values = values;
+    }
+    for (size_t i = 0; i < nv; i++) pj->values[i] = (int64_t)round((double)pj->values[i] * ratio);
+    return &pj->view;
+}
+
 static void projection_free(projection *pj)
 {
     free(pj->types);
@@ -316,6 +341,15 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
                 incompatible.input = (int)i;
                 incompatible.other = 0;
                 continue;
+            }
+        }
+        double ratio = inputs[i].scale;
+        if (ratio != 0 && ratio != 1) {
+            view = scale_view(view, ratio, &pj, err);
+            if (!view) {
+                projection_free(&pj);
+                err->input = (int)i;
+                goto done;
             }
         }
         int rc = ap_pprof_merger_add(m, view, err);

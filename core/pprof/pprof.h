@@ -252,6 +252,7 @@ typedef struct {
     size_t len;
     const ap_pprof_profile *profile; /* used instead of data/len when set */
     const char *path;                /* a file to read instead, when set (and no profile) */
+    double scale; /* Go's Profile.Scale(scale) of this input before it is merged; 0 or 1: none */
 } ap_pprof_input;
 
 typedef struct {

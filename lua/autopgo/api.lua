@@ -4,8 +4,11 @@
 -- client can tell whether a file it has is current without ever having downloaded it), exactly one
 -- version of it even while merges replace it, and never one that does not parse; GET /api/profile
 -- lists merged profiles; DELETE /api/profile/{app} announces the deletion. Added to the original's:
--- GET /api/profile/{app}/uploads, what became of an app's uploads (staged, rejected and why); each
--- route declares the token scope it needs (autopgo.auth), and the listing shows only what it allows.
+-- GET /api/profile/{app}/uploads, what became of an app's uploads (staged, rejected and why);
+-- with history (autopgo.history): a provenance record per upload, GET /api/profile/{app}?window=
+-- or ?from=&to= (a merged time window), GET /api/profile/{app}/history (segments and uploads) and
+-- DELETE /api/profile/{app}?from=&to= (announced as profile.range_deleted). Each route declares
+-- the token scope it needs (autopgo.auth), and the listing shows only what it allows.
 -- Error bodies never carry paths or a store's own words: those go to the log.
 local async = require "autopgo.async"
 local auth = require "autopgo.auth"
@@ -17,6 +20,8 @@ local log = require "autopgo.log"
 local metrics = require "autopgo.metrics"
 local keys = require "autopgo.keys"
 local limits = require "autopgo.limits"
+local history = require "autopgo.history"
+local units = require "autopgo.units"
 local utc = require "autopgo.utc"
 local uv = require "luv"
 local core = require "autopgo.core"
@@ -45,16 +50,19 @@ M.small_upload = 4 * 1024 * 1024
 M.memory_factor = 4
 M.memory_allowance = 16 * 1024 * 1024
 
---- An API over a store and an event writer. o.max_upload_size bounds uploads (the HTTP server
+--- An API over a store and an event writer; o.history (autopgo.history) and o.policy (an
+-- autopgo.policy: the prune rules of windows, the compiler's view options) turn on the history
+-- endpoints. o.max_upload_size bounds uploads (the HTTP server
 -- refuses larger bodies with 413 before reading them); o.max_decompressed what one may decompress
 -- to (413 past it; never more than the limit the worker merges under, autopgo.limits, so nothing
--- accepted here is refused later); o.max_decompressing the decompressed bytes all validations in flight may
--- reserve and o.max_validations how many run at once (uploads wait for room, then get 503 with
+-- accepted here is refused later); o.max_decompressing the decompressed bytes all validations in
+-- flight may reserve and o.max_validations how many run at once (uploads wait for room, then get 503 with
 -- Retry-After); o.budget replaces those two with a shared autopgo.budget.
 function M.new(o)
   local self = setmetatable({ store = assert(o.store), writer = assert(o.writer),
     max_upload_size = o.max_upload_size or 64 * 1024 * 1024, last_nanos = 0,
     max_decompressed = o.max_decompressed or M.default_max_decompressed,
+    history = o.history,
     digests = {}, hashing = {} }, Api)
   local slots = o.max_validations or M.default_max_validations
   self.budget = o.budget or budget.new { slots = slots,
@@ -62,8 +70,12 @@ function M.new(o)
   self.small_budget = o.small_budget or budget.new { slots = slots, bytes = slots * M.small_upload }
   -- a base is checked under the limits the worker merges it under
   self.base_limits = limits.profile
+  -- o.policy is an autopgo.policy (the roles) or, in specs, the config file's policy table alone
+  local pol = o.policy
+  local is_policy = pol ~= nil and getmetatable(pol) ~= nil
+  self.policy = is_policy and pol or nil
   -- the compiler's view (issue 14): ?format=pgo|preprofile, policy serve/stable/no_inline, /decisions
-  self.pgo = require("autopgo.pgo_api").new(self.store, o.policy)
+  self.pgo = require("autopgo.pgo_api").new(self.store, is_policy and pol.table or pol)
   return self
 end
 
@@ -141,8 +153,14 @@ function Api:upload(req, res)
   for _ = 1, 5 do
     key = keys.staging(app, self:nanos())
     local pcode
-    put, perr, pcode = self.store:put(key, (self.store.takes_request_body or type(body) == "string") and body
-      or req:body(), { if_none_match = "*" })
+    -- the provenance record goes first: an upload is only acknowledged with it, and a store that
+    -- cannot take it fails the upload at once rather than after the profile was stored
+    if self.history then put, perr, pcode = self:record(req, app, key, info, req.body_size) end
+    if put or not self.history then
+      put, perr, pcode = self.store:put(key, (self.store.takes_request_body or type(body) == "string") and body
+        or req:body(), { if_none_match = "*" })
+      if not put and self.history then self.store:delete(keys.record_of(key)) end
+    end
     if put or pcode ~= "PRECONDITION_FAILED" then break end
   end
   if not put then return done(failure("cannot store the profile", perr, "app", app)) end
@@ -154,10 +172,22 @@ function Api:upload(req, res)
     if not dok and dcode ~= "NOT_FOUND" then
       log.error("cannot remove the staged upload after a failed publish", "key", key, "error", derr)
     end
+    if self.history then self.store:delete(keys.record_of(key)) end
     return done(status, message)
   end
   m.uploads:inc({ status = "201" })
   return res:json(201, json.object("key", key))
+end
+
+-- The provenance record of an upload (keys.upload_record): its key, capture time, duration (s),
+-- size and source (X-Autopgo-Source, else User-Agent). Returns the store's put result.
+function Api:record(req, app, key, info, size)
+  local nanos = keys.staging_nanos(key)
+  local captured = history.capture(info.time_nanos, nanos)
+  local source = req:header("x-autopgo-source") or req:header("user-agent") or ""
+  local doc = json.object("key", key, "captured", history.rfc3339_nanos(captured),
+    "duration", (info.duration_nanos or 0) / 1e9, "size", size, "source", source:sub(1, 512))
+  return self.store:put(keys.upload_record(app, nanos), json.encode(doc), { content_type = "application/json" })
 end
 
 -- If-None-Match: "*" or a list of (possibly weak) etags; the comparison is weak, as RFC 9110 says.
@@ -271,6 +301,8 @@ function Api:download(req, res)
     return answer(res, status, message)
   end
   if not keys.is_app_name(app) then return done(400, bad_name(app)) end
+  local q = req.query or {}
+  if q.window or q.from or q.to then return self:download_window(req, res, app, done) end
   if self.pgo:maybe_download(req, res) then return end -- ?format=pgo|preprofile, or policy serve = "pgo"
   local key = keys.base(app)
   for _ = 1, MAX_ATTEMPTS do
@@ -302,6 +334,91 @@ function Api:download(req, res)
   end
   log.error("the merged profile kept changing while being read", "app", app, "attempts", MAX_ATTEMPTS)
   return done(503, "the merged profile is being replaced too often to be read; try again")
+end
+
+-- The range [from, to) (Unix seconds, either may be nil) a query asks for with window= or
+-- from=/to=, or nil and what is wrong with it (for a 400).
+function M.parse_range(q, now)
+  if q.window and (q.from or q.to) then return nil, "give either window or from/to, not both" end
+  if q.window then
+    local secs, err = units.parse_duration(q.window)
+    if not secs then return nil, "window: " .. fail.message(err) end
+    if secs <= 0 then return nil, "window must be longer than zero" end
+    return now - secs, nil
+  end
+  local from, to
+  if q.from then
+    local err
+    from, err = utc.parse_rfc3339(q.from)
+    if not from then return nil, "from: " .. fail.message(err) end
+  end
+  if q.to then
+    local err
+    to, err = utc.parse_rfc3339(q.to)
+    if not to then return nil, "to: " .. fail.message(err) end
+  end
+  if from and to and from >= to then return nil, "from must be before to" end
+  return from, to
+end
+
+-- GET /api/profile/{app}?window=|from=&to=: the merge of the history segments overlapping the
+-- range, pruned by the app's rules, with the ETag of its content (304 on a match); an unchanged
+-- window is served from the cache the first request left, without merging again.
+function Api:download_window(req, res, app, done)
+  if not self.history then return done(400, "this server keeps no history (--segment 0): no window can be served") end
+  local from, to = M.parse_range(req.query, history.now_nanos() / 1e9)
+  if from == nil and type(to) == "string" then return done(400, to) end
+  local rules = self.policy and self.policy:rules_for(app) or nil
+  for _ = 1, MAX_ATTEMPTS do
+    local w, err, code = self.history:window(app, from, to, rules)
+    if not w then
+      if code == "NOT_FOUND" then return done(404, ("no profile for app %s in that window"):format(app)) end
+      return done(failure("cannot merge the window", err, "app", app))
+    end
+    if httpd.none_match(req:header("if-none-match"), w.etag) then
+      m.downloads:inc({ status = "304" })
+      res:status(304):header("etag", w.etag)
+      return res:send("")
+    end
+    if w.bytes then
+      m.downloads:inc({ status = "200" })
+      res:header("etag", w.etag)
+      res:header("content-type", "application/x-gzip")
+      return res:send(w.bytes)
+    end
+    local sent
+    sent, err, code = self:send(res, app, w.key, { version = w.version, etag = w.etag })
+    if sent then return end
+    if code ~= "PRECONDITION_FAILED" and code ~= "NOT_FOUND" then
+      return done(failure("cannot read the merged window", err, "app", app))
+    end
+  end
+  return done(503, "the history is being replaced too often to be read; try again")
+end
+
+-- GET /api/profile/{app}/history: {app, segment, segments: [{start, end, uploads, samples, bytes}],
+-- uploads: [{key, captured, duration, size, source, segment}]}, oldest first.
+function Api:history_of(req, res)
+  local app = req.params.app
+  if not keys.is_app_name(app) then return answer(res, 400, bad_name(app)) end
+  if not self.history then return answer(res, 400, "this server keeps no history (--segment 0)") end
+  local segs, err = self.history:segments(app)
+  if not segs then return answer(res, failure("cannot read the history of the app", err, "app", app)) end
+  local seglen = self.history.seglen
+  local out_segs, out_uploads = json.array(), json.array()
+  for _, s in ipairs(segs) do
+    local start = utc.rfc3339(s.start)
+    out_segs[#out_segs + 1] = json.object("start", start, "end", utc.rfc3339(s.start + seglen),
+      "uploads", #s.doc.uploads, "samples", s.doc.samples or 0, "bytes", s.doc.bytes or 0)
+    for _, u in ipairs(s.doc.uploads) do
+      out_uploads[#out_uploads + 1] = json.object("key", u.key, "captured", u.captured, "duration", u.duration or 0,
+        "size", u.size or 0, "source", u.source or "", "segment", start)
+    end
+  end
+  local seg = seglen % 3600 == 0 and (seglen // 3600) .. "h" or seglen % 60 == 0 and (seglen // 60) .. "m"
+    or seglen .. "s"
+  return res:json(200, json.object("app", app, "segment", seg, "segments", out_segs,
+    "uploads", out_uploads))
 end
 
 function Api:list(req, res)
@@ -372,9 +489,26 @@ function Api:uploads(req, res)
   return res:json(200, json.object("app", app, "merged", merged, "staged", out_staged, "rejected", out_rejected))
 end
 
+-- DELETE /api/profile/{app}?from=&to=: announces profile.range_deleted (both bounds needed).
+function Api:delete_range(req, res, app)
+  if not self.history then return answer(res, 400, "this server keeps no history (--segment 0): no range to delete") end
+  local q = req.query
+  if q.window then return answer(res, 400, "a range delete takes from and to, not window") end
+  if not (q.from and q.to) then return answer(res, 400, "a range delete needs both from and to (RFC 3339)") end
+  local from, to = M.parse_range(q, 0)
+  if from == nil then return answer(res, 400, to) end
+  local ok, eerr = events.publish(self.writer, events.RANGE_DELETED,
+    { app = app, from = utc.rfc3339(from), to = utc.rfc3339(to) })
+  if not ok then return answer(res, failure("cannot announce the deletion", eerr, "app", app)) end
+  self.digests[keys.base(app)] = nil
+  return res:json(200, json.object())
+end
+
 function Api:delete(req, res)
   local app = req.params.app
   if not keys.is_app_name(app) then return answer(res, 400, bad_name(app)) end
+  local q = req.query or {}
+  if q.from or q.to or q.window then return self:delete_range(req, res, app) end
   local st, err, code = self.store:stat(keys.base(app))
   if not st then
     if code ~= "NOT_FOUND" then return answer(res, failure("cannot read the profiles of the app", err, "app", app)) end
@@ -399,6 +533,8 @@ function Api:routes(router)
   router:add("DELETE", "/api/profile/{app}", function(req, res) return self:delete(req, res) end, "delete")
   router:add("GET", "/api/profile/{app}/uploads", function(req, res) return self:uploads(req, res) end, "download")
   self.pgo:routes(router)
+  router:add("GET", "/api/profile/{app}/history", function(req, res) return self:history_of(req, res) end,
+    "download")
   return router
 end
 

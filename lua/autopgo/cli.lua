@@ -31,12 +31,12 @@ M.commands = {
   { name = "server", script = "roles/server.lua",
     summary = "Run the profile server (and, on the embedded default, the worker in the same process)",
     options = list(role_options, { "event_reader_url", "prune", "data_dir", "max_upload_size", "min_free_space",
-      "policy", "max_buffered_uploads", "max_decompressed", "max_decompressing", "max_validations", "ui" },
-      access_options) },
+      "policy", "max_buffered_uploads", "max_decompressed", "max_decompressing", "max_validations", "ui",
+      "segment", "retention" }, access_options) },
   { name = "worker", script = "roles/worker.lua",
     summary = "Merge uploaded profiles into one base profile per application",
-    options = list(role_options, { "event_reader_url", "prune", "data_dir", "min_free_space", "policy" },
-      access_options) },
+    options = list(role_options, { "event_reader_url", "prune", "data_dir", "min_free_space", "policy",
+      "segment", "retention" }, access_options) },
   { name = "scrape", script = "roles/scraper.lua", args = { 0, 1, "[FILE|KUBECONFIG]" },
     summary = "Periodically profile Go applications and forward the profiles to the server",
     options = list({ "log_level", "api_url", "port", "host", "sample_size", "app", "frequency", "duration", "mode" },
@@ -46,13 +46,17 @@ M.commands = {
     summary = "Upload a pprof profile to the server to be merged (FILE may be - for stdin)",
     options = list({ "log_level", "api_url", "app" }, client_options), required = { "app" } },
   { name = "download", module = "autopgo.commands.download", args = { 1, 1, "APP" },
-    summary = "Download the merged profile of an application",
-    options = list({ "log_level", "api_url", "output", "fail_open", "format" }, client_options) },
+    summary = "Download the merged profile of an application (or of a time window with --window, --from/--to)",
+    options = list({ "log_level", "api_url", "output", "fail_open", "format", "window", "from", "to" },
+      client_options) },
   { name = "list", module = "autopgo.commands.list",
     summary = "List the merged profiles managed by the server",
     options = list({ "log_level", "api_url", "json" }, client_options) },
   { name = "status", module = "autopgo.commands.status", args = { 1, 1, "APP" },
     summary = "Show an application's merged profile and its staged and rejected uploads (with why)",
+    options = list({ "log_level", "api_url", "json" }, client_options) },
+  { name = "history", module = "autopgo.commands.history", args = { 1, 1, "APP" },
+    summary = "Show an application's profile history: its time segments and the uploads in them",
     options = list({ "log_level", "api_url", "json" }, client_options) },
   { name = "delete", module = "autopgo.commands.delete", args = { 1, 1, "APP" },
     summary = "Delete the merged and any pending profiles of an application",
@@ -61,8 +65,9 @@ M.commands = {
     summary = "Delete merged profiles larger than a size or not updated for a duration",
     options = list({ "log_level", "api_url", "older_than", "larger_than", "dry_run" }, client_options) },
   { name = "merge", module = "autopgo.commands.merge", args = { 1, math.huge, "PROFILE..." },
-    summary = "Merge local profiles into one (optionally pruned with --prune and --app)",
-    options = { "log_level", "output", "force", "prune", "app" } },
+    summary = "Merge local profiles into one (optionally pruned with --prune and --app, or only those "
+      .. "captured between --from and --to)",
+    options = { "log_level", "output", "force", "prune", "app", "from", "to" } },
   { name = "inspect", module = "autopgo.commands.inspect", args = { 1, 1, "PROFILE" },
     summary = "Describe a profile: sample types, sizes, PGO usability, top functions (--pgo: what the compiler does)",
     options = { "log_level", "pgo", "json" } },
@@ -111,7 +116,7 @@ local function option_label(o)
 end
 
 local type_names = { url = "url", int = "int", port = "int", duration = "duration", size = "size",
-  enum = "string", string = "string", path = "path", app = "name", bool = "", list = "list" }
+  enum = "string", string = "string", path = "path", app = "name", time = "time", bool = "", list = "list" }
 
 --- The --help text of a command.
 function M.help(cmd)

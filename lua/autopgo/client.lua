@@ -87,10 +87,11 @@ function Client:request(opts)
 end
 
 --- Stages a profile for merging. `body` is { body = string } | { body_path = path } |
--- { body_producer = fn, body_length = n }. Returns the staged key.
+-- { body_producer = fn, body_length = n }, plus optionally source (sent as X-Autopgo-Source: where
+-- the profile comes from, shown by the history). Returns the staged key.
 function Client:upload(app, body)
   local opts = { method = "POST", url = self:profile_url(app),
-    headers = { ["content-type"] = "application/octet-stream" },
+    headers = { ["content-type"] = "application/octet-stream", ["x-autopgo-source"] = body.source },
     body = body.body, body_path = body.body_path, body_producer = body.body_producer,
     body_length = body.body_length, timeout = body.timeout }
   local res, err, code = self:request(opts)
@@ -105,8 +106,9 @@ function Client:upload(app, body)
 end
 
 --- Downloads an application's merged profile. opts.sink streams the body (else it is
--- buffered); opts.etag sends If-None-Match. Returns the response (status 200, or 304 when the
--- etag still matches); anything else is an error.
+-- buffered); opts.etag sends If-None-Match; opts.query (a map, e.g. { window = "72h0m0s" } or
+-- { from = ..., to = ... }) asks for a time window instead. Returns the response (status 200,
+-- or 304 when the etag still matches); anything else is an error.
 function Client:download(app, opts)
   opts = opts or {}
   local headers = {}
@@ -120,9 +122,9 @@ function Client:download(app, opts)
       if #errdoc > 16 then return false, "the server's error document is too large" end
     end
   end
-  local u = self:profile_url(app)
-  if opts.format then u = u .. "?format=" .. url.escape(opts.format) end
-  local res, err, code = self:request { url = u, headers = headers, sink = sink, timeout = opts.timeout }
+  local target = self:profile_url(app)
+  if opts.query and next(opts.query) then target = target .. "?" .. url.encode_query(opts.query) end
+  local res, err, code = self:request { url = target, headers = headers, sink = sink, timeout = opts.timeout }
   if not res then return nil, err, code end
   if sink and res.status ~= 200 then res.body = table.concat(errdoc) end
   if res.status ~= 200 and res.status ~= 304 then return M.response_error(res) end
@@ -158,6 +160,21 @@ function Client:uploads(app)
     local _, ferr, fcode = fail.new("SERVER", "the server sent no {staged, rejected} lists of uploads "
       .. "(an older server?)")
     return nil, ferr, fcode, res.status
+  end
+  return doc, res.body
+end
+
+--- An application's profile history: the server's {app, segment, segments = [{start, end,
+-- uploads, samples, bytes}], uploads = [{key, captured, duration, size, source, segment}]}
+-- decoded, and the raw response body.
+function Client:history(app)
+  local res, err, code = self:request { url = self:profile_url(app) .. "/history" }
+  if not res then return nil, err, code end
+  if res.status ~= 200 then return M.response_error(res) end
+  local doc = cjson.decode(res.body or "")
+  if type(doc) ~= "table" or type(doc.segments) ~= "table" or type(doc.uploads) ~= "table" then
+    local _, herr, hcode = fail.new("SERVER", "the server sent no {segments, uploads} history (an older server?)")
+    return nil, herr, hcode, res.status
   end
   return doc, res.body
 end

@@ -19,12 +19,15 @@ local consumed = metrics.counter("autopgo_events_consumed_total", "Events receiv
 M.UPLOADED = "profile.uploaded"
 M.MERGED = "profile.merged"
 M.DELETED = "profile.deleted"
+-- An addition to the original's three: DELETE /api/profile/{app}?from=&to= (RFC 3339 strings).
+M.RANGE_DELETED = "profile.range_deleted"
 
 -- Payload fields per type, in the order the original writes them.
 M.fields = {
   [M.UPLOADED] = { "app", "profileKey" },
   [M.MERGED] = { "app", "profileKey", "mergedKey" },
   [M.DELETED] = { "app" },
+  [M.RANGE_DELETED] = { "app", "from", "to" },
 }
 
 --- Formats Unix seconds (default: now) as Go's time.Time JSON form, RFC 3339 UTC with up to nine

@@ -6,6 +6,10 @@
 -- {app}/rejected/default.pgo.{sha256}  a base that no longer parsed
 -- {app}/rejected/{name}.reason  why (text)
 -- {app}/pgo/served.pgo         the minimal PGO profile served under policy stable = true
+-- {app}/uploads/{unix-nanos}.json  provenance of the staged upload of that name (API-written)
+-- {app}/history/{seglen}/{start}.json         manifest of a time segment (the commit point)
+-- {app}/history/{seglen}/{start}.{sha256}.pgo the segment's merged profile (immutable)
+-- {app}/cache/{digest}.pgo, .json             a merged window, by the digest of what it holds
 local M = {}
 
 -- App names: a-z, 0-9 and '-', 1..M.max_app_len characters (it becomes a path segment on every
@@ -42,6 +46,38 @@ function M.pgo_served(app) return app .. "/pgo/served.pgo" end
 -- The text object beside a rejected one that says why it was rejected.
 function M.reason_of(rejected_key) return rejected_key .. ".reason" end
 
+-- Provenance records (written by the API beside each staged upload).
+function M.uploads_prefix(app) return app .. "/uploads/" end
+function M.upload_record(app, nanos) return ("%s/uploads/%d.json"):format(app, nanos) end
+-- The provenance record of a staging key.
+function M.record_of(staging_key)
+  local app, nanos = M.app_of(staging_key), M.staging_nanos(staging_key)
+  if not (app and nanos) then return nil end
+  return M.upload_record(app, nanos)
+end
+-- History: per-time segments of seglen seconds, start in Unix seconds.
+function M.history_prefix(app, seglen)
+  if seglen then return ("%s/history/%d/"):format(app, seglen) end
+  return app .. "/history/"
+end
+function M.segment_manifest(app, seglen, start) return ("%s/history/%d/%d.json"):format(app, seglen, start) end
+function M.segment_object(app, seglen, start, digest)
+  return ("%s/history/%d/%d.%s.pgo"):format(app, seglen, start, digest)
+end
+-- Of a key under history/: seglen, start, and the digest when it is a profile object (nil for a manifest).
+function M.parse_history(key)
+  local seglen, start, rest = key:match("^[^/]+/history/(%d+)/(%-?%d+)%.(.+)$")
+  if not seglen then return nil end
+  if rest == "json" then return tonumber(seglen), tonumber(start), nil end
+  local digest = rest:match("^(%x+)%.pgo$")
+  if not digest then return nil end
+  return tonumber(seglen), tonumber(start), digest
+end
+-- Cached window merges.
+function M.cache_prefix(app) return app .. "/cache/" end
+function M.cache(app, digest) return ("%s/cache/%s.pgo"):format(app, digest) end
+function M.cache_info(app, digest) return ("%s/cache/%s.json"):format(app, digest) end
+
 -- The app a key belongs to (its first segment, when that is an app name), or nil.
 function M.app_of(key)
   local app = type(key) == "string" and key:match("^([^/]+)/") or nil
@@ -49,14 +85,19 @@ function M.app_of(key)
   return nil
 end
 
--- What kind of object a key names: "staging", "base", "ledger", "rejected", "pgo", or nil (unknown).
+-- What kind of object a key names: "staging", "base", "ledger", "rejected", "pgo", "uploads" (a
+-- provenance record), "history", "cache", or nil (unknown).
 function M.kind_of(key)
   local app = M.app_of(key)
   if not app then return nil end
   local rest = key:sub(#app + 2)
   if rest == "default.pgo" then return "base", app end
   local kind = rest:match("^([a-z]+)/[^/]+$")
-  if kind == "staging" or kind == "ledger" or kind == "rejected" or kind == "pgo" then return kind, app end
+  if kind == "staging" or kind == "ledger" or kind == "rejected" or kind == "pgo" or kind == "uploads"
+      or kind == "cache" then
+    return kind, app
+  end
+  if M.parse_history(key) then return "history", app end
   return nil
 end
 

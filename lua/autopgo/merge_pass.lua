@@ -12,6 +12,10 @@
 -- sample type in common with the base) is moved to {app}/rejected/ with its reason. A base that
 -- does not parse is kept aside there too, counted and logged, and a new base is started from
 -- the staged uploads (see "Merging" in README.md).
+--
+-- With history (autopgo.history), each batch also goes into the time segments of its uploads
+-- before the base is committed, so a staged key the base's ledger holds is in its segment too:
+-- profile.merged (which deletes it) is only announced once both hold it.
 local async = require "autopgo.async"
 local events = require "autopgo.events"
 local fail = require "autopgo.fail"
@@ -20,6 +24,7 @@ local keys = require "autopgo.keys"
 local limits = require "autopgo.limits"
 local log = require "autopgo.log"
 local merging = require "autopgo.merging"
+local history_mod = require "autopgo.history"
 local metrics = require "autopgo.metrics"
 local uv = require "luv"
 local core = require "autopgo.core"
@@ -55,11 +60,12 @@ Pass.__index = Pass
 
 --- The merge passes of one worker. o: store, writer, policy (autopgo.policy), batch_limit
 -- (staged profiles per pass, 64), batch_bytes (their total size, 256 MiB), stopping (a function
--- telling whether the worker is stopping: a pass then gives up retrying and leaves what is left).
+-- telling whether the worker is stopping: a pass then gives up retrying and leaves what is left),
+-- history (an autopgo.history, or nil for none).
 function M.new(o)
   return setmetatable({
     store = assert(o.store, "merge_pass: store"), writer = assert(o.writer, "merge_pass: writer"),
-    policy = assert(o.policy, "merge_pass: policy"),
+    policy = assert(o.policy, "merge_pass: policy"), history = o.history,
     batch_limit = o.batch_limit or 64, batch_bytes = o.batch_bytes or 256 * 1024 * 1024,
     stopping = o.stopping or function() return false end,
     announced = {}, announced_n = 0, bases = {},
@@ -132,13 +138,28 @@ function Pass:reject(app, key, body, reason)
 end
 
 -- Runs the app's hook over each staged item; items the hook refuses (or that do not parse for
--- it) are rejected. Returns the list of { key, body, input } to merge, or nil, err, code.
+-- it) are rejected. Returns the list of { key, body, input, info, scale } to merge (info, the
+-- pprof info of the body, when history or normalization needs it; scale, the upload's weight
+-- under the app's normalize policy), or nil, err, code.
 function Pass:apply_policy(app, batch)
   local hook = self.policy:hook_for(app)
+  local mode = self.policy:normalize_for(app)
   local staged = {}
   for _, item in ipairs(batch) do
     local input = item.body
-    if hook then
+    local info, scale = nil, 1
+    if self.history or mode ~= "none" then
+      local ierr, icode
+      info, ierr, icode = history_mod.info(item.body)
+      if not info then
+        if not INPUT_FAULTS[icode] then return nil, ierr, icode end
+        self:reject(app, item.key, item.body, ierr)
+        input = nil
+      else
+        scale = history_mod.weight(info, mode)
+      end
+    end
+    if input and hook then
       local profile, err, code = async.await(pprof.decode_async, item.body, limits.profile)
       if profile then profile, err, code = self.policy:apply_hook(app, profile) end
       if not profile then
@@ -149,7 +170,9 @@ function Pass:apply_policy(app, batch)
         input = profile
       end
     end
-    if input then staged[#staged + 1] = { key = item.key, body = item.body, input = input } end
+    if input then
+      staged[#staged + 1] = { key = item.key, body = item.body, input = input, info = info, scale = scale }
+    end
   end
   return staged
 end
@@ -167,13 +190,21 @@ function Pass:merge_batch(app, base, batch)
   while true do
     if #staged == 0 then return nil, nil, "EMPTY" end
     -- Base first, then the uploads oldest first: the order the original's one-by-one merges add up to.
-    local inputs = {}
-    if base then inputs[1] = base.body end
-    for _, s in ipairs(staged) do inputs[#inputs + 1] = s.input end
-    local res, err, code, failure = merging.merge(inputs, rules)
+    local inputs, scales, scaled = {}, {}, false
+    if base then
+      inputs[1] = base.body
+      scales[1] = 1
+    end
+    for _, s in ipairs(staged) do
+      inputs[#inputs + 1] = s.input
+      scales[#scales + 1] = s.scale
+      scaled = scaled or s.scale ~= 1
+    end
+    local res, err, code, failure = merging.merge(inputs, rules, scaled and scales or nil)
     if res then
       res.keys = {}
       for i, s in ipairs(staged) do res.keys[i] = s.key end
+      res.items = staged
       res.corrupt = corrupt
       return res
     end
@@ -281,7 +312,8 @@ end
 -- it holds. Returns the put result, or nil, err, code (PRECONDITION_FAILED/NOT_FOUND: lost race).
 function Pass:commit(app, base, res, contents)
   local store = self.store
-  local doc = json.encode(json.object("base", res.sha256, "merged", json.array(contents)))
+  local doc = json.encode(json.object("base", res.sha256, "merged", json.array(contents),
+    "view", res.view or json.omit))
   local lok, lerr, lcode = store:put(keys.ledger(app, res.sha256), doc, { content_type = "application/json" })
   if not lok then return nil, lerr, lcode end
   local opts = base and { if_match = base.etag } or { if_none_match = "*" }
@@ -346,6 +378,28 @@ function Pass:run(app)
         end
         for _, k in ipairs(res.keys) do contents[#contents + 1] = k end
         table.sort(contents)
+        if self.history then
+          local hok, herr, hcode = self.history:add(app, res.items)
+          if not hok then
+            m.merges:inc({ result = "failed" })
+            return nil, herr, hcode
+          end
+          local view = self.policy:view_for(app)
+          if view.kind ~= "all" then
+            -- default.pgo is a view of the history: what was just merged only counts through it
+            local vres, verr, vcode = self.history:merge_view(app, view, self.policy:rules_for(app))
+            if not vres and vcode ~= "NOT_FOUND" then
+              m.merges:inc({ result = "failed" })
+              return nil, verr, vcode
+            end
+            if vres then
+              vres.keys, vres.items, vres.corrupt = res.keys, res.items, res.corrupt
+              res = vres
+            else
+              return self:empty_view(app, base, res.keys)
+            end
+          end
+        end
         local put, perr, pcode = self:commit(app, base, res, contents)
         if put then
           local secs = (uv.hrtime() - started) / 1e9
@@ -361,6 +415,11 @@ function Pass:run(app)
           self:announce(app, res.keys)
           if not res.corrupt then self:announce(app, already) end
           if base and base.hash ~= res.sha256 then store:delete(keys.ledger(app, base.hash)) end
+          if res.corrupt and self.history and self.policy:view_for(app).kind == "all" then
+            -- what the lost base held is in the history: the base is rebuilt from it
+            local rok, rerr, rcode = self:rebuild(app)
+            if not rok then return nil, rerr, rcode end
+          end
           return true, #res.keys
         end
         if pcode ~= "PRECONDITION_FAILED" and pcode ~= "NOT_FOUND" then return nil, perr, pcode end
@@ -373,6 +432,86 @@ function Pass:run(app)
   end
   m.merges:inc({ result = "failed" })
   return fail.new("CONFLICT", "gave up merging %s after %d attempts", app, M.MAX_ATTEMPTS)
+end
+
+-- A view of the history with nothing in it (every upload merged lies outside the window): there
+-- is no default profile; the uploads, in their segments, are announced.
+function Pass:empty_view(app, base, merged_keys)
+  if base then
+    local ok, err, code = self.store:delete(keys.base(app))
+    if not ok and code ~= "NOT_FOUND" then return nil, err, code end
+    self.store:delete(keys.ledger(app, base.hash))
+  end
+  self.bases[app] = nil
+  log.info("nothing of the app is in its default view; it has no default profile", "app", app)
+  self:announce(app, merged_keys)
+  return true, #merged_keys
+end
+
+--- Rebuilds the base of app from its history (after a range delete, so that it no longer holds
+-- what was removed; after a corrupt base; when a rolling or decayed view moves): staged uploads
+-- its ledger holds are deleted first (they are in the base and, by the order of the pass, in
+-- their segments), then the base becomes the app's view of the remaining segments under its
+-- rules, its ledger listing the staged uploads the history holds; no segment left deletes it.
+-- What the base held that no segment holds (uploads merged before history existed, or before the
+-- retention cutoff) is gone from it afterwards. Returns true or nil, err, code.
+function Pass:rebuild(app)
+  local store, history = self.store, assert(self.history, "rebuild needs history")
+  for _ = 1, M.MAX_ATTEMPTS do
+    local base, err, code = self:base_state(app, false)
+    if base == nil then return nil, err, code end
+    if base then
+      local staged, serr, scode = store:list(keys.staging_prefix(app))
+      if not staged then return nil, serr, scode end
+      for _, item in ipairs(staged) do
+        if base.merged[item.key] then
+          local ok, derr, dcode = store:delete(item.key)
+          if not ok and dcode ~= "NOT_FOUND" then return nil, derr, dcode end
+          self:forget(item.key)
+        end
+      end
+    end
+    -- what is still staged and in a segment is in the rebuilt base: its ledger says so
+    local segs, gerr, gcode = history:segments(app)
+    if not segs then return nil, gerr, gcode end
+    local in_history = {}
+    for _, sg in ipairs(segs) do
+      for _, u in ipairs(sg.doc.uploads) do in_history[u.key] = true end
+    end
+    local staged, serr, scode = store:list(keys.staging_prefix(app))
+    if not staged then return nil, serr, scode end
+    local contents = {}
+    for _, item in ipairs(staged) do
+      if in_history[item.key] then contents[#contents + 1] = item.key end
+    end
+    table.sort(contents)
+    local res, merr, mcode = history:merge_view(app, self.policy:view_for(app), self.policy:rules_for(app))
+    if not res and mcode == "NOT_FOUND" then
+      if base then
+        local ok, derr, dcode = store:delete(keys.base(app))
+        if not ok and dcode ~= "NOT_FOUND" then return nil, derr, dcode end
+        store:delete(keys.ledger(app, base.hash))
+      end
+      self:forget_app(app)
+      return true
+    end
+    if not res then
+      if mcode ~= "PRECONDITION_FAILED" then return nil, merr, mcode end
+    else
+      local put, perr, pcode = self:commit(app, base, res, contents)
+      if put then
+        local merged = {}
+        for _, k in ipairs(contents) do merged[k] = true end
+        self.bases[app] = { etag = put.etag, hash = res.sha256, merged = merged, ledger = true }
+        m.size:set({ app = app }, #res.bytes)
+        if base and base.hash ~= res.sha256 then store:delete(keys.ledger(app, base.hash)) end
+        log.info("rebuilt the merged profile from the history", "app", app, "segments", res.view_segments)
+        return true
+      end
+      if pcode ~= "PRECONDITION_FAILED" and pcode ~= "NOT_FOUND" then return nil, perr, pcode end
+    end
+  end
+  return fail.new("CONFLICT", "gave up rebuilding %s after %d attempts", app, M.MAX_ATTEMPTS)
 end
 
 return M

@@ -13,12 +13,14 @@ local M = {}
 M.GZIP_LEVEL = 1
 
 --- Merges inputs (encoded strings, {file = path} or profile objects, in order) and prunes with
--- rules (a list of {drop=, keep=}, may be nil or empty). Returns the result { bytes, sha256,
+-- rules (a list of {drop=, keep=}, may be nil or empty); scales (optional, one number per input)
+-- scales each input first exactly as Go's Profile.Scale. Returns the result { bytes, sha256,
 -- summary }, or nil, err, code, failure where failure is { code, message, input, other } with
 -- 1-based input indices (input is absent when no input is to blame).
-function M.merge(inputs, rules)
+function M.merge(inputs, rules, scales)
   local opts = { level = M.GZIP_LEVEL, limits = limits.profile }
   if rules and #rules > 0 then opts.prune = rules end
+  if scales then opts.scales = scales end
   local err, out, summary, failure = async.await(function(cb)
     local ok, e, c = pprof.merge_async(inputs, opts, function(...) cb(nil, ...) end)
     -- Refused before any work (a closed or busy profile, a bad rule): no callback comes.

@@ -4,7 +4,7 @@
 -- --older-than in clean, as in the original).
 local M = {}
 
--- type: string | url | int | port | duration | size | bool | enum | path | list | table; secret: never logged
+-- type: string | url | int | port | duration | size | time | bool | enum | path | list | table; secret: never logged
 M.list = {
   { name = "log_level", short = "l", type = "enum", values = { "debug", "info", "warn", "error" },
     default = "info",
@@ -52,6 +52,12 @@ M.list = {
     desc = "Replace an existing output file that -o does not name explicitly" },
   { name = "fail_open", type = "bool", default = false,
     desc = "When the server is unreachable or fails, warn and exit 0 keeping any existing file" },
+  { name = "window", type = "duration", min = 1, config = false,
+    desc = "Only the uploads captured in this last span of time, e.g. 72h (segment granularity)" },
+  { name = "from", type = "time", config = false,
+    desc = "Only profiles captured at or after this RFC 3339 time, e.g. 2024-10-28T00:00:00Z" },
+  { name = "to", type = "time", config = false,
+    desc = "Only profiles captured before this RFC 3339 time" },
   { name = "json", type = "bool", default = false, desc = "Print the raw JSON response" },
   { name = "format", type = "enum", values = { "pprof", "pgo", "preprofile" },
     desc = "What to download: pprof (the full merged profile), pgo (the minimal profile with exactly the "
@@ -108,6 +114,10 @@ M.list = {
   { name = "max_validations", type = "int", min = 1, default = 2,
     desc = "Uploads validated at once on the thread pool, in each of two lanes (up to 4 MiB decompressed, "
       .. "and larger), so file operations keep threads free" },
+  { name = "segment", type = "duration", default = "1h", min = 0,
+    desc = "The length of the history's time segments (whole seconds; 0 keeps no history)" },
+  { name = "retention", type = "duration", min = 1,
+    desc = "How long history is kept (e.g. 720h; default: everything); staged uploads are never dropped" },
   { name = "policy", type = "table", flag = false,
     desc = "Per-app merge policy: { [app] = { prune = { {drop=..., keep=...} }, hook = function(profile, app) } }" },
 }
@@ -123,6 +133,7 @@ end
 local units = require "autopgo.units"
 local keys = require "autopgo.keys"
 local fail = require "autopgo.fail"
+local utc = require "autopgo.utc"
 
 -- until api.lua, config.lua and events.lua use keys
 M.is_app_name = keys.is_app_name
@@ -179,6 +190,13 @@ function check.duration(o, v)
     return nil, ("must be at least %s, got %s"):format(units.format_duration(o.min), units.format_duration(secs))
   end
   return secs
+end
+
+-- An RFC 3339 time, kept as written (it is sent on as it is); utc.parse_rfc3339 gives its value.
+function check.time(_, v)
+  local t, err = utc.parse_rfc3339(v)
+  if not t then return nil, fail.message(err) end
+  return v
 end
 
 function check.size(_, v)

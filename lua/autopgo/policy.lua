@@ -3,16 +3,20 @@
 -- an entry of their own), plus the optional Lua hook that may edit each uploaded profile before it
 -- is merged (drop labels, rename functions, prune). Changing it needs no rebuild. The schema of
 -- the policy table lives here (policy.validate); config.lua checks config files with it.
+-- With history (README "Time model"): what default.pgo is (default = "all", window = "168h" or
+-- half_life = "72h") and how each upload is weighted before it is merged (normalize).
 local fail = require "autopgo.fail"
 local keys = require "autopgo.keys"
 local log = require "autopgo.log"
 local prune = require "autopgo.prune"
 local pprof = require("autopgo.core").pprof
+local units = require "autopgo.units"
 
 local M = {}
 
 --- The schema: policy = { [app or "*"] = { prune = { { drop = "re", keep = "re" }, ... },
--- hook = function(profile, app), serve = "pprof"|"pgo", stable = bool, no_inline = { names } } }.
+-- hook = function(profile, app), serve = "pprof"|"pgo", stable = bool, no_inline = { names },
+-- default = "all", window = "168h" | half_life = "72h", normalize = "none" | "duration" | "equal" } }.
 -- Returns true, or nil and what is wrong (for a message).
 function M.validate(policy)
   if type(policy) ~= "table" then return nil, "must be a table of per-app entries" end
@@ -37,10 +41,24 @@ function M.validate(policy)
         -- the compiler's view (autopgo.pgo owns these three)
         local why = require("autopgo.pgo").policy_problem(p)
         if why then return nil, ("%s.%s"):format(where, why) end
+      elseif k == "default" then
+        if v ~= "all" then return nil, ("%s.default must be \"all\" (or set window or half_life)"):format(where) end
+      elseif k == "window" or k == "half_life" then
+        local secs = type(v) == "string" and units.parse_duration(v)
+        if not secs or secs <= 0 then
+          return nil, ("%s.%s must be a duration such as \"168h\""):format(where, k)
+        end
+      elseif k == "normalize" then
+        if v ~= "none" and v ~= "duration" and v ~= "equal" then
+          return nil, ("%s.normalize must be \"none\", \"duration\" or \"equal\""):format(where)
+        end
       else
-        return nil, ("%s has unknown key %q (want prune, hook, serve, stable or no_inline)")
-          :format(where, tostring(k))
+        return nil, ("%s has unknown key %q (want prune, hook, serve, stable, no_inline, default, window, "
+          .. "half_life or normalize)"):format(where, tostring(k))
       end
+    end
+    if (p.window and p.half_life) or (p.default and (p.window or p.half_life)) then
+      return nil, ("%s: give one of default = \"all\", window or half_life"):format(where)
     end
   end
   return true
@@ -68,6 +86,29 @@ end
 function Policy:hook_for(app)
   local entry = self:entry(app)
   return entry and entry.hook
+end
+
+--- What default.pgo of app is: { kind = "all" }, { kind = "window", seconds = n } or
+-- { kind = "decay", half_life = seconds }.
+function Policy:view_for(app)
+  local entry = self:entry(app)
+  if entry and entry.window then return { kind = "window", seconds = units.parse_duration(entry.window) } end
+  if entry and entry.half_life then return { kind = "decay", half_life = units.parse_duration(entry.half_life) } end
+  return { kind = "all" }
+end
+
+--- How app's uploads are weighted before they are merged: "none", "duration" or "equal".
+function Policy:normalize_for(app)
+  local entry = self:entry(app)
+  return entry and entry.normalize or "none"
+end
+
+--- Whether any entry asks for something only history can give (a view other than "all").
+function Policy:needs_history()
+  for _, entry in pairs(self.table) do
+    if entry.window or entry.half_life then return true end
+  end
+  return false
 end
 
 --- Runs app's hook on a decoded profile (it may edit it in place or return a replacement).

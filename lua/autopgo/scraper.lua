@@ -127,7 +127,7 @@ function Scraper:forward(target, canceler)
     async.spawn(function()
       local key, err_or_attempts, status = self:upload_with_retry(target, function()
         local i = 0
-        return api:upload(opts.app, { timeout = upload_timeout, body_length = length,
+        return api:upload(opts.app, { timeout = upload_timeout, body_length = length, source = target_name(target),
           body_producer = function()
             if i < #start then
               i = i + 1
@@ -193,7 +193,7 @@ function Scraper:forward(target, canceler)
     return "empty", bytes, "the profile has no samples (the target was idle)"
   end
   local key, uerr, ustatus = self:upload_with_retry(target, function()
-    return api:upload(opts.app, { body = body, timeout = upload_timeout })
+    return api:upload(opts.app, { body = body, timeout = upload_timeout, source = target_name(target) })
   end)
   if key then return "success", bytes, key, uerr end -- uerr: the number of attempts
   if canceler.canceled then return "canceled", bytes, uerr end

@@ -89,6 +89,17 @@ function M.parse_rfc3339(s)
   return t
 end
 
+--- Parses an RFC 3339 time (as parse_rfc3339) into whole Unix nanoseconds, exactly: a double
+-- holds today's times only to the microsecond, so the fraction is read from its digits (beyond
+-- nine digits it is cut). Returns an integer or fail.new("INVALID", "what is wrong").
+function M.parse_rfc3339_nanos(s)
+  local t, err, code = M.parse_rfc3339(s)
+  if not t then return t, err, code end
+  local frac = s:match("^[^.]*%.(%d+)") or ""
+  local whole = math.tointeger(M.parse_rfc3339((s:gsub("%.%d+", "", 1))))
+  return whole * 1000000000 + math.tointeger(tonumber(((frac .. "000000000"):sub(1, 9))))
+end
+
 --- Parses an HTTP date (RFC 7231 IMF-fixdate, also RFC 850 and asctime forms); Unix seconds or nil.
 function M.parse_http_date(s)
   if type(s) ~= "string" then return nil end

@@ -3,14 +3,20 @@
 -- batching, policy) until every staged upload of the app is in the base (coalescing);
 -- profile.merged deletes the staged object; profile.deleted deletes every object of the app.
 -- Stopping (SIGTERM) finishes the pass in progress and leaves the rest staged for the next start.
+-- With history (autopgo.history): each pass also fills the time segments; profile.range_deleted
+-- removes the segments of a range and rebuilds the base from what is left; a timer sweeps
+-- history past retention (and leftovers of crashes) every M.SWEEP_EVERY seconds.
 local async = require "autopgo.async"
 local events = require "autopgo.events"
 local fail = require "autopgo.fail"
 local keys = require "autopgo.keys"
 local log = require "autopgo.log"
 local merge_pass = require "autopgo.merge_pass"
+local utc = require "autopgo.utc"
 
 local M = {}
+
+M.SWEEP_EVERY = 300
 
 local Worker = {}
 Worker.__index = Worker
@@ -18,17 +24,17 @@ Worker.__index = Worker
 --- A worker. o: store, writer, reader (nil for a worker only driven by merge_app), policy
 -- (autopgo.policy), concurrency (messages handled at once, 4), batch_limit (staged profiles per
 -- pass, 64), batch_bytes (their total size, 256 MiB), recover (merge staged uploads found at
--- start, for buses that lose events: the in-process one).
+-- start, for buses that lose events: the in-process one), history (an autopgo.history, or nil).
 function M.new(o)
   local self = setmetatable({
     store = assert(o.store, "worker: store"), writer = assert(o.writer, "worker: writer"), reader = o.reader,
     policy = assert(o.policy, "worker: policy"),
     concurrency = o.concurrency or 4, batch_limit = o.batch_limit or 64,
-    recover = o.recover, locks = {}, busy = 0, loops = 0,
+    recover = o.recover, locks = {}, busy = 0, loops = 0, history = o.history,
     stopping = false, ack_extend = o.ack_extend or 300,
   }, Worker)
   self.pass = merge_pass.new { store = self.store, writer = self.writer, policy = self.policy,
-    batch_limit = self.batch_limit, batch_bytes = o.batch_bytes,
+    batch_limit = self.batch_limit, batch_bytes = o.batch_bytes, history = o.history,
     stopping = function() return self.stopping end }
   return self
 end
@@ -114,10 +120,35 @@ function Worker:on_deleted(p)
   end)
 end
 
+-- profile.range_deleted: the segments overlapping [from, to) go, and the base is rebuilt from
+-- the rest of the history. Without history nothing is kept per time, so nothing can be removed.
+function Worker:on_range_deleted(p)
+  if not self.history then
+    log.warn("ignoring profile.range_deleted: this worker keeps no history", "app", p.app)
+    return true
+  end
+  local from, ferr = utc.parse_rfc3339(p.from)
+  local to, terr = utc.parse_rfc3339(p.to)
+  if not (from and to) then
+    -- no retry can help
+    log.warn("ignoring profile.range_deleted with a bad range", "app", p.app, "error", ferr or terr)
+    return true
+  end
+  return self:locked(p.app, function()
+    local n, err, code = self.history:delete_range(p.app, from, to)
+    if not n then return nil, err, code end
+    local ok, rerr, rcode = self.pass:rebuild(p.app)
+    if not ok then return nil, rerr, rcode end
+    log.info("deleted a time range of an app's history", "app", p.app, "from", p.from, "to", p.to, "segments", n)
+    return true
+  end)
+end
+
 local handlers = {
   [events.UPLOADED] = Worker.on_uploaded,
   [events.MERGED] = Worker.on_merged,
   [events.DELETED] = Worker.on_deleted,
+  [events.RANGE_DELETED] = Worker.on_range_deleted,
 }
 
 --- Handles one message: acknowledged when handled; rejected (dead-lettered where the bus can)
@@ -216,7 +247,69 @@ function Worker:recover_staged()
   end
 end
 
---- Starts consuming (and recovering, if asked). Returns at once.
+--- One history sweep (retention, leftovers); returns what autopgo.history's sweep returns.
+function Worker:sweep()
+  self.busy = self.busy + 1
+  local ok, n, err = pcall(self.history.sweep, self.history)
+  self.busy = self.busy - 1
+  if self.busy == 0 and self.idle then self.idle.set() end
+  if not ok or not n then
+    log.error("sweeping the history failed", "error", tostring(ok and err or n))
+    return nil
+  end
+  if n > 0 then log.info("swept the history", "removed", n) end
+  return n
+end
+
+--- Recomputes default.pgo of every app whose policy makes it a rolling window or a decayed sum
+-- (autopgo.policy view_for), so it follows the clock, not only the uploads. Returns how many.
+function Worker:refresh_views()
+  local items, err = self.store:list("")
+  if not items then
+    log.error("cannot list the apps to refresh their default profiles", "error", err)
+    return 0
+  end
+  local apps, n = {}, 0
+  for _, item in ipairs(items) do
+    local kind, app = keys.kind_of(item.key)
+    if kind == "history" and not apps[app] and self.policy:view_for(app).kind ~= "all" then apps[app] = true end
+  end
+  for app in pairs(apps) do
+    if self.stopping then break end
+    self.busy = self.busy + 1
+    local ok, res, rerr = pcall(self.locked, self, app, function() return self.pass:rebuild(app) end)
+    self.busy = self.busy - 1
+    if self.busy == 0 and self.idle then self.idle.set() end
+    if ok and res then
+      n = n + 1
+    else
+      log.error("refreshing the default profile failed", "app", app, "error", tostring(ok and rerr or res))
+    end
+  end
+  return n
+end
+
+-- Sweeps at start and every M.SWEEP_EVERY seconds, and refreshes rolling or decayed default
+-- profiles at start and at every segment boundary, until stopping.
+function Worker:sweeper()
+  local h = self.history
+  local segment, last_sweep = nil, nil
+  while not self.stopping do
+    local now = h.now() // 1000000000
+    if not last_sweep or now - last_sweep >= M.SWEEP_EVERY then
+      self:sweep()
+      last_sweep = now
+    end
+    local current = now // h.seglen
+    if current ~= segment then
+      segment = current
+      if self.policy:needs_history() then self:refresh_views() end
+    end
+    async.sleep(1000)
+  end
+end
+
+--- Starts consuming (and recovering, if asked; and sweeping the history, if any). Returns at once.
 function Worker:start()
   self.finished = async.event()
   for _ = 1, self.concurrency do
@@ -224,6 +317,7 @@ function Worker:start()
     async.spawn(self.consume, self)
   end
   if self.recover then async.spawn(self.recover_staged, self) end
+  if self.history then async.spawn(self.sweeper, self) end
 end
 
 --- Asks the worker to stop without waiting: no new event is taken and no new pass starts.

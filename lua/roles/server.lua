@@ -15,6 +15,7 @@ local metrics = require "autopgo.metrics"
 local api = require "autopgo.api"
 local auth = require "autopgo.auth"
 local policy = require "autopgo.policy"
+local history = require "autopgo.history"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
 
@@ -25,19 +26,22 @@ local function must(v, err)
 end
 
 -- Events that stay in this process need a consumer in this process: the embedded worker.
+-- The policy also prunes the windows the API merges from the history.
 local writer_url = daemon.writer_url(opts)
-local pol
-if daemon.is_in_process(writer_url) then
-  local err
-  pol, err = policy.new(opts)
-  if not pol then cli.exit(1, "autopgo server: " .. err) end
-end
+local pol, perr = policy.new(opts)
+if not pol then cli.exit(1, "autopgo server: " .. perr) end
 local store = must(daemon.open_store(opts))
+local hist, herr = history.from_options(store, opts)
+if herr then cli.exit(1, "autopgo server: " .. fail.message(herr)) end
+if not hist and pol:needs_history() then
+  cli.exit(2, "autopgo server: a policy with window or half_life needs history (--segment is 0)")
+end
 local writer = must(daemon.open_writer(writer_url, opts))
 local embedded, reader
-if pol then
+if daemon.is_in_process(writer_url) then
   reader = must(daemon.open_reader(daemon.reader_url(opts), opts))
-  embedded = worker.new { store = store, writer = writer, reader = reader, policy = pol, recover = true }
+  embedded = worker.new { store = store, writer = writer, reader = reader, policy = pol, recover = true,
+    history = hist }
 end
 daemon.register_health(store, writer, reader)
 if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
@@ -48,7 +52,7 @@ local guard = must(auth.guard { auth_file = opts.auth_file, host = opts.host, al
 local router = httpd.router { guard = guard }
 local the_api = api.new({ store = store, writer = writer, max_upload_size = opts.max_upload_size,
   max_decompressed = opts.max_decompressed, max_decompressing = opts.max_decompressing,
-  max_validations = opts.max_validations, policy = opts.policy })
+  max_validations = opts.max_validations, history = hist, policy = pol })
 the_api:routes(router)
 require("autopgo.view_api").new(the_api):routes(router)
 if opts.ui ~= false then require("autopgo.ui").routes(router) end

@@ -11,6 +11,7 @@ local httpd = require "autopgo.httpd"
 local health = require "autopgo.health"
 local metrics = require "autopgo.metrics"
 local policy = require "autopgo.policy"
+local history = require "autopgo.history"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
 
@@ -37,8 +38,13 @@ local reader = must(daemon.open_reader(reader_url, opts))
 daemon.register_health(store, writer, reader)
 if store.root then health.register("disk", health.free_space(store.root, opts.min_free_space)) end
 
+local hist, herr = history.from_options(store, opts)
+if herr then cli.exit(1, "autopgo worker: " .. fail.message(herr)) end
+if not hist and pol:needs_history() then
+  cli.exit(2, "autopgo worker: a policy with window or half_life needs history (--segment is 0)")
+end
 local w = worker.new { store = store, writer = writer, reader = reader, policy = pol,
-  recover = daemon.is_in_process(reader_url) }
+  recover = daemon.is_in_process(reader_url), history = hist }
 
 -- This port serves no API, only probes and /metrics, which --metrics-scope may put behind a token.
 local guard = must(auth.guard { auth_file = opts.auth_file, host = opts.host, allowed_origins = opts.allowed_origins,

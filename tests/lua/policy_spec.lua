@@ -62,6 +62,11 @@ describe("policy", function()
       { { app = { prune = { { keep = "x" } } } }, "prune%[1%] must be" },
       { { app = { hook = "x" } }, "hook must be a function" },
       { { app = { other = 1 } }, "unknown key \"other\"" },
+      { { app = { default = "latest" } }, "default must be \"all\"" },
+      { { app = { window = "soon" } }, "window must be a duration" },
+      { { app = { half_life = 3 } }, "half_life must be a duration" },
+      { { app = { window = "1h", half_life = "1h" } }, "one of default = \"all\", window or half_life" },
+      { { app = { normalize = "loud" } }, "normalize must be" },
     }
     for _, case in ipairs(bad) do
       local ok, why = policy.validate(case[1])
@@ -69,6 +74,20 @@ describe("policy", function()
       assert.matches(case[2], why)
       assert.same({ nil, why }, { require("autopgo.config").validate_policy(case[1]) })
     end
+  end)
+
+  it("says what default.pgo is and how uploads are weighted, per app (history views)", function()
+    local p = assert(policy.new { policy = { ["*"] = { normalize = "equal" }, roll = { window = "168h" },
+      dec = { half_life = "72h", normalize = "duration" }, all = { default = "all" } } })
+    assert.same({ kind = "window", seconds = 168 * 3600 }, p:view_for("roll"))
+    assert.same({ kind = "decay", half_life = 72 * 3600 }, p:view_for("dec"))
+    assert.same({ kind = "all" }, p:view_for("all"))
+    assert.same({ kind = "all" }, p:view_for("other"))
+    assert.equals("duration", p:normalize_for("dec"))
+    assert.equals("equal", p:normalize_for("other"))
+    assert.equals("none", p:normalize_for("all"))
+    assert.is_true(p:needs_history())
+    assert.is_false(assert(policy.new { policy = { a = { normalize = "equal" } } }):needs_history())
   end)
 
   it("runs the app's hook (or the '*' one) and reports its failures", function()

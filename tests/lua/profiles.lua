@@ -46,6 +46,54 @@ function M.counts(bytes)
   return out
 end
 
+local function varint(n)
+  local out = {}
+  repeat
+    local b = n & 0x7f
+    n = n >> 7 -- logical shift: a negative int64 takes its ten bytes, as protobuf wants
+    out[#out + 1] = string.char(n ~= 0 and (b | 0x80) or b)
+  until n == 0
+  return table.concat(out)
+end
+
+local function read_varint(s, pos)
+  local n, shift = 0, 0
+  while true do
+    local b = assert(s:byte(pos), "truncated varint")
+    n = n | ((b & 0x7f) << shift)
+    pos, shift = pos + 1, shift + 7
+    if b < 0x80 then return n, pos end
+  end
+end
+
+--- The profile `bytes` (any form) as uncompressed protobuf with time_nanos set to `time` (0:
+-- absent) and, when given, duration_nanos to `duration`: profiles "captured" at chosen times.
+function M.with_time(bytes, time, duration)
+  local p = assert(pprof.decode(bytes))
+  local raw = p:encode { raw = true }
+  p:close()
+  local out, pos = {}, 1
+  while pos <= #raw do
+    local start = pos
+    local key
+    key, pos = read_varint(raw, pos)
+    local field, wire = key >> 3, key & 7
+    if wire == 0 then
+      pos = select(2, read_varint(raw, pos))
+    elseif wire == 2 then
+      local len
+      len, pos = read_varint(raw, pos)
+      pos = pos + len
+    else
+      error("unexpected wire type " .. wire .. " in a profile")
+    end
+    if field ~= 9 and not (duration and field == 10) then out[#out + 1] = raw:sub(start, pos - 1) end
+  end
+  if time ~= 0 then out[#out + 1] = varint(9 << 3) .. varint(time) end
+  if duration then out[#out + 1] = varint(10 << 3) .. varint(duration) end
+  return table.concat(out)
+end
+
 --- The total of the default sample type (cpu/nanoseconds for the corpus CPU profiles).
 function M.total(bytes)
   local info = assert(pprof.validate(bytes))

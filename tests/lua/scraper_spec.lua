@@ -50,7 +50,8 @@ local function api_server(behaviour, port)
       api.broken = api.broken + 1
       return
     end
-    api.uploads[#api.uploads + 1] = { path = req.path, body = table.concat(parts) }
+    api.uploads[#api.uploads + 1] = { path = req.path, body = table.concat(parts),
+      source = req.headers["x-autopgo-source"] }
     conn:respond(201, nil, ('{"key":"%s/staging/%d"}'):format(req.path:match("[^/]+$"), #api.uploads))
   end, { stream_body = true, port = port })
   api.url = api.srv.url
@@ -130,6 +131,7 @@ describe("autopgo.scraper", function()
       assert.equals(1, #api.uploads)
       assert.equals("/api/profile/svc", api.uploads[1].path)
       assert.is_true(api.uploads[1].body == body)
+      assert.equals(target.url .. "/debug/pprof/profile", api.uploads[1].source) -- for the history
       assert.same({ "/debug/pprof/profile?seconds=1" }, seen)
     end, 60000)
   end)

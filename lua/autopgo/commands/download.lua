@@ -5,6 +5,7 @@
 -- leaves the file untouched, however the file got there. --fail-open: an unreachable server or a 5xx answer is a
 -- warning and exit 0, keeping any existing file. "-o -" writes to standard output. --format pgo|
 -- preprofile|pprof picks the form (lua/autopgo/pgo.lua); the default is the server's policy.
+-- --window 72h or --from/--to (RFC 3339) ask for the merge of the uploads captured in that range.
 local uv = require "luv"
 local async = require "autopgo.async"
 local core = require "autopgo.core"
@@ -12,6 +13,8 @@ local cli = require "autopgo.cli"
 local client = require "autopgo.client"
 local http = require "autopgo.http"
 local log = require "autopgo.log"
+local units = require "autopgo.units"
+local utc = require "autopgo.utc"
 
 local M = {}
 
@@ -49,8 +52,26 @@ local function on_interrupt(canceler)
   end
 end
 
+--- The query asking for a time window ({} for the default profile), from opts.window,
+-- opts.from, opts.to (already checked to be a duration and RFC 3339 times). Raises a usage error
+-- (exit 2) for a window with --from/--to, or a --from that is not before --to.
+function M.window_query(opts)
+  local usage = "autopgo download: %s (see autopgo download --help)"
+  if opts.window and (opts.from or opts.to) then
+    cli.exit(2, usage:format("--window cannot be combined with --from or --to"))
+  end
+  if opts.window then return { window = units.format_duration(opts.window) } end
+  if opts.from and opts.to and utc.parse_rfc3339(opts.from) >= utc.parse_rfc3339(opts.to) then
+    cli.exit(2, usage:format(("--from %s is not before --to %s"):format(opts.from, opts.to)))
+  end
+  return { from = opts.from, to = opts.to }
+end
+
 function M.run(opts, args)
   local app, out = args[1], opts.output
+  local query = M.window_query(opts)
+  local window = next(query) ~= nil
+  if opts.format then query.format = opts.format end
   local to_stdout = out == "-"
   local st = not to_stdout and uv.fs_stat(out) or nil
   if st and st.type ~= "file" then
@@ -96,7 +117,7 @@ function M.run(opts, args)
   local canceler = http.canceler()
   local stop_signals = on_interrupt(canceler)
   local api = client.new(opts.api_url, client.options(opts, { timeout = 300, cancel = canceler }))
-  local res, err, _, status = api:download(app, { etag = etag, sink = sink, format = opts.format })
+  local res, err, _, status = api:download(app, { etag = etag, sink = sink, query = query })
   local interrupted = stop_signals()
 
   if not res then
@@ -111,7 +132,10 @@ function M.run(opts, args)
         "kept", st and out or "nothing")
       return 0
     end
-    if status == 404 then
+    if status == 404 and window then
+      cli.exit(1, ("autopgo download: no profile for app %s in that window: %s"):format(app,
+        client.message(err, status)))
+    elseif status == 404 then
       -- whatever the server's words (the original's are "Not Found"), this is what a 404 means here
       cli.exit(1, ("autopgo download: no merged profile for app %s yet"):format(app))
     end

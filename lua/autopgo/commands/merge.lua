@@ -1,10 +1,16 @@
--- `autopgo merge [-o out] [--force] [--prune rules.json --app NAME] PROFILE...`: merges local
+-- `autopgo merge [-o out] [--force] [--prune rules.json --app NAME] [--from T] [--to T] PROFILE...`: merges local
 -- profiles in the given order (like `go tool pprof -proto`), prunes with the app's rules, writes
 -- gzip'd protobuf. The merge is the worker's own (autopgo.merging), run on the thread pool.
+-- --from/--to (RFC 3339) keep only the profiles captured in [from, to) by their own time_nanos,
+-- as the seed's GetProfile(start, end) does; a profile without one is skipped (and counted).
+local async = require "autopgo.async"
 local cli = require "autopgo.cli"
+local limits = require "autopgo.limits"
 local log = require "autopgo.log"
 local merging = require "autopgo.merging"
 local prune = require "autopgo.prune"
+local utc = require "autopgo.utc"
+local pprof = require("autopgo.core").pprof
 
 local M = {}
 
@@ -57,6 +63,42 @@ local function describe(failure, err, args)
   return ("%s: %s"):format(failure.code, failure.message)
 end
 
+-- The capture time (time_nanos, 0 when unset) of an input: read, checked and dropped one file at
+-- a time, so only one input is ever held in Lua.
+local function capture_time(input)
+  local data = input
+  if type(input) == "table" then
+    local f, err = io.open(input.file, "rb")
+    if not f then return nil, err end
+    data = f:read("a")
+    f:close()
+    if not data then return nil, "read failed" end
+  end
+  local info, err = async.await(pprof.validate_async, data, limits.profile)
+  if not info then return nil, err end
+  return info.time_nanos or 0
+end
+
+--- Keeps the inputs captured in [opts.from, opts.to) (either bound may be absent). Returns the
+-- kept inputs, their names (args) and counts { outside, untimed (a list of names) }.
+function M.select(opts, inputs, args)
+  local from = opts.from and assert(utc.parse_rfc3339_nanos(opts.from))
+  local to = opts.to and assert(utc.parse_rfc3339_nanos(opts.to))
+  local kept, names, outside, untimed = {}, {}, 0, {}
+  for i, input in ipairs(inputs) do
+    local t, err = capture_time(input)
+    if not t then cli.exit(1, ("autopgo merge: %s: %s"):format(args[i], err)) end
+    if t == 0 then
+      untimed[#untimed + 1] = args[i]
+    elseif (from and t < from) or (to and t >= to) then
+      outside = outside + 1
+    else
+      kept[#kept + 1], names[#names + 1] = input, args[i]
+    end
+  end
+  return kept, names, { outside = outside, untimed = untimed }
+end
+
 function M.run(opts, args)
   -- Only an -o that names the file may replace it: the default output is never overwritten
   -- silently (a default.pgo beside main is what go build -pgo=auto picks up).
@@ -87,6 +129,26 @@ function M.run(opts, args)
     else
       inputs[i] = { file = path }
     end
+  end
+  if opts.from or opts.to then
+    if opts.from and opts.to and utc.parse_rfc3339_nanos(opts.from) >= utc.parse_rfc3339_nanos(opts.to) then
+      cli.exit(2, ("autopgo merge: --from %s is not before --to %s (see autopgo merge --help)")
+        :format(opts.from, opts.to))
+    end
+    local range = ("[%s, %s)"):format(opts.from or "-inf", opts.to or "+inf")
+    local all = #inputs
+    local counts
+    inputs, args, counts = M.select(opts, inputs, args)
+    if #counts.untimed > 0 then
+      log.warn("skipped profiles without a capture time: they have no time_nanos to place them in the range",
+        "skipped", #counts.untimed, "files", table.concat(counts.untimed, " "))
+    end
+    if #inputs == 0 then
+      cli.exit(1, ("autopgo merge: none of the %d profiles was captured in %s (%d outside it, %d without "
+        .. "time_nanos); nothing written"):format(all, range, counts.outside, #counts.untimed))
+    end
+    log.info("selected profiles by capture time", "range", range, "selected", #inputs, "outside", counts.outside,
+      "without_time", #counts.untimed)
   end
   local res, err, _, failure = merging.merge(inputs, rules)
   if not res then cli.exit(1, "autopgo merge: " .. describe(failure, err, args)) end

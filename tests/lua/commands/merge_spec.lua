@@ -136,4 +136,89 @@ describe("autopgo merge", function()
     assert.equals(0, code, err)
     assert.equals(3, pprof.decode(out):info().samples)
   end)
+
+  describe("--from / --to", function()
+    local profiles = require "tests.lua.profiles"
+    local utc = require "autopgo.utc"
+    local files
+
+    -- variant n of the corpus profile, captured at `at` (RFC 3339; nil: no time_nanos)
+    local function captured(n, at)
+      local path = ("%s/v%d.pb"):format(dir, n)
+      support.write_file(path, profiles.with_time(profiles.variant(n), at and utc.parse_rfc3339_nanos(at) or 0))
+      return path
+    end
+
+    before_each(function()
+      files = {
+        captured(1, "2024-10-28T10:00:00Z"),
+        captured(2, "2024-10-28T11:00:00Z"),
+        captured(3, "2024-10-28T12:00:00Z"),
+        captured(4, nil),
+        captured(5, "2024-10-28T12:59:59.999999999Z"),
+      }
+    end)
+
+    -- merges the files with `flags`; returns the exit code, the variants counted, stderr
+    local function merge(flags)
+      local out = dir .. "/out.pgo"
+      os.remove(out)
+      local args = { "merge", "-o", out }
+      for _, f in ipairs(flags) do args[#args + 1] = f end
+      for _, f in ipairs(files) do args[#args + 1] = f end
+      local code, _, err = support.run(function() return support.autopgo(args) end)
+      local bytes = support.read_file(out)
+      return code, bytes and profiles.counts(bytes), err
+    end
+
+    it("keeps the profiles captured in [from, to), to the nanosecond", function()
+      assert.equals(1730109600000000000, assert(pprof.validate(support.read_file(files[1]))).time_nanos)
+      local code, counts, err = merge { "--from", "2024-10-28T11:00:00Z", "--to", "2024-10-28T13:00:00Z" }
+      assert.equals(0, code, err)
+      assert.same({ [2] = 1, [3] = 1, [5] = 1 }, counts)
+      assert.matches("selected=3", err)
+      code, counts, err = merge { "--to", "2024-10-28T11:00:00Z" }
+      assert.equals(0, code, err)
+      assert.same({ [1] = 1 }, counts)
+      code, counts, err = merge { "--from", "2024-10-28T12:00:00+00:00", "--to", "2024-10-28T12:59:59.999999999Z" }
+      assert.equals(0, code, err)
+      assert.same({ [3] = 1 }, counts)
+      code, counts, err = merge { "--from", "2024-10-28T14:59:59.999999999+02:00" }
+      assert.equals(0, code, err)
+      assert.same({ [5] = 1 }, counts)
+      -- with no bound every profile counts, those without time_nanos too
+      code, counts, err = merge {}
+      assert.equals(0, code, err)
+      assert.same({ [1] = 1, [2] = 1, [3] = 1, [4] = 1, [5] = 1 }, counts)
+    end)
+
+    it("says how many profiles it skipped for having no capture time, and why", function()
+      local code, _, err = merge { "--from", "2024-10-28T00:00:00Z" }
+      assert.equals(0, code, err)
+      assert.matches("skipped profiles without a capture time: they have no time_nanos", err, 1, true)
+      assert.matches("skipped=1", err, 1, true)
+      assert.matches("v4.pb", err, 1, true)
+    end)
+
+    it("writes nothing when no profile was captured in the range", function()
+      local code, counts, err = merge { "--from", "2030-01-01T00:00:00Z" }
+      assert.equals(1, code)
+      assert.is_nil(counts)
+      assert.matches("autopgo merge: none of the 5 profiles was captured in [2030-01-01T00:00:00Z, +inf) "
+        .. "(4 outside it, 1 without time_nanos); nothing written", err, 1, true)
+    end)
+
+    it("refuses a range that is empty or not RFC 3339, and names a file it cannot read", function()
+      local code, _, err = merge { "--from", "2024-10-28T12:00:00Z", "--to", "2024-10-28T12:00:00Z" }
+      assert.equals(2, code)
+      assert.matches("--from 2024-10-28T12:00:00Z is not before --to 2024-10-28T12:00:00Z", err, 1, true)
+      code, _, err = merge { "--to", "noon" }
+      assert.equals(2, code)
+      assert.matches("is not RFC 3339", err, 1, true)
+      files[#files + 1] = data .. "/bad/truncated.pb.gz"
+      code, _, err = merge { "--to", "2024-10-28T12:00:00Z" }
+      assert.equals(1, code)
+      assert.matches("autopgo merge: " .. data .. "/bad/truncated.pb.gz: MALFORMED: ", err, 1, true)
+    end)
+  end)
 end)

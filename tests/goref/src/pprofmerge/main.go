@@ -2,12 +2,16 @@
 // github.com/google/pprof/profile (Debian's build): Parse each input, Merge, Prune with the
 // rules of one app from the seed's prune JSON, Write. -compatibilize first keeps the sample types
 // common to every input (upstream pprof's CompatibilizeSampleTypes, which Debian's build lacks:
-// copied below), -compact compacts after pruning: what autopgo's merge does on top.
+// copied below), -compact compacts after pruning: what autopgo's merge does on top. -scale
+// R1,R2,... gives one ratio per input, applied with (*Profile).Scale after -compatibilize and
+// before Merge (math.Round of each value times the ratio; samples whose values all become 0 are
+// dropped; a ratio of exactly 1 leaves the input untouched): decayed or normalized merges.
 //
-//	pprofmerge -o OUT [-compatibilize] [-prune rules.json -app NAME [-compact]] IN...
+//	pprofmerge -o OUT [-compatibilize] [-scale R,...] [-prune rules.json -app NAME [-compact]] IN...
 //	pprofmerge -rewrite -o OUT IN                            (Parse + Write only)
 //
-// Errors go to stderr as "parse N: ...", "merge: ..." or "prune: ..." with exit status 1.
+// Errors go to stderr as "parse N: ...", "scale: ...", "merge: ..." or "prune: ..." with exit
+// status 1.
 package main
 
 import (
@@ -16,6 +20,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
+	"strings"
 
 	"github.com/google/pprof/profile"
 )
@@ -42,9 +48,26 @@ func main() {
 	rewrite := flag.Bool("rewrite", false, "parse and write one profile")
 	compat := flag.Bool("compatibilize", false, "keep the sample types common to every input")
 	compact := flag.Bool("compact", false, "compact after pruning")
+	scale := flag.String("scale", "", "one ratio per input (comma-separated), applied before the merge")
 	flag.Parse()
 	if *out == "" || flag.NArg() == 0 {
-		fail("usage: pprofmerge -o OUT [-prune FILE -app NAME] IN...")
+		fail("usage: pprofmerge -o OUT [-compatibilize] [-scale R,...] [-prune FILE -app NAME] IN...")
+	}
+	var ratios []float64
+	if *scale != "" {
+		for _, f := range strings.Split(*scale, ",") {
+			r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil {
+				fail("scale: %v", err)
+			}
+			ratios = append(ratios, r)
+		}
+		if *rewrite {
+			fail("scale: -rewrite takes no ratios")
+		}
+		if len(ratios) != flag.NArg() {
+			fail("scale: %d ratios for %d inputs", len(ratios), flag.NArg())
+		}
 	}
 	var profs []*profile.Profile
 	for i, path := range flag.Args() {
@@ -68,6 +91,9 @@ func main() {
 			if err := compatibilizeSampleTypes(profs); err != nil {
 				fail("merge: %v", err)
 			}
+		}
+		for i, r := range ratios {
+			profs[i].Scale(r)
 		}
 		merged, err = profile.Merge(profs)
 		if err != nil {
