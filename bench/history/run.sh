@@ -78,7 +78,7 @@ while :; do
     sleep 1
 done
 t1=$(date +%s.%N)
-ingest_s=$(echo "$t1 - $t0" | bc)
+ingest_s=$(printf "%.1f" "$(echo "$t1 - $t0" | bc)")
 segments=$(curl -sf "$url/api/profile/$app/history" | jq '.segments | length')
 ingest_hwm=$(status VmHWM)
 rss_idle=$(status VmRSS)
