@@ -77,6 +77,14 @@ while :; do
     kill -0 "$server" || { echo "the server died; see $work/server.log" >&2; exit 1; }
     sleep 1
 done
+# ... and the worker is idle when nothing is left staged (the base profile has caught up too), so
+# the window requests below do not compete with merges.
+while :; do
+    staged=$(curl -sf "$url/api/profile/$app/uploads" | jq '.staged | length' || echo 1)
+    [ "$staged" -eq 0 ] && break
+    kill -0 "$server" || { echo "the server died; see $work/server.log" >&2; exit 1; }
+    sleep 1
+done
 t1=$(date +%s.%N)
 ingest_s=$(printf "%.1f" "$(echo "$t1 - $t0" | bc)")
 segments=$(curl -sf "$url/api/profile/$app/history" | jq '.segments | length')
@@ -135,7 +143,7 @@ result="${OUT:-$here}/RESULTS.md"
     echo
     echo "| | seconds | peak RSS MiB | notes |"
     echo "|---|---:|---:|---|"
-    echo "| ingest: upload + merge into history | $ingest_s | $(mib "$ingest_hwm") | $(echo "$upload" | jq -r '"\(.errors) upload errors, uploads took \(.seconds | floor) s"') |"
+    echo "| ingest: upload, merge into history and the base, until nothing is staged | $ingest_s | $(mib "$ingest_hwm") | $(echo "$upload" | jq -r '"\(.errors) upload errors, uploads took \(.seconds | floor) s"') |"
     echo "| window, cold (merges $segments segments) | $cold_s | $(mib "$cold_hwm") | HTTP $cold_code, $cold_bytes bytes; RSS before $(mib "$rss_idle") MiB |"
     echo "| window, warm (median of $warm_n) | $warm_med | | same bytes as cold: $warm_same |"
     echo "| window, If-None-Match | $nm_s | | HTTP $nm_code |"
