@@ -133,8 +133,8 @@ function M.run(opts, args)
       return 0
     end
     if status == 404 and window then
-      cli.exit(1, ("autopgo download: no profile for app %s in that window: %s"):format(app,
-        client.message(err, status)))
+      -- the server's own words say which window had nothing ("no profile for app X in that window")
+      cli.exit(1, "autopgo download: " .. client.message(err, status))
     elseif status == 404 then
       -- whatever the server's words (the original's are "Not Found"), this is what a 404 means here
       cli.exit(1, ("autopgo download: no merged profile for app %s yet"):format(app))
