@@ -101,6 +101,12 @@ function M.exit(status, message)
   error(setmetatable({ status = status, message = message }, Exit), 0)
 end
 
+--- v, or exits with status 1 and the failure's message (a role's dependency that cannot be opened).
+function M.must(v, err)
+  if v == nil then M.exit(1, "autopgo: " .. fail.message(err)) end
+  return v
+end
+
 function M.is_exit(v)
   return getmetatable(v) == Exit
 end

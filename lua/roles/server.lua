@@ -19,11 +19,7 @@ local history = require "autopgo.history"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
 
--- v, or exits with status 1 and the failure's message when a dependency cannot be opened.
-local function must(v, err)
-  if v == nil then cli.exit(1, "autopgo: " .. fail.message(err)) end
-  return v
-end
+local must = cli.must
 
 -- Events that stay in this process need a consumer in this process: the embedded worker.
 -- The policy also prunes the windows the API merges from the history.

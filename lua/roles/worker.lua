@@ -15,11 +15,7 @@ local history = require "autopgo.history"
 local worker = require "autopgo.worker"
 local log = require "autopgo.log"
 
--- v, or exits with status 1 and the failure's message when a dependency cannot be opened.
-local function must(v, err)
-  if v == nil then cli.exit(1, "autopgo: " .. fail.message(err)) end
-  return v
-end
+local must = cli.must
 
 local reader_url = daemon.reader_url(opts)
 if not reader_url then
