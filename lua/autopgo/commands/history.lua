@@ -62,7 +62,7 @@ end
 
 function M.run(opts, args)
   local app = args[1]
-  local api = client.new(opts.api_url, { insecure = opts.insecure })
+  local api = client.new(opts.api_url, client.options(opts))
   local doc, raw, _, status = api:history(app)
   if not doc then
     if status == 404 then
