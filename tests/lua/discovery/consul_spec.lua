@@ -94,7 +94,7 @@ describe("consul discovery", function()
       local src = open()
       local targets, err = src:list()
       assert.same({}, targets)
-      assert.matches("^UNAUTHORIZED: GET http://127%.0%.0%.1:%d+/v1/catalog/services: the server answered 403: "
+      assert.matches("^FORBIDDEN: GET http://127%.0%.0%.1:%d+/v1/catalog/services: the server answered 403: "
         .. "ACL not found$", err)
       local ok, herr = src:health()
       assert.is_nil(ok)

@@ -101,7 +101,7 @@ describe("nomad discovery", function()
       local targets, err = src:list()
       local _
       assert.same({}, targets)
-      assert.matches("^UNAUTHORIZED: GET http://127%.0%.0%.1:%d+/v1/services: the server answered 403: ACL token not "
+      assert.matches("^FORBIDDEN: GET http://127%.0%.0%.1:%d+/v1/services: the server answered 403: ACL token not "
         .. "found$", err)
       local ok, herr = src:health()
       assert.is_nil(ok)
