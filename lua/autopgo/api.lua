@@ -230,7 +230,7 @@ function Api:examine(app, key, version)
   local got, err, code = self.store:get(key, { if_match = version, sink = function(chunk) hasher:update(chunk) end })
   if not got then return nil, err, code end
   local hex = core.crypto.hex(hasher:digest())
-  local info = { version = version, etag = '"sha256:' .. hex .. '"' }
+  local info = { version = version, etag = httpd.digest_etag(hex) }
   local ledger, lerr, lcode = self.store:stat(keys.ledger(app, hex))
   if ledger then return info end
   if lcode ~= "NOT_FOUND" then

@@ -3,6 +3,7 @@
 -- its sha256; windows merge the segments they overlap; retention and range deletes drop segments.
 local async = require "autopgo.async"
 local fail = require "autopgo.fail"
+local httpd = require "autopgo.httpd"
 local json = require "autopgo.json"
 local keys = require "autopgo.keys"
 local limits = require "autopgo.limits"
@@ -441,7 +442,7 @@ function History:window(app, from, to, rules)
     local doc = info and json.decode(info.body)
     if type(doc) == "table" and type(doc.sha256) == "string" then
       local st = self.store:stat(ckey)
-      if st then return { key = ckey, version = st.etag, etag = '"sha256:' .. doc.sha256 .. '"' } end
+      if st then return { key = ckey, version = st.etag, etag = httpd.digest_etag(doc.sha256) } end
     end
     local res, merr, mcode = self:merge_segments(app, self:use_rollups(app, segs), rules)
     if res then
@@ -451,7 +452,7 @@ function History:window(app, from, to, rules)
           { content_type = "application/json" })
         self:trim_cache(app)
       end
-      return { bytes = res.bytes, etag = '"sha256:' .. res.sha256 .. '"' }
+      return { bytes = res.bytes, etag = httpd.digest_etag(res.sha256) }
     end
     if mcode ~= "PRECONDITION_FAILED" then return nil, merr, mcode end
   end

@@ -263,6 +263,12 @@ local function finish_failed(res)
   if not ok then log.error("cannot answer a failed request", "error", tostring(err)) end
 end
 
+--- The ETag of content whose SHA-256 is `hex` ("sha256:<hex>", quoted): what every download of
+-- the API sends, and what a client computes of a file it holds to ask for a 304.
+function M.digest_etag(hex)
+  return '"sha256:' .. hex .. '"'
+end
+
 --- Whether an If-None-Match header matches etag (weak comparison, "*" matches anything), as
 -- RFC 9110 §13.1.2 says for GET.
 function M.none_match(header, etag)

@@ -33,7 +33,7 @@ function M.new(store, policy)
 end
 
 local function sha256_etag(bytes)
-  return '"sha256:' .. core.crypto.hex(core.crypto.digest("sha256", bytes)) .. '"'
+  return httpd.digest_etag(core.crypto.hex(core.crypto.digest("sha256", bytes)))
 end
 
 --- The format a download asks for: ?format=, else the app's policy serve (default "pprof").

@@ -5,6 +5,7 @@
 -- ?from=&to= read the time window the profile history merges, as downloads do.
 local async = require "autopgo.async"
 local core = require "autopgo.core"
+local httpd = require "autopgo.httpd"
 local keys = require "autopgo.keys"
 local limits = require "autopgo.limits"
 local log = require "autopgo.log"
@@ -22,15 +23,6 @@ View.__index = View
 --- A view over an autopgo.api instance (its store and its per-version digests).
 function M.new(api)
   return setmetatable({ api = api, cache = {}, order = {}, building = {} }, View)
-end
-
-local function none_match(header, etag)
-  if not header then return false end
-  for candidate in header:gmatch("[^,]+") do
-    candidate = candidate:match("^%s*(.-)%s*$"):gsub("^W/", "")
-    if candidate == "*" or candidate == etag:gsub("^W/", "") then return true end
-  end
-  return false
 end
 
 -- An integer query parameter within lo..hi, or nil and a message for a 400.
@@ -132,7 +124,7 @@ function View:serve(req, res, kind, params, tag)
   for _ = 1, 5 do
     local json, etag, code = self:answer(app, req, kind, params, tag)
     if json then
-      if none_match(req:header("if-none-match"), etag) then
+      if httpd.none_match(req:header("if-none-match"), etag) then
         res:status(304):header("etag", etag)
         return res:send("")
       end

@@ -12,6 +12,7 @@ local core = require "autopgo.core"
 local cli = require "autopgo.cli"
 local client = require "autopgo.client"
 local http = require "autopgo.http"
+local httpd = require "autopgo.httpd"
 local log = require "autopgo.log"
 local units = require "autopgo.units"
 local utc = require "autopgo.utc"
@@ -21,7 +22,7 @@ local M = {}
 -- The ETag the server gives content identical to the file at `path`, or nil if it is unreadable.
 local function file_etag(path)
   local digest = async.await(core.crypto.digest_file, "sha256", path)
-  return digest and ('"sha256:' .. core.crypto.hex(digest) .. '"') or nil
+  return digest and httpd.digest_etag(core.crypto.hex(digest)) or nil
 end
 
 local function write_all(fd, data)
