@@ -9,6 +9,7 @@ local async = require "autopgo.async"
 local fail = require "autopgo.fail"
 local retry = require "autopgo.retry"
 local units = require "autopgo.units"
+local blob = require "autopgo.blob"
 local blobkeys = require "autopgo.keys"
 
 local redis, crypto = core.redis, core.crypto
@@ -569,8 +570,9 @@ function Store:delete(key)
   return true
 end
 
---- Lists with SCAN (never KEYS), then reads each object's meta, 64 at a time.
-function Store:list(prefix)
+--- Lists with SCAN (never KEYS), then reads each object's meta, 64 at a time (only of the keys
+-- opts.after / opts.limit leave: see autopgo.blob).
+function Store:list(prefix, opts)
   prefix = prefix or ""
   local match = self:match_of(prefix)
   local seen, found = {}, {}
@@ -594,6 +596,8 @@ function Store:list(prefix)
       end
     until cursor == "0"
   end
+  table.sort(found, function(a, b) return a.key < b.key end)
+  found = blob.window(found, opts)
   local out = {}
   for first = 1, #found, 64 do
     local batch = {}
