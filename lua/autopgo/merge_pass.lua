@@ -393,25 +393,18 @@ local function carried(merged, seen)
   return out
 end
 
---- Deletes staged keys now in the committed base, a few at a time (their profile.merged events
--- find them gone, which is fine): the staging area keeps only what waits, so the next pass lists
--- little and the next ledger stays small. A key that cannot be deleted stays in the ledger and
--- is deleted by a later pass or its event.
+--- Deletes staged keys now in the committed base (their profile.merged events find them gone,
+-- which is fine): the staging area keeps only what waits, so the next pass lists little and the
+-- next ledger stays small. One at a time: deletes serialise on the store's lock anyway (file://).
+-- A key that cannot be deleted stays in the ledger and is deleted by a later pass or its event.
 function Pass:delete_staged(list)
-  local store = self.store
-  for first = 1, #list, 16 do
-    local fns = {}
-    for i = first, math.min(first + 15, #list) do
-      fns[#fns + 1] = function()
-        local ok, err, code = store:delete(list[i])
-        if ok or code == "NOT_FOUND" then
-          self:forget(list[i])
-        else
-          log.warn("cannot delete a merged staged upload; a later pass will", "key", list[i], "error", err)
-        end
-      end
+  for _, key in ipairs(list) do
+    local ok, err, code = self.store:delete(key)
+    if ok or code == "NOT_FOUND" then
+      self:forget(key)
+    else
+      log.warn("cannot delete a merged staged upload; a later pass will", "key", key, "error", err)
     end
-    async.all(fns)
   end
 end
 
