@@ -37,7 +37,7 @@ M.MAX_ATTEMPTS = 20
 M.BATCH = 256 -- staged uploads per pass at most (fewer when fewer wait: the batch follows the backlog)
 M.PAGE = 256 -- staged keys listed per request: a pass lists what it merges, not the whole backlog
 M.DECODED = 128 * 1024 * 1024 -- decoded bytes a batch holds at most (pprof info.memory)
-M.DECODERS = 2 -- uploads read and decoded at once (thread pool)
+M.DECODERS = 8 -- uploads read and decoded at once (thread pool jobs, beside the server's validations)
 
 local m = {
   merges = metrics.counter("autopgo_merges_total", "Merge passes by result (merged, failed).", { "result" }),
@@ -72,7 +72,7 @@ function M.new(o)
     policy = assert(o.policy, "merge_pass: policy"), history = o.history,
     batch_limit = o.batch_limit or M.BATCH, batch_bytes = o.batch_bytes or 256 * 1024 * 1024,
     stopping = o.stopping or function() return false end,
-    announced = {}, announced_n = 0, bases = {},
+    announced = {}, announced_n = 0, bases = {}, deleting = {}, doomed = { first = 1, last = 0 },
   }, Pass)
 end
 
@@ -176,26 +176,36 @@ function Pass:apply_policy(app, items)
     s.input = profile
     return s
   end
-  local staged, held, i = {}, 0, 1
-  while i <= #items and held <= M.DECODED do
-    local fns = {}
-    for j = i, math.min(i + M.DECODERS - 1, #items) do
-      fns[#fns + 1] = function() return load(items[j]) end
-    end
-    i = i + #fns
-    for _, r in ipairs(async.all(fns)) do
-      if not r[1] then error(r[2], 0) end
-      if r[2] == nil then
-        M.close_inputs(staged)
-        return nil, r[3], r[4]
-      end
-      if r[2] then
-        staged[#staged + 1] = r[2]
-        held = held + (r[2].info and r[2].info.memory or 0)
+  -- M.DECODERS loaders take the next item in turn; results keep the items' order
+  local results, held, next_i, failure = {}, 0, 1, nil
+  local fns = {}
+  for _ = 1, math.min(M.DECODERS, #items) do
+    fns[#fns + 1] = function()
+      while not failure and next_i <= #items and held <= M.DECODED do
+        local i = next_i
+        next_i = i + 1
+        local r = table.pack(load(items[i]))
+        if r[1] == nil then
+          failure = failure or r
+        else
+          results[i] = r[1]
+          if r[1] then held = held + (r[1].info and r[1].info.memory or 0) end
+        end
       end
     end
   end
-  return staged, i <= #items
+  for _, r in ipairs(async.all(fns)) do
+    if not r[1] then error(r[2], 0) end
+  end
+  local staged = {}
+  for i = 1, next_i - 1 do
+    if results[i] then staged[#staged + 1] = results[i] end
+  end
+  if failure then
+    M.close_inputs(staged)
+    return nil, failure[2], failure[3]
+  end
+  return staged, next_i <= #items
 end
 
 --- Frees the decoded profiles of staged items now rather than at the next garbage collection.
@@ -395,17 +405,43 @@ end
 
 --- Deletes staged keys now in the committed base (their profile.merged events find them gone,
 -- which is fine): the staging area keeps only what waits, so the next pass lists little and the
--- next ledger stays small. One at a time: deletes serialise on the store's lock anyway (file://).
--- A key that cannot be deleted stays in the ledger and is deleted by a later pass or its event.
+-- next ledger stays small. In the background, one at a time (deletes serialise on the file
+-- store's lock anyway), while the next pass reads and merges: until a key is gone the ledger
+-- still names it. A key that cannot be deleted stays there and a later pass or its event deletes
+-- it; so does one a stopped worker did not get to.
 function Pass:delete_staged(list)
+  local q = self.doomed
   for _, key in ipairs(list) do
-    local ok, err, code = self.store:delete(key)
-    if ok or code == "NOT_FOUND" then
-      self:forget(key)
-    else
-      log.warn("cannot delete a merged staged upload; a later pass will", "key", key, "error", err)
+    if not self.deleting[key] then
+      self.deleting[key] = true
+      q.last = q.last + 1
+      q[q.last] = key
     end
   end
+  if self.deleter or q.first > q.last then return end
+  self.deleter = async.event()
+  async.spawn(function()
+    while q.first <= q.last do
+      local key = q[q.first]
+      q[q.first], q.first = nil, q.first + 1
+      local called, ok, err, code = pcall(self.store.delete, self.store, key)
+      if not called then err = ok end
+      if ok or code == "NOT_FOUND" then
+        self:forget(key)
+      else
+        log.warn("cannot delete a merged staged upload; a later pass will", "key", key, "error", err)
+      end
+      self.deleting[key] = nil
+    end
+    local done = self.deleter
+    self.deleter = nil
+    done.set()
+  end)
+end
+
+--- Waits until the staged uploads handed to delete_staged are deleted (or failed to be).
+function Pass:flush()
+  while self.deleter do self.deleter.wait() end
 end
 
 --- Whether the upload key of app needs no pass: its base's ledger holds it (it is announced

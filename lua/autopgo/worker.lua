@@ -333,14 +333,15 @@ function Worker:request_stop()
   self.stopping = true
 end
 
---- Stops receiving, lets the merge pass in progress finish (what is left stays staged), then
--- closes the reader. Returns once everything is idle.
+--- Stops receiving, lets the merge pass in progress finish (what is left stays staged) and the
+-- deletes of what it merged, then closes the reader. Returns once everything is idle.
 function Worker:stop()
   self.stopping = true
   while self.busy > 0 do
     self.idle = async.event()
     self.idle.wait()
   end
+  self.pass:flush()
   if self.reader then self.reader:close() end
   if self.loops > 0 then self.finished.wait() end
   return true

@@ -246,6 +246,7 @@ describe("history", function()
       stage(e, "app", 1, 10, false)
       stage(e, "app", 2, 3600 + 10, false)
       assert(e.worker:merge_app("app"))
+      e.worker.pass:flush()
       assert.same({}, list(e.store, "app/staging/")) -- the pass deletes what it merged
       assert(e.store:put(keys.base("app"), "garbage, not a profile"))
       stage(e, "app", 3, 20, false)

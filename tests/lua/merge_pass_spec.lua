@@ -74,11 +74,13 @@ local function one_pass(backlog, with_history)
   local e = setup { batch = 4, history = with_history }
   stage(e, 4, 0)
   assert(e.pass:run("app"))
+  e.pass:flush()
   stage(e, 4 + backlog, 100)
   e.store.reset()
   local ok, n = e.pass:run("app")
   assert(ok, n)
   assert.equals(4, n)
+  e.pass:flush()
   return { calls = e.store.counts.calls, listed = e.store.counts.listed }
 end
 
@@ -120,6 +122,7 @@ describe("merge_pass", function()
         total, passes = total + n, passes + 1
         if not more then break end
       end
+      e.pass:flush()
       assert.equals(200, total)
       assert.equals(25, passes)
       assert.equals(25, #e.store.counts.ledgers)
@@ -139,6 +142,7 @@ describe("merge_pass", function()
       local w = worker.new { store = store, writer = e.writer, policy = assert(policy.new {}) }
       local staged = stage(e, 3, 0)
       assert.equals(3, assert(w:merge_app("app", staged[1])))
+      w.pass:flush()
       store.reset()
       for _, key in ipairs(staged) do assert.equals(0, assert(w:merge_app("app", key))) end
       assert.is_nil(store.counts.calls.list)

@@ -381,6 +381,9 @@ function Store:delete(key)
   local ok, err, code = check_key(key)
   if not ok then return nil, err, code end
   local path = self.root .. "/" .. key
+  -- Gone already (the profile.merged of an upload its merge pass deleted): no lock to wait for.
+  local _, _, scode = async.await(uv.fs_stat, path)
+  if scode == "ENOENT" then return fail.new("NOT_FOUND", "no object %q", key) end
   ok, err, code = self:_locked(function()
     local st = async.await(uv.fs_stat, path)
     if st and st.type ~= "file" then return fail.new("NOT_FOUND", "no object %q", key) end
