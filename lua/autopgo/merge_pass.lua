@@ -424,11 +424,10 @@ function Pass:delete_staged(list)
     while q.first <= q.last do
       local key = q[q.first]
       q[q.first], q.first = nil, q.first + 1
+      -- (still remembered as announced: a pass that listed it before it went announces it once)
       local called, ok, err, code = pcall(self.store.delete, self.store, key)
       if not called then err = ok end
-      if ok or code == "NOT_FOUND" then
-        self:forget(key)
-      else
+      if not ok and code ~= "NOT_FOUND" then
         log.warn("cannot delete a merged staged upload; a later pass will", "key", key, "error", err)
       end
       self.deleting[key] = nil

@@ -447,8 +447,9 @@ function Store:list(prefix, opts)
   local ok, err, code = self:_walk(start, prefix, found)
   if not ok then return nil, err, code end
   table.sort(found, function(a, b) return a.key < b.key end)
-  local out = {}
-  for _, e in ipairs(blob.window(found, opts)) do
+  local out, limit = {}, opts and opts.limit or math.huge
+  for _, e in ipairs(blob.window(found, opts and { after = opts.after })) do
+    if #out >= limit then break end
     local st = async.await(uv.fs_stat, self.root .. "/" .. e.key)
     if st and st.type == "file" then -- else gone since the scan: not listed
       local item = meta_of(st)

@@ -23,9 +23,10 @@
 --   store:stat(key) -> { etag, size, last_modified }
 --   store:delete(key) -> true            (NOT_FOUND when absent)
 --   store:list(prefix, opts) -> { { key, size, last_modified, etag }, ... } sorted by key, all pages;
---       opts.after = key lists only keys after it, opts.limit = n at most the first n of those (a
---       bounded page: the merge pass lists what it merges, not the whole backlog). Stores that
---       cannot ask the service for that apply it to the whole listing with M.window.
+--       opts.after = key lists only keys after it, opts.limit = n the first n of those (fewer
+--       only when the listing ends: a bounded page, so the merge pass lists what it merges, not
+--       the whole backlog). Stores that cannot ask the service for that apply it to the whole
+--       listing with M.window.
 --   store:health() -> true | nil, err, code
 --   store:close()
 --   store.name: a short description for logs and /api/health ("file:///data", "s3://bucket")

@@ -597,9 +597,10 @@ function Store:list(prefix, opts)
     until cursor == "0"
   end
   table.sort(found, function(a, b) return a.key < b.key end)
-  found = blob.window(found, opts)
-  local out = {}
+  found = blob.window(found, opts and { after = opts.after })
+  local out, limit = {}, opts and opts.limit or math.huge
   for first = 1, #found, 64 do
+    if #out >= limit then break end
     local batch = {}
     for i = first, math.min(first + 63, #found) do
       batch[#batch + 1] = function() return self:call { "HMGET", found[i].meta, "v", "s", "t" } end
@@ -615,7 +616,7 @@ function Store:list(prefix, opts)
     end
   end
   table.sort(out, function(a, b) return a.key < b.key end)
-  return out
+  return blob.window(out, opts and { limit = opts.limit })
 end
 
 function Store:health()
