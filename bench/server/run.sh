@@ -12,7 +12,7 @@
 # under 16 clients for the level's seconds (ingest rate, merges during it, then the drain of what
 # is left), and a separate `autopgo worker` draining the backlog the upload path alone staged; each
 # with history (--segment 1h, the default) and without (--segment 0). AP_BIN picks the autopgo
-# binary (default build/autopgo), to compare builds in one run.
+# binary of these rows (default build/autopgo), to compare builds.
 # usage: bench/server/run.sh [seconds per level (default 10)]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -137,6 +137,8 @@ metric() { # port name
         {s += $2} END {printf "%d", s}'
 }
 now() { date +%s.%N; }
+# CPU seconds (user + system) a process has used so far.
+cpu_of() { awk -v t="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat"; }
 # Waits until the worker behind port has merged n uploads (at most 900 s); prints the time then.
 merged_by() { # port n
     local deadline=$(($(date +%s) + 900))
@@ -163,7 +165,8 @@ for seg in 1h 0; do
         during=$(metric 19107 autopgo_profiles_merged_total)
         t2=$(merged_by 19107 "$n")
         left=$(metric 19107 autopgo_profiles_merged_total)
-        drains+=("embedded default, $label|$(field "$line" per_second)|$n|$(echo "$during / ($t1 - $t0)" | bc -l)|$(echo "($left - $during) / ($t2 - $t1)" | bc -l)|$(echo "$t2 - $t1" | bc -l)|$left|$(cut -d' ' -f1 /proc/loadavg)")
+        cpu=$(echo "1000 * $(cpu_of "$current") / $left" | bc -l)
+        drains+=("embedded default, $label|$(field "$line" per_second)|$n|$(echo "$during / ($t1 - $t0)" | bc -l)|$(echo "($left - $during) / ($t2 - $t1)" | bc -l)|$(echo "$t2 - $t1" | bc -l)|$left|$cpu|$(cut -d' ' -f1 /proc/loadavg)")
         echo "drain: ${drains[-1]}" >&2
         kill "$current"; wait "$current" 2>/dev/null || true; current=""
     fi
@@ -183,7 +186,8 @@ for seg in 1h 0; do
         wait_up 19109 || true
         t1=$(merged_by 19109 "$n")
         left=$(metric 19109 autopgo_profiles_merged_total)
-        drains+=("separate worker, $label (backlog staged by the upload path)|$(field "$line" per_second)|$n|-|$(echo "$left / ($t1 - $t0)" | bc -l)|$(echo "$t1 - $t0" | bc -l)|$left|$(cut -d' ' -f1 /proc/loadavg)")
+        cpu=$(echo "1000 * $(cpu_of "$current") / $left" | bc -l)
+        drains+=("separate worker, $label (backlog staged by the upload path)|$(field "$line" per_second)|$n|-|$(echo "$left / ($t1 - $t0)" | bc -l)|$(echo "$t1 - $t0" | bc -l)|$left|$cpu|$(cut -d' ' -f1 /proc/loadavg)")
         echo "drain: ${drains[-1]}" >&2
         kill "$current"; wait "$current" 2>/dev/null || true; current=""
     fi
@@ -219,15 +223,17 @@ done
     if [ ${#drains[@]} -gt 0 ]; then
         echo
         echo "Ingest and drain side by side (one app, 16 clients for ${secs} s, then until every accepted upload"
-        echo "is merged; uploads/s):"
+        echo "is merged; rates in uploads/s; CPU: the process's CPU time per merged upload, all of its"
+        echo "threads: the embedded server's covers ingest and merge, the separate worker's the merge alone;"
+        echo "load: the 1-minute load average when the row ended):"
         echo
-        echo "| worker | ingest | uploads | merged during ingest | merged after ingest | drain time s | merged | load |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| worker | ingest | uploads | merged during ingest | merged after ingest | drain time s | merged | CPU ms/upload | load |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         for r in "${drains[@]}"; do
-            IFS='|' read -r label ing n during after secs_left merged load <<<"$r"
+            IFS='|' read -r label ing n during after secs_left merged cpu load <<<"$r"
             [ "$during" = - ] || during=$(printf '%.1f' "$during")
-            printf '| %s | %.1f | %s | %s | %.1f | %.1f | %s | %s |\n' "$label" "$ing" "$n" "$during" "$after" \
-                "$secs_left" "$merged" "$load"
+            printf '| %s | %.1f | %s | %s | %.1f | %.1f | %s | %.2f | %s |\n' "$label" "$ing" "$n" "$during" "$after" \
+                "$secs_left" "$merged" "$cpu" "$load"
         done
     fi
 } >"$results_file"
