@@ -143,16 +143,27 @@ function View:download(req, res, app, format)
   return res:send(v[format])
 end
 
---- GET /api/profile/{app}/decisions: what the compiler will do with the served profile.
+--- GET /api/profile/{app}/decisions?limit=N: what the compiler will do with the served profile,
+-- each list cut to its first N entries (default pgo.decisions_limit, 0: all). The JSON of the
+-- default is kept with the version's view.
 function View:decisions(req, res)
   local app = req.params.app
   if not keys.is_app_name(app) then return res:error(400, "invalid app name") end
+  local q = req.query and req.query.limit
+  local limit = (q == nil or q == "") and pgo.decisions_limit or math.tointeger(tonumber(q))
+  if not limit or limit < 0 then return res:error(400, "limit must be an integer from 0 (all)") end
   local v, err, code = self:view(app)
   if not v then
     local status, msg = status_of(code)
     return res:error(status, msg or tostring(err))
   end
-  return res:json(200, pgo.decisions_doc(v.info, v.decisions, { "etag", v.etags.pgo }))
+  local body = limit == pgo.decisions_limit and v.doc or nil
+  if not body then
+    body = require("autopgo.json").encode_line(pgo.decisions_doc(v.info, v.decisions, { "etag", v.etags.pgo }, limit))
+    if limit == pgo.decisions_limit then v.doc = body end
+  end
+  res:status(200):header("content-type", "application/json")
+  return res:send(body)
 end
 
 --- The handler for GET /api/profile/{app} when it serves the compiler's view: returns true when

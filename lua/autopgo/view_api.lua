@@ -1,8 +1,11 @@
 -- What the web view reads of a merged profile, as JSON computed in C (autopgo.core.flame, on the
 -- thread pool): GET /api/profile/{app}/flamegraph (the call tree, small frames folded into
 -- "(other)" under a node budget) and GET /api/profile/{app}/top (go tool pprof -top's rows).
--- Answers are cached by the profile's sha256 and carry an ETag derived from it. ?window= or
--- ?from=&to= read the time window the profile history merges, as downloads do.
+-- A version is decoded once for both: the first request for either computes the flame graph and
+-- the top table (all the rows any limit may ask) in one job, kept by the content's digest, so the
+-- page's other request (and every later one) is answered from memory; concurrent misses share
+-- the one job. Answers carry an ETag derived from the digest. ?window= or ?from=&to= read the
+-- time window the profile history merges, as downloads do (?to= alone: a version, see versions).
 local async = require "autopgo.async"
 local core = require "autopgo.core"
 local httpd = require "autopgo.httpd"
@@ -14,8 +17,10 @@ local flame = core.flame
 
 local M = {}
 
--- Answers kept (JSON of at most 2 MB each), the oldest dropped first.
-local MAX_CACHED = 32
+-- Versions whose views are kept (each: the top table of up to flame.limit_rows rows, and at most
+-- MAX_FLAMES flame graphs of under 2 MB by default), the least recently used dropped first.
+local MAX_CACHED = 16
+local MAX_FLAMES = 4
 
 local View = {}
 View.__index = View
@@ -81,48 +86,117 @@ function View:source(app, req)
   end }
 end
 
--- The answer `kind` with `params` for what req reads of app: json, etag or nil, err, code. Answers
--- are cached by the content's digest (the source's ETag) and the question.
-function View:answer(app, req, kind, params, tag)
-  local src, err, code = self:source(app, req)
-  if not src then return nil, err, code end
-  local etag = src.etag:gsub('"$', "/" .. tag .. '"')
-  local hit = self.cache[etag]
-  if hit then return hit, etag end
-  -- one computation per answer at a time; the others wait for it
-  while self.building[etag] do
-    self.building[etag].wait()
-    if self.cache[etag] then return self.cache[etag], etag end
+-- Keeps the views of a version, dropping the least recently used beyond MAX_CACHED.
+function View:keep(etag, entry)
+  for i, e in ipairs(self.order) do
+    if e == etag then
+      table.remove(self.order, i)
+      break
+    end
   end
-  local ev = async.event()
-  self.building[etag] = ev
-  local ok, json, jerr, jcode = pcall(function()
-    local bytes, rerr, rcode = src.read()
-    if not bytes then return nil, rerr, rcode end
-    local opts = { max_decompressed = limits.profile.max_decompressed, max_memory = limits.profile.max_memory }
-    for k, v in pairs(params) do opts[k] = v end
-    return async.await(kind == "top" and flame.top_async or flame.graph_async, bytes, opts)
-  end)
-  self.building[etag] = nil
-  ev.set()
-  if not ok then error(json, 0) end
-  if not json then return nil, jerr, jcode end
-  -- a bounded cache: the oldest answer goes first
   self.order[#self.order + 1] = etag
-  self.cache[etag] = json
+  self.cache[etag] = entry
   while #self.order > MAX_CACHED do
     self.cache[table.remove(self.order, 1)] = nil
   end
+end
+
+-- Runs fn() (-> result or nil, err, code) once for `key` at a time: a concurrent caller waits for
+-- the running one and then finds its result with found(); returns found()'s or fn's result.
+function View:once(key, found, fn)
+  while self.building[key] do
+    self.building[key].wait()
+    local hit = found()
+    if hit then return hit end
+  end
+  local hit = found()
+  if hit then return hit end
+  local ev = async.event()
+  self.building[key] = ev
+  local ok, r, err, code = pcall(fn)
+  self.building[key] = nil
+  ev.set()
+  if not ok then error(r, 0) end
+  return r, err, code
+end
+
+-- The decode options of a job: the profile limits and params.
+local function job_opts(params)
+  local opts = { max_decompressed = limits.profile.max_decompressed, max_memory = limits.profile.max_memory }
+  for k, v in pairs(params or {}) do opts[k] = v end
+  return opts
+end
+
+-- The views of the version src reads: { flames = {[n] = json}, nflames, top = json, ends = {...} },
+-- or nil, err, code. The first request computes the top table and the flame graph of max_nodes
+-- together (one decode); a flame graph of another size later is one more job.
+function View:views(src, max_nodes)
+  local etag = src.etag
+  local function found() return self.cache[etag] end
+  local entry, err, code = self:once(etag, found, function()
+    local bytes, rerr, rcode = src.read()
+    if not bytes then return nil, rerr, rcode end
+    local fjson, tjson, ends = async.await(flame.views_async, bytes,
+      job_opts { max_nodes = max_nodes, limit = flame.limit_rows })
+    if not fjson then return nil, tjson, ends end
+    local e = { flames = { [max_nodes] = fjson }, nflames = 1, top = tjson, ends = ends }
+    self:keep(etag, e)
+    return e
+  end)
+  if entry then self:keep(etag, entry) end
+  return entry, err, code
+end
+
+-- The top table with its first `limit` rows, cut from the kept one (see ap_pprof_views_json).
+local function top_rows(e, limit)
+  local n = math.min(limit, #e.ends)
+  if n == #e.ends then return e.top end
+  if n == 0 then return e.top:sub(1, select(2, e.top:find('"rows":[', 1, true))) .. "]}" end
+  return e.top:sub(1, e.ends[n]) .. "]}"
+end
+
+-- The answer `kind` ("flamegraph" or "top") with `n` (max_nodes or limit) for what req reads of
+-- app: json, etag or nil, err, code. The ETag is the content's digest and the question.
+function View:answer(app, req, kind, n, tag)
+  local src, err, code = self:source(app, req)
+  if not src then return nil, err, code end
+  local etag = src.etag:gsub('"$', "/" .. tag .. '"')
+  local e
+  e, err, code = self:views(src, kind == "flamegraph" and n or flame.default_nodes)
+  if not e then return nil, err, code end
+  if kind == "top" then return top_rows(e, n), etag end
+  local function found() return e.flames[n] end
+  local json
+  json, err, code = self:once(etag, found, function()
+    local bytes, rerr, rcode = src.read()
+    if not bytes then return nil, rerr, rcode end
+    local j, jerr, jcode = async.await(flame.graph_async, bytes, job_opts { max_nodes = n })
+    if not j then return nil, jerr, jcode end
+    -- a bounded number of sizes per version: the oldest other than the default goes first
+    if e.nflames >= MAX_FLAMES then
+      for k in pairs(e.flames) do
+        if k ~= flame.default_nodes then
+          e.flames[k] = nil
+          e.nflames = e.nflames - 1
+          break
+        end
+      end
+    end
+    e.flames[n] = j
+    e.nflames = e.nflames + 1
+    return j
+  end)
+  if not json then return nil, err, code end
   return json, etag
 end
 
-function View:serve(req, res, kind, params, tag)
+function View:serve(req, res, kind, n, tag)
   local app = req.params.app
   if not keys.is_app_name(app) then
     return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
   end
   for _ = 1, 5 do
-    local json, etag, code = self:answer(app, req, kind, params, tag)
+    local json, etag, code = self:answer(app, req, kind, n, tag)
     if json then
       if httpd.none_match(req:header("if-none-match"), etag) then
         res:status(304):header("etag", etag)
@@ -156,7 +230,7 @@ function View:flamegraph(req, res)
   local n, why = int_param(req, "max_nodes", 2, flame.limit_nodes)
   if not n then return res:error(400, why) end
   n = n == true and flame.default_nodes or n
-  return self:serve(req, res, "flamegraph", { max_nodes = n }, "flamegraph;n=" .. n)
+  return self:serve(req, res, "flamegraph", n, "flamegraph;n=" .. n)
 end
 
 --- GET /api/profile/{app}/top?limit=N (default 100, at most 5000)
@@ -164,7 +238,7 @@ function View:top(req, res)
   local n, why = int_param(req, "limit", 1, flame.limit_rows)
   if not n then return res:error(400, why) end
   n = n == true and flame.default_rows or n
-  return self:serve(req, res, "top", { limit = n }, "top;n=" .. n)
+  return self:serve(req, res, "top", n, "top;n=" .. n)
 end
 
 --- Adds the view's routes to an httpd router: what a download token may read (scope download).

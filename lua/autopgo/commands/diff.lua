@@ -31,6 +31,8 @@ local function load(opts, spec)
   local app, query = spec:match("^app:([^?]+)(.*)$")
   if app then
     local api = client.new(opts.api_url, client.options(opts, { timeout = 300 }))
+    -- every decision (limit=0): the API lists only the heaviest by default
+    query = query .. (query == "" and "?" or "&") .. "limit=0"
     local res, err, _, status = api:request { url = api:profile_url(app) .. "/decisions" .. query }
     if res and res.status ~= 200 then res, err, _, status = client.response_error(res) end
     if not res then cli.exit(1, ("autopgo diff: %s: %s"):format(spec, client.message(err, status))) end
