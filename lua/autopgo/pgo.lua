@@ -275,6 +275,40 @@ function M.diff(a, b)
   return r
 end
 
+--- The diff as JSON (autopgo diff --json, GET /api/profile/{app}/diff): limit (nil or 0: all)
+-- cuts each list to its first entries; "counts" has their full lengths. extra: more
+-- {key, value, ...} pairs at the end.
+function M.diff_doc(r, limit, extra)
+  local function upto(n) return (limit and limit > 0) and math.min(n, limit) or n end
+  local function sites(list)
+    local out = json.array()
+    for i = 1, upto(#list) do
+      local e = list[i]
+      out[i] = json.object("caller", e.caller, "offset", e.offset, "callee", e.callee)
+    end
+    return out
+  end
+  local function names(list)
+    local out = json.array()
+    for i = 1, upto(#list) do out[i] = list[i] end
+    return out
+  end
+  local changed = json.array()
+  for i = 1, upto(#r.targets_changed) do
+    local t = r.targets_changed[i]
+    changed[i] = json.object("caller", t.caller, "offset", t.offset, "from", t.from, "to", t.to)
+  end
+  local fields = { "same", r.same, "becameHot", sites(r.hot_added), "becameCold", sites(r.hot_removed),
+    "functionsHot", names(r.functions_added), "functionsCold", names(r.functions_removed),
+    "targetsChanged", changed, "sitesAdded", r.sites_added, "sitesRemoved", r.sites_removed,
+    "totalWeight", json.array { r.total_weight[1], r.total_weight[2] },
+    "counts", json.object("becameHot", #r.hot_added, "becameCold", #r.hot_removed,
+      "functionsHot", #r.functions_added, "functionsCold", #r.functions_removed,
+      "targetsChanged", #r.targets_changed) }
+  for _, x in ipairs(extra or {}) do fields[#fields + 1] = x end
+  return json.object(table.unpack(fields))
+end
+
 --- The diff as text (autopgo diff).
 function M.render_diff(r, name_a, name_b)
   local out = {}

@@ -10,8 +10,12 @@ local async = require "autopgo.async"
 local core = require "autopgo.core"
 local httpd = require "autopgo.httpd"
 local keys = require "autopgo.keys"
+local json = require "autopgo.json"
 local limits = require "autopgo.limits"
 local log = require "autopgo.log"
+local pgo = require "autopgo.pgo"
+local url = require "autopgo.url"
+local utc = require "autopgo.utc"
 
 local flame = core.flame
 
@@ -21,13 +25,16 @@ local M = {}
 -- MAX_FLAMES flame graphs of under 2 MB by default), the least recently used dropped first.
 local MAX_CACHED = 16
 local MAX_FLAMES = 4
+-- Decisions of windows and versions kept for diffs (a flat 50 MB profile's are ~100 MB of Lua).
+local MAX_DECISIONS = 2
 
 local View = {}
 View.__index = View
 
 --- A view over an autopgo.api instance (its store and its per-version digests).
 function M.new(api)
-  return setmetatable({ api = api, cache = {}, order = {}, building = {} }, View)
+  return setmetatable({ api = api, cache = {}, order = {}, building = {}, decided = {}, decided_order = {} },
+    View)
 end
 
 -- An integer query parameter within lo..hi, or nil and a message for a 400.
@@ -166,13 +173,13 @@ function View:answer(app, req, kind, n, tag)
   if not e then return nil, err, code end
   if kind == "top" then return top_rows(e, n), etag end
   local function found() return e.flames[n] end
-  local json
-  json, err, code = self:once(etag, found, function()
+  local body
+  body, err, code = self:once(etag, found, function()
     local bytes, rerr, rcode = src.read()
     if not bytes then return nil, rerr, rcode end
     local j, jerr, jcode = async.await(flame.graph_async, bytes, job_opts { max_nodes = n })
     if not j then return nil, jerr, jcode end
-    -- a bounded number of sizes per version: the oldest other than the default goes first
+    -- a bounded number of sizes per version: one other than the default makes room
     if e.nflames >= MAX_FLAMES then
       for k in pairs(e.flames) do
         if k ~= flame.default_nodes then
@@ -186,8 +193,8 @@ function View:answer(app, req, kind, n, tag)
     e.nflames = e.nflames + 1
     return j
   end)
-  if not json then return nil, err, code end
-  return json, etag
+  if not body then return nil, err, code end
+  return body, etag
 end
 
 function View:serve(req, res, kind, n, tag)
@@ -196,15 +203,15 @@ function View:serve(req, res, kind, n, tag)
     return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
   end
   for _ = 1, 5 do
-    local json, etag, code = self:answer(app, req, kind, n, tag)
-    if json then
+    local body, etag, code = self:answer(app, req, kind, n, tag)
+    if body then
       if httpd.none_match(req:header("if-none-match"), etag) then
         res:status(304):header("etag", etag)
         return res:send("")
       end
       res:status(200):header("content-type", "application/json"):header("etag", etag)
       res:header("cache-control", "no-cache")
-      return res:send(json)
+      return res:send(body)
     end
     if code == "BAD_REQUEST" then return res:error(400, etag) end
     if code == "NOT_FOUND" then
@@ -241,11 +248,130 @@ function View:top(req, res)
   return self:serve(req, res, "top", n, "top;n=" .. n)
 end
 
+-- ---- versions and the diff of two profiles' decisions ----
+
+--- GET /api/profile/{app}/versions: the versions of the app's profile a page can show or compare,
+-- newest first: "current" (the merged profile served now, selected by no query) and, per history
+-- segment, the profile as of its end ("to=END": every upload captured before END that the history
+-- keeps, merged under the app's prune rules, as a window download gives it; not byte for byte
+-- what was served then). {app, versions: [{id, query, label, uploads, end}]}.
+function View:versions(req, res)
+  local app = req.params.app
+  if not keys.is_app_name(app) then
+    return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
+  end
+  local list = json.array()
+  list[1] = json.object("id", "current", "query", "", "label", "served now (the merged profile)")
+  local h = self.api.history
+  if h then
+    local segs, err = h:segments(app)
+    if not segs then
+      log.error("cannot read the history of the app", "app", app, "error", tostring(err))
+      return res:error(500, "cannot read the history of app " .. app)
+    end
+    local uploads = 0
+    local rows = {}
+    for _, sg in ipairs(segs) do
+      uploads = uploads + #sg.doc.uploads
+      local stop = utc.rfc3339(sg.start + h.seglen)
+      rows[#rows + 1] = json.object("id", stop, "query", "to=" .. stop, "label", "as of " .. stop,
+        "uploads", uploads, "end", stop)
+    end
+    for i = #rows, 1, -1 do list[#list + 1] = rows[i] end
+  end
+  return res:json(200, json.object("app", app, "versions", list))
+end
+
+-- The query a selector names (a query string of window=, from=, to=; "" for the current profile),
+-- as a request's query map, or nil and why for a 400.
+local function selector(s)
+  local q = url.parse_query(s or "")
+  for k in pairs(q) do
+    if k ~= "window" and k ~= "from" and k ~= "to" then
+      return nil, ("a profile is selected by window=, from= and to= only, not %s="):format(k)
+    end
+  end
+  return q
+end
+
+-- The compiler's decisions of what sel (a query map) selects of app: decisions, etag or nil, err,
+-- code. The current profile's are the ones GET /decisions serves (its policy applied); a window's
+-- or version's are computed from its merged profile and kept by its digest.
+function View:decisions_of(app, sel)
+  if next(sel) == nil then
+    local v, err, code = self.api.pgo:view(app)
+    if not v then return nil, err, code end
+    return v.decisions, v.etags.pgo
+  end
+  local src, err, code = self:source(app, { query = sel })
+  if not src then return nil, err, code end
+  local key = "decisions:" .. src.etag
+  local function found() return self.decided[key] end
+  local d
+  d, err, code = self:once(key, found, function()
+    local bytes, rerr, rcode = src.read()
+    if not bytes then return nil, rerr, rcode end
+    local pol = pgo.app_policy(self.api.pgo.policy, app)
+    local r, serr, scode = pgo.shape(bytes, { decisions = true, no_inline = pol.no_inline })
+    if not r then return nil, serr, scode end
+    if not r.info.usable then
+      return nil, "the profile cannot be used by go build -pgo: " .. tostring(r.info.reason), "INVALID"
+    end
+    self.decided[key] = r.decisions
+    self.decided_order[#self.decided_order + 1] = key
+    while #self.decided_order > MAX_DECISIONS do self.decided[table.remove(self.decided_order, 1)] = nil end
+    return r.decisions
+  end)
+  if not d then return nil, err, code end
+  return d, src.etag
+end
+
+--- GET /api/profile/{app}/diff?a=SEL&b=SEL[&limit=N]: what the compiler decides differently with
+-- profile b than with a, as `autopgo diff A B --json` (pgo.diff_doc), each list cut to N entries
+-- (default pgo.decisions_limit, 0: all). SEL is a URL-encoded query selecting a profile: empty
+-- for the current one, window=24h, from=..&to=.., or to=.. for a version (GET .../versions).
+function View:diff(req, res)
+  local app = req.params.app
+  if not keys.is_app_name(app) then
+    return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
+  end
+  local q = req.query or {}
+  local limit = (q.limit == nil or q.limit == "") and pgo.decisions_limit or math.tointeger(tonumber(q.limit))
+  if not limit or limit < 0 then return res:error(400, "limit must be an integer from 0 (all)") end
+  local sa, why = selector(q.a)
+  if not sa then return res:error(400, "a: " .. why) end
+  local sb
+  sb, why = selector(q.b)
+  if not sb then return res:error(400, "b: " .. why) end
+  local sides = {}
+  for i, sel in ipairs { sa, sb } do
+    local d, etag, code = self:decisions_of(app, sel)
+    if not d then
+      local name = i == 1 and "a" or "b"
+      if code == "BAD_REQUEST" then return res:error(400, name .. ": " .. etag) end
+      if code == "NOT_FOUND" then return res:error(404, ("%s: no profile of app %s there"):format(name, app)) end
+      if code == "INVALID" then return res:error(422, name .. ": " .. require("autopgo.fail").message(etag)) end
+      log.error("cannot compute the decisions of a profile", "app", app, "error", tostring(etag))
+      return res:error(500, ("%s: cannot compute the decisions of app %s (%s)"):format(name, app, code or "INTERNAL"))
+    end
+    sides[i] = { d = d, etag = etag }
+  end
+  local function side(x, sel)
+    return json.object("select", sel or "", "etag", x.etag, "signature", pgo.signature(x.d))
+  end
+  return res:json(200, pgo.diff_doc(pgo.diff(sides[1].d, sides[2].d), limit,
+    { "a", side(sides[1], q.a), "b", side(sides[2], q.b), "limit", limit }))
+end
+
 --- Adds the view's routes to an httpd router: what a download token may read (scope download).
 function View:routes(router)
   router:add("GET", "/api/profile/{app}/flamegraph", function(req, res) return self:flamegraph(req, res) end,
     "download")
   router:add("GET", "/api/profile/{app}/top", function(req, res) return self:top(req, res) end, "download")
+  router:add("GET", "/api/profile/{app}/versions", function(req, res) return self:versions(req, res) end, "download")
+  if self.api.pgo then
+    router:add("GET", "/api/profile/{app}/diff", function(req, res) return self:diff(req, res) end, "download")
+  end
   return router
 end
 
