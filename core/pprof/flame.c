@@ -4,6 +4,7 @@
 #include "flame.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -682,6 +683,11 @@ static int top_write(const ap_pprof_profile *p, const names *nmp, const stacks *
     for (uint32_t i = 0; i < nrows; i++)
         abs_total += rows[i].flat < 0 ? -rows[i].flat : rows[i].flat;
     int64_t cutoff = (int64_t)((double)abs_total * 0.001);
+    /* the order first (it does not depend on the annotation): only the edges into the rows
+     * written need noting */
+    sort_names = &nm;
+    qsort(rows, nrows, sizeof *rows, by_flat);
+    for (uint32_t i = 0; i < nrows; i++) row_of[rows[i].name] = i;
     for (uint32_t si = 0; si < st.n; si++) {
         const ap_pprof_sample *s = &p->samples[st.sample[si]];
         int64_t v = st.value[si];
@@ -693,7 +699,7 @@ static int top_write(const ap_pprof_profile *p, const names *nmp, const stacks *
             uint32_t q0 = nm.loc_off[locs[j]];
             for (uint32_t q = q0; q < nm.loc_off[locs[j] + 1]; q++) {
                 uint32_t id = nm.ids[q];
-                if (prev != UINT32_MAX && prev != id &&
+                if (prev != UINT32_MAX && prev != id && row_of[id] < limit &&
                     (negative ||
                      (rows[row_of[prev]].cum >= cutoff && rows[row_of[id]].cum >= cutoff)) &&
                     edge_note(&ed, prev, id, q != q0, v, si + 1))
@@ -709,8 +715,6 @@ static int top_write(const ap_pprof_profile *p, const names *nmp, const stacks *
         top_row *r = &rows[row_of[(uint32_t)(x->key - 1)]];
         r->inl |= x->inline_ ? 1 : 2;
     }
-    sort_names = &nm;
-    qsort(rows, nrows, sizeof *rows, by_flat);
     sb_header(&b, p, index, total);
     sb_str(&b, ",\"functions\":");
     sb_int(&b, nrows);
@@ -813,6 +817,27 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
     return rc;
 }
 
+/* The top table of ap_pprof_views_json, on a helper thread while the flame graph is written
+ * (both only read the profile, the names and the stacks). */
+typedef struct {
+    const ap_pprof_profile *p;
+    const names *nm;
+    const stacks *st;
+    int index, rc;
+    uint32_t limit;
+    ap_pprof_views *v;
+    ap_pprof_error err;
+} top_task;
+
+static void *top_run(void *arg)
+{
+    top_task *t = arg;
+    ap_pprof_error_clear(&t->err);
+    t->rc = top_write(t->p, t->nm, t->st, t->index, t->limit, &t->v->top, &t->v->top_len,
+                      t->v->row_end, &t->v->nrows, &t->err);
+    return NULL;
+}
+
 int ap_pprof_views_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *opts, uint32_t limit,
                         ap_pprof_views *v, ap_pprof_error *err)
 {
@@ -824,14 +849,24 @@ int ap_pprof_views_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *op
     names nm = {0};
     stacks st = {0};
     if (prepare(p, index, &nm, &st, err)) return -1;
-    int rc = -1;
     v->row_end = malloc((size_t)limit * sizeof *v->row_end);
-    if (!v->row_end)
-        ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
-    else if (flame_write(p, &nm, &st, index, max_nodes, &v->flame, &v->flame_len, err) == 0 &&
-             top_write(p, &nm, &st, index, limit, &v->top, &v->top_len, v->row_end, &v->nrows,
-                       err) == 0)
-        rc = 0;
+    if (!v->row_end) {
+        names_free(&nm);
+        stacks_free(&st);
+        return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
+    }
+    top_task t = {.p = p, .nm = &nm, .st = &st, .index = index, .limit = limit, .v = v};
+    pthread_t helper;
+    int threaded = pthread_create(&helper, NULL, top_run, &t) == 0;
+    int rc = flame_write(p, &nm, &st, index, max_nodes, &v->flame, &v->flame_len, err);
+    if (threaded)
+        pthread_join(helper, NULL);
+    else
+        top_run(&t);
+    if (rc == 0 && t.rc != 0) {
+        *err = t.err;
+        rc = -1;
+    }
     names_free(&nm);
     stacks_free(&st);
     if (rc) {
