@@ -8,6 +8,7 @@
 -- time window the profile history merges, as downloads do (?to= alone: a version, see versions).
 local async = require "autopgo.async"
 local core = require "autopgo.core"
+local fail = require "autopgo.fail"
 local httpd = require "autopgo.httpd"
 local keys = require "autopgo.keys"
 local json = require "autopgo.json"
@@ -33,8 +34,9 @@ View.__index = View
 
 --- A view over an autopgo.api instance (its store and its per-version digests).
 function M.new(api)
-  return setmetatable({ api = api, cache = {}, order = {}, building = {}, decided = {}, decided_order = {} },
-    View)
+  -- jobs: the C jobs run so far (each decodes a profile)
+  return setmetatable({ api = api, cache = {}, order = {}, building = {}, decided = {}, decided_order = {},
+    jobs = 0 }, View)
 end
 
 -- An integer query parameter within lo..hi, or nil and a message for a 400.
@@ -143,6 +145,7 @@ function View:views(src, max_nodes)
   local entry, err, code = self:once(etag, found, function()
     local bytes, rerr, rcode = src.read()
     if not bytes then return nil, rerr, rcode end
+    self.jobs = self.jobs + 1
     local fjson, tjson, ends = async.await(flame.views_async, bytes,
       job_opts { max_nodes = max_nodes, limit = flame.limit_rows })
     if not fjson then return nil, tjson, ends end
@@ -177,6 +180,7 @@ function View:answer(app, req, kind, n, tag)
   body, err, code = self:once(etag, found, function()
     local bytes, rerr, rcode = src.read()
     if not bytes then return nil, rerr, rcode end
+    self.jobs = self.jobs + 1
     local j, jerr, jcode = async.await(flame.graph_async, bytes, job_opts { max_nodes = n })
     if not j then return nil, jerr, jcode end
     -- a bounded number of sizes per version: one other than the default makes room
@@ -315,7 +319,7 @@ function View:decisions_of(app, sel)
     local r, serr, scode = pgo.shape(bytes, { decisions = true, no_inline = pol.no_inline })
     if not r then return nil, serr, scode end
     if not r.info.usable then
-      return nil, "the profile cannot be used by go build -pgo: " .. tostring(r.info.reason), "INVALID"
+      return fail.new("INVALID", "the profile cannot be used by go build -pgo: %s", tostring(r.info.reason))
     end
     self.decided[key] = r.decisions
     self.decided_order[#self.decided_order + 1] = key
@@ -350,7 +354,7 @@ function View:diff(req, res)
       local name = i == 1 and "a" or "b"
       if code == "BAD_REQUEST" then return res:error(400, name .. ": " .. etag) end
       if code == "NOT_FOUND" then return res:error(404, ("%s: no profile of app %s there"):format(name, app)) end
-      if code == "INVALID" then return res:error(422, name .. ": " .. require("autopgo.fail").message(etag)) end
+      if code == "INVALID" then return res:error(422, name .. ": " .. fail.message(etag)) end
       log.error("cannot compute the decisions of a profile", "app", app, "error", tostring(etag))
       return res:error(500, ("%s: cannot compute the decisions of app %s (%s)"):format(name, app, code or "INTERNAL"))
     end
