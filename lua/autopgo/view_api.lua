@@ -298,24 +298,23 @@ local function selector(s)
   return q
 end
 
--- The compiler's decisions of what sel (a query map) selects of app: decisions, etag or nil, err,
--- code. The current profile's are the ones GET /decisions serves (its policy applied); a window's
--- or version's are computed from its merged profile and kept by its digest.
+-- The compiler's decisions of what sel (a query map) selects of app, computed from its profile
+-- with the app's no_inline policy as GET /decisions applies it (stable = true may serve older
+-- bytes, but only ones with the same decisions) and kept by its digest: decisions, etag or nil,
+-- err, code.
 function View:decisions_of(app, sel)
-  if next(sel) == nil then
-    local v, err, code = self.api.pgo:view(app)
-    if not v then return nil, err, code end
-    return v.decisions, v.etags.pgo
-  end
   local src, err, code = self:source(app, { query = sel })
   if not src then return nil, err, code end
-  local key = "decisions:" .. src.etag
+  local pol = pgo.app_policy(self.api.pgo and self.api.pgo.policy, app)
+  local no_inline = {}
+  for i, f in ipairs(pol.no_inline) do no_inline[i] = f end
+  table.sort(no_inline)
+  local key = "decisions:" .. src.etag .. "\0" .. table.concat(no_inline, "\0")
   local function found() return self.decided[key] end
   local d
   d, err, code = self:once(key, found, function()
     local bytes, rerr, rcode = src.read()
     if not bytes then return nil, rerr, rcode end
-    local pol = pgo.app_policy(self.api.pgo.policy, app)
     local r, serr, scode = pgo.shape(bytes, { decisions = true, no_inline = pol.no_inline })
     if not r then return nil, serr, scode end
     if not r.info.usable then
