@@ -335,9 +335,23 @@ static uint32_t tree_child(tree *t, uint32_t parent, uint32_t name)
 static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, const stacks *st,
                       ap_pprof_error *err)
 {
-    t->cap = 1024;
+    /* sized for every frame of every stack (a bound on the nodes), so neither the nodes nor the
+     * table grow while the tree is built */
+    uint64_t bound = 1;
+    for (uint32_t u = 0; u < st->n; u++) {
+        const ap_pprof_sample *s = &p->samples[st->sample[u]];
+        const uint32_t *locs = ap_pprof_sample_locs(p, s);
+        for (uint32_t j = 0; j < s->nloc; j++)
+            bound += nm->loc_off[locs[j] + 1] - nm->loc_off[locs[j]];
+    }
+    if (bound >= UINT32_MAX / 2) bound = UINT32_MAX / 2;
+    t->cap = bound < 1024 ? 1024 : (uint32_t)bound;
     t->nodes = malloc((size_t)t->cap * sizeof *t->nodes);
-    if (!t->nodes || tree_grow_slots(t)) goto nomem;
+    uint64_t ns = 1024;
+    while (ns * 3 < bound * 4 && ns < (1u << 31)) ns *= 2;
+    t->nslots = (uint32_t)ns;
+    t->slots = calloc(ns, sizeof *t->slots);
+    if (!t->nodes || !t->slots) goto nomem;
     t->nodes[0] = (node){.parent = UINT32_MAX, .name = UINT32_MAX};
     t->n = 1;
     for (uint32_t u = 0; u < st->n; u++) {
