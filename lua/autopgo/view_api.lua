@@ -22,9 +22,10 @@ local flame = core.flame
 
 local M = {}
 
--- Versions whose views are kept (each: the top table of up to flame.limit_rows rows, and at most
--- MAX_FLAMES flame graphs of under 2 MB by default), the least recently used dropped first.
-local MAX_CACHED = 16
+-- The views kept: at most MAX_BYTES of JSON (a 50 MB profile's top table and flame graph are
+-- under 1 MB; a flame graph of 20000 nodes up to 10 MB), the least recently used version dropped
+-- first, and at most MAX_FLAMES flame graph sizes per version.
+M.MAX_BYTES = 64 * 1024 * 1024
 local MAX_FLAMES = 4
 -- Decisions of windows and versions kept for diffs (a flat 50 MB profile's are ~100 MB of Lua).
 local MAX_DECISIONS = 2
@@ -95,7 +96,8 @@ function View:source(app, req)
   end }
 end
 
--- Keeps the views of a version, dropping the least recently used beyond MAX_CACHED.
+-- Marks the views of a version as the most recently used (adding them when new) and drops the
+-- least recently used others while the kept JSON is over M.MAX_BYTES.
 function View:keep(etag, entry)
   for i, e in ipairs(self.order) do
     if e == etag then
@@ -105,8 +107,12 @@ function View:keep(etag, entry)
   end
   self.order[#self.order + 1] = etag
   self.cache[etag] = entry
-  while #self.order > MAX_CACHED do
-    self.cache[table.remove(self.order, 1)] = nil
+  local total = 0
+  for _, e in ipairs(self.order) do total = total + self.cache[e].bytes end
+  while total > M.MAX_BYTES and #self.order > 1 do
+    local old = table.remove(self.order, 1)
+    total = total - self.cache[old].bytes
+    self.cache[old] = nil
   end
 end
 
@@ -149,7 +155,7 @@ function View:views(src, max_nodes)
     local fjson, tjson, ends = async.await(flame.views_async, bytes,
       job_opts { max_nodes = max_nodes, limit = flame.limit_rows })
     if not fjson then return nil, tjson, ends end
-    local e = { flames = { [max_nodes] = fjson }, nflames = 1, top = tjson, ends = ends }
+    local e = { flames = { [max_nodes] = fjson }, nflames = 1, top = tjson, ends = ends, bytes = #fjson + #tjson }
     self:keep(etag, e)
     return e
   end)
@@ -185,16 +191,19 @@ function View:answer(app, req, kind, n, tag)
     if not j then return nil, jerr, jcode end
     -- a bounded number of sizes per version: one other than the default makes room
     if e.nflames >= MAX_FLAMES then
-      for k in pairs(e.flames) do
+      for k, old in pairs(e.flames) do
         if k ~= flame.default_nodes then
           e.flames[k] = nil
           e.nflames = e.nflames - 1
+          e.bytes = e.bytes - #old
           break
         end
       end
     end
     e.flames[n] = j
     e.nflames = e.nflames + 1
+    e.bytes = e.bytes + #j
+    if self.cache[src.etag] == e then self:keep(src.etag, e) end
     return j
   end)
   if not body then return nil, err, code end

@@ -100,6 +100,33 @@ describe("view_api", function()
     end)
   end)
 
+  it("keeps the views of the most recently used versions within a byte budget", function()
+    run(function()
+      local e = serve()
+      assert(e.store:put(keys.base("one"), corpus("goapp-go123-cpu-1.pb.gz")))
+      assert(e.store:put(keys.base("two"), corpus("goapp-go123-cpu-2.pb.gz")))
+      local budget = view_api.MAX_BYTES
+      for _, path in ipairs { "/api/profile/one/top", "/api/profile/two/top", "/api/profile/one/top" } do
+        assert.equals(200, e.get(path).status)
+      end
+      assert.equals(2, e.view.jobs) -- both kept
+      -- a budget smaller than one version's views keeps only the last one used
+      view_api.MAX_BYTES = 1
+      local ok, err = pcall(function()
+        assert.equals(200, e.get("/api/profile/two/top").status) -- one is dropped
+        assert.equals(200, e.get("/api/profile/two/flamegraph").status)
+        assert.equals(2, e.view.jobs)
+        assert.equals(200, e.get("/api/profile/one/top").status) -- computed again, two dropped
+        assert.equals(3, e.view.jobs)
+        assert.equals(200, e.get("/api/profile/two/top").status)
+        assert.equals(4, e.view.jobs)
+      end)
+      view_api.MAX_BYTES = budget
+      assert(ok, err)
+      e.srv:shutdown()
+    end)
+  end)
+
   it("lists the current version and diffs the decisions of two selections", function()
     run(function()
       local e = serve()
