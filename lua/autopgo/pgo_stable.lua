@@ -40,9 +40,12 @@ end
 function M.after_merge(store, policy, app, bytes)
   local pol = pgo.app_policy(policy, app)
   if not pol.stable then return nil end
-  local r, err = pgo.shape(bytes, { format = "pgo", decisions = true, no_inline = pol.no_inline })
+  local r, err, code = pgo.shape(bytes, { format = "pgo", decisions = true, no_inline = pol.no_inline })
   if not r or not r.info.usable then
-    if not r then log.warn("cannot shape the merged profile for stable serving", "app", app, "error", err) end
+    -- a profile go build -pgo cannot use has no minimal form: nothing to decide
+    if not r and code ~= "INVALID" then
+      log.warn("cannot shape the merged profile for stable serving", "app", app, "error", err)
+    end
     return nil
   end
   local signature = pgo.signature(r.decisions)
