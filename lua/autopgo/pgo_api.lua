@@ -12,14 +12,15 @@ local pgo_stable = require "autopgo.pgo_stable"
 
 local M = {}
 
---- Shaped views kept in memory (each a few minimal profiles' worth), the oldest dropped first.
-M.CACHE_KEEP = 32
+--- Shaped views kept in memory per app (its base and a few windows; each a few minimal profiles'
+-- worth), the oldest dropped first.
+M.CACHE_KEEP = 4
 
 local m = {
   downloads = metrics.counter("autopgo_pgo_downloads_total", "Downloads of the compiler's view by format and status.",
     { "format", "status" }),
   built = metrics.counter("autopgo_pgo_views_built_total",
-    "Versions of a profile (base or window) shaped into the compiler's view; a repeated request is served from memory."),
+    "Versions of a profile (base or window) shaped into the compiler's view (then served from memory)."),
 }
 
 local View = {}
@@ -57,10 +58,12 @@ local function policy_key(pol, stable)
   return (stable and "stable" or "") .. "\0" .. table.concat(names, "\0")
 end
 
-function View:remember(key, v)
-  if not self.cache[key] then self.order[#self.order + 1] = key end
+function View:remember(app, key, v)
+  local order = self.order[app] or {}
+  self.order[app] = order
+  if not self.cache[key] then order[#order + 1] = key end
   self.cache[key] = v
-  while #self.order > M.CACHE_KEEP do self.cache[table.remove(self.order, 1)] = nil end
+  while #order > M.CACHE_KEEP do self.cache[table.remove(order, 1)] = nil end
 end
 
 -- The compiler's view of one version of app's profile: src = { etag (the content's digest),
@@ -96,7 +99,7 @@ function View:view(app, src, read)
   m.built:inc()
   local v = { pgo = minimal, preprofile = served.bytes, decisions = served.decisions, info = r.info }
   v.etags = { pgo = sha256_etag(v.pgo), preprofile = sha256_etag(v.preprofile) }
-  self:remember(key, v)
+  self:remember(app, key, v)
   return done(v)
 end
 

@@ -58,9 +58,12 @@ describe("pgo api", function()
       -- the plain download is still the full profile; format=pprof says so explicitly
       assert.equals(full, e.get("/api/profile/app").body)
       assert.equals(full, e.get("/api/profile/app?format=pprof").body)
-      -- If-None-Match
+      -- If-None-Match; the same version is shaped once
+      local built = metrics.counter("autopgo_pgo_views_built_total"):get() or 0
       local nm = e.get("/api/profile/app?format=pgo", { ["if-none-match"] = r.headers["etag"] })
       assert.equals(304, nm.status)
+      assert.equals(r.body, e.get("/api/profile/app?format=pgo").body)
+      assert.equals(built, metrics.counter("autopgo_pgo_views_built_total"):get() or 0)
       e.close()
     end)
   end)
