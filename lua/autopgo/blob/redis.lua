@@ -485,9 +485,9 @@ function Store:put(key, body, opts)
         local ck = base .. version .. ":" .. n
         n = n + 1
         batch[#batch + 1] = function()
-          local ok, reply, rcode = self:call { "SET", ck, chunk, "PX", upload_ms }
+          local sent, reply, rcode = self:call { "SET", ck, chunk, "PX", upload_ms }
           if bytes.is(chunk) then chunk:release() end -- its bytes are in the output buffer now
-          return ok, reply, rcode
+          return sent, reply, rcode
         end
       end
       if #batch == 0 then return end

@@ -7,7 +7,7 @@ local async = require "autopgo.async"
 local utc = require "autopgo.utc"
 local rest = require "autopgo.rest"
 local keys = require "autopgo.blob.keys"
-local bytes = require("autopgo.core").bytes
+local core_bytes = require("autopgo.core").bytes
 
 local M = {}
 
@@ -97,7 +97,7 @@ end
 -- of a producer, which all the pieces of its source read in turn. An autopgo.bytes is a "string"
 -- source whose pieces are views of it (no copy): data:sub(i, j) reads both alike.
 function M.source(body)
-  if type(body) == "string" or bytes.is(body) then return { kind = "string", size = #body, data = body } end
+  if type(body) == "string" or core_bytes.is(body) then return { kind = "string", size = #body, data = body } end
   if type(body) ~= "table" then return fail.new("INVALID", "put body must be a string or a table") end
   if body.path then
     local st, err = async.await(uv.fs_stat, body.path)
@@ -147,7 +147,7 @@ function M.piece(src, offset, length)
     for _, r in ipairs(opened) do r:close() end
     opened = {}
     -- a view made for this piece holds the whole body until released
-    if not whole and bytes.is(piece.data) then piece.data:release() end
+    if not whole and core_bytes.is(piece.data) then piece.data:release() end
   end
   return piece
 end
