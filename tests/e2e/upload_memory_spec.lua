@@ -145,7 +145,8 @@ describe("a 100+ MB upload is held once by the server (plain build)", function()
           local growth = status_kb(proc.pid, "VmHWM") - before
           print(("\n%s %s: resident memory grew by %.1f MiB for a %.1f MiB upload (%.2fx)"):format(proto, s[1],
             growth / 2 ^ 20, size / 2 ^ 20, growth / size))
-          assert.is_true(growth < bound, ("%s %s: grew by %d bytes for a %d byte body"):format(proto, s[1], growth, size))
+          assert.is_true(growth < bound,
+            ("%s %s: grew by %d bytes for a %d byte body"):format(proto, s[1], growth, size))
           support.rm_rf(sdir)
         end, 900000)
       end)
