@@ -10,7 +10,7 @@
 #include "bytes.h"
 
 /* Bumped whenever a binding changes incompatibly; lua/autopgo/init.lua checks it at load. */
-#define AP_ABI 1
+#define AP_ABI 2
 
 /* Runtime failure: pushes nil, "CODE: message", "CODE" and returns 3 (luv's fail tuple). */
 int ap_fail(lua_State *L, const char *code, const char *fmt, ...);
