@@ -8,9 +8,9 @@
 
 typedef unsigned int khiter_t;
 #define KHASH_MAP_INIT_INT64(name, type) typedef struct kh_##name##_s kh_##name##_t;
-#define khash_t(name) kh_##name##_t
-#define kh_get(name, h, k) ((void)(h), (void)(k), (khiter_t)0)
-#define kh_end(h) ((khiter_t)0)
-#define kh_val(h, i) NULL
+#define khash_t(name)                    kh_##name##_t
+#define kh_get(name, h, k)               ((void)(h), (void)(k), (khiter_t)0)
+#define kh_end(h)                        ((khiter_t)0)
+#define kh_val(h, i)                     NULL
 
 #endif
