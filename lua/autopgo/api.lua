@@ -132,8 +132,9 @@ function Api:upload(req, res)
     return answer(res, status, message)
   end
   if not keys.is_app_name(app) then return done(400, bad_name(app)) end
-  -- HTTP/1: the request itself, read in place by the validator and the file store (held once)
-  local body = req:body_bytes()
+  -- the body held once in C: the validator and the store read it where it is
+  local body, gone = req:body_bytes()
+  if not body then return done(400, fail.message(gone)) end
   m.bytes:inc(nil, req.body_size)
   local expand = self:expansion(req)
   local lane = expand <= M.small_upload and self.small_budget or self.budget
@@ -160,8 +161,7 @@ function Api:upload(req, res)
     -- cannot take it fails the upload at once rather than after the profile was stored
     if self.history then put, perr, pcode = self:record(req, app, key, info, req.body_size) end
     if put or not self.history then
-      put, perr, pcode = self.store:put(key, (self.store.takes_request_body or type(body) == "string") and body
-        or req:body(), { if_none_match = "*" })
+      put, perr, pcode = self.store:put(key, body, { if_none_match = "*" })
       if not put and self.history then self.store:delete(keys.record_of(key)) end
     end
     if put or pcode ~= "PRECONDITION_FAILED" then break end
