@@ -100,6 +100,16 @@ end
 -- call sites (the 99 % CDF bounds their weight, not their number): 57 MB of JSON unbounded.
 M.decisions_limit = 500
 
+--- The ?limit= of a request's query (a decisions list or a diff): pgo.decisions_limit when absent,
+-- 0 for all; or nil and a message for a 400.
+function M.limit_param(q)
+  local s = q and q.limit
+  if s == nil or s == "" then return M.decisions_limit end
+  local n = math.tointeger(tonumber(s))
+  if not n or n < 0 then return nil, "limit must be an integer from 0 (0: all)" end
+  return n
+end
+
 --- Points of the cumulative-share curve of the hot call sites in a decisions document (the last
 -- hot site always among them).
 M.cdf_points = 256

@@ -27,8 +27,6 @@ local M = {}
 -- first, and at most MAX_FLAMES flame graph sizes per version.
 M.MAX_BYTES = 64 * 1024 * 1024
 local MAX_FLAMES = 4
--- Decisions of windows and versions kept for diffs (a flat 50 MB profile's are ~100 MB of Lua).
-local MAX_DECISIONS = 2
 
 local View = {}
 View.__index = View
@@ -36,8 +34,7 @@ View.__index = View
 --- A view over an autopgo.api instance (its store and its per-version digests).
 function M.new(api)
   -- jobs: the C jobs run so far (each decodes a profile)
-  return setmetatable({ api = api, cache = {}, order = {}, building = {}, decided = {}, decided_order = {},
-    jobs = 0 }, View)
+  return setmetatable({ api = api, cache = {}, order = {}, building = {}, jobs = 0 }, View)
 end
 
 -- An integer query parameter within lo..hi, or nil and a message for a 400.
@@ -307,35 +304,16 @@ local function selector(s)
   return q
 end
 
--- The compiler's decisions of what sel (a query map) selects of app, computed from its profile
--- with the app's no_inline policy as GET /decisions applies it (stable = true may serve older
--- bytes, but only ones with the same decisions) and kept by its digest: decisions, etag or nil,
--- err, code.
+-- The compiler's decisions of what sel (a query map) selects of app: the view GET /decisions
+-- serves for that version (autopgo.pgo_api, computed once per content digest and policy):
+-- decisions, etag or nil, err, code.
 function View:decisions_of(app, sel)
   local src, err, code = self:source(app, { query = sel })
   if not src then return nil, err, code end
-  local pol = pgo.app_policy(self.api.pgo and self.api.pgo.policy, app)
-  local no_inline = {}
-  for i, f in ipairs(pol.no_inline) do no_inline[i] = f end
-  table.sort(no_inline)
-  local key = "decisions:" .. src.etag .. "\0" .. table.concat(no_inline, "\0")
-  local function found() return self.decided[key] end
-  local d
-  d, err, code = self:once(key, found, function()
-    local bytes, rerr, rcode = src.read()
-    if not bytes then return nil, rerr, rcode end
-    local r, serr, scode = pgo.shape(bytes, { decisions = true, no_inline = pol.no_inline })
-    if not r then return nil, serr, scode end
-    if not r.info.usable then
-      return fail.new("INVALID", "the profile cannot be used by go build -pgo: %s", tostring(r.info.reason))
-    end
-    self.decided[key] = r.decisions
-    self.decided_order[#self.decided_order + 1] = key
-    while #self.decided_order > MAX_DECISIONS do self.decided[table.remove(self.decided_order, 1)] = nil end
-    return r.decisions
-  end)
-  if not d then return nil, err, code end
-  return d, src.etag
+  local v
+  v, err, code = self.api.pgo:view(app, { etag = src.etag, base = next(sel) == nil }, src.read)
+  if not v then return nil, err, code end
+  return v.decisions, src.etag
 end
 
 --- GET /api/profile/{app}/diff?a=SEL&b=SEL[&limit=N]: what the compiler decides differently with
@@ -348,8 +326,8 @@ function View:diff(req, res)
     return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
   end
   local q = req.query or {}
-  local limit = (q.limit == nil or q.limit == "") and pgo.decisions_limit or math.tointeger(tonumber(q.limit))
-  if not limit or limit < 0 then return res:error(400, "limit must be an integer from 0 (all)") end
+  local limit, lwhy = pgo.limit_param(q)
+  if not limit then return res:error(400, lwhy) end
   local sa, why = selector(q.a)
   if not sa then return res:error(400, "a: " .. why) end
   local sb

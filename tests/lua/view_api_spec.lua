@@ -22,7 +22,6 @@ local function serve()
   a:routes(router)
   e.view = view_api.new(a)
   e.view:routes(router)
-  a.pgo:routes(router)
   e.srv = assert(httpd.listen { host = "127.0.0.1", port = 0, handler = router })
   function e.get(path, headers) return httpc.request(e.srv.port, "GET", path, { headers = headers }) end
   return e
