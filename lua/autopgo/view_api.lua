@@ -6,6 +6,9 @@
 -- page's other request (and every later one) is answered from memory; concurrent misses share
 -- the one job. Answers carry an ETag derived from the digest. ?window= or ?from=&to= read the
 -- time window the profile history merges, as downloads do (?to= alone: a version, see versions).
+-- Also GET /api/profile/{app}/versions (the current profile and one per history segment) and
+-- GET /api/profile/{app}/diff?a=&b= (the compiler's decisions of two of them compared, as
+-- autopgo diff does).
 local async = require "autopgo.async"
 local core = require "autopgo.core"
 local fail = require "autopgo.fail"
