@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <h2o.h>
 #include <h2o/http2.h>
+#include <h2o/http2_internal.h> /* the stream that holds an HTTP/2 body (see body_of) */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -74,11 +75,21 @@ struct ap_http_server {
 /* Closed servers: still reachable (so leak checkers stay quiet), never used again. */
 static ap_http_server *retired;
 
+/* A request's body (see ap_http_req_body_bytes). */
+typedef struct {
+    ap_bytes super;
+    h2o_buffer_t *owned; /* HTTP/2: the stream's buffer, taken from h2o */
+    ap_http_req *req;    /* HTTP/1.x: the request whose response waits for the readers */
+} ap_http_body;
+
 struct ap_http_req {
     h2o_generator_t gen;
     h2o_req_t *req; /* NULL once h2o released the request */
     ap_http_server *srv;
     ap_http_conn *conn; /* NULL if not found; a request never outlives its connection */
+    ap_http_body *body; /* the request's own reference, NULL without a body */
+    int deferred;       /* a final send waiting for the body's readers: its `final` value */
+    h2o_iovec_t deferred_buf;
     int started;
     int finished;
     void (*on_proceed)(void *cbdata, int ok);
@@ -187,6 +198,18 @@ static void on_req_dispose(void *p)
     ap_http_req *r = p;
     r->req = NULL;
     r->finished = 1;
+    if (r->body) {
+        ap_http_body *b = r->body;
+        r->body = NULL;
+        b->req = NULL;
+        if (b->owned == NULL) {
+            /* h2o's buffer goes with the request. Only a lost HTTP/1 connection could take it
+             * while a reader holds the body, and h2o does not read one during a request. */
+            b->super.base = NULL;
+            b->super.len = 0;
+        }
+        ap_bytes_unref(&b->super);
+    }
     r->srv->active--;
     if (r->conn && --r->conn->active == 0) {
         r->conn->parsed = 0;
@@ -268,6 +291,65 @@ static const char *framing_problem(h2o_req_t *req)
     return NULL;
 }
 
+static void body_free(ap_bytes *p)
+{
+    ap_http_body *b = (ap_http_body *)p;
+    if (b->owned) h2o_buffer_dispose(&b->owned);
+    free(b);
+}
+
+/* The last reader is done: a response end that waited for it goes out now. */
+static void body_idle(ap_bytes *p)
+{
+    ap_http_body *b = (ap_http_body *)p;
+    ap_http_req *r = b->req;
+    if (r == NULL || !r->deferred || r->req == NULL) return;
+    int final = r->deferred;
+    r->deferred = 0;
+    h2o_send(r->req, &r->deferred_buf, r->deferred_buf.len ? 1 : 0,
+             final == AP_HTTP_SEND_ABORT ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
+}
+
+/* The body of a request that has one. HTTP/2 (h2o 2.2.5 buffers a stream's whole body in
+ * stream->_req_body before the handler runs and only disposes of it when the stream closes): the
+ * buffer becomes ours, so the stream can go at any time. NULL when out of memory. */
+static ap_http_body *body_of(ap_http_req *r)
+{
+    h2o_req_t *req = r->req;
+    ap_http_body *b = calloc(1, sizeof *b);
+    if (b == NULL) return NULL;
+    b->super = (ap_bytes){.base = req->entity.base,
+                          .len = req->entity.len,
+                          .refs = 1,
+                          .on_idle = body_idle,
+                          .on_free = body_free};
+    if (req->version >= 0x200) {
+        h2o_http2_stream_t *stream = H2O_STRUCT_FROM_MEMBER(h2o_http2_stream_t, req, req);
+        h2o_buffer_t *buf = stream->_req_body;
+        if (buf != NULL && req->entity.base >= buf->bytes &&
+            req->entity.base + req->entity.len <= buf->bytes + buf->size) {
+            stream->_req_body = NULL;
+            b->owned = buf;
+            return b;
+        }
+        /* Not where 2.2.5 keeps it: one copy, which then is the only one held. */
+        b->owned = NULL;
+        h2o_buffer_init(&b->owned, &h2o_socket_buffer_prototype);
+        h2o_iovec_t room = h2o_buffer_reserve(&b->owned, req->entity.len ? req->entity.len : 1);
+        if (room.base == NULL) {
+            free(b);
+            return NULL;
+        }
+        memcpy(room.base, req->entity.base, req->entity.len);
+        b->owned->size += req->entity.len;
+        b->super.base = room.base;
+        req->entity = h2o_iovec_init(room.base, req->entity.len);
+        return b;
+    }
+    b->req = r;
+    return b;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     ap_http_server *srv = ((ap_http_handler *)self)->srv;
@@ -286,6 +368,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (r->conn) r->conn->active++;
     r->gen.proceed = on_gen_proceed;
     r->gen.stop = on_gen_stop;
+    if (req->entity.base != NULL) r->body = body_of(r);
     srv->active++;
     srv->cfg.on_request(srv->cfg.data, r);
     return 0;
@@ -328,9 +411,11 @@ int ap_http_req_has_body(const ap_http_req *r)
     return r->req && r->req->entity.base != NULL;
 }
 
-int ap_http_req_body_stable(const ap_http_req *r)
+ap_bytes *ap_http_req_body_bytes(ap_http_req *r)
 {
-    return r->req != NULL && r->req->entity.base != NULL && r->req->version < 0x200;
+    if (r->req == NULL || r->body == NULL) return NULL;
+    ap_bytes_ref(&r->body->super);
+    return &r->body->super;
 }
 
 ap_http_str ap_http_req_authority(const ap_http_req *r)
@@ -412,6 +497,13 @@ int ap_http_req_send(ap_http_req *r, const char *data, size_t len, int final,
 {
     if (!r->req || !r->started || r->finished || r->on_proceed) return -1;
     h2o_iovec_t buf = h2o_iovec_init(data, len);
+    if (final && r->body && r->body->super.readers > 0 && r->body->owned == NULL) {
+        /* The end of an HTTP/1 response lets h2o reuse the buffer a reader still reads. */
+        r->finished = 1;
+        r->deferred = final;
+        r->deferred_buf = buf;
+        return 0;
+    }
     if (final) {
         r->finished = 1;
         /* h2o may release the request before this returns: r is not touched afterwards. */

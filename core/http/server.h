@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "bytes.h"
+
 typedef struct ap_http_server ap_http_server;
 typedef struct ap_http_req ap_http_req;
 
@@ -82,10 +84,12 @@ size_t ap_http_req_header_count(const ap_http_req *r);
 int ap_http_req_header(const ap_http_req *r, size_t i, ap_http_str *name, ap_http_str *value);
 ap_http_str ap_http_req_body(const ap_http_req *r); /* the whole body, already received */
 int ap_http_req_has_body(const ap_http_req *r);
-/* Whether the body stays where it is until the response is sent, even if the client goes away:
- * true for HTTP/1.x, where h2o stops reading the connection while a request is being handled (it
- * notices a lost client only when writing). An HTTP/2 stream can be reset at any time. */
-int ap_http_req_body_stable(const ap_http_req *r);
+/* The body as shared bytes (a new reference; NULL without a body or once the request is gone),
+ * held once whatever the protocol. HTTP/2: the stream's buffer is taken over from h2o at once (no
+ * copy), so a reset stream cannot free it under a reader. HTTP/1.x: the bytes stay in the
+ * connection's buffer, which h2o releases only after the response (it does not read a connection
+ * while a request is handled); the end of the response waits until no reader holds the body. */
+ap_bytes *ap_http_req_body_bytes(ap_http_req *r);
 ap_http_str ap_http_req_authority(const ap_http_req *r); /* the Host header */
 /* The client's address as "ip:port" into buf; returns 0 or -1. */
 int ap_http_req_peer(const ap_http_req *r, char *buf, size_t len);

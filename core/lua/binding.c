@@ -131,6 +131,8 @@ typedef struct {
     ap_work_fn work;
     ap_after_fn after;
     ap_cleanup_fn cleanup;
+    int nreaders;
+    ap_bytes *readers[]; /* pinned autopgo.bytes: read by the work until `after` ran */
 } work_req;
 
 static void on_work(uv_work_t *req)
@@ -156,6 +158,7 @@ static void on_after_work(uv_work_t *req, int status)
     luaL_unref(L, LUA_REGISTRYINDEX, w->cb_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->pins_ref);
     if (w->cleanup) w->cleanup(w->data);
+    for (int i = 0; i < w->nreaders; i++) ap_bytes_read_end(w->readers[i]);
     free(w);
     ap_call(L, n, 0, 0);
     lua_settop(L, top);
@@ -166,7 +169,7 @@ void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *d
 {
     cb_idx = lua_absindex(L, cb_idx);
     luaL_checktype(L, cb_idx, LUA_TFUNCTION);
-    work_req *w = calloc(1, sizeof *w);
+    work_req *w = calloc(1, sizeof *w + (size_t)npins * sizeof(ap_bytes *));
     if (w == NULL) {
         if (cleanup) cleanup(data);
         luaL_error(L, "out of memory");
@@ -186,11 +189,21 @@ void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *d
     w->after = after;
     w->cleanup = cleanup;
     w->req.data = w;
+    for (int i = 0; i < npins; i++) {
+        const char *p;
+        size_t len;
+        ap_bytes *b = ap_test_bytes(L, pins[i], &p, &len);
+        if (b != NULL) {
+            ap_bytes_read_begin(b);
+            w->readers[w->nreaders++] = b;
+        }
+    }
     int rc = uv_queue_work(ap_loop(L), &w->req, on_work, on_after_work);
     if (rc != 0) {
         luaL_unref(L, LUA_REGISTRYINDEX, w->cb_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, w->pins_ref);
         if (cleanup) cleanup(data);
+        for (int i = 0; i < w->nreaders; i++) ap_bytes_read_end(w->readers[i]);
         free(w);
         luaL_error(L, "uv_queue_work: %s", uv_strerror(rc));
     }
@@ -290,7 +303,8 @@ void ap_pending_closed(lua_State *L, ap_pending *p, const char *what)
 const char *ap_check_bytes(lua_State *L, int idx, size_t *len)
 {
     if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, len);
-    const char *p = ap_http_request_body_view(L, idx, len);
-    if (p == NULL) luaL_typeerror(L, idx, "string or HTTP/1 request with a body");
+    const char *p;
+    if (ap_test_bytes(L, idx, &p, len) == NULL)
+        luaL_typeerror(L, idx, "string or autopgo.bytes (not released)");
     return p;
 }

@@ -7,8 +7,10 @@
 #include <lua.h>
 #include <uv.h>
 
+#include "bytes.h"
+
 /* Bumped whenever a binding changes incompatibly; lua/autopgo/init.lua checks it at load. */
-#define AP_ABI 1
+#define AP_ABI 2
 
 /* Runtime failure: pushes nil, "CODE: message", "CODE" and returns 3 (luv's fail tuple). */
 int ap_fail(lua_State *L, const char *code, const char *fmt, ...);
@@ -44,13 +46,16 @@ typedef void (*ap_cleanup_fn)(void *data);
 void ap_work_queue(lua_State *L, int cb_idx, const int *pins, int npins, void *data,
                    ap_work_fn work, ap_after_fn after, ap_cleanup_fn cleanup);
 
-/* Bytes an operation reads: a string, or a request of the HTTP server whose body the server holds
- * in place (HTTP/1.x: it stays put until the response is sent), so a large upload is validated and
- * stored from the server's own buffer without a copy in Lua. Raises on anything else. Pin the value
- * for work on the thread pool. */
+/* Bytes an operation reads: a string, or an autopgo.bytes view (a request body held once in C,
+ * core/lua/bytes.c), so a large upload is validated and stored without a copy in Lua. Raises on
+ * anything else. Pin the value for work on the thread pool: ap_work_queue counts a pinned
+ * autopgo.bytes as a reader until its `after` ran (see ap_bytes_read_begin). */
 const char *ap_check_bytes(lua_State *L, int idx, size_t *len);
-/* The body of the request userdata at idx when it can be read in place, else NULL. */
-const char *ap_http_request_body_view(lua_State *L, int idx, size_t *len);
+/* The C bytes behind the autopgo.bytes view at idx (with its data and length), else NULL (not a
+ * view, or released). */
+ap_bytes *ap_test_bytes(lua_State *L, int idx, const char **data, size_t *len);
+/* Pushes a view of len bytes at off in b; takes over one reference the caller holds. */
+void ap_push_bytes(lua_State *L, ap_bytes *b, size_t off, size_t len);
 
 /* Loop handles with callbacks in flight (kafka clients, nats connections). The handle's userdata
  * keeps them in its user value 1, a table: integer keys for pending callbacks (the id travels to C
@@ -78,6 +83,7 @@ void ap_pending_push_table(lua_State *L, const ap_pending *p);
 
 /* Each binding file exports one opener that pushes its table. */
 int ap_open_log(lua_State *L);
+int ap_open_bytes(lua_State *L);
 int ap_open_crypto(lua_State *L);
 int ap_open_http_server(lua_State *L);
 int ap_open_fs(lua_State *L);

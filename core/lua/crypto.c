@@ -19,12 +19,12 @@ static const char *check_alg(lua_State *L, int idx)
     return alg;
 }
 
-/* crypto.digest(alg, data) -> raw digest */
+/* crypto.digest(alg, data) -> raw digest (data: a string or autopgo.bytes) */
 static int l_digest(lua_State *L)
 {
     const char *alg = check_alg(L, 1);
     size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
+    const char *data = ap_check_bytes(L, 2, &len);
     uint8_t out[64];
     size_t n = ap_digest(alg, data, len, out);
     if (n == 0) return ap_fail(L, "CRYPTO", "digest failed");

@@ -28,6 +28,7 @@ struct req_ctx {
     client_ud *client;
     req_box *box;
     int cb_ref, self_ref, body_ref;
+    ap_bytes *reading; /* the autopgo.bytes body the transfer reads, NULL for a string */
 };
 
 static const char client_key = 0; /* registry slot of the state's client */
@@ -146,6 +147,7 @@ static void on_done(ap_http_call *r, void *ud, ap_http_call_result res, const ch
     luaL_unref(L, LUA_REGISTRYINDEX, ctx->cb_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, ctx->self_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, ctx->body_ref);
+    if (ctx->reading) ap_bytes_read_end(ctx->reading);
     free(ctx);
     ap_call(L, 5, 0, 0);
     lua_settop(L, top);
@@ -185,8 +187,8 @@ static int opt_bool(lua_State *L, const char *key)
 }
 
 /* http_client.request(spec, cb) -> request | nil, "INVALID: ...", "INVALID"
- * spec: method, url, headers ({"Name: value", ...}), body | body_path | body_stream (+
- * body_length), stream, max_body, timeout, connect_timeout (seconds), insecure,
+ * spec: method, url, headers ({"Name: value", ...}), body (string or autopgo.bytes) | body_path |
+ * body_stream (+ body_length), stream, max_body, timeout, connect_timeout (seconds), insecure,
  * follow_redirects, ca_file, ca_pem, client_cert, client_key, client_cert_pem, client_key_pem,
  * user_agent, tls_server_name, proxy. cb("data", chunk) | cb("need") | cb("done", err, status,
  * headers, body). */
@@ -217,7 +219,19 @@ static int l_request(lua_State *L)
     o.max_body = (int64_t)opt_number(L, "max_body", 0);
 
     int body_idx = 0;
-    const char *body = opt_string(L, "body", &len);
+    const char *body = NULL;
+    ap_bytes *body_bytes = NULL;
+    int bt = lua_getfield(L, 1, "body");
+    if (bt == LUA_TUSERDATA) {
+        /* an autopgo.bytes view: sent from where it is held, read until the transfer is done */
+        body_bytes = ap_test_bytes(L, -1, &body, &len);
+        if (body_bytes == NULL)
+            return luaL_error(L, "http request: 'body' must be a string or autopgo.bytes");
+        lua_pop(L, 1);
+    } else {
+        lua_pop(L, 1);
+        body = opt_string(L, "body", &len);
+    }
     size_t path_len;
     const char *body_path = opt_string(L, "body_path", &path_len);
     int body_stream = opt_bool(L, "body_stream");
@@ -284,6 +298,10 @@ static int l_request(lua_State *L)
     if (body_idx) {
         lua_pushvalue(L, body_idx);
         ctx->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    if (body_bytes) {
+        ap_bytes_read_begin(body_bytes);
+        ctx->reading = body_bytes;
     }
     lua_pushvalue(L, box_idx);
     return 1;

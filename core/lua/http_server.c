@@ -151,21 +151,18 @@ static int l_req_body(lua_State *L)
     return 1;
 }
 
-const char *ap_http_request_body_view(lua_State *L, int idx, size_t *len)
-{
-    request_ud *u = luaL_testudata(L, idx, REQUEST_TYPE);
-    if (u == NULL || u->r == NULL || !ap_http_req_body_stable(u->r)) return NULL;
-    ap_http_str b = ap_http_req_body(u->r);
-    *len = b.len;
-    return b.base;
-}
-
-/* req:body_in_place() -> boolean: whether the body can be handed to C without a copy (HTTP/1.x;
- * an HTTP/2 stream's body can go away with the stream while a thread still reads it) */
-static int l_req_body_in_place(lua_State *L)
+/* req:body_bytes() -> bytes | nil, err: the body as an autopgo.bytes view, held once in C (no
+ * copy, HTTP/1 and HTTP/2 alike) for as long as a view or a reader holds it */
+static int l_req_body_bytes(lua_State *L)
 {
     request_ud *u = ap_check_http_request(L, 1);
-    lua_pushboolean(L, u->r != NULL && ap_http_req_body_stable(u->r));
+    if (!u->r) return ap_fail(L, "CLOSED", "the request is finished");
+    /* no body: an empty view (its one reference is never dropped) */
+    static ap_bytes empty = {.base = "", .len = 0, .refs = 1};
+    ap_bytes *b = ap_http_req_has_body(u->r) ? ap_http_req_body_bytes(u->r) : &empty;
+    if (b == NULL) return ap_fail(L, "UNAVAILABLE", "out of memory");
+    if (b == &empty) ap_bytes_ref(b);
+    ap_push_bytes(L, b, 0, b->len);
     return 1;
 }
 
@@ -529,7 +526,7 @@ int ap_open_http_server(lua_State *L)
     static const luaL_Reg req_methods[] = {
         {"body", l_req_body},
         {"body_sub", l_req_body_sub},
-        {"body_in_place", l_req_body_in_place},
+        {"body_bytes", l_req_body_bytes},
         {"start", l_req_start},
         {"send", l_req_send},
         {"send_file", l_req_send_file},

@@ -13,6 +13,7 @@ typedef struct {
 static const ap_module ap_modules[] = {
     /* clang-format off */
     {"log", ap_open_log},
+    {"bytes", ap_open_bytes}, /* before http_server, which hands them out */
     {"crypto", ap_open_crypto},
     {"http_server", ap_open_http_server},
     {"http_client", ap_open_http_client},

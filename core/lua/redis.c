@@ -187,7 +187,15 @@ static int l_connect(lua_State *L)
     return 1;
 }
 
-/* conn:call(args, cb(err, reply)) -> true | nil, err, code */
+static int is_bytes(lua_State *L, int idx)
+{
+    const char *p;
+    size_t len;
+    return ap_test_bytes(L, idx, &p, &len) != NULL;
+}
+
+/* conn:call(args, cb(err, reply)) -> true | nil, err, code (args: strings, numbers, autopgo.bytes)
+ */
 static int l_call(lua_State *L)
 {
     conn_ud *c = ap_check_redis(L, 1);
@@ -199,8 +207,9 @@ static int l_call(lua_State *L)
     int base = lua_gettop(L);
     for (int i = 1; i <= n; i++) {
         int t = lua_rawgeti(L, 2, i);
-        if (t != LUA_TSTRING && t != LUA_TNUMBER)
-            return luaL_argerror(L, 2, "command arguments must be strings or numbers");
+        if (t != LUA_TSTRING && t != LUA_TNUMBER && !(t == LUA_TUSERDATA && is_bytes(L, -1)))
+            return luaL_argerror(L, 2,
+                                 "command arguments must be strings, numbers or autopgo.bytes");
         if (t == LUA_TNUMBER) {
             /* integers without a trailing ".0" */
             if (lua_isinteger(L, -1)) {
@@ -216,7 +225,12 @@ static int l_call(lua_State *L)
         return ap_fail(L, "UNAVAILABLE", "the connection to %s is closed", c->desc);
     const char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)n, 0);
     size_t *lens = lua_newuserdatauv(L, sizeof(size_t) * (size_t)n, 0);
-    for (int i = 0; i < n; i++) argv[i] = lua_tolstring(L, base + 1 + i, &lens[i]);
+    /* hiredis copies the arguments into its output buffer before this returns */
+    for (int i = 0; i < n; i++)
+        if (lua_type(L, base + 1 + i) == LUA_TUSERDATA)
+            ap_test_bytes(L, base + 1 + i, &argv[i], &lens[i]);
+        else
+            argv[i] = lua_tolstring(L, base + 1 + i, &lens[i]);
     lua_Integer id = ++c->next_id;
     lua_getiuservalue(L, 1, 1);
     lua_pushvalue(L, 3);

@@ -4,6 +4,7 @@
 #include "flame.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,22 +332,31 @@ static uint32_t tree_child(tree *t, uint32_t parent, uint32_t name)
     return i;
 }
 
-static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, int index,
+static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, const stacks *st,
                       ap_pprof_error *err)
 {
-    t->cap = 1024;
+    /* sized for every frame of every stack (a bound on the nodes), so neither the nodes nor the
+     * table grow while the tree is built */
+    uint64_t bound = 1;
+    for (uint32_t u = 0; u < st->n; u++) {
+        const ap_pprof_sample *s = &p->samples[st->sample[u]];
+        const uint32_t *locs = ap_pprof_sample_locs(p, s);
+        for (uint32_t j = 0; j < s->nloc; j++)
+            bound += nm->loc_off[locs[j] + 1] - nm->loc_off[locs[j]];
+    }
+    if (bound >= UINT32_MAX / 2) bound = UINT32_MAX / 2;
+    t->cap = bound < 1024 ? 1024 : (uint32_t)bound;
     t->nodes = malloc((size_t)t->cap * sizeof *t->nodes);
-    if (!t->nodes || tree_grow_slots(t)) goto nomem;
+    uint64_t ns = 1024;
+    while (ns * 3 < bound * 4 && ns < (1u << 31)) ns *= 2;
+    t->nslots = (uint32_t)ns;
+    t->slots = calloc(ns, sizeof *t->slots);
+    if (!t->nodes || !t->slots) goto nomem;
     t->nodes[0] = (node){.parent = UINT32_MAX, .name = UINT32_MAX};
     t->n = 1;
-    stacks st;
-    if (stacks_build(&st, p, index)) {
-        stacks_free(&st);
-        goto nomem;
-    }
-    for (uint32_t u = 0; u < st.n; u++) {
-        const ap_pprof_sample *s = &p->samples[st.sample[u]];
-        int64_t v = st.value[u];
+    for (uint32_t u = 0; u < st->n; u++) {
+        const ap_pprof_sample *s = &p->samples[st->sample[u]];
+        int64_t v = st->value[u];
         const uint32_t *locs = ap_pprof_sample_locs(p, s);
         uint32_t cur = 0;
         t->nodes[0].total = ap_add_wrap(t->nodes[0].total, v);
@@ -354,16 +364,13 @@ static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, int i
         for (uint32_t j = s->nloc; j-- > 0;) {
             for (uint32_t q = nm->loc_off[locs[j]]; q < nm->loc_off[locs[j] + 1]; q++) {
                 cur = tree_child(t, cur, nm->ids[q]);
-                if (cur == UINT32_MAX) goto nomem_st;
+                if (cur == UINT32_MAX) goto nomem;
                 t->nodes[cur].total = ap_add_wrap(t->nodes[cur].total, v);
             }
         }
         t->nodes[cur].self = ap_add_wrap(t->nodes[cur].self, v);
     }
-    stacks_free(&st);
     return 0;
-nomem_st:
-    stacks_free(&st);
 nomem:
     return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory building the call tree");
 }
@@ -408,29 +415,17 @@ static uint32_t heap_pop(const tree *t, uint32_t *h, uint32_t *n)
     return top;
 }
 
-int ap_pprof_flame_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *opts, char **out,
-                        size_t *out_len, ap_pprof_error *err)
+/* The flame graph from the names and distinct stacks of sample type `index`. */
+static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks *st, int index,
+                       uint32_t max_nodes, char **out, size_t *out_len, ap_pprof_error *err)
 {
-    ap_pprof_error_clear(err);
-    *out = NULL;
-    *out_len = 0;
-    int index = resolve_index(p, opts ? opts->index : -1, err);
-    if (index < 0) return -1;
-    uint32_t max_nodes = opts && opts->max_nodes ? opts->max_nodes : AP_PPROF_FLAME_DEFAULT_NODES;
-    if (max_nodes > AP_PPROF_FLAME_LIMIT_NODES || max_nodes < 2)
-        return ap_pprof_fail(err, AP_PPROF_EINVAL, "max_nodes must be 2 to %u",
-                             AP_PPROF_FLAME_LIMIT_NODES);
-    names nm = {0};
+    const names nm = *nmp;
     tree t = {0};
     uint32_t *order = NULL, *first = NULL, *next = NULL, *unkept = NULL, *stack = NULL;
     uint8_t *kept = NULL, *open = NULL;
     sbuf b = {0};
     int rc = -1;
-    if (names_build(&nm, p)) {
-        ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
-        goto done;
-    }
-    if (tree_build(&t, p, &nm, index, err)) goto done;
+    if (tree_build(&t, p, &nm, st, err)) goto done;
     free(t.slots);
     t.slots = NULL;
 
@@ -558,7 +553,6 @@ nomem:
     ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory writing the flame graph");
 done:
     free(b.buf);
-    names_free(&nm);
     tree_free(&t);
     free(order);
     free(kept);
@@ -649,27 +643,20 @@ static int by_flat(const void *a, const void *b)
     return 0;
 }
 
-int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char **out,
-                      size_t *out_len, ap_pprof_error *err)
+/* The top table from the names and distinct stacks of sample type `index`; row_end (NULL, or
+ * room for `limit` entries) gets the offset just past each row written. */
+static int top_write(const ap_pprof_profile *p, const names *nmp, const stacks *stp, int index,
+                     uint32_t limit, char **out, size_t *out_len, size_t *row_end,
+                     uint32_t *written, ap_pprof_error *err)
 {
-    ap_pprof_error_clear(err);
-    *out = NULL;
-    *out_len = 0;
-    index = resolve_index(p, index, err);
-    if (index < 0) return -1;
-    if (limit == 0) limit = AP_PPROF_TOP_DEFAULT_ROWS;
-    if (limit > AP_PPROF_TOP_LIMIT_ROWS)
-        return ap_pprof_fail(err, AP_PPROF_EINVAL, "limit must be 1 to %u",
-                             AP_PPROF_TOP_LIMIT_ROWS);
-    names nm = {0};
+    const names nm = *nmp;
+    const stacks st = *stp;
     uint64_t nids = 2 * (uint64_t)p->nstrings + 1;
     uint32_t *row_of = NULL, *stamp = NULL;
     top_row *rows = NULL;
     edges ed = {0};
-    stacks st = {0};
     sbuf b = {0};
     int rc = -1;
-    if (names_build(&nm, p)) goto nomem;
     row_of = malloc((size_t)(nids ? nids : 1) * sizeof *row_of);
     rows = malloc((size_t)(nids ? nids : 1) * sizeof *rows);
     stamp = calloc(nids ? nids : 1, sizeof *stamp);
@@ -677,7 +664,6 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
     memset(row_of, 0xff, (size_t)nids * sizeof *row_of);
     uint32_t nrows = 0;
     int64_t total = 0;
-    if (stacks_build(&st, p, index)) goto nomem;
     int negative = 0;
     for (uint32_t si = 0; si < st.n; si++) {
         const ap_pprof_sample *s = &p->samples[st.sample[si]];
@@ -711,6 +697,11 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
     for (uint32_t i = 0; i < nrows; i++)
         abs_total += rows[i].flat < 0 ? -rows[i].flat : rows[i].flat;
     int64_t cutoff = (int64_t)((double)abs_total * 0.001);
+    /* the order first (it does not depend on the annotation): only the edges into the rows
+     * written need noting */
+    sort_names = &nm;
+    qsort(rows, nrows, sizeof *rows, by_flat);
+    for (uint32_t i = 0; i < nrows; i++) row_of[rows[i].name] = i;
     for (uint32_t si = 0; si < st.n; si++) {
         const ap_pprof_sample *s = &p->samples[st.sample[si]];
         int64_t v = st.value[si];
@@ -722,7 +713,7 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
             uint32_t q0 = nm.loc_off[locs[j]];
             for (uint32_t q = q0; q < nm.loc_off[locs[j] + 1]; q++) {
                 uint32_t id = nm.ids[q];
-                if (prev != UINT32_MAX && prev != id &&
+                if (prev != UINT32_MAX && prev != id && row_of[id] < limit &&
                     (negative ||
                      (rows[row_of[prev]].cum >= cutoff && rows[row_of[id]].cum >= cutoff)) &&
                     edge_note(&ed, prev, id, q != q0, v, si + 1))
@@ -738,8 +729,6 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
         top_row *r = &rows[row_of[(uint32_t)(x->key - 1)]];
         r->inl |= x->inline_ ? 1 : 2;
     }
-    sort_names = &nm;
-    qsort(rows, nrows, sizeof *rows, by_flat);
     sb_header(&b, p, index, total);
     sb_str(&b, ",\"functions\":");
     sb_int(&b, nrows);
@@ -757,6 +746,8 @@ int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char
                        : rows[i].inl == 3 ? ",\"inline\":\"partial-inline\""
                                           : "");
         sb_str(&b, "}");
+        if (row_end) row_end[i] = b.len;
+        if (written) *written = i + 1;
     }
     sb_str(&b, "]}");
     if (b.failed) goto nomem;
@@ -769,11 +760,140 @@ nomem:
     ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory writing the top table");
 done:
     free(b.buf);
-    names_free(&nm);
     free(row_of);
     free(rows);
     free(stamp);
     free(ed.slots);
+    return rc;
+}
+
+/* ---- the public entry points: names and stacks built once per call ---- */
+
+static int check_nodes(const ap_pprof_flame_opts *opts, uint32_t *max_nodes, ap_pprof_error *err)
+{
+    *max_nodes = opts && opts->max_nodes ? opts->max_nodes : AP_PPROF_FLAME_DEFAULT_NODES;
+    if (*max_nodes > AP_PPROF_FLAME_LIMIT_NODES || *max_nodes < 2)
+        return ap_pprof_fail(err, AP_PPROF_EINVAL, "max_nodes must be 2 to %u",
+                             AP_PPROF_FLAME_LIMIT_NODES);
+    return 0;
+}
+
+static int check_limit(uint32_t *limit, ap_pprof_error *err)
+{
+    if (*limit == 0) *limit = AP_PPROF_TOP_DEFAULT_ROWS;
+    if (*limit > AP_PPROF_TOP_LIMIT_ROWS)
+        return ap_pprof_fail(err, AP_PPROF_EINVAL, "limit must be 1 to %u",
+                             AP_PPROF_TOP_LIMIT_ROWS);
+    return 0;
+}
+
+/* Names and distinct stacks of sample type index: 0, or -1 with err set (both freed). */
+static int prepare(const ap_pprof_profile *p, int index, names *nm, stacks *st, ap_pprof_error *err)
+{
+    if (names_build(nm, p) == 0 && stacks_build(st, p, index) == 0) return 0;
+    names_free(nm);
+    stacks_free(st);
+    return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
+}
+
+int ap_pprof_flame_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *opts, char **out,
+                        size_t *out_len, ap_pprof_error *err)
+{
+    ap_pprof_error_clear(err);
+    *out = NULL;
+    *out_len = 0;
+    int index = resolve_index(p, opts ? opts->index : -1, err);
+    uint32_t max_nodes;
+    if (index < 0 || check_nodes(opts, &max_nodes, err)) return -1;
+    names nm = {0};
+    stacks st = {0};
+    if (prepare(p, index, &nm, &st, err)) return -1;
+    int rc = flame_write(p, &nm, &st, index, max_nodes, out, out_len, err);
+    names_free(&nm);
     stacks_free(&st);
     return rc;
+}
+
+int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char **out,
+                      size_t *out_len, ap_pprof_error *err)
+{
+    ap_pprof_error_clear(err);
+    *out = NULL;
+    *out_len = 0;
+    index = resolve_index(p, index, err);
+    if (index < 0 || check_limit(&limit, err)) return -1;
+    names nm = {0};
+    stacks st = {0};
+    if (prepare(p, index, &nm, &st, err)) return -1;
+    int rc = top_write(p, &nm, &st, index, limit, out, out_len, NULL, NULL, err);
+    names_free(&nm);
+    stacks_free(&st);
+    return rc;
+}
+
+/* The top table of ap_pprof_views_json, on a helper thread while the flame graph is written
+ * (both only read the profile, the names and the stacks). */
+typedef struct {
+    const ap_pprof_profile *p;
+    const names *nm;
+    const stacks *st;
+    int index, rc;
+    uint32_t limit;
+    ap_pprof_views *v;
+    ap_pprof_error err;
+} top_task;
+
+static void *top_run(void *arg)
+{
+    top_task *t = arg;
+    ap_pprof_error_clear(&t->err);
+    t->rc = top_write(t->p, t->nm, t->st, t->index, t->limit, &t->v->top, &t->v->top_len,
+                      t->v->row_end, &t->v->nrows, &t->err);
+    return NULL;
+}
+
+int ap_pprof_views_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *opts, uint32_t limit,
+                        ap_pprof_views *v, ap_pprof_error *err)
+{
+    ap_pprof_error_clear(err);
+    memset(v, 0, sizeof *v);
+    int index = resolve_index(p, opts ? opts->index : -1, err);
+    uint32_t max_nodes;
+    if (index < 0 || check_nodes(opts, &max_nodes, err) || check_limit(&limit, err)) return -1;
+    names nm = {0};
+    stacks st = {0};
+    if (prepare(p, index, &nm, &st, err)) return -1;
+    v->row_end = malloc((size_t)limit * sizeof *v->row_end);
+    if (!v->row_end) {
+        names_free(&nm);
+        stacks_free(&st);
+        return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
+    }
+    top_task t = {.p = p, .nm = &nm, .st = &st, .index = index, .limit = limit, .v = v};
+    pthread_t helper;
+    int threaded = pthread_create(&helper, NULL, top_run, &t) == 0;
+    int rc = flame_write(p, &nm, &st, index, max_nodes, &v->flame, &v->flame_len, err);
+    if (threaded)
+        pthread_join(helper, NULL);
+    else
+        top_run(&t);
+    if (rc == 0 && t.rc != 0) {
+        *err = t.err;
+        rc = -1;
+    }
+    names_free(&nm);
+    stacks_free(&st);
+    if (rc) {
+        ap_pprof_views_free(v);
+        return -1;
+    }
+    return 0;
+}
+
+void ap_pprof_views_free(ap_pprof_views *v)
+{
+    free(v->flame);
+    free(v->top);
+    free(v->row_end);
+    memset(v, 0, sizeof *v);
 }

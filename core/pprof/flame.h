@@ -42,4 +42,20 @@ int ap_pprof_flame_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *op
 int ap_pprof_top_json(const ap_pprof_profile *p, int index, uint32_t limit, char **out,
                       size_t *out_len, ap_pprof_error *err);
 
+/* Both views of one profile, names and distinct stacks built once (the web view's page asks for
+ * both): the flame graph as ap_pprof_flame_json with opts, the top table as ap_pprof_top_json
+ * with `limit` rows, and row_end[i] the offset in top just past row i (i < nrows), so the table
+ * with its first n rows is top[0 .. row_end[n - 1]) followed by "]}" (or, for no row, up to
+ * the '[' of "rows"). */
+typedef struct {
+    char *flame, *top;
+    size_t flame_len, top_len;
+    size_t *row_end;
+    uint32_t nrows;
+} ap_pprof_views;
+
+int ap_pprof_views_json(const ap_pprof_profile *p, const ap_pprof_flame_opts *opts, uint32_t limit,
+                        ap_pprof_views *v, ap_pprof_error *err);
+void ap_pprof_views_free(ap_pprof_views *v);
+
 #endif

@@ -7,7 +7,9 @@
 -- GET /api/profile/{app}/uploads, what became of an app's uploads (staged, rejected and why);
 -- with history (autopgo.history): a provenance record per upload, GET /api/profile/{app}?window=
 -- or ?from=&to= (a merged time window), GET /api/profile/{app}/history (segments and uploads) and
--- DELETE /api/profile/{app}?from=&to= (announced as profile.range_deleted). Each route declares
+-- DELETE /api/profile/{app}?from=&to= (announced as profile.range_deleted). ?format=pgo|preprofile
+-- and GET /api/profile/{app}/decisions give the compiler's view (autopgo.pgo_api) of the same
+-- version, base or window, with the same checks. Each route declares
 -- the token scope it needs (autopgo.auth), and the listing shows only what it allows.
 -- Error bodies never carry paths or a store's own words: those go to the log.
 local async = require "autopgo.async"
@@ -21,6 +23,8 @@ local metrics = require "autopgo.metrics"
 local keys = require "autopgo.keys"
 local limits = require "autopgo.limits"
 local history = require "autopgo.history"
+local pgo = require "autopgo.pgo"
+local pgo_api = require "autopgo.pgo_api"
 local units = require "autopgo.units"
 local utc = require "autopgo.utc"
 local uv = require "luv"
@@ -75,7 +79,7 @@ function M.new(o)
   local is_policy = pol ~= nil and getmetatable(pol) ~= nil
   self.policy = is_policy and pol or nil
   -- the compiler's view (issue 14): ?format=pgo|preprofile, policy serve/stable/no_inline, /decisions
-  self.pgo = require("autopgo.pgo_api").new(self.store, is_policy and pol.table or pol)
+  self.pgo = pgo_api.new(self.store, is_policy and pol.table or pol)
   return self
 end
 
@@ -129,8 +133,9 @@ function Api:upload(req, res)
     return answer(res, status, message)
   end
   if not keys.is_app_name(app) then return done(400, bad_name(app)) end
-  -- HTTP/1: the request itself, read in place by the validator and the file store (held once)
-  local body = req:body_bytes()
+  -- the body held once in C: the validator and the store read it where it is
+  local body, gone = req:body_bytes()
+  if not body then return done(400, fail.message(gone)) end
   m.bytes:inc(nil, req.body_size)
   local expand = self:expansion(req)
   local lane = expand <= M.small_upload and self.small_budget or self.budget
@@ -157,8 +162,7 @@ function Api:upload(req, res)
     -- cannot take it fails the upload at once rather than after the profile was stored
     if self.history then put, perr, pcode = self:record(req, app, key, info, req.body_size) end
     if put or not self.history then
-      put, perr, pcode = self.store:put(key, (self.store.takes_request_body or type(body) == "string") and body
-        or req:body(), { if_none_match = "*" })
+      put, perr, pcode = self.store:put(key, body, { if_none_match = "*" })
       if not put and self.history then self.store:delete(keys.record_of(key)) end
     end
     if put or pcode ~= "PRECONDITION_FAILED" then break end
@@ -291,51 +295,6 @@ function Api:send(res, app, key, info)
   return true
 end
 
--- One version of the merged profile, whole, under the ETag of that version: a 304 only when
--- If-None-Match is the digest of the version current during this request; a base that does not
--- parse is never served.
-function Api:download(req, res)
-  local app = req.params.app
-  local function done(status, message)
-    m.downloads:inc({ status = tostring(status) })
-    return answer(res, status, message)
-  end
-  if not keys.is_app_name(app) then return done(400, bad_name(app)) end
-  local q = req.query or {}
-  if q.window or q.from or q.to then return self:download_window(req, res, app, done) end
-  if self.pgo:maybe_download(req, res) then return end -- ?format=pgo|preprofile, or policy serve = "pgo"
-  local key = keys.base(app)
-  for _ = 1, MAX_ATTEMPTS do
-    local st, err, code = self.store:stat(key)
-    local info
-    if st then info, err, code = self:version_info(app, key, st.etag) end
-    if info then
-      if info.damaged then
-        return done(500, ("the merged profile of app %s is damaged and is not served (details in the server log)")
-          :format(app))
-      end
-      if httpd.none_match(req:header("if-none-match"), info.etag) then
-        m.downloads:inc({ status = "304" })
-        res:status(304):header("etag", info.etag)
-        return res:send("")
-      end
-      local sent
-      sent, err, code = self:send(res, app, key, info)
-      if sent then return end
-    end
-    if code == "NOT_FOUND" and not st then
-      self.digests[key] = nil
-      return done(404, ("no merged profile for app %s yet"):format(app))
-    end
-    if code ~= "PRECONDITION_FAILED" and code ~= "NOT_FOUND" then
-      return done(failure("cannot read the merged profile", err, "app", app))
-    end
-    -- replaced (or deleted) between two reads: once more, with what is there now
-  end
-  log.error("the merged profile kept changing while being read", "app", app, "attempts", MAX_ATTEMPTS)
-  return done(503, "the merged profile is being replaced too often to be read; try again")
-end
-
 -- The range [from, to) (Unix seconds, either may be nil) a query asks for with window= or
 -- from=/to=, or nil and what is wrong with it (for a 400).
 function M.parse_range(q, now)
@@ -361,39 +320,119 @@ function M.parse_range(q, now)
   return from, to
 end
 
--- GET /api/profile/{app}?window=|from=&to=: the merge of the history segments overlapping the
--- range, pruned by the app's rules, with the ETag of its content (304 on a match); an unchanged
--- window is served from the cache the first request left, without merging again.
-function Api:download_window(req, res, app, done)
-  if not self.history then return done(400, "this server keeps no history (--segment 0): no window can be served") end
-  local from, to = M.parse_range(req.query, history.now_nanos() / 1e9)
-  if from == nil and type(to) == "string" then return done(400, to) end
-  local rules = self.policy and self.policy:rules_for(app) or nil
-  for _ = 1, MAX_ATTEMPTS do
-    local w, err, code = self.history:window(app, from, to, rules)
-    if not w then
-      if code == "NOT_FOUND" then return done(404, ("no profile for app %s in that window"):format(app)) end
-      return done(failure("cannot merge the window", err, "app", app))
-    end
-    if httpd.none_match(req:header("if-none-match"), w.etag) then
-      m.downloads:inc({ status = "304" })
-      res:status(304):header("etag", w.etag)
-      return res:send("")
-    end
-    if w.bytes then
-      m.downloads:inc({ status = "200" })
-      res:header("etag", w.etag)
-      res:header("content-type", "application/x-gzip")
-      return res:send(w.bytes)
-    end
-    local sent
-    sent, err, code = self:send(res, app, w.key, { version = w.version, etag = w.etag })
-    if sent then return end
-    if code ~= "PRECONDITION_FAILED" and code ~= "NOT_FOUND" then
-      return done(failure("cannot read the merged window", err, "app", app))
-    end
+-- Answers a GET for one version of app's profile: the merged base, or with window= or from=/to=
+-- the merge of the history segments overlapping that range, pruned by the app's rules (an
+-- unchanged window comes from the cache the first request left, without merging again). serve(src)
+-- answers with src = { key, version, etag (the digest of the content), bytes (a window just
+-- merged), base (true for the base) } and returns true, or nil, err, code when it could not:
+-- PRECONDITION_FAILED or NOT_FOUND (that version was replaced meanwhile) start over with what is
+-- there now. A base that does not parse is never handed to serve.
+function Api:with_version(req, app, done, serve)
+  local q = req.query or {}
+  local windowed = q.window or q.from or q.to
+  local from, to, rules
+  if windowed then
+    if not self.history then return done(400, "this server keeps no history (--segment 0): no window can be served") end
+    from, to = M.parse_range(q, history.now_nanos() / 1e9)
+    if from == nil and type(to) == "string" then return done(400, to) end
+    rules = self.policy and self.policy:rules_for(app) or nil
   end
-  return done(503, "the history is being replaced too often to be read; try again")
+  local key = keys.base(app)
+  for _ = 1, MAX_ATTEMPTS do
+    local src, err, code
+    if windowed then
+      src, err, code = self.history:window(app, from, to, rules)
+      if not src then
+        if code == "NOT_FOUND" then return done(404, ("no profile for app %s in that window"):format(app)) end
+        return done(failure("cannot merge the window", err, "app", app))
+      end
+    else
+      local st, info
+      st, err, code = self.store:stat(key)
+      if st then info, err, code = self:version_info(app, key, st.etag) end
+      if info and info.damaged then
+        return done(500, ("the merged profile of app %s is damaged and is not served (details in the server log)")
+          :format(app))
+      end
+      if code == "NOT_FOUND" and not st then
+        self.digests[key] = nil
+        return done(404, ("no merged profile for app %s yet"):format(app))
+      end
+      if info then src = { key = key, version = info.version, etag = info.etag, base = true } end
+    end
+    if src then
+      local sent
+      sent, err, code = serve(src)
+      if sent then return end
+    end
+    if code ~= "PRECONDITION_FAILED" and code ~= "NOT_FOUND" then
+      return done(failure(windowed and "cannot read the merged window" or "cannot read the merged profile", err,
+        "app", app))
+    end
+    -- replaced (or deleted) between two reads: once more, with what is there now
+  end
+  log.error("the profile kept changing while being read", "app", app, "attempts", MAX_ATTEMPTS)
+  return done(503, windowed and "the history is being replaced too often to be read; try again"
+    or "the merged profile is being replaced too often to be read; try again")
+end
+
+-- The bytes of exactly version src (as with_version hands it), or nil, err, code.
+function Api:read_version(src)
+  if src.bytes then return src.bytes end
+  local got, err, code = self.store:get(src.key, { if_match = src.version })
+  if not got then return nil, err, code end
+  return got.body
+end
+
+-- GET /api/profile/{app}: one version of the profile (see with_version), whole, under the ETag of
+-- that version: a 304 only when If-None-Match is the digest of the version current during this
+-- request. ?format=pgo|preprofile (or the policy's serve) gives the compiler's view of it instead.
+function Api:download(req, res)
+  local app = req.params.app
+  local format, why
+  local function done(status, message)
+    if format and format ~= "pprof" then
+      pgo_api.count(format, status)
+    else
+      m.downloads:inc({ status = tostring(status) })
+    end
+    return answer(res, status, message)
+  end
+  if not keys.is_app_name(app) then return done(400, bad_name(app)) end
+  format, why = self.pgo:format_for(req, app)
+  if not format then return done(400, why) end
+  return self:with_version(req, app, done, function(src)
+    if format ~= "pprof" then
+      return self.pgo:download(req, res, app, format, src, function() return self:read_version(src) end)
+    end
+    if httpd.none_match(req:header("if-none-match"), src.etag) then
+      m.downloads:inc({ status = "304" })
+      res:status(304):header("etag", src.etag)
+      res:send("")
+      return true
+    end
+    if src.bytes then
+      m.downloads:inc({ status = "200" })
+      res:header("etag", src.etag)
+      res:header("content-type", "application/x-gzip")
+      res:send(src.bytes)
+      return true
+    end
+    return self:send(res, app, src.key, src)
+  end)
+end
+
+-- GET /api/profile/{app}/decisions (also with window= or from=/to=): what the compiler will do
+-- with the minimal profile served for that version.
+function Api:decisions(req, res)
+  local app = req.params.app
+  local function done(status, message) return answer(res, status, message) end
+  if not keys.is_app_name(app) then return done(400, bad_name(app)) end
+  local limit, why = pgo.limit_param(req.query)
+  if not limit then return done(400, why) end
+  return self:with_version(req, app, done, function(src)
+    return self.pgo:decisions(res, app, src, function() return self:read_version(src) end, limit)
+  end)
 end
 
 -- GET /api/profile/{app}/history: {app, segment, segments: [{start, end, uploads, samples, bytes}],
@@ -532,7 +571,8 @@ function Api:routes(router)
   router:add("GET", "/api/profile", function(req, res) return self:list(req, res) end, "download")
   router:add("DELETE", "/api/profile/{app}", function(req, res) return self:delete(req, res) end, "delete")
   router:add("GET", "/api/profile/{app}/uploads", function(req, res) return self:uploads(req, res) end, "download")
-  self.pgo:routes(router)
+  router:add("GET", "/api/profile/{app}/decisions", function(req, res) return self:decisions(req, res) end,
+    "download")
   router:add("GET", "/api/profile/{app}/history", function(req, res) return self:history_of(req, res) end,
     "download")
   return router

@@ -6,7 +6,7 @@
 --   local res, err, code = http.request {
 --     method = "PUT", url = "http://127.0.0.1:7480/bucket/key",
 --     headers = { ["content-type"] = "application/octet-stream" },  -- names case-insensitive
---     body = "...",                     -- a string; or
+--     body = "...",                     -- a string or an autopgo.bytes (not copied); or
 --     body_path = "/path/file",         -- streamed from disk (Content-Length = file size); or
 --     body_producer = fn, body_length = n,  -- fn() -> chunk | nil (end) | nil, err (abort); may
 --                                           -- yield; chunked transfer when body_length is nil
@@ -54,6 +54,10 @@ end
 
 local function check_type(opts, key, want)
   local v = opts[key]
+  if want == "bytes" then -- a string or an autopgo.bytes (sent from where it is held)
+    if v == nil or type(v) == "string" or core.bytes.is(v) then return v end
+    want = "string or autopgo.bytes"
+  end
   if v ~= nil and type(v) ~= want then
     error(("autopgo.http: %s must be a %s, got %s"):format(key, want, type(v)), 4)
   end
@@ -61,7 +65,7 @@ local function check_type(opts, key, want)
 end
 
 local known = {
-  method = "string", url = "string", headers = "table", body = "string", body_path = "string",
+  method = "string", url = "string", headers = "table", body = "bytes", body_path = "string",
   body_producer = "function", body_length = "number", sink = "function", timeout = "number",
   connect_timeout = "number", insecure = "boolean", ca_file = "string", ca_pem = "string",
   client_cert = "string", client_key = "string", client_cert_pem = "string",

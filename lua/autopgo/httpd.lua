@@ -9,7 +9,7 @@
 --   req.method, req.path (decoded), req.raw_path, req.target (with the query), req.query (map),
 --   req.query_list, req.headers (lower-case names, "host" and "content-length" included),
 --   req.params (router), req.peer, req.body_size; req:body() (the whole body), req:read(n) (the next
---   piece, nil at the end), req:body_bytes() (the body for C without a copy), req:header(name)
+--   piece, nil at the end), req:body_bytes() (the body, held once, for C and the stores), req:header(name)
 --   res:status(n), res:header(k, v), res:add_header(k, v), res:send(body), res:write(chunk) (waits
 --   for the client), res:finish([chunk]), res:abort(), res:send_file(path, mime), res:json(status, value),
 --   res:error(status, message), res:state()
@@ -42,12 +42,17 @@ function Request:body()
   return self._ud:body()
 end
 
---- The body for C code that reads bytes (pprof.validate_async, the file store's put): the request
--- itself when the server's buffer can be read in place (HTTP/1.x), so a large upload is held once,
--- else a copy as a string (HTTP/2).
+--- The body as an autopgo.bytes view, held once in C on HTTP/1 and HTTP/2 alike (no copy): what
+-- the validator and every store's put take, and what a reader (thread-pool work, an HTTP
+-- transfer) keeps alive even if the client goes away. #b is its size, b:sub(i, j) copies a piece.
+-- Released when the handler returns (the collector would only notice a small userdata).
 function Request:body_bytes()
-  if self._ud:body_in_place() then return self._ud end
-  return self._ud:body()
+  if not self._bytes then
+    local b, err, code = self._ud:body_bytes()
+    if not b then return nil, err, code end
+    self._bytes = b
+  end
+  return self._bytes
 end
 
 --- Bytes i..j of the body (1-based, inclusive, like string.sub), copied.
@@ -310,6 +315,7 @@ function M.listen(opts)
     }, Request)
     local res = setmetatable({ _ud = ud, _status = 200, _headers = {}, _is_head = info.method == "HEAD" }, Response)
     async.spawn_with(function(ok, err, traceback)
+      if req._bytes then req._bytes:release() end
       if not ok then
         log.error("http handler failed", "server", name, "method", req.method, "path", req.raw_path,
           "error", traceback or tostring(err))

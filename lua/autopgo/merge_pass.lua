@@ -26,6 +26,7 @@ local log = require "autopgo.log"
 local merging = require "autopgo.merging"
 local history_mod = require "autopgo.history"
 local metrics = require "autopgo.metrics"
+local pgo_stable = require "autopgo.pgo_stable"
 local uv = require "luv"
 local core = require "autopgo.core"
 
@@ -554,6 +555,7 @@ function Pass:run(app)
           local now_merged = {}
           for _, k in ipairs(contents) do now_merged[k] = true end
           self.bases[app] = { etag = put.etag, hash = res.sha256, merged = now_merged, ledger = true }
+          pgo_stable.after_merge(store, self.policy.table, app, res.bytes) -- policy stable = true
           self:announce(app, res.keys)
           if not res.corrupt then self:announce(app, seen.already) end
           if base and base.hash ~= res.sha256 then store:delete(keys.ledger(app, base.hash)) end

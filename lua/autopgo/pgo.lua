@@ -95,16 +95,54 @@ local function edge_doc(e, extra)
   return json.object(table.unpack(t))
 end
 
+--- What GET /api/profile/{app}/decisions lists of each list by default (?limit=, 0: all): the
+-- heaviest hot call sites and devirtualization targets. A flat profile of 50 MB has 235 703 hot
+-- call sites (the 99 % CDF bounds their weight, not their number): 57 MB of JSON unbounded.
+M.decisions_limit = 500
+
+--- The ?limit= of a request's query (a decisions list or a diff): pgo.decisions_limit when absent,
+-- 0 for all; or nil and a message for a 400.
+function M.limit_param(q)
+  local s = q and q.limit
+  if s == nil or s == "" then return M.decisions_limit end
+  local n = math.tointeger(tonumber(s))
+  if not n or n < 0 then return nil, "limit must be an integer from 0 (0: all)" end
+  return n
+end
+
+--- Points of the cumulative-share curve of the hot call sites in a decisions document (the last
+-- hot site always among them).
+M.cdf_points = 256
+
+-- The cumulative-share curve, at most M.cdf_points points {index (1-based), cumulative %}.
+local function cdf_doc(hot)
+  local out, n = json.array(), #hot
+  local step = math.max(1, math.ceil(n / M.cdf_points))
+  for i = step, n, step do out[#out + 1] = json.array { i, hot[i].cum } end
+  if n > 0 and n % step ~= 0 then out[#out + 1] = json.array { n, hot[n].cum } end
+  return out
+end
+
 --- The decisions as the JSON document of GET /api/profile/{app}/decisions; extra: more
--- {key, value, ...} pairs at the end.
-function M.decisions_doc(info, d, extra)
+-- {key, value, ...} pairs at the end. limit (nil or 0: all) bounds hotCallSites,
+-- hotFunctions and devirtualization to their first `limit` entries (the heaviest first; hot
+-- functions by name); "counts" has their full lengths, "cdf" the curve of all hot call sites
+-- and "signature" stays the one of all the decisions.
+function M.decisions_doc(info, d, extra, limit)
+  local function upto(n) return (limit and limit > 0) and math.min(n, limit) or n end
   local hot = json.array()
-  for _, e in ipairs(d.hot) do hot[#hot + 1] = edge_doc(e, { "cumulative", e.cum }) end
+  for i = 1, upto(#d.hot) do
+    local e = d.hot[i]
+    hot[i] = edge_doc(e, { "cumulative", e.cum })
+  end
   local sites = json.array()
-  for _, s in ipairs(d.sites) do
-    sites[#sites + 1] = json.object("caller", s.caller, "offset", s.offset, "callee", s.callee,
+  for i = 1, upto(#d.sites) do
+    local s = d.sites[i]
+    sites[i] = json.object("caller", s.caller, "offset", s.offset, "callee", s.callee,
       "weight", s.weight, "siteWeight", s.site_weight, "callees", s.callees, "ties", s.ties)
   end
+  local funcs = json.array()
+  for i = 1, upto(#d.hot_functions) do funcs[i] = d.hot_functions[i] end
   local b = d.boundary
   local boundary = json.object(
     "lastHot", b.last_hot and edge_doc(b.last_hot, { "index", b.last_hot.index, "cumulativeBefore",
@@ -118,8 +156,11 @@ function M.decisions_doc(info, d, extra)
     "threshold", d.threshold,
     "thresholdFromCDF", d.threshold_from_cdf,
     "hotCallSites", hot,
-    "hotFunctions", json.array(d.hot_functions),
+    "hotFunctions", funcs,
     "devirtualization", sites,
+    "counts", json.object("hotCallSites", #d.hot, "hotFunctions", #d.hot_functions, "devirtualization", #d.sites),
+    "limit", (limit and limit > 0) and limit or 0,
+    "cdf", cdf_doc(d.hot),
     "boundary", boundary,
     "signature", M.signature(d),
   }
@@ -242,6 +283,40 @@ function M.diff(a, b)
     if not tb[k] then r.sites_removed = r.sites_removed + 1 end
   end
   return r
+end
+
+--- The diff as JSON (autopgo diff --json, GET /api/profile/{app}/diff): limit (nil or 0: all)
+-- cuts each list to its first entries; "counts" has their full lengths. extra: more
+-- {key, value, ...} pairs at the end.
+function M.diff_doc(r, limit, extra)
+  local function upto(n) return (limit and limit > 0) and math.min(n, limit) or n end
+  local function sites(list)
+    local out = json.array()
+    for i = 1, upto(#list) do
+      local e = list[i]
+      out[i] = json.object("caller", e.caller, "offset", e.offset, "callee", e.callee)
+    end
+    return out
+  end
+  local function names(list)
+    local out = json.array()
+    for i = 1, upto(#list) do out[i] = list[i] end
+    return out
+  end
+  local changed = json.array()
+  for i = 1, upto(#r.targets_changed) do
+    local t = r.targets_changed[i]
+    changed[i] = json.object("caller", t.caller, "offset", t.offset, "from", t.from, "to", t.to)
+  end
+  local fields = { "same", r.same, "becameHot", sites(r.hot_added), "becameCold", sites(r.hot_removed),
+    "functionsHot", names(r.functions_added), "functionsCold", names(r.functions_removed),
+    "targetsChanged", changed, "sitesAdded", r.sites_added, "sitesRemoved", r.sites_removed,
+    "totalWeight", json.array { r.total_weight[1], r.total_weight[2] },
+    "counts", json.object("becameHot", #r.hot_added, "becameCold", #r.hot_removed,
+      "functionsHot", #r.functions_added, "functionsCold", #r.functions_removed,
+      "targetsChanged", #r.targets_changed) }
+  for _, x in ipairs(extra or {}) do fields[#fields + 1] = x end
+  return json.object(table.unpack(fields))
 end
 
 --- The diff as text (autopgo diff).

@@ -1,27 +1,27 @@
--- The compiler's view over HTTP: GET /api/profile/{app}?format=pgo|preprofile (the minimal pprof
--- and GO PREPROFILE V1 of the merged profile) and GET /api/profile/{app}/decisions (JSON), with
--- the per-app policy: serve = "pgo" makes the minimal form the default download, no_inline keeps
--- callees out of the hot set, stable = true keeps serving the same bytes while decisions hold.
--- api.lua hands requests here; the full profile (format=pprof) stays api.lua's.
+-- The compiler's view over HTTP: the minimal pprof and GO PREPROFILE V1 (?format=pgo|preprofile)
+-- and the decisions (GET /api/profile/{app}/decisions, JSON) of one version of a profile, the
+-- merged base or a merged window, that api.lua has found (and checked) and hands here with a way to
+-- read exactly that version. Computed once per content (the version's digest) and policy.
 local async = require "autopgo.async"
 local core = require "autopgo.core"
 local fail = require "autopgo.fail"
 local httpd = require "autopgo.httpd"
-local keys = require "autopgo.keys"
-local log = require "autopgo.log"
+local json = require "autopgo.json"
 local metrics = require "autopgo.metrics"
 local pgo = require "autopgo.pgo"
+local pgo_stable = require "autopgo.pgo_stable"
 
 local M = {}
+
+--- Shaped views kept in memory per app (its base and a few windows; each a few minimal profiles'
+-- worth), the oldest dropped first.
+M.CACHE_KEEP = 4
 
 local m = {
   downloads = metrics.counter("autopgo_pgo_downloads_total", "Downloads of the compiler's view by format and status.",
     { "format", "status" }),
-  changes = metrics.counter("autopgo_pgo_decision_changes_total",
-    "Merges that changed the compiler's decisions (hot call sites, hot functions, devirtualization targets), by app.",
-    { "app" }),
-  kept = metrics.counter("autopgo_pgo_stable_kept_total",
-    "Merges after which the previous minimal profile was kept (stable = true: same decisions), by app.", { "app" }),
+  built = metrics.counter("autopgo_pgo_views_built_total",
+    "Versions of a profile (base or window) shaped into the compiler's view (then served from memory)."),
 }
 
 local View = {}
@@ -29,7 +29,7 @@ View.__index = View
 
 --- A view over api's store; policy is the config's policy table ({ [app] = {...}, ["*"] = ... }).
 function M.new(store, policy)
-  return setmetatable({ store = store, policy = policy or {}, cache = {}, building = {} }, View)
+  return setmetatable({ store = store, policy = policy or {}, cache = {}, order = {}, building = {} }, View)
 end
 
 local function sha256_etag(bytes)
@@ -47,135 +47,105 @@ function View:format_for(req, app)
   return f
 end
 
-local function policy_key(pol)
+--- Counts a download of the compiler's view answered with status.
+function M.count(format, status)
+  m.downloads:inc({ format = format, status = tostring(status) })
+end
+
+local function policy_key(pol, stable)
   local names = {}
   for i, n in ipairs(pol.no_inline) do names[i] = n end
   table.sort(names)
-  return (pol.stable and "stable" or "") .. "\0" .. table.concat(names, "\0")
+  return (stable and "stable" or "") .. "\0" .. table.concat(names, "\0")
 end
 
--- Keeps the previously served minimal profile when its decisions equal the new one's (stable =
--- true); otherwise records the new one as served. Returns the bytes to serve.
-function View:stabilize(app, fresh, signature)
-  local key = keys.pgo_served(app)
-  local old, err, code = self.store:get(key)
-  if old and old.body then
-    local prev = pgo.shape(old.body, { decisions = true })
-    if prev and prev.decisions and pgo.signature(prev.decisions) == signature then
-      m.kept:inc({ app = app })
-      return old.body
-    end
-  elseif code ~= "NOT_FOUND" then
-    log.warn("cannot read the served minimal profile; serving the new one", "app", app, "error", err)
-    return fresh
-  end
-  if old then m.changes:inc({ app = app }) end
-  local ok, perr = self.store:put(key, fresh, old and { if_match = old.etag } or { if_none_match = "*" })
-  if not ok then log.warn("cannot record the served minimal profile", "app", app, "error", perr) end
-  return fresh
+function View:remember(app, key, v)
+  local order = self.order[app] or {}
+  self.order[app] = order
+  if not self.cache[key] then order[#order + 1] = key end
+  self.cache[key] = v
+  while #order > M.CACHE_KEEP do self.cache[table.remove(order, 1)] = nil end
 end
 
--- The compiler's view of app's merged profile: { version, pgo, preprofile, decisions, info,
--- etags }, computed once per stored version and policy. Returns it or nil, err, code.
-function View:view(app)
+-- The compiler's view of one version of app's profile: src = { etag (the content's digest),
+-- base (true for the merged base, where stable = true applies) }, read() its bytes (or nil, err,
+-- code). Returns { pgo, preprofile, decisions, info, etags } or nil, err, code.
+function View:view(app, src, read)
   local pol = pgo.app_policy(self.policy, app)
-  local pkey = policy_key(pol)
-  local base = keys.base(app)
-  while true do
-    local st, err, code = self.store:stat(base)
-    if not st then return nil, err, code end
-    local c = self.cache[app]
-    if c and c.version == st.etag and c.policy == pkey then return c end
-    local ev = self.building[app]
-    if not ev then break end
-    ev.wait()
-  end
+  local stable = src.base and pol.stable
+  local key = app .. "\0" .. src.etag .. "\0" .. policy_key(pol, stable)
+  while not self.cache[key] and self.building[key] do self.building[key].wait() end
+  if self.cache[key] then return self.cache[key] end
   local ev = async.event()
-  self.building[app] = ev
+  self.building[key] = ev
   local function done(...)
-    if self.building[app] == ev then self.building[app] = nil end
+    self.building[key] = nil
     ev.set()
     return ...
   end
-  local got, err, code = self.store:get(base)
-  if not got then return done(nil, err, code) end
+  local body, err, code = read()
+  if not body then return done(nil, err, code) end
   local r
-  r, err, code = pgo.shape(got.body, { format = "pgo", decisions = true, no_inline = pol.no_inline })
+  r, err, code = pgo.shape(body, { format = "pgo", decisions = true, no_inline = pol.no_inline })
   if not r then return done(nil, err, code) end
   if not r.info.usable then
     return done(fail.new("INVALID", "the merged profile cannot be used by go build -pgo: %s", tostring(r.info.reason)))
   end
   local minimal = r.bytes
-  if pol.stable then minimal = self:stabilize(app, minimal, pgo.signature(r.decisions)) end
+  if stable then minimal = pgo_stable.pick(self.store, app, minimal, pgo.signature(r.decisions)) end
   -- The preprofile and the decisions are read back from the bytes served, so all three agree.
   local served
   served, err, code = pgo.shape(minimal, { format = "preprofile", decisions = true })
   if not served then return done(nil, err, code) end
-  local v = { version = got.etag, policy = pkey, pgo = minimal, preprofile = served.bytes,
-    decisions = served.decisions, info = r.info, renamed = r.renamed }
+  m.built:inc()
+  local v = { pgo = minimal, preprofile = served.bytes, decisions = served.decisions, info = r.info }
   v.etags = { pgo = sha256_etag(v.pgo), preprofile = sha256_etag(v.preprofile) }
-  self.cache[app] = v
+  self:remember(app, key, v)
   return done(v)
 end
 
-local function status_of(code)
-  if code == "NOT_FOUND" then return 404, "Not Found" end
-  if code == "INVALID" then return 422 end
-  return 500
-end
-
---- Serves app's profile in `format` ("pgo" or "preprofile").
-function View:download(req, res, app, format)
-  local v, err, code = self:view(app)
-  if not v then
-    local status, msg = status_of(code)
-    m.downloads:inc({ format = format, status = tostring(status) })
-    return res:error(status, msg or tostring(err))
-  end
-  local etag = v.etags[format]
-  if httpd.none_match(req:header("if-none-match"), etag) then
-    m.downloads:inc({ format = format, status = "304" })
-    res:status(304):header("etag", etag)
-    return res:send("")
-  end
-  m.downloads:inc({ format = format, status = "200" })
-  res:status(200):header("etag", etag):header("content-type", pgo.formats[format])
-  return res:send(v[format])
-end
-
---- GET /api/profile/{app}/decisions: what the compiler will do with the served profile.
-function View:decisions(req, res)
-  local app = req.params.app
-  if not keys.is_app_name(app) then return res:error(400, "invalid app name") end
-  local v, err, code = self:view(app)
-  if not v then
-    local status, msg = status_of(code)
-    return res:error(status, msg or tostring(err))
-  end
-  return res:json(200, pgo.decisions_doc(v.info, v.decisions, { "etag", v.etags.pgo }))
-end
-
---- The handler for GET /api/profile/{app} when it serves the compiler's view: returns true when
--- it answered (format pgo or preprofile, asked or by policy), false to leave the full profile to
--- the caller.
-function View:maybe_download(req, res)
-  local app = req.params.app
-  if not keys.is_app_name(app) then return false end
-  local format, why = self:format_for(req, app)
-  if not format then
-    res:error(400, why)
-    return true
-  end
-  if format == "pprof" then return false end
-  self:download(req, res, app, format)
+-- Answers a failure to compute the view: 422 when go could not use the profile. Returns true when
+-- it answered, else nil, err, code for the caller (a version gone meanwhile, a store failure).
+local function refuse(res, err, code, count)
+  if code ~= "INVALID" then return nil, err, code end
+  if count then count(422) end
+  res:error(422, fail.message(err))
   return true
 end
 
---- Adds GET /api/profile/{app}/decisions to an httpd router.
-function View:routes(router)
-  router:add("GET", "/api/profile/{app}/decisions", function(req, res) return self:decisions(req, res) end,
-    "download")
-  return router
+--- Serves the view of src in `format` ("pgo" or "preprofile"), 304 on a matching If-None-Match.
+-- Returns true once answered, or nil, err, code (see refuse).
+function View:download(req, res, app, format, src, read)
+  local function count(status) M.count(format, status) end
+  local v, err, code = self:view(app, src, read)
+  if not v then return refuse(res, err, code, count) end
+  local etag = v.etags[format]
+  if httpd.none_match(req:header("if-none-match"), etag) then
+    count(304)
+    res:status(304):header("etag", etag)
+    res:send("")
+    return true
+  end
+  count(200)
+  res:status(200):header("etag", etag):header("content-type", pgo.formats[format])
+  res:send(v[format])
+  return true
+end
+
+--- GET /api/profile/{app}/decisions?limit=N: what the compiler will do with the profile served
+-- for src, each list cut to its first `limit` entries (pgo.limit_param: default
+-- pgo.decisions_limit, 0 all). The JSON of the default limit is kept with the view.
+function View:decisions(res, app, src, read, limit)
+  local v, err, code = self:view(app, src, read)
+  if not v then return refuse(res, err, code) end
+  local body = limit == pgo.decisions_limit and v.doc or nil
+  if not body then
+    body = json.encode_line(pgo.decisions_doc(v.info, v.decisions, { "etag", v.etags.pgo }, limit))
+    if limit == pgo.decisions_limit then v.doc = body end
+  end
+  res:status(200):header("content-type", "application/json")
+  res:send(body)
+  return true
 end
 
 return M

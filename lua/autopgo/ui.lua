@@ -34,7 +34,8 @@ local function has_route(router, method, pattern)
 end
 
 --- What this server offers the page, from the routes it has at the time of the request (so the
--- page never calls an endpoint that is not there): {history, decisions, flamegraph, top}.
+-- page never calls an endpoint that is not there): {history, decisions, flamegraph, top, versions,
+-- diff}.
 function M.features(router)
   local function has(p) return has_route(router, "GET", p) end
   return {
@@ -42,6 +43,8 @@ function M.features(router)
     decisions = has("/api/profile/{app}/decisions"),
     flamegraph = has("/api/profile/{app}/flamegraph"),
     top = has("/api/profile/{app}/top"),
+    versions = has("/api/profile/{app}/versions"),
+    diff = has("/api/profile/{app}/diff"),
   }
 end
 
@@ -69,7 +72,7 @@ function M.routes(router)
     local f = M.features(router)
     res:header("cache-control", "no-cache")
     return res:json(200, json.object("history", f.history, "decisions", f.decisions, "flamegraph", f.flamegraph,
-      "top", f.top))
+      "top", f.top, "versions", f.versions, "diff", f.diff))
   end, auth.OPEN)
   router:add("GET", "/ui/{file}", function(req, res) return serve(res, req.params.file) end, auth.OPEN)
   router:add("GET", "/ui/vendor/{file}", function(req, res) return serve(res, "vendor/" .. req.params.file) end,

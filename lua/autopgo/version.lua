@@ -3,5 +3,5 @@
 return {
   version = "0.1.0",
   -- Bump with AP_ABI in core/lua/binding.h whenever the binding's functions change incompatibly.
-  abi = 1,
+  abi = 2,
 }

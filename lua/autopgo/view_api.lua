@@ -1,28 +1,43 @@
 -- What the web view reads of a merged profile, as JSON computed in C (autopgo.core.flame, on the
 -- thread pool): GET /api/profile/{app}/flamegraph (the call tree, small frames folded into
 -- "(other)" under a node budget) and GET /api/profile/{app}/top (go tool pprof -top's rows).
--- Answers are cached by the profile's sha256 and carry an ETag derived from it. ?window= or
--- ?from=&to= read the time window the profile history merges, as downloads do.
+-- A version is decoded once for both: the first request for either computes the flame graph and
+-- the top table (all the rows any limit may ask) in one job, kept by the content's digest, so the
+-- page's other request (and every later one) is answered from memory; concurrent misses share
+-- the one job. Answers carry an ETag derived from the digest. ?window= or ?from=&to= read the
+-- time window the profile history merges, as downloads do (?to= alone: a version, see versions).
+-- Also GET /api/profile/{app}/versions (the current profile and one per history segment) and
+-- GET /api/profile/{app}/diff?a=&b= (the compiler's decisions of two of them compared, as
+-- autopgo diff does).
 local async = require "autopgo.async"
 local core = require "autopgo.core"
+local fail = require "autopgo.fail"
 local httpd = require "autopgo.httpd"
 local keys = require "autopgo.keys"
+local json = require "autopgo.json"
 local limits = require "autopgo.limits"
 local log = require "autopgo.log"
+local pgo = require "autopgo.pgo"
+local url = require "autopgo.url"
+local utc = require "autopgo.utc"
 
 local flame = core.flame
 
 local M = {}
 
--- Answers kept (JSON of at most 2 MB each), the oldest dropped first.
-local MAX_CACHED = 32
+-- The views kept: at most MAX_BYTES of JSON (a 50 MB profile's top table and flame graph are
+-- under 1 MB; a flame graph of 20000 nodes up to 10 MB), the least recently used version dropped
+-- first, and at most MAX_FLAMES flame graph sizes per version.
+M.MAX_BYTES = 64 * 1024 * 1024
+local MAX_FLAMES = 4
 
 local View = {}
 View.__index = View
 
 --- A view over an autopgo.api instance (its store and its per-version digests).
 function M.new(api)
-  return setmetatable({ api = api, cache = {}, order = {}, building = {} }, View)
+  -- jobs: the C jobs run so far (each decodes a profile)
+  return setmetatable({ api = api, cache = {}, order = {}, building = {}, jobs = 0 }, View)
 end
 
 -- An integer query parameter within lo..hi, or nil and a message for a 400.
@@ -81,56 +96,135 @@ function View:source(app, req)
   end }
 end
 
--- The answer `kind` with `params` for what req reads of app: json, etag or nil, err, code. Answers
--- are cached by the content's digest (the source's ETag) and the question.
-function View:answer(app, req, kind, params, tag)
+-- Marks the views of a version as the most recently used (adding them when new) and drops the
+-- least recently used others while the kept JSON is over M.MAX_BYTES.
+function View:keep(etag, entry)
+  for i, e in ipairs(self.order) do
+    if e == etag then
+      table.remove(self.order, i)
+      break
+    end
+  end
+  self.order[#self.order + 1] = etag
+  self.cache[etag] = entry
+  local total = 0
+  for _, e in ipairs(self.order) do total = total + self.cache[e].bytes end
+  while total > M.MAX_BYTES and #self.order > 1 do
+    local old = table.remove(self.order, 1)
+    total = total - self.cache[old].bytes
+    self.cache[old] = nil
+  end
+end
+
+-- Runs fn() (-> result or nil, err, code) once for `key` at a time: a concurrent caller waits for
+-- the running one and then finds its result with found(); returns found()'s or fn's result.
+function View:once(key, found, fn)
+  while self.building[key] do
+    self.building[key].wait()
+    local hit = found()
+    if hit then return hit end
+  end
+  local hit = found()
+  if hit then return hit end
+  local ev = async.event()
+  self.building[key] = ev
+  local ok, r, err, code = pcall(fn)
+  self.building[key] = nil
+  ev.set()
+  if not ok then error(r, 0) end
+  return r, err, code
+end
+
+-- The decode options of a job: the profile limits and params.
+local function job_opts(params)
+  local opts = { max_decompressed = limits.profile.max_decompressed, max_memory = limits.profile.max_memory }
+  for k, v in pairs(params or {}) do opts[k] = v end
+  return opts
+end
+
+-- The views of the version src reads: { flames = {[n] = json}, nflames, top = json, ends = {...} },
+-- or nil, err, code. The first request computes the top table and the flame graph of max_nodes
+-- together (one decode); a flame graph of another size later is one more job.
+function View:views(src, max_nodes)
+  local etag = src.etag
+  local function found() return self.cache[etag] end
+  local entry, err, code = self:once(etag, found, function()
+    local bytes, rerr, rcode = src.read()
+    if not bytes then return nil, rerr, rcode end
+    self.jobs = self.jobs + 1
+    local fjson, tjson, ends = async.await(flame.views_async, bytes,
+      job_opts { max_nodes = max_nodes, limit = flame.limit_rows })
+    if not fjson then return nil, tjson, ends end
+    local e = { flames = { [max_nodes] = fjson }, nflames = 1, top = tjson, ends = ends, bytes = #fjson + #tjson }
+    self:keep(etag, e)
+    return e
+  end)
+  if entry then self:keep(etag, entry) end
+  return entry, err, code
+end
+
+-- The top table with its first `limit` rows, cut from the kept one (see ap_pprof_views_json).
+local function top_rows(e, limit)
+  local n = math.min(limit, #e.ends)
+  if n == #e.ends then return e.top end
+  if n == 0 then return e.top:sub(1, select(2, e.top:find('"rows":[', 1, true))) .. "]}" end
+  return e.top:sub(1, e.ends[n]) .. "]}"
+end
+
+-- The answer `kind` ("flamegraph" or "top") with `n` (max_nodes or limit) for what req reads of
+-- app: json, etag or nil, err, code. The ETag is the content's digest and the question.
+function View:answer(app, req, kind, n, tag)
   local src, err, code = self:source(app, req)
   if not src then return nil, err, code end
   local etag = src.etag:gsub('"$', "/" .. tag .. '"')
-  local hit = self.cache[etag]
-  if hit then return hit, etag end
-  -- one computation per answer at a time; the others wait for it
-  while self.building[etag] do
-    self.building[etag].wait()
-    if self.cache[etag] then return self.cache[etag], etag end
-  end
-  local ev = async.event()
-  self.building[etag] = ev
-  local ok, json, jerr, jcode = pcall(function()
+  local e
+  e, err, code = self:views(src, kind == "flamegraph" and n or flame.default_nodes)
+  if not e then return nil, err, code end
+  if kind == "top" then return top_rows(e, n), etag end
+  local function found() return e.flames[n] end
+  local body
+  body, err, code = self:once(etag, found, function()
     local bytes, rerr, rcode = src.read()
     if not bytes then return nil, rerr, rcode end
-    local opts = { max_decompressed = limits.profile.max_decompressed, max_memory = limits.profile.max_memory }
-    for k, v in pairs(params) do opts[k] = v end
-    return async.await(kind == "top" and flame.top_async or flame.graph_async, bytes, opts)
+    self.jobs = self.jobs + 1
+    local j, jerr, jcode = async.await(flame.graph_async, bytes, job_opts { max_nodes = n })
+    if not j then return nil, jerr, jcode end
+    -- a bounded number of sizes per version: one other than the default makes room
+    if e.nflames >= MAX_FLAMES then
+      for k, old in pairs(e.flames) do
+        if k ~= flame.default_nodes then
+          e.flames[k] = nil
+          e.nflames = e.nflames - 1
+          e.bytes = e.bytes - #old
+          break
+        end
+      end
+    end
+    e.flames[n] = j
+    e.nflames = e.nflames + 1
+    e.bytes = e.bytes + #j
+    if self.cache[src.etag] == e then self:keep(src.etag, e) end
+    return j
   end)
-  self.building[etag] = nil
-  ev.set()
-  if not ok then error(json, 0) end
-  if not json then return nil, jerr, jcode end
-  -- a bounded cache: the oldest answer goes first
-  self.order[#self.order + 1] = etag
-  self.cache[etag] = json
-  while #self.order > MAX_CACHED do
-    self.cache[table.remove(self.order, 1)] = nil
-  end
-  return json, etag
+  if not body then return nil, err, code end
+  return body, etag
 end
 
-function View:serve(req, res, kind, params, tag)
+function View:serve(req, res, kind, n, tag)
   local app = req.params.app
   if not keys.is_app_name(app) then
     return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
   end
   for _ = 1, 5 do
-    local json, etag, code = self:answer(app, req, kind, params, tag)
-    if json then
+    local body, etag, code = self:answer(app, req, kind, n, tag)
+    if body then
       if httpd.none_match(req:header("if-none-match"), etag) then
         res:status(304):header("etag", etag)
         return res:send("")
       end
       res:status(200):header("content-type", "application/json"):header("etag", etag)
       res:header("cache-control", "no-cache")
-      return res:send(json)
+      return res:send(body)
     end
     if code == "BAD_REQUEST" then return res:error(400, etag) end
     if code == "NOT_FOUND" then
@@ -156,7 +250,7 @@ function View:flamegraph(req, res)
   local n, why = int_param(req, "max_nodes", 2, flame.limit_nodes)
   if not n then return res:error(400, why) end
   n = n == true and flame.default_nodes or n
-  return self:serve(req, res, "flamegraph", { max_nodes = n }, "flamegraph;n=" .. n)
+  return self:serve(req, res, "flamegraph", n, "flamegraph;n=" .. n)
 end
 
 --- GET /api/profile/{app}/top?limit=N (default 100, at most 5000)
@@ -164,7 +258,102 @@ function View:top(req, res)
   local n, why = int_param(req, "limit", 1, flame.limit_rows)
   if not n then return res:error(400, why) end
   n = n == true and flame.default_rows or n
-  return self:serve(req, res, "top", { limit = n }, "top;n=" .. n)
+  return self:serve(req, res, "top", n, "top;n=" .. n)
+end
+
+-- ---- versions and the diff of two profiles' decisions ----
+
+--- GET /api/profile/{app}/versions: the versions of the app's profile a page can show or compare,
+-- newest first: "current" (the merged profile served now, selected by no query) and, per history
+-- segment, the profile as of its end ("to=END": every upload captured before END that the history
+-- keeps, merged under the app's prune rules, as a window download gives it; not byte for byte
+-- what was served then). {app, versions: [{id, query, label, uploads, end}]}.
+function View:versions(req, res)
+  local app = req.params.app
+  if not keys.is_app_name(app) then
+    return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
+  end
+  local list = json.array()
+  list[1] = json.object("id", "current", "query", "", "label", "served now (the merged profile)")
+  local h = self.api.history
+  if h then
+    local segs, err = h:segments(app)
+    if not segs then
+      log.error("cannot read the history of the app", "app", app, "error", tostring(err))
+      return res:error(500, "cannot read the history of app " .. app)
+    end
+    local uploads = 0
+    local rows = {}
+    for _, sg in ipairs(segs) do
+      uploads = uploads + #sg.doc.uploads
+      local stop = utc.rfc3339(sg.start + h.seglen)
+      rows[#rows + 1] = json.object("id", stop, "query", "to=" .. stop, "label", "as of " .. stop,
+        "uploads", uploads, "end", stop)
+    end
+    for i = #rows, 1, -1 do list[#list + 1] = rows[i] end
+  end
+  return res:json(200, json.object("app", app, "versions", list))
+end
+
+-- The query a selector names (a query string of window=, from=, to=; "" for the current profile),
+-- as a request's query map, or nil and why for a 400.
+local function selector(s)
+  local q = url.parse_query(s or "")
+  for k in pairs(q) do
+    if k ~= "window" and k ~= "from" and k ~= "to" then
+      return nil, ("a profile is selected by window=, from= and to= only, not %s="):format(k)
+    end
+  end
+  return q
+end
+
+-- The compiler's decisions of what sel (a query map) selects of app: the view GET /decisions
+-- serves for that version (autopgo.pgo_api, computed once per content digest and policy):
+-- decisions, etag or nil, err, code.
+function View:decisions_of(app, sel)
+  local src, err, code = self:source(app, { query = sel })
+  if not src then return nil, err, code end
+  local v
+  v, err, code = self.api.pgo:view(app, { etag = src.etag, base = next(sel) == nil }, src.read)
+  if not v then return nil, err, code end
+  return v.decisions, src.etag
+end
+
+--- GET /api/profile/{app}/diff?a=SEL&b=SEL[&limit=N]: what the compiler decides differently with
+-- profile b than with a, as `autopgo diff A B --json` (pgo.diff_doc), each list cut to N entries
+-- (default pgo.decisions_limit, 0: all). SEL is a URL-encoded query selecting a profile: empty
+-- for the current one, window=24h, from=..&to=.., or to=.. for a version (GET .../versions).
+function View:diff(req, res)
+  local app = req.params.app
+  if not keys.is_app_name(app) then
+    return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
+  end
+  local q = req.query or {}
+  local limit, lwhy = pgo.limit_param(q)
+  if not limit then return res:error(400, lwhy) end
+  local sa, why = selector(q.a)
+  if not sa then return res:error(400, "a: " .. why) end
+  local sb
+  sb, why = selector(q.b)
+  if not sb then return res:error(400, "b: " .. why) end
+  local sides = {}
+  for i, sel in ipairs { sa, sb } do
+    local d, etag, code = self:decisions_of(app, sel)
+    if not d then
+      local name = i == 1 and "a" or "b"
+      if code == "BAD_REQUEST" then return res:error(400, name .. ": " .. etag) end
+      if code == "NOT_FOUND" then return res:error(404, ("%s: no profile of app %s there"):format(name, app)) end
+      if code == "INVALID" then return res:error(422, name .. ": " .. fail.message(etag)) end
+      log.error("cannot compute the decisions of a profile", "app", app, "error", tostring(etag))
+      return res:error(500, ("%s: cannot compute the decisions of app %s (%s)"):format(name, app, code or "INTERNAL"))
+    end
+    sides[i] = { d = d, etag = etag }
+  end
+  local function side(x, sel)
+    return json.object("select", sel or "", "etag", x.etag, "signature", pgo.signature(x.d))
+  end
+  return res:json(200, pgo.diff_doc(pgo.diff(sides[1].d, sides[2].d), limit,
+    { "a", side(sides[1], q.a), "b", side(sides[2], q.b), "limit", limit }))
 end
 
 --- Adds the view's routes to an httpd router: what a download token may read (scope download).
@@ -172,6 +361,10 @@ function View:routes(router)
   router:add("GET", "/api/profile/{app}/flamegraph", function(req, res) return self:flamegraph(req, res) end,
     "download")
   router:add("GET", "/api/profile/{app}/top", function(req, res) return self:top(req, res) end, "download")
+  router:add("GET", "/api/profile/{app}/versions", function(req, res) return self:versions(req, res) end, "download")
+  if self.api.pgo then
+    router:add("GET", "/api/profile/{app}/diff", function(req, res) return self:diff(req, res) end, "download")
+  end
   return router
 end
 

@@ -173,15 +173,12 @@
     return counts;
   }
 
-  // Cumulative share of the hot call sites (heaviest first) with the threshold marked.
-  function cdfChart(container, sites, threshold, total) {
+  // Cumulative share of the hot call sites (heaviest first) with the threshold marked: the
+  // decisions document's sampled curve, cdf = [[index, cumulative %], ...] over n sites.
+  function cdfChart(container, cdf, n, threshold) {
     const width = Math.min(560, container.clientWidth || 560), height = 180, m = { l: 40, r: 10, t: 10, b: 24 };
-    const pts = [{ i: 0, c: 0 }];
-    const step = Math.max(1, Math.floor(sites.length / 1000)); // at most ~1000 points drawn
-    sites.forEach((s, i) => {
-      if (i % step === 0 || i === sites.length - 1) pts.push({ i: i + 1, c: s.cumulative != null ? +s.cumulative : 0 });
-    });
-    const x = d3.scaleLinear().domain([0, Math.max(1, pts.length - 1)]).range([m.l, width - m.r]);
+    const pts = [{ i: 0, c: 0 }].concat((cdf || []).map(([i, c]) => ({ i, c: +c })));
+    const x = d3.scaleLinear().domain([0, Math.max(1, n)]).range([m.l, width - m.r]);
     const y = d3.scaleLinear().domain([0, 100]).range([height - m.b, m.t]);
     const svg = d3.select(container).append("svg").attr("width", width).attr("height", height);
     svg.append("g").attr("class", "axis").attr("transform", `translate(0,${height - m.b})`).call(d3.axisBottom(x).ticks(6));
@@ -346,7 +343,7 @@
     const rest = Promise.all([
       pDec.then((dec) => {
         renderDecisions(pgoCard.querySelector("#decisions"), dec);
-        renderDiff(diffCard.querySelector("#diff"), app, dec);
+        return renderDiff(diffCard.querySelector("#diff"), app, dec);
       }),
       pHist.then((hist) => renderHistory(histCard.querySelector("#history"), hist)),
     ]);
@@ -439,26 +436,32 @@
 
   function siteKey(s) { return `${s.caller} +${s.offset} → ${s.callee}`; }
 
+  // The compiler's view: the API lists the heaviest entries of each list (counts has them all).
   function renderDecisions(box, r) {
     if (!r.ok || !r.json) {
       box.innerHTML = r.missing ? unavailable("the compiler's view (hot call sites, devirtualization)") : failure(r);
       return;
     }
     const d = r.json;
-    const hot = d.hotCallSites || [];
-    const shown = hot.slice(0, ROWS), devirt = (d.devirtualization || []).slice(0, ROWS);
-    const more = (n, all) => (all > n ? `<p class="muted">… and ${all - n} more (the JSON has them all: <code>/decisions</code>)</p>` : "");
-    box.innerHTML = `<p class="muted">${hot.length} hot call sites of ${d.edges} edges take the weight past the
-      ${d.threshold}% threshold (total weight ${d.totalWeight}); ${(d.hotFunctions || []).length} hot functions.</p>
+    const counts = d.counts || {};
+    const hot = d.hotCallSites || [], devirt = d.devirtualization || [];
+    const nHot = counts.hotCallSites != null ? counts.hotCallSites : hot.length;
+    const nFuncs = counts.hotFunctions != null ? counts.hotFunctions : (d.hotFunctions || []).length;
+    const nDevirt = counts.devirtualization != null ? counts.devirtualization : devirt.length;
+    const shown = hot.slice(0, ROWS), devirtShown = devirt.slice(0, ROWS);
+    const more = (n, all) => (all > n ? `<p class="muted">… and ${all - n} more (<code>/decisions?limit=0</code> lists them all)</p>` : "");
+    box.innerHTML = `<p class="muted" id="decisions-summary">${nHot} hot call sites of ${d.edges} edges take the weight past the
+      ${d.threshold}% threshold (total weight ${d.totalWeight}); ${nFuncs} hot functions.</p>
       <div class="chart" id="cdf"></div>
       <div class="scroll"><table id="hot-table"><thead><tr><th class="num">weight</th><th class="num">cum%</th><th>call site → callee</th></tr></thead>
       <tbody>${shown.map((s) => `<tr><td class="num">${s.weight}</td><td class="num">${(+s.cumulative).toFixed(2)}%</td><td class="name">${esc(siteKey(s))}</td></tr>`).join("")}</tbody></table></div>
-      ${more(shown.length, hot.length)}
+      ${more(shown.length, nHot)}
       <h2>Devirtualization targets</h2>
       <div class="scroll"><table><thead><tr><th>call site</th><th>heaviest callee</th><th class="num">weight</th><th class="num">callees</th></tr></thead>
-      <tbody>${devirt.map((s) => `<tr><td class="name">${esc(s.caller)} +${s.offset}</td><td class="name">${esc(s.callee)}</td><td class="num">${s.weight} / ${s.siteWeight}</td><td class="num">${s.callees}</td></tr>`).join("") || `<tr><td colspan="4" class="muted">none</td></tr>`}</tbody></table></div>
-      ${more(devirt.length, (d.devirtualization || []).length)}`;
-    cdfChart(box.querySelector("#cdf"), hot, d.threshold, d.totalWeight);
+      <tbody>${devirtShown.map((s) => `<tr><td class="name">${esc(s.caller)} +${s.offset}</td><td class="name">${esc(s.callee)}</td><td class="num">${s.weight} / ${s.siteWeight}</td><td class="num">${s.callees}</td></tr>`).join("") || `<tr><td colspan="4" class="muted">none</td></tr>`}</tbody></table></div>
+      ${more(devirtShown.length, nDevirt)}`;
+    const cdf = d.cdf || hot.map((s, i) => [i + 1, s.cumulative]);
+    cdfChart(box.querySelector("#cdf"), cdf, nHot, d.threshold);
   }
 
   function renderHistory(box, r) {
@@ -497,37 +500,52 @@
       </tbody></table>`;
   }
 
-  // Two windows' decisions side by side: call sites and hot functions that came or went.
-  function renderDiff(box, app, dec) {
-    if (dec.missing) { box.innerHTML = unavailable("decisions diff (needs the compiler's view)"); return; }
-    if (!features.history) { box.innerHTML = unavailable("decisions diff between windows (needs the profile history)"); return; }
-    const opts = `<option value="">all time</option><option value="24h">last 24 h</option><option value="168h">last 7 d</option><option value="720h">last 30 d</option>`;
+  // What the compiler decides differently between two profiles of the app, each a window or a
+  // version (GET /versions), as the server's /diff computes it (the one `autopgo diff` has).
+  async function renderDiff(box, app, dec) {
+    if (dec.missing || !features.diff) { box.innerHTML = unavailable("decisions diff (needs the compiler's view)"); return; }
+    const enc = encodeURIComponent(app);
+    const choices = [["", "current (served now)"]];
+    if (features.history) {
+      [["window=1h", "window: last 1 h"], ["window=24h", "window: last 24 h"], ["window=168h", "window: last 7 d"],
+        ["window=720h", "window: last 30 d"]]
+        .forEach((c) => choices.push(c));
+      const v = features.versions ? await api(`/api/profile/${enc}/versions`) : { ok: false };
+      if (v.ok && v.json) {
+        v.json.versions.filter((x) => x.query).forEach((x) => choices.push([x.query, `version: ${x.label} (${x.uploads} uploads)`]));
+      }
+    }
+    const opts = choices.map(([q, label]) => `<option value="${esc(q)}">${esc(label)}</option>`).join("");
     box.innerHTML = `<div class="toolbar">A <select id="diff-a">${opts}</select> B <select id="diff-b">${opts}</select>
-      <button type="button" id="diff-go">compare</button></div><div id="diff-out" class="muted">Pick two windows.</div>`;
-    box.querySelector("#diff-b").value = "24h";
+      <button type="button" id="diff-go">compare</button></div><div id="diff-out" class="muted">Pick two profiles: windows, or versions (the profile as of the end of a history segment).</div>`;
+    // A: the oldest version (or the last 24 h), B: the current profile
+    if (choices.length > 1) box.querySelector("#diff-a").value = choices[choices.length > 5 ? choices.length - 1 : 2][0];
     box.querySelector("#diff-go").onclick = async () => {
       const out = box.querySelector("#diff-out");
       out.textContent = "…";
-      const enc = encodeURIComponent(app);
-      const [a, b] = await Promise.all(["#diff-a", "#diff-b"].map((s) =>
-        api(withQuery(`/api/profile/${enc}/decisions`, windowQuery(box.querySelector(s).value)))));
-      if (!a.ok || !b.ok) { out.innerHTML = failure(a.ok ? b : a); return; }
-      const ka = new Map((a.json.hotCallSites || []).map((s) => [siteKey(s), s]));
-      const kb = new Map((b.json.hotCallSites || []).map((s) => [siteKey(s), s]));
+      delete out.dataset.ready;
+      const a = box.querySelector("#diff-a").value, b = box.querySelector("#diff-b").value;
+      const r = await api(`/api/profile/${enc}/diff?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+      if (!r.ok || !r.json) { out.innerHTML = failure(r); out.dataset.ready = "error"; return; }
+      const d = r.json, c = d.counts || {};
+      const site = (e) => `${e.caller} +${e.offset} → ${e.callee}`;
       const rows = [];
-      kb.forEach((s, k) => { if (!ka.has(k)) rows.push(`<tr class="added"><td>+ hot</td><td class="name">${esc(k)}</td><td class="num">${s.weight}</td></tr>`); });
-      ka.forEach((s, k) => { if (!kb.has(k)) rows.push(`<tr class="removed"><td>− hot</td><td class="name">${esc(k)}</td><td class="num">${s.weight}</td></tr>`); });
-      const fa = new Set(a.json.hotFunctions || []), fb = new Set(b.json.hotFunctions || []);
-      fb.forEach((f) => { if (!fa.has(f)) rows.push(`<tr class="added"><td>+ hot function</td><td class="name">${esc(f)}</td><td></td></tr>`); });
-      fa.forEach((f) => { if (!fb.has(f)) rows.push(`<tr class="removed"><td>− hot function</td><td class="name">${esc(f)}</td><td></td></tr>`); });
-      const da = new Map((a.json.devirtualization || []).map((s) => [`${s.caller} +${s.offset}`, s.callee]));
-      (b.json.devirtualization || []).forEach((s) => {
-        const k = `${s.caller} +${s.offset}`;
-        if (da.has(k) && da.get(k) !== s.callee) rows.push(`<tr><td>devirtualization</td><td class="name">${esc(k)}: ${esc(da.get(k))} → ${esc(s.callee)}</td><td></td></tr>`);
-      });
-      out.innerHTML = a.json.signature === b.json.signature
-        ? `<p>Same decisions (signature ${esc(a.json.signature || "")}).</p>`
-        : `<table><thead><tr><th>change</th><th>what</th><th class="num">weight</th></tr></thead><tbody>${rows.join("") || `<tr><td colspan="3">same call sites, different weights</td></tr>`}</tbody></table>`;
+      const list = (kind, cls, items, show) => items.forEach((x) => rows.push(`<tr class="${cls}" data-kind="${kind}"><td>${kind}</td><td class="name">${esc(show(x))}</td></tr>`));
+      list("became hot", "added", d.becameHot, site);
+      list("became cold", "removed", d.becameCold, site);
+      list("function hot", "added", d.functionsHot, (f) => f);
+      list("function cold", "removed", d.functionsCold, (f) => f);
+      list("target changed", "", d.targetsChanged, (t) => `${t.caller} +${t.offset}: ${t.from} → ${t.to}`);
+      const shown = rows.length, all = (c.becameHot || 0) + (c.becameCold || 0) + (c.functionsHot || 0) + (c.functionsCold || 0) + (c.targetsChanged || 0);
+      out.classList.remove("muted");
+      out.innerHTML = `<p id="diff-summary">${d.same ? "The compiler takes the same decisions from both." : "The decisions differ."}
+        Call sites that became hot: <b data-count="becameHot">${c.becameHot}</b>, cold: <b data-count="becameCold">${c.becameCold}</b>;
+        functions that became hot: <b data-count="functionsHot">${c.functionsHot}</b>, cold: <b data-count="functionsCold">${c.functionsCold}</b>;
+        devirtualization targets changed: <b data-count="targetsChanged">${c.targetsChanged}</b>
+        (call sites new: ${d.sitesAdded}, gone: ${d.sitesRemoved}); total weight ${d.totalWeight[0]} → ${d.totalWeight[1]}.</p>
+        ${shown ? `<div class="scroll"><table id="diff-table"><thead><tr><th>change</th><th>what</th></tr></thead><tbody>${rows.join("")}</tbody></table></div>` : ""}
+        ${all > shown ? `<p class="muted">… and ${all - shown} more (<code>/diff?limit=0</code> lists them all)</p>` : ""}`;
+      out.dataset.ready = "1";
     };
   }
 

@@ -58,6 +58,31 @@ async function main() {
     return;
   }
 
+  // The big app's page, cold: the first request for its profile on this server (nothing
+  // decoded or cached yet), in a page of its own.
+  const loadBig = async () => {
+    const p2 = await context.newPage();
+    p2.on("request", (r) => result.requests.push(r.url()));
+    p2.on("console", onConsole);
+    p2.on("pageerror", (e) => result.console.push({ type: "pageerror", text: e.message, url: "" }));
+    const t = Date.now();
+    await p2.goto(`${base}/ui/#/app/${encodeURIComponent(bigApp)}`, { waitUntil: "load" });
+    await p2.waitForSelector('main[data-ready="app"]', { timeout: 60000 });
+    await p2.waitForSelector("#flame svg g", { timeout: 60000 });
+    const out = { loadMs: Date.now() - t, flameFrames: await p2.$$eval("#flame svg g", (g) => g.length),
+      topRows: await p2.$$eval("#top-table tbody tr", (r) => r.length) };
+    await p2.waitForSelector("main[data-complete]", { timeout: 120000 });
+    out.completeMs = Date.now() - t;
+    out.hotRows = await p2.$$eval("#hot-table tbody tr", (r) => r.length);
+    out.decisions = await p2.$eval("#decisions-summary", (e) => e.textContent.replace(/\s+/g, " ").trim()).catch(() => "");
+    return { page: p2, out };
+  };
+  if (bigApp) {
+    const { page: p2, out } = await loadBig();
+    result.pages.bigCold = out;
+    await p2.close();
+  }
+
   // Overview
   await page.goto(base + "/ui/", { waitUntil: "load" });
   await page.waitForSelector('main[data-ready="overview"]', { timeout: 30000 });
@@ -120,18 +145,30 @@ async function main() {
   result.pages.window.requests = result.requests.slice(before);
   await page.screenshot({ path: `${outDir}/ui-app-window.png`, fullPage: true });
 
+  // The decisions diff between two windows and between two versions (the oldest two), as the page
+  // shows it: the counts and every row.
+  const options = await page.$$eval("#diff-a option", (o) => o.map((x) => x.value));
+  const versions = options.filter((v) => v.startsWith("to="));
+  const pairs = [["window=1h", "window=24h"]];
+  if (versions.length >= 2) pairs.push([versions[versions.length - 1], versions[versions.length - 2]]);
+  result.pages.diffs = [];
+  for (const [a, b] of pairs) {
+    await page.selectOption("#diff-a", a);
+    await page.selectOption("#diff-b", b);
+    await page.click("#diff-go");
+    await page.waitForSelector("#diff-out[data-ready]", { timeout: 60000 });
+    result.pages.diffs.push({ a, b,
+      ready: await page.$eval("#diff-out", (e) => e.dataset.ready),
+      text: await page.$eval("#diff-out", (e) => e.textContent.replace(/\s+/g, " ").trim().slice(0, 400)),
+      counts: await page.$$eval("#diff-summary [data-count]", (c) => Object.fromEntries(c.map((x) => [x.dataset.count, x.textContent]))),
+      rows: await page.$$eval("#diff-table tbody tr", (r) => r.map((x) => ({ kind: x.dataset.kind, what: x.querySelector(".name").textContent }))) });
+    await page.screenshot({ path: `${outDir}/ui-app-diff-${result.pages.diffs.length}.png`, fullPage: true });
+  }
+
   if (bigApp) {
-    // a fresh page, so nothing is cached in the browser
-    const p2 = await context.newPage();
-    p2.on("request", (r) => result.requests.push(r.url()));
-    p2.on("console", onConsole);
-    p2.on("pageerror", (e) => result.console.push({ type: "pageerror", text: e.message, url: "" }));
-    t0 = Date.now();
-    await p2.goto(`${base}/ui/#/app/${encodeURIComponent(bigApp)}`, { waitUntil: "load" });
-    await p2.waitForSelector('main[data-ready="app"]', { timeout: 60000 });
-    await p2.waitForSelector("#flame svg g", { timeout: 60000 });
-    result.pages.big = { loadMs: Date.now() - t0, flameFrames: await p2.$$eval("#flame svg g", (g) => g.length),
-      topRows: await p2.$$eval("#top-table tbody tr", (r) => r.length) };
+    // warm: a fresh page (nothing cached in the browser) once the server has the views
+    const { page: p2, out } = await loadBig();
+    result.pages.big = out;
     await p2.screenshot({ path: `${outDir}/ui-app-big.png`, fullPage: true });
   }
   await browser.close();

@@ -27,10 +27,10 @@ local function exec(cmd, args, timeout, env)
   return code, out, err
 end
 
-local function upload(s, app, path, recent)
+local function upload(s, app, path, age)
   local body = assert(support.read_file(path), path)
-  -- captured a minute ago, so the history's 24 h window holds it (the corpus's own times are old)
-  if recent then body = profiles.with_time(body, (os.time() - 60) * 1000000000) end
+  -- captured `age` seconds ago, so the history's windows hold it (the corpus's own times are old)
+  if age then body = profiles.with_time(body, (os.time() - age) * 1000000000) end
   local res = httpc.request(s.port, "POST", "/api/profile/" .. app, { body = body, timeout = 120000 })
   assert.equals(201, res.status, res.body)
 end
@@ -156,6 +156,19 @@ describe("web view", function()
         end
       end
       assert.equals(404, httpc.request(s.port, "GET", "/api/profile/nope/top").status)
+
+      -- versions: the current profile first; the diff of a profile with itself is empty
+      local v = get_json(s, "/api/profile/goapp/versions")
+      assert.same({ id = "current", query = "", label = "served now (the merged profile)" }, v.versions[1])
+      local same = get_json(s, "/api/profile/goapp/diff?a=&b=")
+      assert.is_true(same.same)
+      assert.same({ becameHot = 0, becameCold = 0, functionsHot = 0, functionsCold = 0, targetsChanged = 0 },
+        same.counts)
+      assert.equals(same.a.signature, same.b.signature)
+      for _, bad in ipairs { "a=foo%3D1&b=", "a=&b=window%3Dx", "a=&b=&limit=-1" } do
+        local r = httpc.request(s.port, "GET", "/api/profile/goapp/diff?" .. bad)
+        assert.equals(400, r.status, bad)
+      end
     end, 180000)
   end)
 
@@ -171,13 +184,33 @@ describe("web view", function()
       assert.equals(4000, doc.maxNodes)
       assert.is_true(doc.nodes <= 4000)
       assert.is_true(doc.frames > 100000)
+      -- the compiler's view is bounded too: the heaviest 500 of each list, the counts of all
+      res = httpc.request(s.port, "GET", "/api/profile/big/decisions", { timeout = 120000 })
+      assert.equals(200, res.status)
+      assert.is_true(#res.body < 1000000, "decisions answer of " .. #res.body .. " bytes")
+      local dec = cjson.decode(res.body)
+      assert.equals(500, dec.limit)
+      assert.equals(500, #dec.hotCallSites)
+      assert.is_true(dec.counts.hotCallSites > 100000, "hot call sites: " .. dec.counts.hotCallSites)
+      assert.is_true(#dec.cdf <= 257)
+      assert.equals(dec.counts.hotCallSites, dec.cdf[#dec.cdf][1])
+      assert.equals(dec.boundary.lastHot.cumulative, dec.cdf[#dec.cdf][2])
+      local all = cjson.decode(httpc.request(s.port, "GET", "/api/profile/big/decisions?limit=0",
+        { timeout = 120000 }).body)
+      assert.equals(dec.counts.hotCallSites, #all.hotCallSites)
+      assert.equals(dec.counts.devirtualization, #all.devirtualization)
+      assert.equals(dec.signature, all.signature)
+      for i = 1, 500 do assert.same(all.hotCallSites[i], dec.hotCallSites[i]) end
     end, 300000)
   end)
 
   it("shows the API's numbers and go tool pprof's top functions in headless Chromium", function()
     run(function()
       local s = serverproc.start(dir)
-      for i = 1, 3 do upload(s, "goapp", ("%s/goapp-go123-cpu-%d.pb.gz"):format(support.testdata, i), true) end
+      -- three history segments (5 h, 3 h and a minute ago): the versions and windows the diff compares
+      for i, age in ipairs { 5 * 3600, 3 * 3600, 60 } do
+        upload(s, "goapp", ("%s/goapp-go123-cpu-%d.pb.gz"):format(support.testdata, i), age)
+      end
       upload(s, "big", big_profile())
       wait_merged(s, "goapp")
       wait_merged(s, "big", 120000)
@@ -233,7 +266,7 @@ describe("web view", function()
       if features.decisions then
         local dec = get_json(s, "/api/profile/goapp/decisions")
         assert.equals(math.min(200, #dec.hotCallSites), app.hotRows)
-        local says = ("%d hot call sites of %d edges"):format(#dec.hotCallSites, dec.edges)
+        local says = ("%d hot call sites of %d edges"):format(dec.counts.hotCallSites, dec.edges)
         assert.truthy(app.decisions:find(says, 1, true), app.decisions)
       else
         assert.equals(0, app.hotRows)
@@ -248,7 +281,8 @@ describe("web view", function()
         local what = u:match("/api/profile/goapp/(%a+)")
         if what then
           asked[what] = true
-          if what ~= "uploads" then assert.truthy(u:find("window=24h", 1, true), u) end
+          -- uploads and versions are the app's whatever the window
+          if what ~= "uploads" and what ~= "versions" then assert.truthy(u:find("window=24h", 1, true), u) end
         end
       end
       assert.is_true(asked.flamegraph and asked.top, "the window picker did not ask for the panels again")
@@ -271,10 +305,49 @@ describe("web view", function()
         "ui-app-big.png" } do
         assert.is_truthy(support.read_file(logdir .. "/" .. shot), shot .. " is missing")
       end
-      local big = r.pages.big
+      -- the decisions diff between two windows and between two versions, as the page shows it, is
+      -- `autopgo diff --json` of the same two profiles downloaded
+      if features.diff and features.history then
+        assert.equals(2, #r.pages.diffs, "a diff of two windows and one of two versions")
+        local kinds = { becameHot = "became hot", becameCold = "became cold", functionsHot = "function hot",
+          functionsCold = "function cold", targetsChanged = "target changed" }
+        local differ = false
+        for i, d in ipairs(r.pages.diffs) do
+          assert.equals("1", d.ready, d.text)
+          local files = {}
+          for k, sel in ipairs { d.a, d.b } do
+            local res = httpc.request(s.port, "GET", "/api/profile/goapp?" .. sel, { timeout = 120000 })
+            assert.equals(200, res.status, sel)
+            files[k] = ("%s/diff-%d-%d.pb.gz"):format(dir, i, k)
+            support.write_file(files[k], res.body)
+          end
+          local dcode, dout, derr = exec(support.bin, { "diff", "--json", files[1], files[2] })
+          assert(dcode == 0, "autopgo diff failed: " .. dout .. derr)
+          local cli_diff = assert(cjson.decode(dout), dout)
+          local rows = {}
+          for _, k in ipairs { "becameHot", "becameCold", "functionsHot", "functionsCold", "targetsChanged" } do
+            assert.equals(tostring(#cli_diff[k]), d.counts[k], d.a .. " vs " .. d.b .. ": " .. k)
+            for _, x in ipairs(cli_diff[k]) do
+              local what = type(x) == "string" and x
+                or k == "targetsChanged" and ("%s +%d: %s → %s"):format(x.caller, x.offset, x.from, x.to)
+                or ("%s +%d → %s"):format(x.caller, x.offset, x.callee)
+              rows[#rows + 1] = { kind = kinds[k], what = what }
+            end
+          end
+          assert.same(rows, d.rows)
+          differ = differ or #rows > 0
+        end
+        assert.matches("^to=", r.pages.diffs[2].a)
+        assert.is_true(differ, "both diffs are empty: the test compares nothing")
+      end
+
+      local big, cold = r.pages.big, r.pages.bigCold
       assert.is_true(big.flameFrames > 100 and big.topRows == 200)
-      local note = ("web view: app page load of a %d-byte profile (50 MB generated): %d ms; corpus app: %d ms\n")
-        :format(#support.read_file(big_profile()), big.loadMs, app.loadMs)
+      assert.is_true(cold.flameFrames > 100 and cold.topRows == 200)
+      local uptime = io.popen("uptime"):read("a"):gsub("%s+$", "")
+      local note = ("web view: app page load of a %d-byte profile (50 MB generated): %d ms cold (first request "
+        .. "for the version), %d ms warm, compiler's view in %d ms cold; corpus app: %d ms; load: %s\n")
+        :format(#support.read_file(big_profile()), cold.loadMs, big.loadMs, cold.completeMs, app.loadMs, uptime)
       support.write_file(logdir .. "/ui-timing.txt", note)
       io.stderr:write(note)
     end, 420000)

@@ -158,13 +158,13 @@ describe("httpd limits", function()
     end)
   end)
 
-  it("hands the body of an HTTP/1.1 request to C in place (no copy into Lua)", function()
+  it("hands the body of an HTTP/1.1 request to C as autopgo.bytes (no copy into Lua)", function()
     run(function()
       local profile = support.read_file(support.testdata .. "/goapp-cpu-1.pb.gz")
       local got, in_place
       local srv = listen(function(req, res)
         local bytes = req:body_bytes()
-        in_place = type(bytes) == "userdata"
+        in_place = require("autopgo.core").bytes.is(bytes)
         got = assert(async.await(pprof.validate_async, bytes, nil))
         res:send("ok")
       end)

@@ -11,6 +11,7 @@ local json = require "autopgo.json"
 local keys = require "autopgo.keys"
 local metrics = require "autopgo.metrics"
 local core = require "autopgo.core"
+local pgo_stable = require "autopgo.pgo_stable"
 
 local run = support.run
 
@@ -57,9 +58,12 @@ describe("pgo api", function()
       -- the plain download is still the full profile; format=pprof says so explicitly
       assert.equals(full, e.get("/api/profile/app").body)
       assert.equals(full, e.get("/api/profile/app?format=pprof").body)
-      -- If-None-Match
+      -- If-None-Match; the same version is shaped once
+      local built = metrics.counter("autopgo_pgo_views_built_total"):get() or 0
       local nm = e.get("/api/profile/app?format=pgo", { ["if-none-match"] = r.headers["etag"] })
       assert.equals(304, nm.status)
+      assert.equals(r.body, e.get("/api/profile/app?format=pgo").body)
+      assert.equals(built, metrics.counter("autopgo_pgo_views_built_total"):get() or 0)
       e.close()
     end)
   end)
@@ -117,29 +121,70 @@ describe("pgo api", function()
     end)
   end)
 
-  it("keeps serving the same bytes under stable = true while the decisions hold", function()
+  it("under stable = true serves the bytes the worker recorded while they give the current decisions", function()
     run(function()
-      local e = serve({ app = { stable = true } })
+      local policy = { app = { stable = true } }
+      local e = serve(policy)
       local changes = metrics.counter("autopgo_pgo_decision_changes_total")
       local before = changes:get({ app = "app" }) or 0
-      e.put_base("app", full)
+      -- what a merge pass does after each commit
+      local function merged(bytes)
+        e.put_base("app", bytes)
+        return pgo_stable.after_merge(e.store, policy, "app", bytes)
+      end
+      assert.equals("recorded", merged(full))
       local first = e.get("/api/profile/app?format=pgo")
       assert.equals(200, first.status)
       -- every weight doubled: other bytes, the same decisions
       local twice = assert(core.pprof.merge({ full, full }))
-      e.put_base("app", twice)
+      assert.equals("kept", merged(twice))
       local second = e.get("/api/profile/app?format=pgo")
       assert.equals(first.body, second.body)
       assert.equals(first.headers["etag"], second.headers["etag"])
       assert.not_equals(preprofile_of(twice), preprofile_of(second.body))
       assert.equals(before, changes:get({ app = "app" }) or 0)
-      -- another profile: other decisions, new bytes, counted
+      -- another profile committed, the worker not done deciding: its own minimal form, never
+      -- bytes with other decisions
       local other = profiles.file("goapp-go123-cpu-2.pb.gz")
       e.put_base("app", other)
-      local third = e.get("/api/profile/app?format=preprofile")
-      assert.equals(preprofile_of(other), third.body)
+      assert.equals(preprofile_of(other), e.get("/api/profile/app?format=preprofile").body)
+      assert.equals(before, changes:get({ app = "app" }) or 0)
+      -- the worker's decision: counted once, the same bytes
+      assert.equals("changed", pgo_stable.after_merge(e.store, policy, "app", other))
       assert.equals(before + 1, changes:get({ app = "app" }))
       assert.equals(preprofile_of(other), preprofile_of(assert(e.store:get(keys.pgo_served("app"))).body))
+      assert.equals(preprofile_of(other), e.get("/api/profile/app?format=preprofile").body)
+      -- an app without stable = true records nothing
+      assert.is_nil(pgo_stable.after_merge(e.store, policy, "other", other))
+      assert.is_nil(e.store:stat(keys.pgo_served("other")))
+      e.close()
+    end)
+  end)
+
+  it("never shapes a damaged merged profile, and reads exactly the version it checked", function()
+    run(function()
+      local e = serve()
+      -- no ledger, does not parse: 500 for every format, as for the full profile
+      e.put_base("app", full:sub(1, #full // 2))
+      for _, f in ipairs { "pprof", "pgo", "preprofile" } do
+        local r = e.get("/api/profile/app?format=" .. f)
+        assert.equals(500, r.status, f)
+        assert.matches("is damaged", r.body)
+      end
+      assert.equals(500, e.get("/api/profile/app/decisions").status)
+      e.put_base("app", full)
+      assert.equals(preprofile_of(full), e.get("/api/profile/app?format=preprofile").body)
+      e.close()
+    end)
+  end)
+
+  it("answers ?window= with 400 on a server that keeps no history, whatever the format", function()
+    run(function()
+      local e = serve()
+      e.put_base("app", full)
+      local r = e.get("/api/profile/app?window=72h&format=pgo")
+      assert.equals(400, r.status)
+      assert.matches("keeps no history", r.body)
       e.close()
     end)
   end)

@@ -20,7 +20,8 @@ local function serve()
   local router = httpd.router()
   local a = api.new({ store = e.store, writer = assert(bus.writer(url)) })
   a:routes(router)
-  view_api.new(a):routes(router)
+  e.view = view_api.new(a)
+  e.view:routes(router)
   e.srv = assert(httpd.listen { host = "127.0.0.1", port = 0, handler = router })
   function e.get(path, headers) return httpc.request(e.srv.port, "GET", path, { headers = headers }) end
   return e
@@ -57,6 +58,98 @@ describe("view_api", function()
       assert(e.store:put(keys.base("app"), corpus("goapp-go123-cpu-1.pb.gz")))
       doc = assert(cjson.decode(e.get("/api/profile/app/top").body))
       assert.equals(9400000000, doc.total)
+      e.srv:shutdown()
+    end)
+  end)
+
+  it("decodes a version once for the flame graph and every top limit, concurrent misses included", function()
+    run(function()
+      local async = require "autopgo.async"
+      local flame = require("autopgo.core").flame
+      local e = serve()
+      local bytes = corpus("goapp-go123-cpu-1.pb.gz")
+      assert(e.store:put(keys.base("app"), bytes))
+      -- the page's first requests arrive together: one job answers all of them
+      local got = {}
+      local waits = {}
+      local paths = { "/api/profile/app/flamegraph", "/api/profile/app/top?limit=200", "/api/profile/app/top" }
+      for i, path in ipairs(paths) do
+        local done = async.event()
+        waits[i] = done
+        async.spawn(function()
+          got[i] = e.get(path)
+          done.set()
+        end)
+      end
+      for _, w in ipairs(waits) do w.wait() end
+      for i = 1, 3 do assert.equals(200, got[i].status, got[i].body) end
+      assert.equals(1, e.view.jobs)
+      -- every limit is cut from the one top table, equal to computing it alone
+      for _, n in ipairs { 1, 2, 100, 200, 5000 } do
+        local want = assert(async.await(flame.top_async, bytes, { limit = n }))
+        assert.equals(want, e.get("/api/profile/app/top?limit=" .. n).body, "limit " .. n)
+      end
+      assert.equals(assert(async.await(flame.graph_async, bytes, {})), got[1].body)
+      assert.equals(1, e.view.jobs)
+      -- another flame graph size is one more job, then kept too
+      assert.equals(200, e.get("/api/profile/app/flamegraph?max_nodes=10").status)
+      assert.equals(200, e.get("/api/profile/app/flamegraph?max_nodes=10").status)
+      assert.equals(2, e.view.jobs)
+      e.srv:shutdown()
+    end)
+  end)
+
+  it("keeps the views of the most recently used versions within a byte budget", function()
+    run(function()
+      local e = serve()
+      assert(e.store:put(keys.base("one"), corpus("goapp-go123-cpu-1.pb.gz")))
+      assert(e.store:put(keys.base("two"), corpus("goapp-go123-cpu-2.pb.gz")))
+      local budget = view_api.MAX_BYTES
+      for _, path in ipairs { "/api/profile/one/top", "/api/profile/two/top", "/api/profile/one/top" } do
+        assert.equals(200, e.get(path).status)
+      end
+      assert.equals(2, e.view.jobs) -- both kept
+      -- a budget smaller than one version's views keeps only the last one used
+      view_api.MAX_BYTES = 1
+      local ok, err = pcall(function()
+        assert.equals(200, e.get("/api/profile/two/top").status) -- one is dropped
+        assert.equals(200, e.get("/api/profile/two/flamegraph").status)
+        assert.equals(2, e.view.jobs)
+        assert.equals(200, e.get("/api/profile/one/top").status) -- computed again, two dropped
+        assert.equals(3, e.view.jobs)
+        assert.equals(200, e.get("/api/profile/two/top").status)
+        assert.equals(4, e.view.jobs)
+      end)
+      view_api.MAX_BYTES = budget
+      assert(ok, err)
+      e.srv:shutdown()
+    end)
+  end)
+
+  it("lists the current version and diffs the decisions of two selections", function()
+    run(function()
+      local e = serve()
+      assert(e.store:put(keys.base("app"), corpus("goapp-go123-cpu-1.pb.gz")))
+      local v = assert(cjson.decode(e.get("/api/profile/app/versions").body))
+      -- without the profile history there is only the current profile
+      assert.same({ id = "current", query = "", label = "served now (the merged profile)" }, v.versions[1])
+      assert.equals(1, #v.versions)
+      local r = e.get("/api/profile/app/diff?a=&b=")
+      assert.equals(200, r.status, r.body)
+      local d = assert(cjson.decode(r.body))
+      assert.is_true(d.same)
+      assert.equals(500, d.limit)
+      assert.equals(d.a.signature, d.b.signature)
+      for path, want in pairs {
+        ["/api/profile/app/diff?a=window%3D24h&b="] = "window= needs the profile history",
+        ["/api/profile/app/diff?a=&b=x%3D1"] = "b: a profile is selected by window=, from= and to= only",
+        ["/api/profile/app/diff?a=&b=&limit=x"] = "limit must be an integer",
+      } do
+        r = e.get(path)
+        assert.equals(400, r.status, path)
+        assert.truthy(cjson.decode(r.body).message:find(want, 1, true), path .. ": " .. r.body)
+      end
+      assert.equals(404, e.get("/api/profile/nope/diff?a=&b=").status)
       e.srv:shutdown()
     end)
   end)

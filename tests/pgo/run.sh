@@ -130,6 +130,18 @@ merged() { # NAME INPUTS...
 merged go123-window "$data"/goapp-go123-cpu-{1,2,3}.pb.gz
 merged base-and-new "$data/goapp-go123-cpu-2.pb.gz" "$data/autopgo/default.pgo"
 merged gen-week "$work"/gen/{small,medium,large,inline}.pb.gz
+# A day of one service: 24 hourly captures of the same program (one universe of functions), the
+# shape of a merged base or window in production.
+day=()
+for seed in $(seq 1 24); do
+    if "$goref/pprofgen" -o "$work/gen/day-$seed.pb.gz" -seed "$seed" -universe 7 -samples 3000 \
+        2>"$work/gen/day.err"; then
+        day+=("$work/gen/day-$seed.pb.gz")
+    else
+        bad "pprofgen day-$seed: $(head -c 200 "$work/gen/day.err")"
+    fi
+done
+merged gen-day-of-24-captures "${day[@]}"
 
 echo "size of the minimal profile (format=pgo) against the full profile, bytes:"
 printf '  %-44s %10s %8s %8s\n' profile full minimal ratio

@@ -271,9 +271,6 @@ local function place(tmp, path, exclusive)
   return async.await(core.fs.place_async, tmp, path, exclusive)
 end
 
--- Stores accepting an HTTP request as the body (written from the server's buffer, no copy).
-Store.takes_request_body = true
-
 function Store:put(key, body, opts)
   local ok, err, code = check_key(key)
   if not ok then return nil, err, code end
@@ -281,8 +278,8 @@ function Store:put(key, body, opts)
   local path = self.root .. "/" .. key
   local tmp, st
   if type(body) == "string" or type(body) == "userdata" then
-    -- The common case in one thread-pool job: create, write, fsync, stat. A userdata is an HTTP
-    -- request whose body is written from the server's buffer (see httpd's req:body_bytes()).
+    -- The common case in one thread-pool job: create, write, fsync, stat. A userdata is an
+    -- autopgo.bytes (an upload's body, see httpd's req:body_bytes()), written from where it is held.
     local terr, tcode
     tmp, terr, tcode = self:_tmp_path()
     if not tmp then return nil, terr, tcode end

@@ -9,7 +9,9 @@
 -- CODE callers act on: NOT_FOUND, PRECONDITION_FAILED, UNAUTHORIZED, UNAVAILABLE, INVALID, IO.
 --
 --   store:put(key, body, opts) -> { etag = "...", size = n }
---       body: a string; or { path = "/file" } streamed from disk; or { producer = fn, size = n }
+--       body: a string; or an autopgo.bytes (an upload's body held once in C: req:body_bytes(),
+--       sent or written from where it is, never made a Lua string but by mem://); or
+--       { path = "/file" } streamed from disk; or { producer = fn, size = n }
 --       where fn() returns the next chunk or nil at the end (it may yield). opts.if_match = etag
 --       writes only over that exact version; opts.if_none_match = "*" writes only if absent
 --       (PRECONDITION_FAILED otherwise); opts.content_type.

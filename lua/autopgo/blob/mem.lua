@@ -5,6 +5,7 @@ local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
 local blob = require "autopgo.blob"
+local bytes = require("autopgo.core").bytes
 
 local M = {}
 
@@ -24,9 +25,12 @@ local function not_found(key)
   return fail.new("NOT_FOUND", "no object %q", key)
 end
 
--- Reads a body argument (string, { path }, or { producer, size }) into a string.
+-- Reads a body argument (string, autopgo.bytes, { path }, or { producer, size }) into a string.
+-- This store keeps objects as Lua strings, so an autopgo.bytes (an upload's body) is copied here:
+-- the one store that holds an upload twice.
 local function read_body(body)
   if type(body) == "string" then return body end
+  if bytes.is(body) then return body:sub() end
   if type(body) ~= "table" then return fail.new("INVALID", "body must be a string or a table") end
   if body.path then
     local fd, err = async.await(uv.fs_open, body.path, "r", 0)

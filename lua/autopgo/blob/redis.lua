@@ -12,7 +12,7 @@ local units = require "autopgo.units"
 local blob = require "autopgo.blob"
 local blobkeys = require "autopgo.keys"
 
-local redis, crypto = core.redis, core.crypto
+local redis, crypto, bytes = core.redis, core.crypto, core.bytes
 
 local M = {}
 
@@ -352,7 +352,7 @@ end
 
 -- A function returning the body's pieces in order (nil at the end), and its announced size.
 local function reader_of(body)
-  if type(body) == "string" then
+  if type(body) == "string" or bytes.is(body) then
     local done = false
     return function()
       if done then return nil end
@@ -418,6 +418,18 @@ local function chunker(next_piece, size)
   return next_chunk, function() return total end
 end
 
+-- Chunks of an autopgo.bytes (an upload's body) as views of it, which the Redis binding copies
+-- straight into its output buffer (no Lua string); same returns as chunker.
+local function view_chunker(body, size)
+  local off = 0
+  return function()
+    if off >= #body then return nil end
+    local chunk = body:view(off + 1, off + size)
+    off = off + #chunk
+    return chunk
+  end, function() return off end
+end
+
 -- The store ---------------------------------------------------------------------------------------
 
 local function check_key(key)
@@ -458,7 +470,12 @@ function Store:put(key, body, opts)
   end
   local version = crypto.hex(crypto.random(10))
   local base = self:chunk_base(key)
-  local next_chunk, total = chunker(next_piece, self.chunk_size)
+  local next_chunk, total
+  if bytes.is(body) then
+    next_chunk, total = view_chunker(body, self.chunk_size)
+  else
+    next_chunk, total = chunker(next_piece, self.chunk_size)
+  end
   local n, upload_ms = 0, M.UPLOAD_TTL * 1000
   local read_ok, read_err = pcall(function()
     while true do
@@ -468,7 +485,11 @@ function Store:put(key, body, opts)
         if not chunk then break end
         local ck = base .. version .. ":" .. n
         n = n + 1
-        batch[#batch + 1] = function() return self:call { "SET", ck, chunk, "PX", upload_ms } end
+        batch[#batch + 1] = function()
+          local sent, reply, rcode = self:call { "SET", ck, chunk, "PX", upload_ms }
+          if bytes.is(chunk) then chunk:release() end -- its bytes are in the output buffer now
+          return sent, reply, rcode
+        end
       end
       if #batch == 0 then return end
       for _, r in ipairs(async.all(batch)) do

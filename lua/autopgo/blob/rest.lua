@@ -7,6 +7,7 @@ local async = require "autopgo.async"
 local utc = require "autopgo.utc"
 local rest = require "autopgo.rest"
 local keys = require "autopgo.blob.keys"
+local core_bytes = require("autopgo.core").bytes
 
 local M = {}
 
@@ -91,11 +92,12 @@ local function source_reader(src)
   return r
 end
 
---- Normalises a put body (string | { path } | { producer, size }) into a source
+--- Normalises a put body (string | autopgo.bytes | { path } | { producer, size }) into a source
 -- { kind, size, data | path | producer + shared }, or nil, err, code. `shared` is the one reader
--- of a producer, which all the pieces of its source read in turn.
+-- of a producer, which all the pieces of its source read in turn. An autopgo.bytes is a "string"
+-- source whose pieces are views of it (no copy): data:sub(i, j) reads both alike.
 function M.source(body)
-  if type(body) == "string" then return { kind = "string", size = #body, data = body } end
+  if type(body) == "string" or core_bytes.is(body) then return { kind = "string", size = #body, data = body } end
   if type(body) ~= "table" then return fail.new("INVALID", "put body must be a string or a table") end
   if body.path then
     local st, err = async.await(uv.fs_stat, body.path)
@@ -115,7 +117,8 @@ function M.source(body)
 end
 
 --- Pieces of a source as requests send them: the whole source, or `length` bytes from `offset`
--- (a part or a block). piece.size; piece.data (a string's bytes, sent as they are on every attempt);
+-- (a part or a block). piece.size; piece.data (a string's bytes, or a view of an autopgo.bytes,
+-- sent as they are on every attempt);
 -- piece.path (a whole file, which the HTTP client streams itself); piece:open(last_err) -> a
 -- reader at the piece's start for one attempt (a file is reopened every time; a producer's bytes
 -- go only once: a second attempt fails with not_replayable); piece:close() closes the files
@@ -124,7 +127,8 @@ function M.piece(src, offset, length)
   local whole = offset == 0 and length == src.size
   local piece, opened, used = { size = length }, {}, false
   if src.kind == "string" then
-    piece.data = whole and src.data or src.data:sub(offset + 1, offset + length)
+    piece.data = whole and src.data or type(src.data) == "string" and src.data:sub(offset + 1, offset + length)
+      or src.data:view(offset + 1, offset + length)
   elseif src.kind == "path" and whole then
     piece.path = src.path
   end
@@ -142,6 +146,8 @@ function M.piece(src, offset, length)
   function piece.close()
     for _, r in ipairs(opened) do r:close() end
     opened = {}
+    -- a view made for this piece holds the whole body until released
+    if not whole and core_bytes.is(piece.data) then piece.data:release() end
   end
   return piece
 end

@@ -31,6 +31,8 @@ local function load(opts, spec)
   local app, query = spec:match("^app:([^?]+)(.*)$")
   if app then
     local api = client.new(opts.api_url, client.options(opts, { timeout = 300 }))
+    -- every decision (limit=0): the API lists only the heaviest by default
+    query = query .. (query == "" and "?" or "&") .. "limit=0"
     local res, err, _, status = api:request { url = api:profile_url(app) .. "/decisions" .. query }
     if res and res.status ~= 200 then res, err, _, status = client.response_error(res) end
     if not res then cli.exit(1, ("autopgo diff: %s: %s"):format(spec, client.message(err, status))) end
@@ -50,20 +52,7 @@ function M.run(opts, args)
   local a, b = load(opts, args[1]), load(opts, args[2])
   local r = pgo.diff(a, b)
   if opts.json then
-    local function sites(list)
-      local out = json.array()
-      for _, e in ipairs(list) do
-        out[#out + 1] = json.object("caller", e.caller, "offset", e.offset, "callee", e.callee)
-      end
-      return out
-    end
-    local changed = json.array()
-    for _, t in ipairs(r.targets_changed) do
-      changed[#changed + 1] = json.object("caller", t.caller, "offset", t.offset, "from", t.from, "to", t.to)
-    end
-    io.stdout:write(json.encode(json.object("same", r.same, "becameHot", sites(r.hot_added),
-      "becameCold", sites(r.hot_removed), "functionsHot", json.array(r.functions_added),
-      "functionsCold", json.array(r.functions_removed), "targetsChanged", changed)), "\n")
+    io.stdout:write(json.encode(pgo.diff_doc(r)), "\n")
   else
     io.stdout:write(pgo.render_diff(r, args[1], args[2]))
   end

@@ -126,9 +126,49 @@ static void test_budget(void)
     ap_pprof_profile_free(p);
 }
 
+/* Both views from one call equal the two separate answers, and the top table cut at each row end
+ * is the answer for that limit. */
+static void test_views(void)
+{
+    ap_pprof_profile *p = load("goapp-go123-cpu-1.pb.gz");
+    CHECK(p != NULL);
+    if (!p) return;
+    ap_pprof_error err;
+    ap_pprof_views v;
+    ap_pprof_flame_opts o = {.index = -1, .max_nodes = 300};
+    CHECK_INT(ap_pprof_views_json(p, &o, AP_PPROF_TOP_LIMIT_ROWS, &v, &err), 0);
+    char *out;
+    size_t len;
+    CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), 0);
+    CHECK(v.flame && same(v.flame, v.flame_len, out ? out : ""));
+    free(out);
+    CHECK(v.nrows > 100);
+    uint32_t limits[] = {1, 2, 100, v.nrows};
+    for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
+        CHECK_INT(ap_pprof_top_json(p, -1, limits[i], &out, &len, &err), 0);
+        if (!out) continue;
+        size_t end = v.row_end[limits[i] - 1];
+        CHECK(len == end + 2 && memcmp(out, v.top, end) == 0 && memcmp(out + end, "]}", 2) == 0);
+        free(out);
+    }
+    CHECK(v.top_len == v.row_end[v.nrows - 1] + 2);
+    ap_pprof_views_free(&v);
+    CHECK(v.flame == NULL && v.top == NULL && v.row_end == NULL);
+    /* the arguments are checked as the separate calls check them */
+    o.max_nodes = 1;
+    CHECK_INT(ap_pprof_views_json(p, &o, 0, &v, &err), -1);
+    CHECK_ERR(err, AP_PPROF_EINVAL, "max_nodes");
+    o.max_nodes = 0;
+    CHECK_INT(ap_pprof_views_json(p, &o, AP_PPROF_TOP_LIMIT_ROWS + 1, &v, &err), -1);
+    CHECK_ERR(err, AP_PPROF_EINVAL, "limit");
+    CHECK(v.flame == NULL && v.top == NULL);
+    ap_pprof_profile_free(p);
+}
+
 int main(void)
 {
     test_minimal();
     test_budget();
+    test_views();
     return t_done();
 }

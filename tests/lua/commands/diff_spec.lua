@@ -67,7 +67,8 @@ describe("autopgo diff", function()
     code, out = cmd { "diff", "--json", data .. "/goapp-go123-cpu-1.pb.gz", data .. "/goapp-go123-cpu-1.pb.gz" }
     assert.equals(0, code)
     assert.equals('{"same":true,"becameHot":[],"becameCold":[],"functionsHot":[],"functionsCold":[],'
-      .. '"targetsChanged":[]}\n', out)
+      .. '"targetsChanged":[],"sitesAdded":0,"sitesRemoved":0,"totalWeight":[1121,1121],"counts":{"becameHot":0,'
+      .. '"becameCold":0,"functionsHot":0,"functionsCold":0,"targetsChanged":0}}\n', out)
   end)
 
   it("compares an app's served decisions through the API", function()
