@@ -202,6 +202,14 @@ int ap_pprof_string_canon(const ap_pprof_profile *p, uint32_t **out);
 void ap_pprof_sort_labels(const ap_pprof_profile *p, ap_pprof_label *l, uint32_t n,
                           const uint32_t *canon);
 
+/* ---- the merger, seen from an incremental encoder (fold.c) ---- */
+
+/* The profile being merged (owned by the merger; valid until the next add or finish). */
+ap_pprof_profile *ap_pprof_merger_profile(ap_pprof_merger *m);
+/* The samples that existing adds changed since the last call (indices, repeats possible; valid
+ * until the next add), and whether the adds to come record them. */
+const uint32_t *ap_pprof_merger_touched(ap_pprof_merger *m, int track, size_t *n);
+
 /* ---- PGO ---- */
 
 /* The decoder's message for input with no protobuf bytes (also after gunzip): Go's ErrNoData,

@@ -74,6 +74,12 @@ struct ap_pprof_merger {
     ap_pprof_line *klines;
     size_t cap_klines;
 
+    /* When track is set, the output index of every existing sample an add changed (a sample
+     * may appear more than once): what an incremental encoder has to write again (fold.c). */
+    uint32_t *touched;
+    size_t ntouched, cap_touched;
+    int track;
+
     ap_pprof_status status;
 };
 
@@ -110,6 +116,7 @@ void ap_pprof_merger_free(ap_pprof_merger *m)
     free(m->klocs);
     free(m->klabels);
     free(m->klines);
+    free(m->touched);
     free(m);
 }
 
@@ -475,6 +482,14 @@ static int add_sample(ap_pprof_merger *m, const pending *pd)
             (nl == 0 || memcmp(&out->labels[os->label_off], klabels, nl * sizeof *klabels) == 0)) {
             int64_t *ov = &out->values[(size_t)x * nv];
             for (uint32_t v = 0; v < nv; v++) ov[v] = ap_add_wrap(ov[v], sv[v]);
+            if (m->track) {
+                if (sgrow((void **)&m->touched, &m->cap_touched, sizeof *m->touched,
+                          m->ntouched + 1)) {
+                    m->status = AP_PPROF_ENOMEM;
+                    return -1;
+                }
+                m->touched[m->ntouched++] = x;
+            }
             return 0;
         }
     }
@@ -746,6 +761,19 @@ ap_pprof_profile *ap_pprof_merger_finish(ap_pprof_merger *m, ap_pprof_error *err
         }
     }
     return out;
+}
+
+ap_pprof_profile *ap_pprof_merger_profile(ap_pprof_merger *m)
+{
+    return m->out;
+}
+
+const uint32_t *ap_pprof_merger_touched(ap_pprof_merger *m, int track, size_t *n)
+{
+    m->track = track;
+    *n = m->ntouched;
+    m->ntouched = 0;
+    return m->touched;
 }
 
 ap_pprof_profile *ap_pprof_merge(const ap_pprof_profile *const *srcs, size_t n, ap_pprof_error *err)

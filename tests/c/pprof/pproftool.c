@@ -1,11 +1,16 @@
 /* A command-line driver over core/pprof for the differential tests and by-hand checks:
  *   pproftool check FILE...            decode + validate each file, print "ok ..." or the error
  *   pproftool pgo FILE                 the PGO decision ("ok, N edges" / "ok, empty" / reason)
- *   pproftool merge -o OUT [-raw] [-drop RE [-keep RE]]... FILE...   merge, prune, encode */
+ *   pproftool merge -o OUT [-raw] [-drop RE [-keep RE]]... FILE...   merge, prune, encode
+ *   pproftool fold -o OUT [-drop RE [-keep RE]]... [-stats] BASE UPLOAD...   one fold per upload
+ *     (core/pprof/fold.c), each written over OUT; -stats prints one line per fold (CPU time,
+ *     segments deflated) to stderr; exit 3 when an upload needs a full merge */
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fold.h"
 #include "pprof.h"
 
 static int read_file(const char *path, uint8_t **data, size_t *len)
@@ -80,6 +85,23 @@ static int cmd_pgo(int argc, char **argv)
     return 0;
 }
 
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int write_out(const char *out, const uint8_t *bytes, size_t len)
+{
+    FILE *f = fopen(out, "wb");
+    if (!f || fwrite(bytes, 1, len, f) != len || fclose(f)) {
+        fprintf(stderr, "cannot write %s\n", out);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_merge(int argc, char **argv)
 {
     const char *out = NULL;
@@ -130,13 +152,83 @@ static int cmd_merge(int argc, char **argv)
         fprintf(stderr, "%s: %s (input %d)\n", ap_pprof_code_name(err.code), err.msg, err.input);
         return 1;
     }
-    FILE *f = fopen(out, "wb");
-    if (!f || fwrite(bytes, 1, len, f) != len || fclose(f)) {
-        fprintf(stderr, "cannot write %s\n", out);
+    rc = write_out(out, bytes, len);
+    free(bytes);
+    return rc;
+}
+
+static int cmd_fold(int argc, char **argv)
+{
+    const char *out = NULL;
+    int stats = 0;
+    ap_pprof_prune_rule rules[64];
+    size_t nrules = 0;
+    int i = 0;
+    for (; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+            out = argv[++i];
+        } else if (!strcmp(argv[i], "-stats")) {
+            stats = 1;
+        } else if (!strcmp(argv[i], "-drop") && i + 1 < argc && nrules < 64) {
+            rules[nrules].drop = argv[++i];
+            rules[nrules++].keep = NULL;
+        } else if (!strcmp(argv[i], "-keep") && i + 1 < argc && nrules > 0) {
+            rules[nrules - 1].keep = argv[++i];
+        } else {
+            break;
+        }
+    }
+    if (!out || i + 1 >= argc) return 2;
+    ap_pprof_error err;
+    ap_pprof_pruner *pr = NULL;
+    if (nrules && !(pr = ap_pprof_pruner_new(rules, nrules, &err))) {
+        fprintf(stderr, "%s: %s\n", ap_pprof_code_name(err.code), err.msg);
         return 1;
     }
-    free(bytes);
-    return 0;
+    uint8_t *d;
+    size_t n;
+    if (read_file(argv[i], &d, &n)) return 2;
+    double t0 = cpu_seconds();
+    ap_pprof_folder *f = ap_pprof_folder_new(d, n, NULL, 1, &err);
+    free(d);
+    if (!f) {
+        fprintf(stderr, "%s: %s (base)\n", ap_pprof_code_name(err.code), err.msg);
+        return 1;
+    }
+    if (stats) fprintf(stderr, "start cpu=%.4f\n", cpu_seconds() - t0);
+    int rc = 0;
+    for (int k = i + 1; k < argc && !rc; k++) {
+        ap_pprof_input in = {0};
+        if (read_file(argv[k], &d, &in.len)) return 2;
+        in.data = d;
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        ap_pprof_fold_stats st;
+        t0 = cpu_seconds();
+        rc = ap_pprof_folder_fold(f, &in, 1, NULL, pr, &bytes, &len, &st, &err);
+        double cpu = cpu_seconds() - t0;
+        free(d);
+        if (rc == 1) {
+            fprintf(stderr, "FULL: %s needs a full merge\n", argv[k]);
+            rc = 3;
+        } else if (rc) {
+            fprintf(stderr, "%s: %s (%s)\n", ap_pprof_code_name(err.code), err.msg, argv[k]);
+            rc = 1;
+        } else {
+            if (stats)
+                fprintf(stderr,
+                        "fold cpu=%.4f bytes=%zu segments=%u rewritten=%u touched=%u added=%u "
+                        "raw_deflated=%llu raw_total=%llu compacted=%d\n",
+                        cpu, len, st.segments, st.rewritten, st.touched, st.added,
+                        (unsigned long long)st.raw_deflated, (unsigned long long)st.raw_total,
+                        st.compacted);
+            rc = write_out(out, bytes, len);
+        }
+        free(bytes);
+    }
+    ap_pprof_folder_free(f);
+    ap_pprof_pruner_free(pr);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -148,6 +240,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "check")) return cmd_check(argc - 2, argv + 2);
     if (!strcmp(argv[1], "pgo")) return cmd_pgo(argc - 2, argv + 2);
     if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "fold")) return cmd_fold(argc - 2, argv + 2);
     fprintf(stderr, "unknown command %s\n", argv[1]);
     return 2;
 }

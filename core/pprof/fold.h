@@ -1,0 +1,46 @@
+/* Folding uploads into a merged profile at the cost of the uploads: the merged profile is kept
+ * merged (a live merger) and encoded as independently deflated segments, of which a fold writes
+ * again only those it changed. The one merge's incremental member (pipeline.c is the full one). */
+#ifndef AP_PPROF_FOLD_H
+#define AP_PPROF_FOLD_H
+
+#include "pprof.h"
+
+typedef struct ap_pprof_folder ap_pprof_folder;
+
+typedef struct {
+    uint32_t segments;     /* segments of the output */
+    uint32_t rewritten;    /* segments deflated by this call (all of them after a compaction) */
+    uint32_t touched;      /* samples of the base an upload changed */
+    uint32_t added;        /* samples new in the output */
+    uint64_t raw_deflated; /* protobuf bytes deflated by this call */
+    uint64_t raw_total;    /* protobuf bytes of the output */
+    int compacted;         /* the call laid the whole profile out again */
+} ap_pprof_fold_stats;
+
+/* A folder over base (an encoded profile, any layout: one written by ap_pprof_merge_encoded is
+ * read alike) as Merge([base]) would have it; level is the gzip level of what it writes. NULL
+ * with err set (MALFORMED base, ...). */
+ap_pprof_folder *ap_pprof_folder_new(const void *base, size_t len, const ap_pprof_limits *limits,
+                                     int level, ap_pprof_error *err);
+void ap_pprof_folder_free(ap_pprof_folder *f);
+
+/* Folds inputs (uploads, as in ap_pprof_merge_encoded, each with its scale) into the folder:
+ * each is decoded, scaled, pruned once with pruner (per location, as Prune on the merged whole
+ * would) and merged, then the output is written to *out (malloc'd gzip). The result is what
+ * ap_pprof_merge_encoded([base, inputs...], pruner) gives, up to the order of its tables.
+ * Returns 0; 1 when an input cannot be folded (its sample types differ from the base's, or a
+ * sum cancelled out to an all-zero sample): the caller merges in full instead; -1 with err
+ * (err->input the 0-based input at fault, when one is). After a non-zero return the folder is
+ * spent (it may hold part of the inputs): free it. */
+int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
+                         const ap_pprof_limits *limits, const ap_pprof_pruner *pruner,
+                         uint8_t **out, size_t *out_len, ap_pprof_fold_stats *stats,
+                         ap_pprof_error *err);
+
+/* Segment size (protobuf bytes) a fold aims at, and the share of appended segments past which
+ * the next fold lays the whole profile out again (a compaction). */
+#define AP_PPROF_FOLD_SEGMENT (16u << 10)
+#define AP_PPROF_FOLD_COMPACT 4 /* appended bytes > total / 4 */
+
+#endif
