@@ -459,7 +459,7 @@ static int write_out(ap_pprof_folder *f, const ap_pprof_profile *p, uint8_t **ou
 /* ---- the folder ---- */
 
 ap_pprof_folder *ap_pprof_folder_new(const void *base, size_t len, const ap_pprof_limits *limits,
-                                     int level, ap_pprof_error *err)
+                                     const ap_pprof_pruner *pruner, int level, ap_pprof_error *err)
 {
     ap_pprof_error_clear(err);
     if (level < -1 || level > 9) {
@@ -484,15 +484,8 @@ ap_pprof_folder *ap_pprof_folder_new(const void *base, size_t len, const ap_ppro
         ap_pprof_folder_free(f);
         return NULL;
     }
-    int zero = 0;
-    for (size_t i = 0, nv = p->nsample_type; i < (size_t)p->nsamples * nv && !zero; i += nv) {
-        zero = 1;
-        for (size_t k = 0; k < nv; k++) zero &= p->values[i + k] == 0;
-    }
-    int rc = zero ? -1 : layout(f, p, err);
-    if (zero)
-        ap_pprof_fail(err, AP_PPROF_EINVAL,
-                      "the base holds an all-zero sample: not a merge result");
+    int rc = pruner ? ap_pprof_prune(p, pruner, err) : 0;
+    if (!rc) rc = layout(f, p, err);
     ap_pprof_profile_free(p);
     if (rc) {
         ap_pprof_folder_free(f);

@@ -19,10 +19,11 @@ typedef struct {
 } ap_pprof_fold_stats;
 
 /* A folder over base (an encoded profile, any layout: one written by ap_pprof_merge_encoded is
- * read alike) as Merge([base]) would have it; level is the gzip level of what it writes. NULL
- * with err set (MALFORMED base, ...). */
+ * read alike) as Compact(Prune(base)) has it (pruner may be NULL; the folds into it must use the
+ * same rules: a folder is made again when they change); level is the gzip level of what it
+ * writes. NULL with err set (MALFORMED base, ...). */
 ap_pprof_folder *ap_pprof_folder_new(const void *base, size_t len, const ap_pprof_limits *limits,
-                                     int level, ap_pprof_error *err);
+                                     const ap_pprof_pruner *pruner, int level, ap_pprof_error *err);
 void ap_pprof_folder_free(ap_pprof_folder *f);
 
 /* Folds inputs (uploads, as in ap_pprof_merge_encoded, each with its scale) into the folder:

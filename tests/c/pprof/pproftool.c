@@ -189,7 +189,7 @@ static int cmd_fold(int argc, char **argv)
     size_t n;
     if (read_file(argv[i], &d, &n)) return 2;
     double t0 = cpu_seconds();
-    ap_pprof_folder *f = ap_pprof_folder_new(d, n, NULL, 1, &err);
+    ap_pprof_folder *f = ap_pprof_folder_new(d, n, NULL, pr, 1, &err);
     free(d);
     if (!f) {
         fprintf(stderr, "%s: %s (base)\n", ap_pprof_code_name(err.code), err.msg);
