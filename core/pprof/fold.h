@@ -41,7 +41,7 @@ int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_
 
 /* Segment size (protobuf bytes) a fold aims at, and the share of appended segments past which
  * the next fold lays the whole profile out again (a compaction). */
-#define AP_PPROF_FOLD_SEGMENT (16u << 10)
+#define AP_PPROF_FOLD_SEGMENT (4u << 10)
 #define AP_PPROF_FOLD_COMPACT 4 /* appended bytes > total / 4 */
 
 #endif
