@@ -46,6 +46,12 @@ struct ap_pprof_folder {
     size_t cap_ids;
     uint8_t *dirty;
     size_t cap_dirty;
+    /* Prune: the rules each location matches, and the samples a Prune would cut again. */
+    uint64_t *marks;
+    size_t cap_marks;
+    uint32_t nmarked, ncounted;
+    uint64_t ncut;
+    int fresh; /* the base was pruned by this folder and nothing folded yet */
     ap_pprof_fold_stats st;
 };
 
@@ -403,6 +409,8 @@ static int layout(ap_pprof_folder *f, const ap_pprof_profile *src, ap_pprof_erro
     for (size_t i = 0; i < f->nseg; i++) raw += f->segs[i].raw;
     f->raw_layout = raw ? raw : 1;
     f->raw_appended = 0;
+    f->nmarked = f->ncounted = 0; /* indices changed */
+    f->ncut = 0;
     f->appended = 0;
     f->st.compacted = 1;
     rc = 0;
@@ -412,6 +420,20 @@ done:
     free(vv);
     ap_pprof_merger_free(m);
     return rc;
+}
+
+/* Marks the locations and counts the samples that came since the last call (see ncut). */
+static int update_marks(ap_pprof_folder *f, const ap_pprof_pruner *pr, ap_pprof_error *err)
+{
+    const ap_pprof_profile *p = ap_pprof_merger_profile(f->m);
+    if (grow((void **)&f->marks, &f->cap_marks, sizeof *f->marks, (size_t)p->nlocations + 1))
+        return nomem(err);
+    if (ap_pprof_prune_marks(p, pr, f->nmarked, p->nlocations, f->marks, err)) return -1;
+    f->nmarked = p->nlocations;
+    for (uint32_t s = f->ncounted; s < p->nsamples; s++)
+        f->ncut += (uint64_t)ap_pprof_prune_would_cut(p, f->marks, s);
+    f->ncounted = p->nsamples;
+    return 0;
 }
 
 /* ---- output ---- */
@@ -488,6 +510,8 @@ ap_pprof_folder *ap_pprof_folder_new(const void *base, size_t len, const ap_ppro
     }
     int rc = pruner ? ap_pprof_prune(p, pruner, err) : 0;
     if (!rc) rc = layout(f, p, err);
+    if (!rc && pruner) rc = update_marks(f, pruner, err);
+    f->fresh = 1;
     ap_pprof_profile_free(p);
     if (rc) {
         ap_pprof_folder_free(f);
@@ -505,6 +529,7 @@ void ap_pprof_folder_free(ap_pprof_folder *f)
     free(f->buf);
     free(f->ids);
     free(f->dirty);
+    free(f->marks);
     if (f->zs_init) deflateEnd(&f->zs);
     ap_pprof_merger_free(f->m);
     free(f);
@@ -550,6 +575,7 @@ static int fold_one(ap_pprof_folder *f, const ap_pprof_input *in, const ap_pprof
     if (own) src = own;
     int rc = -1;
     if (!same_types(ap_pprof_merger_profile(f->m), src)) {
+        ap_pprof_fail(err, AP_PPROF_EINVAL, "other sample types than the base's: merge in full");
         rc = 1;
         goto done;
     }
@@ -561,6 +587,7 @@ static int fold_one(ap_pprof_folder *f, const ap_pprof_input *in, const ap_pprof
     if (pruner && ap_pprof_prune(own, pruner, err)) goto done;
     if (ap_pprof_merger_add(f->m, src, err)) {
         rc = err->code == AP_PPROF_EINCOMPATIBLE ? 1 : -1;
+        if (rc == 1) ap_pprof_error_prefix(err, "merge in full");
         goto done;
     }
     rc = 0;
@@ -579,12 +606,20 @@ int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_
     *out_len = 0;
     memset(&f->st, 0, sizeof f->st);
     size_t nt;
+    if (pruner && !f->fresh && f->ncut) {
+        /* Each merge prunes the whole profile again (as the original worker does), and here that
+         * would cut some samples once more: only a full merge does that. */
+        ap_pprof_fail(err, AP_PPROF_EINVAL, "%llu samples would be pruned again: merge in full",
+                      (unsigned long long)f->ncut);
+        return 1;
+    }
+    f->fresh = 0;
     ap_pprof_merger_touched(f->m, 1, &nt);
     uint32_t base_samples = f->done[K_SMP];
     for (size_t i = 0; i < n; i++) {
         int rc = fold_one(f, &inputs[i], limits, pruner, err);
         if (rc) {
-            if (rc < 0) err->input = (int)i;
+            err->input = (int)i;
             ap_pprof_merger_touched(f->m, 0, &nt);
             return rc;
         }
@@ -596,7 +631,10 @@ int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_
     for (size_t i = 0; i < nt; i++) {
         int zero = 1;
         for (uint32_t k = 0; k < nv; k++) zero &= p->values[(size_t)touched[i] * nv + k] == 0;
-        if (zero) return 1;
+        if (zero) {
+            ap_pprof_fail(err, AP_PPROF_EINVAL, "a sum cancelled out to zero: merge in full");
+            return 1;
+        }
     }
     if (grow((void **)&f->dirty, &f->cap_dirty, 1, f->nseg + 1)) return nomem(err);
     memset(f->dirty, 0, f->nseg);
@@ -617,6 +655,7 @@ int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_
         }
         if (extend(f, p)) return nomem(err);
     }
+    if (pruner && update_marks(f, pruner, err)) return -1;
     if (write_out(f, ap_pprof_merger_profile(f->m), out, out_len)) return nomem(err);
     f->st.touched = ntouched;
     f->st.added = added;

@@ -27,12 +27,15 @@ ap_pprof_folder *ap_pprof_folder_new(const void *base, size_t len, const ap_ppro
 void ap_pprof_folder_free(ap_pprof_folder *f);
 
 /* Folds inputs (uploads, as in ap_pprof_merge_encoded, each with its scale) into the folder:
- * each is decoded, scaled, pruned once with pruner (per location, as Prune on the merged whole
+ * each is decoded, scaled, pruned with pruner (per location, as Prune on the merged whole
  * would) and merged, then the output is written to *out (malloc'd gzip). The result is what
- * ap_pprof_merge_encoded([base, inputs...], pruner) gives, up to the order of its tables.
- * Returns 0; 1 when an input cannot be folded (its sample types differ from the base's, or a
- * sum cancelled out to an all-zero sample): the caller merges in full instead; -1 with err
- * (err->input the 0-based input at fault, when one is). After a non-zero return the folder is
+ * ap_pprof_merge_encoded([previous output, inputs...], pruner) gives, up to the order of its
+ * tables: with rules, that merge prunes the previous output again, which a fold does only when
+ * it would change nothing (the folder tracks the samples a Prune would cut again).
+ * Returns 0; 1 when the inputs cannot be folded (sample types other than the base's, a sum
+ * cancelled out to an all-zero sample, samples a Prune would cut again), with err saying why:
+ * the caller merges in full instead; -1 with err (err->input the 0-based input at fault, when
+ * one is). After a non-zero return the folder is
  * spent (it may hold part of the inputs): free it. */
 int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
                          const ap_pprof_limits *limits, const ap_pprof_pruner *pruner,

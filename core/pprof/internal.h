@@ -210,6 +210,18 @@ ap_pprof_profile *ap_pprof_merger_profile(ap_pprof_merger *m);
  * until the next add), and whether the adds to come record them. */
 const uint32_t *ap_pprof_merger_touched(ap_pprof_merger *m, int track, size_t *n);
 
+/* ---- Prune, seen from a fold ---- */
+
+/* For locations [from, to) of p: bit r of marks[x] set when rule r (of at most 64) matches a
+ * frame of location x. On a pruned profile every such match is the outermost frame's (Prune
+ * trims the others away), so Prune would change nothing but the samples that
+ * ap_pprof_prune_would_cut names. */
+int ap_pprof_prune_marks(const ap_pprof_profile *p, const ap_pprof_pruner *pr, uint32_t from,
+                         uint32_t to, uint64_t *marks, ap_pprof_error *err);
+/* Whether Prune with those rules would cut sample s again (a matching location beneath a
+ * frame the same rule does not match, from the root). */
+int ap_pprof_prune_would_cut(const ap_pprof_profile *p, const uint64_t *marks, uint32_t s);
+
 /* ---- PGO ---- */
 
 /* The decoder's message for input with no protobuf bytes (also after gunzip): Go's ErrNoData,

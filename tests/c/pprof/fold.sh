@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Folds (core/pprof/fold.c, through `pproftool fold`: one fold per upload into a base, segments
 # deflated again only where they changed, compactions on the way) against the Go reference: the
-# result must be canonically equal to pprofmerge of the base and every upload (with Prune and
-# Compact when rules apply), read as an ordinary gzip, and give `go tool preprofile` the same
-# edges. A base written by today's one merge (`autopgo merge`) is folded into as well.
+# result must be canonically equal to pprofmerge of the base and every upload, read as an
+# ordinary gzip, and give `go tool preprofile` the same edges. With prune rules the reference is
+# the original worker's sequence (each step Prune + Compact of the previous result and the next
+# upload, so earlier uploads are pruned again), and folds fall back to a full merge where a
+# Prune would cut again. A base written by today's one merge (`autopgo merge`) is folded into.
 # usage: fold.sh AUTOPGO PPROFTOOL GOREF_BIN TESTDATA WORKDIR
 set -uo pipefail
 
@@ -39,13 +41,24 @@ fold_case() {
     local a="$work/$name.fold.pgo" g="$work/$name.go.pgo" pa=() pg=(-compatibilize)
     if [ -n "$app" ]; then
         local v="flags_$app[@]"
-        pa=("${!v}")
+        pa=("${!v}" -fallback)
         pg+=(-prune "$work/rules.json" -app "$app" -compact)
     fi
     "$pproftool" fold -stats -o "$a" "${pa[@]}" "$@" 2>"$work/$name.fold.err" ||
         { bad "$name: fold failed: $(tail -c 300 "$work/$name.fold.err")"; return; }
-    "$goref/pprofmerge" -o "$g" "${pg[@]}" "$@" 2>"$work/$name.go.err" ||
-        { bad "$name: pprofmerge failed: $(head -c 300 "$work/$name.go.err")"; return; }
+    if [ -n "$app" ]; then
+        cp "$1" "$g"
+        shift
+        local f
+        for f in "$@"; do
+            "$goref/pprofmerge" -o "$g.tmp" "${pg[@]}" "$g" "$f" 2>"$work/$name.go.err" ||
+                { bad "$name: pprofmerge failed: $(head -c 300 "$work/$name.go.err")"; return; }
+            mv "$g.tmp" "$g"
+        done
+    else
+        "$goref/pprofmerge" -o "$g" "${pg[@]}" "$@" 2>"$work/$name.go.err" ||
+            { bad "$name: pprofmerge failed: $(head -c 300 "$work/$name.go.err")"; return; }
+    fi
     gzip -t "$a" || { bad "$name: not a valid gzip file"; return; }
     "$goref/pprofcanon" "$a" >"$a.canon" 2>&1
     "$goref/pprofcanon" "$g" >"$g.canon" 2>&1
@@ -97,6 +110,8 @@ fold_case zero "" "$(gen z1 "${base[@]}" -seed 5 -zero 0.2)" "$(gen z2 "${base[@
 fold_case prune-runtime runtime "$data"/goapp-go123-cpu-{1,2,3}.pb.gz
 fold_case prune-cxx cxx "${cxx[@]}"
 fold_case prune-root root "${cxx[0]}" "${std[1]}" "${std[2]}"
+fold_case prune-std runtime "${std[@]}"
+grep -q '^fold ' "$work/prune-runtime.fold.err" || bad "prune-runtime: no upload was folded"
 # Upgrade in place: a base written by today's one merge is read and extended.
 "$autopgo" merge -l error -o "$work/old.pgo" "${std[0]}" "${std[1]}" || bad "autopgo merge failed"
 fold_case upgrade "" "$work/old.pgo" "${std[2]}" "${std[3]}"

@@ -2,9 +2,11 @@
  *   pproftool check FILE...            decode + validate each file, print "ok ..." or the error
  *   pproftool pgo FILE                 the PGO decision ("ok, N edges" / "ok, empty" / reason)
  *   pproftool merge -o OUT [-raw] [-drop RE [-keep RE]]... FILE...   merge, prune, encode
- *   pproftool fold -o OUT [-drop RE [-keep RE]]... [-stats] BASE UPLOAD...   one fold per upload
- *     (core/pprof/fold.c), each written over OUT; -stats prints one line per fold (CPU time,
- *     segments deflated) to stderr; exit 3 when an upload needs a full merge */
+ *   pproftool fold -o OUT [-drop RE [-keep RE]]... [-stats] [-fallback] BASE UPLOAD...
+ *     one fold per upload (core/pprof/fold.c) as the worker does, the last result written to
+ *     OUT; -stats prints one line per fold (CPU time, segments deflated) to stderr; an upload
+ *     that needs a full merge is merged in full with -fallback (a new folder next time), else
+ *     exit 3 */
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,7 +162,7 @@ static int cmd_merge(int argc, char **argv)
 static int cmd_fold(int argc, char **argv)
 {
     const char *out = NULL;
-    int stats = 0;
+    int stats = 0, fallback = 0;
     ap_pprof_prune_rule rules[64];
     size_t nrules = 0;
     int i = 0;
@@ -169,6 +171,8 @@ static int cmd_fold(int argc, char **argv)
             out = argv[++i];
         } else if (!strcmp(argv[i], "-stats")) {
             stats = 1;
+        } else if (!strcmp(argv[i], "-fallback")) {
+            fallback = 1;
         } else if (!strcmp(argv[i], "-drop") && i + 1 < argc && nrules < 64) {
             rules[nrules].drop = argv[++i];
             rules[nrules++].keep = NULL;
@@ -185,47 +189,67 @@ static int cmd_fold(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", ap_pprof_code_name(err.code), err.msg);
         return 1;
     }
-    uint8_t *d;
-    size_t n;
-    if (read_file(argv[i], &d, &n)) return 2;
-    double t0 = cpu_seconds();
-    ap_pprof_folder *f = ap_pprof_folder_new(d, n, NULL, pr, 1, &err);
-    free(d);
-    if (!f) {
-        fprintf(stderr, "%s: %s (base)\n", ap_pprof_code_name(err.code), err.msg);
-        return 1;
-    }
-    if (stats) fprintf(stderr, "start cpu=%.4f\n", cpu_seconds() - t0);
+    uint8_t *cur;
+    size_t cur_len;
+    if (read_file(argv[i], &cur, &cur_len)) return 2;
+    ap_pprof_folder *f = NULL;
     int rc = 0;
     for (int k = i + 1; k < argc && !rc; k++) {
-        ap_pprof_input in = {0};
-        if (read_file(argv[k], &d, &in.len)) return 2;
-        in.data = d;
+        ap_pprof_input in[2] = {{0}, {0}};
+        uint8_t *d;
+        if (read_file(argv[k], &d, &in[1].len)) return 2;
+        in[1].data = d;
         uint8_t *bytes = NULL;
         size_t len = 0;
         ap_pprof_fold_stats st;
-        t0 = cpu_seconds();
-        rc = ap_pprof_folder_fold(f, &in, 1, NULL, pr, &bytes, &len, &st, &err);
+        double t0 = cpu_seconds();
+        if (!f) {
+            /* As the worker: a folder over the last output (pruned again: this step's Prune). */
+            f = ap_pprof_folder_new(cur, cur_len, NULL, pr, 1, &err);
+            if (!f) {
+                fprintf(stderr, "%s: %s (base)\n", ap_pprof_code_name(err.code), err.msg);
+                rc = 1;
+                free(d);
+                break;
+            }
+            if (stats) fprintf(stderr, "start cpu=%.4f\n", cpu_seconds() - t0);
+            t0 = cpu_seconds();
+        }
+        rc = ap_pprof_folder_fold(f, &in[1], 1, NULL, pr, &bytes, &len, &st, &err);
         double cpu = cpu_seconds() - t0;
+        if (rc == 1 && fallback) {
+            /* As the worker: merge in full, and make a folder over the result next time. */
+            if (stats) fprintf(stderr, "full: %s\n", err.msg);
+            ap_pprof_folder_free(f);
+            f = NULL;
+            in[0].data = cur;
+            in[0].len = cur_len;
+            ap_pprof_encode_opts o = {.level = 1};
+            rc = ap_pprof_merge_encoded(in, 2, NULL, pr, &o, &bytes, &len, NULL, NULL, &err) ? -1
+                                                                                             : 0;
+        } else if (!rc && stats) {
+            fprintf(stderr,
+                    "fold cpu=%.4f bytes=%zu segments=%u rewritten=%u touched=%u added=%u "
+                    "raw_deflated=%llu raw_total=%llu compacted=%d\n",
+                    cpu, len, st.segments, st.rewritten, st.touched, st.added,
+                    (unsigned long long)st.raw_deflated, (unsigned long long)st.raw_total,
+                    st.compacted);
+        }
         free(d);
         if (rc == 1) {
-            fprintf(stderr, "FULL: %s needs a full merge\n", argv[k]);
+            fprintf(stderr, "FULL: %s: %s\n", argv[k], err.msg);
             rc = 3;
         } else if (rc) {
             fprintf(stderr, "%s: %s (%s)\n", ap_pprof_code_name(err.code), err.msg, argv[k]);
             rc = 1;
         } else {
-            if (stats)
-                fprintf(stderr,
-                        "fold cpu=%.4f bytes=%zu segments=%u rewritten=%u touched=%u added=%u "
-                        "raw_deflated=%llu raw_total=%llu compacted=%d\n",
-                        cpu, len, st.segments, st.rewritten, st.touched, st.added,
-                        (unsigned long long)st.raw_deflated, (unsigned long long)st.raw_total,
-                        st.compacted);
-            rc = write_out(out, bytes, len);
+            free(cur);
+            cur = bytes;
+            cur_len = len;
         }
-        free(bytes);
     }
+    if (!rc) rc = write_out(out, cur, cur_len);
+    free(cur);
     ap_pprof_folder_free(f);
     ap_pprof_pruner_free(pr);
     return rc;
