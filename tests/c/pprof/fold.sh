@@ -97,6 +97,9 @@ done
 
 # Twelve folds into one base: sample segments rewritten, tables extended, compactions.
 fold_case std "" "${std[@]}"
+grep -q 'compacted=1' "$work/std.fold.err" || bad "std: no compaction on the way"
+awk '/^fold/ { split($4, s, "="); split($5, r, "="); if (r[2] < s[2]) found = 1 } END { exit !found }' \
+    "$work/std.fold.err" || bad "std: every fold deflated every segment again"
 fold_case one "" "${std[0]}" "${std[1]}"
 fold_case same-again "" "${std[0]}" "${std[0]}" "${std[0]}"
 fold_case labels "" "${lab[@]}"
