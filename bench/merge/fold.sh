@@ -5,14 +5,14 @@
 # uploads folded one by one, compactions included), today's full merge (`autopgo merge base
 # upload`) and Go's (tests/goref pprofmerge: Parse base + upload, Merge, Write). CPU time and peak
 # RSS; the load average is printed beside them. Not a test.
-# usage: bench/merge/fold.sh [SIZE...]   (MB: 1 10 20 50; env BUILD, UPLOADS (20), GO_SKIP="50")
+# usage: bench/merge/fold.sh [SIZE...]   (MB: 1 10 20 50; env BUILD, UPLOADS (40), GO_SKIP="50")
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD:-$root/build}
 work=$build/bench-fold
 sizes=("${@:-1 10 20 50}")
 read -r -a sizes <<<"${sizes[*]}"
-uploads=${UPLOADS:-20}
+uploads=${UPLOADS:-40}
 mkdir -p "$work"
 tool=$build/tests/c/pprof/pproftool
 [ -x "$build/autopgo" ] && [ -x "$tool" ] || { echo "build autopgo and pproftool first"; exit 1; }
@@ -25,9 +25,9 @@ universe=(-functions 4000 -locations 12000 -depth 48 -labels 2 -path-labels -map
 shape() { # SIZE -> samples paths
     case $1 in
     1) echo "20000 14000" ;;
-    10) echo "200000 140000" ;;
-    20) echo "400000 280000" ;;
-    50) echo "1000000 700000" ;;
+    10) echo "270000 190000" ;;
+    20) echo "550000 385000" ;;
+    50) echo "1380000 970000" ;;
     *) echo "unknown size $1" >&2; exit 2 ;;
     esac
 }
@@ -39,7 +39,7 @@ measure() { # OUTFILE CMD... -> "wall user sys maxrss_kb"
 
 results=$work/results.md
 {
-    echo "| base (gzip) | upload | autopgo fold: CPU ms per upload (median / mean over $uploads, compactions included) | folder start CPU s | autopgo fold RSS MiB | autopgo merge (today) CPU s / RSS MiB | Go fold CPU s / RSS MiB | Go / fold (CPU) |"
+    echo "| base (gzip) | upload | autopgo fold: CPU ms per upload (median / mean over $uploads, compactions included) | folder start (decode + layout) CPU s | autopgo fold RSS MiB | autopgo merge (today) CPU s / RSS MiB | Go fold CPU s / RSS MiB | Go / fold (CPU, mean) |"
     echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$results"
 

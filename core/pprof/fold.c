@@ -60,18 +60,6 @@ static int nomem(ap_pprof_error *err)
     return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory while folding");
 }
 
-static int grow(void **p, size_t *cap, size_t size, size_t need)
-{
-    if (need <= *cap) return 0;
-    size_t n = *cap ? *cap : 64;
-    while (n < need) n *= 2;
-    void *np = realloc(*p, n * size);
-    if (!np) return -1;
-    *p = np;
-    *cap = n;
-    return 0;
-}
-
 /* ---- protobuf of one entry, appended to f->buf ---- */
 
 #define FIELD_MAX 12
@@ -117,7 +105,7 @@ static uint8_t *close_message(uint8_t *at, unsigned field, uint8_t *body, size_t
 
 static int reserve(ap_pprof_folder *f, size_t n)
 {
-    return grow((void **)&f->buf, &f->bcap, 1, f->blen + n);
+    return ap_pprof_sgrow((void **)&f->buf, &f->bcap, 1, f->blen + n);
 }
 
 static int put_entry(ap_pprof_folder *f, const ap_pprof_profile *p, int kind, uint32_t i)
@@ -139,7 +127,7 @@ static int put_entry(ap_pprof_folder *f, const ap_pprof_profile *p, int kind, ui
     unsigned field;
     switch (kind) {
     case K_SMP: {
-        if (grow((void **)&f->ids, &f->cap_ids, sizeof *f->ids, s->nloc + 1)) return -1;
+        if (ap_pprof_sgrow((void **)&f->ids, &f->cap_ids, sizeof *f->ids, s->nloc + 1)) return -1;
         const uint32_t *sl = ap_pprof_sample_locs(p, s);
         for (uint32_t j = 0; j < s->nloc; j++) f->ids[j] = p->locations[sl[j]].id;
         b = put_repeated(b, 1, f->ids, s->nloc);
@@ -241,7 +229,7 @@ static int put_header(ap_pprof_folder *f, const ap_pprof_profile *p)
     b = put_opt(b, 12, (uint64_t)p->period);
     for (uint32_t i = 0; i < p->ncomments; i++) {
         uint64_t c = p->comments[i];
-        if (grow((void **)&f->ids, &f->cap_ids, sizeof *f->ids, p->ncomments)) return -1;
+        if (ap_pprof_sgrow((void **)&f->ids, &f->cap_ids, sizeof *f->ids, p->ncomments)) return -1;
         f->ids[i] = c;
     }
     b = put_repeated(b, 13, f->ids, p->ncomments);
@@ -283,7 +271,7 @@ static int deflate_buf(ap_pprof_folder *f, int last, seg *s)
 
 static seg *seg_add(ap_pprof_folder *f, int kind)
 {
-    if (grow((void **)&f->segs, &f->capseg, sizeof *f->segs, f->nseg + 1)) return NULL;
+    if (ap_pprof_sgrow((void **)&f->segs, &f->capseg, sizeof *f->segs, f->nseg + 1)) return NULL;
     seg *s = &f->segs[f->nseg++];
     memset(s, 0, sizeof *s);
     s->kind = (uint8_t)kind;
@@ -331,7 +319,8 @@ static void segs_clear(ap_pprof_folder *f)
 static int extend(ap_pprof_folder *f, const ap_pprof_profile *p)
 {
     uint32_t count[K_N] = {p->nsamples, p->nmappings, p->nlocations, p->nfunctions, p->nstrings};
-    if (grow((void **)&f->seg_of, &f->cap_seg_of, sizeof *f->seg_of, (size_t)p->nsamples + 1))
+    if (ap_pprof_sgrow((void **)&f->seg_of, &f->cap_seg_of, sizeof *f->seg_of,
+                       (size_t)p->nsamples + 1))
         return -1;
     for (int k = 0; k < K_N; k++) {
         if (count[k] == f->done[k]) continue;
@@ -426,7 +415,8 @@ done:
 static int update_marks(ap_pprof_folder *f, const ap_pprof_pruner *pr, ap_pprof_error *err)
 {
     const ap_pprof_profile *p = ap_pprof_merger_profile(f->m);
-    if (grow((void **)&f->marks, &f->cap_marks, sizeof *f->marks, (size_t)p->nlocations + 1))
+    if (ap_pprof_sgrow((void **)&f->marks, &f->cap_marks, sizeof *f->marks,
+                       (size_t)p->nlocations + 1))
         return nomem(err);
     if (ap_pprof_prune_marks(p, pr, f->nmarked, p->nlocations, f->marks, err)) return -1;
     f->nmarked = p->nlocations;
@@ -636,7 +626,7 @@ int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_
             return 1;
         }
     }
-    if (grow((void **)&f->dirty, &f->cap_dirty, 1, f->nseg + 1)) return nomem(err);
+    if (ap_pprof_sgrow((void **)&f->dirty, &f->cap_dirty, 1, f->nseg + 1)) return nomem(err);
     memset(f->dirty, 0, f->nseg);
     uint32_t ntouched = 0;
     for (size_t i = 0; i < nt; i++) {

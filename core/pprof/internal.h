@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pprof.h"
@@ -32,6 +33,21 @@ int ap_pprof_grow(ap_pprof_profile *p, void **ptr, uint32_t *cap, size_t size, u
                   ap_pprof_status *status);
 int ap_pprof_grow_sz(ap_pprof_profile *p, void **ptr, size_t *cap, size_t size, uint64_t need,
                      ap_pprof_status *status);
+
+/* Grows a plain scratch array (not charged to any profile) to at least need elements (never
+ * leaving NULL behind); 0, or -1 when realloc fails. */
+static inline int ap_pprof_sgrow(void **p, size_t *cap, size_t size, size_t need)
+{
+    if (need == 0) need = 1;
+    if (need <= *cap) return 0;
+    size_t n = *cap ? *cap : 64;
+    while (n < need) n *= 2;
+    void *np = realloc(*p, n * size);
+    if (!np) return -1;
+    *p = np;
+    *cap = n;
+    return 0;
+}
 
 /* Allocates from the profile's arena (8-byte aligned); NULL with *status on failure. */
 void *ap_pprof_arena_alloc(ap_pprof_profile *p, size_t n, ap_pprof_status *status);

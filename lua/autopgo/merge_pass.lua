@@ -42,7 +42,7 @@ local M = {}
 M.MAX_ATTEMPTS = 20
 -- Folders kept (one per app, each holding its merged profile decoded): past this, another app's
 -- is dropped, to be made again (from its base, as a full merge costs) when that app merges next.
-M.MAX_FOLDERS = 16
+M.MAX_FOLDERS = 8
 
 local m = {
   merges = metrics.counter("autopgo_merges_total", "Merge passes by result (merged, failed).", { "result" }),

@@ -13,6 +13,17 @@ local M = {}
 -- default level for a file some 7 % larger, which any gzip reader (go build -pgo) takes alike.
 M.GZIP_LEVEL = 1
 
+-- The one C call on the thread pool: the result, or nil, err, code, failure.
+local function run(inputs, opts)
+  local err, out, summary, failure = async.await(function(cb)
+    local ok, e, c = pprof.merge_async(inputs, opts, function(...) cb(nil, ...) end)
+    -- Refused before any work (a closed or busy profile or folder, a bad rule): no callback comes.
+    if not ok then cb(nil, e, nil, nil, { code = c, message = fail.message(e) }) end
+  end)
+  if err then return nil, err, failure and failure.code or async.error_code(err), failure end
+  return { bytes = out, sha256 = summary.sha256, summary = summary }
+end
+
 --- Merges inputs (encoded strings, {file = path} or profile objects, in order) and prunes with
 -- rules (a list of {drop=, keep=}, may be nil or empty); scales (optional, one number per input)
 -- scales each input first exactly as Go's Profile.Scale. Returns the result { bytes, sha256,
@@ -22,13 +33,7 @@ function M.merge(inputs, rules, scales)
   local opts = { level = M.GZIP_LEVEL, limits = limits.profile }
   if rules and #rules > 0 then opts.prune = rules end
   if scales then opts.scales = scales end
-  local err, out, summary, failure = async.await(function(cb)
-    local ok, e, c = pprof.merge_async(inputs, opts, function(...) cb(nil, ...) end)
-    -- Refused before any work (a closed or busy profile, a bad rule): no callback comes.
-    if not ok then cb(nil, e, nil, nil, { code = c, message = fail.message(e) }) end
-  end)
-  if err then return nil, err, failure and failure.code or async.error_code(err), failure end
-  return { bytes = out, sha256 = summary.sha256, summary = summary }
+  return run(inputs, opts)
 end
 
 --- A folder over base (the encoded bytes of a merged profile, any layout) pruned with rules: what
@@ -54,12 +59,7 @@ function M.fold(folder, inputs, rules, scales)
   local opts = { level = M.GZIP_LEVEL, limits = limits.profile, folder = folder }
   if rules and #rules > 0 then opts.prune = rules end
   if scales then opts.scales = scales end
-  local err, out, summary, failure = async.await(function(cb)
-    local ok, e, c = pprof.merge_async(inputs, opts, function(...) cb(nil, ...) end)
-    if not ok then cb(nil, e, nil, nil, { code = c, message = fail.message(e) }) end
-  end)
-  if err then return nil, err, failure and failure.code or async.error_code(err) end
-  return { bytes = out, sha256 = summary.sha256, summary = summary }
+  return run(inputs, opts)
 end
 
 return M

@@ -104,27 +104,58 @@ static int write_out(const char *out, const uint8_t *bytes, size_t len)
     return 0;
 }
 
-static int cmd_merge(int argc, char **argv)
-{
-    const char *out = NULL;
-    int raw = 0;
+/* The options of merge and fold: -o OUT, -raw, -stats, -fallback, -drop RE [-keep RE]...;
+ * returns the index of the first file argument. */
+typedef struct {
+    const char *out;
+    int raw, stats, fallback;
     ap_pprof_prune_rule rules[64];
-    size_t nrules = 0;
+    size_t nrules;
+} opts_t;
+
+static int parse_opts(int argc, char **argv, opts_t *o)
+{
+    memset(o, 0, sizeof *o);
     int i = 0;
     for (; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) {
-            out = argv[++i];
+            o->out = argv[++i];
         } else if (!strcmp(argv[i], "-raw")) {
-            raw = 1;
-        } else if (!strcmp(argv[i], "-drop") && i + 1 < argc && nrules < 64) {
-            rules[nrules].drop = argv[++i];
-            rules[nrules++].keep = NULL;
-        } else if (!strcmp(argv[i], "-keep") && i + 1 < argc && nrules > 0) {
-            rules[nrules - 1].keep = argv[++i];
+            o->raw = 1;
+        } else if (!strcmp(argv[i], "-stats")) {
+            o->stats = 1;
+        } else if (!strcmp(argv[i], "-fallback")) {
+            o->fallback = 1;
+        } else if (!strcmp(argv[i], "-drop") && i + 1 < argc && o->nrules < 64) {
+            o->rules[o->nrules].drop = argv[++i];
+            o->rules[o->nrules++].keep = NULL;
+        } else if (!strcmp(argv[i], "-keep") && i + 1 < argc && o->nrules > 0) {
+            o->rules[o->nrules - 1].keep = argv[++i];
         } else {
             break;
         }
     }
+    return i;
+}
+
+/* The pruner of the options (NULL when none, or on a bad pattern: *bad set). */
+static ap_pprof_pruner *opts_pruner(const opts_t *o, int *bad)
+{
+    ap_pprof_error err;
+    ap_pprof_pruner *pr = NULL;
+    *bad = 0;
+    if (o->nrules && !(pr = ap_pprof_pruner_new(o->rules, o->nrules, &err))) {
+        fprintf(stderr, "%s: %s\n", ap_pprof_code_name(err.code), err.msg);
+        *bad = 1;
+    }
+    return pr;
+}
+
+static int cmd_merge(int argc, char **argv)
+{
+    opts_t o;
+    int i = parse_opts(argc, argv, &o), bad;
+    const char *out = o.out;
     if (!out || i >= argc) return 2;
     size_t n = (size_t)(argc - i);
     ap_pprof_input *in = calloc(n, sizeof *in);
@@ -137,12 +168,9 @@ static int cmd_merge(int argc, char **argv)
         in[k].data = d;
     }
     ap_pprof_error err;
-    ap_pprof_pruner *pr = NULL;
-    if (nrules && !(pr = ap_pprof_pruner_new(rules, nrules, &err))) {
-        fprintf(stderr, "%s: %s\n", ap_pprof_code_name(err.code), err.msg);
-        return 1;
-    }
-    ap_pprof_encode_opts opts = {.level = -1, .raw = raw};
+    ap_pprof_pruner *pr = opts_pruner(&o, &bad);
+    if (bad) return 1;
+    ap_pprof_encode_opts opts = {.level = -1, .raw = o.raw};
     uint8_t *bytes;
     size_t len;
     ap_pprof_merge_summary sum;
@@ -161,34 +189,14 @@ static int cmd_merge(int argc, char **argv)
 
 static int cmd_fold(int argc, char **argv)
 {
-    const char *out = NULL;
-    int stats = 0, fallback = 0;
-    ap_pprof_prune_rule rules[64];
-    size_t nrules = 0;
-    int i = 0;
-    for (; i < argc; i++) {
-        if (!strcmp(argv[i], "-o") && i + 1 < argc) {
-            out = argv[++i];
-        } else if (!strcmp(argv[i], "-stats")) {
-            stats = 1;
-        } else if (!strcmp(argv[i], "-fallback")) {
-            fallback = 1;
-        } else if (!strcmp(argv[i], "-drop") && i + 1 < argc && nrules < 64) {
-            rules[nrules].drop = argv[++i];
-            rules[nrules++].keep = NULL;
-        } else if (!strcmp(argv[i], "-keep") && i + 1 < argc && nrules > 0) {
-            rules[nrules - 1].keep = argv[++i];
-        } else {
-            break;
-        }
-    }
+    opts_t o;
+    int i = parse_opts(argc, argv, &o), bad;
+    const char *out = o.out;
+    int stats = o.stats, fallback = o.fallback;
     if (!out || i + 1 >= argc) return 2;
     ap_pprof_error err;
-    ap_pprof_pruner *pr = NULL;
-    if (nrules && !(pr = ap_pprof_pruner_new(rules, nrules, &err))) {
-        fprintf(stderr, "%s: %s\n", ap_pprof_code_name(err.code), err.msg);
-        return 1;
-    }
+    ap_pprof_pruner *pr = opts_pruner(&o, &bad);
+    if (bad) return 1;
     uint8_t *cur;
     size_t cur_len;
     if (read_file(argv[i], &cur, &cur_len)) return 2;
