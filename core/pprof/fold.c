@@ -35,7 +35,6 @@ struct ap_pprof_folder {
     size_t cap_seg_of;
     uint32_t done[K_N];  /* entries of each table already in segments */
     size_t last[K_N];    /* the table's last segment + 1 (0: none) */
-    size_t appended;     /* segments added since the last layout */
     uint64_t raw_layout; /* protobuf bytes of the last full layout */
     uint64_t raw_appended;
     z_stream zs;
@@ -46,6 +45,8 @@ struct ap_pprof_folder {
     size_t cap_ids;
     uint8_t *dirty;
     size_t cap_dirty;
+    uint8_t *obuf; /* the last output */
+    size_t ocap;
     /* Prune: the rules each location matches, and the samples a Prune would cut again. */
     uint64_t *marks;
     size_t cap_marks;
@@ -293,7 +294,6 @@ static int write_range(ap_pprof_folder *f, const ap_pprof_profile *p, int kind, 
         seg *s = into ? &f->segs[into - 1] : seg_add(f, kind);
         if (!s) return -1;
         size_t si = (size_t)(s - f->segs);
-        if (!into) f->appended++;
         into = 0;
         s->a = start;
         s->b = i + 1;
@@ -400,7 +400,6 @@ static int layout(ap_pprof_folder *f, const ap_pprof_profile *src, ap_pprof_erro
     f->raw_appended = 0;
     f->nmarked = f->ncounted = 0; /* indices changed */
     f->ncut = 0;
-    f->appended = 0;
     f->st.compacted = 1;
     rc = 0;
 done:
@@ -429,7 +428,8 @@ static int update_marks(ap_pprof_folder *f, const ap_pprof_pruner *pr, ap_pprof_
 /* ---- output ---- */
 
 /* gzip: header, the segments, the header segment (ending the stream), CRC-32 and size. */
-static int write_out(ap_pprof_folder *f, const ap_pprof_profile *p, uint8_t **out, size_t *len)
+static int write_out(ap_pprof_folder *f, const ap_pprof_profile *p, const uint8_t **out,
+                     size_t *len)
 {
     seg hdr;
     memset(&hdr, 0, sizeof hdr);
@@ -441,11 +441,12 @@ static int write_out(ap_pprof_folder *f, const ap_pprof_profile *p, uint8_t **ou
     size_t total = 10 + hdr.zlen + 8;
     uint64_t raw = hdr.raw;
     for (size_t i = 0; i < f->nseg; i++) total += f->segs[i].zlen;
-    uint8_t *o = malloc(total), *w = o;
-    if (!o) {
+    /* The folder keeps its output buffer: a new one every fold would be fresh pages. */
+    if (ap_pprof_sgrow((void **)&f->obuf, &f->ocap, 1, total)) {
         free(hdr.z);
         return -1;
     }
+    uint8_t *o = f->obuf, *w = o;
     static const uint8_t gz[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};
     memcpy(w, gz, sizeof gz);
     w += sizeof gz;
@@ -519,6 +520,7 @@ void ap_pprof_folder_free(ap_pprof_folder *f)
     free(f->buf);
     free(f->ids);
     free(f->dirty);
+    free(f->obuf);
     free(f->marks);
     if (f->zs_init) deflateEnd(&f->zs);
     ap_pprof_merger_free(f->m);
@@ -588,7 +590,7 @@ done:
 
 int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
                          const ap_pprof_limits *limits, const ap_pprof_pruner *pruner,
-                         uint8_t **out, size_t *out_len, ap_pprof_fold_stats *stats,
+                         const uint8_t **out, size_t *out_len, ap_pprof_fold_stats *stats,
                          ap_pprof_error *err)
 {
     ap_pprof_error_clear(err);
@@ -636,7 +638,7 @@ int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_
         f->dirty[s] = 1;
     }
     uint32_t added = p->nsamples - base_samples;
-    if (f->raw_appended * AP_PPROF_FOLD_COMPACT > f->raw_layout || f->appended > 1024) {
+    if (f->raw_appended > f->raw_layout) {
         if (layout(f, p, err)) return -1;
     } else {
         for (size_t s = 0, ns = f->nseg; s < ns; s++) {

@@ -28,7 +28,8 @@ void ap_pprof_folder_free(ap_pprof_folder *f);
 
 /* Folds inputs (uploads, as in ap_pprof_merge_encoded, each with its scale) into the folder:
  * each is decoded, scaled, pruned with pruner (per location, as Prune on the merged whole
- * would) and merged, then the output is written to *out (malloc'd gzip). The result is what
+ * would) and merged, then the output is written to *out (gzip, owned by the folder, valid until
+ * its next fold or its free). The result is what
  * ap_pprof_merge_encoded([previous output, inputs...], pruner) gives, up to the order of its
  * tables: with rules, that merge prunes the previous output again, which a fold does only when
  * it would change nothing (the folder tracks the samples a Prune would cut again).
@@ -39,12 +40,13 @@ void ap_pprof_folder_free(ap_pprof_folder *f);
  * spent (it may hold part of the inputs): free it. */
 int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
                          const ap_pprof_limits *limits, const ap_pprof_pruner *pruner,
-                         uint8_t **out, size_t *out_len, ap_pprof_fold_stats *stats,
+                         const uint8_t **out, size_t *out_len, ap_pprof_fold_stats *stats,
                          ap_pprof_error *err);
 
-/* Segment size (protobuf bytes) a fold aims at, and the share of appended segments past which
- * the next fold lays the whole profile out again (a compaction). */
+/* Segment size (protobuf bytes) a fold aims at. A fold lays the whole profile out again (a
+ * compaction: hottest samples first, tables in fewer segments) once the segments appended since
+ * the last layout hold as many bytes as that layout did: the base has doubled, so compactions
+ * cost O(log) layouts over the base's growth. */
 #define AP_PPROF_FOLD_SEGMENT (4u << 10)
-#define AP_PPROF_FOLD_COMPACT 4 /* appended bytes > total / 4 */
 
 #endif
