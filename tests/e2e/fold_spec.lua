@@ -1,8 +1,11 @@
 -- Specs of the worker's fold (autopgo.merge_pass folding batches into the base through
 -- autopgo.merging.fold) against the Go reference: after passes that fold, compact and start again
 -- from a base written by the full merge, the base is what Go's Merge (+ Prune, Compact) of every
--- upload gives, over a real file store.
+-- upload gives, over a real file store; and after `kill -9` of a server whose worker is folding
+-- and compacting, every upload is in it exactly once.
 local support = require "tests.lua.support"
+local httpc = require "tests.lua.httpc"
+local serverproc = require "tests.e2e.serverproc"
 local goref = require "tests.e2e.goref"
 local blob = require "autopgo.blob"
 local bus = require "autopgo.bus"
@@ -68,6 +71,8 @@ local function setup(dir, opts)
 end
 
 describe("folding", function()
+  after_each(function() support.run(serverproc.cleanup) end)
+
   it("gives Go's merge of every upload over passes that fold, extend and compact", function()
     run(function()
       goref.ensure()
@@ -174,5 +179,44 @@ describe("folding", function()
       assert.equals("CLOSED", again)
       support.rm_rf(dir)
     end, 120000)
+  end)
+
+  it("counts every upload exactly once after kill -9 while folding and compacting", function()
+    run(function()
+      goref.ensure()
+      local dir = support.tmpdir()
+      -- mostly new stacks in every upload: the base doubles several times (compactions)
+      local ups = uploads(dir, 100, 24, { "-paths", "40000" })
+      local s
+      local function upload(i)
+        local res = httpc.request(s.port, "POST", "/api/profile/app", { body = ups[i].body })
+        assert.equals(201, res.status)
+      end
+      -- Three lives of the server: uploads one at a time, each answered before the next, then a
+      -- kill -9 right after the last answer of the first two lives, while the worker merges.
+      for life = 0, 2 do
+        s = serverproc.start(dir)
+        for i = life * 8 + 1, life * 8 + 8 do upload(i) end
+        if life < 2 then serverproc.kill(s) end
+      end
+      serverproc.wait_until("every staged upload is merged", function()
+        return #serverproc.files(s, "app/staging") == 0
+      end, 120000)
+      local folded = 0
+      for n in httpc.request(s.port, "GET", "/metrics").body:gmatch("autopgo_merges_folded_total{[^}]*} (%d+)") do
+        folded = folded + tonumber(n)
+      end
+      assert.is_true(folded > 0, "no batch was folded")
+      local base = httpc.request(s.port, "GET", "/api/profile/app")
+      assert.equals(200, base.status)
+      support.write_file(dir .. "/served.pgo", base.body)
+      local files = {}
+      for i, u in ipairs(ups) do files[i] = u.path end
+      goref.merge(dir .. "/go.pgo", files, { compatibilize = true })
+      assert.is_true(goref.canon(dir .. "/served.pgo") == goref.canon(dir .. "/go.pgo"),
+        "the served profile differs from Go's merge of every upload (lost or counted twice)")
+      assert.equals(0, (serverproc.stop(s)))
+      support.rm_rf(dir)
+    end, 600000)
   end)
 end)
