@@ -2,7 +2,8 @@
 # Folds (core/pprof/fold.c, through `pproftool fold`: one fold per upload into a base, segments
 # deflated again only where they changed, compactions on the way) against the Go reference: the
 # result must be canonically equal to pprofmerge of the base and every upload, read as an
-# ordinary gzip, and give `go tool preprofile` the same edges. With prune rules the reference is
+# ordinary gzip, and give `go tool pprof -top` the same table and `go tool preprofile` the same
+# edges. With prune rules the reference is
 # the original worker's sequence (each step Prune + Compact of the previous result and the next
 # upload, so earlier uploads are pruned again), and folds fall back to a full merge where a
 # Prune would cut again. A base written by today's one merge (`autopgo merge`) is folded into.
@@ -67,6 +68,11 @@ fold_case() {
         return
     fi
     if [ -x "$go123" ]; then
+        if ! cmp -s <("$go123" tool pprof -top -nodecount=40 "$a" 2>&1 | grep -v '^File:') \
+            <("$go123" tool pprof -top -nodecount=40 "$g" 2>&1 | grep -v '^File:'); then
+            bad "$name: go tool pprof -top differs"
+            return
+        fi
         "$go123" tool preprofile -i "$a" -o "$a.pre" 2>"$a.pre.err"
         local ra=$?
         "$go123" tool preprofile -i "$g" -o "$g.pre" 2>"$g.pre.err"
