@@ -47,6 +47,6 @@ int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_
  * compaction: hottest samples first, tables in fewer segments) once the segments appended since
  * the last layout hold as many bytes as that layout did: the base has doubled, so compactions
  * cost O(log) layouts over the base's growth. */
-#define AP_PPROF_FOLD_SEGMENT (4u << 10)
+#define AP_PPROF_FOLD_SEGMENT (2u << 10)
 
 #endif
