@@ -13,6 +13,12 @@
 -- does not parse is kept aside there too, counted and logged, and a new base is started from
 -- the staged uploads (see "Merging" in README.md).
 --
+-- A batch is folded into the base (autopgo.merging.fold) when the pass holds a folder over that
+-- very base (by its sha256) and rules: one made at the previous commit of this process, or made
+-- over the base read from the store (which costs what a full merge costs, once). The folder lives
+-- in memory only and is taken up again only once its result is committed, so what the store
+-- holds, the ledger and the commit point are the same whichever way a batch was merged.
+--
 -- With history (autopgo.history), each batch also goes into the time segments of its uploads
 -- before the base is committed, so a staged key the base's ledger holds is in its segment too:
 -- profile.merged (which deletes it) is only announced once both hold it.
@@ -39,6 +45,9 @@ M.BATCH = 256 -- staged uploads per pass at most (fewer when fewer wait: the bat
 M.PAGE = 256 -- staged keys listed per request: a pass lists what it merges, not the whole backlog
 M.DECODED = 128 * 1024 * 1024 -- decoded bytes a batch holds at most (pprof info.memory)
 M.DECODERS = 8 -- uploads read and decoded at once (thread pool jobs, beside the server's validations)
+-- Folders kept (one per app, each holding its merged profile decoded): past this, another app's
+-- is dropped, to be made again (from its base, as a full merge costs) when that app merges next.
+M.MAX_FOLDERS = 8
 
 local m = {
   merges = metrics.counter("autopgo_merges_total", "Merge passes by result (merged, failed).", { "result" }),
@@ -52,6 +61,9 @@ local m = {
   size = metrics.gauge("autopgo_profile_size_bytes", "Size of the merged profile, per app.", { "app" }),
   corrupt = metrics.counter("autopgo_corrupt_bases_total",
     "Merged profiles that no longer parsed, moved to {app}/rejected/ (a new base was started)."),
+  folded = metrics.counter("autopgo_merges_folded_total",
+    "Merge passes that folded the batch into the base (compressing again only what changed).",
+    { "compacted" }),
   ledgers = metrics.counter("autopgo_ledger_errors_total",
     "Merge passes failed because a base's ledger could not be read."),
 }
@@ -73,7 +85,7 @@ function M.new(o)
     policy = assert(o.policy, "merge_pass: policy"), history = o.history,
     batch_limit = o.batch_limit or M.BATCH, batch_bytes = o.batch_bytes or 256 * 1024 * 1024,
     stopping = o.stopping or function() return false end,
-    announced = {}, announced_n = 0, bases = {}, deleting = {}, doomed = { first = 1, last = 0 },
+    announced = {}, announced_n = 0, bases = {}, deleting = {}, doomed = { first = 1, last = 0 }, folders = {},
   }, Pass)
 end
 
@@ -115,6 +127,7 @@ end
 --- Forgets what is remembered of app's base (the app was deleted).
 function Pass:forget_app(app)
   self.bases[app] = nil
+  self:drop_folder(app)
   m.size:remove({ app = app })
 end
 
@@ -216,6 +229,51 @@ function M.close_inputs(staged)
   end
 end
 
+-- Which rules a folder was made with (a folder folds with the rules it pruned its base with).
+local function rules_key(rules)
+  local parts = {}
+  for i, r in ipairs(rules or {}) do parts[i] = (r.drop or "") .. "\1" .. (r.keep or "") end
+  return table.concat(parts, "\2")
+end
+
+function Pass:drop_folder(app)
+  local held = self.folders[app]
+  self.folders[app] = nil
+  if held then held.folder:close() end
+end
+
+-- Folds the staged batch into a folder over base (the app's own when it is over this base and
+-- these rules, else a new one): the result of merging.fold with .folder, the folder to keep once
+-- the result is committed, or nil when the batch is to be merged in full.
+function Pass:fold(app, base, staged, rules, scales)
+  local key = base.hash .. "\0" .. rules_key(rules)
+  local held = self.folders[app]
+  self.folders[app] = nil -- taken: given back by the commit of its result
+  if held and held.key ~= key then
+    held.folder:close()
+    held = nil
+  end
+  if not held then
+    local folder, err = merging.folder(base.body, rules)
+    if not folder then
+      log.debug("cannot fold into the merged profile; merging in full", "app", app, "error", err)
+      return nil
+    end
+    held = { folder = folder }
+  end
+  local inputs = {}
+  for i, s in ipairs(staged) do inputs[i] = s.input end
+  local res, err = merging.fold(held.folder, inputs, rules, scales)
+  if not res then
+    held.folder:close()
+    log.debug("the batch does not fold; merging in full", "app", app, "error", err)
+    return nil
+  end
+  res.folder, res.rules_key = held.folder, rules_key(rules)
+  m.folded:inc({ compacted = tostring(res.summary.fold.compacted) })
+  return res
+end
+
 -- Merges base (bytes or nil) with the staged batch (apply_policy's items, oldest first) under
 -- the app's rules. Poison is rejected and left out. Returns the result (autopgo.merging's, plus keys: the
 -- staged keys in it, and corrupt: true when the base did not parse and was set aside), or
@@ -223,7 +281,7 @@ end
 -- empty batch after rejections gives nil, nil, "EMPTY".
 function Pass:merge_batch(app, base, staged)
   local rules = self.policy:rules_for(app)
-  local corrupt = false
+  local corrupt, foldable = false, true
   while true do
     if #staged == 0 then return nil, nil, "EMPTY" end
     -- Base first, then the uploads oldest first: the order the original's one-by-one merges add up to.
@@ -237,7 +295,12 @@ function Pass:merge_batch(app, base, staged)
       scales[#scales + 1] = s.scale
       scaled = scaled or s.scale ~= 1
     end
-    local res, err, code, failure = merging.merge(inputs, rules, scaled and scales or nil)
+    local res, err, code, failure
+    if base and foldable then
+      res = self:fold(app, base, staged, rules, scaled and { table.unpack(scales, 2) } or nil)
+      foldable = res ~= nil -- after a batch that did not fold, this pass merges in full
+    end
+    if not res then res, err, code, failure = merging.merge(inputs, rules, scaled and scales or nil) end
     if res then
       res.keys = {}
       for i, s in ipairs(staged) do res.keys[i] = s.key end
@@ -354,7 +417,19 @@ function Pass:commit(app, base, res, contents)
   local lok, lerr, lcode = store:put(keys.ledger(app, res.sha256), doc, { content_type = "application/json" })
   if not lok then return nil, lerr, lcode end
   local opts = base and { if_match = base.etag } or { if_none_match = "*" }
-  return store:put(keys.base(app), res.bytes, opts)
+  local put, perr, pcode = store:put(keys.base(app), res.bytes, opts)
+  if put and res.folder then
+    -- the folder now holds what the store holds: the next batch of the app folds into it
+    self:drop_folder(app)
+    local n = 0
+    for _ in pairs(self.folders) do n = n + 1 end
+    if n >= M.MAX_FOLDERS then self:drop_folder((next(self.folders))) end
+    self.folders[app] = { folder = res.folder, key = res.sha256 .. "\0" .. res.rules_key }
+  elseif res.folder then
+    res.folder:close()
+  end
+  res.folder = nil
+  return put, perr, pcode
 end
 
 -- The oldest staged uploads of app that base (state or false) does not hold: lists the staging
