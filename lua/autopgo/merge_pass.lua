@@ -264,7 +264,7 @@ end
 -- The batch staged (apply_policy's items) merged once, each under its scale, as a decoded
 -- profile, or nil when there is no point (one upload) or it does not merge: the uploads then go
 -- in one by one through merge_batch, which rejects what must be.
-function Pass:merge_once(staged)
+local function merge_once(staged)
   if #staged < 2 then return nil end
   local inputs, scales = {}, {}
   for i, s in ipairs(staged) do
@@ -536,7 +536,7 @@ function Pass:run(app)
       local more = seen.more or left
       -- With history the batch goes into the base and into its segment: it is merged once and
       -- both fold that (history.add takes it), else the base merges the uploads themselves.
-      local whole = self.history and self:merge_once(staged)
+      local whole = self.history and merge_once(staged)
       local res, merr, mcode
       if whole then
         res = self:fold_whole(app, base, staged, whole)
