@@ -155,8 +155,10 @@ end
 -- hook's output when there is one; info its pprof info when known; scale its normalization weight)
 -- to the segments of their capture times; each segment commits on its own, and an upload its
 -- segment's manifest already lists is never added again. Uploads captured before the retention
--- cutoff are left out. Returns true or nil, err, code.
-function History:add(app, items)
+-- cutoff are left out. whole (optional) is the merge of every item's input under its scale (the
+-- pass merges its batch once): when all items go into one segment that holds none of them yet, the
+-- segment folds whole instead of merging the items again. Returns true or nil, err, code.
+function History:add(app, items, whole)
   local groups, order = {}, {}
   for _, item in ipairs(items) do
     local info, err, code = item.info, nil, nil
@@ -180,16 +182,18 @@ function History:add(app, items)
     end
   end
   table.sort(order)
+  if not (#order == 1 and #groups[order[1]] == #items) then whole = nil end
   for _, start in ipairs(order) do
-    local ok, err, code = self:commit_segment(app, start, groups[start])
+    local ok, err, code = self:commit_segment(app, start, groups[start], whole)
     if not ok then return nil, err, code end
   end
   return true
 end
 
 -- Merges entries not yet in segment start into it: the new profile object first, then the
--- manifest with a conditional write (the commit point), then the old object is deleted.
-function History:commit_segment(app, start, entries)
+-- manifest with a conditional write (the commit point), then the old object is deleted. whole
+-- (optional) is the merge of every entry's input: used when the segment holds none of them yet.
+function History:commit_segment(app, start, entries, whole)
   local store, seglen = self.store, self.seglen
   for _ = 1, M.MAX_ATTEMPTS do
     local doc, etag, code = self:read_manifest(app, start)
@@ -217,9 +221,15 @@ function History:commit_segment(app, start, entries)
       scales[1] = 1
     end
     for _, e in ipairs(new) do
-      inputs[#inputs + 1] = e.input
-      scales[#scales + 1] = e.scale
+      if not whole or #new < #entries then
+        inputs[#inputs + 1] = e.input
+        scales[#scales + 1] = e.scale
+      end
       uploads[#uploads + 1] = e
+    end
+    if whole and #new == #entries then
+      inputs[#inputs + 1] = whole
+      scales[#scales + 1] = 1
     end
     local res, merr, mcode = merging.merge(inputs, nil, scales)
     if not res then return nil, merr, mcode end

@@ -324,6 +324,38 @@ function Pass:merge_batch(app, base, staged)
   end
 end
 
+-- The batch staged (apply_policy's items) merged once, each under its scale, as a decoded
+-- profile, or nil when there is no point (one upload) or it does not merge: the uploads then go
+-- in one by one through merge_batch, which rejects what must be.
+local function merge_once(staged)
+  if #staged < 2 then return nil end
+  local inputs, scales = {}, {}
+  for i, s in ipairs(staged) do
+    inputs[i], scales[i] = s.input, s.scale
+  end
+  local res, err = merging.merge(inputs, nil, scales, true)
+  if not res then
+    log.debug("the batch does not merge on its own; merging its uploads one by one", "error", err)
+    return nil
+  end
+  return res.profile
+end
+
+-- merge_batch of base with whole (merge_once's profile of staged) as its one input. Returns its
+-- result with the keys and items of staged, or nil when whole is refused (an upload has nothing
+-- in common with the base: merge_batch of the uploads themselves finds and rejects it) or the
+-- merge fails (merge_batch of the uploads tells why).
+function Pass:fold_whole(app, base, staged, whole)
+  local refused = false
+  -- merge_batch rejects a refused input; the batch is no staged upload, so it is only noted
+  local proxy = setmetatable({ reject = function() refused = true return true end }, { __index = self })
+  local res = Pass.merge_batch(proxy, app, base, { { input = whole, scale = 1 } })
+  if not res or refused then return nil end
+  res.keys, res.items = {}, staged
+  for i, s in ipairs(staged) do res.keys[i] = s.key end
+  return res
+end
+
 -- The base does not parse: read it again (a store may have handed back a short read), and when
 -- it is still the same bytes keep it aside under rejected/ with the reason, count it and say so.
 function Pass:base_corrupt(app, base, err)
@@ -577,9 +609,24 @@ function Pass:run(app)
         return nil, left, acode
       end
       local more = seen.more or left
-      local res, merr, mcode = self:merge_batch(app, base, staged)
-      if not res then
+      -- With history the batch goes into the base and into its segment: it is merged once and
+      -- both fold that (history.add takes it), else the base merges the uploads themselves.
+      local whole = self.history and merge_once(staged)
+      local res, merr, mcode
+      if whole then
+        res = self:fold_whole(app, base, staged, whole)
+        if not res then
+          whole:close()
+          whole = nil
+        end
+      end
+      local function close_all()
         M.close_inputs(staged)
+        if whole then whole:close() end
+      end
+      if not res then res, merr, mcode = self:merge_batch(app, base, staged) end
+      if not res then
+        close_all()
         if mcode ~= "EMPTY" then
           m.merges:inc({ result = "failed" })
           return nil, merr, mcode
@@ -591,9 +638,9 @@ function Pass:run(app)
         for _, k in ipairs(res.keys) do contents[#contents + 1] = k end
         table.sort(contents)
         if self.history then
-          local hok, herr, hcode = self.history:add(app, res.items)
+          local hok, herr, hcode = self.history:add(app, res.items, whole)
           if not hok then
-            M.close_inputs(staged)
+            close_all()
             m.merges:inc({ result = "failed" })
             return nil, herr, hcode
           end
@@ -602,7 +649,7 @@ function Pass:run(app)
             -- default.pgo is a view of the history: what was just merged only counts through it
             local vres, verr, vcode = self.history:merge_view(app, view, self.policy:rules_for(app))
             if not vres and vcode ~= "NOT_FOUND" then
-              M.close_inputs(staged)
+              close_all()
               m.merges:inc({ result = "failed" })
               return nil, verr, vcode
             end
@@ -610,14 +657,14 @@ function Pass:run(app)
               vres.keys, vres.items, vres.corrupt = res.keys, res.items, res.corrupt
               res = vres
             else
-              M.close_inputs(staged)
+              close_all()
               local ok, eerr, ecode = self:empty_view(app, base, res.keys)
               if not ok then return nil, eerr, ecode end
               return true, #res.keys, more
             end
           end
         end
-        M.close_inputs(staged)
+        close_all()
         local put, perr, pcode = self:commit(app, base, res, contents)
         if put then
           local secs = (uv.hrtime() - started) / 1e9

@@ -21,6 +21,7 @@ local function run(inputs, opts)
     if not ok then cb(nil, e, nil, nil, { code = c, message = fail.message(e) }) end
   end)
   if err then return nil, err, failure and failure.code or async.error_code(err), failure end
+  if opts.output == "profile" then return { profile = out, summary = summary } end
   return { bytes = out, sha256 = summary.sha256, summary = summary }
 end
 
@@ -28,9 +29,11 @@ end
 -- rules (a list of {drop=, keep=}, may be nil or empty); scales (optional, one number per input)
 -- scales each input first exactly as Go's Profile.Scale. Returns the result { bytes, sha256,
 -- summary }, or nil, err, code, failure where failure is { code, message, input, other } with
--- 1-based input indices (input is absent when no input is to blame).
-function M.merge(inputs, rules, scales)
-  local opts = { level = M.GZIP_LEVEL, limits = limits.profile }
+-- 1-based input indices (input is absent when no input is to blame). With as_profile the result
+-- is { profile (a decoded profile object, not encoded: the caller closes it), summary } instead,
+-- for a merge whose output only feeds other merges.
+function M.merge(inputs, rules, scales, as_profile)
+  local opts = { level = M.GZIP_LEVEL, limits = limits.profile, output = as_profile and "profile" or nil }
   if rules and #rules > 0 then opts.prune = rules end
   if scales then opts.scales = scales end
   return run(inputs, opts)

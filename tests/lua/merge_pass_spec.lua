@@ -10,6 +10,7 @@ local history = require "autopgo.history"
 local json = require "autopgo.json"
 local keys = require "autopgo.keys"
 local merge_pass = require "autopgo.merge_pass"
+local merging = require "autopgo.merging"
 local policy = require "autopgo.policy"
 local worker = require "autopgo.worker"
 local crypto = require("autopgo.core").crypto
@@ -147,6 +148,55 @@ describe("merge_pass", function()
       merge_pass.PAGE = 16
       drain(setup { batch = 8, url = "file://" .. dir })
     end, 120000)
+  end)
+
+  it("with history merges a batch once, the base and its segment folding it alike", function()
+    run(function()
+      local e = setup { batch = 8, history = true }
+      stage(e, 2, 0)
+      assert(e.pass:run("app"))
+      -- inputs handed to the merge in the next pass: the batch of 5 once, then base + batch and
+      -- segment + batch (not the 5 uploads twice)
+      stage(e, 5, 10)
+      local real, inputs = merging.merge, {}
+      merging.merge = function(list, ...)
+        inputs[#inputs + 1] = #list
+        return real(list, ...)
+      end
+      local ok, n = pcall(function() return select(2, assert(e.pass:run("app"))) end)
+      merging.merge = real
+      assert(ok, n)
+      assert.equals(5, n)
+      assert.same({ 5, 2, 2 }, inputs)
+      assert.same({ 7 }, profiles.counts(assert(e.store:get(keys.base("app"))).body))
+      local segs = assert(e.history:segments("app"))
+      assert.equals(1, #segs)
+      assert.equals(7, #segs[1].doc.uploads)
+      local seg = assert(e.store:get(keys.segment_object("app", 3600, segs[1].start, segs[1].doc.profile)))
+      assert.same({ 7 }, profiles.counts(seg.body))
+    end)
+  end)
+
+  it("with history rejects a batch the base has nothing in common with, one upload at a time", function()
+    run(function()
+      local e = setup { batch = 8, history = true }
+      stage(e, 1, 0)
+      assert(e.pass:run("app"))
+      local heap = profiles.file("edge/heap-sample-types.pb.gz")
+      local bad = { keys.staging("app", (T0 + 10) * NS + 20), keys.staging("app", (T0 + 10) * NS + 21) }
+      for _, key in ipairs(bad) do assert(e.store:put(key, heap, { if_none_match = "*" })) end
+      local ok, n = e.pass:run("app")
+      assert(ok, n)
+      e.pass:flush()
+      for _, key in ipairs(bad) do
+        local reason = assert(e.store:get(keys.reason_of(keys.rejected("app", key:match("[^/]+$"))))).body
+        assert.matches("INCOMPATIBLE", reason)
+      end
+      assert.same({}, assert(e.store:list(keys.staging_prefix("app"))))
+      assert.same({ 1 }, profiles.counts(assert(e.store:get(keys.base("app"))).body))
+      local segs = assert(e.history:segments("app"))
+      assert.equals(1, #segs[1].doc.uploads)
+    end)
   end)
 
   it("handles the event of an upload already merged with a stat, no listing", function()
