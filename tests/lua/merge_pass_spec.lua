@@ -158,13 +158,18 @@ describe("merge_pass", function()
       -- inputs handed to the merge in the next pass: the batch of 5 once, then base + batch and
       -- segment + batch (not the 5 uploads twice)
       stage(e, 5, 10)
-      local real, inputs = merging.merge, {}
+      -- (the base is folded: the folder holds the base, the batch is its one input)
+      local real, real_fold, inputs = merging.merge, merging.fold, {}
       merging.merge = function(list, ...)
         inputs[#inputs + 1] = #list
         return real(list, ...)
       end
+      merging.fold = function(folder, list, ...)
+        inputs[#inputs + 1] = 1 + #list
+        return real_fold(folder, list, ...)
+      end
       local ok, n = pcall(function() return select(2, assert(e.pass:run("app"))) end)
-      merging.merge = real
+      merging.merge, merging.fold = real, real_fold
       assert(ok, n)
       assert.equals(5, n)
       assert.same({ 5, 2, 2 }, inputs)
