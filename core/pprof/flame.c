@@ -1,6 +1,6 @@
-/* The flame graph and top table of a profile as JSON for the web view (see flame.h): one pass
- * over the samples builds a call tree keyed by (parent, function name), then the heaviest nodes
- * are kept up to a node budget and the rest folded into "(other)". */
+/* The flame graph and top table of a profile as JSON for the web view (see flame.h): the call
+ * tree by function name is built from the distinct stacks sorted by their frames, then the
+ * heaviest nodes are kept up to a node budget and the rest folded into "(other)". */
 #include "flame.h"
 
 #include <inttypes.h>
@@ -266,119 +266,173 @@ static void stacks_free(stacks *st)
 
 /* ---- the call tree ---- */
 
+/* Built without a hash table: the distinct stacks' frame sequences (root first) are sorted, so
+ * stacks sharing a prefix are neighbours and each new stack only adds the frames past its common
+ * prefix with the previous one. The nodes come out in depth-first order, written sequentially,
+ * and a node's total is added into its parent's when its subtree is complete. */
+
 typedef struct {
     uint32_t parent, name, depth, nchild;
     int64_t total, self;
 } node;
 
 typedef struct {
-    uint32_t parent, name, node; /* node + 1, 0 for an empty slot */
-} tslot;
-
-typedef struct {
     node *nodes;
-    uint32_t n, cap;
-    tslot *slots;    /* open addressing on (parent, name), the key beside the node: one miss */
-    uint32_t nslots; /* a power of two */
+    uint32_t n;
 } tree;
 
-static uint32_t edge_slot(uint32_t parent, uint32_t name, uint32_t nslots)
+/* The frames of every distinct stack, root first: f[off[u] .. off[u + 1]), as name id + 1. */
+typedef struct {
+    uint32_t *f, *off;
+} seqs;
+
+static uint32_t seq_key(const seqs *s, uint32_t u, uint32_t d)
 {
-    return (uint32_t)ap_mix64(((uint64_t)parent << 32 | name) ^ AP_H1, AP_H2) & (nslots - 1);
+    return s->off[u] + d < s->off[u + 1] ? s->f[s->off[u] + d] : 0;
 }
 
-static int tree_grow_slots(tree *t)
+/* Frames u and w share from depth d on (both are equal before d). */
+static uint32_t seq_common(const seqs *s, uint32_t u, uint32_t w, uint32_t d)
 {
-    uint32_t ns = t->nslots ? t->nslots * 2 : 1024;
-    tslot *slots = calloc(ns, sizeof *slots);
-    if (!slots) return -1;
-    for (uint32_t i = 0; i < t->nslots; i++) {
-        if (!t->slots[i].node) continue;
-        uint32_t s = edge_slot(t->slots[i].parent, t->slots[i].name, ns);
-        while (slots[s].node) s = (s + 1) & (ns - 1);
-        slots[s] = t->slots[i];
-    }
-    free(t->slots);
-    t->slots = slots;
-    t->nslots = ns;
-    return 0;
+    uint32_t lu = s->off[u + 1] - s->off[u], lw = s->off[w + 1] - s->off[w];
+    uint32_t n = lu < lw ? lu : lw;
+    const uint32_t *a = s->f + s->off[u], *b = s->f + s->off[w];
+    while (d < n && a[d] == b[d]) d++;
+    return d;
 }
 
-/* The child `name` of `parent`, created when missing; UINT32_MAX when out of memory. */
-static uint32_t tree_child(tree *t, uint32_t parent, uint32_t name)
+static int seq_less(const seqs *s, uint32_t u, uint32_t w, uint32_t d)
 {
-    uint32_t s = edge_slot(parent, name, t->nslots);
-    for (;;) {
-        const tslot *e = &t->slots[s];
-        if (!e->node) break;
-        if (e->parent == parent && e->name == name) return e->node - 1;
-        s = (s + 1) & (t->nslots - 1);
+    d = seq_common(s, u, w, d);
+    return seq_key(s, u, d) < seq_key(s, w, d);
+}
+
+/* Multikey quicksort (Bentley and Sedgewick) of the stacks a[0 .. n), equal before depth d;
+ * k[i] holds a[i]'s frame at depth d when `have`. */
+static void seq_sort(const seqs *s, uint32_t *a, uint32_t *k, size_t n, uint32_t d, int have)
+{
+    while (n > 1) {
+        if (n < 12) {
+            for (size_t i = 1; i < n; i++)
+                for (size_t j = i; j > 0 && seq_less(s, a[j], a[j - 1], d); j--) {
+                    uint32_t t = a[j];
+                    a[j] = a[j - 1];
+                    a[j - 1] = t;
+                }
+            return;
+        }
+        if (!have)
+            for (size_t i = 0; i < n; i++) k[i] = seq_key(s, a[i], d);
+        uint32_t x = k[0], y = k[n / 2], z = k[n - 1];
+        uint32_t p = x < y ? (y < z ? y : x < z ? z : x) : (x < z ? x : y < z ? z : y);
+        size_t lt = 0, i = 0, gt = n;
+        while (i < gt) {
+            uint32_t ta, tk;
+            if (k[i] < p) {
+                ta = a[lt], a[lt] = a[i], a[i] = ta;
+                tk = k[lt], k[lt] = k[i], k[i] = tk;
+                lt++, i++;
+            } else if (k[i] > p) {
+                gt--;
+                ta = a[gt], a[gt] = a[i], a[i] = ta;
+                tk = k[gt], k[gt] = k[i], k[i] = tk;
+            } else {
+                i++;
+            }
+        }
+        seq_sort(s, a, k, lt, d, 1);
+        seq_sort(s, a + gt, k + gt, n - gt, d, 1);
+        if (p == 0) return; /* the equal ones end here: the same frames */
+        a += lt, k += lt, n = gt - lt, d++, have = 0;
     }
-    if (t->n == UINT32_MAX - 1) return UINT32_MAX;
-    if (t->n == t->cap) {
-        uint32_t cap = t->cap * 2;
-        node *nn = realloc(t->nodes, (size_t)cap * sizeof *nn);
-        if (!nn) return UINT32_MAX;
-        t->nodes = nn;
-        t->cap = cap;
-    }
-    uint32_t i = t->n++;
-    t->nodes[i] = (node){.parent = parent, .name = name, .depth = t->nodes[parent].depth + 1};
-    t->nodes[parent].nchild++;
-    t->slots[s] = (tslot){.parent = parent, .name = name, .node = i + 1};
-    if ((uint64_t)t->n * 4 > (uint64_t)t->nslots * 3) {
-        if (tree_grow_slots(t)) return UINT32_MAX;
-    }
-    return i;
 }
 
 static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, const stacks *st,
                       ap_pprof_error *err)
 {
-    /* sized for every frame of every stack (a bound on the nodes), so neither the nodes nor the
-     * table grow while the tree is built */
-    uint64_t bound = 1;
+    seqs s = {0};
+    uint32_t *a = NULL, *k = NULL, *path = NULL;
+    uint64_t nframes = 0;
+    uint32_t maxlen = 0;
     for (uint32_t u = 0; u < st->n; u++) {
-        const ap_pprof_sample *s = &p->samples[st->sample[u]];
-        const uint32_t *locs = ap_pprof_sample_locs(p, s);
-        for (uint32_t j = 0; j < s->nloc; j++)
-            bound += nm->loc_off[locs[j] + 1] - nm->loc_off[locs[j]];
+        const ap_pprof_sample *sm = &p->samples[st->sample[u]];
+        const uint32_t *locs = ap_pprof_sample_locs(p, sm);
+        uint32_t len = 0;
+        for (uint32_t j = 0; j < sm->nloc; j++)
+            len += nm->loc_off[locs[j] + 1] - nm->loc_off[locs[j]];
+        nframes += len;
+        if (len > maxlen) maxlen = len;
     }
-    if (bound >= UINT32_MAX / 2) bound = UINT32_MAX / 2;
-    t->cap = bound < 1024 ? 1024 : (uint32_t)bound;
-    t->nodes = malloc((size_t)t->cap * sizeof *t->nodes);
-    uint64_t ns = 1024;
-    while (ns * 3 < bound * 4 && ns < (1u << 31)) ns *= 2;
-    t->nslots = (uint32_t)ns;
-    t->slots = calloc(ns, sizeof *t->slots);
-    if (!t->nodes || !t->slots) goto nomem;
+    if (nframes >= UINT32_MAX / 2)
+        return ap_pprof_fail(err, AP_PPROF_ETOOLARGE,
+                             "the profile has too many frames for a call tree");
+    s.off = malloc(((size_t)st->n + 1) * sizeof *s.off);
+    s.f = malloc((size_t)(nframes ? nframes : 1) * sizeof *s.f);
+    a = malloc((size_t)(st->n ? st->n : 1) * sizeof *a);
+    k = malloc((size_t)(st->n ? st->n : 1) * sizeof *k);
+    path = malloc(((size_t)maxlen + 1) * sizeof *path);
+    /* at most one node per frame: pages past the ones written are never touched */
+    t->nodes = malloc(((size_t)nframes + 1) * sizeof *t->nodes);
+    if (!s.off || !s.f || !a || !k || !path || !t->nodes) goto nomem;
+    uint32_t q = 0;
+    for (uint32_t u = 0; u < st->n; u++) {
+        const ap_pprof_sample *sm = &p->samples[st->sample[u]];
+        const uint32_t *locs = ap_pprof_sample_locs(p, sm);
+        s.off[u] = q;
+        /* root first: the last location, and in each location its outermost line first */
+        for (uint32_t j = sm->nloc; j-- > 0;)
+            for (uint32_t r = nm->loc_off[locs[j]]; r < nm->loc_off[locs[j] + 1]; r++)
+                s.f[q++] = nm->ids[r] + 1;
+        a[u] = u;
+    }
+    s.off[st->n] = q;
+    seq_sort(&s, a, k, st->n, 0, 0);
+    free(k);
+    k = NULL;
+
     t->nodes[0] = (node){.parent = UINT32_MAX, .name = UINT32_MAX};
     t->n = 1;
-    for (uint32_t u = 0; u < st->n; u++) {
-        const ap_pprof_sample *s = &p->samples[st->sample[u]];
-        int64_t v = st->value[u];
-        const uint32_t *locs = ap_pprof_sample_locs(p, s);
-        uint32_t cur = 0;
-        t->nodes[0].total = ap_add_wrap(t->nodes[0].total, v);
-        /* root first: the last location, and in each location its outermost line first */
-        for (uint32_t j = s->nloc; j-- > 0;) {
-            for (uint32_t q = nm->loc_off[locs[j]]; q < nm->loc_off[locs[j] + 1]; q++) {
-                cur = tree_child(t, cur, nm->ids[q]);
-                if (cur == UINT32_MAX) goto nomem;
-                t->nodes[cur].total = ap_add_wrap(t->nodes[cur].total, v);
-            }
+    path[0] = 0;
+    uint32_t depth = 0; /* of the last stack's leaf: path[0 .. depth] is its path */
+    for (uint32_t i = 0; i < st->n; i++) {
+        uint32_t u = a[i], len = s.off[u + 1] - s.off[u];
+        uint32_t common = i ? seq_common(&s, a[i - 1], u, 0) : 0;
+        for (; depth > common; depth--) { /* the subtree of path[depth] is complete */
+            node *x = &t->nodes[path[depth]];
+            t->nodes[x->parent].total = ap_add_wrap(t->nodes[x->parent].total, x->total);
         }
-        t->nodes[cur].self = ap_add_wrap(t->nodes[cur].self, v);
+        for (; depth < len; depth++) {
+            uint32_t par = path[depth], id = t->n++;
+            t->nodes[id] =
+                (node){.parent = par, .name = s.f[s.off[u] + depth] - 1, .depth = depth + 1};
+            t->nodes[par].nchild++;
+            path[depth + 1] = id;
+        }
+        node *leaf = &t->nodes[path[len]];
+        leaf->self = ap_add_wrap(leaf->self, st->value[u]);
+        leaf->total = ap_add_wrap(leaf->total, st->value[u]);
     }
+    for (; depth > 0; depth--) {
+        node *x = &t->nodes[path[depth]];
+        t->nodes[x->parent].total = ap_add_wrap(t->nodes[x->parent].total, x->total);
+    }
+    free(s.f);
+    free(s.off);
+    free(a);
+    free(path);
     return 0;
 nomem:
+    free(s.f);
+    free(s.off);
+    free(a);
+    free(k);
+    free(path);
     return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory building the call tree");
 }
 
 static void tree_free(tree *t)
 {
     free(t->nodes);
-    free(t->slots);
 }
 
 /* Heaviest first; among equals the shallower first, so a parent always precedes its children. */
@@ -426,8 +480,6 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
     sbuf b = {0};
     int rc = -1;
     if (tree_build(&t, p, &nm, st, err)) goto done;
-    free(t.slots);
-    t.slots = NULL;
 
     /* Keep nodes heaviest first while the kept ones and their "(other)" children fit: a
      * best-first walk from the root (a max-heap of the children of kept nodes) admits nodes in

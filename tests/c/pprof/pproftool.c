@@ -1,11 +1,16 @@
 /* A command-line driver over core/pprof for the differential tests and by-hand checks:
  *   pproftool check FILE...            decode + validate each file, print "ok ..." or the error
  *   pproftool pgo FILE                 the PGO decision ("ok, N edges" / "ok, empty" / reason)
- *   pproftool merge -o OUT [-raw] [-drop RE [-keep RE]]... FILE...   merge, prune, encode */
+ *   pproftool merge -o OUT [-raw] [-drop RE [-keep RE]]... FILE...   merge, prune, encode
+ *   pproftool views FILE [MAX_NODES [OUT]]   the web view's JSON (flame.h): sizes and seconds per
+ *                                      step; with OUT, written to OUT.flame.json and OUT.top.json
+ */
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "flame.h"
 #include "pprof.h"
 
 static int read_file(const char *path, uint8_t **data, size_t *len)
@@ -139,15 +144,60 @@ static int cmd_merge(int argc, char **argv)
     return 0;
 }
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmd_views(int argc, char **argv)
+{
+    if (argc < 1) return 2;
+    uint8_t *d;
+    size_t n;
+    if (read_file(argv[0], &d, &n)) return 2;
+    ap_pprof_error err;
+    double t0 = now();
+    ap_pprof_profile *p = ap_pprof_decode(d, n, NULL, &err);
+    free(d);
+    if (!p) {
+        printf("error: %s\n", err.msg);
+        return 1;
+    }
+    double t1 = now();
+    ap_pprof_flame_opts o = {.index = -1, .max_nodes = argc > 1 ? (uint32_t)atoi(argv[1]) : 0};
+    ap_pprof_views v;
+    if (ap_pprof_views_json(p, &o, AP_PPROF_TOP_LIMIT_ROWS, &v, &err)) {
+        printf("error: %s\n", err.msg);
+        return 1;
+    }
+    double t2 = now();
+    printf("decode %.3f s, views %.3f s: flame %zu bytes, top %zu bytes (%u rows)\n", t1 - t0,
+           t2 - t1, v.flame_len, v.top_len, v.nrows);
+    for (int i = 0; argc > 2 && i < 2; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.%s.json", argv[2], i ? "top" : "flame");
+        FILE *f = fopen(path, "wb");
+        if (!f) return 1;
+        fwrite(i ? v.top : v.flame, 1, i ? v.top_len : v.flame_len, f);
+        fclose(f);
+    }
+    ap_pprof_views_free(&v);
+    ap_pprof_profile_free(p);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: pproftool check|pgo|merge ...\n");
+        fprintf(stderr, "usage: pproftool check|pgo|merge|views ...\n");
         return 2;
     }
     if (!strcmp(argv[1], "check")) return cmd_check(argc - 2, argv + 2);
     if (!strcmp(argv[1], "pgo")) return cmd_pgo(argc - 2, argv + 2);
     if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "views")) return cmd_views(argc - 2, argv + 2);
     fprintf(stderr, "unknown command %s\n", argv[1]);
     return 2;
 }
