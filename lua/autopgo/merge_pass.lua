@@ -318,7 +318,9 @@ function Pass:commit(app, base, res, contents)
   local lok, lerr, lcode = store:put(keys.ledger(app, res.sha256), doc, { content_type = "application/json" })
   if not lok then return nil, lerr, lcode end
   local opts = base and { if_match = base.etag } or { if_none_match = "*" }
-  return store:put(keys.base(app), res.bytes, opts)
+  local put, err, code = store:put(keys.base(app), res.bytes, opts)
+  if put and self.committed then self.committed(app) end -- set by the embedded server: warms its views
+  return put, err, code
 end
 
 --- One merge pass for app: everything staged and not yet in the base goes in (up to the batch

@@ -6,6 +6,9 @@
 -- page's other request (and every later one) is answered from memory; concurrent misses share
 -- the one job. Answers carry an ETag derived from the digest. ?window= or ?from=&to= read the
 -- time window the profile history merges, as downloads do (?to= alone: a version, see versions).
+-- A version is also computed before its first visitor (View:warm): when the server learns of a new
+-- merged profile (the embedded worker committed one, or a download hashed a new version), its
+-- views and the compiler's view are computed in the background, one warm-up per app at a time.
 -- Also GET /api/profile/{app}/versions (the current profile and one per history segment) and
 -- GET /api/profile/{app}/diff?a=&b= (the compiler's decisions of two of them compared, as
 -- autopgo diff does).
@@ -34,10 +37,15 @@ local MAX_FLAMES = 4
 local View = {}
 View.__index = View
 
---- A view over an autopgo.api instance (its store and its per-version digests).
-function M.new(api)
+--- A view over an autopgo.api instance (its store and its per-version digests); o.warm: warm a
+-- version's views when the api learns of it (api.on_version).
+function M.new(api, o)
   -- jobs: the C jobs run so far (each decodes a profile)
-  return setmetatable({ api = api, cache = {}, order = {}, building = {}, jobs = 0 }, View)
+  -- warming: the apps being warmed ({ again = true } when asked again meanwhile)
+  local self = setmetatable({ api = api, cache = {}, order = {}, building = {}, jobs = 0, warming = {} }, View)
+  -- a new version's digest, learnt by a download or a view: warmed for the page
+  if o and o.warm then api.on_version = function(app) self:warm(app) end end
+  return self
 end
 
 -- An integer query parameter within lo..hi, or nil and a message for a 400.
@@ -161,6 +169,44 @@ function View:views(src, max_nodes)
   end)
   if entry then self:keep(etag, entry) end
   return entry, err, code
+end
+
+--- Computes the views of app's merged profile (flame graph, top table and, where the server has
+-- it, the compiler's view) in the background, into the same digest-keyed caches the requests
+-- read, so the first visitor of a new version finds them. Returns at once; the work is on the
+-- thread pool. One warm-up per app at a time: asked again while one runs, it runs once more after.
+-- Failures are only logged (a request meeting them again answers them).
+function View:warm(app)
+  local w = self.warming[app]
+  if w then
+    w.again = true
+    return
+  end
+  w = {}
+  self.warming[app] = w
+  async.spawn(function()
+    repeat
+      w.again = false
+      local ok, err = pcall(function()
+        local src, serr, scode = self:source(app, { query = {} })
+        if not src then return log.debug("no view to warm", "app", app, "error", tostring(serr), "code", scode) end
+        local e, verr, vcode = self:views(src, flame.default_nodes)
+        if not e then
+          return log.warn("cannot warm the views of the merged profile", "app", app, "error", tostring(verr),
+            "code", vcode)
+        end
+        if self.api.pgo then
+          local v, perr, pcode = self.api.pgo:view(app, { etag = src.etag, base = true }, src.read)
+          if not v and pcode ~= "INVALID" then
+            log.warn("cannot warm the compiler's view of the merged profile", "app", app, "error", tostring(perr),
+              "code", pcode)
+          end
+        end
+      end)
+      if not ok then log.error("warming the views failed", "app", app, "error", tostring(err)) end
+    until not w.again
+    self.warming[app] = nil
+  end)
 end
 
 -- The top table with its first `limit` rows, cut from the kept one (see ap_pprof_views_json).

@@ -14,13 +14,14 @@ local crypto = require("autopgo.core").crypto
 
 local run = support.run
 
-local function serve()
+local function serve(o)
   local url = "mem://view-" .. crypto.hex(crypto.random(5))
   local e = { store = assert(blob.open(url)) }
   local router = httpd.router()
   local a = api.new({ store = e.store, writer = assert(bus.writer(url)) })
   a:routes(router)
-  e.view = view_api.new(a)
+  e.api = a
+  e.view = view_api.new(a, o)
   e.view:routes(router)
   e.srv = assert(httpd.listen { host = "127.0.0.1", port = 0, handler = router })
   function e.get(path, headers) return httpc.request(e.srv.port, "GET", path, { headers = headers }) end
@@ -122,6 +123,63 @@ describe("view_api", function()
       end)
       view_api.MAX_BYTES = budget
       assert(ok, err)
+      e.srv:shutdown()
+    end)
+  end)
+
+  it("warms a new version's views when the server learns of it, one warm-up per app at a time", function()
+    run(function()
+      local async = require "autopgo.async"
+      local function settled(e)
+        for _ = 1, 400 do
+          if not e.view.warming.app then return end
+          async.sleep(10)
+        end
+        error("the warm-up did not finish")
+      end
+      -- without warm, a download computes no view
+      local cold = serve()
+      assert(cold.store:put(keys.base("app"), corpus("goapp-go123-cpu-1.pb.gz")))
+      assert.equals(200, cold.get("/api/profile/app").status)
+      settled(cold)
+      assert.equals(0, cold.view.jobs)
+      assert.is_nil(next(cold.api.pgo.cache))
+      cold.srv:shutdown()
+
+      local e = serve { warm = true }
+      local bytes = corpus("goapp-go123-cpu-1.pb.gz")
+      assert(e.store:put(keys.base("app"), bytes))
+      -- a download meets the version first: its views and the compiler's view are computed
+      assert.equals(200, e.get("/api/profile/app").status)
+      assert.is_truthy(e.view.warming.app)
+      settled(e)
+      assert.equals(1, e.view.jobs)
+      local digest = crypto.hex(crypto.digest("sha256", bytes))
+      assert.is_truthy(e.view.cache['"sha256:' .. digest .. '"'])
+      assert.is_truthy(next(e.api.pgo.cache))
+      -- the page's requests find them: no job more
+      assert.equals(200, e.get("/api/profile/app/flamegraph").status)
+      assert.equals(200, e.get("/api/profile/app/top?limit=200").status)
+      assert.equals(1, e.view.jobs)
+      -- asked again while running (a merge after a merge), it runs once more after, not at once
+      assert(e.store:put(keys.base("app"), corpus("goapp-go123-cpu-2.pb.gz")))
+      e.view:warm("app")
+      local running = e.view.warming.app
+      e.view:warm("app")
+      e.view:warm("app")
+      assert.equals(running, e.view.warming.app)
+      assert.is_true(running.again)
+      settled(e)
+      assert.equals(2, e.view.jobs) -- the new version, computed once
+      -- a version gone or never merged: nothing to warm, nothing kept
+      e.view.warming.nope = nil
+      e.view:warm("nope")
+      for _ = 1, 100 do
+        if not e.view.warming.nope then break end
+        async.sleep(10)
+      end
+      assert.is_nil(e.view.warming.nope)
+      assert.equals(2, e.view.jobs)
       e.srv:shutdown()
     end)
   end)
