@@ -214,11 +214,29 @@ describe("web view", function()
       upload(s, "big", big_profile())
       wait_merged(s, "goapp")
       wait_merged(s, "big", 120000)
+      -- the embedded worker's merge started warming the big version's views: /api/health is
+      -- timed meanwhile (the work is on the thread pool, not the loop)
+      local health, probing = {}, true
+      local async = require "autopgo.async"
+      local prober = async.event()
+      async.spawn(function()
+        while probing do
+          local t0 = require("luv").hrtime()
+          local h = httpc.request(s.port, "GET", "/api/health")
+          assert.equals(200, h.status)
+          health[#health + 1] = (require("luv").hrtime() - t0) / 1e6
+          async.sleep(50)
+        end
+        prober.set()
+      end)
       local features = get_json(s, "/ui/features.json")
 
       os.execute("mkdir -p '" .. logdir .. "'")
+      local node_env = { "NODE_PATH=" .. root .. "/.deps/npm/node_modules" }
       local code, out, err = exec("node", { root .. "/tests/e2e/ui_browser.js", s.url, logdir, "goapp", "big" }, 240000,
-        { "NODE_PATH=" .. root .. "/.deps/npm/node_modules" })
+        node_env)
+      probing = false
+      prober.wait()
       assert(code == 0, "the browser run failed: " .. err .. out)
       local r = assert(cjson.decode(out), out)
 
@@ -341,13 +359,25 @@ describe("web view", function()
         assert.is_true(differ, "both diffs are empty: the test compares nothing")
       end
 
-      local big, cold = r.pages.big, r.pages.bigCold
-      assert.is_true(big.flameFrames > 100 and big.topRows == 200)
-      assert.is_true(cold.flameFrames > 100 and cold.topRows == 200)
+      -- cold: the same data under a server started again, which never saw the version (no merge
+      -- happens, so nothing warms it before the page asks)
+      assert.equals(0, (serverproc.stop(s)))
+      local s2 = serverproc.start(dir)
+      code, out, err = exec("node", { root .. "/tests/e2e/ui_browser.js", s2.url, logdir, "-", "big" }, 240000,
+        node_env)
+      assert(code == 0, "the browser run failed: " .. err .. out)
+      local cold = assert(cjson.decode(out), out).pages.bigCold
+      local big, first = r.pages.big, r.pages.bigFirst
+      for _, p in ipairs { big, first, cold } do assert.is_true(p.flameFrames > 100 and p.topRows == 200) end
+      table.sort(health)
+      assert.is_true(#health > 0)
       local uptime = io.popen("uptime"):read("a"):gsub("%s+$", "")
-      local note = ("web view: app page load of a %d-byte profile (50 MB generated): %d ms cold (first request "
-        .. "for the version), %d ms warm, compiler's view in %d ms cold; corpus app: %d ms; load: %s\n")
-        :format(#support.read_file(big_profile()), cold.loadMs, big.loadMs, cold.completeMs, app.loadMs, uptime)
+      local note = ("web view: app page load of a %d-byte profile (50 MB generated): %d ms cold (a server that never "
+        .. "saw the version), %d ms on the first visit after the merge (views warmed by the server), %d ms warm; "
+        .. "compiler's view in %d ms cold, %d ms first visit; corpus app: %d ms; /api/health while warming: %d "
+        .. "requests, median %.1f ms, max %.1f ms; load: %s\n")
+        :format(#support.read_file(big_profile()), cold.loadMs, first.loadMs, big.loadMs, cold.completeMs,
+          first.completeMs, app.loadMs, #health, health[(#health + 1) // 2], health[#health], uptime)
       support.write_file(logdir .. "/ui-timing.txt", note)
       io.stderr:write(note)
     end, 420000)
