@@ -168,16 +168,16 @@ static int cmd_views(int argc, char **argv)
     double t1 = now();
     ap_pprof_flame_opts o = {.index = -1, .max_nodes = argc > 1 ? (uint32_t)atoi(argv[1]) : 0};
     ap_pprof_views v;
-    if (ap_pprof_views_json(p, &o, AP_PPROF_TOP_LIMIT_ROWS, &v, &err)) {
+    if (ap_pprof_views_json(p, &o, argc > 2 ? (uint32_t)atoi(argv[2]) : 0, &v, &err)) {
         printf("error: %s\n", err.msg);
         return 1;
     }
     double t2 = now();
     printf("decode %.3f s, views %.3f s: flame %zu bytes, top %zu bytes (%u rows)\n", t1 - t0,
            t2 - t1, v.flame_len, v.top_len, v.nrows);
-    for (int i = 0; argc > 2 && i < 2; i++) {
+    for (int i = 0; argc > 3 && i < 2; i++) {
         char path[4096];
-        snprintf(path, sizeof path, "%s.%s.json", argv[2], i ? "top" : "flame");
+        snprintf(path, sizeof path, "%s.%s.json", argv[3], i ? "top" : "flame");
         FILE *f = fopen(path, "wb");
         if (!f) return 1;
         fwrite(i ? v.top : v.flame, 1, i ? v.top_len : v.flame_len, f);
