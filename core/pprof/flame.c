@@ -271,8 +271,10 @@ static void stacks_free(stacks *st)
  * prefix with the previous one. The nodes come out in depth-first order, written sequentially,
  * and a node's total is added into its parent's when its subtree is complete. */
 
+/* Nodes are in depth-first order: a node's children are x + 1 (when it has any), then each one's
+ * end, up to the node's own end. */
 typedef struct {
-    uint32_t parent, name, depth, nchild;
+    uint32_t parent, name, nchild, end; /* end: the index just past its subtree */
     int64_t total, self;
 } node;
 
@@ -399,12 +401,12 @@ static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, const
         uint32_t common = i ? seq_common(&s, a[i - 1], u, 0) : 0;
         for (; depth > common; depth--) { /* the subtree of path[depth] is complete */
             node *x = &t->nodes[path[depth]];
+            x->end = t->n;
             t->nodes[x->parent].total = ap_add_wrap(t->nodes[x->parent].total, x->total);
         }
         for (; depth < len; depth++) {
             uint32_t par = path[depth], id = t->n++;
-            t->nodes[id] =
-                (node){.parent = par, .name = s.f[s.off[u] + depth] - 1, .depth = depth + 1};
+            t->nodes[id] = (node){.parent = par, .name = s.f[s.off[u] + depth] - 1};
             t->nodes[par].nchild++;
             path[depth + 1] = id;
         }
@@ -414,8 +416,10 @@ static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, const
     }
     for (; depth > 0; depth--) {
         node *x = &t->nodes[path[depth]];
+        x->end = t->n;
         t->nodes[x->parent].total = ap_add_wrap(t->nodes[x->parent].total, x->total);
     }
+    t->nodes[0].end = t->n;
     free(s.f);
     free(s.off);
     free(a);
@@ -435,12 +439,12 @@ static void tree_free(tree *t)
     free(t->nodes);
 }
 
-/* Heaviest first; among equals the shallower first, so a parent always precedes its children. */
+/* Heaviest first; among equals the first in depth-first order, so a parent precedes its children.
+ */
 static int heavier(const tree *t, uint32_t a, uint32_t b)
 {
     const node *x = &t->nodes[a], *y = &t->nodes[b];
     if (x->total != y->total) return x->total > y->total;
-    if (x->depth != y->depth) return x->depth < y->depth;
     return a < b;
 }
 
@@ -475,7 +479,7 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
 {
     const names nm = *nmp;
     tree t = {0};
-    uint32_t *order = NULL, *first = NULL, *next = NULL, *unkept = NULL, *stack = NULL;
+    uint32_t *first = NULL, *next = NULL, *unkept = NULL, *stack = NULL;
     uint8_t *kept = NULL, *open = NULL;
     sbuf b = {0};
     int rc = -1;
@@ -484,34 +488,26 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
     /* Keep nodes heaviest first while the kept ones and their "(other)" children fit: a
      * best-first walk from the root (a max-heap of the children of kept nodes) admits nodes in
      * the order of a sort of all of them by weight, without sorting millions of nodes. */
+    /* Arrays by node, zeroed lazily by calloc: only the pages of kept nodes are ever touched.
+     * first/next: the kept children lists (0: none, the root being no one's child); unkept: the
+     * children of a kept node not kept (yet). */
     uint32_t n = t.n;
-    uint32_t *child_off = malloc(((size_t)n + 1) * sizeof *child_off);
-    order = malloc((size_t)n * sizeof *order); /* children of each node, by child_off */
     kept = calloc(n, 1);
-    unkept = malloc((size_t)n * sizeof *unkept);
+    unkept = calloc(n, sizeof *unkept);
     uint32_t *heap = malloc((size_t)n * sizeof *heap);
-    first = malloc((size_t)n * sizeof *first);
-    next = malloc((size_t)n * sizeof *next);
-    uint32_t *last = malloc((size_t)n * sizeof *last);
-    if (!child_off || !order || !kept || !unkept || !heap || !first || !next || !last) {
-        free(child_off);
+    first = calloc(n, sizeof *first);
+    next = calloc(n, sizeof *next);
+    uint32_t *last = calloc(n, sizeof *last);
+    if (!kept || !unkept || !heap || !first || !next || !last) {
         free(heap);
         free(last);
         goto nomem;
     }
-    child_off[0] = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        child_off[i + 1] = child_off[i] + t.nodes[i].nchild;
-        unkept[i] = t.nodes[i].nchild;
-        first[i] = next[i] = UINT32_MAX;
-    }
-    for (uint32_t i = 1; i < n; i++)
-        order[child_off[t.nodes[i].parent] + --unkept[t.nodes[i].parent]] = i;
-    for (uint32_t i = 0; i < n; i++) unkept[i] = t.nodes[i].nchild;
     uint32_t nheap = 0;
     kept[0] = 1;
+    unkept[0] = t.nodes[0].nchild;
     uint32_t nkept = 1, nother = t.nodes[0].nchild > 0;
-    for (uint32_t c = child_off[0]; c < child_off[1]; c++) heap_push(&t, heap, &nheap, order[c]);
+    for (uint32_t c = 1; c < t.nodes[0].end; c = t.nodes[c].end) heap_push(&t, heap, &nheap, c);
     while (nheap > 0) {
         uint32_t x = heap_pop(&t, heap, &nheap), par = t.nodes[x].parent;
         uint32_t others = nother + (t.nodes[x].nchild > 0) - (unkept[par] == 1);
@@ -519,17 +515,17 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
         kept[x] = 1;
         nkept++;
         unkept[par]--;
+        unkept[x] = t.nodes[x].nchild;
         nother = others;
         /* kept children lists, heaviest first: the order of admission */
-        if (first[par] == UINT32_MAX)
+        if (!first[par])
             first[par] = x;
         else
             next[last[par]] = x;
         last[par] = x;
-        for (uint32_t c = child_off[x]; c < child_off[x + 1]; c++)
-            heap_push(&t, heap, &nheap, order[c]);
+        for (uint32_t c = x + 1; c < t.nodes[x].end; c = t.nodes[c].end)
+            heap_push(&t, heap, &nheap, c);
     }
-    free(child_off);
     free(heap);
     free(last);
     uint32_t *dropped = unkept;
@@ -567,7 +563,7 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
             sb_str(&b, ",\"children\":[");
             /* push children in reverse so the heaviest is written first */
             uint32_t mark = sp;
-            for (uint32_t c = first[x]; c != UINT32_MAX; c = next[c]) stack[sp++] = c;
+            for (uint32_t c = first[x]; c != 0; c = next[c]) stack[sp++] = c;
             for (uint32_t lo = mark, hi = sp - 1; sp > mark && lo < hi; lo++, hi--) {
                 uint32_t tmp = stack[lo];
                 stack[lo] = stack[hi];
@@ -579,9 +575,9 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
         sp--;
         if (dropped[x] > 0) {
             int64_t rest = ap_add_wrap(nd->total, -nd->self);
-            for (uint32_t c = first[x]; c != UINT32_MAX; c = next[c])
+            for (uint32_t c = first[x]; c != 0; c = next[c])
                 rest = ap_add_wrap(rest, -t.nodes[c].total);
-            if (first[x] != UINT32_MAX) sb_str(&b, ",");
+            if (first[x] != 0) sb_str(&b, ",");
             sb_str(&b, "{\"name\":\"(other)\",\"value\":");
             sb_int(&b, rest);
             sb_str(&b, ",\"self\":");
@@ -606,7 +602,6 @@ nomem:
 done:
     free(b.buf);
     tree_free(&t);
-    free(order);
     free(kept);
     free(unkept);
     free(first);
