@@ -8,7 +8,7 @@
 -- time window the profile history merges, as downloads do (?to= alone: a version, see versions).
 -- A version is also computed before its first visitor (View:warm): when the server learns of a new
 -- merged profile (the embedded worker committed one, or a download hashed a new version), its
--- views and the compiler's view are computed in the background, one warm-up per app at a time.
+-- flame graph and top table are computed in the background, one warm-up per app at a time.
 -- Also GET /api/profile/{app}/versions (the current profile and one per history segment) and
 -- GET /api/profile/{app}/diff?a=&b= (the compiler's decisions of two of them compared, as
 -- autopgo diff does).
@@ -178,11 +178,13 @@ function View:views(src, max_nodes)
   return entry, err, code
 end
 
---- Computes the views of app's merged profile (flame graph, top table and, where the server has
--- it, the compiler's view) in the background, into the same digest-keyed caches the requests
--- read, so the first visitor of a new version finds them. Returns at once; the work is on the
--- thread pool. One warm-up per app at a time: asked again while one runs, it runs once more after.
--- Failures are only logged (a request meeting them again answers them).
+--- Computes the views of app's merged profile (flame graph and top table) in the background, into
+-- the digest-keyed cache the requests read, so the first visitor of a new version finds them.
+-- Returns at once; the work is on the thread pool and the loop only gets the JSON strings. One
+-- warm-up per app at a time: asked again while one runs, it runs once more after. Failures are
+-- only logged (a request meeting them again answers them). Not the compiler's view: shaping hands
+-- its decisions to Lua as tables on the loop (seconds for a 50 MB profile), which a merge must not
+-- cost when nobody looks.
 function View:warm(app)
   local w = self.warming[app]
   if w then
@@ -199,15 +201,7 @@ function View:warm(app)
         if not src then return log.debug("no view to warm", "app", app, "error", tostring(serr), "code", scode) end
         local e, verr, vcode = self:views(src, flame.default_nodes)
         if not e then
-          return log.warn("cannot warm the views of the merged profile", "app", app, "error", tostring(verr),
-            "code", vcode)
-        end
-        if self.api.pgo then
-          local v, perr, pcode = self.api.pgo:view(app, { etag = src.etag, base = true }, src.read)
-          if not v and pcode ~= "INVALID" then
-            log.warn("cannot warm the compiler's view of the merged profile", "app", app, "error", tostring(perr),
-              "code", pcode)
-          end
+          log.warn("cannot warm the views of the merged profile", "app", app, "error", tostring(verr), "code", vcode)
         end
       end)
       if not ok then log.error("warming the views failed", "app", app, "error", tostring(err)) end

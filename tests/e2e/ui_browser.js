@@ -59,8 +59,8 @@ async function main() {
     return;
   }
 
-  // The big app's page in a page of its own: the first visit (right after the merge: the server
-  // warms a new version's views itself), or with APP "-" cold (a server that never saw it).
+  // The big app's page in a page of its own: the run's first visit (the server has warmed the new
+  // version's views after its merge), or with APP "-" cold (a server that never saw it).
   const loadBig = async () => {
     const p2 = await context.newPage();
     p2.on("request", (r) => result.requests.push(r.url()));

@@ -214,29 +214,31 @@ describe("web view", function()
       upload(s, "big", big_profile())
       wait_merged(s, "goapp")
       wait_merged(s, "big", 120000)
-      -- the embedded worker's merge started warming the big version's views: /api/health is
-      -- timed meanwhile (the work is on the thread pool, not the loop)
-      local health, probing = {}, true
-      local async = require "autopgo.async"
-      local prober = async.event()
+      -- the embedded worker's merge started warming the big version's views: /api/health is timed
+      -- until they are there (the work is on the thread pool, not the loop); a request for them
+      -- meanwhile joins the warm-up's job, so the views are ready when it answers
+      local async, uv = require "autopgo.async", require "luv"
+      local health, probing, prober = {}, true, async.event()
       async.spawn(function()
         while probing do
-          local t0 = require("luv").hrtime()
-          local h = httpc.request(s.port, "GET", "/api/health")
-          assert.equals(200, h.status)
-          health[#health + 1] = (require("luv").hrtime() - t0) / 1e6
+          local t0 = uv.hrtime()
+          assert.equals(200, httpc.request(s.port, "GET", "/api/health").status)
+          health[#health + 1] = (uv.hrtime() - t0) / 1e6
           async.sleep(50)
         end
         prober.set()
       end)
+      local t0 = uv.hrtime()
+      get_json(s, "/api/profile/big/top?limit=1")
+      local warmed_ms = (uv.hrtime() - t0) / 1e6
+      probing = false
+      prober.wait()
       local features = get_json(s, "/ui/features.json")
 
       os.execute("mkdir -p '" .. logdir .. "'")
       local node_env = { "NODE_PATH=" .. root .. "/.deps/npm/node_modules" }
       local code, out, err = exec("node", { root .. "/tests/e2e/ui_browser.js", s.url, logdir, "goapp", "big" }, 240000,
         node_env)
-      probing = false
-      prober.wait()
       assert(code == 0, "the browser run failed: " .. err .. out)
       local r = assert(cjson.decode(out), out)
 
@@ -373,11 +375,11 @@ describe("web view", function()
       assert.is_true(#health > 0)
       local uptime = io.popen("uptime"):read("a"):gsub("%s+$", "")
       local note = ("web view: app page load of a %d-byte profile (50 MB generated): %d ms cold (a server that never "
-        .. "saw the version), %d ms on the first visit after the merge (views warmed by the server), %d ms warm; "
-        .. "compiler's view in %d ms cold, %d ms first visit; corpus app: %d ms; /api/health while warming: %d "
-        .. "requests, median %.1f ms, max %.1f ms; load: %s\n")
-        :format(#support.read_file(big_profile()), cold.loadMs, first.loadMs, big.loadMs, cold.completeMs,
-          first.completeMs, app.loadMs, #health, health[(#health + 1) // 2], health[#health], uptime)
+        .. "saw the version), %d ms warm (%d ms on the first page of the run); the server's own warm-up was done %d ms "
+        .. "after the merge was seen (/api/health meanwhile: %d requests, median %.1f ms, max %.1f ms); compiler's "
+        .. "view in %d ms cold; corpus app: %d ms; load: %s\n")
+        :format(#support.read_file(big_profile()), cold.loadMs, big.loadMs, first.loadMs, warmed_ms, #health,
+          health[(#health + 1) // 2], health[#health], cold.completeMs, app.loadMs, uptime)
       support.write_file(logdir .. "/ui-timing.txt", note)
       io.stderr:write(note)
     end, 420000)
