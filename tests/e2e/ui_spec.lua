@@ -375,7 +375,7 @@ describe("web view", function()
       assert.is_true(#health > 0)
       local uptime = io.popen("uptime"):read("a"):gsub("%s+$", "")
       local note = ("web view: app page load of a %d-byte profile (50 MB generated): %d ms cold (a server that never "
-        .. "saw the version), %d ms warm (%d ms on the first page of the run); the server's own warm-up was done %d ms "
+        .. "saw the version), %d ms warm (%d ms on the first page of the run); the server's own warm-up was done %.0f ms "
         .. "after the merge was seen (/api/health meanwhile: %d requests, median %.1f ms, max %.1f ms); compiler's "
         .. "view in %d ms cold; corpus app: %d ms; load: %s\n")
         :format(#support.read_file(big_profile()), cold.loadMs, big.loadMs, first.loadMs, warmed_ms, #health,
