@@ -8,6 +8,11 @@
 # cost of access control. AP_BENCH_ROWS picks the servers (default "go only auth embedded") and
 # AP_BENCH_CLIENTS the levels (default "1 16 64"), for short runs on a busy machine; AP_BENCH_OUT
 # where the table goes (default bench/server/RESULTS.md).
+# Rows drain and drain-worker measure the worker beside the server (issue 19): the embedded default
+# under 16 clients for the level's seconds (ingest rate, merges during it, then the drain of what
+# is left), and a separate `autopgo worker` draining the backlog the upload path alone staged; each
+# with history (--segment 1h, the default) and without (--segment 0). AP_BIN picks the autopgo
+# binary of these rows (default build/autopgo), to compare builds.
 # usage: bench/server/run.sh [seconds per level (default 10)]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +23,7 @@ go=${AP_GO:-/usr/lib/go-1.19/bin/go}
 mkdir -p "$out/bin"
 cd "$root"
 [ -x build/autopgo ] || { cmake -S . -B build >/dev/null && cmake --build build -j2 >/dev/null; }
+bin=${AP_BIN:-build/autopgo}
 
 gobuild() { # GOPATH-dir tool
     GO111MODULE=off GOPATH="/usr/share/gocode:$1" GOCACHE="$out/cache" GOPROXY=off GOFLAGS= \
@@ -49,7 +55,7 @@ wait_up() { # port [scheme]
 }
 
 results=()
-rows=${AP_BENCH_ROWS:-go only auth embedded tls}
+rows=${AP_BENCH_ROWS:-go only auth embedded tls drain drain-worker}
 results_file=${AP_BENCH_OUT:-$here/RESULTS.md}
 levels=${AP_BENCH_CLIENTS:-1 16 64}
 want() { [[ " $rows " == *" $1 "* ]]; }
@@ -125,6 +131,68 @@ if want tls; then
 fi
 
 field() { echo "$1" | sed -E "s/.*\"$2\":([0-9.]+).*/\1/"; }
+# The sum of a metric's samples (every label set) on a server's /metrics.
+metric() { # port name
+    curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" 'index($1, n) == 1 && substr($1, length(n) + 1, 1) ~ /^(\{|)$/ \
+        {s += $2} END {printf "%d", s}'
+}
+now() { date +%s.%N; }
+# CPU seconds (user + system) a process has used so far.
+cpu_of() { awk -v t="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat"; }
+# Waits until the worker behind port has merged n uploads (at most 900 s); prints the time then.
+merged_by() { # port n
+    local deadline=$(($(date +%s) + 900))
+    while [ "$(metric "$1" autopgo_profiles_merged_total)" -lt "$2" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+        sleep 0.2
+    done
+    now
+}
+drains=()
+for seg in 1h 0; do
+    label="segment $seg"
+    [ "$seg" = 1h ] && label="history on (--segment 1h)"
+    [ "$seg" = 0 ] && label="history off (--segment 0)"
+    if want drain; then
+        rm -rf "$data/drain" && mkdir -p "$data/drain"
+        "$bin" server --port 19107 --data-dir "$data/drain" --segment "$seg" 2>"$out/drain.log" &
+        current=$!
+        wait_up 19107
+        t0=$(now)
+        line=$("$out/bin/loadgen" -url "http://127.0.0.1:19107/api/profile/bench-app" -file "$profile" -c 16 \
+            -d "${secs}s" -warmup 0s)
+        t1=$(now)
+        n=$(metric 19107 'autopgo_uploads_total{status="201"}')
+        during=$(metric 19107 autopgo_profiles_merged_total)
+        t2=$(merged_by 19107 "$n")
+        left=$(metric 19107 autopgo_profiles_merged_total)
+        cpu=$(echo "1000 * $(cpu_of "$current") / $left" | bc -l)
+        drains+=("embedded default, $label|$(field "$line" per_second)|$n|$(echo "$during / ($t1 - $t0)" | bc -l)|$(echo "($left - $during) / ($t2 - $t1)" | bc -l)|$(echo "$t2 - $t1" | bc -l)|$left|$cpu|$(cut -d' ' -f1 /proc/loadavg)")
+        echo "drain: ${drains[-1]}" >&2
+        kill "$current"; wait "$current" 2>/dev/null || true; current=""
+    fi
+    if want drain-worker; then
+        rm -rf "$data/dw" && mkdir -p "$data/dw"
+        "$bin" run bench/server/server_only.lua --port 19108 --data-dir "$data/dw" 2>"$out/dw-server.log" &
+        current=$!
+        wait_up 19108
+        line=$("$out/bin/loadgen" -url "http://127.0.0.1:19108/api/profile/bench-app" -file "$profile" -c 16 \
+            -d "${secs}s" -warmup 0s)
+        kill "$current"; wait "$current" 2>/dev/null || true; current=""
+        n=$(find "$data/dw/bench-app/staging" -type f | wc -l)
+        # the in-process bus: the worker merges what it finds staged at start
+        "$bin" worker --port 19109 --data-dir "$data/dw" --segment "$seg" 2>"$out/dw-worker.log" &
+        current=$!
+        t0=$(now)
+        wait_up 19109 || true
+        t1=$(merged_by 19109 "$n")
+        left=$(metric 19109 autopgo_profiles_merged_total)
+        cpu=$(echo "1000 * $(cpu_of "$current") / $left" | bc -l)
+        drains+=("separate worker, $label (backlog staged by the upload path)|$(field "$line" per_second)|$n|-|$(echo "$left / ($t1 - $t0)" | bc -l)|$(echo "$t1 - $t0" | bc -l)|$left|$cpu|$(cut -d' ' -f1 /proc/loadavg)")
+        echo "drain: ${drains[-1]}" >&2
+        kill "$current"; wait "$current" 2>/dev/null || true; current=""
+    fi
+done
+
 {
     echo "# bench/server results"
     echo
@@ -152,5 +220,21 @@ field() { echo "$1" | sed -E "s/.*\"$2\":([0-9.]+).*/\1/"; }
         IFS='|' read -r label c line <<<"$r"
         [ "$c" = rss ] && printf '| %s | %d MiB |\n' "$label" $((line / 1024))
     done
+    if [ ${#drains[@]} -gt 0 ]; then
+        echo
+        echo "Ingest and drain side by side (one app, 16 clients for ${secs} s, then until every accepted upload"
+        echo "is merged; rates in uploads/s; CPU: the process's CPU time per merged upload, all of its"
+        echo "threads: the embedded server's covers ingest and merge, the separate worker's the merge alone;"
+        echo "load: the 1-minute load average when the row ended):"
+        echo
+        echo "| worker | ingest | uploads | merged during ingest | merged after ingest | drain time s | merged | CPU ms/upload | load |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        for r in "${drains[@]}"; do
+            IFS='|' read -r label ing n during after secs_left merged cpu load <<<"$r"
+            [ "$during" = - ] || during=$(printf '%.1f' "$during")
+            printf '| %s | %.1f | %s | %s | %.1f | %.1f | %s | %.2f | %s |\n' "$label" "$ing" "$n" "$during" "$after" \
+                "$secs_left" "$merged" "$cpu" "$load"
+        done
+    fi
 } >"$results_file"
 cat "$results_file"

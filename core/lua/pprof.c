@@ -6,9 +6,17 @@
 
 #include "binding.h"
 #include "crypto.h"
+#include "fold.h"
 #include "pprof.h"
 
 #define PROFILE_MT "autopgo.profile"
+#define FOLDER_MT  "autopgo.folder"
+
+/* A folder (core/pprof/fold.h): one job at a time uses it; a fold that fails spends it. */
+typedef struct {
+    ap_pprof_folder *f;
+    int busy;
+} lfolder;
 
 typedef struct {
     ap_pprof_profile *p;
@@ -370,6 +378,9 @@ typedef struct {
     size_t out_len;
     ap_pprof_profile *result;
     ap_pprof_merge_summary sum;
+    lfolder *folder;         /* fold into it instead of merging (opts.folder) */
+    const uint8_t *fold_out; /* the folder's output (owned by it) */
+    ap_pprof_fold_stats fold;
     char sha256[65]; /* hex digest of out, "" for a profile */
     ap_pprof_error err;
     int rc;
@@ -378,15 +389,23 @@ typedef struct {
 static void merge_work(void *d)
 {
     merge_job *j = d;
-    j->rc = ap_pprof_merge_encoded(j->inputs, j->n, &j->limits, j->pruner, &j->opts,
-                                   j->want_profile ? NULL : &j->out, &j->out_len,
-                                   j->want_profile ? &j->result : NULL, &j->sum, &j->err);
+    if (j->folder) {
+        j->rc = ap_pprof_folder_fold(j->folder->f, j->inputs, j->n, &j->limits, j->pruner,
+                                     &j->fold_out, &j->out_len, &j->fold, &j->err);
+        if (j->rc == 1) j->rc = -1; /* err says why: the caller merges in full */
+        j->sum.inputs = (uint32_t)j->n;
+        j->sum.bytes_out = j->out_len;
+    } else {
+        j->rc = ap_pprof_merge_encoded(j->inputs, j->n, &j->limits, j->pruner, &j->opts,
+                                       j->want_profile ? NULL : &j->out, &j->out_len,
+                                       j->want_profile ? &j->result : NULL, &j->sum, &j->err);
+    }
     j->sha256[0] = 0;
     if (j->rc == 0 && !j->want_profile) {
         /* The digest names the base's ledger: computed here, on the pool, from the bytes. */
         uint8_t md[32];
         static const char hex[] = "0123456789abcdef";
-        if (ap_digest("sha256", j->out, j->out_len, md) == 32) {
+        if (ap_digest("sha256", j->folder ? j->fold_out : j->out, j->out_len, md) == 32) {
             for (int i = 0; i < 32; i++) {
                 j->sha256[2 * i] = hex[md[i] >> 4];
                 j->sha256[2 * i + 1] = hex[md[i] & 15];
@@ -413,6 +432,19 @@ static void push_summary(lua_State *L, const merge_job *j)
     set_int(L, (lua_Integer)s->bytes_in, "bytes_in");
     set_int(L, (lua_Integer)s->decompressed_in, "decompressed_in");
     set_int(L, (lua_Integer)s->bytes_out, "bytes_out");
+    if (j->folder) {
+        const ap_pprof_fold_stats *f = &j->fold;
+        lua_createtable(L, 0, 7);
+        set_int(L, f->segments, "segments");
+        set_int(L, f->rewritten, "rewritten");
+        set_int(L, f->touched, "touched");
+        set_int(L, f->added, "added");
+        set_int(L, (lua_Integer)f->raw_deflated, "raw_deflated");
+        set_int(L, (lua_Integer)f->raw_total, "raw_total");
+        lua_pushboolean(L, f->compacted);
+        lua_setfield(L, -2, "compacted");
+        lua_setfield(L, -2, "fold");
+    }
 }
 
 /* "input 2: ..." with 1-based indices, as Lua users count. */
@@ -467,7 +499,7 @@ static int merge_push(lua_State *L, merge_job *j, int callback)
         push_profile(L, j->result);
         j->result = NULL;
     } else {
-        lua_pushlstring(L, (const char *)j->out, j->out_len);
+        lua_pushlstring(L, (const char *)(j->folder ? j->fold_out : j->out), j->out_len);
     }
     push_summary(L, j);
     return callback ? 3 : 2;
@@ -477,6 +509,14 @@ static void merge_cleanup(void *d)
 {
     merge_job *j = d;
     for (size_t i = 0; i < j->nbusy; i++) release(j->busy[i], 0);
+    if (j->folder) {
+        j->folder->busy = 0;
+        if (j->rc) {
+            /* A failed fold may hold part of the uploads: the folder is spent. */
+            ap_pprof_folder_free(j->folder->f);
+            j->folder->f = NULL;
+        }
+    }
     ap_pprof_pruner_free(j->pruner);
     ap_pprof_profile_free(j->result);
     free(j->out);
@@ -516,6 +556,18 @@ static int do_merge(lua_State *L, int async)
             if (!o || (strcmp(o, "bytes") && strcmp(o, "profile")))
                 luaL_argerror(L, 2, "output must be \"bytes\" or \"profile\"");
             want_profile = strcmp(o, "profile") == 0;
+        }
+        lua_pop(L, 1);
+    }
+    lfolder *folder = NULL;
+    if (has_opts) {
+        lua_getfield(L, 2, "folder");
+        if (!lua_isnil(L, -1)) {
+            folder = luaL_testudata(L, -1, FOLDER_MT);
+            if (!folder) luaL_argerror(L, 2, "folder must be a folder");
+            if (want_profile) luaL_argerror(L, 2, "a fold gives bytes");
+            if (!folder->f) return ap_fail(L, "CLOSED", "the folder is closed or spent");
+            if (folder->busy) return ap_fail(L, "BUSY", "the folder is folding already");
         }
         lua_pop(L, 1);
     }
@@ -589,6 +641,8 @@ static int do_merge(lua_State *L, int async)
     j->opts = eo;
     j->pruner = pruner;
     j->want_profile = want_profile;
+    j->folder = folder;
+    if (folder) folder->busy = 1;
     for (lua_Integer i = 1; i <= n; i++) {
         int idx = base + (int)i;
         /* 0 would mean "none" in ap_pprof_input: a zero scale is kept as the smallest one. */
@@ -609,13 +663,18 @@ static int do_merge(lua_State *L, int async)
     }
     if (async) {
         /* Pin every input (the caller may drop or change its table meanwhile). */
-        int *pins = malloc((size_t)n * sizeof *pins);
+        int *pins = malloc(((size_t)n + 1) * sizeof *pins);
         if (!pins) {
             merge_cleanup(j);
             return luaL_error(L, "out of memory");
         }
         for (lua_Integer i = 0; i < n; i++) pins[i] = base + 1 + (int)i;
-        ap_work_queue(L, 3, pins, (int)n, j, merge_work, merge_after, merge_cleanup);
+        int npins = (int)n;
+        if (folder) {
+            lua_getfield(L, 2, "folder");
+            pins[npins++] = lua_gettop(L);
+        }
+        ap_work_queue(L, 3, pins, npins, j, merge_work, merge_after, merge_cleanup);
         free(pins);
         lua_pushboolean(L, 1);
         return 1;
@@ -634,7 +693,10 @@ static int do_merge(lua_State *L, int async)
  * and/or profile objects, merged in order.
  * opts: { prune = {{drop=, keep=}...}, limits = {...}, level = -1..9, raw = bool,
  *         scales = {number per input: Go's Profile.Scale of that input before merging},
- *         threads = n (0: automatic), output = "bytes" | "profile" } */
+ *         threads = n (0: automatic), output = "bytes" | "profile",
+ *         folder = a folder (pprof.folder_async): the inputs are uploads folded into it (with
+ *         the prune rules it was made with), summary.fold tells what was deflated again; a
+ *         failure (INVALID_ARGUMENT when the uploads need a full merge) spends the folder } */
 static int l_merge(lua_State *L)
 {
     return do_merge(L, 0);
@@ -1018,6 +1080,116 @@ static int mm_tostring(lua_State *L)
     return 1;
 }
 
+/* ---- folders ---- */
+
+typedef struct {
+    const char *data;
+    size_t len;
+    ap_pprof_limits limits;
+    ap_pprof_pruner *pruner;
+    int level;
+    ap_pprof_folder *f;
+    ap_pprof_error err;
+} folder_job;
+
+static void folder_work(void *d)
+{
+    folder_job *j = d;
+    j->f = ap_pprof_folder_new(j->data, j->len, &j->limits, j->pruner, j->level, &j->err);
+}
+
+static int folder_after(lua_State *L, void *d)
+{
+    folder_job *j = d;
+    if (!j->f) {
+        push_err(L, &j->err);
+        return 1;
+    }
+    lua_pushnil(L);
+    lfolder *w = ap_new_udata(L, sizeof *w, FOLDER_MT);
+    w->f = j->f;
+    j->f = NULL;
+    return 2;
+}
+
+static void folder_cleanup(void *d)
+{
+    folder_job *j = d;
+    ap_pprof_folder_free(j->f);
+    ap_pprof_pruner_free(j->pruner);
+    free(j);
+}
+
+/* pprof.folder_async(base, opts|nil, cb(err, folder)) -> true
+ * A folder over base (encoded bytes) for merge_async's opts.folder: base pruned with opts.prune
+ * (the rules every fold into it uses) and laid out in segments written at opts.level. */
+static int l_folder_async(lua_State *L)
+{
+    size_t len;
+    const char *data = luaL_checklstring(L, 1, &len);
+    int has_opts = !lua_isnoneornil(L, 2);
+    if (has_opts) luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    ap_pprof_limits lim = {0};
+    ap_pprof_encode_opts eo = {.level = -1};
+    ap_pprof_pruner *pruner = NULL;
+    if (has_opts) {
+        lua_getfield(L, 2, "limits");
+        check_limits(L, lua_gettop(L), &lim);
+        lua_pop(L, 1);
+        check_encode_opts(L, 2, &eo);
+        lua_getfield(L, 2, "prune");
+        int rc = compile_rules(L, lua_gettop(L), &pruner);
+        if (rc) return rc;
+        lua_pop(L, 1);
+    }
+    folder_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        ap_pprof_pruner_free(pruner);
+        return luaL_error(L, "out of memory");
+    }
+    j->data = data;
+    j->len = len;
+    j->limits = lim;
+    j->pruner = pruner;
+    j->level = eo.level;
+    int pin = 1;
+    ap_work_queue(L, 3, &pin, 1, j, folder_work, folder_after, folder_cleanup);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static lfolder *ap_check_folder(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, FOLDER_MT);
+}
+
+/* folder:close() -> true (a folder folding now is freed when its job ends) */
+static int f_close(lua_State *L)
+{
+    lfolder *w = ap_check_folder(L, 1);
+    if (w->busy) return ap_fail(L, "BUSY", "the folder is folding");
+    ap_pprof_folder_free(w->f);
+    w->f = NULL;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int f_gc(lua_State *L)
+{
+    lfolder *w = ap_check_folder(L, 1);
+    ap_pprof_folder_free(w->f); /* jobs pin the userdata: a collected folder is idle */
+    w->f = NULL;
+    return 0;
+}
+
+static int f_tostring(lua_State *L)
+{
+    lfolder *w = ap_check_folder(L, 1);
+    lua_pushstring(L, w->f ? "autopgo.folder" : "autopgo.folder (closed)");
+    return 1;
+}
+
 int ap_open_pprof(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -1046,11 +1218,20 @@ int ap_open_pprof(lua_State *L)
         {"validate_async", l_validate_async},
         {"merge", l_merge},
         {"merge_async", l_merge_async},
+        {"folder_async", l_folder_async},
         {"check_rules", l_check_rules},
         {"simplify_func", l_simplify_func},
         {NULL, NULL},
     };
     ap_register_type(L, PROFILE_MT, methods, meta);
+    static const luaL_Reg folder_methods[] = {{"close", f_close}, {NULL, NULL}};
+    static const luaL_Reg folder_meta[] = {
+        {"__gc", f_gc},
+        {"__close", f_close},
+        {"__tostring", f_tostring},
+        {NULL, NULL},
+    };
+    ap_register_type(L, FOLDER_MT, folder_methods, folder_meta);
     luaL_newlib(L, funcs);
     lua_createtable(L, 0, 2);
     set_int(L, (lua_Integer)AP_PPROF_DEFAULT_MAX_DECOMPRESSED, "max_decompressed");

@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pprof.h"
@@ -32,6 +33,21 @@ int ap_pprof_grow(ap_pprof_profile *p, void **ptr, uint32_t *cap, size_t size, u
                   ap_pprof_status *status);
 int ap_pprof_grow_sz(ap_pprof_profile *p, void **ptr, size_t *cap, size_t size, uint64_t need,
                      ap_pprof_status *status);
+
+/* Grows a plain scratch array (not charged to any profile) to at least need elements (never
+ * leaving NULL behind); 0, or -1 when realloc fails. */
+static inline int ap_pprof_sgrow(void **p, size_t *cap, size_t size, size_t need)
+{
+    if (need == 0) need = 1;
+    if (need <= *cap) return 0;
+    size_t n = *cap ? *cap : 64;
+    while (n < need) n *= 2;
+    void *np = realloc(*p, n * size);
+    if (!np) return -1;
+    *p = np;
+    *cap = n;
+    return 0;
+}
 
 /* Allocates from the profile's arena (8-byte aligned); NULL with *status on failure. */
 void *ap_pprof_arena_alloc(ap_pprof_profile *p, size_t n, ap_pprof_status *status);
@@ -201,6 +217,26 @@ int ap_pprof_string_canon(const ap_pprof_profile *p, uint32_t **out);
 /* Sorts the labels of one sample into Go's encoding order (see labels_sorted), stable. */
 void ap_pprof_sort_labels(const ap_pprof_profile *p, ap_pprof_label *l, uint32_t n,
                           const uint32_t *canon);
+
+/* ---- the merger, seen from an incremental encoder (fold.c) ---- */
+
+/* The profile being merged (owned by the merger; valid until the next add or finish). */
+ap_pprof_profile *ap_pprof_merger_profile(ap_pprof_merger *m);
+/* The samples that existing adds changed since the last call (indices, repeats possible; valid
+ * until the next add), and whether the adds to come record them. */
+const uint32_t *ap_pprof_merger_touched(ap_pprof_merger *m, int track, size_t *n);
+
+/* ---- Prune, seen from a fold ---- */
+
+/* For locations [from, to) of p: bit r of marks[x] set when rule r (of at most 64) matches a
+ * frame of location x. On a pruned profile every such match is the outermost frame's (Prune
+ * trims the others away), so Prune would change nothing but the samples that
+ * ap_pprof_prune_would_cut names. */
+int ap_pprof_prune_marks(const ap_pprof_profile *p, const ap_pprof_pruner *pr, uint32_t from,
+                         uint32_t to, uint64_t *marks, ap_pprof_error *err);
+/* Whether Prune with those rules would cut sample s again (a matching location beneath a
+ * frame the same rule does not match, from the root). */
+int ap_pprof_prune_would_cut(const ap_pprof_profile *p, const uint64_t *marks, uint32_t s);
 
 /* ---- PGO ---- */
 

@@ -74,6 +74,12 @@ struct ap_pprof_merger {
     ap_pprof_line *klines;
     size_t cap_klines;
 
+    /* When track is set, the output index of every existing sample an add changed (a sample
+     * may appear more than once): what an incremental encoder has to write again (fold.c). */
+    uint32_t *touched;
+    size_t ntouched, cap_touched;
+    int track;
+
     ap_pprof_status status;
 };
 
@@ -110,26 +116,13 @@ void ap_pprof_merger_free(ap_pprof_merger *m)
     free(m->klocs);
     free(m->klabels);
     free(m->klines);
+    free(m->touched);
     free(m);
 }
 
 static int nomem(ap_pprof_error *err)
 {
     return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory while merging");
-}
-
-/* Grows a plain scratch array (not charged to any profile). */
-static int sgrow(void **p, size_t *cap, size_t size, size_t need)
-{
-    if (need == 0) need = 1; /* never leave a NULL array behind (memset and friends) */
-    if (need <= *cap) return 0;
-    size_t n = *cap ? *cap : 64;
-    while (n < need) n *= 2;
-    void *np = realloc(*p, n * size);
-    if (!np) return -1;
-    *p = np;
-    *cap = n;
-    return 0;
 }
 
 /* ---- strings ---- */
@@ -290,7 +283,8 @@ static uint32_t map_location(ap_pprof_merger *m, uint32_t i)
         return AP_PPROF_NONE;
     uint64_t addr = sl->address + (uint64_t)off;
     /* Functions are mapped before the location is looked up, as in Go. */
-    if (sgrow((void **)&m->klines, &m->cap_klines, sizeof *m->klines, sl->nline)) goto nomem;
+    if (ap_pprof_sgrow((void **)&m->klines, &m->cap_klines, sizeof *m->klines, sl->nline))
+        goto nomem;
     for (uint32_t j = 0; j < sl->nline; j++) {
         const ap_pprof_line *ln = &src->lines[sl->line_off + j];
         uint32_t f = map_function(m, ln->function);
@@ -404,7 +398,8 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
     const ap_pprof_profile *src = m->src;
     const ap_pprof_sample *ss = &src->samples[si];
     size_t lo = m->nklocs, ko = m->nklabels;
-    if (sgrow((void **)&m->klocs, &m->cap_klocs, sizeof *m->klocs, lo + ss->nloc)) goto nomem;
+    if (ap_pprof_sgrow((void **)&m->klocs, &m->cap_klocs, sizeof *m->klocs, lo + ss->nloc))
+        goto nomem;
     const uint32_t *sl = ap_pprof_sample_locs(src, ss);
     for (uint32_t j = 0; j < ss->nloc; j++) {
         uint32_t x = m->lmap[sl[j]];
@@ -416,7 +411,8 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
     }
     uint32_t nl = ss->nlabel;
     if (nl) {
-        if (sgrow((void **)&m->klabels, &m->cap_klabels, sizeof *m->klabels, ko + nl)) goto nomem;
+        if (ap_pprof_sgrow((void **)&m->klabels, &m->cap_klabels, sizeof *m->klabels, ko + nl))
+            goto nomem;
         const ap_pprof_label *l = &src->labels[ss->label_off];
         ap_pprof_label *kl = &m->klabels[ko];
         for (uint32_t j = 0; j < nl; j++) {
@@ -475,6 +471,14 @@ static int add_sample(ap_pprof_merger *m, const pending *pd)
             (nl == 0 || memcmp(&out->labels[os->label_off], klabels, nl * sizeof *klabels) == 0)) {
             int64_t *ov = &out->values[(size_t)x * nv];
             for (uint32_t v = 0; v < nv; v++) ov[v] = ap_add_wrap(ov[v], sv[v]);
+            if (m->track) {
+                if (ap_pprof_sgrow((void **)&m->touched, &m->cap_touched, sizeof *m->touched,
+                                   m->ntouched + 1)) {
+                    m->status = AP_PPROF_ENOMEM;
+                    return -1;
+                }
+                m->touched[m->ntouched++] = x;
+            }
             return 0;
         }
     }
@@ -607,12 +611,12 @@ static int check_compatible(ap_pprof_merger *m, const ap_pprof_profile *src, ap_
 static int prepare_input(ap_pprof_merger *m, const ap_pprof_profile *src)
 {
     m->src = src;
-    if (sgrow((void **)&m->smap, &m->cap_s, sizeof *m->smap, src->nstrings) ||
-        sgrow((void **)&m->fmap, &m->cap_f, sizeof *m->fmap, src->nfunctions) ||
-        sgrow((void **)&m->lmap, &m->cap_l, sizeof *m->lmap, src->nlocations))
+    if (ap_pprof_sgrow((void **)&m->smap, &m->cap_s, sizeof *m->smap, src->nstrings) ||
+        ap_pprof_sgrow((void **)&m->fmap, &m->cap_f, sizeof *m->fmap, src->nfunctions) ||
+        ap_pprof_sgrow((void **)&m->lmap, &m->cap_l, sizeof *m->lmap, src->nlocations))
         return -1;
     size_t capm = m->cap_m;
-    if (sgrow((void **)&m->mmap, &m->cap_m, sizeof *m->mmap, src->nmappings)) return -1;
+    if (ap_pprof_sgrow((void **)&m->mmap, &m->cap_m, sizeof *m->mmap, src->nmappings)) return -1;
     if (m->cap_m != capm || !m->moff) {
         free(m->moff);
         m->moff = malloc((m->cap_m ? m->cap_m : 1) * sizeof *m->moff);
@@ -665,7 +669,8 @@ static int combine_header(ap_pprof_merger *m, const ap_pprof_profile *src)
         if (c == AP_PPROF_NONE) return -1;
         if ((size_t)c >= m->comment_seen_cap) {
             size_t old = m->comment_seen_cap;
-            if (sgrow((void **)&m->comment_seen, &m->comment_seen_cap, 1, (size_t)c + 1)) return -1;
+            if (ap_pprof_sgrow((void **)&m->comment_seen, &m->comment_seen_cap, 1, (size_t)c + 1))
+                return -1;
             memset(m->comment_seen + old, 0, m->comment_seen_cap - old);
         }
         if (m->comment_seen[c]) continue; /* Go keeps the first of equal comments */
@@ -746,6 +751,19 @@ ap_pprof_profile *ap_pprof_merger_finish(ap_pprof_merger *m, ap_pprof_error *err
         }
     }
     return out;
+}
+
+ap_pprof_profile *ap_pprof_merger_profile(ap_pprof_merger *m)
+{
+    return m->out;
+}
+
+const uint32_t *ap_pprof_merger_touched(ap_pprof_merger *m, int track, size_t *n)
+{
+    m->track = track;
+    *n = m->ntouched;
+    m->ntouched = 0;
+    return m->touched;
 }
 
 ap_pprof_profile *ap_pprof_merge(const ap_pprof_profile *const *srcs, size_t n, ap_pprof_error *err)

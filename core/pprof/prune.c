@@ -210,3 +210,50 @@ done:
     free(lflag);
     return rc;
 }
+
+int ap_pprof_prune_marks(const ap_pprof_profile *p, const ap_pprof_pruner *pr, uint32_t from,
+                         uint32_t to, uint64_t *marks, ap_pprof_error *err)
+{
+    if (pr->n > 64) return ap_pprof_fail(err, AP_PPROF_EINVAL, "more than 64 prune rules");
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    if (!md) return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory while pruning");
+    int rc = 0;
+    for (uint32_t li = from; li < to && !rc; li++) {
+        const ap_pprof_location *loc = &p->locations[li];
+        uint64_t m = 0;
+        for (uint32_t j = 0; j < loc->nline && !rc; j++) {
+            const ap_pprof_str *name =
+                &p->strings[p->functions[p->lines[loc->line_off + j].function].name];
+            if (!name->len) continue;
+            size_t st, n = ap_pprof_simplify_func(name->ptr, name->len, &st);
+            for (size_t r = 0; r < pr->n; r++) {
+                if (m & (1ull << r)) continue;
+                int d = re_match(pr->rules[r].drop, md, name->ptr + st, n, err);
+                int k = d > 0 && pr->rules[r].keep
+                            ? re_match(pr->rules[r].keep, md, name->ptr + st, n, err)
+                            : 0;
+                if (d < 0 || k < 0) {
+                    rc = -1;
+                    break;
+                }
+                if (d && !k) m |= 1ull << r;
+            }
+        }
+        marks[li] = m;
+    }
+    pcre2_match_data_free(md);
+    return rc;
+}
+
+int ap_pprof_prune_would_cut(const ap_pprof_profile *p, const uint64_t *marks, uint32_t s)
+{
+    const ap_pprof_sample *sm = &p->samples[s];
+    const uint32_t *locs = ap_pprof_sample_locs(p, sm);
+    uint64_t user = 0; /* rules for which a user frame was seen from the root */
+    for (int64_t i = (int64_t)sm->nloc - 1; i >= 0; i--) {
+        uint64_t m = marks[locs[i]];
+        if (m & user) return 1;
+        user |= ~m;
+    }
+    return 0;
+}

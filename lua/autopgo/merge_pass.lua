@@ -13,6 +13,12 @@
 -- does not parse is kept aside there too, counted and logged, and a new base is started from
 -- the staged uploads (see "Merging" in README.md).
 --
+-- A batch is folded into the base (autopgo.merging.fold) when the pass holds a folder over that
+-- very base (by its sha256) and rules: one made at the previous commit of this process, or made
+-- over the base read from the store (which costs what a full merge costs, once). The folder lives
+-- in memory only and is taken up again only once its result is committed, so what the store
+-- holds, the ledger and the commit point are the same whichever way a batch was merged.
+--
 -- With history (autopgo.history), each batch also goes into the time segments of its uploads
 -- before the base is committed, so a staged key the base's ledger holds is in its segment too:
 -- profile.merged (which deletes it) is only announced once both hold it.
@@ -35,6 +41,13 @@ local pprof, crypto = core.pprof, core.crypto
 local M = {}
 
 M.MAX_ATTEMPTS = 20
+M.BATCH = 256 -- staged uploads per pass at most (fewer when fewer wait: the batch follows the backlog)
+M.PAGE = 256 -- staged keys listed per request: a pass lists what it merges, not the whole backlog
+M.DECODED = 128 * 1024 * 1024 -- decoded bytes a batch holds at most (pprof info.memory)
+M.DECODERS = 8 -- uploads read and decoded at once (thread pool jobs, beside the server's validations)
+-- Folders kept (one per app, each holding its merged profile decoded): past this, another app's
+-- is dropped, to be made again (from its base, as a full merge costs) when that app merges next.
+M.MAX_FOLDERS = 8
 
 local m = {
   merges = metrics.counter("autopgo_merges_total", "Merge passes by result (merged, failed).", { "result" }),
@@ -48,6 +61,9 @@ local m = {
   size = metrics.gauge("autopgo_profile_size_bytes", "Size of the merged profile, per app.", { "app" }),
   corrupt = metrics.counter("autopgo_corrupt_bases_total",
     "Merged profiles that no longer parsed, moved to {app}/rejected/ (a new base was started)."),
+  folded = metrics.counter("autopgo_merges_folded_total",
+    "Merge passes that folded the batch into the base (compressing again only what changed).",
+    { "compacted" }),
   ledgers = metrics.counter("autopgo_ledger_errors_total",
     "Merge passes failed because a base's ledger could not be read."),
 }
@@ -60,16 +76,16 @@ local Pass = {}
 Pass.__index = Pass
 
 --- The merge passes of one worker. o: store, writer, policy (autopgo.policy), batch_limit
--- (staged profiles per pass, 64), batch_bytes (their total size, 256 MiB), stopping (a function
--- telling whether the worker is stopping: a pass then gives up retrying and leaves what is left),
--- history (an autopgo.history, or nil for none).
+-- (staged profiles per pass, M.BATCH), batch_bytes (their total size, 256 MiB), stopping (a
+-- function telling whether the worker is stopping: a pass then gives up retrying and leaves what
+-- is left), history (an autopgo.history, or nil for none).
 function M.new(o)
   return setmetatable({
     store = assert(o.store, "merge_pass: store"), writer = assert(o.writer, "merge_pass: writer"),
     policy = assert(o.policy, "merge_pass: policy"), history = o.history,
-    batch_limit = o.batch_limit or 64, batch_bytes = o.batch_bytes or 256 * 1024 * 1024,
+    batch_limit = o.batch_limit or M.BATCH, batch_bytes = o.batch_bytes or 256 * 1024 * 1024,
     stopping = o.stopping or function() return false end,
-    announced = {}, announced_n = 0, bases = {},
+    announced = {}, announced_n = 0, bases = {}, deleting = {}, doomed = { first = 1, last = 0 }, folders = {},
   }, Pass)
 end
 
@@ -111,6 +127,7 @@ end
 --- Forgets what is remembered of app's base (the app was deleted).
 function Pass:forget_app(app)
   self.bases[app] = nil
+  self:drop_folder(app)
   m.size:remove({ app = app })
 end
 
@@ -138,56 +155,133 @@ function Pass:reject(app, key, body, reason)
   return true
 end
 
--- Runs the app's hook over each staged item; items the hook refuses (or that do not parse for
--- it) are rejected. Returns the list of { key, body, input, info, scale } to merge (info, the
--- pprof info of the body, when history or normalization needs it; scale, the upload's weight
--- under the app's normalize policy), or nil, err, code.
-function Pass:apply_policy(app, batch)
+-- Reads and decodes the staged items ({ key, size }, oldest first) M.DECODERS at a time, each
+-- once (its info, normalization weight and the hook all work on that one decoded profile, which
+-- the base and the history merge alike), until M.DECODED bytes of decoded profiles are held.
+-- Without history, normalization or hook the bodies go to the merge as they are (it decodes
+-- them). Items that vanished are skipped; those that do not decode or that the hook refuses are
+-- rejected. Returns the list of { key, body, input, info, scale } to merge and whether staged
+-- items were left for a later pass, or nil, err, code.
+function Pass:apply_policy(app, items)
   local hook = self.policy:hook_for(app)
   local mode = self.policy:normalize_for(app)
-  local staged = {}
-  for _, item in ipairs(batch) do
-    local input = item.body
-    local info, scale = nil, 1
-    if self.history or mode ~= "none" then
-      local ierr, icode
-      info, ierr, icode = history_mod.info(item.body)
-      if not info then
-        if not INPUT_FAULTS[icode] then return nil, ierr, icode end
-        self:reject(app, item.key, item.body, ierr)
-        input = nil
-      else
-        scale = history_mod.weight(info, mode)
-      end
+  local decode = hook or self.history or mode ~= "none"
+  local store = self.store
+  local function load(item)
+    local got, err, code = store:get(item.key)
+    if not got then
+      if code == "NOT_FOUND" then return false end
+      return nil, err, code
     end
-    if input and hook then
-      local profile, err, code = async.await(pprof.decode_async, item.body, limits.profile)
-      if profile then profile, err, code = self.policy:apply_hook(app, profile) end
-      if not profile then
-        if code ~= "POLICY" and not INPUT_FAULTS[code] then return nil, err, code end
-        self:reject(app, item.key, item.body, err)
-        input = nil
-      else
-        input = profile
-      end
+    local s = { key = item.key, body = got.body, input = got.body, scale = 1 }
+    if not decode then return s end
+    local profile
+    profile, err, code = async.await(pprof.decode_async, got.body, limits.profile)
+    if profile then
+      s.info = profile:info()
+      s.scale = history_mod.weight(s.info, mode)
+      if hook then profile, err, code = self.policy:apply_hook(app, profile) end
     end
-    if input then
-      staged[#staged + 1] = { key = item.key, body = item.body, input = input, info = info, scale = scale }
+    if not profile then
+      if code ~= "POLICY" and not INPUT_FAULTS[code] then return nil, err, code end
+      self:reject(app, item.key, got.body, err)
+      return false
+    end
+    s.input = profile
+    return s
+  end
+  -- M.DECODERS loaders take the next item in turn; results keep the items' order
+  local results, held, next_i, failure = {}, 0, 1, nil
+  local fns = {}
+  for _ = 1, math.min(M.DECODERS, #items) do
+    fns[#fns + 1] = function()
+      while not failure and next_i <= #items and held <= M.DECODED do
+        local i = next_i
+        next_i = i + 1
+        local r = table.pack(load(items[i]))
+        if r[1] == nil then
+          failure = failure or r
+        else
+          results[i] = r[1]
+          if r[1] then held = held + (r[1].info and r[1].info.memory or 0) end
+        end
+      end
     end
   end
-  return staged
+  for _, r in ipairs(async.all(fns)) do
+    if not r[1] then error(r[2], 0) end
+  end
+  local staged = {}
+  for i = 1, next_i - 1 do
+    if results[i] then staged[#staged + 1] = results[i] end
+  end
+  if failure then
+    M.close_inputs(staged)
+    return nil, failure[2], failure[3]
+  end
+  return staged, next_i <= #items
 end
 
--- Merges base (bytes or nil) with the staged batch ({ key, body } oldest first) under the app's
--- policy. Poison is rejected and left out. Returns the result (autopgo.merging's, plus keys: the
+--- Frees the decoded profiles of staged items now rather than at the next garbage collection.
+function M.close_inputs(staged)
+  for _, s in ipairs(staged) do
+    if type(s.input) == "userdata" then s.input:close() end
+  end
+end
+
+-- Which rules a folder was made with (a folder folds with the rules it pruned its base with).
+local function rules_key(rules)
+  local parts = {}
+  for i, r in ipairs(rules or {}) do parts[i] = (r.drop or "") .. "\1" .. (r.keep or "") end
+  return table.concat(parts, "\2")
+end
+
+function Pass:drop_folder(app)
+  local held = self.folders[app]
+  self.folders[app] = nil
+  if held then held.folder:close() end
+end
+
+-- Folds the staged batch into a folder over base (the app's own when it is over this base and
+-- these rules, else a new one): the result of merging.fold with .folder, the folder to keep once
+-- the result is committed, or nil when the batch is to be merged in full.
+function Pass:fold(app, base, staged, rules, scales)
+  local key = base.hash .. "\0" .. rules_key(rules)
+  local held = self.folders[app]
+  self.folders[app] = nil -- taken: given back by the commit of its result
+  if held and held.key ~= key then
+    held.folder:close()
+    held = nil
+  end
+  if not held then
+    local folder, err = merging.folder(base.body, rules)
+    if not folder then
+      log.debug("cannot fold into the merged profile; merging in full", "app", app, "error", err)
+      return nil
+    end
+    held = { folder = folder }
+  end
+  local inputs = {}
+  for i, s in ipairs(staged) do inputs[i] = s.input end
+  local res, err = merging.fold(held.folder, inputs, rules, scales)
+  if not res then
+    held.folder:close()
+    log.debug("the batch does not fold; merging in full", "app", app, "error", err)
+    return nil
+  end
+  res.folder, res.rules_key = held.folder, rules_key(rules)
+  m.folded:inc({ compacted = tostring(res.summary.fold.compacted) })
+  return res
+end
+
+-- Merges base (bytes or nil) with the staged batch (apply_policy's items, oldest first) under
+-- the app's rules. Poison is rejected and left out. Returns the result (autopgo.merging's, plus keys: the
 -- staged keys in it, and corrupt: true when the base did not parse and was set aside), or
 -- nil, err, code when the merge cannot go on (nothing is rejected for such failures). An
 -- empty batch after rejections gives nil, nil, "EMPTY".
-function Pass:merge_batch(app, base, batch)
-  local staged, serr, scode = self:apply_policy(app, batch)
-  if not staged then return nil, serr, scode end
+function Pass:merge_batch(app, base, staged)
   local rules = self.policy:rules_for(app)
-  local corrupt = false
+  local corrupt, foldable = false, true
   while true do
     if #staged == 0 then return nil, nil, "EMPTY" end
     -- Base first, then the uploads oldest first: the order the original's one-by-one merges add up to.
@@ -201,7 +295,12 @@ function Pass:merge_batch(app, base, batch)
       scales[#scales + 1] = s.scale
       scaled = scaled or s.scale ~= 1
     end
-    local res, err, code, failure = merging.merge(inputs, rules, scaled and scales or nil)
+    local res, err, code, failure
+    if base and foldable then
+      res = self:fold(app, base, staged, rules, scaled and { table.unpack(scales, 2) } or nil)
+      foldable = res ~= nil -- after a batch that did not fold, this pass merges in full
+    end
+    if not res then res, err, code, failure = merging.merge(inputs, rules, scaled and scales or nil) end
     if res then
       res.keys = {}
       for i, s in ipairs(staged) do res.keys[i] = s.key end
@@ -318,54 +417,170 @@ function Pass:commit(app, base, res, contents)
   local lok, lerr, lcode = store:put(keys.ledger(app, res.sha256), doc, { content_type = "application/json" })
   if not lok then return nil, lerr, lcode end
   local opts = base and { if_match = base.etag } or { if_none_match = "*" }
-  local put, err, code = store:put(keys.base(app), res.bytes, opts)
+  local put, perr, pcode = store:put(keys.base(app), res.bytes, opts)
+  if put and res.folder then
+    -- the folder now holds what the store holds: the next batch of the app folds into it
+    self:drop_folder(app)
+    local n = 0
+    for _ in pairs(self.folders) do n = n + 1 end
+    if n >= M.MAX_FOLDERS then self:drop_folder((next(self.folders))) end
+    self.folders[app] = { folder = res.folder, key = res.sha256 .. "\0" .. res.rules_key }
+  elseif res.folder then
+    res.folder:close()
+  end
+  res.folder = nil
   if put and self.committed then self.committed(app) end -- set by the embedded server: warms its views
-  return put, err, code
+  return put, perr, pcode
 end
 
---- One merge pass for app: everything staged and not yet in the base goes in (up to the batch
--- limits). Returns true and the number of profiles merged, or nil, err, code.
+-- The oldest staged uploads of app that base (state or false) does not hold: lists the staging
+-- area a page at a time from its start, until the batch is full (one more than the batch tells
+-- whether more wait) or the listing ends. Returns { pending = items, already = keys the base
+-- holds that are still staged, present = set of listed keys, through = the last key listed, or
+-- nil when the listing reached the end, more = whether pending uploads were left out }, or nil,
+-- err, code. What it reads follows the batch and the merged uploads not yet deleted, never the
+-- backlog.
+function Pass:scan(app, base)
+  local merged = base and base.merged or {}
+  local out = { pending = {}, already = {}, present = {}, more = false }
+  local want, after = self.batch_limit + 1, nil
+  while true do
+    local page, err, code = self.store:list(keys.staging_prefix(app), { after = after, limit = M.PAGE })
+    if not page then return nil, err, code end
+    for _, item in ipairs(page) do
+      out.present[item.key] = true
+      if merged[item.key] then
+        out.already[#out.already + 1] = item.key
+      elseif #out.pending < want then
+        out.pending[#out.pending + 1] = item
+      end
+    end
+    if #page < M.PAGE then
+      out.through = nil
+      break
+    end
+    after = page[#page].key
+    out.through = after
+    if #out.pending >= want then break end
+  end
+  if #out.pending > self.batch_limit then
+    out.pending[#out.pending] = nil
+    out.more = true
+  end
+  return out
+end
+
+-- The staged keys the new base holds besides its batch: those of the old ledger still staged, or
+-- beyond what was listed (not known to be gone). A key deleted after its merge drops out here.
+local function carried(merged, seen)
+  local out = {}
+  for key in pairs(merged) do
+    if seen.present[key] or (seen.through and key > seen.through) then out[#out + 1] = key end
+  end
+  return out
+end
+
+--- Deletes staged keys now in the committed base (their profile.merged events find them gone,
+-- which is fine): the staging area keeps only what waits, so the next pass lists little and the
+-- next ledger stays small. In the background, one at a time (deletes serialise on the file
+-- store's lock anyway), while the next pass reads and merges: until a key is gone the ledger
+-- still names it. A key that cannot be deleted stays there and a later pass or its event deletes
+-- it; so does one a stopped worker did not get to.
+function Pass:delete_staged(list)
+  local q = self.doomed
+  for _, key in ipairs(list) do
+    if not self.deleting[key] then
+      self.deleting[key] = true
+      q.last = q.last + 1
+      q[q.last] = key
+    end
+  end
+  if self.deleter or q.first > q.last then return end
+  self.deleter = async.event()
+  async.spawn(function()
+    while q.first <= q.last do
+      local key = q[q.first]
+      q[q.first], q.first = nil, q.first + 1
+      -- (still remembered as announced: a pass that listed it before it went announces it once)
+      local called, ok, err, code = pcall(self.store.delete, self.store, key)
+      if not called then err = ok end
+      if not ok and code ~= "NOT_FOUND" then
+        log.warn("cannot delete a merged staged upload; a later pass will", "key", key, "error", err)
+      end
+      self.deleting[key] = nil
+    end
+    local done = self.deleter
+    self.deleter = nil
+    done.set()
+  end)
+end
+
+--- Waits until the staged uploads handed to delete_staged are deleted (or failed to be).
+function Pass:flush()
+  while self.deleter do self.deleter.wait() end
+end
+
+--- Whether the upload key of app needs no pass: its base's ledger holds it (it is announced
+-- again) or it is no longer staged (merged and deleted, or rejected). Returns true/false, or
+-- nil, err, code.
+function Pass:settled(app, key)
+  local base, err, code = self:base_state(app, false)
+  if base == nil then return nil, err, code end
+  if base and base.merged[key] then
+    self:announce(app, { key })
+    return true
+  end
+  local st, serr, scode = self.store:stat(key)
+  if st then return false end
+  if scode == "NOT_FOUND" then return true end
+  return nil, serr, scode
+end
+
+--- One merge pass for app: the oldest staged uploads not yet in the base go in (up to the batch
+-- limits). Returns true, the number of profiles merged and whether more wait, or nil, err, code.
 function Pass:run(app)
   local store = self.store
-  local with_body = false
   for _ = 1, M.MAX_ATTEMPTS do
-    local base, err, code = self:base_state(app, with_body)
+    local base, err, code = self:base_state(app, false)
     if base == nil then
       m.merges:inc({ result = "failed" })
       return nil, err, code
     end
-    local merged = base and base.merged or {}
-    local staged, serr, scode = store:list(keys.staging_prefix(app))
-    if not staged then return nil, serr, scode end
-    local present, pending, already = {}, {}, {}
-    for _, item in ipairs(staged) do
-      present[item.key] = true
-      if merged[item.key] then already[#already + 1] = item.key else pending[#pending + 1] = item end
-    end
-    if #pending == 0 then
-      self:announce(app, already)
-      return true, 0
+    local seen, serr, scode = self:scan(app, base)
+    if not seen then return nil, serr, scode end
+    if #seen.pending == 0 then
+      self:announce(app, seen.already)
+      self:delete_staged(seen.already)
+      return true, 0, false
     end
     if base and not base.body then
-      -- Work to do and only the remembered state at hand: read the base, then look again.
-      with_body = true
-      goto continue
+      -- Work to do and only the remembered state at hand: read the base; when it is the version
+      -- listed against, the listing stands, else look again.
+      local full, ferr, fcode = self:base_state(app, true)
+      if full == nil then return nil, ferr, fcode end
+      if not full or full.etag ~= base.etag then goto continue end
+      base = full
     end
     do
       local started = uv.hrtime()
       local batch, bytes = {}, 0
-      for _, item in ipairs(pending) do
-        if #batch >= self.batch_limit or (#batch > 0 and bytes + item.size > self.batch_bytes) then break end
-        local got, gerr, gcode = store:get(item.key)
-        if got then
-          batch[#batch + 1] = { key = item.key, body = got.body }
-          bytes = bytes + #got.body
-        elseif gcode ~= "NOT_FOUND" then
-          return nil, gerr, gcode
+      for _, item in ipairs(seen.pending) do
+        if #batch > 0 and bytes + item.size > self.batch_bytes then
+          seen.more = true
+          break
         end
+        batch[#batch + 1] = item
+        bytes = bytes + item.size
       end
-      local res, merr, mcode = self:merge_batch(app, base, batch)
+      local staged, left, acode = self:apply_policy(app, batch)
+      if not staged then
+        m.merges:inc({ result = "failed" })
+        return nil, left, acode
+      end
+      local more = seen.more or left
+      local res, merr, mcode = self:merge_batch(app, base, staged)
       if not res then
+        M.close_inputs(staged)
         if mcode ~= "EMPTY" then
           m.merges:inc({ result = "failed" })
           return nil, merr, mcode
@@ -373,17 +588,13 @@ function Pass:run(app)
         -- everything in the batch was rejected or vanished: look again
       else
         -- A corrupt base held nothing that can be counted on: the new one holds only this batch.
-        local contents = {}
-        if not res.corrupt then
-          for key in pairs(merged) do
-            if present[key] then contents[#contents + 1] = key end
-          end
-        end
+        local contents = res.corrupt and {} or carried(base and base.merged or {}, seen)
         for _, k in ipairs(res.keys) do contents[#contents + 1] = k end
         table.sort(contents)
         if self.history then
           local hok, herr, hcode = self.history:add(app, res.items)
           if not hok then
+            M.close_inputs(staged)
             m.merges:inc({ result = "failed" })
             return nil, herr, hcode
           end
@@ -392,6 +603,7 @@ function Pass:run(app)
             -- default.pgo is a view of the history: what was just merged only counts through it
             local vres, verr, vcode = self.history:merge_view(app, view, self.policy:rules_for(app))
             if not vres and vcode ~= "NOT_FOUND" then
+              M.close_inputs(staged)
               m.merges:inc({ result = "failed" })
               return nil, verr, vcode
             end
@@ -399,10 +611,14 @@ function Pass:run(app)
               vres.keys, vres.items, vres.corrupt = res.keys, res.items, res.corrupt
               res = vres
             else
-              return self:empty_view(app, base, res.keys)
+              M.close_inputs(staged)
+              local ok, eerr, ecode = self:empty_view(app, base, res.keys)
+              if not ok then return nil, eerr, ecode end
+              return true, #res.keys, more
             end
           end
         end
+        M.close_inputs(staged)
         local put, perr, pcode = self:commit(app, base, res, contents)
         if put then
           local secs = (uv.hrtime() - started) / 1e9
@@ -417,14 +633,20 @@ function Pass:run(app)
           self.bases[app] = { etag = put.etag, hash = res.sha256, merged = now_merged, ledger = true }
           pgo_stable.after_merge(store, self.policy.table, app, res.bytes) -- policy stable = true
           self:announce(app, res.keys)
-          if not res.corrupt then self:announce(app, already) end
+          if not res.corrupt then self:announce(app, seen.already) end
           if base and base.hash ~= res.sha256 then store:delete(keys.ledger(app, base.hash)) end
           if res.corrupt and self.history and self.policy:view_for(app).kind == "all" then
             -- what the lost base held is in the history: the base is rebuilt from it
             local rok, rerr, rcode = self:rebuild(app)
             if not rok then return nil, rerr, rcode end
           end
-          return true, #res.keys
+          local done = {}
+          for _, k in ipairs(res.keys) do done[#done + 1] = k end
+          if not res.corrupt then
+            for _, k in ipairs(seen.already) do done[#done + 1] = k end
+          end
+          self:delete_staged(done)
+          return true, #res.keys, more
         end
         if pcode ~= "PRECONDITION_FAILED" and pcode ~= "NOT_FOUND" then return nil, perr, pcode end
         m.conflicts:inc()

@@ -23,13 +23,14 @@ Worker.__index = Worker
 
 --- A worker. o: store, writer, reader (nil for a worker only driven by merge_app), policy
 -- (autopgo.policy), concurrency (messages handled at once, 4), batch_limit (staged profiles per
--- pass, 64), batch_bytes (their total size, 256 MiB), recover (merge staged uploads found at
--- start, for buses that lose events: the in-process one), history (an autopgo.history, or nil).
+-- pass, merge_pass.BATCH), batch_bytes (their total size, 256 MiB), recover (merge staged uploads
+-- found at start, for buses that lose events: the in-process one), history (an autopgo.history,
+-- or nil).
 function M.new(o)
   local self = setmetatable({
     store = assert(o.store, "worker: store"), writer = assert(o.writer, "worker: writer"), reader = o.reader,
     policy = assert(o.policy, "worker: policy"),
-    concurrency = o.concurrency or 4, batch_limit = o.batch_limit or 64,
+    concurrency = o.concurrency or 4, batch_limit = o.batch_limit,
     recover = o.recover, locks = {}, busy = 0, loops = 0, history = o.history,
     stopping = false, ack_extend = o.ack_extend or 300,
   }, Worker)
@@ -54,18 +55,25 @@ end
 
 --- Merges what is staged for app until nothing is left, a pass fails, or the worker is stopping
 -- (the pass in progress finishes; the rest stays staged and this fails with CANCELED, so the
--- event is handed back for the next start). Serialised per app. Returns the profiles merged.
-function Worker:merge_app(app)
+-- event is handed back for the next start). Serialised per app. With key (the upload an event
+-- announced), nothing is done when that upload is already merged or no longer staged: the
+-- events of uploads a pass coalesced cost a stat, not a listing. Returns the profiles merged.
+function Worker:merge_app(app, key)
   return self:locked(app, function()
+    if key then
+      local settled, err, code = self.pass:settled(app, key)
+      if settled == nil then return nil, err, code end
+      if settled then return 0 end
+    end
     local total = 0
     while true do
       if self.stopping then
         return fail.new("CANCELED", "stopping: what is staged for %s stays staged for the next start", app)
       end
-      local done, n, c = self.pass:run(app)
-      if not done then return nil, n, c end
+      local done, n, more = self.pass:run(app)
+      if not done then return nil, n, more end
       total = total + n
-      if n < self.batch_limit then return total end
+      if not more then return total end
     end
   end)
 end
@@ -81,7 +89,7 @@ end
 
 function Worker:on_uploaded(p)
   if not staged(events.UPLOADED, p) then return true end
-  local ok, err, code = self:merge_app(p.app)
+  local ok, err, code = self:merge_app(p.app, p.profileKey)
   if not ok then return nil, err, code end
   return true
 end
@@ -325,14 +333,15 @@ function Worker:request_stop()
   self.stopping = true
 end
 
---- Stops receiving, lets the merge pass in progress finish (what is left stays staged), then
--- closes the reader. Returns once everything is idle.
+--- Stops receiving, lets the merge pass in progress finish (what is left stays staged) and the
+-- deletes of what it merged, then closes the reader. Returns once everything is idle.
 function Worker:stop()
   self.stopping = true
   while self.busy > 0 do
     self.idle = async.event()
     self.idle.wait()
   end
+  self.pass:flush()
   if self.reader then self.reader:close() end
   if self.loops > 0 then self.finished.wait() end
   return true

@@ -164,6 +164,12 @@ describe("autopgo server killed with -9 during uploads", function()
       end
       assert.is_true(acknowledged >= 65)
       assert.same({}, serverproc.files(s, "app/rejected"))
+      -- the restarted worker folded batches into the base (merge_pass's fold), not only full merges
+      local folded = 0
+      for n in httpc.request(s.port, "GET", "/metrics").body:gmatch("autopgo_merges_folded_total{[^}]*} (%d+)") do
+        folded = folded + tonumber(n)
+      end
+      assert.is_true(folded > 0, "no batch was folded")
       assert.equals(0, (serverproc.stop(s)))
     end, 600000)
   end)

@@ -16,6 +16,7 @@ local utc = require "autopgo.utc"
 local xml = require "autopgo.xml"
 local crypto = require("autopgo.core").crypto
 local rest = require "autopgo.rest"
+local blob = require "autopgo.blob"
 local blobrest = require "autopgo.blob.rest"
 local keys = require "autopgo.blob.keys"
 local sharedkey = require "autopgo.azure.sharedkey"
@@ -310,7 +311,7 @@ function Store:list(prefix, opts)
     marker = xml.find_text(doc, "NextMarker")
     if marker == "" then marker = nil end
   until not marker
-  return blobrest.sort_entries(entries)
+  return blob.window(blobrest.sort_entries(entries), opts)
 end
 
 --- store:health() -> true | nil, err, code (Get Container Properties)

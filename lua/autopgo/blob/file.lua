@@ -11,6 +11,7 @@
 local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
+local blob = require "autopgo.blob"
 local url = require "autopgo.url"
 local core = require "autopgo.core"
 
@@ -377,6 +378,9 @@ function Store:delete(key)
   local ok, err, code = check_key(key)
   if not ok then return nil, err, code end
   local path = self.root .. "/" .. key
+  -- Gone already (the profile.merged of an upload its merge pass deleted): no lock to wait for.
+  local _, _, scode = async.await(uv.fs_stat, path)
+  if scode == "ENOENT" then return fail.new("NOT_FOUND", "no object %q", key) end
   ok, err, code = self:_locked(function()
     local st = async.await(uv.fs_stat, path)
     if st and st.type ~= "file" then return fail.new("NOT_FOUND", "no object %q", key) end
@@ -395,7 +399,7 @@ function Store:delete(key)
   return true
 end
 
--- Appends every file under dir (a key prefix ending in "/" or "") to out.
+-- Appends { key } of every file under dir (a key prefix ending in "/" or "") to out.
 function Store:_walk(rel, prefix, out)
   local dir = rel == "" and self.root or (self.root .. "/" .. rel:sub(1, -2))
   local req, err, code = async.await(uv.fs_scandir, dir)
@@ -420,29 +424,36 @@ function Store:_walk(rel, prefix, out)
           if not ok then return nil, werr, wcode end
         end
       elseif key:sub(1, #prefix) == prefix then
-        local st = async.await(uv.fs_stat, self.root .. "/" .. key)
-        if st and st.type == "file" then
-          local item = meta_of(st)
-          item.key = key
-          out[#out + 1] = item
-        end
+        out[#out + 1] = { key = key }
       end
     end
   end
   return true
 end
 
-function Store:list(prefix)
+-- Names are read first and only the entries opts (after, limit) leave are stat'ed: a bounded
+-- listing of a large directory costs one scandir, not a stat per file.
+function Store:list(prefix, opts)
   prefix = prefix or ""
   -- Start at the deepest directory the prefix names.
   local start = prefix:match("^(.*/)") or ""
   for seg in start:gmatch("([^/]*)/") do
     if seg == "" or seg == "." or seg == ".." then return fail.new("INVALID", "prefix %q leaves the store", prefix) end
   end
-  local out = {}
-  local ok, err, code = self:_walk(start, prefix, out)
+  local found = {}
+  local ok, err, code = self:_walk(start, prefix, found)
   if not ok then return nil, err, code end
-  table.sort(out, function(a, b) return a.key < b.key end)
+  table.sort(found, function(a, b) return a.key < b.key end)
+  local out, limit = {}, opts and opts.limit or math.huge
+  for _, e in ipairs(blob.window(found, opts and { after = opts.after })) do
+    if #out >= limit then break end
+    local st = async.await(uv.fs_stat, self.root .. "/" .. e.key)
+    if st and st.type == "file" then -- else gone since the scan: not listed
+      local item = meta_of(st)
+      item.key = e.key
+      out[#out + 1] = item
+    end
+  end
   return out
 end
 

@@ -12,6 +12,7 @@ local cjson = require "cjson.safe"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local rest = require "autopgo.rest"
+local blob = require "autopgo.blob"
 local blobrest = require "autopgo.blob.rest"
 local keys = require "autopgo.blob.keys"
 local auth = require "autopgo.gcp.auth"
@@ -244,7 +245,7 @@ function Store:list(prefix, opts)
     end
     token = type(doc.nextPageToken) == "string" and doc.nextPageToken ~= "" and doc.nextPageToken or nil
   until not token
-  return blobrest.sort_entries(entries)
+  return blob.window(blobrest.sort_entries(entries), opts)
 end
 
 --- store:health() -> true | nil, err, code (a one-item list of the bucket)

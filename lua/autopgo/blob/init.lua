@@ -24,7 +24,11 @@
 --       and a send) can be held to the same bytes.
 --   store:stat(key) -> { etag, size, last_modified }
 --   store:delete(key) -> true            (NOT_FOUND when absent)
---   store:list(prefix) -> { { key, size, last_modified, etag }, ... } sorted by key, all pages
+--   store:list(prefix, opts) -> { { key, size, last_modified, etag }, ... } sorted by key, all pages;
+--       opts.after = key lists only keys after it, opts.limit = n the first n of those (fewer
+--       only when the listing ends: a bounded page, so the merge pass lists what it merges, not
+--       the whole backlog). Stores that cannot ask the service for that apply it to the whole
+--       listing with M.window.
 --   store:health() -> true | nil, err, code
 --   store:close()
 --   store.name: a short description for logs and /api/health ("file:///data", "s3://bucket")
@@ -41,6 +45,17 @@ M.schemes = {
   redis = "autopgo.blob.redis",
   rediss = "autopgo.blob.redis",
 }
+
+--- The entries (sorted by key) after opts.after, at most opts.limit of them (opts may be nil).
+function M.window(entries, opts)
+  if not opts or (opts.after == nil and opts.limit == nil) then return entries end
+  local out, limit = {}, opts.limit or math.huge
+  for _, e in ipairs(entries) do
+    if #out >= limit then break end
+    if opts.after == nil or e.key > opts.after then out[#out + 1] = e end
+  end
+  return out
+end
 
 --- Opens the store for `raw_url`; returns it or fail.new("CODE", "message").
 function M.open(raw_url, opts)

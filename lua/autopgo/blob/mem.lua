@@ -4,6 +4,7 @@
 local fail = require "autopgo.fail"
 local uv = require "luv"
 local async = require "autopgo.async"
+local blob = require "autopgo.blob"
 local bytes = require("autopgo.core").bytes
 
 local M = {}
@@ -111,16 +112,17 @@ function Store:delete(key)
   return true
 end
 
-function Store:list(prefix)
+function Store:list(prefix, opts)
   prefix = prefix or ""
+  local after = opts and opts.after
   local out = {}
   for key, obj in pairs(self.bucket.objects) do
-    if key:sub(1, #prefix) == prefix then
+    if key:sub(1, #prefix) == prefix and (after == nil or key > after) then
       out[#out + 1] = { key = key, size = #obj.body, last_modified = obj.last_modified, etag = obj.etag }
     end
   end
   table.sort(out, function(a, b) return a.key < b.key end)
-  return out
+  return blob.window(out, opts and { limit = opts.limit })
 end
 
 function Store.health()

@@ -9,6 +9,7 @@ local async = require "autopgo.async"
 local fail = require "autopgo.fail"
 local retry = require "autopgo.retry"
 local units = require "autopgo.units"
+local blob = require "autopgo.blob"
 local blobkeys = require "autopgo.keys"
 
 local redis, crypto, bytes = core.redis, core.crypto, core.bytes
@@ -590,8 +591,9 @@ function Store:delete(key)
   return true
 end
 
---- Lists with SCAN (never KEYS), then reads each object's meta, 64 at a time.
-function Store:list(prefix)
+--- Lists with SCAN (never KEYS), then reads each object's meta, 64 at a time (only of the keys
+-- opts.after / opts.limit leave: see autopgo.blob).
+function Store:list(prefix, opts)
   prefix = prefix or ""
   local match = self:match_of(prefix)
   local seen, found = {}, {}
@@ -615,8 +617,11 @@ function Store:list(prefix)
       end
     until cursor == "0"
   end
-  local out = {}
+  table.sort(found, function(a, b) return a.key < b.key end)
+  found = blob.window(found, opts and { after = opts.after })
+  local out, limit = {}, opts and opts.limit or math.huge
   for first = 1, #found, 64 do
+    if #out >= limit then break end
     local batch = {}
     for i = first, math.min(first + 63, #found) do
       batch[#batch + 1] = function() return self:call { "HMGET", found[i].meta, "v", "s", "t" } end
@@ -632,7 +637,7 @@ function Store:list(prefix)
     end
   end
   table.sort(out, function(a, b) return a.key < b.key end)
-  return out
+  return blob.window(out, opts and { limit = opts.limit })
 end
 
 function Store:health()

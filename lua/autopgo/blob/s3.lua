@@ -17,6 +17,7 @@ local url = require "autopgo.url"
 local utc = require "autopgo.utc"
 local xml = require "autopgo.xml"
 local rest = require "autopgo.rest"
+local blob = require "autopgo.blob"
 local blobrest = require "autopgo.blob.rest"
 local keys = require "autopgo.blob.keys"
 local sigv4 = require "autopgo.aws.sigv4"
@@ -432,7 +433,7 @@ function Store:list(prefix, opts)
       return fail.new("INVALID", "%s: a truncated list without NextContinuationToken", self.name)
     end
   until not token
-  return blobrest.sort_entries(entries)
+  return blob.window(blobrest.sort_entries(entries), opts)
 end
 
 --- store:health() -> true | nil, err, code (a one-key list of the bucket, whose errors say why)

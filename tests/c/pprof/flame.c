@@ -140,7 +140,8 @@ static void test_views(void)
     char *out;
     size_t len;
     CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), 0);
-    CHECK(v.flame && same(v.flame, v.flame_len, out ? out : ""));
+    /* (out is not NUL-terminated: compared by length) */
+    CHECK(v.flame && out && v.flame_len == len && memcmp(v.flame, out, len) == 0);
     free(out);
     CHECK(v.nrows > 100);
     uint32_t limits[] = {1, 2, 100, v.nrows};

@@ -2,15 +2,20 @@
  *   pproftool check FILE...            decode + validate each file, print "ok ..." or the error
  *   pproftool pgo FILE                 the PGO decision ("ok, N edges" / "ok, empty" / reason)
  *   pproftool merge -o OUT [-raw] [-drop RE [-keep RE]]... FILE...   merge, prune, encode
- *   pproftool views FILE [MAX_NODES [OUT]]   the web view's JSON (flame.h): sizes and seconds per
- *                                      step; with OUT, written to OUT.flame.json and OUT.top.json
- */
+ *   pproftool fold -o OUT [-drop RE [-keep RE]]... [-stats] [-fallback] BASE UPLOAD...
+ *     one fold per upload (core/pprof/fold.c) as the worker does, the last result written to
+ *     OUT; -stats prints one line per fold (CPU time, segments deflated) to stderr; an upload
+ *     that needs a full merge is merged in full with -fallback (a new folder next time), else
+ *     exit 3
+ *   pproftool views FILE [MAX_NODES [ROWS [OUT]]]   the web view's JSON (flame.h): sizes and
+ *     seconds per step; with OUT, written to OUT.flame.json and OUT.top.json */
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "flame.h"
+#include "fold.h"
 #include "pprof.h"
 
 static int read_file(const char *path, uint8_t **data, size_t *len)
@@ -85,27 +90,75 @@ static int cmd_pgo(int argc, char **argv)
     return 0;
 }
 
-static int cmd_merge(int argc, char **argv)
+static double cpu_seconds(void)
 {
-    const char *out = NULL;
-    int raw = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int write_out(const char *out, const uint8_t *bytes, size_t len)
+{
+    FILE *f = fopen(out, "wb");
+    if (!f || fwrite(bytes, 1, len, f) != len || fclose(f)) {
+        fprintf(stderr, "cannot write %s\n", out);
+        return 1;
+    }
+    return 0;
+}
+
+/* The options of merge and fold: -o OUT, -raw, -stats, -fallback, -drop RE [-keep RE]...;
+ * returns the index of the first file argument. */
+typedef struct {
+    const char *out;
+    int raw, stats, fallback;
     ap_pprof_prune_rule rules[64];
-    size_t nrules = 0;
+    size_t nrules;
+} opts_t;
+
+static int parse_opts(int argc, char **argv, opts_t *o)
+{
+    memset(o, 0, sizeof *o);
     int i = 0;
     for (; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) {
-            out = argv[++i];
+            o->out = argv[++i];
         } else if (!strcmp(argv[i], "-raw")) {
-            raw = 1;
-        } else if (!strcmp(argv[i], "-drop") && i + 1 < argc && nrules < 64) {
-            rules[nrules].drop = argv[++i];
-            rules[nrules++].keep = NULL;
-        } else if (!strcmp(argv[i], "-keep") && i + 1 < argc && nrules > 0) {
-            rules[nrules - 1].keep = argv[++i];
+            o->raw = 1;
+        } else if (!strcmp(argv[i], "-stats")) {
+            o->stats = 1;
+        } else if (!strcmp(argv[i], "-fallback")) {
+            o->fallback = 1;
+        } else if (!strcmp(argv[i], "-drop") && i + 1 < argc && o->nrules < 64) {
+            o->rules[o->nrules].drop = argv[++i];
+            o->rules[o->nrules++].keep = NULL;
+        } else if (!strcmp(argv[i], "-keep") && i + 1 < argc && o->nrules > 0) {
+            o->rules[o->nrules - 1].keep = argv[++i];
         } else {
             break;
         }
     }
+    return i;
+}
+
+/* The pruner of the options (NULL when none, or on a bad pattern: *bad set). */
+static ap_pprof_pruner *opts_pruner(const opts_t *o, int *bad)
+{
+    ap_pprof_error err;
+    ap_pprof_pruner *pr = NULL;
+    *bad = 0;
+    if (o->nrules && !(pr = ap_pprof_pruner_new(o->rules, o->nrules, &err))) {
+        fprintf(stderr, "%s: %s\n", ap_pprof_code_name(err.code), err.msg);
+        *bad = 1;
+    }
+    return pr;
+}
+
+static int cmd_merge(int argc, char **argv)
+{
+    opts_t o;
+    int i = parse_opts(argc, argv, &o), bad;
+    const char *out = o.out;
     if (!out || i >= argc) return 2;
     size_t n = (size_t)(argc - i);
     ap_pprof_input *in = calloc(n, sizeof *in);
@@ -118,12 +171,9 @@ static int cmd_merge(int argc, char **argv)
         in[k].data = d;
     }
     ap_pprof_error err;
-    ap_pprof_pruner *pr = NULL;
-    if (nrules && !(pr = ap_pprof_pruner_new(rules, nrules, &err))) {
-        fprintf(stderr, "%s: %s\n", ap_pprof_code_name(err.code), err.msg);
-        return 1;
-    }
-    ap_pprof_encode_opts opts = {.level = -1, .raw = raw};
+    ap_pprof_pruner *pr = opts_pruner(&o, &bad);
+    if (bad) return 1;
+    ap_pprof_encode_opts opts = {.level = -1, .raw = o.raw};
     uint8_t *bytes;
     size_t len;
     ap_pprof_merge_summary sum;
@@ -135,13 +185,88 @@ static int cmd_merge(int argc, char **argv)
         fprintf(stderr, "%s: %s (input %d)\n", ap_pprof_code_name(err.code), err.msg, err.input);
         return 1;
     }
-    FILE *f = fopen(out, "wb");
-    if (!f || fwrite(bytes, 1, len, f) != len || fclose(f)) {
-        fprintf(stderr, "cannot write %s\n", out);
-        return 1;
-    }
+    rc = write_out(out, bytes, len);
     free(bytes);
-    return 0;
+    return rc;
+}
+
+static int cmd_fold(int argc, char **argv)
+{
+    opts_t o;
+    int i = parse_opts(argc, argv, &o), bad;
+    const char *out = o.out;
+    int stats = o.stats, fallback = o.fallback;
+    if (!out || i + 1 >= argc) return 2;
+    ap_pprof_error err;
+    ap_pprof_pruner *pr = opts_pruner(&o, &bad);
+    if (bad) return 1;
+    uint8_t *cur;
+    size_t cur_len;
+    if (read_file(argv[i], &cur, &cur_len)) return 2;
+    ap_pprof_folder *f = NULL;
+    int rc = 0;
+    for (int k = i + 1; k < argc && !rc; k++) {
+        ap_pprof_input in[2] = {{0}, {0}};
+        uint8_t *d;
+        if (read_file(argv[k], &d, &in[1].len)) return 2;
+        in[1].data = d;
+        uint8_t *bytes = NULL;
+        const uint8_t *folded = NULL;
+        size_t len = 0;
+        ap_pprof_fold_stats st;
+        double t0 = cpu_seconds();
+        if (!f) {
+            /* As the worker: a folder over the last output (pruned again: this step's Prune). */
+            f = ap_pprof_folder_new(cur, cur_len, NULL, pr, 1, &err);
+            if (!f) {
+                fprintf(stderr, "%s: %s (base)\n", ap_pprof_code_name(err.code), err.msg);
+                rc = 1;
+                free(d);
+                break;
+            }
+            if (stats) fprintf(stderr, "start cpu=%.4f\n", cpu_seconds() - t0);
+            t0 = cpu_seconds();
+        }
+        rc = ap_pprof_folder_fold(f, &in[1], 1, NULL, pr, &folded, &len, &st, &err);
+        double cpu = cpu_seconds() - t0;
+        if (!rc && !(bytes = malloc(len ? len : 1))) return 2;
+        if (!rc) memcpy(bytes, folded, len);
+        if (rc == 1 && fallback) {
+            /* As the worker: merge in full, and make a folder over the result next time. */
+            if (stats) fprintf(stderr, "full: %s\n", err.msg);
+            ap_pprof_folder_free(f);
+            f = NULL;
+            in[0].data = cur;
+            in[0].len = cur_len;
+            ap_pprof_encode_opts o = {.level = 1};
+            rc = ap_pprof_merge_encoded(in, 2, NULL, pr, &o, &bytes, &len, NULL, NULL, &err) ? -1
+                                                                                             : 0;
+        } else if (!rc && stats) {
+            fprintf(stderr,
+                    "fold cpu=%.4f bytes=%zu segments=%u rewritten=%u touched=%u added=%u "
+                    "raw_deflated=%llu raw_total=%llu compacted=%d\n",
+                    cpu, len, st.segments, st.rewritten, st.touched, st.added,
+                    (unsigned long long)st.raw_deflated, (unsigned long long)st.raw_total,
+                    st.compacted);
+        }
+        free(d);
+        if (rc == 1) {
+            fprintf(stderr, "FULL: %s: %s\n", argv[k], err.msg);
+            rc = 3;
+        } else if (rc) {
+            fprintf(stderr, "%s: %s (%s)\n", ap_pprof_code_name(err.code), err.msg, argv[k]);
+            rc = 1;
+        } else {
+            free(cur);
+            cur = bytes;
+            cur_len = len;
+        }
+    }
+    if (!rc) rc = write_out(out, cur, cur_len);
+    free(cur);
+    ap_pprof_folder_free(f);
+    ap_pprof_pruner_free(pr);
+    return rc;
 }
 
 static double now(void)
@@ -191,12 +316,13 @@ static int cmd_views(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: pproftool check|pgo|merge|views ...\n");
+        fprintf(stderr, "usage: pproftool check|pgo|merge|fold|views ...\n");
         return 2;
     }
     if (!strcmp(argv[1], "check")) return cmd_check(argc - 2, argv + 2);
     if (!strcmp(argv[1], "pgo")) return cmd_pgo(argc - 2, argv + 2);
     if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "fold")) return cmd_fold(argc - 2, argv + 2);
     if (!strcmp(argv[1], "views")) return cmd_views(argc - 2, argv + 2);
     fprintf(stderr, "unknown command %s\n", argv[1]);
     return 2;

@@ -284,6 +284,26 @@ return function(name, factory)
       end)
     end)
 
+    it("lists a bounded page: keys after one, at most a limit", function()
+      run(function()
+        for i = 1, 7 do assert(store:put(("%sw/staging/%d"):format(prefix, i), tostring(i))) end
+        assert(store:put(prefix .. "w/default.pgo", "base"))
+        local function names(items)
+          local out = {}
+          for _, item in ipairs(items) do out[#out + 1] = item.key:sub(#prefix + 1) end
+          return out
+        end
+        local sp = prefix .. "w/staging/"
+        assert.same({ "w/staging/1", "w/staging/2", "w/staging/3" }, names(assert(store:list(sp, { limit = 3 }))))
+        assert.same({ "w/staging/4", "w/staging/5" }, names(assert(store:list(sp, { after = sp .. "3", limit = 2 }))))
+        assert.same({ "w/staging/6", "w/staging/7" }, names(assert(store:list(sp, { after = sp .. "5" }))))
+        assert.same({}, assert(store:list(sp, { after = sp .. "7", limit = 5 })))
+        local one = assert(store:list(sp, { after = sp .. "6", limit = 1 }))
+        assert.equals(1, one[1].size)
+        assert.is_string(one[1].etag)
+      end)
+    end)
+
     it("lists past one page", function()
       run(function()
         local n = 2 * page + 3
