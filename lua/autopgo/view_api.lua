@@ -20,6 +20,7 @@ local keys = require "autopgo.keys"
 local json = require "autopgo.json"
 local limits = require "autopgo.limits"
 local log = require "autopgo.log"
+local metrics = require "autopgo.metrics"
 local pgo = require "autopgo.pgo"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
@@ -38,6 +39,9 @@ local MAX_MORE = 4
 -- asks 200, the default is 100) is cut from it; a longer one is a job of its own. (Annotating
 -- 5000 rows' inline edges costs a 50 MB profile a fifth more CPU.)
 M.VIEW_ROWS = 500
+
+local warmups = metrics.counter("autopgo_view_warmups_total",
+  "Versions whose flame graph and top table the server began computing before any request asked.", { "app" })
 
 local View = {}
 View.__index = View
@@ -199,6 +203,8 @@ function View:warm(app)
       local ok, err = pcall(function()
         local src, serr, scode = self:source(app, { query = {} })
         if not src then return log.debug("no view to warm", "app", app, "error", tostring(serr), "code", scode) end
+        -- counted when this warm-up starts the version's job (no request did before it)
+        if not self.cache[src.etag] and not self.building[src.etag] then warmups:inc({ app = app }) end
         local e, verr, vcode = self:views(src, flame.default_nodes)
         if not e then
           log.warn("cannot warm the views of the merged profile", "app", app, "error", tostring(verr), "code", vcode)
