@@ -1,6 +1,6 @@
-/* The flame graph and top table of a profile as JSON for the web view (see flame.h): one pass
- * over the samples builds a call tree keyed by (parent, function name), then the heaviest nodes
- * are kept up to a node budget and the rest folded into "(other)". */
+/* The flame graph and top table of a profile as JSON for the web view (see flame.h): the call
+ * tree by function name is built from the distinct stacks sorted by their frames, then the
+ * heaviest nodes are kept up to a node budget and the rest folded into "(other)". */
 #include "flame.h"
 
 #include <inttypes.h>
@@ -266,153 +266,268 @@ static void stacks_free(stacks *st)
 
 /* ---- the call tree ---- */
 
-typedef struct {
-    uint32_t parent, name, depth, nchild;
-    int64_t total, self;
-} node;
+/* The call tree is never built node by node. The distinct stacks' frames (root first) are sorted,
+ * so the stacks through any node of the tree are a run of them: a node is (its run [lo, hi) of
+ * sorted stacks, its depth). Its total is a difference of prefix sums; its children are the runs
+ * of equal frames at its depth, found by binary search (the stacks ending at the node come first:
+ * its self). Only the nodes the flame graph may show are ever looked at: the children of kept
+ * ones. The number of frames (distinct prefixes) is one pass over neighbouring stacks. */
 
+/* The frames of every distinct stack, root first: f[off[u] .. off[u + 1]), as name id + 1. */
 typedef struct {
-    uint32_t parent, name, node; /* node + 1, 0 for an empty slot */
-} tslot;
+    uint32_t *f, *off;
+} seqs;
 
-typedef struct {
-    node *nodes;
-    uint32_t n, cap;
-    tslot *slots;    /* open addressing on (parent, name), the key beside the node: one miss */
-    uint32_t nslots; /* a power of two */
-} tree;
-
-static uint32_t edge_slot(uint32_t parent, uint32_t name, uint32_t nslots)
+static uint32_t seq_key(const seqs *s, uint32_t u, uint32_t d)
 {
-    return (uint32_t)ap_mix64(((uint64_t)parent << 32 | name) ^ AP_H1, AP_H2) & (nslots - 1);
+    return s->off[u] + d < s->off[u + 1] ? s->f[s->off[u] + d] : 0;
 }
 
-static int tree_grow_slots(tree *t)
+/* Frames u and w share from depth d on (both are equal before d). */
+static uint32_t seq_common(const seqs *s, uint32_t u, uint32_t w, uint32_t d)
 {
-    uint32_t ns = t->nslots ? t->nslots * 2 : 1024;
-    tslot *slots = calloc(ns, sizeof *slots);
-    if (!slots) return -1;
-    for (uint32_t i = 0; i < t->nslots; i++) {
-        if (!t->slots[i].node) continue;
-        uint32_t s = edge_slot(t->slots[i].parent, t->slots[i].name, ns);
-        while (slots[s].node) s = (s + 1) & (ns - 1);
-        slots[s] = t->slots[i];
-    }
-    free(t->slots);
-    t->slots = slots;
-    t->nslots = ns;
-    return 0;
+    uint32_t lu = s->off[u + 1] - s->off[u], lw = s->off[w + 1] - s->off[w];
+    uint32_t n = lu < lw ? lu : lw;
+    const uint32_t *a = s->f + s->off[u], *b = s->f + s->off[w];
+    while (d < n && a[d] == b[d]) d++;
+    return d;
 }
 
-/* The child `name` of `parent`, created when missing; UINT32_MAX when out of memory. */
-static uint32_t tree_child(tree *t, uint32_t parent, uint32_t name)
+static int seq_less(const seqs *s, uint32_t u, uint32_t w, uint32_t d)
 {
-    uint32_t s = edge_slot(parent, name, t->nslots);
-    for (;;) {
-        const tslot *e = &t->slots[s];
-        if (!e->node) break;
-        if (e->parent == parent && e->name == name) return e->node - 1;
-        s = (s + 1) & (t->nslots - 1);
-    }
-    if (t->n == UINT32_MAX - 1) return UINT32_MAX;
-    if (t->n == t->cap) {
-        uint32_t cap = t->cap * 2;
-        node *nn = realloc(t->nodes, (size_t)cap * sizeof *nn);
-        if (!nn) return UINT32_MAX;
-        t->nodes = nn;
-        t->cap = cap;
-    }
-    uint32_t i = t->n++;
-    t->nodes[i] = (node){.parent = parent, .name = name, .depth = t->nodes[parent].depth + 1};
-    t->nodes[parent].nchild++;
-    t->slots[s] = (tslot){.parent = parent, .name = name, .node = i + 1};
-    if ((uint64_t)t->n * 4 > (uint64_t)t->nslots * 3) {
-        if (tree_grow_slots(t)) return UINT32_MAX;
-    }
-    return i;
+    d = seq_common(s, u, w, d);
+    return seq_key(s, u, d) < seq_key(s, w, d);
 }
 
-static int tree_build(tree *t, const ap_pprof_profile *p, const names *nm, const stacks *st,
-                      ap_pprof_error *err)
+/* Multikey quicksort (Bentley and Sedgewick) of the stacks a[0 .. n), equal before depth d;
+ * k[i] holds a[i]'s frame at depth d when `have`. */
+static void seq_sort(const seqs *s, uint32_t *a, uint32_t *k, size_t n, uint32_t d, int have)
 {
-    /* sized for every frame of every stack (a bound on the nodes), so neither the nodes nor the
-     * table grow while the tree is built */
-    uint64_t bound = 1;
-    for (uint32_t u = 0; u < st->n; u++) {
-        const ap_pprof_sample *s = &p->samples[st->sample[u]];
-        const uint32_t *locs = ap_pprof_sample_locs(p, s);
-        for (uint32_t j = 0; j < s->nloc; j++)
-            bound += nm->loc_off[locs[j] + 1] - nm->loc_off[locs[j]];
-    }
-    if (bound >= UINT32_MAX / 2) bound = UINT32_MAX / 2;
-    t->cap = bound < 1024 ? 1024 : (uint32_t)bound;
-    t->nodes = malloc((size_t)t->cap * sizeof *t->nodes);
-    uint64_t ns = 1024;
-    while (ns * 3 < bound * 4 && ns < (1u << 31)) ns *= 2;
-    t->nslots = (uint32_t)ns;
-    t->slots = calloc(ns, sizeof *t->slots);
-    if (!t->nodes || !t->slots) goto nomem;
-    t->nodes[0] = (node){.parent = UINT32_MAX, .name = UINT32_MAX};
-    t->n = 1;
-    for (uint32_t u = 0; u < st->n; u++) {
-        const ap_pprof_sample *s = &p->samples[st->sample[u]];
-        int64_t v = st->value[u];
-        const uint32_t *locs = ap_pprof_sample_locs(p, s);
-        uint32_t cur = 0;
-        t->nodes[0].total = ap_add_wrap(t->nodes[0].total, v);
-        /* root first: the last location, and in each location its outermost line first */
-        for (uint32_t j = s->nloc; j-- > 0;) {
-            for (uint32_t q = nm->loc_off[locs[j]]; q < nm->loc_off[locs[j] + 1]; q++) {
-                cur = tree_child(t, cur, nm->ids[q]);
-                if (cur == UINT32_MAX) goto nomem;
-                t->nodes[cur].total = ap_add_wrap(t->nodes[cur].total, v);
+    while (n > 1) {
+        if (n < 12) {
+            for (size_t i = 1; i < n; i++)
+                for (size_t j = i; j > 0 && seq_less(s, a[j], a[j - 1], d); j--) {
+                    uint32_t t = a[j];
+                    a[j] = a[j - 1];
+                    a[j - 1] = t;
+                }
+            return;
+        }
+        if (!have)
+            for (size_t i = 0; i < n; i++) k[i] = seq_key(s, a[i], d);
+        uint32_t x = k[0], y = k[n / 2], z = k[n - 1];
+        uint32_t p = x < y ? (y < z ? y : x < z ? z : x) : (x < z ? x : y < z ? z : y);
+        size_t lt = 0, i = 0, gt = n;
+        while (i < gt) {
+            uint32_t ta, tk;
+            if (k[i] < p) {
+                ta = a[lt], a[lt] = a[i], a[i] = ta;
+                tk = k[lt], k[lt] = k[i], k[i] = tk;
+                lt++, i++;
+            } else if (k[i] > p) {
+                gt--;
+                ta = a[gt], a[gt] = a[i], a[i] = ta;
+                tk = k[gt], k[gt] = k[i], k[i] = tk;
+            } else {
+                i++;
             }
         }
-        t->nodes[cur].self = ap_add_wrap(t->nodes[cur].self, v);
+        seq_sort(s, a, k, lt, d, 1);
+        seq_sort(s, a + gt, k + gt, n - gt, d, 1);
+        if (p == 0) return; /* the equal ones end here: the same frames */
+        a += lt, k += lt, n = gt - lt, d++, have = 0;
+    }
+}
+
+/* A node of the call tree: its stacks are ranks [lo, hi) of the sorted ones, its depth the frames
+ * they share; parent is the kept index of its parent. */
+typedef struct {
+    uint32_t lo, hi, depth, parent;
+    int64_t total;
+} cand;
+
+/* A kept node, with its self value and its kept children (first/next: kept indices, 0 none) and
+ * how many of its children are not kept (the "(other)" child). */
+typedef struct {
+    cand c;
+    int64_t self;
+    uint32_t name, first, next, last, unkept, haskids;
+} knode;
+
+typedef struct {
+    seqs s;
+    uint32_t *rank; /* stack at each sorted rank */
+    int64_t *cum;   /* cum[i]: the sum of the values of ranks [0, i) (wrapping) */
+    uint32_t n;
+} ctree;
+
+static uint32_t key_at(const ctree *t, uint32_t i, uint32_t d)
+{
+    return seq_key(&t->s, t->rank[i], d);
+}
+
+static int64_t range_sum(const ctree *t, uint32_t lo, uint32_t hi)
+{
+    return (int64_t)((uint64_t)t->cum[hi] - (uint64_t)t->cum[lo]);
+}
+
+/* The end of the run of key k that starts at rank i (keys ascend within [i, hi)). */
+static uint32_t run_end(const ctree *t, uint32_t i, uint32_t hi, uint32_t d, uint32_t k)
+{
+    uint32_t lo = i + 1, step = 1; /* lo: a rank known to hold k or be the end */
+    while (lo < hi && key_at(t, lo, d) == k) {
+        i = lo;
+        step *= 2;
+        lo = hi - i > step ? i + step : hi;
+    }
+    /* key(i) == k, and lo == hi or key(lo) != k: the boundary is in (i, lo] */
+    while (lo - i > 1) {
+        uint32_t mid = i + (lo - i) / 2;
+        if (key_at(t, mid, d) == k)
+            i = mid;
+        else
+            lo = mid;
+    }
+    return lo;
+}
+
+/* The first rank of [lo, hi) with a frame at depth d (the ones before end there). */
+static uint32_t first_deeper(const ctree *t, uint32_t lo, uint32_t hi, uint32_t d)
+{
+    if (lo == hi || key_at(t, lo, d) != 0) return lo;
+    return run_end(t, lo, hi, d, 0);
+}
+
+static int ctree_build(ctree *t, const ap_pprof_profile *p, const names *nm, const stacks *st,
+                       uint64_t *frames, ap_pprof_error *err)
+{
+    uint64_t nframes = 0;
+    for (uint32_t u = 0; u < st->n; u++) {
+        const ap_pprof_sample *sm = &p->samples[st->sample[u]];
+        const uint32_t *locs = ap_pprof_sample_locs(p, sm);
+        for (uint32_t j = 0; j < sm->nloc; j++)
+            nframes += nm->loc_off[locs[j] + 1] - nm->loc_off[locs[j]];
+    }
+    if (nframes >= UINT32_MAX / 2)
+        return ap_pprof_fail(err, AP_PPROF_ETOOLARGE,
+                             "the profile has too many frames for a call tree");
+    size_t n1 = st->n ? st->n : 1;
+    t->n = st->n;
+    t->s.off = malloc((n1 + 1) * sizeof *t->s.off);
+    t->s.f = malloc((size_t)(nframes ? nframes : 1) * sizeof *t->s.f);
+    t->rank = malloc(n1 * sizeof *t->rank);
+    t->cum = malloc((n1 + 1) * sizeof *t->cum);
+    uint32_t *k = malloc(n1 * sizeof *k);
+    if (!t->s.off || !t->s.f || !t->rank || !t->cum || !k) {
+        free(k);
+        return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory building the call tree");
+    }
+    uint32_t q = 0;
+    for (uint32_t u = 0; u < st->n; u++) {
+        const ap_pprof_sample *sm = &p->samples[st->sample[u]];
+        const uint32_t *locs = ap_pprof_sample_locs(p, sm);
+        t->s.off[u] = q;
+        /* root first: the last location, and in each location its outermost line first */
+        for (uint32_t j = sm->nloc; j-- > 0;)
+            for (uint32_t r = nm->loc_off[locs[j]]; r < nm->loc_off[locs[j] + 1]; r++)
+                t->s.f[q++] = nm->ids[r] + 1;
+        t->rank[u] = u;
+    }
+    t->s.off[st->n] = q;
+    seq_sort(&t->s, t->rank, k, st->n, 0, 0);
+    free(k);
+    t->cum[0] = 0;
+    *frames = 0;
+    for (uint32_t i = 0; i < st->n; i++) {
+        uint32_t u = t->rank[i];
+        t->cum[i + 1] = ap_add_wrap(t->cum[i], st->value[u]);
+        uint32_t common = i ? seq_common(&t->s, t->rank[i - 1], u, 0) : 0;
+        *frames += t->s.off[u + 1] - t->s.off[u] - common;
     }
     return 0;
-nomem:
-    return ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory building the call tree");
 }
 
-static void tree_free(tree *t)
+static void ctree_free(ctree *t)
 {
-    free(t->nodes);
-    free(t->slots);
+    free(t->s.f);
+    free(t->s.off);
+    free(t->rank);
+    free(t->cum);
 }
 
-/* Heaviest first; among equals the shallower first, so a parent always precedes its children. */
-static int heavier(const tree *t, uint32_t a, uint32_t b)
+/* Heaviest first; among equals the first in depth-first order (lower run, then shallower), so a
+ * parent precedes its children. */
+static int heavier(const cand *x, const cand *y)
 {
-    const node *x = &t->nodes[a], *y = &t->nodes[b];
     if (x->total != y->total) return x->total > y->total;
-    if (x->depth != y->depth) return x->depth < y->depth;
-    return a < b;
+    if (x->lo != y->lo) return x->lo < y->lo;
+    return x->depth < y->depth;
 }
 
-static void heap_push(const tree *t, uint32_t *h, uint32_t *n, uint32_t x)
+typedef struct {
+    cand *h;
+    size_t n, cap;
+} cheap;
+
+static int heap_push(cheap *hp, cand x)
 {
-    uint32_t i = (*n)++;
-    while (i > 0 && heavier(t, x, h[(i - 1) / 2])) {
-        h[i] = h[(i - 1) / 2];
+    if (hp->n == hp->cap) {
+        size_t cap = hp->cap ? hp->cap * 2 : 1024;
+        cand *nh = realloc(hp->h, cap * sizeof *nh);
+        if (!nh) return -1;
+        hp->h = nh;
+        hp->cap = cap;
+    }
+    size_t i = hp->n++;
+    while (i > 0 && heavier(&x, &hp->h[(i - 1) / 2])) {
+        hp->h[i] = hp->h[(i - 1) / 2];
         i = (i - 1) / 2;
     }
-    h[i] = x;
+    hp->h[i] = x;
+    return 0;
 }
 
-static uint32_t heap_pop(const tree *t, uint32_t *h, uint32_t *n)
+static cand heap_pop(cheap *hp)
 {
-    uint32_t top = h[0], x = h[--(*n)], i = 0;
+    cand top = hp->h[0], x = hp->h[--hp->n];
+    size_t i = 0;
     for (;;) {
-        uint32_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && heavier(t, h[c + 1], h[c])) c++;
-        if (!heavier(t, h[c], x)) break;
-        h[i] = h[c];
+        size_t c = 2 * i + 1;
+        if (c >= hp->n) break;
+        if (c + 1 < hp->n && heavier(&hp->h[c + 1], &hp->h[c])) c++;
+        if (!heavier(&hp->h[c], &x)) break;
+        hp->h[i] = hp->h[c];
         i = c;
     }
-    h[i] = x;
+    hp->h[i] = x;
     return top;
+}
+
+/* Admits c as kept node kx: its self, and its children onto the heap (with its kept index). */
+static int admit(const ctree *t, knode *kn, uint32_t kx, cand c, cheap *hp)
+{
+    knode *x = &kn[kx];
+    *x = (knode){.c = c};
+    uint32_t deeper = first_deeper(t, c.lo, c.hi, c.depth);
+    x->self = range_sum(t, c.lo, deeper);
+    x->haskids = deeper < c.hi;
+    for (uint32_t i = deeper; i < c.hi;) {
+        uint32_t key = key_at(t, i, c.depth);
+        uint32_t j = run_end(t, i, c.hi, c.depth, key);
+        cand ch = {
+            .lo = i, .hi = j, .depth = c.depth + 1, .parent = kx, .total = range_sum(t, i, j)};
+        if (heap_push(hp, ch)) return -1;
+        x->unkept++;
+        i = j;
+    }
+    return 0;
+}
+
+/* Whether the node c has children: its last stack goes deeper (those ending at it sort first). */
+static int has_kids(const ctree *t, const cand *c)
+{
+    uint32_t u = t->rank[c->hi - 1];
+    return t->s.off[u + 1] - t->s.off[u] > c->depth;
 }
 
 /* The flame graph from the names and distinct stacks of sample type `index`. */
@@ -420,71 +535,48 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
                        uint32_t max_nodes, char **out, size_t *out_len, ap_pprof_error *err)
 {
     const names nm = *nmp;
-    tree t = {0};
-    uint32_t *order = NULL, *first = NULL, *next = NULL, *unkept = NULL, *stack = NULL;
-    uint8_t *kept = NULL, *open = NULL;
+    ctree t = {0};
+    cheap hp = {0};
+    knode *kn = NULL;
+    uint32_t *stack = NULL;
+    uint8_t *open = NULL;
     sbuf b = {0};
     int rc = -1;
-    if (tree_build(&t, p, &nm, st, err)) goto done;
-    free(t.slots);
-    t.slots = NULL;
+    uint64_t frames = 0;
+    if (ctree_build(&t, p, &nm, st, &frames, err)) goto done;
 
     /* Keep nodes heaviest first while the kept ones and their "(other)" children fit: a
      * best-first walk from the root (a max-heap of the children of kept nodes) admits nodes in
-     * the order of a sort of all of them by weight, without sorting millions of nodes. */
-    uint32_t n = t.n;
-    uint32_t *child_off = malloc(((size_t)n + 1) * sizeof *child_off);
-    order = malloc((size_t)n * sizeof *order); /* children of each node, by child_off */
-    kept = calloc(n, 1);
-    unkept = malloc((size_t)n * sizeof *unkept);
-    uint32_t *heap = malloc((size_t)n * sizeof *heap);
-    first = malloc((size_t)n * sizeof *first);
-    next = malloc((size_t)n * sizeof *next);
-    uint32_t *last = malloc((size_t)n * sizeof *last);
-    if (!child_off || !order || !kept || !unkept || !heap || !first || !next || !last) {
-        free(child_off);
-        free(heap);
-        free(last);
-        goto nomem;
-    }
-    child_off[0] = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        child_off[i + 1] = child_off[i] + t.nodes[i].nchild;
-        unkept[i] = t.nodes[i].nchild;
-        first[i] = next[i] = UINT32_MAX;
-    }
-    for (uint32_t i = 1; i < n; i++)
-        order[child_off[t.nodes[i].parent] + --unkept[t.nodes[i].parent]] = i;
-    for (uint32_t i = 0; i < n; i++) unkept[i] = t.nodes[i].nchild;
-    uint32_t nheap = 0;
-    kept[0] = 1;
-    uint32_t nkept = 1, nother = t.nodes[0].nchild > 0;
-    for (uint32_t c = child_off[0]; c < child_off[1]; c++) heap_push(&t, heap, &nheap, order[c]);
-    while (nheap > 0) {
-        uint32_t x = heap_pop(&t, heap, &nheap), par = t.nodes[x].parent;
-        uint32_t others = nother + (t.nodes[x].nchild > 0) - (unkept[par] == 1);
+     * the order of a sort of all of them by weight, without looking at the others. */
+    kn = malloc((size_t)(max_nodes + 1) * sizeof *kn);
+    if (!kn) goto nomem;
+    cand root = {
+        .lo = 0, .hi = t.n, .depth = 0, .parent = UINT32_MAX, .total = range_sum(&t, 0, t.n)};
+    if (admit(&t, kn, 0, root, &hp)) goto nomem;
+    kn[0].name = UINT32_MAX;
+    uint32_t nkept = 1, nother = kn[0].haskids;
+    while (hp.n > 0) {
+        cand x = heap_pop(&hp);
+        uint32_t par = x.parent;
+        int kids = has_kids(&t, &x);
+        uint32_t others = nother + (uint32_t)kids - (kn[par].unkept == 1);
         if (nkept + 1 + others > max_nodes) break;
-        kept[x] = 1;
-        nkept++;
-        unkept[par]--;
+        uint32_t kx = nkept++;
+        kn[par].unkept--;
         nother = others;
+        if (admit(&t, kn, kx, x, &hp)) goto nomem;
+        kn[kx].name = key_at(&t, x.lo, x.depth - 1) - 1;
         /* kept children lists, heaviest first: the order of admission */
-        if (first[par] == UINT32_MAX)
-            first[par] = x;
+        if (!kn[par].first)
+            kn[par].first = kx;
         else
-            next[last[par]] = x;
-        last[par] = x;
-        for (uint32_t c = child_off[x]; c < child_off[x + 1]; c++)
-            heap_push(&t, heap, &nheap, order[c]);
+            kn[kn[par].last].next = kx;
+        kn[par].last = kx;
     }
-    free(child_off);
-    free(heap);
-    free(last);
-    uint32_t *dropped = unkept;
 
-    sb_header(&b, p, index, t.nodes[0].total);
+    sb_header(&b, p, index, kn[0].c.total);
     sb_str(&b, ",\"frames\":");
-    sb_int(&b, (int64_t)n - 1);
+    sb_int(&b, (int64_t)frames);
     sb_str(&b, ",\"nodes\":");
     sb_int(&b, (int64_t)nkept + nother);
     sb_str(&b, ",\"maxNodes\":");
@@ -493,14 +585,14 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
 
     /* Depth-first without recursion: a node is opened (name, values, "children":[), then its
      * kept children, then its "(other)" and the closing brackets. */
-    stack = malloc((size_t)n * sizeof *stack);
-    open = calloc(n, 1);
+    stack = malloc((size_t)nkept * sizeof *stack);
+    open = calloc(nkept, 1);
     if (!stack || !open) goto nomem;
     uint32_t sp = 0;
     stack[sp++] = 0;
     while (sp > 0) {
         uint32_t x = stack[sp - 1];
-        const node *nd = &t.nodes[x];
+        const knode *nd = &kn[x];
         if (!open[x]) {
             open[x] = 1;
             sb_str(&b, "{\"name\":");
@@ -509,13 +601,13 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
             else
                 sb_name(&b, &nm, nd->name, AP_PPROF_FLAME_MAX_NAME);
             sb_str(&b, ",\"value\":");
-            sb_int(&b, nd->total);
+            sb_int(&b, nd->c.total);
             sb_str(&b, ",\"self\":");
             sb_int(&b, nd->self);
             sb_str(&b, ",\"children\":[");
             /* push children in reverse so the heaviest is written first */
             uint32_t mark = sp;
-            for (uint32_t c = first[x]; c != UINT32_MAX; c = next[c]) stack[sp++] = c;
+            for (uint32_t c = nd->first; c != 0; c = kn[c].next) stack[sp++] = c;
             for (uint32_t lo = mark, hi = sp - 1; sp > mark && lo < hi; lo++, hi--) {
                 uint32_t tmp = stack[lo];
                 stack[lo] = stack[hi];
@@ -525,17 +617,17 @@ static int flame_write(const ap_pprof_profile *p, const names *nmp, const stacks
         }
         /* every kept child is written: the folded rest, then close */
         sp--;
-        if (dropped[x] > 0) {
-            int64_t rest = ap_add_wrap(nd->total, -nd->self);
-            for (uint32_t c = first[x]; c != UINT32_MAX; c = next[c])
-                rest = ap_add_wrap(rest, -t.nodes[c].total);
-            if (first[x] != UINT32_MAX) sb_str(&b, ",");
+        if (nd->unkept > 0) {
+            int64_t rest = ap_add_wrap(nd->c.total, -nd->self);
+            for (uint32_t c = nd->first; c != 0; c = kn[c].next)
+                rest = ap_add_wrap(rest, -kn[c].c.total);
+            if (nd->first != 0) sb_str(&b, ",");
             sb_str(&b, "{\"name\":\"(other)\",\"value\":");
             sb_int(&b, rest);
             sb_str(&b, ",\"self\":");
             sb_int(&b, rest);
             sb_str(&b, ",\"other\":");
-            sb_int(&b, dropped[x]);
+            sb_int(&b, nd->unkept);
             sb_str(&b, ",\"children\":[]}");
         }
         sb_str(&b, "]}");
@@ -553,12 +645,9 @@ nomem:
     ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory writing the flame graph");
 done:
     free(b.buf);
-    tree_free(&t);
-    free(order);
-    free(kept);
-    free(unkept);
-    free(first);
-    free(next);
+    ctree_free(&t);
+    free(hp.h);
+    free(kn);
     free(stack);
     free(open);
     return rc;

@@ -217,6 +217,7 @@ function Api:version_info(app, key, version)
   if self.hashing[key] == ev then self.hashing[key] = nil end
   if ok and info then
     self.digests[key] = info
+    if self.on_version and not info.damaged then self.on_version(app) end -- a new version: the web view warms
   elseif ok and code == "NOT_FOUND" then
     self.digests[key] = nil
   end

@@ -461,6 +461,7 @@ function Pass:commit(app, base, res, contents)
     res.folder:close()
   end
   res.folder = nil
+  if put and self.committed then self.committed(app) end -- set by the embedded server: warms its views
   return put, perr, pcode
 end
 

@@ -2,10 +2,13 @@
 -- thread pool): GET /api/profile/{app}/flamegraph (the call tree, small frames folded into
 -- "(other)" under a node budget) and GET /api/profile/{app}/top (go tool pprof -top's rows).
 -- A version is decoded once for both: the first request for either computes the flame graph and
--- the top table (all the rows any limit may ask) in one job, kept by the content's digest, so the
+-- the top table (the rows any limit up to M.VIEW_ROWS asks) in one job, kept by the digest, so the
 -- page's other request (and every later one) is answered from memory; concurrent misses share
 -- the one job. Answers carry an ETag derived from the digest. ?window= or ?from=&to= read the
 -- time window the profile history merges, as downloads do (?to= alone: a version, see versions).
+-- A version is also computed before its first visitor (View:warm): when the server learns of a new
+-- merged profile (the embedded worker committed one, or a download hashed a new version), its
+-- flame graph and top table are computed in the background, one warm-up per app at a time.
 -- Also GET /api/profile/{app}/versions (the current profile and one per history segment) and
 -- GET /api/profile/{app}/diff?a=&b= (the compiler's decisions of two of them compared, as
 -- autopgo diff does).
@@ -17,6 +20,7 @@ local keys = require "autopgo.keys"
 local json = require "autopgo.json"
 local limits = require "autopgo.limits"
 local log = require "autopgo.log"
+local metrics = require "autopgo.metrics"
 local pgo = require "autopgo.pgo"
 local url = require "autopgo.url"
 local utc = require "autopgo.utc"
@@ -27,17 +31,30 @@ local M = {}
 
 -- The views kept: at most MAX_BYTES of JSON (a 50 MB profile's top table and flame graph are
 -- under 1 MB; a flame graph of 20000 nodes up to 10 MB), the least recently used version dropped
--- first, and at most MAX_FLAMES flame graph sizes per version.
+-- first, and at most MAX_MORE other answers (flame graph sizes, longer top tables) per version.
 M.MAX_BYTES = 64 * 1024 * 1024
-local MAX_FLAMES = 4
+local MAX_MORE = 4
+
+-- The rows of the top table computed with the flame graph: every limit up to this one (the page
+-- asks 200, the default is 100) is cut from it; a longer one is a job of its own. (Annotating
+-- 5000 rows' inline edges costs a 50 MB profile a fifth more CPU.)
+M.VIEW_ROWS = 500
+
+local warmups = metrics.counter("autopgo_view_warmups_total",
+  "Versions whose flame graph and top table the server began computing before any request asked.", { "app" })
 
 local View = {}
 View.__index = View
 
---- A view over an autopgo.api instance (its store and its per-version digests).
-function M.new(api)
+--- A view over an autopgo.api instance (its store and its per-version digests); o.warm: warm a
+-- version's views when the api learns of it (api.on_version).
+function M.new(api, o)
   -- jobs: the C jobs run so far (each decodes a profile)
-  return setmetatable({ api = api, cache = {}, order = {}, building = {}, jobs = 0 }, View)
+  -- warming: the apps being warmed ({ again = true } when asked again meanwhile)
+  local self = setmetatable({ api = api, cache = {}, order = {}, building = {}, jobs = 0, warming = {} }, View)
+  -- a new version's digest, learnt by a download or a view: warmed for the page
+  if o and o.warm then api.on_version = function(app) self:warm(app) end end
+  return self
 end
 
 -- An integer query parameter within lo..hi, or nil and a message for a 400.
@@ -142,9 +159,10 @@ local function job_opts(params)
   return opts
 end
 
--- The views of the version src reads: { flames = {[n] = json}, nflames, top = json, ends = {...} },
--- or nil, err, code. The first request computes the top table and the flame graph of max_nodes
--- together (one decode); a flame graph of another size later is one more job.
+-- The views of the version src reads: { more = {[tag] = json}, nmore, top = json, ends = {...} },
+-- or nil, err, code. The first request computes the top table (M.VIEW_ROWS rows) and the flame
+-- graph of max_nodes together (one decode); another flame graph size or a longer top table later
+-- is one more job (View:answer).
 function View:views(src, max_nodes)
   local etag = src.etag
   local function found() return self.cache[etag] end
@@ -153,14 +171,49 @@ function View:views(src, max_nodes)
     if not bytes then return nil, rerr, rcode end
     self.jobs = self.jobs + 1
     local fjson, tjson, ends = async.await(flame.views_async, bytes,
-      job_opts { max_nodes = max_nodes, limit = flame.limit_rows })
+      job_opts { max_nodes = max_nodes, limit = M.VIEW_ROWS })
     if not fjson then return nil, tjson, ends end
-    local e = { flames = { [max_nodes] = fjson }, nflames = 1, top = tjson, ends = ends, bytes = #fjson + #tjson }
+    local e = { more = { ["flamegraph;n=" .. max_nodes] = fjson }, nmore = 1, top = tjson, ends = ends,
+      bytes = #fjson + #tjson }
     self:keep(etag, e)
     return e
   end)
   if entry then self:keep(etag, entry) end
   return entry, err, code
+end
+
+--- Computes the views of app's merged profile (flame graph and top table) in the background, into
+-- the digest-keyed cache the requests read, so the first visitor of a new version finds them.
+-- Returns at once; the work is on the thread pool and the loop only gets the JSON strings. One
+-- warm-up per app at a time: asked again while one runs, it runs once more after. Failures are
+-- only logged (a request meeting them again answers them). Not the compiler's view: shaping hands
+-- its decisions to Lua as tables on the loop (seconds for a 50 MB profile), which a merge must not
+-- cost when nobody looks.
+function View:warm(app)
+  local w = self.warming[app]
+  if w then
+    w.again = true
+    return
+  end
+  w = {}
+  self.warming[app] = w
+  async.spawn(function()
+    repeat
+      w.again = false
+      local ok, err = pcall(function()
+        local src, serr, scode = self:source(app, { query = {} })
+        if not src then return log.debug("no view to warm", "app", app, "error", tostring(serr), "code", scode) end
+        -- counted when this warm-up starts the version's job (no request did before it)
+        if not self.cache[src.etag] and not self.building[src.etag] then warmups:inc({ app = app }) end
+        local e, verr, vcode = self:views(src, flame.default_nodes)
+        if not e then
+          log.warn("cannot warm the views of the merged profile", "app", app, "error", tostring(verr), "code", vcode)
+        end
+      end)
+      if not ok then log.error("warming the views failed", "app", app, "error", tostring(err)) end
+    until not w.again
+    self.warming[app] = nil
+  end)
 end
 
 -- The top table with its first `limit` rows, cut from the kept one (see ap_pprof_views_json).
@@ -180,28 +233,34 @@ function View:answer(app, req, kind, n, tag)
   local e
   e, err, code = self:views(src, kind == "flamegraph" and n or flame.default_nodes)
   if not e then return nil, err, code end
-  if kind == "top" then return top_rows(e, n), etag end
-  local function found() return e.flames[n] end
+  -- every row when the table holds fewer than it was asked for
+  if kind == "top" and (n <= #e.ends or #e.ends < M.VIEW_ROWS) then return top_rows(e, n), etag end
+  local function found() return e.more[tag] end
   local body
   body, err, code = self:once(etag, found, function()
     local bytes, rerr, rcode = src.read()
     if not bytes then return nil, rerr, rcode end
     self.jobs = self.jobs + 1
-    local j, jerr, jcode = async.await(flame.graph_async, bytes, job_opts { max_nodes = n })
+    local j, jerr, jcode
+    if kind == "top" then
+      j, jerr, jcode = async.await(flame.top_async, bytes, job_opts { limit = n })
+    else
+      j, jerr, jcode = async.await(flame.graph_async, bytes, job_opts { max_nodes = n })
+    end
     if not j then return nil, jerr, jcode end
-    -- a bounded number of sizes per version: one other than the default makes room
-    if e.nflames >= MAX_FLAMES then
-      for k, old in pairs(e.flames) do
-        if k ~= flame.default_nodes then
-          e.flames[k] = nil
-          e.nflames = e.nflames - 1
+    -- a bounded number per version: one other than the default flame graph makes room
+    if e.nmore >= MAX_MORE then
+      for k, old in pairs(e.more) do
+        if k ~= "flamegraph;n=" .. flame.default_nodes then
+          e.more[k] = nil
+          e.nmore = e.nmore - 1
           e.bytes = e.bytes - #old
           break
         end
       end
     end
-    e.flames[n] = j
-    e.nflames = e.nflames + 1
+    e.more[tag] = j
+    e.nmore = e.nmore + 1
     e.bytes = e.bytes + #j
     if self.cache[src.etag] == e then self:keep(src.etag, e) end
     return j

@@ -50,7 +50,11 @@ local the_api = api.new({ store = store, writer = writer, max_upload_size = opts
   max_decompressed = opts.max_decompressed, max_decompressing = opts.max_decompressing,
   max_validations = opts.max_validations, history = hist, policy = pol })
 the_api:routes(router)
-require("autopgo.view_api").new(the_api):routes(router)
+-- The web view's JSON; with the page on, a new version's views are computed before its first
+-- visitor (after each merge of the embedded worker, or when a download meets a new version).
+local views = require("autopgo.view_api").new(the_api, { warm = opts.ui ~= false })
+views:routes(router)
+if embedded and opts.ui ~= false then embedded.pass.committed = function(app) views:warm(app) end end
 if opts.ui ~= false then require("autopgo.ui").routes(router) end
 router:add("GET", "/api/health", health.handler(), auth.OPEN)
 router:add("GET", "/api/ready", health.handler(), auth.OPEN)

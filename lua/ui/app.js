@@ -324,12 +324,15 @@
 
     // Every panel renders as soon as its own answer is in: a slow one (the compiler's view of a
     // huge profile) holds up nothing else. data-ready="app" once the profile's own panels
-    // (statistics, flame graph, top functions) are drawn, data-complete once all are.
+    // (statistics, flame graph, top functions) are drawn, data-complete once all are. The
+    // compiler's view is asked once the flame graph and top are in: a version the server has not
+    // seen costs it a decode for each, and the panels drawn first should not share the CPU.
     pgoCard.querySelector("#decisions").innerHTML = `<p class="muted">Loading…</p>`;
     renderDownloads(head.querySelector("#downloads"), app, q);
     const pFlame = maybe("flamegraph", withQuery(`/api/profile/${enc}/flamegraph`, q));
     const pTop = maybe("top", withQuery(`/api/profile/${enc}/top?limit=200`, q));
-    const pDec = maybe("decisions", withQuery(`/api/profile/${enc}/decisions`, q));
+    const pDec = Promise.allSettled([pFlame, pTop])
+      .then(() => maybe("decisions", withQuery(`/api/profile/${enc}/decisions`, q)));
     const pHist = maybe("history", withQuery(`/api/profile/${enc}/history`, q));
     const pUps = api(`/api/profile/${enc}/uploads`);
     const core = Promise.all([

@@ -2,7 +2,8 @@
 // web view for tests/e2e/ui_spec.lua: loads the overview and app pages, reads what they show,
 // records every request, console error and timing, and writes screenshots. Prints one JSON object.
 // usage: node ui_browser.js BASE_URL OUT_DIR APP [BIG_APP]; with UI_TOKEN in the environment
-// only the token prompt is run (against a server with --auth-file).
+// only the token prompt is run (against a server with --auth-file); with APP "-" only BIG_APP's
+// page is loaded, once (pages.bigCold).
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -58,8 +59,8 @@ async function main() {
     return;
   }
 
-  // The big app's page, cold: the first request for its profile on this server (nothing
-  // decoded or cached yet), in a page of its own.
+  // The big app's page in a page of its own: the run's first visit (the server has warmed the new
+  // version's views after its merge), or with APP "-" cold (a server that never saw it).
   const loadBig = async () => {
     const p2 = await context.newPage();
     p2.on("request", (r) => result.requests.push(r.url()));
@@ -79,8 +80,13 @@ async function main() {
   };
   if (bigApp) {
     const { page: p2, out } = await loadBig();
-    result.pages.bigCold = out;
+    result.pages[app === "-" ? "bigCold" : "bigFirst"] = out;
     await p2.close();
+  }
+  if (app === "-") {
+    await browser.close();
+    process.stdout.write(JSON.stringify(result) + "\n");
+    return;
   }
 
   // Overview

@@ -214,11 +214,36 @@ describe("web view", function()
       upload(s, "big", big_profile())
       wait_merged(s, "goapp")
       wait_merged(s, "big", 120000)
+      -- the embedded worker's merge started warming the big version's views: /api/health is timed
+      -- until they are there (the work is on the thread pool, not the loop); a request for them
+      -- meanwhile joins the warm-up's job, so the views are ready when it answers
+      local async, uv = require "autopgo.async", require "luv"
+      local health, probing, prober = {}, true, async.event()
+      async.spawn(function()
+        while probing do
+          local t0 = uv.hrtime()
+          assert.equals(200, httpc.request(s.port, "GET", "/api/health").status)
+          health[#health + 1] = (uv.hrtime() - t0) / 1e6
+          async.sleep(50)
+        end
+        prober.set()
+      end)
+      local t0 = uv.hrtime()
+      -- the merge itself started it: no request for the views has been made yet
+      serverproc.wait_until("the big version warmed", function()
+        local m = httpc.request(s.port, "GET", "/metrics").body
+        return tonumber(m:match('\nautopgo_view_warmups_total{app="big"} (%d+)')) == 1
+      end, 60000)
+      get_json(s, "/api/profile/big/top?limit=1")
+      local warmed_ms = (uv.hrtime() - t0) / 1e6
+      probing = false
+      prober.wait()
       local features = get_json(s, "/ui/features.json")
 
       os.execute("mkdir -p '" .. logdir .. "'")
+      local node_env = { "NODE_PATH=" .. root .. "/.deps/npm/node_modules" }
       local code, out, err = exec("node", { root .. "/tests/e2e/ui_browser.js", s.url, logdir, "goapp", "big" }, 240000,
-        { "NODE_PATH=" .. root .. "/.deps/npm/node_modules" })
+        node_env)
       assert(code == 0, "the browser run failed: " .. err .. out)
       local r = assert(cjson.decode(out), out)
 
@@ -341,13 +366,25 @@ describe("web view", function()
         assert.is_true(differ, "both diffs are empty: the test compares nothing")
       end
 
-      local big, cold = r.pages.big, r.pages.bigCold
-      assert.is_true(big.flameFrames > 100 and big.topRows == 200)
-      assert.is_true(cold.flameFrames > 100 and cold.topRows == 200)
+      -- cold: the same data under a server started again, which never saw the version (no merge
+      -- happens, so nothing warms it before the page asks)
+      assert.equals(0, (serverproc.stop(s)))
+      local s2 = serverproc.start(dir)
+      code, out, err = exec("node", { root .. "/tests/e2e/ui_browser.js", s2.url, logdir, "-", "big" }, 240000,
+        node_env)
+      assert(code == 0, "the browser run failed: " .. err .. out)
+      local cold = assert(cjson.decode(out), out).pages.bigCold
+      local big, first = r.pages.big, r.pages.bigFirst
+      for _, p in ipairs { big, first, cold } do assert.is_true(p.flameFrames > 100 and p.topRows == 200) end
+      table.sort(health)
+      assert.is_true(#health > 0)
       local uptime = io.popen("uptime"):read("a"):gsub("%s+$", "")
-      local note = ("web view: app page load of a %d-byte profile (50 MB generated): %d ms cold (first request "
-        .. "for the version), %d ms warm, compiler's view in %d ms cold; corpus app: %d ms; load: %s\n")
-        :format(#support.read_file(big_profile()), cold.loadMs, big.loadMs, cold.completeMs, app.loadMs, uptime)
+      local note = ("web view: app page load of a %d-byte profile (50 MB generated): %d ms cold (a server that never "
+        .. "saw the version), %d ms warm (%d ms on the first page of the run); the server's own warm-up was done "
+        .. "%.0f ms after the merge was seen (/api/health meanwhile: %d requests, median %.1f ms, max %.1f ms); "
+        .. "compiler's view in %d ms cold; corpus app: %d ms; load: %s\n")
+        :format(#support.read_file(big_profile()), cold.loadMs, big.loadMs, first.loadMs, warmed_ms, #health,
+          health[(#health + 1) // 2], health[#health], cold.completeMs, app.loadMs, uptime)
       support.write_file(logdir .. "/ui-timing.txt", note)
       io.stderr:write(note)
     end, 420000)

@@ -14,13 +14,14 @@ local crypto = require("autopgo.core").crypto
 
 local run = support.run
 
-local function serve()
+local function serve(o)
   local url = "mem://view-" .. crypto.hex(crypto.random(5))
   local e = { store = assert(blob.open(url)) }
   local router = httpd.router()
   local a = api.new({ store = e.store, writer = assert(bus.writer(url)) })
   a:routes(router)
-  e.view = view_api.new(a)
+  e.api = a
+  e.view = view_api.new(a, o)
   e.view:routes(router)
   e.srv = assert(httpd.listen { host = "127.0.0.1", port = 0, handler = router })
   function e.get(path, headers) return httpc.request(e.srv.port, "GET", path, { headers = headers }) end
@@ -84,17 +85,30 @@ describe("view_api", function()
       for _, w in ipairs(waits) do w.wait() end
       for i = 1, 3 do assert.equals(200, got[i].status, got[i].body) end
       assert.equals(1, e.view.jobs)
-      -- every limit is cut from the one top table, equal to computing it alone
-      for _, n in ipairs { 1, 2, 100, 200, 5000 } do
-        local want = assert(async.await(flame.top_async, bytes, { limit = n }))
-        assert.equals(want, e.get("/api/profile/app/top?limit=" .. n).body, "limit " .. n)
-      end
+      -- every limit up to VIEW_ROWS is cut from the one top table, equal to computing it alone
+      local rows = view_api.VIEW_ROWS
+      view_api.VIEW_ROWS = 5
+      local ok, err = pcall(function()
+        for _, n in ipairs { 1, 2, 5 } do
+          local want = assert(async.await(flame.top_async, bytes, { limit = n }))
+          assert.equals(want, e.get("/api/profile/app/top?limit=" .. n).body, "limit " .. n)
+        end
+        assert.equals(1, e.view.jobs)
+        -- a longer one is a job of its own, then kept too
+        local want = assert(async.await(flame.top_async, bytes, { limit = 5000 }))
+        assert.is_true(#cjson.decode(want).rows > 5)
+        assert.equals(want, e.get("/api/profile/app/top?limit=5000").body)
+        assert.equals(want, e.get("/api/profile/app/top?limit=5000").body)
+        assert.equals(2, e.view.jobs)
+      end)
+      view_api.VIEW_ROWS = rows
+      assert(ok, err)
       assert.equals(assert(async.await(flame.graph_async, bytes, {})), got[1].body)
-      assert.equals(1, e.view.jobs)
+      assert.equals(2, e.view.jobs)
       -- another flame graph size is one more job, then kept too
       assert.equals(200, e.get("/api/profile/app/flamegraph?max_nodes=10").status)
       assert.equals(200, e.get("/api/profile/app/flamegraph?max_nodes=10").status)
-      assert.equals(2, e.view.jobs)
+      assert.equals(3, e.view.jobs)
       e.srv:shutdown()
     end)
   end)
@@ -122,6 +136,63 @@ describe("view_api", function()
       end)
       view_api.MAX_BYTES = budget
       assert(ok, err)
+      e.srv:shutdown()
+    end)
+  end)
+
+  it("warms a new version's flame graph and top when the server learns of it, one app at a time", function()
+    run(function()
+      local async = require "autopgo.async"
+      local function settled(e)
+        for _ = 1, 400 do
+          if not e.view.warming.app then return end
+          async.sleep(10)
+        end
+        error("the warm-up did not finish")
+      end
+      -- without warm, a download computes no view
+      local cold = serve()
+      assert(cold.store:put(keys.base("app"), corpus("goapp-go123-cpu-1.pb.gz")))
+      assert.equals(200, cold.get("/api/profile/app").status)
+      settled(cold)
+      assert.equals(0, cold.view.jobs)
+      assert.is_nil(next(cold.api.pgo.cache))
+      cold.srv:shutdown()
+
+      local e = serve { warm = true }
+      local bytes = corpus("goapp-go123-cpu-1.pb.gz")
+      assert(e.store:put(keys.base("app"), bytes))
+      -- a download meets the version first: its views are computed (not the compiler's view)
+      assert.equals(200, e.get("/api/profile/app").status)
+      assert.is_truthy(e.view.warming.app)
+      settled(e)
+      assert.equals(1, e.view.jobs)
+      local digest = crypto.hex(crypto.digest("sha256", bytes))
+      assert.is_truthy(e.view.cache['"sha256:' .. digest .. '"'])
+      assert.is_nil(next(e.api.pgo.cache))
+      -- the page's requests find them: no job more
+      assert.equals(200, e.get("/api/profile/app/flamegraph").status)
+      assert.equals(200, e.get("/api/profile/app/top?limit=200").status)
+      assert.equals(1, e.view.jobs)
+      -- asked again while running (a merge after a merge), it runs once more after, not at once
+      assert(e.store:put(keys.base("app"), corpus("goapp-go123-cpu-2.pb.gz")))
+      e.view:warm("app")
+      local running = e.view.warming.app
+      e.view:warm("app")
+      e.view:warm("app")
+      assert.equals(running, e.view.warming.app)
+      assert.is_true(running.again)
+      settled(e)
+      assert.equals(2, e.view.jobs) -- the new version, computed once
+      -- a version gone or never merged: nothing to warm, nothing kept
+      e.view.warming.nope = nil
+      e.view:warm("nope")
+      for _ = 1, 100 do
+        if not e.view.warming.nope then break end
+        async.sleep(10)
+      end
+      assert.is_nil(e.view.warming.nope)
+      assert.equals(2, e.view.jobs)
       e.srv:shutdown()
     end)
   end)

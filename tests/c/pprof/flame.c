@@ -140,7 +140,8 @@ static void test_views(void)
     char *out;
     size_t len;
     CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), 0);
-    CHECK(v.flame && same(v.flame, v.flame_len, out ? out : ""));
+    /* (out is not NUL-terminated: compared by length) */
+    CHECK(v.flame && out && v.flame_len == len && memcmp(v.flame, out, len) == 0);
     free(out);
     CHECK(v.nrows > 100);
     uint32_t limits[] = {1, 2, 100, v.nrows};
@@ -165,10 +166,109 @@ static void test_views(void)
     ap_pprof_profile_free(p);
 }
 
+/* ---- the whole call tree: each node's value is its self plus its children's, siblings differ ----
+ */
+
+typedef struct {
+    const char *s, *end;
+    int bad;
+} cursor;
+
+static int eat(cursor *c, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (c->bad || (size_t)(c->end - c->s) < n || memcmp(c->s, lit, n) != 0) return c->bad = 1, 0;
+    c->s += n;
+    return 1;
+}
+
+static long long read_int(cursor *c)
+{
+    char *e;
+    long long v = strtoll(c->s, &e, 10);
+    if (e == c->s) c->bad = 1;
+    c->s = e;
+    return v;
+}
+
+/* A JSON string (no escapes needed by these names' checks): its start and length. */
+static void read_str(cursor *c, const char **start, size_t *len)
+{
+    if (!eat(c, "\"")) return;
+    *start = c->s;
+    while (c->s < c->end && *c->s != '"') c->s += *c->s == '\\' ? 2 : 1;
+    *len = (size_t)(c->s - *start);
+    eat(c, "\"");
+}
+
+/* Checks the node at c and its subtree; returns its value; *nodes counts them. */
+static long long check_node(cursor *c, size_t *nodes)
+{
+    const char *name;
+    size_t nlen;
+    eat(c, "{\"name\":");
+    read_str(c, &name, &nlen);
+    eat(c, ",\"value\":");
+    long long value = read_int(c);
+    eat(c, ",\"self\":");
+    long long self = read_int(c), sum = self;
+    eat(c, ",\"children\":[");
+    (*nodes)++;
+    const char *names[4096];
+    size_t lens[4096], n = 0;
+    while (!c->bad && *c->s != ']') {
+        if (n) eat(c, ",");
+        const char *peek = c->s + strlen("{\"name\":\"");
+        const char *q = peek;
+        while (q < c->end && *q != '"') q += *q == '\\' ? 2 : 1;
+        for (size_t i = 0; i < n && n < 4096; i++)
+            if (lens[i] == (size_t)(q - peek) && memcmp(names[i], peek, lens[i]) == 0) c->bad = 1;
+        if (n < 4096) names[n] = peek, lens[n] = (size_t)(q - peek);
+        n++;
+        sum += check_node(c, nodes);
+    }
+    eat(c, "]}");
+    if (sum != value) c->bad = 1;
+    return value;
+}
+
+static void test_tree(void)
+{
+    const char *files[] = {"goapp-go123-cpu-1.pb.gz", "goapp-go123-cpu-2.pb.gz",
+                           "goapp-go123-cpu-3.pb.gz", "goapp-cpu-1.pb.gz", "edge/minimal.pb.gz"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        ap_pprof_profile *p = load(files[i]);
+        CHECK(p != NULL);
+        if (!p) continue;
+        ap_pprof_flame_opts o = {.index = -1, .max_nodes = AP_PPROF_FLAME_LIMIT_NODES};
+        char *out;
+        size_t len;
+        ap_pprof_error err;
+        CHECK_INT(ap_pprof_flame_json(p, &o, &out, &len, &err), 0);
+        if (out) {
+            const char *root = strstr(out, "\"root\":");
+            CHECK(root != NULL && count(out, len, "(other)") == 0);
+            cursor c = {.s = root ? root + strlen("\"root\":") : out, .end = out + len};
+            size_t nodes = 0;
+            long long total = check_node(&c, &nodes);
+            CHECK(!c.bad);
+            char want[96];
+            /* every frame drawn (the budget holds them), the root with the whole total */
+            snprintf(want, sizeof want, "\"total\":%lld,\"frames\":%zu,\"nodes\":%zu,", total,
+                     nodes - 1, nodes);
+            if (count(out, len, want) != 1) fprintf(stderr, "%s: want %s\n", files[i], want);
+            CHECK(count(out, len, want) == 1);
+            free(out);
+        }
+        ap_pprof_profile_free(p);
+    }
+}
+
 int main(void)
 {
     test_minimal();
     test_budget();
     test_views();
+    test_tree();
     return t_done();
 }

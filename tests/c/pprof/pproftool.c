@@ -6,12 +6,15 @@
  *     one fold per upload (core/pprof/fold.c) as the worker does, the last result written to
  *     OUT; -stats prints one line per fold (CPU time, segments deflated) to stderr; an upload
  *     that needs a full merge is merged in full with -fallback (a new folder next time), else
- *     exit 3 */
-#include <time.h>
+ *     exit 3
+ *   pproftool views FILE [MAX_NODES [ROWS [OUT]]]   the web view's JSON (flame.h): sizes and
+ *     seconds per step; with OUT, written to OUT.flame.json and OUT.top.json */
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "flame.h"
 #include "fold.h"
 #include "pprof.h"
 
@@ -266,16 +269,61 @@ static int cmd_fold(int argc, char **argv)
     return rc;
 }
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmd_views(int argc, char **argv)
+{
+    if (argc < 1) return 2;
+    uint8_t *d;
+    size_t n;
+    if (read_file(argv[0], &d, &n)) return 2;
+    ap_pprof_error err;
+    double t0 = now();
+    ap_pprof_profile *p = ap_pprof_decode(d, n, NULL, &err);
+    free(d);
+    if (!p) {
+        printf("error: %s\n", err.msg);
+        return 1;
+    }
+    double t1 = now();
+    ap_pprof_flame_opts o = {.index = -1, .max_nodes = argc > 1 ? (uint32_t)atoi(argv[1]) : 0};
+    ap_pprof_views v;
+    if (ap_pprof_views_json(p, &o, argc > 2 ? (uint32_t)atoi(argv[2]) : 0, &v, &err)) {
+        printf("error: %s\n", err.msg);
+        return 1;
+    }
+    double t2 = now();
+    printf("decode %.3f s, views %.3f s: flame %zu bytes, top %zu bytes (%u rows)\n", t1 - t0,
+           t2 - t1, v.flame_len, v.top_len, v.nrows);
+    for (int i = 0; argc > 3 && i < 2; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.%s.json", argv[3], i ? "top" : "flame");
+        FILE *f = fopen(path, "wb");
+        if (!f) return 1;
+        fwrite(i ? v.top : v.flame, 1, i ? v.top_len : v.flame_len, f);
+        fclose(f);
+    }
+    ap_pprof_views_free(&v);
+    ap_pprof_profile_free(p);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: pproftool check|pgo|merge ...\n");
+        fprintf(stderr, "usage: pproftool check|pgo|merge|fold|views ...\n");
         return 2;
     }
     if (!strcmp(argv[1], "check")) return cmd_check(argc - 2, argv + 2);
     if (!strcmp(argv[1], "pgo")) return cmd_pgo(argc - 2, argv + 2);
     if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(argv[1], "fold")) return cmd_fold(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "views")) return cmd_views(argc - 2, argv + 2);
     fprintf(stderr, "unknown command %s\n", argv[1]);
     return 2;
 }
