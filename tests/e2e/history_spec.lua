@@ -127,6 +127,19 @@ local function story(dir, start, keys)
   assert.equals(utc.rfc3339(H - 2 * 3600), sources["test:b1"].segment)
   assert.equals(utc.rfc3339(H), sources["test:d1"].segment)
 
+  -- the CLI against this server: `autopgo history` and `autopgo download --from/--to`, `--window`
+  local code, out, err = support.autopgo { "history", "hist", "--api-url", s.url }
+  assert.equals(0, code, err)
+  assert.matches("hist: 4 segments of 1h, 6 uploads\n", out, 1, true)
+  assert.matches(utc.rfc3339(H - 2 * 3600 + 600) .. "%s+hist/staging/%d+%s+30s%s+[%d.]+ KiB%s+test:b1\n", out)
+  code, out, err = support.autopgo { "download", "hist", "--api-url", s.url, "-o", dir .. "/cli.pgo",
+    "--from", utc.rfc3339(H - 5 * 3600), "--to", utc.rfc3339(H - 4 * 3600) }
+  assert.equals(0, code, err .. out)
+  same(want { "a1", "a2" }, goref.canon(dir .. "/cli.pgo"), "autopgo download --from/--to")
+  code, out, err = support.autopgo { "download", "hist", "--api-url", s.url, "-o", dir .. "/cli.pgo", "--window", "3h" }
+  assert.equals(0, code, err .. out)
+  same(want { "b1", "c1", "c2", "d1" }, goref.canon(dir .. "/cli.pgo"), "autopgo download --window")
+
   -- bad input
   for _, q in ipairs { "?window=soon", "?from=yesterday", "?window=1h&from=" .. utc.rfc3339(H),
     range(H, H - 3600) } do

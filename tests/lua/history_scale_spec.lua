@@ -1,7 +1,9 @@
--- Issue 12's "Scale" must, as a spec: a merge pass of one upload asks the same of the store (calls
--- by method, entries listed) whether the app's history holds one segment or days of them, so
--- segment writes never turn a one-upload merge into a rewrite of the whole history. Counted by a
--- store wrapping a real mem:// one, through autopgo.merge_pass with autopgo.history.
+-- Issue 12's "Scale" and "Fast" musts, as specs: a merge pass of one upload asks the same of the
+-- store (calls by method, entries listed) whether the app's history holds one segment or days of
+-- them, so segment writes never turn a one-upload merge into a rewrite of the whole history
+-- (counted by a store wrapping a real mem:// one, through autopgo.merge_pass with
+-- autopgo.history); a window over many segments merges at most history.GROUP profiles per merge
+-- call (the documented memory bound), with the same result as the base.
 local support = require "tests.lua.support"
 local profiles = require "tests.lua.profiles"
 local blob = require "autopgo.blob"
@@ -9,6 +11,7 @@ local bus = require "autopgo.bus"
 local history = require "autopgo.history"
 local keys = require "autopgo.keys"
 local merge_pass = require "autopgo.merge_pass"
+local merging = require "autopgo.merging"
 local policy = require "autopgo.policy"
 local crypto = require("autopgo.core").crypto
 
@@ -67,6 +70,24 @@ local function one_upload(hours, hour)
   return cost
 end
 
+-- A history of one upload in each of `hours` hours after T0, merged by passes; returns it.
+local function filled(hours)
+  local store = counting()
+  local hist = history.new { store = store, segment = 3600, now = function() return (T0 + 400 * 3600) * NS end }
+  local writer = assert(bus.writer("mem://hscale-" .. crypto.hex(crypto.random(5))))
+  local pass = merge_pass.new { store = store, writer = writer, policy = assert(policy.new {}), history = hist }
+  for h = 0, hours - 1 do
+    assert(store:put(keys.staging("app", (T0 + h * 3600 + 10) * NS + h), profiles.variant(h % 4 + 1),
+      { if_none_match = "*" }))
+  end
+  repeat
+    local ok, n, more = pass:run("app")
+    assert(ok, n)
+  until not more
+  pass:flush()
+  return hist, store
+end
+
 describe("history at scale", function()
   it("costs a one-upload pass the same with one segment or a week of them (a new segment)", function()
     run(function()
@@ -80,6 +101,25 @@ describe("history at scale", function()
   it("costs a one-upload pass the same with one segment or a week of them (a segment it joins)", function()
     run(function()
       assert.same(one_upload(1, 0), one_upload(168, 0))
+    end, 120000)
+  end)
+
+  it("merges a window of 40 segments at most history.GROUP profiles at a time, as the base holds them", function()
+    run(function()
+      local hist, store = filled(40)
+      local calls, real = {}, merging.merge
+      merging.merge = function(inputs, ...)
+        calls[#calls + 1] = #inputs
+        return real(inputs, ...)
+      end
+      local ok, w = pcall(hist.window, hist, "app", nil, nil, nil)
+      merging.merge = real
+      assert(ok, w)
+      assert(w, "no window")
+      -- 16 segments, then the running result and 15 more each time: 16 + 15 + 9 = 40
+      assert.same({ history.GROUP, history.GROUP, 40 - 2 * history.GROUP + 2 }, calls)
+      local bytes = w.bytes or assert(store:get(w.key)).body
+      assert.same(profiles.counts(assert(store:get(keys.base("app"))).body), profiles.counts(bytes))
     end, 120000)
   end)
 end)
