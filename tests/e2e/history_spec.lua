@@ -200,7 +200,8 @@ describe("profile history", function()
       local now = os.time()
       local H = now // 3600 * 3600
       local cfg = support.write_file(dir .. "/autopgo.lua", [[return { policy = {
-        nrm = { normalize = "duration" }, eq = { normalize = "equal" }, dec = { half_life = "2h" } } }]])
+        nrm = { normalize = "duration" }, eq = { normalize = "equal" }, dec = { half_life = "2h" },
+        win = { window = "2h" } } }]])
       local s = serverproc.start(dir, { "--config", cfg })
       -- three uploads of different durations and hours
       local files, durations, hours = {}, { 10, 60, 30 }, { 3, 1, 0 }
@@ -213,7 +214,7 @@ describe("profile history", function()
         assert(code == 0, so .. se)
         files[i] = out
       end
-      for _, app in ipairs { "nrm", "eq", "dec" } do
+      for _, app in ipairs { "nrm", "eq", "dec", "win" } do
         for i = 1, 3 do
           local r = assert(http.request { method = "POST", url = s.url .. "/api/profile/" .. app,
             body = support.read_file(files[i]) })
@@ -221,8 +222,8 @@ describe("profile history", function()
         end
       end
       serverproc.wait_until("everything is merged", function()
-        return #serverproc.files(s, "nrm/staging eq/staging dec/staging") == 0
-          and #serverproc.files(s, "nrm/default.pgo eq/default.pgo dec/default.pgo") == 3
+        return #serverproc.files(s, "nrm/staging eq/staging dec/staging win/staging") == 0
+          and #serverproc.files(s, "nrm/default.pgo eq/default.pgo dec/default.pgo win/default.pgo") == 4
       end, 120000)
       local function canon_of(app, query)
         local r = assert(http.request { url = s.url .. "/api/profile/" .. app .. (query or "") })
@@ -261,6 +262,9 @@ describe("profile history", function()
       end
       assert.equals(3, #segs)
       assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", segs, { scale = weights })), canon_of("dec"))
+      -- a rolling window: the segments overlapping the last 2 hours (the uploads 1 and 0 hours
+      -- ago; the one 3 hours ago is left out), however the clock moved since
+      assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", { files[2], files[3] })), canon_of("win"))
       -- windows stay unweighted (the merge of the uploads as they are, normalized or not)
       assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", files)), canon_of("dec", "?window=5h"))
       assert.equals(0, (serverproc.stop(s)))
