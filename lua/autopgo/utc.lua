@@ -32,6 +32,12 @@ local function civil_from_days(z)
   return m <= 2 and y + 1 or y, m, d
 end
 
+-- The days of month mo of year y (proleptic Gregorian): 2024-02 has 29, 2100-02 has 28.
+local function days_in_month(y, mo)
+  if mo == 2 then return (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) and 29 or 28 end
+  return (mo == 4 or mo == 6 or mo == 9 or mo == 11) and 30 or 31
+end
+
 --- Unix seconds of a UTC calendar time.
 function M.timegm(y, mo, d, h, mi, s)
   return days_from_civil(y, mo, d) * 86400 + (h or 0) * 3600 + (mi or 0) * 60 + (s or 0)
@@ -81,7 +87,7 @@ function M.parse_rfc3339(s)
     offset = (tonumber(oh) * 60 + tonumber(om)) * 60 * (sign == "+" and 1 or -1)
   end
   y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then
+  if mo < 1 or mo > 12 or d < 1 or d > days_in_month(y, mo) or h > 23 or mi > 59 or sec > 60 then
     return fail.new("INVALID", "timestamp %q is out of range", s)
   end
   local t = M.timegm(y, mo, d, h, mi, sec) - offset

@@ -127,6 +127,22 @@ local function story(dir, start, keys)
   assert.equals(utc.rfc3339(H - 2 * 3600), sources["test:b1"].segment)
   assert.equals(utc.rfc3339(H), sources["test:d1"].segment)
 
+  -- the CLI against this server: `autopgo history` and `autopgo download --from/--to`, `--window`
+  local code, out, err = support.autopgo { "history", "hist", "--api-url", s.url }
+  assert.equals(0, code, err)
+  assert.matches("hist: 4 segments of 1h, 6 uploads\n", out, 1, true)
+  local b1 = out:match("\n  ([^\n]*test:b1)\n")
+  assert.is_string(b1, out)
+  assert.equals(utc.rfc3339(H - 2 * 3600 + 600), b1:match("^%S+"))
+  assert.matches("^%S+%s+hist/staging/%d+%s+30s%s+[%d.]+ KiB%s+test:b1$", b1)
+  code, out, err = support.autopgo { "download", "hist", "--api-url", s.url, "-o", dir .. "/cli.pgo",
+    "--from", utc.rfc3339(H - 5 * 3600), "--to", utc.rfc3339(H - 4 * 3600) }
+  assert.equals(0, code, err .. out)
+  same(want { "a1", "a2" }, goref.canon(dir .. "/cli.pgo"), "autopgo download --from/--to")
+  code, out, err = support.autopgo { "download", "hist", "--api-url", s.url, "-o", dir .. "/cli.pgo", "--window", "3h" }
+  assert.equals(0, code, err .. out)
+  same(want { "b1", "c1", "c2", "d1" }, goref.canon(dir .. "/cli.pgo"), "autopgo download --window")
+
   -- bad input
   for _, q in ipairs { "?window=soon", "?from=yesterday", "?window=1h&from=" .. utc.rfc3339(H),
     range(H, H - 3600) } do
@@ -184,7 +200,8 @@ describe("profile history", function()
       local now = os.time()
       local H = now // 3600 * 3600
       local cfg = support.write_file(dir .. "/autopgo.lua", [[return { policy = {
-        nrm = { normalize = "duration" }, eq = { normalize = "equal" }, dec = { half_life = "2h" } } }]])
+        nrm = { normalize = "duration" }, eq = { normalize = "equal" }, dec = { half_life = "2h" },
+        win = { window = "2h" } } }]])
       local s = serverproc.start(dir, { "--config", cfg })
       -- three uploads of different durations and hours
       local files, durations, hours = {}, { 10, 60, 30 }, { 3, 1, 0 }
@@ -197,7 +214,7 @@ describe("profile history", function()
         assert(code == 0, so .. se)
         files[i] = out
       end
-      for _, app in ipairs { "nrm", "eq", "dec" } do
+      for _, app in ipairs { "nrm", "eq", "dec", "win" } do
         for i = 1, 3 do
           local r = assert(http.request { method = "POST", url = s.url .. "/api/profile/" .. app,
             body = support.read_file(files[i]) })
@@ -205,8 +222,8 @@ describe("profile history", function()
         end
       end
       serverproc.wait_until("everything is merged", function()
-        return #serverproc.files(s, "nrm/staging eq/staging dec/staging") == 0
-          and #serverproc.files(s, "nrm/default.pgo eq/default.pgo dec/default.pgo") == 3
+        return #serverproc.files(s, "nrm/staging eq/staging dec/staging win/staging") == 0
+          and #serverproc.files(s, "nrm/default.pgo eq/default.pgo dec/default.pgo win/default.pgo") == 4
       end, 120000)
       local function canon_of(app, query)
         local r = assert(http.request { url = s.url .. "/api/profile/" .. app .. (query or "") })
@@ -245,6 +262,9 @@ describe("profile history", function()
       end
       assert.equals(3, #segs)
       assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", segs, { scale = weights })), canon_of("dec"))
+      -- a rolling window: the segments overlapping the last 2 hours (the uploads 1 and 0 hours
+      -- ago; the one 3 hours ago is left out), however the clock moved since
+      assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", { files[2], files[3] })), canon_of("win"))
       -- windows stay unweighted (the merge of the uploads as they are, normalized or not)
       assert.equals(goref.canon(goref.merge(dir .. "/want.pgo", files)), canon_of("dec", "?window=5h"))
       assert.equals(0, (serverproc.stop(s)))

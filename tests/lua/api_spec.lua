@@ -35,7 +35,8 @@ local function serve(o)
   local router = httpd.router()
   api.new({ store = o.store and o.store(e.store) or e.store, writer = o.writer and o.writer(e.writer) or e.writer,
     max_upload_size = o.max or 1024 * 1024, max_decompressed = o.max_decompressed, budget = o.budget,
-    small_budget = o.small_budget }):routes(router)
+    small_budget = o.small_budget,
+    history = o.history and require("autopgo.history").new { store = e.store, segment = 3600 } or nil }):routes(router)
   e.srv = assert(httpd.listen { host = "127.0.0.1", port = 0, handler = router, max_body = o.max or 1024 * 1024 })
   function e.request(method, path, opts) return httpc.request(e.srv.port, method, path, opts) end
   function e.next_event()
@@ -571,6 +572,59 @@ describe("api", function()
         assert.equals(error_body(500, "cannot announce the deletion (UNAVAILABLE); details are in the server log"),
           r.body)
         f.close()
+      end)
+    end)
+  end)
+
+  describe("DELETE /api/profile/{app}?from=&to=", function()
+    it("announces a range delete with both bounds, in UTC", function()
+      run(function()
+        local e = serve { history = true }
+        local r = e.request("DELETE", "/api/profile/app?from=2026-12-01T10:00:00%2B01:00&to=2026-12-01T12:00:00Z")
+        assert.equals(200, r.status, r.body)
+        assert.equals("{}\n", r.body)
+        local env = e.next_event()
+        assert.equals("profile.range_deleted", env.type)
+        assert.same({ app = "app", from = "2026-12-01T09:00:00Z", to = "2026-12-01T12:00:00Z" }, env.payload)
+        e.close()
+      end)
+    end)
+
+    it("answers a bad range with a 400 and a JSON message saying what is wrong, announcing nothing", function()
+      run(function()
+        local e = serve { history = true }
+        local from, to = "from=2026-12-01T10:00:00Z", "to=2026-12-01T12:00:00Z"
+        for q, message in pairs {
+          [from] = "a range delete needs both from and to (RFC 3339)",
+          [to] = "a range delete needs both from and to (RFC 3339)",
+          ["window=72h"] = "a range delete takes from and to, not window",
+          ["from=2026-12-01T12:00:00Z&" .. to] = "from must be before to",
+          ["from=2026-12-01T13:00:00Z&" .. to] = "from must be before to",
+          ["from=yesterday&" .. to] = 'from: timestamp "yesterday" is not RFC 3339 (like 2024-10-28T12:16:34.964Z)',
+          [from .. "&to=2026-02-30T00:00:00Z"] = 'to: timestamp "2026-02-30T00:00:00Z" is out of range',
+          [from .. "&to=2026-12-01T12:00:00"] = 'to: timestamp "2026-12-01T12:00:00" has no time zone (Z or +hh:mm)',
+        } do
+          local r = e.request("DELETE", "/api/profile/app?" .. q)
+          assert.equals(400, r.status, q)
+          assert.equals(error_body(400, message), r.body, q)
+        end
+        e.close()
+        -- without history there is no range to delete
+        local n = serve()
+        assert(n.store:put("app/default.pgo", "x"))
+        local r = n.request("DELETE", "/api/profile/app?" .. from .. "&" .. to)
+        assert.equals(400, r.status)
+        assert.equals(error_body(400, "this server keeps no history (--segment 0): no range to delete"), r.body)
+        n.close()
+        -- nothing was announced by any of these: the app is still there to delete whole
+        local d = serve { history = true }
+        assert(d.store:put("app/default.pgo", "x"))
+        for _, q in ipairs { from, "window=1h", "from=x&to=y" } do
+          assert.equals(400, d.request("DELETE", "/api/profile/app?" .. q).status)
+        end
+        assert.equals(200, d.request("DELETE", "/api/profile/app").status)
+        assert.equals("profile.deleted", d.next_event().type)
+        d.close()
       end)
     end)
   end)

@@ -50,6 +50,19 @@ describe("utc", function()
     assert.matches("no time zone", err)
   end)
 
+  it("refuses days a month does not have, as Go's time.Parse does", function()
+    assert.equals(1709164800, utc.parse_rfc3339("2024-02-29T00:00:00Z"))
+    assert.equals(951782400, utc.parse_rfc3339("2000-02-29T00:00:00Z"))
+    assert.equals(1732924800, utc.parse_rfc3339("2024-11-30T00:00:00Z"))
+    for _, s in ipairs { "2026-02-30T10:00:00Z", "2023-02-29T00:00:00Z", "2100-02-29T00:00:00Z",
+      "2026-04-31T00:00:00Z", "2026-11-31T00:00:00+01:00" } do
+      local v, err, code = utc.parse_rfc3339(s)
+      assert.is_nil(v, s)
+      assert.equals("INVALID", code)
+      assert.matches("out of range", err)
+    end
+  end)
+
   it("agrees with the C library over many days", function()
     for t = -86400 * 800, 86400 * 40000, 86400 * 37 + 3661 do
       assert.equals(os.date("!%Y-%m-%dT%H:%M:%SZ", t), utc.iso8601(t))
