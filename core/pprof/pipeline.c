@@ -259,6 +259,102 @@ static void projection_free(projection *pj)
 
 /* ---- the pipeline ---- */
 
+/* Inputs are decoded by whichever thread is free, in input order, into a ring of scratch
+ * profiles, and merged in order on the caller's thread. The caller decodes too whenever the
+ * input it needs next is not ready and another is waiting: a helper that is descheduled (a
+ * loaded machine) holds up only the one input it has claimed, never the whole sequence, and
+ * with no helper at all (threads = 1, or none could start) the caller decodes everything. */
+#define POOL_MAX 6 /* scratch profiles: helpers + 2 (at most 4 helpers) */
+
+typedef struct {
+    const ap_pprof_input *inputs;
+    size_t n;
+    int nslot;
+    decode_task task[POOL_MAX];
+    int ready[POOL_MAX];
+    size_t next_decode; /* first input nobody has claimed */
+    size_t next_merge;  /* first input not yet merged (its slot is busy until then) */
+    int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} decode_pool;
+
+/* Claims the next input when its slot is free; returns its index or n. Under the lock. */
+static size_t pool_claim(decode_pool *pl)
+{
+    size_t j = pl->next_decode;
+    if (pl->stop || j >= pl->n || j >= pl->next_merge + (size_t)pl->nslot) return pl->n;
+    pl->next_decode++;
+    return j;
+}
+
+/* Decodes input j into its slot (the lock is not held) and marks it ready. */
+static void pool_decode(decode_pool *pl, size_t j)
+{
+    decode_task *t = &pl->task[j % (size_t)pl->nslot];
+    t->in = &pl->inputs[j];
+    t->rc = 0;
+    t->bytes = 0;
+    if (!t->in->profile) decode_thread(t);
+    pthread_mutex_lock(&pl->mu);
+    pl->ready[j % (size_t)pl->nslot] = 1;
+    pthread_cond_broadcast(&pl->cv);
+}
+
+static void *pool_helper(void *arg)
+{
+    decode_pool *pl = arg;
+    pthread_mutex_lock(&pl->mu);
+    for (;;) {
+        size_t j = pool_claim(pl);
+        if (j < pl->n) {
+            pthread_mutex_unlock(&pl->mu);
+            pool_decode(pl, j); /* returns locked */
+            continue;
+        }
+        if (pl->stop || pl->next_decode >= pl->n) break;
+        pthread_cond_wait(&pl->cv, &pl->mu);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    return NULL;
+}
+
+/* Waits (decoding meanwhile) until input i is decoded; returns its task. */
+static decode_task *pool_take(decode_pool *pl, size_t i)
+{
+    pthread_mutex_lock(&pl->mu);
+    while (!pl->ready[i % (size_t)pl->nslot]) {
+        size_t j = pool_claim(pl);
+        if (j < pl->n) {
+            pthread_mutex_unlock(&pl->mu);
+            pool_decode(pl, j); /* returns locked */
+            continue;
+        }
+        pthread_cond_wait(&pl->cv, &pl->mu);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    return &pl->task[i % (size_t)pl->nslot];
+}
+
+/* Input i is merged: its slot takes the input nslot places on. */
+static void pool_release(decode_pool *pl, size_t i)
+{
+    pthread_mutex_lock(&pl->mu);
+    pl->ready[i % (size_t)pl->nslot] = 0;
+    pl->next_merge = i + 1;
+    pthread_cond_broadcast(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+}
+
+static void pool_stop(decode_pool *pl, pthread_t *helpers, int nhelpers)
+{
+    pthread_mutex_lock(&pl->mu);
+    pl->stop = 1;
+    pthread_cond_broadcast(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+    for (int k = 0; k < nhelpers; k++) pthread_join(helpers[k], NULL);
+}
+
 /* One pass over the inputs into a merged profile. In the first pass (types->fixed == 0) input 0
  * goes in whole and the types are counted; when a later input lacks one of input 0's types the
  * pass stops merging (*redo = 1) and only decodes the rest, so that a second pass with the
@@ -267,42 +363,41 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
                                     const ap_pprof_limits *limits, int threads, type_set *types,
                                     int *redo, ap_pprof_merge_summary *sum, ap_pprof_error *err)
 {
-    ap_pprof_profile *scratch[2] = {NULL, NULL}, *merged = NULL;
-    decode_task task[2];
-    memset(task, 0, sizeof task);
-    pthread_t helper;
-    int helper_running = 0;
+    ap_pprof_profile *merged = NULL;
+    decode_pool pool;
+    memset(&pool, 0, sizeof pool);
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+    pool.inputs = inputs;
+    pool.n = n;
+    /* Helpers: one fewer than the threads (the caller decodes too), none beyond the inputs
+     * after the first. Scratch profiles: one per decoding thread plus the one being merged
+     * (so no thread idles while the caller merges), at most one per input. */
+    int nhelpers = threads - 1;
+    if (nhelpers > POOL_MAX - 2) nhelpers = POOL_MAX - 2;
+    if ((size_t)nhelpers > n - 1) nhelpers = (int)(n - 1);
+    if (nhelpers < 0) nhelpers = 0;
+    pool.nslot = nhelpers + 2;
+    if ((size_t)pool.nslot > n) pool.nslot = n < 2 ? 2 : (int)n;
+    pthread_t helpers[POOL_MAX];
+    int started = 0;
     ap_pprof_merger *m = ap_pprof_merger_new();
     ap_pprof_error incompatible;
     ap_pprof_error_clear(&incompatible);
     *redo = 0;
-    if (!m || !(scratch[0] = ap_pprof_profile_new()) || !(scratch[1] = ap_pprof_profile_new())) {
+    int ok = m != NULL;
+    for (int k = 0; k < pool.nslot; k++) {
+        pool.task[k].limits = limits;
+        if (ok && !(pool.task[k].p = ap_pprof_profile_new())) ok = 0;
+    }
+    if (!ok) {
         ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
         goto done;
     }
-    for (int k = 0; k < 2; k++) {
-        task[k].limits = limits;
-        task[k].p = scratch[k];
-    }
-    /* Input i is decoded into scratch[i % 2]; the decode of input i + 1 overlaps the merge of
-     * input i when there is more than one thread to use. */
-    if (!inputs[0].profile) {
-        task[0].in = &inputs[0];
-        decode_thread(&task[0]);
-    }
+    for (; started < nhelpers; started++)
+        if (pthread_create(&helpers[started], NULL, pool_helper, &pool) != 0) break;
     for (size_t i = 0; i < n; i++) {
-        decode_task *cur = &task[i % 2], *next = &task[(i + 1) % 2];
-        if (helper_running) {
-            pthread_join(helper, NULL);
-            helper_running = 0;
-        }
-        if (i + 1 < n && !inputs[i + 1].profile) {
-            next->in = &inputs[i + 1];
-            if (threads > 1 && pthread_create(&helper, NULL, decode_thread, next) == 0)
-                helper_running = 1;
-            else
-                decode_thread(next); /* sequential, just ahead of its turn */
-        }
+        decode_task *cur = pool_take(&pool, i);
         const ap_pprof_profile *src = inputs[i].profile;
         if (!src) {
             if (cur->rc) {
@@ -325,7 +420,10 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
         }
         /* After an incompatible input the rest are still decoded: parsing precedes merging in
          * the original, so a malformed input is what gets reported. */
-        if (incompatible.code || *redo) continue;
+        if (incompatible.code || *redo) {
+            pool_release(&pool, i);
+            continue;
+        }
         projection pj = {0};
         const ap_pprof_profile *view = src;
         if (i > 0 || types->fixed) {
@@ -340,6 +438,7 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
                 incompatible = *err;
                 incompatible.input = (int)i;
                 incompatible.other = 0;
+                pool_release(&pool, i);
                 continue;
             }
         }
@@ -354,6 +453,7 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
         }
         int rc = ap_pprof_merger_add(m, view, err);
         projection_free(&pj);
+        pool_release(&pool, i);
         if (rc) {
             if (err->code != AP_PPROF_EINCOMPATIBLE) {
                 err->input = (int)i;
@@ -379,15 +479,19 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
         goto done;
     }
     if (*redo) goto done;
-    ap_pprof_profile_free(scratch[0]);
-    ap_pprof_profile_free(scratch[1]);
-    scratch[0] = scratch[1] = NULL;
+    pool_stop(&pool, helpers, started);
+    started = 0;
+    for (int k = 0; k < pool.nslot; k++) {
+        ap_pprof_profile_free(pool.task[k].p);
+        pool.task[k].p = NULL;
+    }
     merged = ap_pprof_merger_finish(m, err);
 done:
     if (err->code != AP_PPROF_OK) *redo = 0; /* a failure ends the merge: no second pass */
-    if (helper_running) pthread_join(helper, NULL);
-    ap_pprof_profile_free(scratch[0]);
-    ap_pprof_profile_free(scratch[1]);
+    pool_stop(&pool, helpers, started);
+    for (int k = 0; k < pool.nslot; k++) ap_pprof_profile_free(pool.task[k].p);
+    pthread_mutex_destroy(&pool.mu);
+    pthread_cond_destroy(&pool.cv);
     ap_pprof_merger_free(m);
     return merged;
 }
