@@ -47,8 +47,11 @@ struct ap_zpar {
 
 int ap_zpar_auto_threads(void)
 {
+    /* One thread more than the CPUs (on a machine of two or more), so that both stay busy while
+     * a thread reads a file, faults pages in or is descheduled by other work on the machine. */
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) n = 1;
+    if (n > 1) n++;
     if (n > 4) n = 4;
     return (int)n;
 }
