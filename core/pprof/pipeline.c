@@ -1,6 +1,7 @@
-/* The one merge of autopgo (the worker and `autopgo merge` alike), in one call: decode each input
- * (reusing two profiles' buffers; the next input is decoded on a helper thread while the current
- * one is merged), CompatibilizeSampleTypes, Merge, Prune with each rule, Compact, encode. */
+/* The one merge of autopgo (the worker and `autopgo merge` alike), in one call: decode the inputs
+ * on a pool of threads (the caller included) into a ring of reused profiles, merge them in input
+ * order on the caller's thread, CompatibilizeSampleTypes, Merge, Prune with each rule, Compact,
+ * encode. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
