@@ -18,13 +18,17 @@ typedef struct {
     const ap_pprof_input *in;
     const ap_pprof_limits *limits;
     ap_pprof_profile *p; /* scratch to decode into */
-    size_t bytes;        /* encoded size */
+    uint8_t *buf;        /* file contents, reused from input to input (no page faults) */
+    size_t cap;
+    size_t bytes; /* encoded size */
     ap_pprof_error err;
     int rc;
 } decode_task;
 
-/* Reads a whole file; a file larger than any profile the limits allow is refused unread. */
-static uint8_t *read_file(const char *path, uint64_t max, size_t *len, ap_pprof_error *err)
+/* Reads a whole file into *buf (grown as needed, kept for the next file); a file larger than
+ * any profile the limits allow is refused unread. */
+static uint8_t *read_file(const char *path, uint64_t max, uint8_t **bufp, size_t *capp, size_t *len,
+                          ap_pprof_error *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -42,11 +46,17 @@ static uint8_t *read_file(const char *path, uint64_t max, size_t *len, ap_pprof_
                       (unsigned long long)max);
         goto fail;
     }
-    buf = malloc((size_t)st.st_size ? (size_t)st.st_size : 1);
-    if (!buf) {
-        ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory reading %s", path);
-        goto fail;
+    if (*capp < (size_t)st.st_size || !*bufp) {
+        free(*bufp);
+        *capp = 0;
+        *bufp = malloc((size_t)st.st_size ? (size_t)st.st_size : 1);
+        if (!*bufp) {
+            ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory reading %s", path);
+            goto fail;
+        }
+        *capp = (size_t)st.st_size ? (size_t)st.st_size : 1;
     }
+    buf = *bufp;
     size_t got = 0;
     while (got < (size_t)st.st_size) {
         ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
@@ -62,7 +72,6 @@ static uint8_t *read_file(const char *path, uint64_t max, size_t *len, ap_pprof_
     *len = got;
     return buf;
 fail:
-    free(buf);
     close(fd);
     return NULL;
 }
@@ -81,14 +90,13 @@ static void *decode_thread(void *arg)
                                                             : AP_PPROF_DEFAULT_MAX_DECOMPRESSED;
     max += max / 64 + 4096;
     size_t len = 0;
-    uint8_t *data = read_file(in->path, max, &len, &t->err);
+    uint8_t *data = read_file(in->path, max, &t->buf, &t->cap, &len, &t->err);
     if (!data) {
         t->rc = -1;
         return NULL;
     }
     t->bytes = len;
     t->rc = ap_pprof_decode_into(t->p, data, len, t->limits, &t->err);
-    free(data);
     return NULL;
 }
 
@@ -485,12 +493,17 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
     for (int k = 0; k < pool.nslot; k++) {
         ap_pprof_profile_free(pool.task[k].p);
         pool.task[k].p = NULL;
+        free(pool.task[k].buf);
+        pool.task[k].buf = NULL;
     }
     merged = ap_pprof_merger_finish(m, err);
 done:
     if (err->code != AP_PPROF_OK) *redo = 0; /* a failure ends the merge: no second pass */
     pool_stop(&pool, helpers, started);
-    for (int k = 0; k < pool.nslot; k++) ap_pprof_profile_free(pool.task[k].p);
+    for (int k = 0; k < pool.nslot; k++) {
+        ap_pprof_profile_free(pool.task[k].p);
+        free(pool.task[k].buf);
+    }
     pthread_mutex_destroy(&pool.mu);
     pthread_cond_destroy(&pool.cv);
     ap_pprof_merger_free(m);

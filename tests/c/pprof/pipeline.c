@@ -66,6 +66,37 @@ static void test_decode_pool(blob g1, blob g2, blob bad)
         in[2] = (ap_pprof_input){g1.d, g1.n, NULL, NULL};
     }
     ap_pprof_profile_free(obj);
+
+    /* Files of different sizes through the slots' reused read buffers: the same bytes as the
+     * same inputs in memory, and a missing file among them named. */
+    ap_pprof_input files[7], mem[7];
+    char *path1 = strdup(t_data_path("goapp-cpu-1.pb.gz")),
+         *path2 = strdup(t_data_path("goapp-cpu-2.pb.gz"));
+    for (size_t i = 0; i < 7; i++) {
+        int two = i % 3 == 1;
+        files[i] = (ap_pprof_input){NULL, 0, NULL, two ? path2 : path1};
+        mem[i] = (ap_pprof_input){two ? g2.d : g1.d, two ? g2.n : g1.n, NULL, NULL};
+    }
+    uint8_t *want;
+    size_t want_len;
+    CHECK_INT(ap_pprof_merge_encoded(mem, 7, NULL, NULL, NULL, &want, &want_len, NULL, NULL, &err),
+              0);
+    for (int threads = 1; threads <= 4; threads += 3) {
+        ap_pprof_encode_opts o = {.level = -1, .threads = threads};
+        CHECK_INT(ap_pprof_merge_encoded(files, 7, NULL, NULL, &o, &out, &len, NULL, &sum, &err),
+                  0);
+        CHECK(len == want_len && memcmp(out, want, len) == 0);
+        CHECK_INT(sum.bytes_in, 5 * g1.n + 2 * g2.n);
+        free(out);
+    }
+    free(want);
+    files[5].path = "/nonexistent/p.pb.gz";
+    ap_pprof_encode_opts o3 = {.threads = 3};
+    CHECK_INT(ap_pprof_merge_encoded(files, 7, NULL, NULL, &o3, &out, &len, NULL, NULL, &err), -1);
+    CHECK_ERR(err, AP_PPROF_EIO, "cannot open /nonexistent/p.pb.gz");
+    CHECK_INT(err.input, 5);
+    free(path1);
+    free(path2);
 }
 
 int main(void)
