@@ -102,7 +102,7 @@ for size in "${sizes[@]}"; do
     floor6=$(for i in $(seq 1 "${REPEAT:-3}"); do
         "$work/zfloor" 6 "$work/ours-$size.raw" "${inputs[@]}" | awk '/^floor/{print $2}'
     done | med)
-    out_raw=$(($(stat -c %s "$work/ours-$size.raw") / 1048576))
+    out_raw=$(awk -v b="$(stat -c %s "$work/ours-$size.raw")" 'BEGIN{printf "%.1f", b/1048576}')
     out_mib=$(awk -v b="$(stat -c %s "$work/ours-$size.pgo")" 'BEGIN{printf "%.1f", b/1048576}')
     ocpu=$(awk -v u="$ou" -v s="$os" 'BEGIN{printf "%.2f", u+s}')
     echo "| 10 x $size MB | autopgo | $ow | $ocpu | $((orss / 1024)) | $out_mib |" >>"$results"
