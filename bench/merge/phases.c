@@ -1,6 +1,8 @@
 /* Times the phases of a merge (read, decode, merge, encode) with the pprof core directly, for
- * the profiling notes in RESULTS.md; also the zlib floor of the same inputs and output.
- *   phases [-level N] [-threads N] IN...   prints one "phase seconds" line each */
+ * the profiling notes in RESULTS.md; then the whole pipeline (ap_pprof_merge_encoded) on one
+ * thread and on THREADS (0: automatic), wall and CPU; also the zlib floor of the same inputs
+ * and output. -pipeline skips the single-threaded phases and the floor.
+ *   phases [-level N] [-threads N] [-pipeline] IN...   prints one "phase seconds" line each */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,16 +81,46 @@ static void floor_time(uint8_t **in, size_t *len, int n, const uint8_t *raw, siz
     free(buf);
 }
 
+/* The whole pipeline as the worker runs it (inputs decoded by a pool of threads while they are
+ * merged in order, parallel deflate), on `threads` threads. */
+static int pipeline(uint8_t **in, size_t *len, int n, int level, int threads)
+{
+    ap_pprof_input *inputs = calloc((size_t)n, sizeof *inputs);
+    for (int k = 0; k < n; k++) inputs[k] = (ap_pprof_input){in[k], len[k], NULL, NULL};
+    ap_pprof_encode_opts go = {.level = level, .threads = threads};
+    ap_pprof_error err;
+    double w0 = wall(), c0 = now();
+    uint8_t *res;
+    size_t reslen;
+    if (ap_pprof_merge_encoded(inputs, (size_t)n, NULL, NULL, &go, &res, &reslen, NULL, NULL, &err))
+        return fprintf(stderr, "%s\n", err.msg), 1;
+    printf("pipeline_threads_%d_wall %.3f\npipeline_threads_%d_cpu %.3f\n", threads, wall() - w0,
+           threads, now() - c0);
+    free(res);
+    free(inputs);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int level = -1, i = 1;
-    if (i + 1 < argc && !strcmp(argv[i], "-level")) level = atoi(argv[i + 1]), i += 2;
+    int level = -1, threads = 0, only_pipeline = 0, i = 1;
+    for (;;) {
+        if (i + 1 < argc && !strcmp(argv[i], "-level"))
+            level = atoi(argv[i + 1]), i += 2;
+        else if (i + 1 < argc && !strcmp(argv[i], "-threads"))
+            threads = atoi(argv[i + 1]), i += 2;
+        else if (i < argc && !strcmp(argv[i], "-pipeline"))
+            only_pipeline = 1, i++;
+        else
+            break;
+    }
     int n = argc - i;
     if (n < 1) return 2;
     uint8_t **in = calloc((size_t)n, sizeof *in);
     size_t *len = calloc((size_t)n, sizeof *len);
     for (int k = 0; k < n; k++) in[k] = slurp(argv[i + k], &len[k]);
     ap_pprof_error err;
+    if (only_pipeline) return pipeline(in, len, n, level, threads);
     double t_dec = 0, t_merge = 0, t;
     ap_pprof_merger *m = ap_pprof_merger_new();
     ap_pprof_profile *p = ap_pprof_profile_new();
@@ -117,16 +149,7 @@ int main(int argc, char **argv)
            "total %.3f\nsamples %u locations %u functions %u\n",
            t_dec, t_merge, t_fin, t_ser, t_enc, gzlen, t_dec + t_merge + t_fin + t_enc,
            out->nsamples, out->nlocations, out->nfunctions);
-    /* The whole pipeline as the worker runs it (decode ahead on a helper thread, parallel
-     * deflate). */
-    ap_pprof_input *inputs = calloc((size_t)n, sizeof *inputs);
-    for (int k = 0; k < n; k++) inputs[k] = (ap_pprof_input){in[k], len[k], NULL};
-    double w0 = wall(), c0 = now();
-    uint8_t *res;
-    size_t reslen;
-    if (ap_pprof_merge_encoded(inputs, (size_t)n, NULL, NULL, &go, &res, &reslen, NULL, NULL, &err))
-        return fprintf(stderr, "%s\n", err.msg), 1;
-    printf("pipeline_wall %.3f\npipeline_cpu %.3f\n", wall() - w0, now() - c0);
+    if (pipeline(in, len, n, level, 1) || pipeline(in, len, n, level, threads)) return 1;
     floor_time(in, len, n, raw, rawlen, level < 0 ? 6 : level);
     return 0;
 }

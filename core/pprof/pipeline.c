@@ -1,6 +1,7 @@
-/* The one merge of autopgo (the worker and `autopgo merge` alike), in one call: decode each input
- * (reusing two profiles' buffers; the next input is decoded on a helper thread while the current
- * one is merged), CompatibilizeSampleTypes, Merge, Prune with each rule, Compact, encode. */
+/* The one merge of autopgo (the worker and `autopgo merge` alike), in one call: decode the inputs
+ * on a pool of threads (the caller included) into a ring of reused profiles, merge them in input
+ * order on the caller's thread, CompatibilizeSampleTypes, Merge, Prune with each rule, Compact,
+ * encode. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -17,13 +18,17 @@ typedef struct {
     const ap_pprof_input *in;
     const ap_pprof_limits *limits;
     ap_pprof_profile *p; /* scratch to decode into */
-    size_t bytes;        /* encoded size */
+    uint8_t *buf;        /* file contents, reused from input to input (no page faults) */
+    size_t cap;
+    size_t bytes; /* encoded size */
     ap_pprof_error err;
     int rc;
 } decode_task;
 
-/* Reads a whole file; a file larger than any profile the limits allow is refused unread. */
-static uint8_t *read_file(const char *path, uint64_t max, size_t *len, ap_pprof_error *err)
+/* Reads a whole file into *buf (grown as needed, kept for the next file); a file larger than
+ * any profile the limits allow is refused unread. */
+static uint8_t *read_file(const char *path, uint64_t max, uint8_t **bufp, size_t *capp, size_t *len,
+                          ap_pprof_error *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -41,11 +46,17 @@ static uint8_t *read_file(const char *path, uint64_t max, size_t *len, ap_pprof_
                       (unsigned long long)max);
         goto fail;
     }
-    buf = malloc((size_t)st.st_size ? (size_t)st.st_size : 1);
-    if (!buf) {
-        ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory reading %s", path);
-        goto fail;
+    if (*capp < (size_t)st.st_size || !*bufp) {
+        free(*bufp);
+        *capp = 0;
+        *bufp = malloc((size_t)st.st_size ? (size_t)st.st_size : 1);
+        if (!*bufp) {
+            ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory reading %s", path);
+            goto fail;
+        }
+        *capp = (size_t)st.st_size ? (size_t)st.st_size : 1;
     }
+    buf = *bufp;
     size_t got = 0;
     while (got < (size_t)st.st_size) {
         ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
@@ -61,7 +72,6 @@ static uint8_t *read_file(const char *path, uint64_t max, size_t *len, ap_pprof_
     *len = got;
     return buf;
 fail:
-    free(buf);
     close(fd);
     return NULL;
 }
@@ -80,14 +90,13 @@ static void *decode_thread(void *arg)
                                                             : AP_PPROF_DEFAULT_MAX_DECOMPRESSED;
     max += max / 64 + 4096;
     size_t len = 0;
-    uint8_t *data = read_file(in->path, max, &len, &t->err);
+    uint8_t *data = read_file(in->path, max, &t->buf, &t->cap, &len, &t->err);
     if (!data) {
         t->rc = -1;
         return NULL;
     }
     t->bytes = len;
     t->rc = ap_pprof_decode_into(t->p, data, len, t->limits, &t->err);
-    free(data);
     return NULL;
 }
 
@@ -259,6 +268,102 @@ static void projection_free(projection *pj)
 
 /* ---- the pipeline ---- */
 
+/* Inputs are decoded by whichever thread is free, in input order, into a ring of scratch
+ * profiles, and merged in order on the caller's thread. The caller decodes too whenever the
+ * input it needs next is not ready and another is waiting: a helper that is descheduled (a
+ * loaded machine) holds up only the one input it has claimed, never the whole sequence, and
+ * with no helper at all (threads = 1, or none could start) the caller decodes everything. */
+#define POOL_MAX 6 /* scratch profiles: helpers + 2 (at most 4 helpers) */
+
+typedef struct {
+    const ap_pprof_input *inputs;
+    size_t n;
+    int nslot;
+    decode_task task[POOL_MAX];
+    int ready[POOL_MAX];
+    size_t next_decode; /* first input nobody has claimed */
+    size_t next_merge;  /* first input not yet merged (its slot is busy until then) */
+    int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} decode_pool;
+
+/* Claims the next input when its slot is free; returns its index or n. Under the lock. */
+static size_t pool_claim(decode_pool *pl)
+{
+    size_t j = pl->next_decode;
+    if (pl->stop || j >= pl->n || j >= pl->next_merge + (size_t)pl->nslot) return pl->n;
+    pl->next_decode++;
+    return j;
+}
+
+/* Decodes input j into its slot (the lock is not held) and marks it ready. */
+static void pool_decode(decode_pool *pl, size_t j)
+{
+    decode_task *t = &pl->task[j % (size_t)pl->nslot];
+    t->in = &pl->inputs[j];
+    t->rc = 0;
+    t->bytes = 0;
+    if (!t->in->profile) decode_thread(t);
+    pthread_mutex_lock(&pl->mu);
+    pl->ready[j % (size_t)pl->nslot] = 1;
+    pthread_cond_broadcast(&pl->cv);
+}
+
+static void *pool_helper(void *arg)
+{
+    decode_pool *pl = arg;
+    pthread_mutex_lock(&pl->mu);
+    for (;;) {
+        size_t j = pool_claim(pl);
+        if (j < pl->n) {
+            pthread_mutex_unlock(&pl->mu);
+            pool_decode(pl, j); /* returns locked */
+            continue;
+        }
+        if (pl->stop || pl->next_decode >= pl->n) break;
+        pthread_cond_wait(&pl->cv, &pl->mu);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    return NULL;
+}
+
+/* Waits (decoding meanwhile) until input i is decoded; returns its task. */
+static decode_task *pool_take(decode_pool *pl, size_t i)
+{
+    pthread_mutex_lock(&pl->mu);
+    while (!pl->ready[i % (size_t)pl->nslot]) {
+        size_t j = pool_claim(pl);
+        if (j < pl->n) {
+            pthread_mutex_unlock(&pl->mu);
+            pool_decode(pl, j); /* returns locked */
+            continue;
+        }
+        pthread_cond_wait(&pl->cv, &pl->mu);
+    }
+    pthread_mutex_unlock(&pl->mu);
+    return &pl->task[i % (size_t)pl->nslot];
+}
+
+/* Input i is merged: its slot takes the input nslot places on. */
+static void pool_release(decode_pool *pl, size_t i)
+{
+    pthread_mutex_lock(&pl->mu);
+    pl->ready[i % (size_t)pl->nslot] = 0;
+    pl->next_merge = i + 1;
+    pthread_cond_broadcast(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+}
+
+static void pool_stop(decode_pool *pl, pthread_t *helpers, int nhelpers)
+{
+    pthread_mutex_lock(&pl->mu);
+    pl->stop = 1;
+    pthread_cond_broadcast(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+    for (int k = 0; k < nhelpers; k++) pthread_join(helpers[k], NULL);
+}
+
 /* One pass over the inputs into a merged profile. In the first pass (types->fixed == 0) input 0
  * goes in whole and the types are counted; when a later input lacks one of input 0's types the
  * pass stops merging (*redo = 1) and only decodes the rest, so that a second pass with the
@@ -267,42 +372,41 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
                                     const ap_pprof_limits *limits, int threads, type_set *types,
                                     int *redo, ap_pprof_merge_summary *sum, ap_pprof_error *err)
 {
-    ap_pprof_profile *scratch[2] = {NULL, NULL}, *merged = NULL;
-    decode_task task[2];
-    memset(task, 0, sizeof task);
-    pthread_t helper;
-    int helper_running = 0;
+    ap_pprof_profile *merged = NULL;
+    decode_pool pool;
+    memset(&pool, 0, sizeof pool);
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+    pool.inputs = inputs;
+    pool.n = n;
+    /* Helpers: one fewer than the threads (the caller decodes too), none beyond the inputs
+     * after the first. Scratch profiles: one per decoding thread plus the one being merged
+     * (so no thread idles while the caller merges), at most one per input. */
+    int nhelpers = threads - 1;
+    if (nhelpers > POOL_MAX - 2) nhelpers = POOL_MAX - 2;
+    if ((size_t)nhelpers > n - 1) nhelpers = (int)(n - 1);
+    if (nhelpers < 0) nhelpers = 0;
+    pool.nslot = nhelpers + 2;
+    if ((size_t)pool.nslot > n) pool.nslot = n < 2 ? 2 : (int)n;
+    pthread_t helpers[POOL_MAX];
+    int started = 0;
     ap_pprof_merger *m = ap_pprof_merger_new();
     ap_pprof_error incompatible;
     ap_pprof_error_clear(&incompatible);
     *redo = 0;
-    if (!m || !(scratch[0] = ap_pprof_profile_new()) || !(scratch[1] = ap_pprof_profile_new())) {
+    int ok = m != NULL;
+    for (int k = 0; k < pool.nslot; k++) {
+        pool.task[k].limits = limits;
+        if (ok && !(pool.task[k].p = ap_pprof_profile_new())) ok = 0;
+    }
+    if (!ok) {
         ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");
         goto done;
     }
-    for (int k = 0; k < 2; k++) {
-        task[k].limits = limits;
-        task[k].p = scratch[k];
-    }
-    /* Input i is decoded into scratch[i % 2]; the decode of input i + 1 overlaps the merge of
-     * input i when there is more than one thread to use. */
-    if (!inputs[0].profile) {
-        task[0].in = &inputs[0];
-        decode_thread(&task[0]);
-    }
+    for (; started < nhelpers; started++)
+        if (pthread_create(&helpers[started], NULL, pool_helper, &pool) != 0) break;
     for (size_t i = 0; i < n; i++) {
-        decode_task *cur = &task[i % 2], *next = &task[(i + 1) % 2];
-        if (helper_running) {
-            pthread_join(helper, NULL);
-            helper_running = 0;
-        }
-        if (i + 1 < n && !inputs[i + 1].profile) {
-            next->in = &inputs[i + 1];
-            if (threads > 1 && pthread_create(&helper, NULL, decode_thread, next) == 0)
-                helper_running = 1;
-            else
-                decode_thread(next); /* sequential, just ahead of its turn */
-        }
+        decode_task *cur = pool_take(&pool, i);
         const ap_pprof_profile *src = inputs[i].profile;
         if (!src) {
             if (cur->rc) {
@@ -325,7 +429,10 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
         }
         /* After an incompatible input the rest are still decoded: parsing precedes merging in
          * the original, so a malformed input is what gets reported. */
-        if (incompatible.code || *redo) continue;
+        if (incompatible.code || *redo) {
+            pool_release(&pool, i);
+            continue;
+        }
         projection pj = {0};
         const ap_pprof_profile *view = src;
         if (i > 0 || types->fixed) {
@@ -340,6 +447,7 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
                 incompatible = *err;
                 incompatible.input = (int)i;
                 incompatible.other = 0;
+                pool_release(&pool, i);
                 continue;
             }
         }
@@ -354,6 +462,7 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
         }
         int rc = ap_pprof_merger_add(m, view, err);
         projection_free(&pj);
+        pool_release(&pool, i);
         if (rc) {
             if (err->code != AP_PPROF_EINCOMPATIBLE) {
                 err->input = (int)i;
@@ -379,15 +488,24 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
         goto done;
     }
     if (*redo) goto done;
-    ap_pprof_profile_free(scratch[0]);
-    ap_pprof_profile_free(scratch[1]);
-    scratch[0] = scratch[1] = NULL;
+    pool_stop(&pool, helpers, started);
+    started = 0;
+    for (int k = 0; k < pool.nslot; k++) {
+        ap_pprof_profile_free(pool.task[k].p);
+        pool.task[k].p = NULL;
+        free(pool.task[k].buf);
+        pool.task[k].buf = NULL;
+    }
     merged = ap_pprof_merger_finish(m, err);
 done:
     if (err->code != AP_PPROF_OK) *redo = 0; /* a failure ends the merge: no second pass */
-    if (helper_running) pthread_join(helper, NULL);
-    ap_pprof_profile_free(scratch[0]);
-    ap_pprof_profile_free(scratch[1]);
+    pool_stop(&pool, helpers, started);
+    for (int k = 0; k < pool.nslot; k++) {
+        ap_pprof_profile_free(pool.task[k].p);
+        free(pool.task[k].buf);
+    }
+    pthread_mutex_destroy(&pool.mu);
+    pthread_cond_destroy(&pool.cv);
     ap_pprof_merger_free(m);
     return merged;
 }

@@ -237,7 +237,7 @@ size_t ap_pprof_simplify_func(const char *name, size_t len, size_t *start);
 typedef struct {
     int level;   /* gzip level 0-9, -1 for zlib's default (6, what Go's gzip.NewWriter uses) */
     int raw;     /* 1: plain protobuf, no gzip */
-    int threads; /* deflate threads, 0 for automatic (CPUs, at most 4); same bytes either way */
+    int threads; /* threads, 0 for automatic (CPUs + 1, at most 4); same bytes either way */
 } ap_pprof_encode_opts;
 
 /* Serializes like Profile.Write: same field order and string table order as Go, gzip with a

@@ -1,6 +1,7 @@
 /* Parallel, deterministic gzip (see zpar.h). The caller's thread serializes into the current
  * block; full blocks queue for the workers; compressed blocks are appended in order, with at
- * most a few blocks in flight so memory stays bounded. */
+ * most a few blocks in flight so memory stays bounded. When the caller would wait for a block,
+ * it compresses a queued one itself. */
 #include "zpar.h"
 
 #include <pthread.h>
@@ -46,8 +47,11 @@ struct ap_zpar {
 
 int ap_zpar_auto_threads(void)
 {
+    /* One thread more than the CPUs (on a machine of two or more), so that both stay busy while
+     * a thread reads a file, faults pages in or is descheduled by other work on the machine. */
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) n = 1;
+    if (n > 1) n++;
     if (n > 4) n = 4;
     return (int)n;
 }
@@ -227,6 +231,18 @@ static int submit(ap_zpar *z, int last)
         if (!h) break;
         if (h->state == 0) {
             if (z->inflight <= 2 * z->started + 1 && !last) break;
+            /* Rather than wait, compress a queued block here: a worker that is descheduled
+             * (a loaded machine) then delays the stream by at most the block it holds. */
+            zblock *q = z->pending_head;
+            if (q) {
+                z->pending_head = q->next_pending;
+                if (!z->pending_head) z->pending_tail = NULL;
+                pthread_mutex_unlock(&z->mu);
+                int qrc = compress_block(&z->zs, q);
+                pthread_mutex_lock(&z->mu);
+                q->state = qrc ? -1 : 1;
+                continue;
+            }
             pthread_cond_wait(&z->cv_done, &z->mu);
             continue;
         }

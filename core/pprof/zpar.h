@@ -22,7 +22,7 @@ int ap_zpar_write(ap_zpar *z, const void *data, size_t n);
 int ap_zpar_finish(ap_zpar *z, uint8_t **out, size_t *len);
 void ap_zpar_free(ap_zpar *z);
 
-/* Worker count for "automatic": online CPUs, at most 4. */
+/* Thread count for "automatic": online CPUs + 1 (1 on a single CPU), at most 4. */
 int ap_zpar_auto_threads(void);
 
 #endif

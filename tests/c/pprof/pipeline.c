@@ -1,6 +1,6 @@
 /* Tests core/pprof/pipeline.c: the one-call merge of encoded inputs, which input an error names,
  * the malformed-before-incompatible rule, sample types made compatible, mixed inputs, pruning
- * and compaction after it. */
+ * and compaction after it, the decode pool under every thread count. */
 #include <stdlib.h>
 
 #include "helpers.h"
@@ -23,6 +23,80 @@ static int run(const blob *bs, size_t n, const ap_pprof_pruner *pr, ap_pprof_err
     ap_pprof_input in[8];
     for (size_t i = 0; i < n; i++) in[i] = (ap_pprof_input){bs[i].d, bs[i].n, NULL, NULL};
     return ap_pprof_merge_encoded(in, n, NULL, pr, NULL, out, len, NULL, sum, err);
+}
+
+/* Inputs are decoded by a pool (the caller too) in any interleaving: for every thread count the
+ * bytes are the same, a profile object among them is used as it is, and of two malformed
+ * inputs the first is named. */
+static void test_decode_pool(blob g1, blob g2, blob bad)
+{
+    ap_pprof_profile *obj = t_decode(g2.d, g2.n);
+    ap_pprof_input in[9];
+    for (size_t i = 0; i < 9; i++)
+        in[i] = (ap_pprof_input){i % 2 ? g2.d : g1.d, i % 2 ? g2.n : g1.n, NULL, NULL};
+    in[4] = (ap_pprof_input){NULL, 0, obj, NULL};
+    uint8_t *first = NULL, *out;
+    size_t first_len = 0, len;
+    ap_pprof_error err;
+    ap_pprof_merge_summary sum;
+    for (int threads = 1; threads <= 6; threads++) {
+        ap_pprof_encode_opts o = {.level = 1, .threads = threads};
+        CHECK_INT(ap_pprof_merge_encoded(in, 9, NULL, NULL, &o, &out, &len, NULL, &sum, &err), 0);
+        CHECK_INT(sum.inputs, 9);
+        CHECK_INT(sum.samples_in, 4 * 945 + 5 * 935);
+        CHECK_INT(sum.bytes_in, 4 * g1.n + 4 * g2.n);
+        if (!first) {
+            first = out;
+            first_len = len;
+        } else {
+            CHECK(len == first_len && memcmp(out, first, len) == 0);
+            free(out);
+        }
+    }
+    free(first);
+    in[7] = (ap_pprof_input){bad.d, bad.n, NULL, NULL};
+    for (int threads = 1; threads <= 6; threads++) {
+        ap_pprof_encode_opts o = {.threads = threads};
+        CHECK_INT(ap_pprof_merge_encoded(in, 9, NULL, NULL, &o, &out, &len, NULL, NULL, &err), -1);
+        CHECK_INT(err.code, AP_PPROF_EMALFORMED);
+        CHECK_INT(err.input, 7);
+        in[2] = in[7];
+        CHECK_INT(ap_pprof_merge_encoded(in, 9, NULL, NULL, &o, &out, &len, NULL, NULL, &err), -1);
+        CHECK_INT(err.input, 2);
+        in[2] = (ap_pprof_input){g1.d, g1.n, NULL, NULL};
+    }
+    ap_pprof_profile_free(obj);
+
+    /* Files of different sizes through the slots' reused read buffers: the same bytes as the
+     * same inputs in memory, and a missing file among them named. */
+    ap_pprof_input files[7], mem[7];
+    char *path1 = strdup(t_data_path("goapp-cpu-1.pb.gz")),
+         *path2 = strdup(t_data_path("goapp-cpu-2.pb.gz"));
+    for (size_t i = 0; i < 7; i++) {
+        int two = i % 3 == 1;
+        files[i] = (ap_pprof_input){NULL, 0, NULL, two ? path2 : path1};
+        mem[i] = (ap_pprof_input){two ? g2.d : g1.d, two ? g2.n : g1.n, NULL, NULL};
+    }
+    uint8_t *want;
+    size_t want_len;
+    CHECK_INT(ap_pprof_merge_encoded(mem, 7, NULL, NULL, NULL, &want, &want_len, NULL, NULL, &err),
+              0);
+    for (int threads = 1; threads <= 4; threads += 3) {
+        ap_pprof_encode_opts o = {.level = -1, .threads = threads};
+        CHECK_INT(ap_pprof_merge_encoded(files, 7, NULL, NULL, &o, &out, &len, NULL, &sum, &err),
+                  0);
+        CHECK(len == want_len && memcmp(out, want, len) == 0);
+        CHECK_INT(sum.bytes_in, 5 * g1.n + 2 * g2.n);
+        free(out);
+    }
+    free(want);
+    files[5].path = "/nonexistent/p.pb.gz";
+    ap_pprof_encode_opts o3 = {.threads = 3};
+    CHECK_INT(ap_pprof_merge_encoded(files, 7, NULL, NULL, &o3, &out, &len, NULL, NULL, &err), -1);
+    CHECK_ERR(err, AP_PPROF_EIO, "cannot open /nonexistent/p.pb.gz");
+    CHECK_INT(err.input, 5);
+    free(path1);
+    free(path2);
 }
 
 int main(void)
@@ -141,6 +215,8 @@ int main(void)
 
     CHECK_INT(ap_pprof_merge_encoded(in, 0, NULL, NULL, NULL, &out, &len, NULL, NULL, &err), -1);
     CHECK_INT(err.code, AP_PPROF_EINVAL);
+
+    test_decode_pool(g1, g2, bad);
 
     free(g1.d);
     free(g2.d);

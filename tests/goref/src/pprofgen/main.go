@@ -51,6 +51,7 @@ var (
 	unitless    = flag.Float64("unitless", 0.3, "fraction of numeric labels without a unit")
 	sameIDs     = flag.Bool("sparse-ids", false, "use large, sparse ids")
 	pathLabels  = flag.Bool("path-labels", false, "labels follow the call path (as pprof.Do labels do), with one of 3 tenants")
+	labelled    = flag.Float64("labelled", 1, "fraction of samples that may carry labels (drawn from its own seed, so 1 changes nothing)")
 )
 
 var words = []string{"alpha", "beta", "gamma", "delta", "omega", "kappa", "sigma", "theta",
@@ -93,6 +94,7 @@ func main() {
 	}
 	u := rand.New(rand.NewSource(*universe))
 	r := rand.New(rand.NewSource(*seed * 7919))
+	lr := rand.New(rand.NewSource(*seed*7919 + 1))
 	idOf := func(i int) uint64 {
 		if *sameIDs {
 			return uint64(i)*1000003 + 17
@@ -237,6 +239,10 @@ func main() {
 			for t := range s.Value {
 				s.Value[t] = -s.Value[t]
 			}
+		}
+		if *labelled < 1 && lr.Float64() >= *labelled {
+			p.Sample = append(p.Sample, s)
+			continue
 		}
 		if *pathLabels {
 			// Real label sets follow the code path: the handler is fixed by the path, only a
