@@ -30,13 +30,22 @@ describe("the compiler's view of a 50 MB profile", function()
       local res = httpc.request(s.port, "POST", "/api/profile/big",
         { body = assert(support.read_file(bigprofile.path())), timeout = 120000 })
       assert.equals(201, res.status, res.body)
-      -- from the merge on: /api/health timed every 20 ms while the warm-up and the requests run
+      -- the merge's own work is not this spec's: from when it is seen (the warm-up's start),
+      -- /api/health is timed every 20 ms while the warm-up and the requests run
+      serverproc.wait_until("big merged", function()
+        local doc = cjson.decode(httpc.request(s.port, "GET", "/api/profile/big/uploads").body)
+        return doc and type(doc.merged) == "table" and #doc.staged == 0
+      end, 120000)
+      local slow, start = {}, uv.hrtime()
       local health, probing, prober = {}, true, async.event()
       async.spawn(function()
         while probing do
           local t0 = uv.hrtime()
           assert.equals(200, httpc.request(s.port, "GET", "/api/health", { timeout = 60000 }).status)
           health[#health + 1] = (uv.hrtime() - t0) / 1e6
+          if health[#health] > 100 then
+            slow[#slow + 1] = ("%.0f ms at +%.1f s"):format(health[#health], (t0 - start) / 1e9)
+          end
           async.sleep(20)
         end
         prober.set()
@@ -56,20 +65,21 @@ describe("the compiler's view of a 50 MB profile", function()
       assert.equals(7, #small.hotCallSites)
       assert.same(dec.hotCallSites[7], small.hotCallSites[7])
       assert.equals(dec.signature, small.signature)
-      for _, f in ipairs { "pgo", "preprofile" } do
-        res = httpc.request(s.port, "GET", "/api/profile/big?format=" .. f, { timeout = 120000 })
-        assert.equals(200, res.status)
-      end
-      assert.equals("GO PREPROFILE V1\n", res.body:sub(1, 17))
+      res = httpc.request(s.port, "GET", "/api/profile/big?format=pgo", { timeout = 120000 })
+      assert.equals(200, res.status)
       probing = false
       prober.wait()
+      -- (21 MB of text: fetched after the probes, whose client shares the loop that reads it)
+      res = httpc.request(s.port, "GET", "/api/profile/big?format=preprofile", { timeout = 120000 })
+      assert.equals(200, res.status)
+      assert.equals("GO PREPROFILE V1\n", res.body:sub(1, 17))
       -- shaped once per version: the warm-up's job served every request
       assert.equals(1, metric(s, "autopgo_pgo_views_built_total"))
       table.sort(health)
       assert.is_true(#health > 10, "health probes: " .. #health)
       -- a liveness bound, not a timing claim: the per-edge work must not run on the loop
-      assert.is_true(health[#health] < 500, ("/api/health took up to %.0f ms (median %.1f ms, %d probes)")
-        :format(health[#health], health[(#health + 1) // 2], #health))
+      assert.is_true(health[#health] < 500,
+        ("/api/health took up to %.0f ms (median %.1f ms, %d probes; over 100 ms: %s)"):format(health[#health], health[(#health + 1) // 2], #health, table.concat(slow, ", ")))
       io.stderr:write(("pgoview: /api/health while the 50 MB compiler's view was built: %d probes, median %.1f ms, "
         .. "max %.1f ms\n"):format(#health, health[(#health + 1) // 2], health[#health]))
     end, 400000)
