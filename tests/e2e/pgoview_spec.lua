@@ -79,7 +79,8 @@ describe("the compiler's view of a 50 MB profile", function()
       assert.is_true(#health > 10, "health probes: " .. #health)
       -- a liveness bound, not a timing claim: the per-edge work must not run on the loop
       assert.is_true(health[#health] < 500,
-        ("/api/health took up to %.0f ms (median %.1f ms, %d probes; over 100 ms: %s)"):format(health[#health], health[(#health + 1) // 2], #health, table.concat(slow, ", ")))
+        ("/api/health took up to %.0f ms (median %.1f ms, %d probes; over 100 ms: %s)"):format(health[#health],
+          health[(#health + 1) // 2], #health, table.concat(slow, ", ")))
       io.stderr:write(("pgoview: /api/health while the 50 MB compiler's view was built: %d probes, median %.1f ms, "
         .. "max %.1f ms\n"):format(#health, health[(#health + 1) // 2], health[#health]))
     end, 400000)
