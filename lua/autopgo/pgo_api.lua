@@ -169,12 +169,12 @@ function View:decisions(res, app, src, read, limit)
 end
 
 --- The full decisions of the profile served for src (every hot call site and call site, for a
--- diff), from its minimal profile: decisions or nil, err, code.
+-- diff), from its minimal profile, with the signature computed in C: decisions or nil, err, code.
 function View:full_decisions(app, src, read)
   local v, err, code = self:view(app, src, read)
   if not v then return nil, err, code end
   local r
-  r, err, code = pgo.shape(v.pgo, { decisions = true })
+  r, err, code = pgo.shape(v.pgo, { decisions = true, decisions_limit = 0 })
   if not r then return nil, err, code end
   return r.decisions
 end
