@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "binding.h"
+#include "crypto.h"
 #include "edges.h"
 
 typedef struct {
@@ -22,8 +23,14 @@ typedef struct {
     ap_pprof_encode_opts enc;
     int decide;
     double threshold;
-    int list; /* push the edge list */
+    int list;            /* push the edge list */
+    int also_preprofile; /* write GO PREPROFILE V1 too, into pre */
+    int bounded;         /* push the decisions' lists cut to dlimit entries, with their summary */
+    size_t dlimit;       /* 0: all */
     /* output */
+    uint8_t *pre;
+    size_t pre_len;
+    char signature[65];
     ap_pgo_edges *e;
     long renamed;
     uint8_t *out;
@@ -74,6 +81,87 @@ static int read_file(const char *path, uint8_t **out, size_t *len, ap_pprof_erro
     return 0;
 }
 
+/* ---- the signature (autopgo.pgo.signature, computed here on the pool) ---- */
+
+/* One line of the signature: "S\t" caller \0 offset, "C\t" callee or
+ * "T\t" caller \0 offset \0 callee \0 ties. */
+typedef struct {
+    char *s;
+    size_t len;
+} sig_line;
+
+static int sig_cmp(const void *a, const void *b)
+{
+    const sig_line *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->s, y->s, n);
+    if (c) return c;
+    return x->len < y->len ? -1 : x->len > y->len;
+}
+
+static char *sig_site(const ap_pgo_edges *e, const ap_pgo_edge *x, const char *tag, int target,
+                      uint32_t ties, size_t *len)
+{
+    char num[48], tie[24] = "";
+    int nl = snprintf(num, sizeof num, "%lld", (long long)x->offset);
+    int tl = target ? snprintf(tie, sizeof tie, "%u", (unsigned)ties) : 0;
+    size_t n = 2 + x->caller_len + 1 + (size_t)nl;
+    if (target) n += 1 + x->callee_len + 1 + (size_t)tl;
+    char *s = malloc(n), *p = s;
+    if (!s) return NULL;
+    memcpy(p, tag, 2), p += 2;
+    memcpy(p, ap_pgo_caller(e, x), x->caller_len), p += x->caller_len;
+    *p++ = 0;
+    memcpy(p, num, (size_t)nl), p += nl;
+    if (target) {
+        *p++ = 0;
+        memcpy(p, ap_pgo_callee(e, x), x->callee_len), p += x->callee_len;
+        *p++ = 0;
+        memcpy(p, tie, (size_t)tl), p += tl;
+    }
+    *len = n;
+    return s;
+}
+
+/* The hex sha256 of the sorted, distinct lines of the decisions, as pgo.signature. */
+static int signature(const ap_pgo_edges *e, const ap_pgo_decisions *d, char hex[65])
+{
+    size_t n = d->nhot + d->nhot_callees + d->nsites, k = 0;
+    sig_line *l = calloc(n ? n : 1, sizeof *l);
+    int rc = -1;
+    if (!l) return -1;
+    for (size_t i = 0; i < d->nhot; i++, k++)
+        if (!(l[k].s = sig_site(e, &e->edges[i], "S\t", 0, 0, &l[k].len))) goto out;
+    for (size_t i = 0; i < d->nhot_callees; i++, k++) {
+        const ap_pgo_edge *x = &e->edges[d->hot_callees[i]];
+        if (!(l[k].s = malloc(2 + x->callee_len))) goto out;
+        memcpy(l[k].s, "C\t", 2);
+        memcpy(l[k].s + 2, ap_pgo_callee(e, x), x->callee_len);
+        l[k].len = 2 + x->callee_len;
+    }
+    for (size_t i = 0; i < d->nsites; i++, k++)
+        if (!(l[k].s =
+                  sig_site(e, &e->edges[d->sites[i].edge], "T\t", 1, d->sites[i].ties, &l[k].len)))
+            goto out;
+    qsort(l, n, sizeof *l, sig_cmp);
+    ap_hash *h = ap_hash_new("sha256");
+    if (!h) goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && sig_cmp(&l[i - 1], &l[i]) == 0) continue;
+        ap_hash_update(h, l[i].s, l[i].len);
+        ap_hash_update(h, "\n", 1);
+    }
+    uint8_t dig[32];
+    ap_hash_final(h, dig);
+    ap_hash_free(h);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", dig[i]);
+    rc = 0;
+out:
+    for (size_t i = 0; i < k && i < n; i++) free(l[i].s);
+    free(l);
+    return rc;
+}
+
 static void shape_work(void *v)
 {
     shape_job *j = v;
@@ -102,7 +190,15 @@ static void shape_work(void *v)
         ap_pprof_profile_free(m);
         if (rc) return;
     }
-    if (j->decide && j->e->usable && ap_pgo_decide(j->e, j->threshold, &j->d, &j->err)) return;
+    if (j->also_preprofile && ap_pgo_write_preprofile(j->e, &j->pre, &j->pre_len, &j->err)) return;
+    if (j->decide && j->e->usable) {
+        if (ap_pgo_decide(j->e, j->threshold, &j->d, &j->err)) return;
+        if (j->bounded && signature(j->e, &j->d, j->signature)) {
+            j->err.code = AP_PPROF_ENOMEM;
+            snprintf(j->err.msg, sizeof j->err.msg, "out of memory");
+            return;
+        }
+    }
     j->rc = 0;
 }
 
@@ -111,6 +207,7 @@ static void shape_cleanup(void *v)
     shape_job *j = v;
     ap_pgo_edges_free(j->e);
     free(j->out);
+    free(j->pre);
     ap_pgo_decisions_free(&j->d);
     for (size_t i = 0; i < j->nno_inline; i++) free(j->no_inline[i]);
     free(j->no_inline);
@@ -151,28 +248,67 @@ static void push_edge(lua_State *L, const ap_pgo_edges *e, size_t i, const doubl
     if (cum) set_num(L, cum[i], "cum");
 }
 
-static void push_decisions(lua_State *L, const ap_pgo_edges *e, const ap_pgo_decisions *d)
+/* Points of the cumulative-share curve of the hot call sites (pgo.cdf_points). */
+enum { CDF_POINTS = 256 };
+
+static void push_point(lua_State *L, size_t i, double cum, lua_Integer at)
 {
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 2, 0);
+    lua_pushinteger(L, (lua_Integer)i);
+    lua_rawseti(L, -2, 1);
+    lua_pushnumber(L, cum);
+    lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, at);
+}
+
+/* The summary of bounded decisions: counts of the full lists, the curve and the signature. */
+static void push_summary(lua_State *L, const ap_pgo_decisions *d, const char *sig)
+{
+    lua_createtable(L, 0, 3);
+    set_int(L, (lua_Integer)d->nhot, "hot");
+    set_int(L, (lua_Integer)d->nhot_callees, "hot_functions");
+    set_int(L, (lua_Integer)d->nsites, "sites");
+    lua_setfield(L, -2, "counts");
+    size_t n = d->nhot, step = (n + CDF_POINTS - 1) / CDF_POINTS;
+    if (step < 1) step = 1;
+    lua_createtable(L, CDF_POINTS + 1, 0);
+    lua_Integer at = 1;
+    for (size_t i = step; i <= n; i += step) push_point(L, i, d->cum[i - 1], at++);
+    if (n > 0 && n % step != 0) push_point(L, n, d->cum[n - 1], at++);
+    lua_setfield(L, -2, "cdf");
+    set_lstr(L, sig, 64, "signature");
+}
+
+static size_t upto(size_t n, size_t limit)
+{
+    return limit && limit < n ? limit : n;
+}
+
+/* limit: 0 all, else each list cut to its first limit entries (bounded: with the summary). */
+static void push_decisions(lua_State *L, const ap_pgo_edges *e, const ap_pgo_decisions *d,
+                           size_t limit, const char *sig)
+{
+    lua_createtable(L, 0, 12);
+    if (sig) push_summary(L, d, sig);
     set_num(L, d->threshold, "threshold");
     set_num(L, d->thres_from_cdf, "threshold_from_cdf");
     set_int(L, e->total_weight, "total_weight");
     set_int(L, (lua_Integer)(e->empty ? 0 : e->n), "edges");
-    lua_createtable(L, (int)d->nhot, 0);
-    for (size_t i = 0; i < d->nhot; i++) {
+    lua_createtable(L, (int)upto(d->nhot, limit), 0);
+    for (size_t i = 0; i < upto(d->nhot, limit); i++) {
         push_edge(L, e, i, d->cum);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "hot");
-    lua_createtable(L, (int)d->nhot_callees, 0);
-    for (size_t i = 0; i < d->nhot_callees; i++) {
+    lua_createtable(L, (int)upto(d->nhot_callees, limit), 0);
+    for (size_t i = 0; i < upto(d->nhot_callees, limit); i++) {
         const ap_pgo_edge *x = &e->edges[d->hot_callees[i]];
         lua_pushlstring(L, ap_pgo_callee(e, x), x->callee_len);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "hot_functions");
-    lua_createtable(L, (int)d->nsites, 0);
-    for (size_t i = 0; i < d->nsites; i++) {
+    lua_createtable(L, (int)upto(d->nsites, limit), 0);
+    for (size_t i = 0; i < upto(d->nsites, limit); i++) {
         const ap_pgo_site *s = &d->sites[i];
         push_edge(L, e, s->edge, NULL);
         set_int(L, s->weight, "site_weight");
@@ -226,8 +362,9 @@ static int shape_push(lua_State *L, shape_job *j, int callback)
     lua_setfield(L, -2, "info");
     if (j->nno_inline) set_int(L, j->renamed, "renamed");
     if (j->format != FMT_NONE) set_lstr(L, (const char *)j->out, j->out_len, "bytes");
+    if (j->also_preprofile) set_lstr(L, (const char *)j->pre, j->pre_len, "preprofile");
     if (j->decide && e->usable) {
-        push_decisions(L, e, &j->d);
+        push_decisions(L, e, &j->d, j->bounded ? j->dlimit : 0, j->bounded ? j->signature : NULL);
         lua_setfield(L, -2, "decisions");
     }
     if (j->list) {
@@ -304,6 +441,16 @@ static void check_opts(lua_State *L, int arg, shape_job *j)
     }
     lua_pop(L, 1);
     if (lua_getfield(L, arg, "edges") != LUA_TNIL) j->list = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (lua_getfield(L, arg, "preprofile") != LUA_TNIL) j->also_preprofile = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (lua_getfield(L, arg, "decisions_limit") != LUA_TNIL) {
+        lua_Integer n = lua_tointeger(L, -1);
+        if (!lua_isinteger(L, -1) || n < 0)
+            luaL_argerror(L, arg, "decisions_limit is a count (0: all)");
+        j->bounded = 1;
+        j->dlimit = (size_t)n;
+    }
     lua_pop(L, 1);
     if (lua_getfield(L, arg, "no_inline") != LUA_TNIL) {
         luaL_checktype(L, -1, LUA_TTABLE);
@@ -385,9 +532,14 @@ static int do_shape(lua_State *L, int async)
 
 /* pgo.shape(bytes | {file = path} [, opts]) -> result
  * opts: {format = "pgo"|"preprofile", level, raw, no_inline = {names}, decisions = true|percent,
- *        edges = true, limits = {max_decompressed, max_memory}}
+ *        edges = true, limits = {max_decompressed, max_memory}, preprofile = true,
+ *        decisions_limit = N}
+ * preprofile = true also writes GO PREPROFILE V1 (result.preprofile) from the same edge map.
+ * decisions_limit = N (0: all) cuts the decisions' lists (hot, hot_functions, sites) to their
+ * first N entries and adds what the full lists give: counts, cdf ({index, cum} points) and
+ * signature (as autopgo.pgo.signature), all computed on the pool: the loop only gets N tables.
  * result: {info = {usable, empty, reason, edges, total_weight, sample_type, source}, bytes,
- *          decisions, edges, renamed} */
+ *          preprofile, decisions, edges, renamed} */
 static int l_shape(lua_State *L)
 {
     return do_shape(L, 0);

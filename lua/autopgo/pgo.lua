@@ -69,8 +69,10 @@ local function site_key(caller, offset) return caller .. "\0" .. tostring(offset
 
 --- The identity of the decisions the compiler takes from a profile: the hot call sites, the hot
 -- callees and the devirtualization target of every call site. Equal signatures, equal decisions
--- (and equal binaries when nothing else changed).
+-- (and equal binaries when nothing else changed). Bounded decisions (shape's decisions_limit)
+-- carry theirs, computed in C from the full lists.
 function M.signature(d)
+  if d.signature then return d.signature end
   local lines = {}
   for _, e in ipairs(d.hot) do lines[#lines + 1] = "S\t" .. site_key(e.caller, e.offset) end
   for _, f in ipairs(d.hot_functions) do lines[#lines + 1] = "C\t" .. f end
@@ -123,13 +125,27 @@ local function cdf_doc(hot)
   return out
 end
 
+-- The curve as computed in C ({index, cum} pairs, the same points as cdf_doc).
+local function cdf_points(points)
+  local out = json.array()
+  for i, p in ipairs(points) do out[i] = json.array { p[1], p[2] } end
+  return out
+end
+
 --- The decisions as the JSON document of GET /api/profile/{app}/decisions; extra: more
 -- {key, value, ...} pairs at the end. limit (nil or 0: all) bounds hotCallSites,
 -- hotFunctions and devirtualization to their first `limit` entries (the heaviest first; hot
 -- functions by name); "counts" has their full lengths, "cdf" the curve of all hot call sites
--- and "signature" stays the one of all the decisions.
+-- and "signature" stays the one of all the decisions. d may be bounded (shape's decisions_limit:
+-- its lists cut, with counts, cdf and signature of the full ones) to at least `limit` entries.
 function M.decisions_doc(info, d, extra, limit)
   local function upto(n) return (limit and limit > 0) and math.min(n, limit) or n end
+  local counts = d.counts or { hot = #d.hot, hot_functions = #d.hot_functions, sites = #d.sites }
+  assert(not d.counts or (limit and limit > 0 and (limit <= #d.hot or #d.hot == counts.hot)
+    and (limit <= #d.sites or #d.sites == counts.sites)
+    and (limit <= #d.hot_functions or #d.hot_functions == counts.hot_functions))
+    or (#d.hot == counts.hot and #d.sites == counts.sites and #d.hot_functions == counts.hot_functions),
+    "decisions cut shorter than the limit asked")
   local hot = json.array()
   for i = 1, upto(#d.hot) do
     local e = d.hot[i]
@@ -158,9 +174,10 @@ function M.decisions_doc(info, d, extra, limit)
     "hotCallSites", hot,
     "hotFunctions", funcs,
     "devirtualization", sites,
-    "counts", json.object("hotCallSites", #d.hot, "hotFunctions", #d.hot_functions, "devirtualization", #d.sites),
+    "counts", json.object("hotCallSites", counts.hot, "hotFunctions", counts.hot_functions,
+      "devirtualization", counts.sites),
     "limit", (limit and limit > 0) and limit or 0,
-    "cdf", cdf_doc(d.hot),
+    "cdf", d.cdf and cdf_points(d.cdf) or cdf_doc(d.hot),
     "boundary", boundary,
     "signature", M.signature(d),
   }

@@ -69,7 +69,8 @@ end
 
 -- The compiler's view of one version of app's profile: src = { etag (the content's digest),
 -- base (true for the merged base, where stable = true applies) }, read() its bytes (or nil, err,
--- code). Returns { pgo, preprofile, decisions, info, etags } or nil, err, code.
+-- code). Returns { pgo, preprofile, decisions (bounded: see pgo.decisions_doc), info, etags } or
+-- nil, err, code.
 function View:view(app, src, read)
   local pol = pgo.app_policy(self.policy, app)
   local stable = src.base and pol.stable
@@ -85,20 +86,31 @@ function View:view(app, src, read)
   end
   local body, err, code = read()
   if not body then return done(nil, err, code) end
+  -- One job on the pool: the minimal pprof, the preprofile and the decisions, their lists cut to
+  -- pgo.decisions_limit (counts, curve and signature of the full ones computed in C), so the loop
+  -- never holds a table per edge.
+  local bounded = { decisions = true, decisions_limit = pgo.decisions_limit }
   local r
-  r, err, code = pgo.shape(body, { format = "pgo", decisions = true, no_inline = pol.no_inline })
+  r, err, code = pgo.shape(body, { format = "pgo", preprofile = true, decisions = true,
+    decisions_limit = pgo.decisions_limit, no_inline = pol.no_inline })
+  body = nil -- luacheck: ignore 311 (the full profile need not live through the next job)
   if not r then return done(nil, err, code) end
   if not r.info.usable then
     return done(fail.new("INVALID", "the merged profile cannot be used by go build -pgo: %s", tostring(r.info.reason)))
   end
-  local minimal = r.bytes
-  if stable then minimal = pgo_stable.pick(self.store, app, minimal, pgo.signature(r.decisions)) end
-  -- The preprofile and the decisions are read back from the bytes served, so all three agree.
-  local served
-  served, err, code = pgo.shape(minimal, { format = "preprofile", decisions = true })
-  if not served then return done(nil, err, code) end
+  local v = { pgo = r.bytes, preprofile = r.preprofile, decisions = r.decisions, info = r.info }
+  if stable then
+    v.pgo = pgo_stable.pick(self.store, app, r.bytes, pgo.signature(r.decisions))
+    if v.pgo ~= r.bytes then
+      -- the previous bytes are served: the preprofile and the decisions are theirs
+      bounded.format = "preprofile"
+      local served
+      served, err, code = pgo.shape(v.pgo, bounded)
+      if not served then return done(nil, err, code) end
+      v.preprofile, v.decisions = served.bytes, served.decisions
+    end
+  end
   m.built:inc()
-  local v = { pgo = minimal, preprofile = served.bytes, decisions = served.decisions, info = r.info }
   v.etags = { pgo = sha256_etag(v.pgo), preprofile = sha256_etag(v.preprofile) }
   self:remember(app, key, v)
   return done(v)
@@ -140,12 +152,31 @@ function View:decisions(res, app, src, read, limit)
   if not v then return refuse(res, err, code) end
   local body = limit == pgo.decisions_limit and v.doc or nil
   if not body then
-    body = json.encode_line(pgo.decisions_doc(v.info, v.decisions, { "etag", v.etags.pgo }, limit))
+    local d = v.decisions
+    if limit == 0 or limit > pgo.decisions_limit then
+      -- longer lists than the view keeps: cut from the served minimal profile by one more job
+      local r
+      r, err, code = pgo.shape(v.pgo, { decisions = true, decisions_limit = limit })
+      if not r then return refuse(res, err, code) end
+      d = r.decisions
+    end
+    body = json.encode_line(pgo.decisions_doc(v.info, d, { "etag", v.etags.pgo }, limit))
     if limit == pgo.decisions_limit then v.doc = body end
   end
   res:status(200):header("content-type", "application/json")
   res:send(body)
   return true
+end
+
+--- The full decisions of the profile served for src (every hot call site and call site, for a
+-- diff), from its minimal profile, with the signature computed in C: decisions or nil, err, code.
+function View:full_decisions(app, src, read)
+  local v, err, code = self:view(app, src, read)
+  if not v then return nil, err, code end
+  local r
+  r, err, code = pgo.shape(v.pgo, { decisions = true, decisions_limit = 0 })
+  if not r then return nil, err, code end
+  return r.decisions
 end
 
 return M

@@ -27,7 +27,7 @@ local function recorded(store, app)
     if code == "NOT_FOUND" then return false end
     return nil, err, code
   end
-  local r = pgo.shape(old.body, { decisions = true })
+  local r = pgo.shape(old.body, { decisions = true, decisions_limit = 1 })
   old.signature = r and r.decisions and pgo.signature(r.decisions) or ""
   return old
 end
@@ -40,7 +40,8 @@ end
 function M.after_merge(store, policy, app, bytes)
   local pol = pgo.app_policy(policy, app)
   if not pol.stable then return nil end
-  local r, err, code = pgo.shape(bytes, { format = "pgo", decisions = true, no_inline = pol.no_inline })
+  local r, err, code = pgo.shape(bytes, { format = "pgo", decisions = true, decisions_limit = 1,
+    no_inline = pol.no_inline })
   if not r or not r.info.usable then
     -- a profile go build -pgo cannot use has no minimal form: nothing to decide
     if not r and code ~= "INVALID" then

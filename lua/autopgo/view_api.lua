@@ -186,9 +186,8 @@ end
 -- the digest-keyed cache the requests read, so the first visitor of a new version finds them.
 -- Returns at once; the work is on the thread pool and the loop only gets the JSON strings. One
 -- warm-up per app at a time: asked again while one runs, it runs once more after. Failures are
--- only logged (a request meeting them again answers them). Not the compiler's view: shaping hands
--- its decisions to Lua as tables on the loop (seconds for a 50 MB profile), which a merge must not
--- cost when nobody looks.
+-- only logged (a request meeting them again answers them). The compiler's view (autopgo.pgo_api)
+-- is warmed too: its job hands the loop only bounded decisions and the shaped bytes.
 function View:warm(app)
   local w = self.warming[app]
   if w then
@@ -208,6 +207,13 @@ function View:warm(app)
         local e, verr, vcode = self:views(src, flame.default_nodes)
         if not e then
           log.warn("cannot warm the views of the merged profile", "app", app, "error", tostring(verr), "code", vcode)
+        end
+        if self.api.pgo then
+          local v, perr, pcode = self.api.pgo:view(app, { etag = src.etag, base = true }, src.read)
+          -- a profile go build -pgo cannot use is the request's 422, not a warning
+          if not v and pcode ~= "INVALID" then
+            log.warn("cannot warm the compiler's view", "app", app, "error", tostring(perr), "code", pcode)
+          end
         end
       end)
       if not ok then log.error("warming the views failed", "app", app, "error", tostring(err)) end
@@ -372,10 +378,10 @@ end
 function View:decisions_of(app, sel)
   local src, err, code = self:source(app, { query = sel })
   if not src then return nil, err, code end
-  local v
-  v, err, code = self.api.pgo:view(app, { etag = src.etag, base = next(sel) == nil }, src.read)
-  if not v then return nil, err, code end
-  return v.decisions, src.etag
+  local d
+  d, err, code = self.api.pgo:full_decisions(app, { etag = src.etag, base = next(sel) == nil }, src.read)
+  if not d then return nil, err, code end
+  return d, src.etag
 end
 
 --- GET /api/profile/{app}/diff?a=SEL&b=SEL[&limit=N]: what the compiler decides differently with

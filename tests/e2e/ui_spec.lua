@@ -7,7 +7,7 @@ local support = require "tests.lua.support"
 local profiles = require "tests.lua.profiles"
 local httpc = require "tests.lua.httpc"
 local serverproc = require "tests.e2e.serverproc"
-local goref = require "tests.e2e.goref"
+local bigprofile = require "tests.e2e.bigprofile"
 local cjson = require "cjson.safe"
 
 local run = support.run
@@ -77,19 +77,7 @@ local function api_rows(doc)
   return rows
 end
 
--- The 50 MB generated profile (build/test-data, made once with the Go reference's pprofgen).
-local function big_profile()
-  local path = root .. "/build/test-data/ui-50mb.pb.gz"
-  if support.read_file(path) then return path end
-  goref.ensure()
-  os.execute("mkdir -p '" .. root .. "/build/test-data'")
-  local code, out, err = exec(root .. "/build/goref/bin/pprofgen", { "-o", path .. ".tmp", "-samples", "1070000",
-    "-paths", "300000", "-functions", "20000", "-locations", "100000", "-seed", "50", "-labels", "2",
-    "-path-labels", "-mappings", "3", "-inline", "0.2" }, 300000)
-  assert(code == 0, "pprofgen failed: " .. out .. err)
-  assert(os.rename(path .. ".tmp", path))
-  return path
-end
+local big_profile = bigprofile.path
 
 describe("web view", function()
   local dir

@@ -174,4 +174,36 @@ describe("autopgo.pgo", function()
     assert.matches('"hotCallSites":[{"caller":"slices.pdqsortOrdered[go.shape.int]"', doc, 1, true)
     assert.matches('"signature":"' .. pgo.signature(r.decisions) .. '"', doc, 1, true)
   end)
+
+  it("cuts the decisions on the pool with the same counts, curve and signature as the full ones", function()
+    local json = require "autopgo.json"
+    local tie = "GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 10\nm.g\nm.A.M\n-3 7\nm.f\nm.C.M\n4 1\n"
+    local cases = { profiles.file("goapp-go123-cpu-1.pb.gz"), profiles.file("goapp-go123-cpu-2.pb.gz"), tie }
+    for _, input in ipairs(cases) do
+      local full = assert(cpgo.shape(input, { decisions = true }))
+      local d = full.decisions
+      for _, limit in ipairs { 1, 3, 500, 0 } do
+        local cut = assert(cpgo.shape(input, { decisions = true, decisions_limit = limit })).decisions
+        -- the signature computed in C is the one pgo.signature computes from the full lists in Lua
+        assert.equals(pgo.signature(d), cut.signature)
+        assert.same({ hot = #d.hot, hot_functions = #d.hot_functions, sites = #d.sites }, cut.counts)
+        local n = limit == 0 and #d.hot or math.min(limit, #d.hot)
+        assert.equals(n, #cut.hot)
+        if n > 0 then assert.same(d.hot[n], cut.hot[n]) end
+        -- the same JSON document as from the full lists
+        local want = limit == 0 and 0 or limit
+        assert.equals(json.encode(pgo.decisions_doc(full.info, d, nil, want)),
+          json.encode(pgo.decisions_doc(full.info, cut, nil, want)))
+      end
+      -- a document cannot ask for more entries than were cut
+      local one = assert(cpgo.shape(input, { decisions = true, decisions_limit = 1 })).decisions
+      if #d.sites > 1 then
+        assert.has_error(function() pgo.decisions_doc(full.info, one, nil, 2) end)
+      end
+    end
+    -- the preprofile written with the minimal pprof is the one read back from it
+    local r = assert(cpgo.shape(cases[1], { format = "pgo", preprofile = true }))
+    assert.equals(preprofile_of(r.bytes), r.preprofile)
+    assert.has_error(function() cpgo.shape(tie, { decisions = true, decisions_limit = -1 }) end)
+  end)
 end)

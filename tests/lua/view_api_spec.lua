@@ -162,18 +162,24 @@ describe("view_api", function()
       local e = serve { warm = true }
       local bytes = corpus("goapp-go123-cpu-1.pb.gz")
       assert(e.store:put(keys.base("app"), bytes))
-      -- a download meets the version first: its views are computed (not the compiler's view)
+      -- a download meets the version first: its views are computed, the compiler's view too
+      local metrics = require "autopgo.metrics"
+      local built = metrics.counter("autopgo_pgo_views_built_total"):get() or 0
       assert.equals(200, e.get("/api/profile/app").status)
       assert.is_truthy(e.view.warming.app)
       settled(e)
       assert.equals(1, e.view.jobs)
       local digest = crypto.hex(crypto.digest("sha256", bytes))
       assert.is_truthy(e.view.cache['"sha256:' .. digest .. '"'])
-      assert.is_nil(next(e.api.pgo.cache))
+      assert.is_truthy(next(e.api.pgo.cache))
+      assert.equals(built + 1, metrics.counter("autopgo_pgo_views_built_total"):get())
       -- the page's requests find them: no job more
       assert.equals(200, e.get("/api/profile/app/flamegraph").status)
       assert.equals(200, e.get("/api/profile/app/top?limit=200").status)
+      assert.equals(200, e.get("/api/profile/app/decisions").status)
+      assert.equals(200, e.get("/api/profile/app?format=preprofile").status)
       assert.equals(1, e.view.jobs)
+      assert.equals(built + 1, metrics.counter("autopgo_pgo_views_built_total"):get())
       -- asked again while running (a merge after a merge), it runs once more after, not at once
       assert(e.store:put(keys.base("app"), corpus("goapp-go123-cpu-2.pb.gz")))
       e.view:warm("app")
