@@ -22,22 +22,6 @@ local function status_kb(pid, field)
   return tonumber(text:match(field .. ":%s+(%d+)")) * 1024
 end
 
--- A CPU profile Go 1.23 wrote, padded with an unknown field (skipped by the validator, as by Go's
--- parser) to n bytes: a valid upload whose validation holds nothing of its size.
-local function padded_profile(n)
-  local raw = assert(io.popen("gzip -dc " .. support.testdata .. "/goapp-go123-cpu-1.pb.gz")):read("a")
-  local function varint(v)
-    local t = {}
-    repeat
-      local b = v % 128
-      v = v // 128
-      t[#t + 1] = string.char(v > 0 and b + 128 or b)
-    until v == 0
-    return table.concat(t)
-  end
-  local want = n - #raw - 2 - 4
-  return raw .. varint(100 * 8 + 2) .. varint(want) .. crypto.random(4096):rep(want // 4096 + 1):sub(1, want)
-end
 
 local function unique(what) return "autopgo-upmem-" .. what .. "-" .. crypto.hex(crypto.random(4)) end
 
@@ -48,7 +32,7 @@ describe("a 100+ MB upload is held once by the server (plain build)", function()
   setup(function()
     assert.is_false(support.sanitized(), "this spec must run in the plain build")
     dir = support.tmpdir()
-    body_path = support.write_file(dir .. "/big.pb", padded_profile(size))
+    body_path = support.write_file(dir .. "/big.pb", support.padded_profile(size))
     small_path = support.testdata .. "/goapp-go123-cpu-2.pb.gz"
     assert(os.execute(("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout tls.key -out tls.crt " ..
       "-days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"):format(dir)))

@@ -6,7 +6,6 @@
 -- call (the documented memory bound), with the same result as the base.
 local support = require "tests.lua.support"
 local profiles = require "tests.lua.profiles"
-local blob = require "autopgo.blob"
 local bus = require "autopgo.bus"
 local history = require "autopgo.history"
 local keys = require "autopgo.keys"
@@ -20,30 +19,11 @@ local NS = 1000000000
 -- 2023-11-14T23:00:00Z: the corpus profiles' time_nanos lie after it, so staging keys give capture times
 local T0 = 1700002800
 
--- A store over a fresh mem:// one counting calls by method and the entries its listings return.
-local function counting()
-  local real = assert(blob.open("mem://hscale-" .. crypto.hex(crypto.random(5))))
-  local c = { calls = {}, listed = 0 }
-  local store = setmetatable({ name = real.name, counts = c }, { __index = function(_, method)
-    return function(_, ...)
-      c.calls[method] = (c.calls[method] or 0) + 1
-      return real[method](real, ...)
-    end
-  end })
-  store.list = function(_, prefix, opts)
-    c.calls.list = (c.calls.list or 0) + 1
-    local items, err, code = real:list(prefix, opts)
-    if items then c.listed = c.listed + #items end
-    return items, err, code
-  end
-  function store.reset() c.calls, c.listed = {}, 0 end
-  return store
-end
 
 -- The store calls of one pass merging one upload captured in hour `hour` (after T0), over a
 -- history already holding one upload in each of `hours` earlier hours, merged and deleted.
 local function one_upload(hours, hour)
-  local store = counting()
+  local store = support.counting_store("hscale")
   local hist = history.new { store = store, segment = 3600, now = function() return (T0 + 400 * 3600) * NS end }
   local writer = assert(bus.writer("mem://hscale-" .. crypto.hex(crypto.random(5))))
   local pass = merge_pass.new { store = store, writer = writer, policy = assert(policy.new {}), history = hist }
@@ -72,7 +52,7 @@ end
 
 -- A history of one upload in each of `hours` hours after T0, merged by passes; returns it.
 local function filled(hours)
-  local store = counting()
+  local store = support.counting_store("hscale")
   local hist = history.new { store = store, segment = 3600, now = function() return (T0 + 400 * 3600) * NS end }
   local writer = assert(bus.writer("mem://hscale-" .. crypto.hex(crypto.random(5))))
   local pass = merge_pass.new { store = store, writer = writer, policy = assert(policy.new {}), history = hist }

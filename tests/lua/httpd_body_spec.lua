@@ -35,22 +35,6 @@ local function curl(srv, proto, path)
   return support.spawn("curl", args)
 end
 
--- A CPU profile Go 1.23 wrote, padded with an unknown field (which the validator skips, as Go's
--- parser does) to n bytes in all.
-local function padded_profile(n)
-  local raw = assert(io.popen("gzip -dc " .. support.testdata .. "/goapp-go123-cpu-1.pb.gz")):read("a")
-  local function varint(v)
-    local t = {}
-    repeat
-      local b = v % 128
-      v = v // 128
-      t[#t + 1] = string.char(v > 0 and b + 128 or b)
-    until v == 0
-    return table.concat(t)
-  end
-  local want = n - #raw - 2 - 4
-  return raw .. varint(100 * 8 + 2) .. varint(want) .. crypto.random(1024):rep(want // 1024 + 1):sub(1, want)
-end
 
 setup(function()
   dir = support.tmpdir()
@@ -83,7 +67,7 @@ describe("an upload's body", function()
     end)
 
     it(("stays whole for its readers when the client goes away mid-validation (%s)"):format(proto), function()
-      local data = padded_profile(24 * 1024 * 1024)
+      local data = support.padded_profile(24 * 1024 * 1024)
       local path = support.write_file(dir .. "/profile-" .. proto, data)
       run(function()
         local arrived, killed, finished = async.event(), async.event(), async.event()

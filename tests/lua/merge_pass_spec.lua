@@ -4,7 +4,6 @@
 -- merged costs no listing.
 local support = require "tests.lua.support"
 local profiles = require "tests.lua.profiles"
-local blob = require "autopgo.blob"
 local bus = require "autopgo.bus"
 local history = require "autopgo.history"
 local json = require "autopgo.json"
@@ -19,30 +18,18 @@ local run = support.run
 local NS = 1000000000
 local T0 = 1700002800 -- staging keys in 2023: the corpus's time_nanos lie after them, so keys give capture times
 
--- A store over a fresh mem:// one counting each call by method, the entries its listings return
--- (listed) and the staged keys of each ledger it writes (ledgers).
+-- The counting store (support.counting_store), also noting the staged keys of each ledger it writes.
 local function counting()
-  local real = assert(blob.open("mem://pass-" .. crypto.hex(crypto.random(5))))
-  local c = { calls = {}, listed = 0, ledgers = {} }
-  local store = setmetatable({ name = real.name, counts = c }, { __index = function(_, method)
-    return function(_, ...)
-      c.calls[method] = (c.calls[method] or 0) + 1
-      return real[method](real, ...)
-    end
-  end })
-  store.list = function(_, prefix, opts)
-    c.calls.list = (c.calls.list or 0) + 1
-    local items, err, code = real:list(prefix, opts)
-    if items then c.listed = c.listed + #items end
-    return items, err, code
-  end
-  store.put = function(_, key, body, opts)
-    c.calls.put = (c.calls.put or 0) + 1
-    if keys.kind_of(key) == "ledger" then c.ledgers[#c.ledgers + 1] = #json.decode(body).merged end
-    return real:put(key, body, opts)
-  end
+  local ledgers = {}
+  local store = support.counting_store("pass", function(key, body)
+    if keys.kind_of(key) == "ledger" then ledgers[#ledgers + 1] = #json.decode(body).merged end
+  end)
+  store.counts.ledgers = ledgers
+  local reset = store.reset
   function store.reset()
-    c.calls, c.listed, c.ledgers = {}, 0, {}
+    reset()
+    store.counts.ledgers = {}
+    ledgers = store.counts.ledgers
   end
   return store
 end

@@ -143,4 +143,52 @@ function M.free_port()
   return port
 end
 
+-- A CPU profile Go 1.23 wrote, padded with an unknown field (which the validator skips, as Go's
+-- parser does) to n bytes in all: a valid upload whose validation holds nothing of its size.
+function M.padded_profile(n)
+  local crypto = require("autopgo.core").crypto
+  local raw = assert(io.popen("gzip -dc " .. M.testdata .. "/goapp-go123-cpu-1.pb.gz")):read("a")
+  local function varint(v)
+    local t = {}
+    repeat
+      local b = v % 128
+      v = v // 128
+      t[#t + 1] = string.char(v > 0 and b + 128 or b)
+    until v == 0
+    return table.concat(t)
+  end
+  local want = n - #raw - 2 - 4
+  return raw .. varint(100 * 8 + 2) .. varint(want) .. crypto.random(4096):rep(want // 4096 + 1):sub(1, want)
+end
+
+-- A store over a fresh mem:// one (named after prefix) counting each call by method
+-- (store.counts.calls) and the entries its listings return (store.counts.listed); on_put(key, body)
+-- sees every put; store.reset() starts the counts again.
+function M.counting_store(prefix, on_put)
+  local crypto = require("autopgo.core").crypto
+  local real = assert(require("autopgo.blob").open("mem://" .. prefix .. "-" .. crypto.hex(crypto.random(5))))
+  local c = { calls = {}, listed = 0 }
+  local store = setmetatable({ name = real.name, counts = c }, { __index = function(_, method)
+    return function(_, ...)
+      c.calls[method] = (c.calls[method] or 0) + 1
+      return real[method](real, ...)
+    end
+  end })
+  store.list = function(_, prefix_, opts)
+    c.calls.list = (c.calls.list or 0) + 1
+    local items, err, code = real:list(prefix_, opts)
+    if items then c.listed = c.listed + #items end
+    return items, err, code
+  end
+  store.put = function(_, key, body, opts)
+    c.calls.put = (c.calls.put or 0) + 1
+    if on_put then on_put(key, body) end
+    return real:put(key, body, opts)
+  end
+  function store.reset()
+    c.calls, c.listed = {}, 0
+  end
+  return store
+end
+
 return M
