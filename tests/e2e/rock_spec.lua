@@ -17,7 +17,7 @@ describe("the rockspec", function()
       local probe = [[
         local ap = require "autopgo"
         local uv = require "luv"
-        assert(ap.core.abi == 1)
+        assert(ap.core.abi == require("autopgo.version").abi)
         assert(ap.core.pprof and ap.core.crypto and ap.core.http_client)
         local done
         ap.async.spawn(function()
