@@ -242,68 +242,23 @@ end
 
 -- ---- diff ----
 
-local function index_hot(d)
-  local sites, funcs = {}, {}
-  for _, e in ipairs(d.hot) do
-    local k = site_key(e.caller, e.offset)
-    if not sites[k] then sites[k] = e end
-  end
-  for _, f in ipairs(d.hot_functions) do funcs[f] = true end
-  return sites, funcs
-end
-
-local function index_targets(d)
-  local t = {}
-  for _, s in ipairs(d.sites) do t[site_key(s.caller, s.offset)] = s end
-  return t
-end
-
-local function sorted_keys(t)
-  local ks = {}
-  for k in pairs(t) do ks[#ks + 1] = k end
-  table.sort(ks)
-  return ks
-end
-
---- What changed from decisions a to decisions b: call sites that became hot or cold, functions
--- that became hot or cold, devirtualization targets that changed (sites in both), and whether the
--- compiler would decide the same (equal signatures).
-function M.diff(a, b)
-  local sa, fa = index_hot(a)
-  local sb, fb = index_hot(b)
-  local ta, tb = index_targets(a), index_targets(b)
-  local r = { hot_added = {}, hot_removed = {}, functions_added = {}, functions_removed = {},
-    targets_changed = {}, sites_added = 0, sites_removed = 0,
-    total_weight = { a.total_weight, b.total_weight }, same = M.signature(a) == M.signature(b) }
-  for _, k in ipairs(sorted_keys(sb)) do
-    if not sa[k] then r.hot_added[#r.hot_added + 1] = sb[k] end
-  end
-  for _, k in ipairs(sorted_keys(sa)) do
-    if not sb[k] then r.hot_removed[#r.hot_removed + 1] = sa[k] end
-  end
-  for _, f in ipairs(sorted_keys(fb)) do
-    if not fa[f] then r.functions_added[#r.functions_added + 1] = f end
-  end
-  for _, f in ipairs(sorted_keys(fa)) do
-    if not fb[f] then r.functions_removed[#r.functions_removed + 1] = f end
-  end
-  for _, k in ipairs(sorted_keys(tb)) do
-    local x, y = ta[k], tb[k]
-    if not x then
-      r.sites_added = r.sites_added + 1
-    elseif x.callee ~= y.callee then
-      r.targets_changed[#r.targets_changed + 1] = { caller = y.caller, offset = y.offset, from = x.callee,
-        to = y.callee, from_weight = x.weight, to_weight = y.weight }
-    end
-  end
-  for k in pairs(ta) do
-    if not tb[k] then r.sites_removed = r.sites_removed + 1 end
+--- What changed from profile a to profile b (each bytes or {file = path}, as shape's input), the
+-- whole diff computed by one C job on the pool: call sites that became hot or cold, functions
+-- that became hot or cold, devirtualization targets that changed (sites in both), each list cut
+-- to its first `limit` (nil or 0: all) with "counts" of the full ones, and whether the compiler
+-- would decide the same (equal signatures). Fails INVALID ("a: ..." or "b: ...") when go could
+-- not use a side. Must run in a coroutine.
+function M.diff(a, b, limit, limits)
+  local r, err = async.await(cpgo.diff_async, a, b, { limit = limit or 0, limits = limits })
+  if not r then
+    local code = fail.code(err)
+    return fail.new(codes[code] or "INVALID", fail.message(err))
   end
   return r
 end
 
---- The diff as JSON (autopgo diff --json, GET /api/profile/{app}/diff): limit (nil or 0: all)
--- cuts each list to its first entries; "counts" has their full lengths. extra: more
+--- The diff (M.diff's result) as JSON (autopgo diff --json, GET /api/profile/{app}/diff): limit
+-- (nil or 0: all) cuts each list to its first entries; "counts" has their full lengths. extra: more
 -- {key, value, ...} pairs at the end.
 function M.diff_doc(r, limit, extra)
   local function upto(n) return (limit and limit > 0) and math.min(n, limit) or n end
@@ -320,6 +275,7 @@ function M.diff_doc(r, limit, extra)
     for i = 1, upto(#list) do out[i] = list[i] end
     return out
   end
+  local c = r.counts
   local changed = json.array()
   for i = 1, upto(#r.targets_changed) do
     local t = r.targets_changed[i]
@@ -329,9 +285,9 @@ function M.diff_doc(r, limit, extra)
     "functionsHot", names(r.functions_added), "functionsCold", names(r.functions_removed),
     "targetsChanged", changed, "sitesAdded", r.sites_added, "sitesRemoved", r.sites_removed,
     "totalWeight", json.array { r.total_weight[1], r.total_weight[2] },
-    "counts", json.object("becameHot", #r.hot_added, "becameCold", #r.hot_removed,
-      "functionsHot", #r.functions_added, "functionsCold", #r.functions_removed,
-      "targetsChanged", #r.targets_changed) }
+    "counts", json.object("becameHot", c.hot_added, "becameCold", c.hot_removed,
+      "functionsHot", c.functions_added, "functionsCold", c.functions_removed,
+      "targetsChanged", c.targets_changed) }
   for _, x in ipairs(extra or {}) do fields[#fields + 1] = x end
   return json.object(table.unpack(fields))
 end

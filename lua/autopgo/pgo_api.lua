@@ -71,6 +71,7 @@ end
 -- base (true for the merged base, where stable = true applies) }, read() its bytes (or nil, err,
 -- code). Returns { pgo, preprofile, decisions (bounded: see pgo.decisions_doc), info, etags } or
 -- nil, err, code.
+-- (The /diff route, autopgo.view_api, diffs two of these.)
 function View:view(app, src, read)
   local pol = pgo.app_policy(self.policy, app)
   local stable = src.base and pol.stable
@@ -166,17 +167,6 @@ function View:decisions(res, app, src, read, limit)
   res:status(200):header("content-type", "application/json")
   res:send(body)
   return true
-end
-
---- The full decisions of the profile served for src (every hot call site and call site, for a
--- diff), from its minimal profile, with the signature computed in C: decisions or nil, err, code.
-function View:full_decisions(app, src, read)
-  local v, err, code = self:view(app, src, read)
-  if not v then return nil, err, code end
-  local r
-  r, err, code = pgo.shape(v.pgo, { decisions = true, decisions_limit = 0 })
-  if not r then return nil, err, code end
-  return r.decisions
 end
 
 return M

@@ -130,36 +130,114 @@ describe("autopgo.pgo", function()
     assert.matches('%["a"%]%.serve must be', why)
   end)
 
-  it("diffs the decisions of two profiles, and signs them", function()
-    local a = assert(cpgo.shape(profiles.file("goapp-go123-cpu-1.pb.gz"), { decisions = true })).decisions
-    local b = assert(cpgo.shape(profiles.file("goapp-go123-cpu-2.pb.gz"), { decisions = true })).decisions
-    local same = pgo.diff(a, a)
+  -- The diff as the Lua of the first release computed it from two full decisions: the oracle the
+  -- C job (autopgo.core.pgo.diff) is held to.
+  local function reference_diff(a, b)
+    local function key(caller, offset) return caller .. "\0" .. tostring(offset) end
+    local function sorted(t)
+      local ks = {}
+      for k in pairs(t) do ks[#ks + 1] = k end
+      table.sort(ks)
+      return ks
+    end
+    local function index(d)
+      local sites, funcs, targets = {}, {}, {}
+      for _, e in ipairs(d.hot) do
+        local k = key(e.caller, e.offset)
+        if not sites[k] then sites[k] = { caller = e.caller, offset = e.offset, callee = e.callee, weight = e.weight } end
+      end
+      for _, f in ipairs(d.hot_functions) do funcs[f] = true end
+      for _, x in ipairs(d.sites) do targets[key(x.caller, x.offset)] = x end
+      return sites, funcs, targets
+    end
+    local sa, fa, ta = index(a)
+    local sb, fb, tb = index(b)
+    local r = { hot_added = {}, hot_removed = {}, functions_added = {}, functions_removed = {},
+      targets_changed = {}, sites_added = 0, sites_removed = 0 }
+    for _, k in ipairs(sorted(sb)) do if not sa[k] then r.hot_added[#r.hot_added + 1] = sb[k] end end
+    for _, k in ipairs(sorted(sa)) do if not sb[k] then r.hot_removed[#r.hot_removed + 1] = sa[k] end end
+    for _, f in ipairs(sorted(fb)) do if not fa[f] then r.functions_added[#r.functions_added + 1] = f end end
+    for _, f in ipairs(sorted(fa)) do if not fb[f] then r.functions_removed[#r.functions_removed + 1] = f end end
+    for _, k in ipairs(sorted(tb)) do
+      local x, y = ta[k], tb[k]
+      if not x then
+        r.sites_added = r.sites_added + 1
+      elseif x.callee ~= y.callee then
+        r.targets_changed[#r.targets_changed + 1] = { caller = y.caller, offset = y.offset, from = x.callee,
+          to = y.callee, from_weight = x.weight, to_weight = y.weight }
+      end
+    end
+    for k in pairs(ta) do if not tb[k] then r.sites_removed = r.sites_removed + 1 end end
+    return r
+  end
+
+  local function check_against_reference(a, b)
+    local function decide(x) return assert(cpgo.shape(x, { decisions = true })).decisions end
+    local da, db = decide(a), decide(b)
+    local r = assert(cpgo.diff(a, b))
+    local want = reference_diff(da, db)
+    for _, list in ipairs { "hot_added", "hot_removed", "functions_added", "functions_removed", "targets_changed" } do
+      assert.same(want[list], r[list], list)
+      assert.equals(#want[list], r.counts[list], list)
+    end
+    assert.equals(want.sites_added, r.sites_added)
+    assert.equals(want.sites_removed, r.sites_removed)
+    assert.same({ da.total_weight, db.total_weight }, r.total_weight)
+    assert.same({ pgo.signature(da), pgo.signature(db) }, r.signatures)
+    assert.equals(pgo.signature(da) == pgo.signature(db), r.same)
+    return r
+  end
+
+  it("diffs the decisions of two profiles in C exactly as the reference, and signs them", function()
+    local one, two = profiles.file("goapp-go123-cpu-1.pb.gz"), profiles.file("goapp-go123-cpu-2.pb.gz")
+    local same = check_against_reference(one, one)
     assert.is_true(same.same)
     assert.same({}, same.hot_added)
     assert.same({}, same.targets_changed)
-    local r = pgo.diff(a, b)
+    local r = check_against_reference(one, two)
     assert.is_false(r.same)
     assert.is_true(#r.hot_added + #r.hot_removed > 0)
-    assert.not_equals(pgo.signature(a), pgo.signature(b))
+    check_against_reference(two, one)
     local text = pgo.render_diff(r, "a", "b")
     assert.matches("Call sites that became hot: " .. #r.hot_added, text, 1, true)
+    -- limit cuts the lists, not the counts
+    local cut = assert(cpgo.diff(one, two, { limit = 1 }))
+    assert.equals(math.min(1, #r.hot_added), #cut.hot_added)
+    assert.same(r.counts, cut.counts)
+    assert.same(r.hot_added[1], cut.hot_added[1])
     -- doubling every weight changes nothing the compiler decides
-    local one = profiles.file("goapp-go123-cpu-1.pb.gz")
     local twice = assert(pprof.merge({ one, one }))
-    local d2 = assert(cpgo.shape(twice, { decisions = true })).decisions
-    assert.equals(2 * a.total_weight, d2.total_weight)
-    assert.equals(pgo.signature(a), pgo.signature(d2))
+    local d = check_against_reference(one, twice)
+    assert.is_true(d.same)
+    assert.equals(2 * r.total_weight[1], d.total_weight[2])
+    -- site keys order as Lua orders "caller\0offset": 10 before 9, "m.f" before "m.fg"
+    local x = "GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 5\nm.f\nm.C\n9 3\nm.fg\nm.C\n1 3\n"
+    local y = "GO PREPROFILE V1\nm.f\nm.B.M\n4 10\nm.f\nm.A.M\n4 5\nm.f\nm.D\n10 3\nm.fg\nm.D\n2 3\n"
+    check_against_reference(x, y)
+    check_against_reference(y, x)
     -- a changed devirtualization target
-    local function decide(t) return assert(cpgo.shape(t, { decisions = true })).decisions end
-    local x = decide("GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 5\n")
-    local y = decide("GO PREPROFILE V1\nm.f\nm.B.M\n4 10\nm.f\nm.A.M\n4 5\n")
-    -- a new tie leaves our target but may change the compiler's (it prefers a callee with IR)
-    local tie = decide("GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 10\n")
-    assert.equals("m.A.M", tie.sites[1].callee)
-    assert.equals(2, tie.sites[1].ties)
-    assert.not_equals(pgo.signature(x), pgo.signature(tie))
-    local t = pgo.diff(x, y).targets_changed
+    local t = assert(cpgo.diff(x, y)).targets_changed
     assert.same({ { caller = "m.f", offset = 4, from = "m.A.M", to = "m.B.M", from_weight = 10, to_weight = 10 } }, t)
+    -- a new tie leaves our target but may change the compiler's (it prefers a callee with IR)
+    local tie = "GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 10\n"
+    local dt = assert(cpgo.shape(tie, { decisions = true })).decisions
+    assert.equals("m.A.M", dt.sites[1].callee)
+    assert.equals(2, dt.sites[1].ties)
+    assert.is_false(check_against_reference(x, tie).same)
+  end)
+
+  it("runs the diff on the pool and names the side that fails", function()
+    run(function()
+      local one = profiles.file("goapp-go123-cpu-1.pb.gz")
+      local _, err, code = pgo.diff(one, { file = "/nonexistent/profile" })
+      assert.equals("IO", code)
+      assert.matches("^b: ", require("autopgo.fail").message(err))
+      local ok = assert(pgo.diff(one, one, 5))
+      assert.is_true(ok.same)
+      local _, err2, code2 = pgo.diff("not a profile", one)
+      assert.equals("INVALID", code2)
+      assert.matches("^a: ", require("autopgo.fail").message(err2))
+    end)
   end)
 
   it("renders the decisions view and its JSON document", function()
