@@ -27,9 +27,15 @@ typedef struct {
     int also_preprofile; /* write GO PREPROFILE V1 too, into pre */
     int bounded;         /* push the decisions' lists cut to dlimit entries, with their summary */
     size_t dlimit;       /* 0: all */
+    int json;            /* write the decisions as JSON (cut to jlimit), not as tables */
+    size_t jlimit;
+    char *json_extra;
+    size_t json_extra_len;
     /* output */
     uint8_t *pre;
     size_t pre_len;
+    uint8_t *jout;
+    size_t jout_len;
     char signature[65];
     ap_pgo_edges *e;
     long renamed;
@@ -193,11 +199,14 @@ static void shape_work(void *v)
     if (j->also_preprofile && ap_pgo_write_preprofile(j->e, &j->pre, &j->pre_len, &j->err)) return;
     if (j->decide && j->e->usable) {
         if (ap_pgo_decide(j->e, j->threshold, &j->d, &j->err)) return;
-        if (j->bounded && signature(j->e, &j->d, j->signature)) {
+        if ((j->bounded || j->json) && signature(j->e, &j->d, j->signature)) {
             j->err.code = AP_PPROF_ENOMEM;
             snprintf(j->err.msg, sizeof j->err.msg, "out of memory");
             return;
         }
+        if (j->json && ap_pgo_decisions_json(j->e, &j->d, j->jlimit, j->signature, j->json_extra,
+                                             j->json_extra_len, &j->jout, &j->jout_len, &j->err))
+            return;
     }
     j->rc = 0;
 }
@@ -209,6 +218,8 @@ static void shape_cleanup(void *v)
     free(j->out);
     free(j->pre);
     ap_pgo_decisions_free(&j->d);
+    free(j->jout);
+    free(j->json_extra);
     for (size_t i = 0; i < j->nno_inline; i++) free(j->no_inline[i]);
     free(j->no_inline);
     free(j->no_inline_len);
@@ -363,7 +374,8 @@ static int shape_push(lua_State *L, shape_job *j, int callback)
     if (j->nno_inline) set_int(L, j->renamed, "renamed");
     if (j->format != FMT_NONE) set_lstr(L, (const char *)j->out, j->out_len, "bytes");
     if (j->also_preprofile) set_lstr(L, (const char *)j->pre, j->pre_len, "preprofile");
-    if (j->decide && e->usable) {
+    if (j->json && e->usable) set_lstr(L, (const char *)j->jout, j->jout_len, "decisions_json");
+    if (j->decide && e->usable && !j->json) {
         push_decisions(L, e, &j->d, j->bounded ? j->dlimit : 0, j->bounded ? j->signature : NULL);
         lua_setfield(L, -2, "decisions");
     }
@@ -452,6 +464,16 @@ static void check_opts(lua_State *L, int arg, shape_job *j)
         j->dlimit = (size_t)n;
     }
     lua_pop(L, 1);
+    if (lua_getfield(L, arg, "decisions_json") != LUA_TNIL) {
+        lua_Integer n = lua_tointeger(L, -1);
+        if (!lua_isinteger(L, -1) || n < 0)
+            luaL_argerror(L, arg, "decisions_json is a count (0: all)");
+        j->json = j->decide = 1;
+        j->jlimit = (size_t)n;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, arg, "json_extra") != LUA_TNIL) luaL_checktype(L, -1, LUA_TSTRING);
+    lua_pop(L, 1);
     if (lua_getfield(L, arg, "no_inline") != LUA_TNIL) {
         luaL_checktype(L, -1, LUA_TTABLE);
         lua_Integer n = luaL_len(L, -1);
@@ -514,7 +536,18 @@ static int do_shape(lua_State *L, int async)
     shape_job *j = calloc(1, sizeof *j);
     if (!j) return luaL_error(L, "out of memory");
     *j = tmp;
-    if ((path && !(j->path = strdup(path))) || copy_no_inline(L, 2, j)) {
+    const char *extra = NULL;
+    size_t extra_len = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_getfield(L, 2, "json_extra");
+        extra = lua_tolstring(L, -1, &extra_len);
+        if (extra && (j->json_extra = malloc(extra_len + 1)))
+            memcpy(j->json_extra, extra, extra_len + 1);
+        j->json_extra_len = extra_len;
+        lua_pop(L, 1);
+    }
+    if ((path && !(j->path = strdup(path))) || (extra && !j->json_extra) ||
+        copy_no_inline(L, 2, j)) {
         shape_cleanup(j);
         return luaL_error(L, "out of memory");
     }
@@ -533,13 +566,16 @@ static int do_shape(lua_State *L, int async)
 /* pgo.shape(bytes | {file = path} [, opts]) -> result
  * opts: {format = "pgo"|"preprofile", level, raw, no_inline = {names}, decisions = true|percent,
  *        edges = true, limits = {max_decompressed, max_memory}, preprofile = true,
- *        decisions_limit = N}
+ *        decisions_limit = N, decisions_json = N, json_extra = ",\"k\":v..."}
  * preprofile = true also writes GO PREPROFILE V1 (result.preprofile) from the same edge map.
  * decisions_limit = N (0: all) cuts the decisions' lists (hot, hot_functions, sites) to their
  * first N entries and adds what the full lists give: counts, cdf ({index, cum} points) and
  * signature (as autopgo.pgo.signature), all computed on the pool: the loop only gets N tables.
+ * decisions_json = N (0: all) gives result.decisions_json instead of result.decisions: the JSON
+ * document of pgo.decisions_doc, lists cut to N, json_extra's members appended, written on the
+ * pool (core/pprof/decisions_json.c).
  * result: {info = {usable, empty, reason, edges, total_weight, sample_type, source}, bytes,
- *          preprofile, decisions, edges, renamed} */
+ *          preprofile, decisions | decisions_json, edges, renamed} */
 static int l_shape(lua_State *L)
 {
     return do_shape(L, 0);

@@ -253,6 +253,31 @@ describe("autopgo.pgo", function()
     assert.matches('"signature":"' .. pgo.signature(r.decisions) .. '"', doc, 1, true)
   end)
 
+  it("writes the decisions' JSON document on the pool byte for byte as decisions_doc encodes it", function()
+    local json = require "autopgo.json"
+    local odd = "GO PREPROFILE V1\nm.<f>&\"q\"\\\nm.A\226\128\168M\n4 10\nm.\255f\1\nm.B\226\128\169M\n4 10\n"
+      .. "m.\192\175g\nm.\237\160\128C\n-3 7\nm.f\nm.\240\159\152\128\n4 1\n"
+    local cases = { profiles.file("goapp-go123-cpu-1.pb.gz"), profiles.file("goapp-go123-cpu-2.pb.gz"), odd,
+      "GO PREPROFILE V1\nm.f\nm.g\n1 1\n", "GO PREPROFILE V1\n" }
+    local extra = ',"etag":' .. json.encode('"sha256:x"')
+    for _, input in ipairs(cases) do
+      local full = assert(cpgo.shape(input, { decisions = true }))
+      if full.info.usable then
+        for _, limit in ipairs { 0, 1, 3, 500 } do
+          local r = assert(cpgo.shape(input, { decisions_json = limit, json_extra = extra }))
+          assert.is_nil(r.decisions)
+          assert.equals(json.encode(pgo.decisions_doc(full.info, full.decisions, { "etag", '"sha256:x"' }, limit)),
+            r.decisions_json)
+        end
+        assert.equals(json.encode(pgo.decisions_doc(full.info, full.decisions)),
+          assert(cpgo.shape(input, { decisions_json = 0 })).decisions_json)
+      end
+    end
+    assert.matches("\\u003cf\\u003e\\u0026\\\"q\\\"", assert(cpgo.shape(odd, { decisions_json = 0 })).decisions_json)
+    assert.has_error(function() cpgo.shape(odd, { decisions_json = -1 }) end)
+    assert.has_error(function() cpgo.shape(odd, { decisions_json = 0, json_extra = {} }) end)
+  end)
+
   it("cuts the decisions on the pool with the same counts, curve and signature as the full ones", function()
     local json = require "autopgo.json"
     local tie = "GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 10\nm.g\nm.A.M\n-3 7\nm.f\nm.C.M\n4 1\n"
