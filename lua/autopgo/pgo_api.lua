@@ -147,21 +147,18 @@ end
 
 --- GET /api/profile/{app}/decisions?limit=N: what the compiler will do with the profile served
 -- for src, each list cut to its first `limit` entries (pgo.limit_param: default
--- pgo.decisions_limit, 0 all). The JSON of the default limit is kept with the view.
+-- pgo.decisions_limit, 0 all). The document is written in C on the pool from the served minimal
+-- profile (a flat 50 MB profile's is 57 MB unbounded); the one of the default limit is kept with
+-- the view.
 function View:decisions(res, app, src, read, limit)
   local v, err, code = self:view(app, src, read)
   if not v then return refuse(res, err, code) end
   local body = limit == pgo.decisions_limit and v.doc or nil
   if not body then
-    local d = v.decisions
-    if limit == 0 or limit > pgo.decisions_limit then
-      -- longer lists than the view keeps: cut from the served minimal profile by one more job
-      local r
-      r, err, code = pgo.shape(v.pgo, { decisions = true, decisions_limit = limit })
-      if not r then return refuse(res, err, code) end
-      d = r.decisions
-    end
-    body = json.encode_line(pgo.decisions_doc(v.info, d, { "etag", v.etags.pgo }, limit))
+    local r
+    r, err, code = pgo.shape(v.pgo, { decisions_json = limit, json_extra = ',"etag":' .. json.encode(v.etags.pgo) })
+    if not r then return refuse(res, err, code) end
+    body = r.decisions_json .. "\n"
     if limit == pgo.decisions_limit then v.doc = body end
   end
   res:status(200):header("content-type", "application/json")
