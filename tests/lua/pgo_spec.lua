@@ -144,7 +144,9 @@ describe("autopgo.pgo", function()
       local sites, funcs, targets = {}, {}, {}
       for _, e in ipairs(d.hot) do
         local k = key(e.caller, e.offset)
-        if not sites[k] then sites[k] = { caller = e.caller, offset = e.offset, callee = e.callee, weight = e.weight } end
+        if not sites[k] then
+          sites[k] = { caller = e.caller, offset = e.offset, callee = e.callee, weight = e.weight }
+        end
       end
       for _, f in ipairs(d.hot_functions) do funcs[f] = true end
       for _, x in ipairs(d.sites) do targets[key(x.caller, x.offset)] = x end
