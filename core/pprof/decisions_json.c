@@ -17,7 +17,7 @@ typedef struct {
 
 static void put(jbuf *j, const char *s, size_t len)
 {
-    if (j->oom) return;
+    if (j->oom || len == 0) return;
     if (j->n + len > j->cap) {
         size_t cap = j->cap ? j->cap : 1 << 16;
         while (cap < j->n + len) cap *= 2;

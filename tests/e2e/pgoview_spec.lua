@@ -140,7 +140,7 @@ describe("the compiler's view of a 50 MB profile", function()
       assert.same({ becameHot = 0, becameCold = 0, functionsHot = 0, functionsCold = 0, targetsChanged = 0 },
         diff.counts)
       assert.equals(2 * diff.totalWeight[2], diff.totalWeight[1])
-      local all = assert(cjson.decode(assert(support.read_file(file))))
+      local all = assert(cjson.decode((assert(support.read_file(file)))))
       assert.equals(0, all.limit)
       assert.equals(all.counts.hotCallSites, #all.hotCallSites)
       assert.equals(all.counts.devirtualization, #all.devirtualization)
