@@ -259,20 +259,7 @@ static void push_edge(lua_State *L, const ap_pgo_edges *e, size_t i, const doubl
     if (cum) set_num(L, cum[i], "cum");
 }
 
-/* Points of the cumulative-share curve of the hot call sites (pgo.cdf_points). */
-enum { CDF_POINTS = 256 };
-
-static void push_point(lua_State *L, size_t i, double cum, lua_Integer at)
-{
-    lua_createtable(L, 2, 0);
-    lua_pushinteger(L, (lua_Integer)i);
-    lua_rawseti(L, -2, 1);
-    lua_pushnumber(L, cum);
-    lua_rawseti(L, -2, 2);
-    lua_rawseti(L, -2, at);
-}
-
-/* The summary of bounded decisions: counts of the full lists, the curve and the signature. */
+/* The summary of bounded decisions: counts of the full lists and the signature. */
 static void push_summary(lua_State *L, const ap_pgo_decisions *d, const char *sig)
 {
     lua_createtable(L, 0, 3);
@@ -280,13 +267,6 @@ static void push_summary(lua_State *L, const ap_pgo_decisions *d, const char *si
     set_int(L, (lua_Integer)d->nhot_callees, "hot_functions");
     set_int(L, (lua_Integer)d->nsites, "sites");
     lua_setfield(L, -2, "counts");
-    size_t n = d->nhot, step = (n + CDF_POINTS - 1) / CDF_POINTS;
-    if (step < 1) step = 1;
-    lua_createtable(L, CDF_POINTS + 1, 0);
-    lua_Integer at = 1;
-    for (size_t i = step; i <= n; i += step) push_point(L, i, d->cum[i - 1], at++);
-    if (n > 0 && n % step != 0) push_point(L, n, d->cum[n - 1], at++);
-    lua_setfield(L, -2, "cdf");
     set_lstr(L, sig, 64, "signature");
 }
 
@@ -569,13 +549,13 @@ static int do_shape(lua_State *L, int async)
  *        decisions_limit = N, decisions_json = N, json_extra = ",\"k\":v..."}
  * preprofile = true also writes GO PREPROFILE V1 (result.preprofile) from the same edge map.
  * decisions_limit = N (0: all) cuts the decisions' lists (hot, hot_functions, sites) to their
- * first N entries and adds what the full lists give: counts, cdf ({index, cum} points) and
- * signature (as autopgo.pgo.signature), all computed on the pool: the loop only gets N tables.
+ * first N entries and adds what the full lists give: counts and signature (as
+ * autopgo.pgo.signature), computed on the pool: the loop only gets N tables.
  * decisions_json = N (0: all) gives result.decisions_json instead of result.decisions: the JSON
- * document of pgo.decisions_doc, lists cut to N, json_extra's members appended, written on the
- * pool (core/pprof/decisions_json.c).
- * result: {info = {usable, empty, reason, edges, total_weight, sample_type, source}, bytes,
- *          preprofile, decisions | decisions_json, edges, renamed} */
+ * document of GET /api/profile/{app}/decisions, lists cut to N, json_extra's members appended,
+ * written on the pool (core/pprof/decisions_json.c). result: {info = {usable, empty, reason, edges,
+ * total_weight, sample_type, source}, bytes, preprofile, decisions | decisions_json, edges,
+ * renamed} */
 static int l_shape(lua_State *L)
 {
     return do_shape(L, 0);

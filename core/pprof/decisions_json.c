@@ -172,7 +172,8 @@ static void edge_fields(jbuf *j, const ap_pgo_edges *e, size_t i)
     put_int(j, x->weight);
 }
 
-/* Points of the cumulative-share curve of the hot call sites (pgo.cdf_points). */
+/* Points of the cumulative-share curve of the hot call sites ("cdf"), the last one always among
+ * them. */
 enum { CDF_POINTS = 256 };
 
 int ap_pgo_decisions_json(const ap_pgo_edges *e, const ap_pgo_decisions *d, size_t limit,

@@ -95,7 +95,7 @@ int ap_pgo_decide(const ap_pgo_edges *e, double threshold, ap_pgo_decisions *out
 void ap_pgo_decisions_free(ap_pgo_decisions *d);
 
 /* The decisions as the JSON document of GET /api/profile/{app}/decisions, byte for byte what
- * autopgo.json writes of autopgo.pgo.decisions_doc: each list cut to its first limit entries (0:
+ * autopgo.json writes (tests/lua/pgo_spec.lua's reference_doc): each list cut to its first limit entries (0:
  * all), signature (64 hex digits) as given; extra (raw JSON members, each starting with a comma)
  * goes before the closing brace. *out malloc'd, no trailing newline. */
 int ap_pgo_decisions_json(const ap_pgo_edges *e, const ap_pgo_decisions *d, size_t limit,

@@ -88,15 +88,6 @@ function M.signature(d)
   return core.crypto.hex(h:digest())
 end
 
-local function edge_doc(e, extra)
-  local t = { "caller", e.caller, "callee", e.callee, "offset", e.offset, "weight", e.weight }
-  for i = 1, #(extra or {}), 2 do
-    t[#t + 1] = extra[i]
-    t[#t + 1] = extra[i + 1]
-  end
-  return json.object(table.unpack(t))
-end
-
 --- What GET /api/profile/{app}/decisions lists of each list by default (?limit=, 0: all): the
 -- heaviest hot call sites and devirtualization targets. A flat profile of 50 MB has 235 703 hot
 -- call sites (the 99 % CDF bounds their weight, not their number): 57 MB of JSON unbounded.
@@ -110,79 +101,6 @@ function M.limit_param(q)
   local n = math.tointeger(tonumber(s))
   if not n or n < 0 then return nil, "limit must be an integer from 0 (0: all)" end
   return n
-end
-
---- Points of the cumulative-share curve of the hot call sites in a decisions document (the last
--- hot site always among them).
-M.cdf_points = 256
-
--- The cumulative-share curve, at most M.cdf_points points {index (1-based), cumulative %}.
-local function cdf_doc(hot)
-  local out, n = json.array(), #hot
-  local step = math.max(1, math.ceil(n / M.cdf_points))
-  for i = step, n, step do out[#out + 1] = json.array { i, hot[i].cum } end
-  if n > 0 and n % step ~= 0 then out[#out + 1] = json.array { n, hot[n].cum } end
-  return out
-end
-
--- The curve as computed in C ({index, cum} pairs, the same points as cdf_doc).
-local function cdf_points(points)
-  local out = json.array()
-  for i, p in ipairs(points) do out[i] = json.array { p[1], p[2] } end
-  return out
-end
-
---- The decisions as the JSON document of GET /api/profile/{app}/decisions; extra: more
--- {key, value, ...} pairs at the end. limit (nil or 0: all) bounds hotCallSites,
--- hotFunctions and devirtualization to their first `limit` entries (the heaviest first; hot
--- functions by name); "counts" has their full lengths, "cdf" the curve of all hot call sites
--- and "signature" stays the one of all the decisions. d may be bounded (shape's decisions_limit:
--- its lists cut, with counts, cdf and signature of the full ones) to at least `limit` entries.
-function M.decisions_doc(info, d, extra, limit)
-  local function upto(n) return (limit and limit > 0) and math.min(n, limit) or n end
-  local counts = d.counts or { hot = #d.hot, hot_functions = #d.hot_functions, sites = #d.sites }
-  assert(not d.counts or (limit and limit > 0 and (limit <= #d.hot or #d.hot == counts.hot)
-    and (limit <= #d.sites or #d.sites == counts.sites)
-    and (limit <= #d.hot_functions or #d.hot_functions == counts.hot_functions))
-    or (#d.hot == counts.hot and #d.sites == counts.sites and #d.hot_functions == counts.hot_functions),
-    "decisions cut shorter than the limit asked")
-  local hot = json.array()
-  for i = 1, upto(#d.hot) do
-    local e = d.hot[i]
-    hot[i] = edge_doc(e, { "cumulative", e.cum })
-  end
-  local sites = json.array()
-  for i = 1, upto(#d.sites) do
-    local s = d.sites[i]
-    sites[i] = json.object("caller", s.caller, "offset", s.offset, "callee", s.callee,
-      "weight", s.weight, "siteWeight", s.site_weight, "callees", s.callees, "ties", s.ties)
-  end
-  local funcs = json.array()
-  for i = 1, upto(#d.hot_functions) do funcs[i] = d.hot_functions[i] end
-  local b = d.boundary
-  local boundary = json.object(
-    "lastHot", b.last_hot and edge_doc(b.last_hot, { "index", b.last_hot.index, "cumulativeBefore",
-      b.last_hot.cum_before, "cumulative", b.last_hot.cum }) or json.null,
-    "firstCold", b.first_cold and edge_doc(b.first_cold, { "index", b.first_cold.index,
-      "cumulative", b.first_cold.cum }) or json.null)
-  local fields = {
-    "sampleType", info.sample_type,
-    "totalWeight", d.total_weight,
-    "edges", d.edges,
-    "threshold", d.threshold,
-    "thresholdFromCDF", d.threshold_from_cdf,
-    "hotCallSites", hot,
-    "hotFunctions", funcs,
-    "devirtualization", sites,
-    "counts", json.object("hotCallSites", counts.hot, "hotFunctions", counts.hot_functions,
-      "devirtualization", counts.sites),
-    "limit", (limit and limit > 0) and limit or 0,
-    "cdf", d.cdf and cdf_points(d.cdf) or cdf_doc(d.hot),
-    "boundary", boundary,
-    "signature", M.signature(d),
-  }
-  for _, x in ipairs(extra or {}) do fields[#fields + 1] = x end
-  return json.object(table.unpack(fields))
 end
 
 local function pct(x) return ("%.2f%%"):format(x) end

@@ -69,7 +69,7 @@ end
 
 -- The compiler's view of one version of app's profile: src = { etag (the content's digest),
 -- base (true for the merged base, where stable = true applies) }, read() its bytes (or nil, err,
--- code). Returns { pgo, preprofile, decisions (bounded: see pgo.decisions_doc), info, etags } or
+-- code). Returns { pgo, preprofile, decisions (lists cut, with counts and signature), info, etags } or
 -- nil, err, code.
 -- (The /diff route, autopgo.view_api, diffs two of these.)
 function View:view(app, src, read)
@@ -88,7 +88,7 @@ function View:view(app, src, read)
   local body, err, code = read()
   if not body then return done(nil, err, code) end
   -- One job on the pool: the minimal pprof, the preprofile and the decisions, their lists cut to
-  -- pgo.decisions_limit (counts, curve and signature of the full ones computed in C), so the loop
+  -- pgo.decisions_limit (counts and signature of the full ones computed in C), so the loop
   -- never holds a table per edge.
   local bounded = { decisions = true, decisions_limit = pgo.decisions_limit }
   local r
