@@ -69,7 +69,7 @@ end
 
 -- The compiler's view of one version of app's profile: src = { etag (the content's digest),
 -- base (true for the merged base, where stable = true applies) }, read() its bytes (or nil, err,
--- code). Returns { pgo, preprofile, decisions (lists cut, with counts and signature), info, etags } or
+-- code). Returns { pgo, preprofile, info, etags } or
 -- nil, err, code.
 -- (The /diff route, autopgo.view_api, diffs two of these.)
 function View:view(app, src, read)
@@ -87,28 +87,26 @@ function View:view(app, src, read)
   end
   local body, err, code = read()
   if not body then return done(nil, err, code) end
-  -- One job on the pool: the minimal pprof, the preprofile and the decisions, their lists cut to
-  -- pgo.decisions_limit (counts and signature of the full ones computed in C), so the loop
-  -- never holds a table per edge.
-  local bounded = { decisions = true, decisions_limit = pgo.decisions_limit }
+  -- One job on the pool: the minimal pprof, the preprofile and the decisions' signature (computed
+  -- in C from the full lists, cut to one entry), so the loop never holds a table per edge; the
+  -- decisions' documents are written from the minimal pprof (View:decisions).
   local r
-  r, err, code = pgo.shape(body, { format = "pgo", preprofile = true, decisions = true,
-    decisions_limit = pgo.decisions_limit, no_inline = pol.no_inline })
+  r, err, code = pgo.shape(body, { format = "pgo", preprofile = true, decisions = true, decisions_limit = 1,
+    no_inline = pol.no_inline })
   body = nil -- luacheck: ignore 311 (the full profile need not live through the next job)
   if not r then return done(nil, err, code) end
   if not r.info.usable then
     return done(fail.new("INVALID", "the merged profile cannot be used by go build -pgo: %s", tostring(r.info.reason)))
   end
-  local v = { pgo = r.bytes, preprofile = r.preprofile, decisions = r.decisions, info = r.info }
+  local v = { pgo = r.bytes, preprofile = r.preprofile, info = r.info }
   if stable then
     v.pgo = pgo_stable.pick(self.store, app, r.bytes, pgo.signature(r.decisions))
     if v.pgo ~= r.bytes then
-      -- the previous bytes are served: the preprofile and the decisions are theirs
-      bounded.format = "preprofile"
+      -- the previous bytes are served: the preprofile is theirs
       local served
-      served, err, code = pgo.shape(v.pgo, bounded)
+      served, err, code = pgo.shape(v.pgo, { format = "preprofile" })
       if not served then return done(nil, err, code) end
-      v.preprofile, v.decisions = served.bytes, served.decisions
+      v.preprofile = served.bytes
     end
   end
   m.built:inc()
