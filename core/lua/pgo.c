@@ -27,9 +27,15 @@ typedef struct {
     int also_preprofile; /* write GO PREPROFILE V1 too, into pre */
     int bounded;         /* push the decisions' lists cut to dlimit entries, with their summary */
     size_t dlimit;       /* 0: all */
+    int json;            /* write the decisions as JSON (cut to jlimit), not as tables */
+    size_t jlimit;
+    char *json_extra;
+    size_t json_extra_len;
     /* output */
     uint8_t *pre;
     size_t pre_len;
+    uint8_t *jout;
+    size_t jout_len;
     char signature[65];
     ap_pgo_edges *e;
     long renamed;
@@ -193,11 +199,14 @@ static void shape_work(void *v)
     if (j->also_preprofile && ap_pgo_write_preprofile(j->e, &j->pre, &j->pre_len, &j->err)) return;
     if (j->decide && j->e->usable) {
         if (ap_pgo_decide(j->e, j->threshold, &j->d, &j->err)) return;
-        if (j->bounded && signature(j->e, &j->d, j->signature)) {
+        if ((j->bounded || j->json) && signature(j->e, &j->d, j->signature)) {
             j->err.code = AP_PPROF_ENOMEM;
             snprintf(j->err.msg, sizeof j->err.msg, "out of memory");
             return;
         }
+        if (j->json && ap_pgo_decisions_json(j->e, &j->d, j->jlimit, j->signature, j->json_extra,
+                                             j->json_extra_len, &j->jout, &j->jout_len, &j->err))
+            return;
     }
     j->rc = 0;
 }
@@ -209,6 +218,8 @@ static void shape_cleanup(void *v)
     free(j->out);
     free(j->pre);
     ap_pgo_decisions_free(&j->d);
+    free(j->jout);
+    free(j->json_extra);
     for (size_t i = 0; i < j->nno_inline; i++) free(j->no_inline[i]);
     free(j->no_inline);
     free(j->no_inline_len);
@@ -248,20 +259,7 @@ static void push_edge(lua_State *L, const ap_pgo_edges *e, size_t i, const doubl
     if (cum) set_num(L, cum[i], "cum");
 }
 
-/* Points of the cumulative-share curve of the hot call sites (pgo.cdf_points). */
-enum { CDF_POINTS = 256 };
-
-static void push_point(lua_State *L, size_t i, double cum, lua_Integer at)
-{
-    lua_createtable(L, 2, 0);
-    lua_pushinteger(L, (lua_Integer)i);
-    lua_rawseti(L, -2, 1);
-    lua_pushnumber(L, cum);
-    lua_rawseti(L, -2, 2);
-    lua_rawseti(L, -2, at);
-}
-
-/* The summary of bounded decisions: counts of the full lists, the curve and the signature. */
+/* The summary of bounded decisions: counts of the full lists and the signature. */
 static void push_summary(lua_State *L, const ap_pgo_decisions *d, const char *sig)
 {
     lua_createtable(L, 0, 3);
@@ -269,13 +267,6 @@ static void push_summary(lua_State *L, const ap_pgo_decisions *d, const char *si
     set_int(L, (lua_Integer)d->nhot_callees, "hot_functions");
     set_int(L, (lua_Integer)d->nsites, "sites");
     lua_setfield(L, -2, "counts");
-    size_t n = d->nhot, step = (n + CDF_POINTS - 1) / CDF_POINTS;
-    if (step < 1) step = 1;
-    lua_createtable(L, CDF_POINTS + 1, 0);
-    lua_Integer at = 1;
-    for (size_t i = step; i <= n; i += step) push_point(L, i, d->cum[i - 1], at++);
-    if (n > 0 && n % step != 0) push_point(L, n, d->cum[n - 1], at++);
-    lua_setfield(L, -2, "cdf");
     set_lstr(L, sig, 64, "signature");
 }
 
@@ -363,7 +354,8 @@ static int shape_push(lua_State *L, shape_job *j, int callback)
     if (j->nno_inline) set_int(L, j->renamed, "renamed");
     if (j->format != FMT_NONE) set_lstr(L, (const char *)j->out, j->out_len, "bytes");
     if (j->also_preprofile) set_lstr(L, (const char *)j->pre, j->pre_len, "preprofile");
-    if (j->decide && e->usable) {
+    if (j->json && e->usable) set_lstr(L, (const char *)j->jout, j->jout_len, "decisions_json");
+    if (j->decide && e->usable && !j->json) {
         push_decisions(L, e, &j->d, j->bounded ? j->dlimit : 0, j->bounded ? j->signature : NULL);
         lua_setfield(L, -2, "decisions");
     }
@@ -452,6 +444,16 @@ static void check_opts(lua_State *L, int arg, shape_job *j)
         j->dlimit = (size_t)n;
     }
     lua_pop(L, 1);
+    if (lua_getfield(L, arg, "decisions_json") != LUA_TNIL) {
+        lua_Integer n = lua_tointeger(L, -1);
+        if (!lua_isinteger(L, -1) || n < 0)
+            luaL_argerror(L, arg, "decisions_json is a count (0: all)");
+        j->json = j->decide = 1;
+        j->jlimit = (size_t)n;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, arg, "json_extra") != LUA_TNIL) luaL_checktype(L, -1, LUA_TSTRING);
+    lua_pop(L, 1);
     if (lua_getfield(L, arg, "no_inline") != LUA_TNIL) {
         luaL_checktype(L, -1, LUA_TTABLE);
         lua_Integer n = luaL_len(L, -1);
@@ -514,7 +516,18 @@ static int do_shape(lua_State *L, int async)
     shape_job *j = calloc(1, sizeof *j);
     if (!j) return luaL_error(L, "out of memory");
     *j = tmp;
-    if ((path && !(j->path = strdup(path))) || copy_no_inline(L, 2, j)) {
+    const char *extra = NULL;
+    size_t extra_len = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_getfield(L, 2, "json_extra");
+        extra = lua_tolstring(L, -1, &extra_len);
+        if (extra && (j->json_extra = malloc(extra_len + 1)))
+            memcpy(j->json_extra, extra, extra_len + 1);
+        j->json_extra_len = extra_len;
+        lua_pop(L, 1);
+    }
+    if ((path && !(j->path = strdup(path))) || (extra && !j->json_extra) ||
+        copy_no_inline(L, 2, j)) {
         shape_cleanup(j);
         return luaL_error(L, "out of memory");
     }
@@ -533,13 +546,16 @@ static int do_shape(lua_State *L, int async)
 /* pgo.shape(bytes | {file = path} [, opts]) -> result
  * opts: {format = "pgo"|"preprofile", level, raw, no_inline = {names}, decisions = true|percent,
  *        edges = true, limits = {max_decompressed, max_memory}, preprofile = true,
- *        decisions_limit = N}
+ *        decisions_limit = N, decisions_json = N, json_extra = ",\"k\":v..."}
  * preprofile = true also writes GO PREPROFILE V1 (result.preprofile) from the same edge map.
  * decisions_limit = N (0: all) cuts the decisions' lists (hot, hot_functions, sites) to their
- * first N entries and adds what the full lists give: counts, cdf ({index, cum} points) and
- * signature (as autopgo.pgo.signature), all computed on the pool: the loop only gets N tables.
- * result: {info = {usable, empty, reason, edges, total_weight, sample_type, source}, bytes,
- *          preprofile, decisions, edges, renamed} */
+ * first N entries and adds what the full lists give: counts and signature (as
+ * autopgo.pgo.signature), computed on the pool: the loop only gets N tables.
+ * decisions_json = N (0: all) gives result.decisions_json instead of result.decisions: the JSON
+ * document of GET /api/profile/{app}/decisions, lists cut to N, json_extra's members appended,
+ * written on the pool (core/pprof/decisions_json.c). result: {info = {usable, empty, reason, edges,
+ * total_weight, sample_type, source}, bytes, preprofile, decisions | decisions_json, edges,
+ * renamed} */
 static int l_shape(lua_State *L)
 {
     return do_shape(L, 0);
@@ -551,11 +567,399 @@ static int l_shape_async(lua_State *L)
     return do_shape(L, 1);
 }
 
+/* ---- the diff of two profiles' decisions ---- */
+
+/* A call site (caller, offset) or a function name, with the edge it came from; ordered as Lua
+ * orders the strings caller .. "\0" .. tostring(offset) (bytes, shorter first). */
+typedef struct {
+    const char *name;
+    uint32_t len;
+    uint8_t offlen;
+    char off[23];
+    size_t edge;
+} dkey;
+
+static int bytes_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    if (c) return c;
+    return al < bl ? -1 : al > bl;
+}
+
+static int dkey_cmp(const void *x, const void *y)
+{
+    const dkey *a = x, *b = y;
+    int c = bytes_cmp(a->name, a->len, b->name, b->len);
+    if (!c) c = bytes_cmp(a->off, a->offlen, b->off, b->offlen);
+    if (!c) c = a->edge < b->edge ? -1 : a->edge > b->edge;
+    return c;
+}
+
+static int dkey_same(const dkey *a, const dkey *b)
+{
+    return bytes_cmp(a->name, a->len, b->name, b->len) == 0 &&
+           bytes_cmp(a->off, a->offlen, b->off, b->offlen) == 0;
+}
+
+static void dkey_site(dkey *k, const ap_pgo_edges *e, size_t edge)
+{
+    const ap_pgo_edge *x = &e->edges[edge];
+    k->name = ap_pgo_caller(e, x);
+    k->len = x->caller_len;
+    k->offlen = (uint8_t)snprintf(k->off, sizeof k->off, "%lld", (long long)x->offset);
+    k->edge = edge;
+}
+
+/* The keys of n edges (site keys, or callee names when names is set), sorted, the first of each
+ * key kept (*n updated); NULL when out of memory. */
+static dkey *dkeys(const ap_pgo_edges *e, const size_t *edges, size_t *n, int names)
+{
+    dkey *k = calloc(*n ? *n : 1, sizeof *k);
+    if (!k) return NULL;
+    for (size_t i = 0; i < *n; i++) {
+        size_t edge = edges ? edges[i] : i;
+        if (names) {
+            const ap_pgo_edge *x = &e->edges[edge];
+            k[i].name = ap_pgo_callee(e, x);
+            k[i].len = x->callee_len;
+            k[i].edge = edge;
+        } else {
+            dkey_site(&k[i], e, edge);
+        }
+    }
+    qsort(k, *n, sizeof *k, dkey_cmp);
+    size_t m = 0;
+    for (size_t i = 0; i < *n; i++)
+        if (m == 0 || !dkey_same(&k[m - 1], &k[i])) k[m++] = k[i];
+    *n = m;
+    return k;
+}
+
+/* One list of the diff: edge indexes (into side a's or b's edges; changed: pairs). */
+typedef struct {
+    size_t *v;
+    size_t n, cap;
+} dlist;
+
+static int dlist_add(dlist *l, size_t x)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        size_t *nv = realloc(l->v, cap * sizeof *nv);
+        if (!nv) return -1;
+        l->v = nv;
+        l->cap = cap;
+    }
+    l->v[l->n++] = x;
+    return 0;
+}
+
+typedef struct {
+    shape_job side[2];
+    size_t limit;
+    int failed_side; /* 0 a, 1 b, -1 neither */
+    /* output: edge indexes of b (hot_added, functions_added), of a (hot_removed,
+     * functions_removed), (a site's edge, b site's edge) pairs (changed) */
+    dlist hot_added, hot_removed, funcs_added, funcs_removed, changed;
+    size_t sites_added, sites_removed;
+    ap_pprof_error err;
+    int rc;
+} diff_job;
+
+/* In b, not in a (added), in a, not in b (removed), in both (both(a, b), may be NULL). */
+static int walk(const dkey *a, size_t na, const dkey *b, size_t nb, dlist *added, dlist *removed,
+                size_t *nadded, size_t *nremoved, dlist *both)
+{
+    size_t i = 0, j = 0;
+    while (i < na || j < nb) {
+        int c = i == na ? 1 : j == nb ? -1 : dkey_cmp(&a[i], &b[j]);
+        if (i < na && j < nb && dkey_same(&a[i], &b[j])) c = 0;
+        if (c > 0) {
+            if (added ? dlist_add(added, b[j].edge) : (++*nadded, 0)) return -1;
+            j++;
+        } else if (c < 0) {
+            if (removed ? dlist_add(removed, a[i].edge) : (++*nremoved, 0)) return -1;
+            i++;
+        } else {
+            if (both && (dlist_add(both, a[i].edge) || dlist_add(both, b[j].edge))) return -1;
+            i++, j++;
+        }
+    }
+    return 0;
+}
+
+static int diff_compute(diff_job *j)
+{
+    const ap_pgo_edges *ea = j->side[0].e, *eb = j->side[1].e;
+    const ap_pgo_decisions *da = &j->side[0].d, *db = &j->side[1].d;
+    int rc = -1;
+    size_t nha = da->nhot, nhb = db->nhot, nfa = da->nhot_callees, nfb = db->nhot_callees;
+    size_t nsa = da->nsites, nsb = db->nsites;
+    size_t *sa_edges = malloc((nsa ? nsa : 1) * sizeof *sa_edges);
+    size_t *sb_edges = malloc((nsb ? nsb : 1) * sizeof *sb_edges);
+    dkey *ha = dkeys(ea, NULL, &nha, 0), *hb = dkeys(eb, NULL, &nhb, 0);
+    dkey *fa = dkeys(ea, da->hot_callees, &nfa, 1), *fb = dkeys(eb, db->hot_callees, &nfb, 1);
+    dkey *ta = NULL, *tb = NULL;
+    dlist both = {0};
+    if (!sa_edges || !sb_edges || !ha || !hb || !fa || !fb) goto out;
+    for (size_t i = 0; i < nsa; i++) sa_edges[i] = da->sites[i].edge;
+    for (size_t i = 0; i < nsb; i++) sb_edges[i] = db->sites[i].edge;
+    ta = dkeys(ea, sa_edges, &nsa, 0);
+    tb = dkeys(eb, sb_edges, &nsb, 0);
+    if (!ta || !tb) goto out;
+    if (walk(ha, nha, hb, nhb, &j->hot_added, &j->hot_removed, NULL, NULL, NULL) ||
+        walk(fa, nfa, fb, nfb, &j->funcs_added, &j->funcs_removed, NULL, NULL, NULL) ||
+        walk(ta, nsa, tb, nsb, NULL, NULL, &j->sites_added, &j->sites_removed, &both))
+        goto out;
+    for (size_t i = 0; i < both.n; i += 2) {
+        const ap_pgo_edge *x = &ea->edges[both.v[i]], *y = &eb->edges[both.v[i + 1]];
+        if (bytes_cmp(ap_pgo_callee(ea, x), x->callee_len, ap_pgo_callee(eb, y), y->callee_len) &&
+            (dlist_add(&j->changed, both.v[i]) || dlist_add(&j->changed, both.v[i + 1])))
+            goto out;
+    }
+    rc = 0;
+out:
+    free(sa_edges);
+    free(sb_edges);
+    free(ha);
+    free(hb);
+    free(fa);
+    free(fb);
+    free(ta);
+    free(tb);
+    free(both.v);
+    return rc;
+}
+
+static void diff_work(void *v)
+{
+    diff_job *j = v;
+    j->rc = -1;
+    j->failed_side = -1;
+    for (int s = 0; s < 2; s++) {
+        shape_job *x = &j->side[s];
+        shape_work(x);
+        if (x->rc == 0 && !x->e->usable) {
+            x->rc = -1;
+            x->err.code = AP_PPROF_EMALFORMED;
+            snprintf(x->err.msg, sizeof x->err.msg, "not usable by go build -pgo: %s",
+                     x->e->reason);
+        }
+        if (x->rc) {
+            j->failed_side = s;
+            j->err = x->err;
+            return;
+        }
+    }
+    if (diff_compute(j)) {
+        j->err.code = AP_PPROF_ENOMEM;
+        snprintf(j->err.msg, sizeof j->err.msg, "out of memory");
+        return;
+    }
+    j->rc = 0;
+}
+
+static void side_free(shape_job *j)
+{
+    ap_pgo_edges_free(j->e);
+    free(j->out);
+    free(j->pre);
+    ap_pgo_decisions_free(&j->d);
+    free(j->path);
+}
+
+static void diff_cleanup(void *v)
+{
+    diff_job *j = v;
+    side_free(&j->side[0]);
+    side_free(&j->side[1]);
+    free(j->hot_added.v);
+    free(j->hot_removed.v);
+    free(j->funcs_added.v);
+    free(j->funcs_removed.v);
+    free(j->changed.v);
+    free(j);
+}
+
+/* {caller, offset, callee} of each listed edge (the first limit ones), as field of the table */
+static void push_sites(lua_State *L, const ap_pgo_edges *e, const dlist *l, size_t limit,
+                       const char *field)
+{
+    size_t n = upto(l->n, limit);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        push_edge(L, e, l->v[i], NULL);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, field);
+}
+
+static void push_names(lua_State *L, const ap_pgo_edges *e, const dlist *l, size_t limit,
+                       const char *field)
+{
+    size_t n = upto(l->n, limit);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        const ap_pgo_edge *x = &e->edges[l->v[i]];
+        lua_pushlstring(L, ap_pgo_callee(e, x), x->callee_len);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, field);
+}
+
+static int diff_push(lua_State *L, diff_job *j, int callback)
+{
+    if (j->rc) {
+        const char *side = j->failed_side == 0 ? "a: " : j->failed_side == 1 ? "b: " : "";
+        if (callback) {
+            ap_push_error(L, ap_pprof_code_name(j->err.code), "%s%s", side, j->err.msg);
+            return 1;
+        }
+        return ap_fail(L, ap_pprof_code_name(j->err.code), "%s%s", side, j->err.msg);
+    }
+    if (callback) lua_pushnil(L);
+    const ap_pgo_edges *ea = j->side[0].e, *eb = j->side[1].e;
+    lua_createtable(L, 0, 12);
+    push_sites(L, eb, &j->hot_added, j->limit, "hot_added");
+    push_sites(L, ea, &j->hot_removed, j->limit, "hot_removed");
+    push_names(L, eb, &j->funcs_added, j->limit, "functions_added");
+    push_names(L, ea, &j->funcs_removed, j->limit, "functions_removed");
+    size_t nc = upto(j->changed.n / 2, j->limit);
+    lua_createtable(L, (int)nc, 0);
+    for (size_t i = 0; i < nc; i++) {
+        const ap_pgo_edge *x = &ea->edges[j->changed.v[2 * i]];
+        const ap_pgo_edge *y = &eb->edges[j->changed.v[2 * i + 1]];
+        lua_createtable(L, 0, 6);
+        set_lstr(L, ap_pgo_caller(eb, y), y->caller_len, "caller");
+        set_int(L, y->offset, "offset");
+        set_lstr(L, ap_pgo_callee(ea, x), x->callee_len, "from");
+        set_lstr(L, ap_pgo_callee(eb, y), y->callee_len, "to");
+        set_int(L, x->weight, "from_weight");
+        set_int(L, y->weight, "to_weight");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "targets_changed");
+    set_int(L, (lua_Integer)j->sites_added, "sites_added");
+    set_int(L, (lua_Integer)j->sites_removed, "sites_removed");
+    lua_createtable(L, 2, 0);
+    lua_pushinteger(L, ea->total_weight);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, eb->total_weight);
+    lua_rawseti(L, -2, 2);
+    lua_setfield(L, -2, "total_weight");
+    lua_createtable(L, 2, 0);
+    lua_pushlstring(L, j->side[0].signature, 64);
+    lua_rawseti(L, -2, 1);
+    lua_pushlstring(L, j->side[1].signature, 64);
+    lua_rawseti(L, -2, 2);
+    lua_setfield(L, -2, "signatures");
+    lua_pushboolean(L, strcmp(j->side[0].signature, j->side[1].signature) == 0);
+    lua_setfield(L, -2, "same");
+    lua_createtable(L, 0, 5);
+    set_int(L, (lua_Integer)j->hot_added.n, "hot_added");
+    set_int(L, (lua_Integer)j->hot_removed.n, "hot_removed");
+    set_int(L, (lua_Integer)j->funcs_added.n, "functions_added");
+    set_int(L, (lua_Integer)j->funcs_removed.n, "functions_removed");
+    set_int(L, (lua_Integer)(j->changed.n / 2), "targets_changed");
+    lua_setfield(L, -2, "counts");
+    return callback ? 2 : 1;
+}
+
+static int diff_after(lua_State *L, void *v)
+{
+    return diff_push(L, v, 1);
+}
+
+/* A side's input at stack index arg: its bytes into x, or the path of {file = path} returned
+ * (raises on a wrong argument, before anything is allocated). */
+static const char *side_input(lua_State *L, int arg, shape_job *x)
+{
+    if (lua_type(L, arg) == LUA_TTABLE) {
+        lua_getfield(L, arg, "file");
+        const char *path = lua_tostring(L, -1);
+        if (!path) luaL_argerror(L, arg, "want profile bytes or {file = path}");
+        lua_pop(L, 1);
+        return path;
+    }
+    x->data = luaL_checklstring(L, arg, &x->len);
+    return NULL;
+}
+
+static int do_diff(lua_State *L, int async)
+{
+    diff_job tmp;
+    memset(&tmp, 0, sizeof tmp);
+    const char *paths[2];
+    for (int s = 0; s < 2; s++) paths[s] = side_input(L, s + 1, &tmp.side[s]);
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "limit") != LUA_TNIL) {
+            lua_Integer n = lua_tointeger(L, -1);
+            if (!lua_isinteger(L, -1) || n < 0) luaL_argerror(L, 3, "limit is a count (0: all)");
+            tmp.limit = (size_t)n;
+        }
+        lua_pop(L, 1);
+        if (lua_getfield(L, 3, "limits") != LUA_TNIL) {
+            luaL_checktype(L, -1, LUA_TTABLE);
+            int t = lua_gettop(L);
+            tmp.side[0].limits.max_decompressed = opt_size(L, t, "max_decompressed");
+            tmp.side[0].limits.max_memory = opt_size(L, t, "max_memory");
+        }
+        lua_pop(L, 1);
+    }
+    for (int s = 0; s < 2; s++) {
+        shape_job *x = &tmp.side[s];
+        x->limits = tmp.side[0].limits;
+        x->enc.level = -1;
+        x->threshold = 99;
+        x->decide = 1;
+        x->bounded = 1; /* for the signature */
+    }
+    if (async) luaL_checktype(L, 4, LUA_TFUNCTION);
+    diff_job *j = calloc(1, sizeof *j);
+    if (!j) return luaL_error(L, "out of memory");
+    *j = tmp;
+    for (int s = 0; s < 2; s++) {
+        if (paths[s] && !(j->side[s].path = strdup(paths[s]))) {
+            diff_cleanup(j);
+            return luaL_error(L, "out of memory");
+        }
+    }
+    if (async) {
+        int pins[] = {1, 2};
+        ap_work_queue(L, 4, pins, 2, j, diff_work, diff_after, diff_cleanup);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    diff_work(j);
+    int n = diff_push(L, j, 0);
+    diff_cleanup(j);
+    return n;
+}
+
+/* pgo.diff(a, b [, opts]) -> result: what the compiler decides differently with profile b than
+ * with a (a, b: bytes or {file = path}, as shape's input; opts: {limit = N (0: all), limits}).
+ * result: {hot_added, hot_removed ({caller, callee, offset, weight}: the first hot edge of each
+ * call site hot in one only, by site), functions_added, functions_removed (names),
+ * targets_changed ({caller, offset, from, to, from_weight, to_weight}, sites in both), each cut
+ * to its first N; counts (their full lengths), sites_added, sites_removed, total_weight = {a, b},
+ * signatures = {a, b}, same}. Fails (message "a: ..." or "b: ...") when a side is unusable. */
+static int l_diff(lua_State *L)
+{
+    return do_diff(L, 0);
+}
+
+/* pgo.diff_async(a, b, opts|nil, cb(err, result)) -> true */
+static int l_diff_async(lua_State *L)
+{
+    return do_diff(L, 1);
+}
+
 int ap_open_pgo(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        {"shape", l_shape},
-        {"shape_async", l_shape_async},
+        {"shape", l_shape}, {"shape_async", l_shape_async},
+        {"diff", l_diff},   {"diff_async", l_diff_async},
         {NULL, NULL},
     };
     luaL_newlib(L, funcs);

@@ -88,15 +88,6 @@ function M.signature(d)
   return core.crypto.hex(h:digest())
 end
 
-local function edge_doc(e, extra)
-  local t = { "caller", e.caller, "callee", e.callee, "offset", e.offset, "weight", e.weight }
-  for i = 1, #(extra or {}), 2 do
-    t[#t + 1] = extra[i]
-    t[#t + 1] = extra[i + 1]
-  end
-  return json.object(table.unpack(t))
-end
-
 --- What GET /api/profile/{app}/decisions lists of each list by default (?limit=, 0: all): the
 -- heaviest hot call sites and devirtualization targets. A flat profile of 50 MB has 235 703 hot
 -- call sites (the 99 % CDF bounds their weight, not their number): 57 MB of JSON unbounded.
@@ -110,79 +101,6 @@ function M.limit_param(q)
   local n = math.tointeger(tonumber(s))
   if not n or n < 0 then return nil, "limit must be an integer from 0 (0: all)" end
   return n
-end
-
---- Points of the cumulative-share curve of the hot call sites in a decisions document (the last
--- hot site always among them).
-M.cdf_points = 256
-
--- The cumulative-share curve, at most M.cdf_points points {index (1-based), cumulative %}.
-local function cdf_doc(hot)
-  local out, n = json.array(), #hot
-  local step = math.max(1, math.ceil(n / M.cdf_points))
-  for i = step, n, step do out[#out + 1] = json.array { i, hot[i].cum } end
-  if n > 0 and n % step ~= 0 then out[#out + 1] = json.array { n, hot[n].cum } end
-  return out
-end
-
--- The curve as computed in C ({index, cum} pairs, the same points as cdf_doc).
-local function cdf_points(points)
-  local out = json.array()
-  for i, p in ipairs(points) do out[i] = json.array { p[1], p[2] } end
-  return out
-end
-
---- The decisions as the JSON document of GET /api/profile/{app}/decisions; extra: more
--- {key, value, ...} pairs at the end. limit (nil or 0: all) bounds hotCallSites,
--- hotFunctions and devirtualization to their first `limit` entries (the heaviest first; hot
--- functions by name); "counts" has their full lengths, "cdf" the curve of all hot call sites
--- and "signature" stays the one of all the decisions. d may be bounded (shape's decisions_limit:
--- its lists cut, with counts, cdf and signature of the full ones) to at least `limit` entries.
-function M.decisions_doc(info, d, extra, limit)
-  local function upto(n) return (limit and limit > 0) and math.min(n, limit) or n end
-  local counts = d.counts or { hot = #d.hot, hot_functions = #d.hot_functions, sites = #d.sites }
-  assert(not d.counts or (limit and limit > 0 and (limit <= #d.hot or #d.hot == counts.hot)
-    and (limit <= #d.sites or #d.sites == counts.sites)
-    and (limit <= #d.hot_functions or #d.hot_functions == counts.hot_functions))
-    or (#d.hot == counts.hot and #d.sites == counts.sites and #d.hot_functions == counts.hot_functions),
-    "decisions cut shorter than the limit asked")
-  local hot = json.array()
-  for i = 1, upto(#d.hot) do
-    local e = d.hot[i]
-    hot[i] = edge_doc(e, { "cumulative", e.cum })
-  end
-  local sites = json.array()
-  for i = 1, upto(#d.sites) do
-    local s = d.sites[i]
-    sites[i] = json.object("caller", s.caller, "offset", s.offset, "callee", s.callee,
-      "weight", s.weight, "siteWeight", s.site_weight, "callees", s.callees, "ties", s.ties)
-  end
-  local funcs = json.array()
-  for i = 1, upto(#d.hot_functions) do funcs[i] = d.hot_functions[i] end
-  local b = d.boundary
-  local boundary = json.object(
-    "lastHot", b.last_hot and edge_doc(b.last_hot, { "index", b.last_hot.index, "cumulativeBefore",
-      b.last_hot.cum_before, "cumulative", b.last_hot.cum }) or json.null,
-    "firstCold", b.first_cold and edge_doc(b.first_cold, { "index", b.first_cold.index,
-      "cumulative", b.first_cold.cum }) or json.null)
-  local fields = {
-    "sampleType", info.sample_type,
-    "totalWeight", d.total_weight,
-    "edges", d.edges,
-    "threshold", d.threshold,
-    "thresholdFromCDF", d.threshold_from_cdf,
-    "hotCallSites", hot,
-    "hotFunctions", funcs,
-    "devirtualization", sites,
-    "counts", json.object("hotCallSites", counts.hot, "hotFunctions", counts.hot_functions,
-      "devirtualization", counts.sites),
-    "limit", (limit and limit > 0) and limit or 0,
-    "cdf", d.cdf and cdf_points(d.cdf) or cdf_doc(d.hot),
-    "boundary", boundary,
-    "signature", M.signature(d),
-  }
-  for _, x in ipairs(extra or {}) do fields[#fields + 1] = x end
-  return json.object(table.unpack(fields))
 end
 
 local function pct(x) return ("%.2f%%"):format(x) end
@@ -242,68 +160,23 @@ end
 
 -- ---- diff ----
 
-local function index_hot(d)
-  local sites, funcs = {}, {}
-  for _, e in ipairs(d.hot) do
-    local k = site_key(e.caller, e.offset)
-    if not sites[k] then sites[k] = e end
-  end
-  for _, f in ipairs(d.hot_functions) do funcs[f] = true end
-  return sites, funcs
-end
-
-local function index_targets(d)
-  local t = {}
-  for _, s in ipairs(d.sites) do t[site_key(s.caller, s.offset)] = s end
-  return t
-end
-
-local function sorted_keys(t)
-  local ks = {}
-  for k in pairs(t) do ks[#ks + 1] = k end
-  table.sort(ks)
-  return ks
-end
-
---- What changed from decisions a to decisions b: call sites that became hot or cold, functions
--- that became hot or cold, devirtualization targets that changed (sites in both), and whether the
--- compiler would decide the same (equal signatures).
-function M.diff(a, b)
-  local sa, fa = index_hot(a)
-  local sb, fb = index_hot(b)
-  local ta, tb = index_targets(a), index_targets(b)
-  local r = { hot_added = {}, hot_removed = {}, functions_added = {}, functions_removed = {},
-    targets_changed = {}, sites_added = 0, sites_removed = 0,
-    total_weight = { a.total_weight, b.total_weight }, same = M.signature(a) == M.signature(b) }
-  for _, k in ipairs(sorted_keys(sb)) do
-    if not sa[k] then r.hot_added[#r.hot_added + 1] = sb[k] end
-  end
-  for _, k in ipairs(sorted_keys(sa)) do
-    if not sb[k] then r.hot_removed[#r.hot_removed + 1] = sa[k] end
-  end
-  for _, f in ipairs(sorted_keys(fb)) do
-    if not fa[f] then r.functions_added[#r.functions_added + 1] = f end
-  end
-  for _, f in ipairs(sorted_keys(fa)) do
-    if not fb[f] then r.functions_removed[#r.functions_removed + 1] = f end
-  end
-  for _, k in ipairs(sorted_keys(tb)) do
-    local x, y = ta[k], tb[k]
-    if not x then
-      r.sites_added = r.sites_added + 1
-    elseif x.callee ~= y.callee then
-      r.targets_changed[#r.targets_changed + 1] = { caller = y.caller, offset = y.offset, from = x.callee,
-        to = y.callee, from_weight = x.weight, to_weight = y.weight }
-    end
-  end
-  for k in pairs(ta) do
-    if not tb[k] then r.sites_removed = r.sites_removed + 1 end
+--- What changed from profile a to profile b (each bytes or {file = path}, as shape's input), the
+-- whole diff computed by one C job on the pool: call sites that became hot or cold, functions
+-- that became hot or cold, devirtualization targets that changed (sites in both), each list cut
+-- to its first `limit` (nil or 0: all) with "counts" of the full ones, and whether the compiler
+-- would decide the same (equal signatures). Fails INVALID ("a: ..." or "b: ...") when go could
+-- not use a side. Must run in a coroutine.
+function M.diff(a, b, limit, limits)
+  local r, err = async.await(cpgo.diff_async, a, b, { limit = limit or 0, limits = limits })
+  if not r then
+    local code = fail.code(err)
+    return fail.new(codes[code] or "INVALID", fail.message(err))
   end
   return r
 end
 
---- The diff as JSON (autopgo diff --json, GET /api/profile/{app}/diff): limit (nil or 0: all)
--- cuts each list to its first entries; "counts" has their full lengths. extra: more
+--- The diff (M.diff's result) as JSON (autopgo diff --json, GET /api/profile/{app}/diff): limit
+-- (nil or 0: all) cuts each list to its first entries; "counts" has their full lengths. extra: more
 -- {key, value, ...} pairs at the end.
 function M.diff_doc(r, limit, extra)
   local function upto(n) return (limit and limit > 0) and math.min(n, limit) or n end
@@ -320,6 +193,7 @@ function M.diff_doc(r, limit, extra)
     for i = 1, upto(#list) do out[i] = list[i] end
     return out
   end
+  local c = r.counts
   local changed = json.array()
   for i = 1, upto(#r.targets_changed) do
     local t = r.targets_changed[i]
@@ -329,9 +203,9 @@ function M.diff_doc(r, limit, extra)
     "functionsHot", names(r.functions_added), "functionsCold", names(r.functions_removed),
     "targetsChanged", changed, "sitesAdded", r.sites_added, "sitesRemoved", r.sites_removed,
     "totalWeight", json.array { r.total_weight[1], r.total_weight[2] },
-    "counts", json.object("becameHot", #r.hot_added, "becameCold", #r.hot_removed,
-      "functionsHot", #r.functions_added, "functionsCold", #r.functions_removed,
-      "targetsChanged", #r.targets_changed) }
+    "counts", json.object("becameHot", c.hot_added, "becameCold", c.hot_removed,
+      "functionsHot", c.functions_added, "functionsCold", c.functions_removed,
+      "targetsChanged", c.targets_changed) }
   for _, x in ipairs(extra or {}) do fields[#fields + 1] = x end
   return json.object(table.unpack(fields))
 end

@@ -69,8 +69,9 @@ end
 
 -- The compiler's view of one version of app's profile: src = { etag (the content's digest),
 -- base (true for the merged base, where stable = true applies) }, read() its bytes (or nil, err,
--- code). Returns { pgo, preprofile, decisions (bounded: see pgo.decisions_doc), info, etags } or
+-- code). Returns { pgo, preprofile, info, etags } or
 -- nil, err, code.
+-- (The /diff route, autopgo.view_api, diffs two of these.)
 function View:view(app, src, read)
   local pol = pgo.app_policy(self.policy, app)
   local stable = src.base and pol.stable
@@ -86,28 +87,26 @@ function View:view(app, src, read)
   end
   local body, err, code = read()
   if not body then return done(nil, err, code) end
-  -- One job on the pool: the minimal pprof, the preprofile and the decisions, their lists cut to
-  -- pgo.decisions_limit (counts, curve and signature of the full ones computed in C), so the loop
-  -- never holds a table per edge.
-  local bounded = { decisions = true, decisions_limit = pgo.decisions_limit }
+  -- One job on the pool: the minimal pprof, the preprofile and the decisions' signature (computed
+  -- in C from the full lists, cut to one entry), so the loop never holds a table per edge; the
+  -- decisions' documents are written from the minimal pprof (View:decisions).
   local r
-  r, err, code = pgo.shape(body, { format = "pgo", preprofile = true, decisions = true,
-    decisions_limit = pgo.decisions_limit, no_inline = pol.no_inline })
+  r, err, code = pgo.shape(body, { format = "pgo", preprofile = true, decisions = true, decisions_limit = 1,
+    no_inline = pol.no_inline })
   body = nil -- luacheck: ignore 311 (the full profile need not live through the next job)
   if not r then return done(nil, err, code) end
   if not r.info.usable then
     return done(fail.new("INVALID", "the merged profile cannot be used by go build -pgo: %s", tostring(r.info.reason)))
   end
-  local v = { pgo = r.bytes, preprofile = r.preprofile, decisions = r.decisions, info = r.info }
+  local v = { pgo = r.bytes, preprofile = r.preprofile, info = r.info }
   if stable then
     v.pgo = pgo_stable.pick(self.store, app, r.bytes, pgo.signature(r.decisions))
     if v.pgo ~= r.bytes then
-      -- the previous bytes are served: the preprofile and the decisions are theirs
-      bounded.format = "preprofile"
+      -- the previous bytes are served: the preprofile is theirs
       local served
-      served, err, code = pgo.shape(v.pgo, bounded)
+      served, err, code = pgo.shape(v.pgo, { format = "preprofile" })
       if not served then return done(nil, err, code) end
-      v.preprofile, v.decisions = served.bytes, served.decisions
+      v.preprofile = served.bytes
     end
   end
   m.built:inc()
@@ -146,37 +145,23 @@ end
 
 --- GET /api/profile/{app}/decisions?limit=N: what the compiler will do with the profile served
 -- for src, each list cut to its first `limit` entries (pgo.limit_param: default
--- pgo.decisions_limit, 0 all). The JSON of the default limit is kept with the view.
+-- pgo.decisions_limit, 0 all). The document is written in C on the pool from the served minimal
+-- profile (a flat 50 MB profile's is 57 MB unbounded); the one of the default limit is kept with
+-- the view.
 function View:decisions(res, app, src, read, limit)
   local v, err, code = self:view(app, src, read)
   if not v then return refuse(res, err, code) end
   local body = limit == pgo.decisions_limit and v.doc or nil
   if not body then
-    local d = v.decisions
-    if limit == 0 or limit > pgo.decisions_limit then
-      -- longer lists than the view keeps: cut from the served minimal profile by one more job
-      local r
-      r, err, code = pgo.shape(v.pgo, { decisions = true, decisions_limit = limit })
-      if not r then return refuse(res, err, code) end
-      d = r.decisions
-    end
-    body = json.encode_line(pgo.decisions_doc(v.info, d, { "etag", v.etags.pgo }, limit))
+    local r
+    r, err, code = pgo.shape(v.pgo, { decisions_json = limit, json_extra = ',"etag":' .. json.encode(v.etags.pgo) })
+    if not r then return refuse(res, err, code) end
+    body = r.decisions_json .. "\n"
     if limit == pgo.decisions_limit then v.doc = body end
   end
   res:status(200):header("content-type", "application/json")
   res:send(body)
   return true
-end
-
---- The full decisions of the profile served for src (every hot call site and call site, for a
--- diff), from its minimal profile, with the signature computed in C: decisions or nil, err, code.
-function View:full_decisions(app, src, read)
-  local v, err, code = self:view(app, src, read)
-  if not v then return nil, err, code end
-  local r
-  r, err, code = pgo.shape(v.pgo, { decisions = true, decisions_limit = 0 })
-  if not r then return nil, err, code end
-  return r.decisions
 end
 
 return M

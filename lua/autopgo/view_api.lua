@@ -372,16 +372,16 @@ local function selector(s)
   return q
 end
 
--- The compiler's decisions of what sel (a query map) selects of app: the view GET /decisions
--- serves for that version (autopgo.pgo_api, computed once per content digest and policy):
--- decisions, etag or nil, err, code.
-function View:decisions_of(app, sel)
+-- The compiler's view of what sel (a query map) selects of app, the one GET /decisions serves for
+-- that version (autopgo.pgo_api, computed once per content digest and policy): view, etag or nil,
+-- err, code.
+function View:served_view(app, sel)
   local src, err, code = self:source(app, { query = sel })
   if not src then return nil, err, code end
-  local d
-  d, err, code = self.api.pgo:full_decisions(app, { etag = src.etag, base = next(sel) == nil }, src.read)
-  if not d then return nil, err, code end
-  return d, src.etag
+  local v
+  v, err, code = self.api.pgo:view(app, { etag = src.etag, base = next(sel) == nil }, src.read)
+  if not v then return nil, err, code end
+  return v, src.etag
 end
 
 --- GET /api/profile/{app}/diff?a=SEL&b=SEL[&limit=N]: what the compiler decides differently with
@@ -403,22 +403,28 @@ function View:diff(req, res)
   if not sb then return res:error(400, "b: " .. why) end
   local sides = {}
   for i, sel in ipairs { sa, sb } do
-    local d, etag, code = self:decisions_of(app, sel)
-    if not d then
-      local name = i == 1 and "a" or "b"
+    local v, etag, code = self:served_view(app, sel)
+    local name = i == 1 and "a" or "b"
+    if not v then
       if code == "BAD_REQUEST" then return res:error(400, name .. ": " .. etag) end
       if code == "NOT_FOUND" then return res:error(404, ("%s: no profile of app %s there"):format(name, app)) end
       if code == "INVALID" then return res:error(422, name .. ": " .. fail.message(etag)) end
       log.error("cannot compute the decisions of a profile", "app", app, "error", tostring(etag))
       return res:error(500, ("%s: cannot compute the decisions of app %s (%s)"):format(name, app, code or "INTERNAL"))
     end
-    sides[i] = { d = d, etag = etag }
+    sides[i] = { v = v, etag = etag }
   end
-  local function side(x, sel)
-    return json.object("select", sel or "", "etag", x.etag, "signature", pgo.signature(x.d))
+  -- the whole diff of the two served minimal profiles is one job on the pool; the loop gets
+  -- lists of at most `limit` entries
+  local r, err, code = pgo.diff(sides[1].v.pgo, sides[2].v.pgo, limit)
+  if not r then
+    log.error("cannot diff the decisions of two profiles", "app", app, "error", tostring(err))
+    return res:error(500, ("cannot diff the decisions of app %s (%s)"):format(app, code or "INTERNAL"))
   end
-  return res:json(200, pgo.diff_doc(pgo.diff(sides[1].d, sides[2].d), limit,
-    { "a", side(sides[1], q.a), "b", side(sides[2], q.b), "limit", limit }))
+  local function side(i, sel)
+    return json.object("select", sel or "", "etag", sides[i].etag, "signature", r.signatures[i])
+  end
+  return res:json(200, pgo.diff_doc(r, limit, { "a", side(1, q.a), "b", side(2, q.b), "limit", limit }))
 end
 
 --- Adds the view's routes to an httpd router: what a download token may read (scope download).

@@ -14,6 +14,46 @@ local function preprofile_of(bytes)
   return assert(cpgo.shape(bytes, { format = "preprofile" })).bytes
 end
 
+-- The decisions' JSON document as the Lua of the first release built it from full decisions (for
+-- json.encode): the oracle core/pprof/decisions_json.c is held to, byte for byte.
+local function reference_doc(info, d, extra, limit)
+  local json = require "autopgo.json"
+  local function upto(n) return (limit and limit > 0) and math.min(n, limit) or n end
+  local function edge_doc(e, more)
+    local t = { "caller", e.caller, "callee", e.callee, "offset", e.offset, "weight", e.weight }
+    for i = 1, #(more or {}), 2 do
+      t[#t + 1] = more[i]
+      t[#t + 1] = more[i + 1]
+    end
+    return json.object(table.unpack(t))
+  end
+  local hot, sites, funcs, cdf = json.array(), json.array(), json.array(), json.array()
+  for i = 1, upto(#d.hot) do hot[i] = edge_doc(d.hot[i], { "cumulative", d.hot[i].cum }) end
+  for i = 1, upto(#d.sites) do
+    local x = d.sites[i]
+    sites[i] = json.object("caller", x.caller, "offset", x.offset, "callee", x.callee,
+      "weight", x.weight, "siteWeight", x.site_weight, "callees", x.callees, "ties", x.ties)
+  end
+  for i = 1, upto(#d.hot_functions) do funcs[i] = d.hot_functions[i] end
+  local n = #d.hot
+  local step = math.max(1, math.ceil(n / 256))
+  for i = step, n, step do cdf[#cdf + 1] = json.array { i, d.hot[i].cum } end
+  if n > 0 and n % step ~= 0 then cdf[#cdf + 1] = json.array { n, d.hot[n].cum } end
+  local b = d.boundary
+  local boundary = json.object(
+    "lastHot", b.last_hot and edge_doc(b.last_hot, { "index", b.last_hot.index, "cumulativeBefore",
+      b.last_hot.cum_before, "cumulative", b.last_hot.cum }) or json.null,
+    "firstCold", b.first_cold and edge_doc(b.first_cold, { "index", b.first_cold.index,
+      "cumulative", b.first_cold.cum }) or json.null)
+  local fields = { "sampleType", info.sample_type, "totalWeight", d.total_weight, "edges", d.edges,
+    "threshold", d.threshold, "thresholdFromCDF", d.threshold_from_cdf, "hotCallSites", hot,
+    "hotFunctions", funcs, "devirtualization", sites,
+    "counts", json.object("hotCallSites", #d.hot, "hotFunctions", #d.hot_functions, "devirtualization", #d.sites),
+    "limit", (limit and limit > 0) and limit or 0, "cdf", cdf, "boundary", boundary, "signature", pgo.signature(d) }
+  for _, x in ipairs(extra or {}) do fields[#fields + 1] = x end
+  return json.encode(json.object(table.unpack(fields)))
+end
+
 describe("autopgo.core.pgo", function()
   it("writes GO PREPROFILE V1 sorted by weight, and a minimal pprof that reads back the same", function()
     local full = profiles.file("goapp-go123-cpu-1.pb.gz")
@@ -130,36 +170,116 @@ describe("autopgo.pgo", function()
     assert.matches('%["a"%]%.serve must be', why)
   end)
 
-  it("diffs the decisions of two profiles, and signs them", function()
-    local a = assert(cpgo.shape(profiles.file("goapp-go123-cpu-1.pb.gz"), { decisions = true })).decisions
-    local b = assert(cpgo.shape(profiles.file("goapp-go123-cpu-2.pb.gz"), { decisions = true })).decisions
-    local same = pgo.diff(a, a)
+  -- The diff as the Lua of the first release computed it from two full decisions: the oracle the
+  -- C job (autopgo.core.pgo.diff) is held to.
+  local function reference_diff(a, b)
+    local function key(caller, offset) return caller .. "\0" .. tostring(offset) end
+    local function sorted(t)
+      local ks = {}
+      for k in pairs(t) do ks[#ks + 1] = k end
+      table.sort(ks)
+      return ks
+    end
+    local function index(d)
+      local sites, funcs, targets = {}, {}, {}
+      for _, e in ipairs(d.hot) do
+        local k = key(e.caller, e.offset)
+        if not sites[k] then
+          sites[k] = { caller = e.caller, offset = e.offset, callee = e.callee, weight = e.weight }
+        end
+      end
+      for _, f in ipairs(d.hot_functions) do funcs[f] = true end
+      for _, x in ipairs(d.sites) do targets[key(x.caller, x.offset)] = x end
+      return sites, funcs, targets
+    end
+    local sa, fa, ta = index(a)
+    local sb, fb, tb = index(b)
+    local r = { hot_added = {}, hot_removed = {}, functions_added = {}, functions_removed = {},
+      targets_changed = {}, sites_added = 0, sites_removed = 0 }
+    for _, k in ipairs(sorted(sb)) do if not sa[k] then r.hot_added[#r.hot_added + 1] = sb[k] end end
+    for _, k in ipairs(sorted(sa)) do if not sb[k] then r.hot_removed[#r.hot_removed + 1] = sa[k] end end
+    for _, f in ipairs(sorted(fb)) do if not fa[f] then r.functions_added[#r.functions_added + 1] = f end end
+    for _, f in ipairs(sorted(fa)) do if not fb[f] then r.functions_removed[#r.functions_removed + 1] = f end end
+    for _, k in ipairs(sorted(tb)) do
+      local x, y = ta[k], tb[k]
+      if not x then
+        r.sites_added = r.sites_added + 1
+      elseif x.callee ~= y.callee then
+        r.targets_changed[#r.targets_changed + 1] = { caller = y.caller, offset = y.offset, from = x.callee,
+          to = y.callee, from_weight = x.weight, to_weight = y.weight }
+      end
+    end
+    for k in pairs(ta) do if not tb[k] then r.sites_removed = r.sites_removed + 1 end end
+    return r
+  end
+
+  local function check_against_reference(a, b)
+    local function decide(x) return assert(cpgo.shape(x, { decisions = true })).decisions end
+    local da, db = decide(a), decide(b)
+    local r = assert(cpgo.diff(a, b))
+    local want = reference_diff(da, db)
+    for _, list in ipairs { "hot_added", "hot_removed", "functions_added", "functions_removed", "targets_changed" } do
+      assert.same(want[list], r[list], list)
+      assert.equals(#want[list], r.counts[list], list)
+    end
+    assert.equals(want.sites_added, r.sites_added)
+    assert.equals(want.sites_removed, r.sites_removed)
+    assert.same({ da.total_weight, db.total_weight }, r.total_weight)
+    assert.same({ pgo.signature(da), pgo.signature(db) }, r.signatures)
+    assert.equals(pgo.signature(da) == pgo.signature(db), r.same)
+    return r
+  end
+
+  it("diffs the decisions of two profiles in C exactly as the reference, and signs them", function()
+    local one, two = profiles.file("goapp-go123-cpu-1.pb.gz"), profiles.file("goapp-go123-cpu-2.pb.gz")
+    local same = check_against_reference(one, one)
     assert.is_true(same.same)
     assert.same({}, same.hot_added)
     assert.same({}, same.targets_changed)
-    local r = pgo.diff(a, b)
+    local r = check_against_reference(one, two)
     assert.is_false(r.same)
     assert.is_true(#r.hot_added + #r.hot_removed > 0)
-    assert.not_equals(pgo.signature(a), pgo.signature(b))
+    check_against_reference(two, one)
     local text = pgo.render_diff(r, "a", "b")
     assert.matches("Call sites that became hot: " .. #r.hot_added, text, 1, true)
+    -- limit cuts the lists, not the counts
+    local cut = assert(cpgo.diff(one, two, { limit = 1 }))
+    assert.equals(math.min(1, #r.hot_added), #cut.hot_added)
+    assert.same(r.counts, cut.counts)
+    assert.same(r.hot_added[1], cut.hot_added[1])
     -- doubling every weight changes nothing the compiler decides
-    local one = profiles.file("goapp-go123-cpu-1.pb.gz")
     local twice = assert(pprof.merge({ one, one }))
-    local d2 = assert(cpgo.shape(twice, { decisions = true })).decisions
-    assert.equals(2 * a.total_weight, d2.total_weight)
-    assert.equals(pgo.signature(a), pgo.signature(d2))
+    local d = check_against_reference(one, twice)
+    assert.is_true(d.same)
+    assert.equals(2 * r.total_weight[1], d.total_weight[2])
+    -- site keys order as Lua orders "caller\0offset": 10 before 9, "m.f" before "m.fg"
+    local x = "GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 5\nm.f\nm.C\n9 3\nm.fg\nm.C\n1 3\n"
+    local y = "GO PREPROFILE V1\nm.f\nm.B.M\n4 10\nm.f\nm.A.M\n4 5\nm.f\nm.D\n10 3\nm.fg\nm.D\n2 3\n"
+    check_against_reference(x, y)
+    check_against_reference(y, x)
     -- a changed devirtualization target
-    local function decide(t) return assert(cpgo.shape(t, { decisions = true })).decisions end
-    local x = decide("GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 5\n")
-    local y = decide("GO PREPROFILE V1\nm.f\nm.B.M\n4 10\nm.f\nm.A.M\n4 5\n")
-    -- a new tie leaves our target but may change the compiler's (it prefers a callee with IR)
-    local tie = decide("GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 10\n")
-    assert.equals("m.A.M", tie.sites[1].callee)
-    assert.equals(2, tie.sites[1].ties)
-    assert.not_equals(pgo.signature(x), pgo.signature(tie))
-    local t = pgo.diff(x, y).targets_changed
+    local t = assert(cpgo.diff(x, y)).targets_changed
     assert.same({ { caller = "m.f", offset = 4, from = "m.A.M", to = "m.B.M", from_weight = 10, to_weight = 10 } }, t)
+    -- a new tie leaves our target but may change the compiler's (it prefers a callee with IR)
+    local tie = "GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 10\n"
+    local dt = assert(cpgo.shape(tie, { decisions = true })).decisions
+    assert.equals("m.A.M", dt.sites[1].callee)
+    assert.equals(2, dt.sites[1].ties)
+    assert.is_false(check_against_reference(x, tie).same)
+  end)
+
+  it("runs the diff on the pool and names the side that fails", function()
+    run(function()
+      local one = profiles.file("goapp-go123-cpu-1.pb.gz")
+      local _, err, code = pgo.diff(one, { file = "/nonexistent/profile" })
+      assert.equals("IO", code)
+      assert.matches("^b: ", require("autopgo.fail").message(err))
+      local ok = assert(pgo.diff(one, one, 5))
+      assert.is_true(ok.same)
+      local _, err2, code2 = pgo.diff("not a profile", one)
+      assert.equals("INVALID", code2)
+      assert.matches("^a: ", require("autopgo.fail").message(err2))
+    end)
   end)
 
   it("renders the decisions view and its JSON document", function()
@@ -169,14 +289,37 @@ describe("autopgo.pgo", function()
     assert.matches("Hot call sites: " .. #r.decisions.hot .. " of 301 edges", text, 1, true)
     assert.matches("slices.pdqsortOrdered[go.shape.int] +53 -> slices.partitionOrdered[go.shape.int]", text, 1, true)
     assert.matches("Boundary:", text)
-    local doc = require("autopgo.json").encode(pgo.decisions_doc(r.info, r.decisions))
+    local doc = assert(cpgo.shape(profiles.file("goapp-go123-cpu-1.pb.gz"), { decisions_json = 0 })).decisions_json
     assert.matches('^{"sampleType":"samples/count","totalWeight":1121,"edges":301,"threshold":99,', doc)
     assert.matches('"hotCallSites":[{"caller":"slices.pdqsortOrdered[go.shape.int]"', doc, 1, true)
     assert.matches('"signature":"' .. pgo.signature(r.decisions) .. '"', doc, 1, true)
   end)
 
-  it("cuts the decisions on the pool with the same counts, curve and signature as the full ones", function()
+  it("writes the decisions' JSON document on the pool byte for byte as the reference encodes it", function()
     local json = require "autopgo.json"
+    local odd = "GO PREPROFILE V1\nm.<f>&\"q\"\\\nm.A\226\128\168M\n4 10\nm.\255f\1\nm.B\226\128\169M\n4 10\n"
+      .. "m.\192\175g\nm.\237\160\128C\n-3 7\nm.f\nm.\240\159\152\128\n4 1\n"
+    local cases = { profiles.file("goapp-go123-cpu-1.pb.gz"), profiles.file("goapp-go123-cpu-2.pb.gz"), odd,
+      "GO PREPROFILE V1\nm.f\nm.g\n1 1\n", "GO PREPROFILE V1\n" }
+    local extra = ',"etag":' .. json.encode('"sha256:x"')
+    for _, input in ipairs(cases) do
+      local full = assert(cpgo.shape(input, { decisions = true }))
+      if full.info.usable then
+        for _, limit in ipairs { 0, 1, 3, 500 } do
+          local r = assert(cpgo.shape(input, { decisions_json = limit, json_extra = extra }))
+          assert.is_nil(r.decisions)
+          assert.equals(reference_doc(full.info, full.decisions, { "etag", '"sha256:x"' }, limit), r.decisions_json)
+        end
+        local all = assert(cpgo.shape(input, { decisions_json = 0 })).decisions_json
+        assert.equals(reference_doc(full.info, full.decisions), all)
+      end
+    end
+    assert.matches("\\u003cf\\u003e\\u0026\\\"q\\\"", assert(cpgo.shape(odd, { decisions_json = 0 })).decisions_json)
+    assert.has_error(function() cpgo.shape(odd, { decisions_json = -1 }) end)
+    assert.has_error(function() cpgo.shape(odd, { decisions_json = 0, json_extra = {} }) end)
+  end)
+
+  it("cuts the decisions on the pool with the same counts and signature as the full ones", function()
     local tie = "GO PREPROFILE V1\nm.f\nm.A.M\n4 10\nm.f\nm.B.M\n4 10\nm.g\nm.A.M\n-3 7\nm.f\nm.C.M\n4 1\n"
     local cases = { profiles.file("goapp-go123-cpu-1.pb.gz"), profiles.file("goapp-go123-cpu-2.pb.gz"), tie }
     for _, input in ipairs(cases) do
@@ -190,15 +333,9 @@ describe("autopgo.pgo", function()
         local n = limit == 0 and #d.hot or math.min(limit, #d.hot)
         assert.equals(n, #cut.hot)
         if n > 0 then assert.same(d.hot[n], cut.hot[n]) end
-        -- the same JSON document as from the full lists
-        local want = limit == 0 and 0 or limit
-        assert.equals(json.encode(pgo.decisions_doc(full.info, d, nil, want)),
-          json.encode(pgo.decisions_doc(full.info, cut, nil, want)))
-      end
-      -- a document cannot ask for more entries than were cut
-      local one = assert(cpgo.shape(input, { decisions = true, decisions_limit = 1 })).decisions
-      if #d.sites > 1 then
-        assert.has_error(function() pgo.decisions_doc(full.info, one, nil, 2) end)
+        local m = limit == 0 and #d.sites or math.min(limit, #d.sites)
+        assert.equals(m, #cut.sites)
+        if m > 0 then assert.same(d.sites[m], cut.sites[m]) end
       end
     end
     -- the preprofile written with the minimal pprof is the one read back from it

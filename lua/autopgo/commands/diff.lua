@@ -1,56 +1,38 @@
 -- `autopgo diff A B`: what the compiler would decide differently with profile B than with A: call
 -- sites that became hot or cold, functions that became hot or cold, devirtualization targets that
--- changed. A and B are files (pprof or GO PREPROFILE V1) or app:NAME[?query] (the decisions the
--- server serves for that app, through GET /api/profile/NAME/decisions).
+-- changed. A and B are files (pprof or GO PREPROFILE V1) or app:NAME[?query] (the profile the
+-- server serves for that app, as its minimal profile). The diff is one C job (autopgo.pgo.diff), the
+-- one GET /api/profile/{app}/diff runs.
 local cli = require "autopgo.cli"
 local client = require "autopgo.client"
+local fail = require "autopgo.fail"
 local json = require "autopgo.json"
 local pgo = require "autopgo.pgo"
 
 local M = {}
 
-local int = math.tointeger
-
--- The decisions document of the API back in the shape autopgo.core.pgo gives (JSON numbers come
--- back as floats).
-local function from_doc(doc)
-  local d = { total_weight = int(doc.totalWeight), edges = int(doc.edges), threshold = doc.threshold, hot = {},
-    hot_functions = doc.hotFunctions or {}, sites = {} }
-  for i, e in ipairs(doc.hotCallSites or {}) do
-    d.hot[i] = { caller = e.caller, callee = e.callee, offset = int(e.offset), weight = int(e.weight),
-      cum = e.cumulative }
-  end
-  for i, s in ipairs(doc.devirtualization or {}) do
-    d.sites[i] = { caller = s.caller, offset = int(s.offset), callee = s.callee, weight = int(s.weight),
-      site_weight = int(s.siteWeight), callees = int(s.callees), ties = int(s.ties) }
-  end
-  return d
-end
-
+-- What one side is for the C diff: a file ({file = path}) or the minimal profile the server
+-- serves for app:NAME[?query] (GET /api/profile/NAME?format=pgo), the bytes /diff diffs too.
 local function load(opts, spec)
   local app, query = spec:match("^app:([^?]+)(.*)$")
-  if app then
-    local api = client.new(opts.api_url, client.options(opts, { timeout = 300 }))
-    -- every decision (limit=0): the API lists only the heaviest by default
-    query = query .. (query == "" and "?" or "&") .. "limit=0"
-    local res, err, _, status = api:request { url = api:profile_url(app) .. "/decisions" .. query }
-    if res and res.status ~= 200 then res, err, _, status = client.response_error(res) end
-    if not res then cli.exit(1, ("autopgo diff: %s: %s"):format(spec, client.message(err, status))) end
-    local doc, derr = json.decode(res.body or "")
-    if type(doc) ~= "table" then cli.exit(1, ("autopgo diff: %s: bad decisions document: %s"):format(spec, derr)) end
-    return from_doc(doc)
-  end
-  local r, err = pgo.shape({ file = spec }, { decisions = true })
-  if not r then cli.exit(1, ("autopgo diff: %s: %s"):format(spec, err)) end
-  if not r.info.usable then
-    cli.exit(1, ("autopgo diff: %s: not usable by go build -pgo: %s"):format(spec, r.info.reason))
-  end
-  return r.decisions
+  if not app then return { file = spec } end
+  local api = client.new(opts.api_url, client.options(opts, { timeout = 300 }))
+  query = query .. (query == "" and "?" or "&") .. "format=pgo"
+  local res, err, _, status = api:request { url = api:profile_url(app) .. query }
+  if res and res.status ~= 200 then res, err, _, status = client.response_error(res) end
+  if not res then cli.exit(1, ("autopgo diff: %s: %s"):format(spec, client.message(err, status))) end
+  return res.body
 end
 
 function M.run(opts, args)
-  local a, b = load(opts, args[1]), load(opts, args[2])
-  local r = pgo.diff(a, b)
+  local r, err = pgo.diff(load(opts, args[1]), load(opts, args[2]))
+  if not r then
+    -- the C job names the side: "a: ..." or "b: ..."
+    local msg = fail.message(err)
+    local side, why = msg:match("^([ab]): (.*)$")
+    local spec = side == "b" and args[2] or args[1]
+    cli.exit(1, ("autopgo diff: %s: %s"):format(spec, why or msg))
+  end
   if opts.json then
     io.stdout:write(json.encode(pgo.diff_doc(r)), "\n")
   else

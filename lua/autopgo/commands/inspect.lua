@@ -60,13 +60,14 @@ local function inspect_pgo(opts, path)
   local pgo = require "autopgo.pgo"
   local input = { file = path }
   if path == "-" then input = io.stdin:read("a") end
-  local r, err = pgo.shape(input, { decisions = true })
+  -- --json: the document GET /api/profile/{app}/decisions?limit=0 serves, written by the same C
+  local r, err = pgo.shape(input, opts.json and { decisions_json = 0 } or { decisions = true })
   if not r then cli.exit(1, ("autopgo inspect: %s: %s"):format(path, err)) end
   if not r.info.usable then
     cli.exit(1, ("autopgo inspect: %s: not usable by go build -pgo: %s"):format(path, r.info.reason))
   end
   if opts.json then
-    io.stdout:write(require("autopgo.json").encode(pgo.decisions_doc(r.info, r.decisions)), "\n")
+    io.stdout:write(r.decisions_json, "\n")
   elseif r.info.empty then
     io.stdout:write(("%s: accepted by go build -pgo, but %s\n"):format(path, r.info.reason:gsub("^[^:]*: ", "")))
   else
