@@ -95,11 +95,11 @@ int ap_pgo_decide(const ap_pgo_edges *e, double threshold, ap_pgo_decisions *out
 void ap_pgo_decisions_free(ap_pgo_decisions *d);
 
 /* The decisions as the JSON document of GET /api/profile/{app}/decisions, byte for byte what
- * autopgo.json writes (tests/lua/pgo_spec.lua's reference_doc): each list cut to its first limit entries (0:
- * all), signature (64 hex digits) as given; extra (raw JSON members, each starting with a comma)
- * goes before the closing brace. *out malloc'd, no trailing newline. */
+ * autopgo.json writes (tests/lua/pgo_spec.lua's reference_doc): each list cut to its first limit
+ * entries (0: all), signature (64 hex digits) as given; extra (raw JSON members, each starting with
+ * a comma) goes before the closing brace. *out malloc'd, no trailing newline. */
 int ap_pgo_decisions_json(const ap_pgo_edges *e, const ap_pgo_decisions *d, size_t limit,
-                          const char *signature, const char *extra, size_t extra_len,
-                          uint8_t **out, size_t *len, ap_pprof_error *err);
+                          const char *signature, const char *extra, size_t extra_len, uint8_t **out,
+                          size_t *len, ap_pprof_error *err);
 
 #endif
