@@ -73,6 +73,11 @@ local function wants_window(req)
   return q.window ~= nil or q.from ~= nil or q.to ~= nil
 end
 
+-- The 400 for a path naming no valid app (every handler here checks it first).
+local function bad_app(res, app)
+  return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
+end
+
 -- What a request reads: { etag, read = function() -> bytes | nil, err, code }, or nil, err, code
 -- (code "BAD_REQUEST" for a 400). The merged profile, or with window=/from=&to= the merged time
 -- window the profile history serves for a download (api.history, when the server keeps one):
@@ -277,9 +282,7 @@ end
 
 function View:serve(req, res, kind, n, tag)
   local app = req.params.app
-  if not keys.is_app_name(app) then
-    return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
-  end
+  if not keys.is_app_name(app) then return bad_app(res, app) end
   for _ = 1, 5 do
     local body, etag, code = self:answer(app, req, kind, n, tag)
     if body then
@@ -335,9 +338,7 @@ end
 -- what was served then). {app, versions: [{id, query, label, uploads, end}]}.
 function View:versions(req, res)
   local app = req.params.app
-  if not keys.is_app_name(app) then
-    return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
-  end
+  if not keys.is_app_name(app) then return bad_app(res, app) end
   local list = json.array()
   list[1] = json.object("id", "current", "query", "", "label", "served now (the merged profile)")
   local h = self.api.history
@@ -390,9 +391,7 @@ end
 -- for the current one, window=24h, from=..&to=.., or to=.. for a version (GET .../versions).
 function View:diff(req, res)
   local app = req.params.app
-  if not keys.is_app_name(app) then
-    return res:error(400, "invalid app name: " .. keys.app_name_problem(app))
-  end
+  if not keys.is_app_name(app) then return bad_app(res, app) end
   local q = req.query or {}
   local limit, lwhy = pgo.limit_param(q)
   if not limit then return res:error(400, lwhy) end
