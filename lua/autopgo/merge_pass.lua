@@ -160,8 +160,8 @@ end
 -- the base and the history merge alike), until M.DECODED bytes of decoded profiles are held.
 -- Without normalization or hook the bodies go to the merge as they are (it decodes them; with
 -- history merge_once tells each item's info). Items that vanished are skipped; those that do not
--- decode or that the hook refuses are rejected. Returns the list of { key, body, input, info, scale } to merge and whether staged
--- items were left for a later pass, or nil, err, code.
+-- decode or that the hook refuses are rejected. Returns the list of { key, body, input, info,
+-- scale } to merge and whether staged items were left for a later pass, or nil, err, code.
 function Pass:apply_policy(app, items)
   local hook = self.policy:hook_for(app)
   local mode = self.policy:normalize_for(app)
