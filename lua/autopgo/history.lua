@@ -146,6 +146,25 @@ function History:source_of(key)
   return type(doc) == "table" and type(doc.source) == "string" and doc.source or ""
 end
 
+M.READERS = 8 -- provenance records read at once
+
+-- The sources of items' keys (source_of each), M.READERS store reads at a time: one pass files
+-- hundreds of uploads, and one read after another would cost a round trip each.
+function History:sources_of(items)
+  local out, next_i, fns = {}, 1, {}
+  for _ = 1, math.min(M.READERS, #items) do
+    fns[#fns + 1] = function()
+      while next_i <= #items do
+        local i = next_i
+        next_i = i + 1
+        out[i] = self:source_of(items[i].key)
+      end
+    end
+  end
+  async.all(fns)
+  return out
+end
+
 --- The info (pprof validate) of a staged body.
 function M.info(body)
   return async.await(pprof.validate_async, body, limits.profile)
@@ -160,7 +179,8 @@ end
 -- segment folds whole instead of merging the items again. Returns true or nil, err, code.
 function History:add(app, items, whole)
   local groups, order = {}, {}
-  for _, item in ipairs(items) do
+  local sources = self:sources_of(items)
+  for i, item in ipairs(items) do
     local info, err, code = item.info, nil, nil
     if not info then info, err, code = M.info(item.body) end
     if not info then return nil, err, code end
@@ -178,7 +198,7 @@ function History:add(app, items, whole)
       table.insert(groups[start], { key = item.key, input = item.input, scale = item.scale or 1,
         captured = M.rfc3339_nanos(captured),
         duration = (info.duration_nanos or 0) / NS, size = #item.body, samples = st and st.total or 0,
-        source = self:source_of(item.key) })
+        source = sources[i] })
     end
   end
   table.sort(order)
