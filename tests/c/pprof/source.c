@@ -16,12 +16,14 @@ typedef struct {
     uint32_t members; /* gzip members read */
 } drained;
 
-/* Reads the whole source, `stream` forcing zlib's path (as when libdeflate refuses). */
-static drained drain(const uint8_t *in, size_t len, uint64_t limit, int stream)
+/* Reads the whole source, `stream` forcing zlib's path (as when libdeflate refuses), charging
+ * `p` when given. */
+static drained drain_charged(const uint8_t *in, size_t len, uint64_t limit, int stream,
+                             ap_pprof_profile *p)
 {
     drained d = {0};
     ap_src s;
-    ap_src_init(&s, in, len, limit, NULL);
+    ap_src_init(&s, in, len, limit, p);
     s.tried_whole = stream;
     d.crc = (uint32_t)crc32(0, NULL, 0);
     for (;;) {
@@ -39,6 +41,11 @@ static drained drain(const uint8_t *in, size_t len, uint64_t limit, int stream)
     d.members = s.members;
     ap_src_free(&s);
     return d;
+}
+
+static drained drain(const uint8_t *in, size_t len, uint64_t limit, int stream)
+{
+    return drain_charged(in, len, limit, stream, NULL);
 }
 
 /* Drains `in` both ways and checks they agree; returns the whole-buffer path's result. */
@@ -193,6 +200,21 @@ static void test_bound(void)
     CHECK(d.rc == 0 && d.streamed && d.members == 3 && d.n == 3 * half);
     free(hhh);
     free(hh);
+    /* A whole buffer over the memory budget: zlib's window instead, charged and given back. */
+    size_t mib = 1 << 20, lm;
+    uint8_t *m = t_gzip(zeros, mib, &lm);
+    ap_pprof_profile *p = ap_pprof_profile_new();
+    p->mem_limit = p->mem_used + (512u << 10);
+    uint64_t before = p->mem_used;
+    d = drain_charged(m, lm, 512u << 20, 0, p);
+    CHECK(d.rc == 0 && d.streamed && d.n == mib);
+    CHECK_INT(p->mem_used, before);
+    p->mem_limit = 0;
+    d = drain_charged(m, lm, 512u << 20, 0, p);
+    CHECK(d.rc == 0 && !d.streamed && d.n == mib);
+    CHECK_INT(p->mem_used, before);
+    ap_pprof_profile_free(p);
+    free(m);
     free(h);
     free(g2);
     free(g);
