@@ -187,7 +187,7 @@ describe("merge_pass", function()
       assert.same({}, assert(e.store:list(keys.staging_prefix("app"))))
       assert.same({ 1 }, profiles.counts(assert(e.store:get(keys.base("app"))).body))
       local segs = assert(e.history:segments("app"))
-      assert.equals(1, #segs[1].doc.uploads)
+      assert.equals(1, segs[1].doc.count)
     end)
   end)
 
