@@ -1,6 +1,7 @@
 -- Profile history (README "Time model"): every merged upload also goes into the time segment of
--- its capture time, kept as a manifest (the commit point) plus an immutable profile object named by
--- its sha256; windows merge the segments they overlap; retention and range deletes drop segments.
+-- its capture time, kept as a manifest (the commit point) naming immutable parts (lists of its
+-- uploads) and an immutable profile object named by its sha256, which a pass folds its batch into;
+-- windows merge the segments they overlap; retention and range deletes drop segments.
 local async = require "autopgo.async"
 local fail = require "autopgo.fail"
 local httpd = require "autopgo.httpd"
@@ -425,6 +426,17 @@ function History:keep_folder(id, folder, digest)
     self.folders[victim] = nil
   end
   self.folders[id] = { folder = folder, digest = digest }
+end
+
+--- Drops the folders held over app's segments (the app was deleted).
+function History:drop_folders(app)
+  local prefix = app .. "/"
+  for id, held in pairs(self.folders) do
+    if id:sub(1, #prefix) == prefix then
+      held.folder:close()
+      self.folders[id] = nil
+    end
+  end
 end
 
 -- The profile of segment start (manifest doc, or false) with inputs (under scales) merged in: the

@@ -128,6 +128,7 @@ end
 function Pass:forget_app(app)
   self.bases[app] = nil
   self:drop_folder(app)
+  if self.history then self.history:drop_folders(app) end
   m.size:remove({ app = app })
 end
 
