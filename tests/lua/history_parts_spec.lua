@@ -301,6 +301,27 @@ describe("history parts", function()
       assert.equals(seg.doc.count, seg2.doc.count)
       assert.equals(seg.doc.samples, seg2.doc.samples)
       assert.equals(seg.doc.bytes, seg2.doc.bytes)
+      -- the readers' answers over HTTP (history, versions) are the same from either layout
+      local function answers(st, hist)
+        local httpd, httpc = require "autopgo.httpd", require "tests.lua.httpc"
+        local router = httpd.router()
+        local a = require("autopgo.api").new { store = st, history = hist,
+          writer = assert(require("autopgo.bus").writer("mem://parts-" .. crypto.hex(crypto.random(5)))) }
+        a:routes(router)
+        require("autopgo.view_api").new(a):routes(router)
+        local srv = assert(httpd.listen { host = "127.0.0.1", port = 0, handler = router })
+        local out = {}
+        for _, path in ipairs { "/api/profile/app/history", "/api/profile/app/versions" } do
+          local r = httpc.request(srv.port, "GET", path)
+          assert.equals(200, r.status, r.body)
+          out[#out + 1] = r.body
+        end
+        srv:close()
+        return out
+      end
+      local new_answers = answers(store, h)
+      assert.same(new_answers, answers(store2, h2))
+      assert.matches('"uploads":6', new_answers[1], 1, true)
       -- extended: its uploads move into a part, none counted again
       assert(add(h2, 3, 8))
       local up = segment(h2)
