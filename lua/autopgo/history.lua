@@ -485,6 +485,24 @@ function History:merge_segment(app, start, doc, inputs, scales)
   return merging.merge(all, nil, ss)
 end
 
+-- The parts of segment start (manifest doc, or false) once entries (its new uploads) are in it: the
+-- part of entries written, the uploads an old-layout manifest lists moved into a part, parts
+-- combined (History:combine). Returns the list and the digests of parts it no longer names, or
+-- nil, err, code.
+function History:next_parts(app, start, doc, entries)
+  local parts = {}
+  for i, p in ipairs(doc and doc.upload_parts or {}) do parts[i] = p end
+  if doc and doc.uploads and #doc.uploads > 0 then
+    local p, err, code = self:write_part(app, self.seglen, start, doc.uploads)
+    if not p then return nil, err, code end
+    parts[#parts + 1] = p
+  end
+  local p, err, code = self:write_part(app, self.seglen, start, entries)
+  if not p then return nil, err, code end
+  parts[#parts + 1] = p
+  return self:combine(app, self.seglen, start, parts)
+end
+
 -- Adds entries not yet in segment start to it: the new profile object and the part of the new
 -- uploads (parts combined as M.PART_FANOUT says) first, then the manifest with a conditional
 -- write (the commit point), then the objects it no longer names are deleted. whole (optional) is
@@ -516,25 +534,10 @@ function History:commit_segment(app, start, entries, whole)
         if res.folder then res.folder:close() end
       end
       local ok, perr, pcode = store:put(keys.segment_object(app, seglen, start, res.sha256), res.bytes)
-      local parts, gone = {}, nil
-      for i, p in ipairs(doc and doc.upload_parts or {}) do parts[i] = p end
-      if ok and doc and doc.uploads and #doc.uploads > 0 then
-        -- an old-layout manifest: its uploads move into a part
-        local p
-        p, perr, pcode = self:write_part(app, seglen, start, doc.uploads)
-        ok = p and ok
-        parts[#parts + 1] = p
-      end
+      local parts, gone
       if ok then
-        local p
-        p, perr, pcode = self:write_part(app, seglen, start, new)
-        ok = p and ok
-        parts[#parts + 1] = p
-      end
-      if ok then
-        parts, perr, pcode = self:combine(app, seglen, start, parts)
-        ok = parts and ok
-        gone = perr
+        parts, gone, pcode = self:next_parts(app, start, doc, new)
+        ok, perr = parts, gone
       end
       if not ok then
         spent()
