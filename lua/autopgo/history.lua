@@ -10,6 +10,7 @@ local keys = require "autopgo.keys"
 local limits = require "autopgo.limits"
 local log = require "autopgo.log"
 local merging = require "autopgo.merging"
+local segparts = require "autopgo.segment_parts"
 local utc = require "autopgo.utc"
 local uv = require "luv"
 local core = require "autopgo.core"
@@ -111,38 +112,14 @@ function History:expired(start)
   return cutoff ~= nil and (start + self.seglen) * NS <= cutoff
 end
 
--- Uploads of a segment (README "Profile history"): a manifest names immutable parts, each the
--- uploads one pass added (or parts combined), with its count, samples and the first and last staged
--- key in it, so a pass reads only the parts whose key range holds a key of its batch (none, when
--- its uploads are newer than every part) and writes one part of its batch. When M.PART_FANOUT
--- parts have the same level (floor(log_FANOUT(count))) they are combined into one, so a manifest
--- names at most (FANOUT - 1) parts per level and an upload is rewritten once per level, not once
--- per pass. A manifest of the old layout lists its uploads inline ("uploads"); the next pass over
--- it moves them into a part (upgrade in place).
-M.PART_FANOUT = 8
-
 local function sha256_hex(s)
   local h = crypto.hasher("sha256")
   h:update(s)
   return crypto.hex(h:digest())
 end
 
-local function valid_parts(list)
-  if list == nil then return true end
-  if type(list) ~= "table" then return false end
-  for _, p in ipairs(list) do
-    if type(p) ~= "table" or type(p.part) ~= "string" or not p.part:match("^%x+$") or type(p.first) ~= "string"
-        or type(p.last) ~= "string" or not math.tointeger(p.count) or p.count < 0 then
-      return false
-    end
-    p.count = math.tointeger(p.count)
-    p.samples = tonumber(p.samples) or 0
-  end
-  return true
-end
-
---- The manifest of a segment and its etag, false when there is none, or nil, err, code. doc.count
--- is the number of uploads it holds, whichever the layout.
+--- The manifest of a segment and its etag, false when there is none, or nil, err, code. Either
+-- layout (autopgo.segment_parts): doc.count is the number of uploads it holds.
 function History:read_manifest(app, start, seglen)
   local key = keys.segment_manifest(app, seglen or self.seglen, start)
   local got, err, code = self.store:get(key)
@@ -152,124 +129,24 @@ function History:read_manifest(app, start, seglen)
   end
   local doc = json.decode(got.body)
   if type(doc) ~= "table" or (doc.uploads ~= nil and type(doc.uploads) ~= "table")
-      or (doc.uploads == nil and type(doc.upload_parts) ~= "table") or not valid_parts(doc.upload_parts)
+      or (doc.uploads == nil and type(doc.upload_parts) ~= "table") or not segparts.valid(doc.upload_parts)
       or (doc.profile ~= nil and type(doc.profile) ~= "string") then
     return fail.new("INVALID", "the segment manifest %s is unreadable", key)
   end
-  if doc.upload_parts then
-    local n = 0
-    for _, p in ipairs(doc.upload_parts) do n = n + p.count end
-    doc.count = n
-  else
-    doc.count = #doc.uploads
-  end
+  doc.count = segparts.count(doc)
   return doc, got.etag
 end
 
--- The manifest of the new layout. Nothing lists uploads inline ("uploads" absent): a reader that
--- only knows the old layout refuses it rather than taking the segment for empty.
-local function encode_manifest(app, seglen, start, profile, bytes, parts)
-  local list, samples = json.array(), 0
-  for i, p in ipairs(parts) do
-    samples = samples + p.samples
-    list[i] = json.object("part", p.part, "count", p.count, "samples", p.samples, "first", p.first, "last", p.last)
-  end
-  return json.encode(json.object("app", app, "segment", seglen, "start", start, "profile", profile,
-    "bytes", bytes, "samples", samples, "upload_parts", list))
-end
-
-local function by_capture(a, b)
-  if a.captured ~= b.captured then return a.captured < b.captured end
-  return a.key < b.key
-end
-
--- Writes a part of uploads (entries of a pass, or uploads read back) of a segment, never over another. Returns its
--- manifest entry { part, count, samples, first, last, uploads (the list, kept in memory) } or
--- nil, err, code.
-function History:write_part(app, seglen, start, uploads)
-  table.sort(uploads, by_capture)
-  local list, samples, first, last = json.array(), 0, nil, nil
-  for i, u in ipairs(uploads) do
-    samples = samples + (u.samples or 0)
-    if not first or u.key < first then first = u.key end
-    if not last or u.key > last then last = u.key end
-    list[i] = json.object("key", u.key, "captured", u.captured, "duration", u.duration or 0, "size", u.size or 0,
-      "samples", u.samples or 0, "source", u.source or "", "weight", u.scale or u.weight or 1)
-  end
-  local body = json.encode(json.object("app", app, "segment", seglen, "start", start, "uploads", list))
-  -- a fresh name per write (not the body's digest alone): an unnamed part the sweep is about to
-  -- delete never comes back to life under a manifest that names it
-  local digest = sha256_hex(body .. crypto.random(16))
-  local ok, err, code = self.store:put(keys.segment_part(app, seglen, start, digest), body,
-    { content_type = "application/json" })
-  if not ok then return nil, err, code end
-  return { part = digest, count = #uploads, samples = samples, first = first, last = last, uploads = uploads }
-end
-
--- The uploads of a part a manifest names; nil, err, "PRECONDITION_FAILED" when it is gone (the
--- manifest changed since it was read: read it again).
-function History:read_part(app, seglen, start, p)
-  if p.uploads then return p.uploads end
-  local key = keys.segment_part(app, seglen, start, p.part)
-  local got, err, code = self.store:get(key)
-  if not got then
-    if code == "NOT_FOUND" then
-      return fail.new("PRECONDITION_FAILED", "the part %s is gone: its segment changed meanwhile", key)
-    end
-    return nil, err, code
-  end
-  local doc = json.decode(got.body)
-  if type(doc) ~= "table" or type(doc.uploads) ~= "table" then
-    return fail.new("INVALID", "the segment part %s is unreadable", key)
-  end
-  for _, u in ipairs(doc.uploads) do
-    if type(u) ~= "table" or type(u.key) ~= "string" then
-      return fail.new("INVALID", "the segment part %s lists an upload without a key", key)
-    end
-  end
-  return doc.uploads
-end
-
---- Which of keyset (a set of staged keys) the segment of manifest doc holds: a set. Reads only the
--- parts whose key range holds one of them. Returns the set or nil, err, code.
-function History:holds(app, seglen, start, doc, keyset)
-  local held = {}
-  if not doc then return held end
-  for _, u in ipairs(doc.uploads or {}) do
-    if keyset[u.key] then held[u.key] = true end
-  end
-  for _, p in ipairs(doc.upload_parts or {}) do
-    local need = false
-    for k in pairs(keyset) do
-      if not held[k] and k >= p.first and k <= p.last then
-        need = true
-        break
-      end
-    end
-    if need then
-      local list, err, code = self:read_part(app, seglen, start, p)
-      if not list then return nil, err, code end
-      for _, u in ipairs(list) do
-        if keyset[u.key] then held[u.key] = true end
-      end
-    end
-  end
-  return held
+--- Which of keyset (a set of staged keys) segment start (manifest doc, or false) holds: a set,
+-- reading only the parts that may hold them, or nil, err, code.
+function History:holds(app, start, doc, keyset)
+  return segparts.holds(self.store, app, self.seglen, start, doc, keyset)
 end
 
 --- Every upload segment seg ({ start, doc, seglen }) holds, by capture time then key. Returns the
 -- list or nil, err, code (PRECONDITION_FAILED: a part is gone, read the manifest again).
 function History:uploads(app, seg)
-  local seglen = seg.seglen or self.seglen
-  local out = {}
-  for _, u in ipairs(seg.doc.uploads or {}) do out[#out + 1] = u end
-  for _, p in ipairs(seg.doc.upload_parts or {}) do
-    local list, err, code = self:read_part(app, seglen, seg.start, p)
-    if not list then return nil, err, code end
-    for _, u in ipairs(list) do out[#out + 1] = u end
-  end
-  table.sort(out, by_capture)
-  return out
+  return segparts.uploads(self.store, app, seg.seglen or self.seglen, seg.start, seg.doc)
 end
 
 --- History:segments with each segment's uploads (seg.uploads, from History:uploads), read again
@@ -292,56 +169,6 @@ function History:segments_uploads(app, from, to)
     if whole then return segs end
   end
   return fail.new("UNAVAILABLE", "the history of %s kept changing while being read", app)
-end
-
-local function level(count)
-  local l = 0
-  while count >= M.PART_FANOUT do
-    count = count // M.PART_FANOUT
-    l = l + 1
-  end
-  return l
-end
-
--- parts with every level holding M.PART_FANOUT parts or more combined into one part (written), as
--- often as it takes. Returns the new list and the digests of the parts no longer in it, or nil,
--- err, code.
-function History:combine(app, seglen, start, parts)
-  local gone = {}
-  while true do
-    local at, low = {}, nil
-    for i, p in ipairs(parts) do
-      local l = level(p.count)
-      at[l] = at[l] or {}
-      table.insert(at[l], i)
-      if #at[l] >= M.PART_FANOUT and (not low or l < low) then low = l end
-    end
-    if not low then break end
-    local merged, seen, drop = {}, {}, {}
-    for _, i in ipairs(at[low]) do
-      local p = parts[i]
-      local list, err, code = self:read_part(app, seglen, start, p)
-      if not list then return nil, err, code end
-      for _, u in ipairs(list) do
-        if not seen[u.key] then
-          seen[u.key] = true
-          merged[#merged + 1] = u
-        end
-      end
-      drop[i] = true
-      gone[#gone + 1] = p.part
-    end
-    local whole, err, code = self:write_part(app, seglen, start, merged)
-    if not whole then return nil, err, code end
-    local rest = {}
-    for i, p in ipairs(parts) do
-      if not drop[i] then rest[#rest + 1] = p end
-    end
-    rest[#rest + 1] = whole
-    parts = rest
-  end
-  table.sort(parts, function(a, b) return a.first < b.first end)
-  return parts, gone
 end
 
 -- The source the API recorded for a staged key ("" when there is no record).
@@ -485,26 +312,8 @@ function History:merge_segment(app, start, doc, inputs, scales)
   return merging.merge(all, nil, ss)
 end
 
--- The parts of segment start (manifest doc, or false) once entries (its new uploads) are in it: the
--- part of entries written, the uploads an old-layout manifest lists moved into a part, parts
--- combined (History:combine). Returns the list and the digests of parts it no longer names, or
--- nil, err, code.
-function History:next_parts(app, start, doc, entries)
-  local parts = {}
-  for i, p in ipairs(doc and doc.upload_parts or {}) do parts[i] = p end
-  if doc and doc.uploads and #doc.uploads > 0 then
-    local p, err, code = self:write_part(app, self.seglen, start, doc.uploads)
-    if not p then return nil, err, code end
-    parts[#parts + 1] = p
-  end
-  local p, err, code = self:write_part(app, self.seglen, start, entries)
-  if not p then return nil, err, code end
-  parts[#parts + 1] = p
-  return self:combine(app, self.seglen, start, parts)
-end
-
 -- Adds entries not yet in segment start to it: the new profile object and the part of the new
--- uploads (parts combined as M.PART_FANOUT says) first, then the manifest with a conditional
+-- uploads (autopgo.segment_parts) first, then the manifest with a conditional
 -- write (the commit point), then the objects it no longer names are deleted. whole (optional) is
 -- the merge of every entry's input: used when the segment holds none of them yet.
 function History:commit_segment(app, start, entries, whole)
@@ -514,7 +323,7 @@ function History:commit_segment(app, start, entries, whole)
   for _ = 1, M.MAX_ATTEMPTS do
     local doc, etag, code = self:read_manifest(app, start)
     if doc == nil then return nil, etag, code end
-    local held, herr, hcode = self:holds(app, seglen, start, doc, keyset)
+    local held, herr, hcode = self:holds(app, start, doc, keyset)
     if not held and hcode ~= "PRECONDITION_FAILED" then return nil, herr, hcode end
     if held then
       local new = {}
@@ -534,16 +343,16 @@ function History:commit_segment(app, start, entries, whole)
         if res.folder then res.folder:close() end
       end
       local ok, perr, pcode = store:put(keys.segment_object(app, seglen, start, res.sha256), res.bytes)
-      local parts, gone
+      local list, gone
       if ok then
-        parts, gone, pcode = self:next_parts(app, start, doc, new)
-        ok, perr = parts, gone
+        list, gone, pcode = segparts.next(store, app, seglen, start, doc, new)
+        ok, perr = list, gone
       end
       if not ok then
         spent()
         if pcode ~= "PRECONDITION_FAILED" then return nil, perr, pcode end
       else
-        local body = encode_manifest(app, seglen, start, res.sha256, #res.bytes, parts)
+        local body = segparts.encode_manifest(app, seglen, start, res.sha256, #res.bytes, list)
         local opts = doc and { if_match = etag } or { if_none_match = "*" }
         opts.content_type = "application/json"
         local put, merr2, mcode2 = store:put(keys.segment_manifest(app, seglen, start), body, opts)
@@ -809,7 +618,7 @@ function History:remove_segment(app, seg)
   local uploads = {}
   for _, u in ipairs(seg.doc.uploads or {}) do uploads[#uploads + 1] = u end
   for _, p in ipairs(seg.doc.upload_parts or {}) do
-    local list = self:read_part(app, seglen, seg.start, p)
+    local list = segparts.read(store, app, seglen, seg.start, p)
     for _, u in ipairs(list or {}) do uploads[#uploads + 1] = u end
   end
   local ok, err, code = store:delete(keys.segment_manifest(app, seglen, seg.start))

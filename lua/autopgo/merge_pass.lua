@@ -755,7 +755,7 @@ function Pass:rebuild(app)
     local contents, res, merr, mcode = {}, nil, nil, nil
     for _, sg in ipairs(segs) do
       local held
-      held, merr, mcode = history:holds(app, history.seglen, sg.start, sg.doc, still)
+      held, merr, mcode = history:holds(app, sg.start, sg.doc, still)
       if not held then break end
       for k in pairs(held) do
         still[k] = nil

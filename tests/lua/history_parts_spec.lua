@@ -1,4 +1,4 @@
--- Specs of the parts of history segments (lua/autopgo/history.lua, issue 19 goal 2): a pass's cost
+-- Specs of the parts of history segments (lua/autopgo/segment_parts.lua through lua/autopgo/history.lua,
 -- for a segment follows its batch, not what the segment already holds (manifests name parts, and
 -- the segment profile folds like the base); every crash point loses and double-counts nothing; a
 -- manifest of the old layout (uploads inline) is read and extended; readers answer alike on both.
@@ -6,6 +6,7 @@ local support = require "tests.lua.support"
 local profiles = require "tests.lua.profiles"
 local blob = require "autopgo.blob"
 local history = require "autopgo.history"
+local segparts = require "autopgo.segment_parts"
 local json = require "autopgo.json"
 local keys = require "autopgo.keys"
 local merging = require "autopgo.merging"
@@ -149,7 +150,7 @@ describe("history parts", function()
       -- the manifest, the batch's provenance records (none here); nothing of the segment's uploads
       -- or profile is read: its parts hold older keys, its folder holds its profile
       assert.same({ get = 1 + 4, put = 3, delete = 1 }, large.calls)
-      -- bytes: the manifest names up to PART_FANOUT - 1 parts per level (the log of the count) of
+      -- bytes: the manifest names up to FANOUT - 1 parts per level (the log of the count) of
       -- ~200 bytes each, a few KB, where the old layout read and wrote every upload again (~200
       -- bytes each: 2 MB a pass here) and read the segment's profile back
       assert.is_true(large.put_bytes < small.put_bytes * 1.05 + 4096, ("%d vs %d"):format(large.put_bytes,
@@ -197,14 +198,14 @@ describe("history parts", function()
 
   it("combines parts by level: few parts, each upload once, replaced parts deleted", function()
     run(function()
-      local fanout = history.PART_FANOUT
-      history.PART_FANOUT = 2
+      local fanout = segparts.FANOUT
+      segparts.FANOUT = 2
       local store = assert(blob.open("mem://parts-" .. crypto.hex(crypto.random(5))))
       local h = new_history(store)
       local ok, err = pcall(function()
         for i = 0, 99 do assert(add(h, i, i)) end
       end)
-      history.PART_FANOUT = fanout
+      segparts.FANOUT = fanout
       assert(ok, err)
       local seg = segment(h)
       assert.equals(100, seg.doc.count)
@@ -334,8 +335,8 @@ describe("history parts", function()
 
   it("rebuilds a corrupt base from segments whose uploads lie in combined parts, counting none twice", function()
     run(function()
-      local fanout = history.PART_FANOUT
-      history.PART_FANOUT = 2
+      local fanout = segparts.FANOUT
+      segparts.FANOUT = 2
       local ok, err = pcall(function()
         local store = assert(blob.open("mem://parts-" .. crypto.hex(crypto.random(5))))
         local h = new_history(store)
@@ -378,7 +379,7 @@ describe("history parts", function()
         assert.same(keys_from(0, 17), upload_keys(seg))
         assert.same(canonical(full_merge(0, 17)), canonical(segment_profile(h, store)))
       end)
-      history.PART_FANOUT = fanout
+      segparts.FANOUT = fanout
       assert(ok, err)
     end)
   end)
