@@ -1,7 +1,8 @@
 -- Specs of the parts of history segments (lua/autopgo/segment_parts.lua, through
--- lua/autopgo/history.lua; issue 19 goal 2): a pass's cost for a segment follows its batch, not what the segment already holds (manifests name parts, and
--- the segment profile folds like the base); every crash point loses and double-counts nothing; a
--- manifest of the old layout (uploads inline) is read and extended; readers answer alike on both.
+-- lua/autopgo/history.lua; issue 19 goal 2): a pass's cost for a segment follows its batch, not
+-- what the segment already holds (manifests name parts, and the segment profile folds like the
+-- base); every crash point loses and double-counts nothing; a manifest of the old layout (uploads
+-- inline) is read and extended; readers answer alike on both.
 local support = require "tests.lua.support"
 local profiles = require "tests.lua.profiles"
 local blob = require "autopgo.blob"
