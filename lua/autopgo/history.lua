@@ -320,11 +320,20 @@ function History:commit_segment(app, start, entries, whole)
   local store, seglen = self.store, self.seglen
   local keyset = {}
   for _, e in ipairs(entries) do keyset[e.key] = true end
+  local gone_under
   for _ = 1, M.MAX_ATTEMPTS do
     local doc, etag, code = self:read_manifest(app, start)
     if doc == nil then return nil, etag, code end
     local held, herr, hcode = self:holds(app, start, doc, keyset)
     if not held and hcode ~= "PRECONDITION_FAILED" then return nil, herr, hcode end
+    if not held then
+      -- a part is gone: the manifest changed since (read it again), or it names a missing part
+      if gone_under == etag then
+        return fail.new("UNAVAILABLE", "segment %d of %s names a part that is missing (%s)", start, app,
+          fail.message(herr))
+      end
+      gone_under = etag
+    end
     if held then
       local new = {}
       for _, e in ipairs(entries) do

@@ -60,9 +60,9 @@ end
 
 local function add(h, from, to)
   local list, whole = items(from, to)
-  local ok, err = h:add("app", list, whole)
+  local ok, err, code = h:add("app", list, whole)
   if whole then whole:close() end
-  return ok, err
+  return ok, err, code
 end
 
 local function new_history(store)
@@ -399,6 +399,22 @@ describe("history parts", function()
       assert.equals(1, assert(h:delete_range("app", T0, T0 + 3600)))
       assert.same({}, assert(store:list(keys.history_prefix("app"))))
       assert.same({}, assert(store:list(keys.uploads_prefix("app"))))
+    end)
+  end)
+
+  it("says so when a manifest names a part that is missing, rather than retrying on", function()
+    run(function()
+      local store = support.counting_store("parts")
+      local h = new_history(store)
+      assert(add(h, 0, 2))
+      assert(store:delete(history_keys(store, "part")[1]))
+      store.reset()
+      local ok, err, code = add(h, 1, 3) -- key 1 and 2 lie in the missing part's range
+      assert.is_nil(ok)
+      assert.equals("UNAVAILABLE", code, err)
+      assert.matches("names a part that is missing", err, 1, true)
+      -- the batch's 3 provenance records, then the manifest and the part twice
+      assert.equals(3 + 4, store.counts.calls.get)
     end)
   end)
 end)
