@@ -128,6 +128,7 @@ end
 function Pass:forget_app(app)
   self.bases[app] = nil
   self:drop_folder(app)
+  if self.history then self.history:drop_folders(app) end
   m.size:remove({ app = app })
 end
 
@@ -759,20 +760,26 @@ function Pass:rebuild(app)
       end
     end
     -- what is still staged and in a segment is in the rebuilt base: its ledger says so
-    local segs, gerr, gcode = history:segments(app)
-    if not segs then return nil, gerr, gcode end
-    local in_history = {}
-    for _, sg in ipairs(segs) do
-      for _, u in ipairs(sg.doc.uploads) do in_history[u.key] = true end
-    end
     local staged, serr, scode = store:list(keys.staging_prefix(app))
     if not staged then return nil, serr, scode end
-    local contents = {}
-    for _, item in ipairs(staged) do
-      if in_history[item.key] then contents[#contents + 1] = item.key end
+    local still = {}
+    for _, item in ipairs(staged) do still[item.key] = true end
+    local segs, gerr, gcode = history:segments(app)
+    if not segs then return nil, gerr, gcode end
+    local contents, res, merr, mcode = {}, nil, nil, nil
+    for _, sg in ipairs(segs) do
+      local held
+      held, merr, mcode = history:holds(app, sg.start, sg.doc, still)
+      if not held then break end
+      for k in pairs(held) do
+        still[k] = nil
+        contents[#contents + 1] = k
+      end
     end
     table.sort(contents)
-    local res, merr, mcode = history:merge_view(app, self.policy:view_for(app), self.policy:rules_for(app))
+    if not mcode then
+      res, merr, mcode = history:merge_view(app, self.policy:view_for(app), self.policy:rules_for(app))
+    end
     if not res and mcode == "NOT_FOUND" then
       if base then
         local ok, derr, dcode = store:delete(keys.base(app))

@@ -65,9 +65,10 @@ end
 -- { [start] = { keys } } of the app's manifests.
 local function manifests(e, app)
   local out = {}
-  for _, s in ipairs(assert(e.history:segments(app))) do
+  for _, s in ipairs(assert(e.history:segments_uploads(app))) do
     local ks = {}
-    for _, u in ipairs(s.doc.uploads) do ks[#ks + 1] = u.key end
+    for _, u in ipairs(s.uploads) do ks[#ks + 1] = u.key end
+    assert.equals(#ks, s.doc.count)
     out[s.start] = ks
   end
   return out
@@ -327,9 +328,9 @@ describe("history", function()
       local e = setup { policy = { app = { normalize = "duration" } } }
       local k = stage(e, "app", 1, 10, false)
       assert(e.worker:merge_app("app"))
-      local seg = assert(e.history:segments("app"))[1]
-      assert.equals(k, seg.doc.uploads[1].key)
-      assert.equals(history.weight(info, "duration"), seg.doc.uploads[1].weight)
+      local seg = assert(e.history:segments_uploads("app"))[1]
+      assert.equals(k, seg.uploads[1].key)
+      assert.equals(history.weight(info, "duration"), seg.uploads[1].weight)
       local want = assert(merging.merge({ profiles.variant(1) }, nil, { history.weight(info, "duration") }))
       assert.equals(profiles.total(want.bytes), profiles.total(assert(e.store:get(keys.base("app"))).body))
     end)
