@@ -186,8 +186,8 @@ describe("history", function()
       assert.same({ k2, k3 }, m[T0])
       assert.equals(2, #list(e.store, "app/rejected/" .. bad:match("[^/]+$"))) -- kept aside, with its reason
       assert.same({ 1, 1, 1 }, base_counts(e, "app"))
-      local seg = assert(e.history:segments("app"))[1]
-      local u = seg.doc.uploads[1]
+      local seg = assert(e.history:segments_uploads("app"))[1]
+      local u = seg.uploads[1]
       assert.equals(20, u.duration)
       local info = assert(require("autopgo.core").pprof.validate(early))
       assert.equals(info.sample_types[1].total, u.samples) -- the first sample type's total, as before
