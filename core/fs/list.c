@@ -116,10 +116,15 @@ int ap_fs_list_page(const char *dir, const char *prefix, const char *after, size
         out->entries = calloc(h.n, sizeof *out->entries);
         if (!out->entries) rc = -ENOMEM;
     }
+    /* the last name the page covers, kept for `through` in case a file of the page vanished */
+    char *last = !rc && h.n ? strdup(h.v[h.n - 1]) : NULL;
+    if (!rc && h.n && !last) rc = -ENOMEM;
+    int vanished = 0;
     for (size_t i = 0; i < h.n; i++) {
         struct stat st;
         if (rc || fstatat(dfd, h.v[i], &st, 0) != 0 || !S_ISREG(st.st_mode)) {
             free(h.v[i]); /* gone (or no longer a file) since the readdir: not listed */
+            vanished = 1;
             continue;
         }
         ap_fs_entry *e = &out->entries[out->n++];
@@ -129,6 +134,11 @@ int ap_fs_list_page(const char *dir, const char *prefix, const char *after, size
         e->info.mtime_sec = (int64_t)st.st_mtim.tv_sec;
         e->info.mtime_nsec = st.st_mtim.tv_nsec;
     }
+    if (vanished && !rc) {
+        out->through = last;
+        last = NULL;
+    }
+    free(last);
     free(h.v);
     closedir(dp);
     if (rc) ap_fs_page_free(out);
@@ -139,6 +149,8 @@ void ap_fs_page_free(ap_fs_page *p)
 {
     for (size_t i = 0; i < p->n; i++) free(p->entries[i].name);
     free(p->entries);
+    free(p->through);
     p->entries = NULL;
+    p->through = NULL;
     p->n = 0;
 }

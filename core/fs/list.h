@@ -16,13 +16,15 @@ typedef struct {
 typedef struct {
     ap_fs_entry *entries; /* regular files (symlinks followed), by name (strcmp order) */
     size_t n;
-    int has_dirs; /* a directory whose name starts with the prefix is there: its files would
-                   * interleave with these in key order, so the page does not stand alone */
+    int has_dirs;  /* a directory whose name starts with the prefix is there: its files would
+                    * interleave with these in key order, so the page does not stand alone */
+    char *through; /* set when files of the page vanished between the read and their stat: the
+                    * last name the page covered (list again after it for the rest), else NULL */
 } ap_fs_page;
 
 /* The first `limit` regular files of dir whose names start with prefix and sort after `after`
- * (NULL: from the start). Files that vanish while listed are left out. Returns 0 or -errno (the
- * directory cannot be read: -ENOENT when it does not exist). */
+ * (NULL: from the start). Files that vanish while listed are left out (see `through`). Returns 0 or
+ * -errno (the directory cannot be read: -ENOENT when it does not exist). */
 int ap_fs_list_page(const char *dir, const char *prefix, const char *after, size_t limit,
                     ap_fs_page *out);
 void ap_fs_page_free(ap_fs_page *p);

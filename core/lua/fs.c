@@ -174,7 +174,11 @@ static int list_after(lua_State *L, void *d)
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_pushboolean(L, j->page.has_dirs);
-    return 3;
+    if (j->page.through)
+        lua_pushstring(L, j->page.through);
+    else
+        lua_pushnil(L);
+    return 4;
 }
 
 static void list_free(void *d)
@@ -187,10 +191,11 @@ static void list_free(void *d)
     free(j);
 }
 
-/* fs.list_page_async(dir, prefix, after|nil, limit, cb(err, files, has_dirs)) -> true
+/* fs.list_page_async(dir, prefix, after|nil, limit, cb(err, files, has_dirs, through)) -> true
  * The first limit regular files of dir named prefix... and sorting after `after`, by name:
  * { name, ino, size, mtime_sec, mtime_nsec } each (core/fs/list.h). has_dirs: a directory named
- * prefix... is there too (its files would interleave in key order). */
+ * prefix... is there too (its files would interleave in key order). through: files of the page
+ * vanished while it was read; the last name it covered (list on after it), else nil. */
 static int l_list_page_async(lua_State *L)
 {
     const char *dir = luaL_checkstring(L, 1);

@@ -445,24 +445,27 @@ function Store:_page(start, prefix, opts)
     after_name = after:sub(#start + 1)
   end
   local dir = start == "" and self.root or (self.root .. "/" .. start:sub(1, -2))
-  -- files, has_dirs | nil, err, code
-  local files, has_dirs, code = async.await(core.fs.list_page_async, dir, prefix:sub(#start + 1), after_name,
-    math.min(opts.limit, 1000000))
-  if not files then
-    if code == "ENOENT" or code == "ENOTDIR" then return {} end
-    return io_fail(has_dirs, code)
-  end
-  if has_dirs then return false end
-  local out = {}
-  for i, f in ipairs(files) do
-    local key = start .. f.name
-    if not (start == "" and f.name == INTERNAL) then
-      out[#out + 1] = { key = key, size = f.size, last_modified = f.mtime_sec + f.mtime_nsec / 1e9,
-        etag = etag_of({ ino = f.ino, size = f.size, mtime = { sec = f.mtime_sec, nsec = f.mtime_nsec } }) }
+  local out, limit = {}, math.min(opts.limit, 1000000)
+  -- A page is short only at the end of the listing: when files of it were deleted meanwhile (a
+  -- worker deletes what it merged while the next pass lists), list on after what it covered.
+  while true do
+    -- files, has_dirs, through | nil, err, code
+    local files, has_dirs, through = async.await(core.fs.list_page_async, dir, prefix:sub(#start + 1),
+      after_name, limit - #out)
+    if not files then
+      if through == "ENOENT" or through == "ENOTDIR" then return {} end
+      return io_fail(has_dirs, through)
     end
-    files[i] = nil
+    if has_dirs then return false end
+    for _, f in ipairs(files) do
+      if not (start == "" and f.name == INTERNAL) then
+        out[#out + 1] = { key = start .. f.name, size = f.size, last_modified = f.mtime_sec + f.mtime_nsec / 1e9,
+          etag = etag_of({ ino = f.ino, size = f.size, mtime = { sec = f.mtime_sec, nsec = f.mtime_nsec } }) }
+      end
+    end
+    if not through or #out >= limit then return out end
+    after_name = through
   end
-  return out
 end
 
 function Store:list(prefix, opts)
