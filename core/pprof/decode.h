@@ -11,6 +11,9 @@
 typedef struct {
     ap_pprof_profile *p;
     ap_pprof_status status; /* why an allocation failed */
+    /* End of the bytes that may be read (not parsed) past a field: the source window's end, so
+     * that hot loops can load 8 or 16 bytes at a time without checking each varint's end. */
+    const uint8_t *rend;
     /* Raw sample location ids, straight into p->sample_locs's buffer (locs32) and resolved to
      * indices in place; only an id that does not fit 32 bits moves them all to locs64. */
     uint32_t *locs32;
