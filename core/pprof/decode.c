@@ -227,7 +227,7 @@ static int go_wide(ap_dec *d)
 {
     if (tgrow(d, (void **)&d->locs64, &d->cap_locs64, sizeof *d->locs64, d->nlocids + 16))
         return -1;
-    for (size_t i = 0; i < d->nlocids; i++) d->locs64[i] = d->locs32[i];
+    for (size_t i = 0; i < d->nlocids; i++) d->locs64[i] = (uint32_t)(d->locs32[i] + 1);
     d->wide = 1;
     return 0;
 }
@@ -239,7 +239,9 @@ static inline int push_locid(ap_dec *d, uint64_t v)
             if (d->nlocids + 1 > d->cap_locs32 &&
                 tgrow(d, (void **)&d->locs32, &d->cap_locs32, sizeof *d->locs32, d->nlocids + 1))
                 return -1;
-            d->locs32[d->nlocids++] = (uint32_t)v;
+            uint32_t x = (uint32_t)v - 1;
+            d->locs32[d->nlocids++] = x;
+            if (x > d->locmax) d->locmax = x;
             return 0;
         }
         if (go_wide(d)) return -1;
@@ -292,7 +294,7 @@ static int dec_locids(ap_dec *d, const uint8_t **pp, const uint8_t *end, unsigne
         if (d->nlocids + len > d->cap_locs32 &&
             tgrow(d, (void **)&d->locs32, &d->cap_locs32, sizeof *d->locs32, d->nlocids + len))
             OOM(e, data);
-        uint32_t *out = d->locs32 + d->nlocids;
+        uint32_t *out = d->locs32 + d->nlocids, mx = d->locmax;
         while (q < qend) {
 #ifdef AP_DEC_BLOCKS
             /* 64 bytes at a time: the ends of their varints form a bit mask and each id is read
@@ -311,8 +313,11 @@ static int dec_locids(ap_dec *d, const uint8_t **pp, const uint8_t *end, unsigne
                     unsigned nb = stop + 1 - start;
                     if (AP_UNLIKELY(nb > 4)) break; /* 29 bits and up: the general path */
                     uint64_t x = ap_rd64(q + start) & ((1ull << (8 * nb)) - 1);
-                    *out++ = (uint32_t)((x & 0x7f) | ((x >> 1) & 0x3f80) | ((x >> 2) & 0x1fc000) |
-                                        ((x >> 3) & 0xfe00000));
+                    uint32_t v = (uint32_t)((x & 0x7f) | ((x >> 1) & 0x3f80) |
+                                            ((x >> 2) & 0x1fc000) | ((x >> 3) & 0xfe00000)) -
+                                 1;
+                    *out++ = v;
+                    mx = v > mx ? v : mx;
                     start = stop + 1;
                     m &= m - 1;
                 }
@@ -321,15 +326,6 @@ static int dec_locids(ap_dec *d, const uint8_t **pp, const uint8_t *end, unsigne
                 /* A long (or truncated) varint first: one at a time below. */
             }
 #endif
-            if (AP_LIKELY(*q < 0x80)) {
-                *out++ = *q++;
-                continue;
-            }
-            if (qend - q >= 2 && q[1] < 0x80) {
-                *out++ = (uint32_t)(q[0] & 0x7f) | ((uint32_t)q[1] << 7);
-                q += 2;
-                continue;
-            }
             uint64_t v;
             const uint8_t *r = ap_varint(q, qend, &v);
             if (!r) WFAIL(e, q, "bad varint (packed)");
@@ -339,9 +335,12 @@ static int dec_locids(ap_dec *d, const uint8_t **pp, const uint8_t *end, unsigne
                 if (go_wide(d) || push_locid(d, v)) OOM(e, q);
                 goto wide;
             }
-            *out++ = (uint32_t)v;
+            uint32_t x = (uint32_t)v - 1;
+            *out++ = x;
+            mx = x > mx ? x : mx;
         }
         d->nlocids = (size_t)(out - d->locs32);
+        d->locmax = mx;
         return 0;
     }
 wide:

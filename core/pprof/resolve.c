@@ -260,27 +260,15 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
             }
         }
         uint32_t *a = d->locs32;
-        /* The common case in two flat passes the compiler vectorises: every sample has its
-         * values and every id is an index plus one (samples' ids are contiguous, in order).
-         * Anything else is undone and found again, in order, by the loop below. */
-        int fast = seq && !d->wide;
+        /* The common case needs no pass over the ids: the decoder stored each id minus one,
+         * which is its index when locations are numbered 1..n, and every id was found when the
+         * largest is in range; then only the value counts are left to check (flat). Anything
+         * else is found, in Go's order, by the loop below. */
+        int fast = seq && !d->wide && (d->nlocids == 0 || d->locmax < nl);
         if (fast) {
             uint32_t nst = p->nsample_type, bad = 0;
             for (uint32_t i = 0; i < p->nsamples; i++) bad |= d->nval[i] ^ nst;
             fast = bad == 0;
-        }
-        if (fast) {
-            uint32_t bad = 0;
-            size_t n = d->nlocids;
-            for (size_t k = 0; k < n; k++) {
-                uint32_t x = a[k] - 1; /* 0 wraps round and is caught too */
-                bad |= x >= nl;
-                a[k] = x;
-            }
-            if (bad) {
-                for (size_t k = 0; k < n; k++) a[k] += 1;
-                fast = 0;
-            }
         }
         for (uint32_t i = 0; i < p->nsamples && !fast; i++) {
             const ap_pprof_sample *s = &p->samples[i];
@@ -294,7 +282,7 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
             }
             for (uint32_t j = 0; j < s->nloc; j++) {
                 size_t k = (size_t)s->loc_off + j;
-                uint64_t id = d->wide ? d->locs64[k] : a[k];
+                uint64_t id = d->wide ? d->locs64[k] : (uint32_t)(a[k] + 1);
                 uint32_t x;
                 if (seq && id - 1 < nl)
                     x = (uint32_t)id;
