@@ -307,14 +307,15 @@ static int dec_locids(ap_dec *d, const uint8_t **pp, const uint8_t *end, unsigne
                 uint64_t m = varint_ends(q);
                 size_t left = (size_t)(qend - q);
                 if (left < 64) m &= (1ull << left) - 1;
+                static const uint32_t keep[5] = {0, 0xff, 0xffff, 0xffffff, 0xffffffff};
                 unsigned start = 0;
                 while (m) {
                     unsigned stop = (unsigned)__builtin_ctzll(m);
                     unsigned nb = stop + 1 - start;
                     if (AP_UNLIKELY(nb > 4)) break; /* 29 bits and up: the general path */
-                    uint64_t x = ap_rd64(q + start) & ((1ull << (8 * nb)) - 1);
-                    uint32_t v = (uint32_t)((x & 0x7f) | ((x >> 1) & 0x3f80) |
-                                            ((x >> 2) & 0x1fc000) | ((x >> 3) & 0xfe00000)) -
+                    uint32_t x = (uint32_t)ap_rd32(q + start) & keep[nb];
+                    uint32_t v = ((x & 0x7f) | ((x >> 1) & 0x3f80) | ((x >> 2) & 0x1fc000) |
+                                  ((x >> 3) & 0xfe00000)) -
                                  1;
                     *out++ = v;
                     mx = v > mx ? v : mx;
