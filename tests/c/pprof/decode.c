@@ -608,6 +608,42 @@ static void test_packed_blocks(void)
     }
     free(locids);
 
+    /* Varints of every length (sample values, location addresses), with bytes after them. */
+    {
+        pb p = {0}, m = {0};
+        base(&p);
+        uint64_t want[130];
+        int nv = 0;
+        for (int k = 0; k < 64; k++) {
+            want[nv++] = 1ull << k;
+            want[nv++] = (1ull << k) - 1 + (1ull << k); /* all ones up to bit k */
+        }
+        want[nv++] = UINT64_MAX;
+        for (int i = 0; i < nv; i++) {
+            uint64_t one = 1;
+            pb_packed(&m, 1, &one, 1);
+            pb_u64(&m, 2, want[i]);
+            pb_msg(&p, 2, &m);
+        }
+        add_function(&p, 1);
+        for (int i = 0; i < nv; i++) {
+            pb l = {0};
+            pb_u64(&l, 1, (uint64_t)i + 1);
+            pb_u64(&l, 3, want[i]);
+            pb_msg(&p, 4, &l);
+        }
+        pb_str(&p, 6, "padding after the last varint");
+        ap_pprof_profile *pr = t_decode(p.b, p.n);
+        if (pr) {
+            int ok = pr->nsamples == (uint32_t)nv && pr->nlocations == (uint32_t)nv;
+            for (int i = 0; ok && i < nv; i++)
+                ok = (uint64_t)pr->values[i] == want[i] && pr->locations[i].address == want[i];
+            CHECK(ok);
+        }
+        ap_pprof_profile_free(pr);
+        pb_free(&p);
+    }
+
     /* A packed list ending inside a varint, with plenty of bytes after it: the error names the
      * byte where the cut varint starts. */
     {
