@@ -14,6 +14,7 @@ typedef struct {
     /* End of the bytes that may be read (not parsed) past a field: the source window's end, so
      * that hot loops can load 8 or 16 bytes at a time without checking each varint's end. */
     const uint8_t *rend;
+    int bmi2; /* the CPU has BMI2 (x86-64): the packed ids' fast path uses it */
     /* Sample location ids minus one (wrapping: id 0 is UINT32_MAX), straight into
      * p->sample_locs's buffer (locs32) and resolved to indices in place: when locations are
      * numbered 1..n, as runtimes and Go's encoder number them, that is already each index, and
