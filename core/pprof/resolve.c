@@ -44,7 +44,7 @@ static void idmap_free(idmap *m)
     free(m->vals);
 }
 
-static uint32_t idmap_get(const idmap *m, uint64_t id)
+static inline uint32_t idmap_get(const idmap *m, uint64_t id)
 {
     if (m->seq) return id - 1 < m->ndense - 1 ? (uint32_t)id : 0;
     if (id < m->ndense) return m->dense[id];
