@@ -606,6 +606,19 @@ static void test_packed_blocks(void)
                   order ? "malformed profile: sample #5: has 2 values but there are 1"
                         : "malformed profile: sample #5: location id 3001 not found");
     }
+    /* Id 0 (stored as 0 - 1, which wraps) is not found either. */
+    {
+        pb p = {0}, m = {0};
+        base(&p);
+        uint64_t row[3] = {1, 0, 2};
+        pb_packed(&m, 1, row, 3);
+        pb_u64(&m, 2, 1);
+        pb_msg(&p, 2, &m);
+        add_function(&p, 1);
+        for (size_t i = 0; i < 40; i++) add_location(&p, locids[i], 1);
+        CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED,
+                  "malformed profile: sample #0: location id 0 not found");
+    }
     free(locids);
 
     /* Varints of every length (sample values, location addresses), with bytes after them. */
