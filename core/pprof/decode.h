@@ -11,10 +11,18 @@
 typedef struct {
     ap_pprof_profile *p;
     ap_pprof_status status; /* why an allocation failed */
-    /* Raw sample location ids, straight into p->sample_locs's buffer (locs32) and resolved to
-     * indices in place; only an id that does not fit 32 bits moves them all to locs64. */
+    /* End of the bytes that may be read (not parsed) past a field: the source window's end, so
+     * that hot loops can load 8 or 16 bytes at a time without checking each varint's end. */
+    const uint8_t *rend;
+    int bmi2; /* the CPU has BMI2 (x86-64): the packed ids' fast path uses it */
+    /* Sample location ids minus one (wrapping: id 0 is UINT32_MAX), straight into
+     * p->sample_locs's buffer (locs32) and resolved to indices in place: when locations are
+     * numbered 1..n, as runtimes and Go's encoder number them, that is already each index, and
+     * locmax < n shows that every id was found. Only an id that does not fit 32 bits moves them
+     * all to locs64 (the ids themselves). */
     uint32_t *locs32;
     size_t cap_locs32;
+    uint32_t locmax; /* the largest id - 1 in locs32 */
     uint64_t *locs64;
     size_t cap_locs64;
     size_t nlocids;

@@ -156,6 +156,22 @@ static inline const uint8_t *ap_varint(const uint8_t *p, const uint8_t *end, uin
         *out = (uint64_t)(p[0] & 0x7f) | ((uint64_t)p[1] << 7);
         return p + 2;
     }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* Up to 8 bytes (addresses, lengths) without a branch per byte: the first clear high bit
+     * ends it, then the 7-bit groups are packed pairwise in three steps. */
+    if (end - p >= 8) {
+        uint64_t x = ap_rd64(p);
+        uint64_t stop = ~x & 0x8080808080808080ull;
+        if (stop) {
+            x &= stop ^ (stop - 1); /* the bytes up to the last one */
+            x = (x & 0x007f007f007f007full) | ((x & 0x7f007f007f007f00ull) >> 1);
+            x = (x & 0x00003fff00003fffull) | ((x & 0x3fff00003fff0000ull) >> 2);
+            x = (x & 0x000000000fffffffull) | ((x & 0x0fffffff00000000ull) >> 4);
+            *out = x;
+            return p + ((unsigned)__builtin_ctzll(stop) >> 3) + 1;
+        }
+    }
+#endif
     uint64_t v = 0;
     for (int i = 0; i < 10; i++) {
         if (p + i >= end) return NULL;

@@ -3,14 +3,17 @@
  * values per sample equal to the sample types. Ids become indices. Messages start with the words
  * of Go's Parse: a bad string index fails postDecode, so Parse tries its legacy parsers and says
  * "parsing profile: unrecognized profile format"; the rest is CheckValid's "malformed profile". */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "decode.h"
 
 /* id -> index + 1: a dense array for ids up to n (what Go does) and a hash map above. Inserts
- * overwrite, like Go's postDecode, so lookups see the last entry with an id. */
+ * overwrite, like Go's postDecode, so lookups see the last entry with an id. A table numbered
+ * 1..n in order (what runtimes and Go's encoder write) needs neither: the id is the answer. */
 typedef struct {
+    int seq;
     uint32_t *dense;
     uint64_t ndense;
     uint64_t *keys;
@@ -26,6 +29,14 @@ static int idmap_init(idmap *m, uint64_t n)
     return m->dense ? 0 : -1;
 }
 
+/* For a table whose ids are 1..n in order: no zero, no repeat, nothing to store. */
+static void idmap_seq(idmap *m, uint64_t n)
+{
+    memset(m, 0, sizeof *m);
+    m->seq = 1;
+    m->ndense = n + 1;
+}
+
 static void idmap_free(idmap *m)
 {
     free(m->dense);
@@ -33,8 +44,9 @@ static void idmap_free(idmap *m)
     free(m->vals);
 }
 
-static uint32_t idmap_get(const idmap *m, uint64_t id)
+static inline uint32_t idmap_get(const idmap *m, uint64_t id)
 {
+    if (m->seq) return id - 1 < m->ndense - 1 ? (uint32_t)id : 0;
     if (id < m->ndense) return m->dense[id];
     if (!m->cap) return 0;
     uint64_t mask = m->cap - 1;
@@ -73,6 +85,33 @@ static uint32_t idmap_put(idmap *m, uint64_t id, uint32_t val, uint64_t expected
     }
 }
 
+/* The map of a table of n entries of `stride` bytes with their id at `off`, and in *bad
+ * the first entry with id 0 or an id seen before (unchanged if none). -1 when out of memory
+ * (the map is then freed). */
+static int idmap_build(idmap *m, const void *table, size_t stride, size_t off, uint32_t n,
+                       int64_t *bad)
+{
+#define AP_ID(i) (*(const uint64_t *)((const char *)table + (size_t)(i)*stride + off))
+    uint32_t i = 0;
+    while (i < n && AP_ID(i) == (uint64_t)i + 1) i++;
+    if (i == n) {
+        idmap_seq(m, n);
+        return 0;
+    }
+    if (idmap_init(m, n)) return -1;
+    for (i = 0; i < n; i++) {
+        uint64_t id = AP_ID(i);
+        uint32_t old = idmap_put(m, id, i + 1, n);
+        if (old == UINT32_MAX) {
+            idmap_free(m);
+            return -1;
+        }
+        if (*bad < 0 && (id == 0 || old)) *bad = i;
+    }
+    return 0;
+#undef AP_ID
+}
+
 typedef struct {
     const ap_pprof_profile *p;
     ap_pprof_error *err;
@@ -97,10 +136,52 @@ static int check_str(strcheck *c, uint32_t idx, const char *fmt, uint64_t n, con
                          where, field, idx, c->p->nstrings);
 }
 
+/* The largest string index the profile refers to (doc_url aside): when it is in range, every
+ * check below passes and their order does not matter. A label's unused fields are 0. */
+static uint32_t max_string_index(const ap_dec *d)
+{
+    const ap_pprof_profile *p = d->p;
+    uint32_t mx = 0;
+#define AP_MAX(v) mx = (v) > mx ? (v) : mx
+    for (uint32_t i = 0; i < p->nmappings; i++) {
+        AP_MAX(p->mappings[i].file);
+        AP_MAX(p->mappings[i].build_id);
+    }
+    for (uint32_t i = 0; i < p->nfunctions; i++) {
+        AP_MAX(p->functions[i].name);
+        AP_MAX(p->functions[i].system_name);
+        AP_MAX(p->functions[i].filename);
+    }
+    for (uint32_t i = 0; i < 2 * p->nsample_type; i++) AP_MAX(p->sample_type[i]);
+    for (uint32_t i = 0; i < p->nlabels; i++) {
+        AP_MAX(p->labels[i].key);
+        AP_MAX(p->labels[i].str);
+        AP_MAX(p->labels[i].unit);
+    }
+    for (size_t i = 0; i < d->ndropped_keys; i++) AP_MAX(d->dropped_keys[i]);
+    for (size_t i = 0; i < d->ncomments; i++) {
+        uint64_t v = d->comments[i];
+        AP_MAX(v >= AP_DEC_BADSTR ? AP_DEC_BADSTR : (uint32_t)v);
+    }
+    AP_MAX(p->drop_frames);
+    AP_MAX(p->keep_frames);
+    AP_MAX(p->period_type[0]);
+    AP_MAX(p->period_type[1]);
+    AP_MAX(p->default_sample_type);
+#undef AP_MAX
+    return mx;
+}
+
 static int check_strings(ap_dec *d, ap_pprof_error *err)
 {
     ap_pprof_profile *p = d->p;
     strcheck c = {p, err, 0};
+    /* doc_url is unknown to Debian's pprof: a bad index there is ignored, not rejected. */
+    if (max_string_index(d) < p->nstrings) {
+        if (p->doc_url >= p->nstrings) p->doc_url = 0;
+        return 0;
+    }
+    /* Something is out of range: find the first, in Go's order, for the message. */
     for (uint32_t i = 0; i < p->nmappings && !c.failed; i++) {
         check_str(&c, p->mappings[i].file, "mapping #%llu", i, "filename");
         check_str(&c, p->mappings[i].build_id, "mapping #%llu", i, "build_id");
@@ -169,31 +250,21 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
         p->ncomments = (uint32_t)d->ncomments;
     }
 
-    if (idmap_init(&maps, p->nmappings)) return oom(err);
-    have_maps = 1;
-    if (idmap_init(&funcs, p->nfunctions)) goto nomem;
-    have_funcs = 1;
-    if (idmap_init(&locs, p->nlocations)) goto nomem;
-    have_locs = 1;
-
     /* Build the maps (last id wins, as in Go) and note the first zero or repeated id of each
      * table; they are reported in CheckValid's order below. */
     int64_t bad_map = -1, bad_func = -1, bad_loc = -1;
-    for (uint32_t i = 0; i < p->nmappings; i++) {
-        uint32_t old = idmap_put(&maps, p->mappings[i].id, i + 1, p->nmappings);
-        if (old == UINT32_MAX) goto nomem;
-        if (bad_map < 0 && (p->mappings[i].id == 0 || old)) bad_map = i;
-    }
-    for (uint32_t i = 0; i < p->nfunctions; i++) {
-        uint32_t old = idmap_put(&funcs, p->functions[i].id, i + 1, p->nfunctions);
-        if (old == UINT32_MAX) goto nomem;
-        if (bad_func < 0 && (p->functions[i].id == 0 || old)) bad_func = i;
-    }
-    for (uint32_t i = 0; i < p->nlocations; i++) {
-        uint32_t old = idmap_put(&locs, p->locations[i].id, i + 1, p->nlocations);
-        if (old == UINT32_MAX) goto nomem;
-        if (bad_loc < 0 && (p->locations[i].id == 0 || old)) bad_loc = i;
-    }
+    if (idmap_build(&maps, p->mappings, sizeof *p->mappings, offsetof(ap_pprof_mapping, id),
+                    p->nmappings, &bad_map))
+        goto nomem;
+    have_maps = 1;
+    if (idmap_build(&funcs, p->functions, sizeof *p->functions, offsetof(ap_pprof_function, id),
+                    p->nfunctions, &bad_func))
+        goto nomem;
+    have_funcs = 1;
+    if (idmap_build(&locs, p->locations, sizeof *p->locations, offsetof(ap_pprof_location, id),
+                    p->nlocations, &bad_loc))
+        goto nomem;
+    have_locs = 1;
 
     /* Samples: value counts and locations (ids resolved to indices in place). */
     if (p->nsample_type == 0 && p->nsamples != 0) {
@@ -207,8 +278,7 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
         /* Runtimes and Go's encoder number locations 1..n in order: then an id is its index
          * plus one and needs no lookup. */
         uint32_t nl = p->nlocations;
-        int seq = 1;
-        for (uint32_t i = 0; i < nl && seq; i++) seq = p->locations[i].id == (uint64_t)i + 1;
+        int seq = locs.seq;
         if (d->wide) {
             ap_pprof_status st;
             if (ap_pprof_grow_sz(p, (void **)&d->locs32, &d->cap_locs32, sizeof *d->locs32,
@@ -218,7 +288,17 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
             }
         }
         uint32_t *a = d->locs32;
-        for (uint32_t i = 0; i < p->nsamples; i++) {
+        /* The common case needs no pass over the ids: the decoder stored each id minus one,
+         * which is its index when locations are numbered 1..n, and every id was found when the
+         * largest is in range; then only the value counts are left to check (flat). Anything
+         * else is found, in Go's order, by the loop below. */
+        int fast = seq && !d->wide && (d->nlocids == 0 || d->locmax < nl);
+        if (fast) {
+            uint32_t nst = p->nsample_type, bad = 0;
+            for (uint32_t i = 0; i < p->nsamples; i++) bad |= d->nval[i] ^ nst;
+            fast = bad == 0;
+        }
+        for (uint32_t i = 0; i < p->nsamples && !fast; i++) {
             const ap_pprof_sample *s = &p->samples[i];
             if (d->nval[i] != p->nsample_type) {
                 ap_pprof_fail(
@@ -230,7 +310,7 @@ int ap_dec_resolve(ap_dec *d, ap_pprof_error *err)
             }
             for (uint32_t j = 0; j < s->nloc; j++) {
                 size_t k = (size_t)s->loc_off + j;
-                uint64_t id = d->wide ? d->locs64[k] : a[k];
+                uint64_t id = d->wide ? d->locs64[k] : (uint32_t)(a[k] + 1);
                 uint32_t x;
                 if (seq && id - 1 < nl)
                     x = (uint32_t)id;

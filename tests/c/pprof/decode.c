@@ -488,6 +488,195 @@ static void test_wire_rules(void)
     CHECK_INT(decode_pb_err(&p).code, AP_PPROF_OK);
 }
 
+/* A deterministic generator for the packed-id tests. */
+static uint64_t t_rand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+/* A profile of `ns` samples (ids from ids[], nper[i] each, packed or one field per id), then
+ * the locations of `nloc` ids `locids` (after the samples, so that the block decoder, which
+ * reads ahead within the window, runs on them). */
+static pb packed_profile(const uint64_t *ids, const size_t *nper, size_t ns, int packed,
+                         const uint64_t *locids, size_t nloc)
+{
+    pb p = {0}, m = {0};
+    base(&p);
+    for (size_t i = 0; i < ns; i++) {
+        if (packed) {
+            if (nper[i]) pb_packed(&m, 1, ids, nper[i]);
+        } else {
+            for (size_t k = 0; k < nper[i]; k++) pb_u64(&m, 1, ids[k]);
+        }
+        ids += nper[i];
+        pb_u64(&m, 2, 1);
+        pb_msg(&p, 2, &m);
+    }
+    add_function(&p, 1);
+    for (size_t i = 0; i < nloc; i++) add_location(&p, locids[i], 1);
+    return p;
+}
+
+/* The decoder reads packed ids 64 bytes at a time from a mask of varint ends: every length,
+ * blocks and samples cut anywhere, a long id mid-block, an id past 32 bits mid-block (the rest
+ * then goes 64-bit), give what one field per id gives. */
+static void test_packed_blocks(void)
+{
+    const uint64_t pool[] = {1,       2,         127,       128,        300, 16383, 16384,  2097151,
+                             2097152, 268435455, 268435456, 0xfffffffe, 5,   77,    1000000};
+    const size_t npool = sizeof pool / sizeof *pool;
+    enum { NS = 300 };
+    for (int variant = 0; variant < 3; variant++) {
+        uint64_t seed = 42 + (uint64_t)variant;
+        size_t nper[NS], total = 0;
+        uint64_t *ids = malloc(NS * 120 * sizeof *ids);
+        for (size_t i = 0; i < NS; i++) {
+            nper[i] = (size_t)(t_rand(&seed) % 120);
+            for (size_t k = 0; k < nper[i]; k++) {
+                /* variant 0: 1-4 byte ids only; 1: some 5-byte ones; 2: a 64-bit id in the
+                 * middle of sample 150's list. */
+                size_t lim = variant == 0 ? 10 : npool;
+                uint64_t v = pool[t_rand(&seed) % lim];
+                if (variant == 0 && v >= 268435456) v = 3;
+                if (variant == 2 && i == 150 && k == nper[i] / 2) v = 1ull << 40;
+                ids[total++] = v;
+            }
+        }
+        uint64_t locids[sizeof pool / sizeof *pool + 1];
+        memcpy(locids, pool, sizeof pool);
+        locids[npool] = 1ull << 40;
+        pb a = packed_profile(ids, nper, NS, 1, locids, npool + 1);
+        pb b = packed_profile(ids, nper, NS, 0, locids, npool + 1);
+        ap_pprof_profile *pa = t_decode(a.b, a.n), *pb_ = t_decode(b.b, b.n);
+        if (pa && pb_) {
+            CHECK_INT(pa->nsample_locs, total);
+            CHECK_INT(pb_->nsample_locs, total);
+            int same = 1;
+            for (size_t k = 0; k < total && k < pa->nsample_locs; k++)
+                same &= pa->locations[pa->sample_locs[k]].id == ids[k] &&
+                        pa->sample_locs[k] == pb_->sample_locs[k];
+            CHECK(same);
+            for (size_t i = 0; i < NS; i++) same &= pa->samples[i].nloc == nper[i];
+            CHECK(same);
+        }
+        ap_pprof_profile_free(pa);
+        ap_pprof_profile_free(pb_);
+        pb_free(&a);
+        pb_free(&b);
+        free(ids);
+    }
+
+    /* Sequential ids (the resolver's flat pass): a good profile, then an unknown id in sample
+     * 5 and a wrong value count in sample 7 (and the other way round): the first in sample
+     * order is reported. */
+    enum { NL = 3000 };
+    uint64_t *locids = malloc(NL * sizeof *locids);
+    for (size_t i = 0; i < NL; i++) locids[i] = i + 1;
+    uint64_t ids[NS * 60];
+    size_t nper[NS], total = 0;
+    uint64_t seed = 7;
+    for (size_t i = 0; i < NS; i++) {
+        nper[i] = 1 + (size_t)(t_rand(&seed) % 59);
+        for (size_t k = 0; k < nper[i]; k++) ids[total++] = 1 + t_rand(&seed) % NL;
+    }
+    pb a = packed_profile(ids, nper, NS, 1, locids, NL);
+    ap_pprof_profile *pa = t_decode(a.b, a.n);
+    if (pa) {
+        int ok = pa->nsample_locs == total;
+        for (size_t k = 0; k < total && ok; k++) ok = pa->sample_locs[k] == ids[k] - 1;
+        CHECK(ok);
+    }
+    ap_pprof_profile_free(pa);
+    pb_free(&a);
+    for (int order = 0; order < 2; order++) {
+        pb p = {0}, m = {0};
+        base(&p);
+        for (size_t i = 0; i < 10; i++) {
+            uint64_t row[3] = {1, 2, 3};
+            if (i == (order ? 7u : 5u)) row[1] = NL + 1;
+            pb_packed(&m, 1, row, 3);
+            pb_u64(&m, 2, 1);
+            if (i == (order ? 5u : 7u)) pb_u64(&m, 2, 1);
+            pb_msg(&p, 2, &m);
+        }
+        add_function(&p, 1);
+        for (size_t i = 0; i < NL; i++) add_location(&p, locids[i], 1);
+        CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED,
+                  order ? "malformed profile: sample #5: has 2 values but there are 1"
+                        : "malformed profile: sample #5: location id 3001 not found");
+    }
+    /* Id 0 (stored as 0 - 1, which wraps) is not found either. */
+    {
+        pb p = {0}, m = {0};
+        base(&p);
+        uint64_t row[3] = {1, 0, 2};
+        pb_packed(&m, 1, row, 3);
+        pb_u64(&m, 2, 1);
+        pb_msg(&p, 2, &m);
+        add_function(&p, 1);
+        for (size_t i = 0; i < 40; i++) add_location(&p, locids[i], 1);
+        CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED,
+                  "malformed profile: sample #0: location id 0 not found");
+    }
+    free(locids);
+
+    /* Varints of every length (sample values, location addresses), with bytes after them. */
+    {
+        pb p = {0}, m = {0};
+        base(&p);
+        uint64_t want[130];
+        int nv = 0;
+        for (int k = 0; k < 64; k++) {
+            want[nv++] = 1ull << k;
+            want[nv++] = (1ull << k) - 1 + (1ull << k); /* all ones up to bit k */
+        }
+        want[nv++] = UINT64_MAX;
+        for (int i = 0; i < nv; i++) {
+            uint64_t one = 1;
+            pb_packed(&m, 1, &one, 1);
+            pb_u64(&m, 2, want[i]);
+            pb_msg(&p, 2, &m);
+        }
+        add_function(&p, 1);
+        for (int i = 0; i < nv; i++) {
+            pb l = {0};
+            pb_u64(&l, 1, (uint64_t)i + 1);
+            pb_u64(&l, 3, want[i]);
+            pb_msg(&p, 4, &l);
+        }
+        pb_str(&p, 6, "padding after the last varint");
+        ap_pprof_profile *pr = t_decode(p.b, p.n);
+        if (pr) {
+            int ok = pr->nsamples == (uint32_t)nv && pr->nlocations == (uint32_t)nv;
+            for (int i = 0; ok && i < nv; i++)
+                ok = (uint64_t)pr->values[i] == want[i] && pr->locations[i].address == want[i];
+            CHECK(ok);
+        }
+        ap_pprof_profile_free(pr);
+        pb_free(&p);
+    }
+
+    /* A packed list ending inside a varint, with plenty of bytes after it: the error names the
+     * byte where the cut varint starts. */
+    {
+        pb p = {0}, m = {0}, body = {0};
+        base(&p);
+        for (int i = 0; i < 40; i++) pb_varint(&body, 1);
+        uint8_t cut[] = {0x81, 0x81};
+        pb_bytes(&body, cut, sizeof cut);
+        size_t at = p.n + 2 /* sample key, length */ + 2 /* ids key, length */ + 40;
+        pb_msg(&m, 1, &body);
+        pb_u64(&m, 2, 1);
+        pb_msg(&p, 2, &m);
+        add_function(&p, 1);
+        for (int i = 0; i < 40; i++) add_location(&p, (uint64_t)i + 1, 1);
+        char want[96];
+        snprintf(want, sizeof want, "(byte %zu: sample #0: bad varint (packed))", at);
+        CHECK_ERR(decode_pb_err(&p), AP_PPROF_EMALFORMED, want);
+    }
+}
+
 static void test_gzip(void)
 {
     size_t len, rawlen, gzlen;
@@ -574,6 +763,7 @@ int main(void)
     test_corpus_bad();
     test_fields();
     test_wire_rules();
+    test_packed_blocks();
     test_gzip();
     test_reuse();
     return t_done();
