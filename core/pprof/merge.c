@@ -52,11 +52,76 @@ static inline uint64_t table_start(const table *t, uint64_t h)
     return h >> (64 - t->bits);
 }
 
+/* The sample table's slots also hold what confirms a match without reading the sample itself
+ * (a cache miss each, with millions of samples): where its locations start, its label set (an
+ * id interned per merged profile, equal ids for equal labels) and its location count, capped.
+ * A match then costs the slot, the location run and the values. */
+typedef struct {
+    uint32_t tag, idx1; /* the hash's top 32 bits; sample index + 1 (0: empty) */
+    uint32_t loc_off;   /* the sample's sample_locs offset */
+    uint32_t meta;      /* label set << 8 | min(nloc, 255) */
+} sslot;
+
+typedef struct {
+    sslot *slots;
+    uint32_t bits, n;
+} stable;
+
+static inline uint64_t stable_start(const stable *t, uint64_t h)
+{
+    return h >> (64 - t->bits);
+}
+
+#define LSET_OVER 0xffffffu /* label sets past this many are not interned: compare in full */
+#define NLOC_CAP  255u
+
+static int stable_init(stable *t, uint64_t expect)
+{
+    uint64_t cap = ap_pow2(expect * 2 + 64);
+    if (cap > (1ull << 32)) cap = 1ull << 32;
+    t->bits = 0;
+    while ((1ull << t->bits) < cap) t->bits++;
+    t->slots = calloc(cap, sizeof *t->slots);
+    t->n = 0;
+    return t->slots ? 0 : -1;
+}
+
+static int stable_grow(stable *t)
+{
+    if (t->bits >= 32) return -1;
+    uint32_t nbits = t->bits + 1;
+    uint64_t ncap = 1ull << nbits, mask = ncap - 1;
+    sslot *ns = calloc(ncap, sizeof *ns);
+    if (!ns) return -1;
+    for (uint64_t i = 0, cap = 1ull << t->bits; i < cap; i++) {
+        const sslot *s = &t->slots[i];
+        if (!s->idx1) continue;
+        for (uint64_t j = s->tag >> (32 - nbits);; j = (j + 1) & mask) {
+            if (!ns[j].idx1) {
+                ns[j] = *s;
+                break;
+            }
+        }
+    }
+    free(t->slots);
+    t->slots = ns;
+    t->bits = nbits;
+    return 0;
+}
+
 struct ap_pprof_merger {
     ap_pprof_profile *out;
     uint32_t ninputs;
-    table samples, locations, functions, mappings;
+    stable samples;
+    table locations, functions, mappings;
     int tables_ready;
+    /* Label sets of the merged profile, interned (id = index + 1; 0 is no labels): runs of
+     * lset_lab, as the samples carry them (sorted, units normalized). */
+    table lsets;
+    uint32_t *lset_off; /* by id - 1: offset in lset_lab; the run ends at the next one's */
+    size_t nlsets, cap_lset_off;
+    ap_pprof_label *lset_lab;
+    size_t nlset_lab, cap_lset_lab;
     uint8_t *comment_seen; /* by output string index */
     size_t comment_seen_cap;
 
@@ -95,6 +160,9 @@ static void free_tables(ap_pprof_merger *m)
     free(m->locations.slots);
     free(m->functions.slots);
     free(m->mappings.slots);
+    free(m->lsets.slots);
+    memset(&m->lsets, 0, sizeof m->lsets);
+    m->nlsets = m->nlset_lab = 0;
     memset(&m->samples, 0, sizeof m->samples);
     memset(&m->locations, 0, sizeof m->locations);
     memset(&m->functions, 0, sizeof m->functions);
@@ -116,6 +184,8 @@ void ap_pprof_merger_free(ap_pprof_merger *m)
     free(m->klocs);
     free(m->klabels);
     free(m->klines);
+    free(m->lset_off);
+    free(m->lset_lab);
     free(m->touched);
     free(m);
 }
@@ -389,7 +459,41 @@ typedef struct {
     uint32_t si;
     uint32_t loc_off, nloc;
     uint32_t lab_off, nlab;
+    uint32_t lset; /* label set id (0: none; LSET_OVER: not interned) */
 } pending;
+
+/* The id of a label set (interned on first sight); LSET_OVER past 2^24 - 2 sets, NONE when
+ * out of memory. */
+static uint32_t intern_lset(ap_pprof_merger *m, const ap_pprof_label *l, uint32_t n, uint64_t h)
+{
+    table *t = &m->lsets;
+    uint64_t mask = (1ull << t->bits) - 1, tag = h >> 32;
+    uint64_t j = table_start(t, h);
+    size_t bytes = n * sizeof *l;
+    for (;; j = (j + 1) & mask) {
+        uint64_t s = t->slots[j];
+        if (!s) break;
+        if ((s >> 32) != tag) continue;
+        uint32_t x = (uint32_t)s - 1;
+        size_t off = m->lset_off[x];
+        size_t end = x + 1 < m->nlsets ? m->lset_off[x + 1] : m->nlset_lab;
+        if (end - off == n && memcmp(&m->lset_lab[off], l, bytes) == 0) return x + 1;
+    }
+    if (m->nlsets >= LSET_OVER - 1) return LSET_OVER;
+    if (ap_pprof_sgrow((void **)&m->lset_off, &m->cap_lset_off, sizeof *m->lset_off,
+                       m->nlsets + 1) ||
+        ap_pprof_sgrow((void **)&m->lset_lab, &m->cap_lset_lab, sizeof *m->lset_lab,
+                       m->nlset_lab + n) ||
+        m->nlset_lab + n > UINT32_MAX)
+        return AP_PPROF_NONE;
+    uint32_t x = (uint32_t)m->nlsets++;
+    m->lset_off[x] = (uint32_t)m->nlset_lab;
+    memcpy(&m->lset_lab[m->nlset_lab], l, bytes);
+    m->nlset_lab += n;
+    t->slots[j] = (tag << 32) | ((uint64_t)x + 1);
+    if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) return AP_PPROF_NONE;
+    return x + 1;
+}
 
 #define BATCH 32
 
@@ -439,14 +543,39 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
     pd->nloc = ss->nloc;
     pd->lab_off = (uint32_t)ko;
     pd->nlab = nl;
-    uint64_t h = ap_hash_bytes(&m->klocs[lo], (size_t)ss->nloc * 4, nl);
-    if (nl) h = ap_hash_bytes(&m->klabels[ko], nl * sizeof *m->klabels, h);
+    uint64_t seed = nl;
+    pd->lset = 0;
+    if (nl) {
+        uint64_t hl = ap_hash_bytes(&m->klabels[ko], nl * sizeof *m->klabels, nl);
+        pd->lset = intern_lset(m, &m->klabels[ko], nl, hl);
+        if (pd->lset == AP_PPROF_NONE) goto nomem;
+        seed = hl;
+    }
+    uint64_t h = ap_hash_bytes(&m->klocs[lo], (size_t)ss->nloc * 4, seed);
     pd->h = h;
-    __builtin_prefetch(&m->samples.slots[table_start(&m->samples, h)]);
+    __builtin_prefetch(&m->samples.slots[stable_start(&m->samples, h)]);
     return 0;
 nomem:
     if (!m->status) m->status = AP_PPROF_ENOMEM;
     return -1;
+}
+
+/* Whether output sample x (slot s) has the key of pd. */
+static inline int sample_matches(const ap_pprof_profile *out, const sslot *s, const pending *pd,
+                                 const uint32_t *klocs, const ap_pprof_label *klabels)
+{
+    uint32_t nloc = pd->nloc, nl = pd->nlab;
+    uint32_t meta = s->meta;
+    if ((meta >> 8) != LSET_OVER && pd->lset != LSET_OVER && (meta & 255) != NLOC_CAP &&
+        nloc < NLOC_CAP) {
+        /* Both label sets interned and both counts exact: the slot decides. */
+        if (meta != (pd->lset << 8 | nloc)) return 0;
+        return nloc == 0 || memcmp(&out->sample_locs[s->loc_off], klocs, (size_t)nloc * 4) == 0;
+    }
+    const ap_pprof_sample *os = &out->samples[s->idx1 - 1];
+    return os->nloc == nloc && os->nlabel == nl &&
+           (nloc == 0 || memcmp(ap_pprof_sample_locs(out, os), klocs, (size_t)nloc * 4) == 0) &&
+           (nl == 0 || memcmp(&out->labels[os->label_off], klabels, nl * sizeof *klabels) == 0);
 }
 
 static int add_sample(ap_pprof_merger *m, const pending *pd)
@@ -457,30 +586,26 @@ static int add_sample(ap_pprof_merger *m, const pending *pd)
     uint32_t nloc = pd->nloc, nl = pd->nlab;
     const uint32_t *klocs = nloc ? &m->klocs[pd->loc_off] : NULL;
     const ap_pprof_label *klabels = nl ? &m->klabels[pd->lab_off] : NULL;
-    table *t = &m->samples;
-    uint64_t h = pd->h, mask = (1ull << t->bits) - 1, tag = h >> 32;
-    uint64_t j = table_start(t, h);
+    stable *t = &m->samples;
+    uint64_t h = pd->h, mask = (1ull << t->bits) - 1;
+    uint32_t tag = (uint32_t)(h >> 32);
+    uint64_t j = stable_start(t, h);
     for (;; j = (j + 1) & mask) {
-        uint64_t s = t->slots[j];
-        if (!s) break;
-        if ((s >> 32) != tag) continue;
-        uint32_t x = (uint32_t)s - 1;
-        const ap_pprof_sample *os = &out->samples[x];
-        if (os->nloc == nloc && os->nlabel == nl &&
-            (nloc == 0 || memcmp(ap_pprof_sample_locs(out, os), klocs, (size_t)nloc * 4) == 0) &&
-            (nl == 0 || memcmp(&out->labels[os->label_off], klabels, nl * sizeof *klabels) == 0)) {
-            int64_t *ov = &out->values[(size_t)x * nv];
-            for (uint32_t v = 0; v < nv; v++) ov[v] = ap_add_wrap(ov[v], sv[v]);
-            if (m->track) {
-                if (ap_pprof_sgrow((void **)&m->touched, &m->cap_touched, sizeof *m->touched,
-                                   m->ntouched + 1)) {
-                    m->status = AP_PPROF_ENOMEM;
-                    return -1;
-                }
-                m->touched[m->ntouched++] = x;
+        const sslot *s = &t->slots[j];
+        if (!s->idx1) break;
+        if (s->tag != tag || !sample_matches(out, s, pd, klocs, klabels)) continue;
+        uint32_t x = s->idx1 - 1;
+        int64_t *ov = &out->values[(size_t)x * nv];
+        for (uint32_t v = 0; v < nv; v++) ov[v] = ap_add_wrap(ov[v], sv[v]);
+        if (m->track) {
+            if (ap_pprof_sgrow((void **)&m->touched, &m->cap_touched, sizeof *m->touched,
+                               m->ntouched + 1)) {
+                m->status = AP_PPROF_ENOMEM;
+                return -1;
             }
-            return 0;
+            m->touched[m->ntouched++] = x;
         }
+        return 0;
     }
     if (ap_pprof_grow(out, (void **)&out->samples, &out->cap_samples, sizeof *out->samples,
                       (uint64_t)out->nsamples + 1, &m->status) ||
@@ -507,8 +632,9 @@ static int add_sample(ap_pprof_merger *m, const pending *pd)
     if (nl) memcpy(&out->labels[out->nlabels], klabels, nl * sizeof *klabels);
     out->nlabels += nl;
     memcpy(&out->values[(size_t)x * nv], sv, nv * sizeof *sv);
-    t->slots[j] = (tag << 32) | ((uint64_t)x + 1);
-    if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) {
+    t->slots[j] =
+        (sslot){tag, x + 1, ns->loc_off, pd->lset << 8 | (nloc < NLOC_CAP ? nloc : NLOC_CAP)};
+    if (++t->n * 2 > (1ull << t->bits) && stable_grow(t)) {
         m->status = AP_PPROF_ENOMEM;
         return -1;
     }
@@ -534,22 +660,15 @@ static int map_samples(ap_pprof_merger *m)
             if (build_key(m, i, &batch[nb])) return -1;
             nb++;
         }
-        /* Walk the likely match of each sample one dependent load at a time, so the batch's
-         * cache misses overlap instead of queueing: slot -> sample -> its key arrays. */
+        /* The slots were prefetched as the keys were built; now the likely match's location
+         * run and values, so the batch's cache misses overlap instead of queueing. */
         ap_pprof_profile *out = m->out;
-        const table *t = &m->samples;
-        uint32_t cand[BATCH];
+        const stable *t = &m->samples;
         for (int b = 0; b < nb; b++) {
-            uint64_t sl = t->slots[table_start(t, batch[b].h)];
-            cand[b] = sl && (sl >> 32) == (batch[b].h >> 32) ? (uint32_t)sl - 1 : AP_PPROF_NONE;
-            if (cand[b] != AP_PPROF_NONE) __builtin_prefetch(&out->samples[cand[b]]);
-        }
-        for (int b = 0; b < nb; b++) {
-            if (cand[b] == AP_PPROF_NONE) continue;
-            const ap_pprof_sample *os = &out->samples[cand[b]];
-            __builtin_prefetch(ap_pprof_sample_locs(out, os));
-            if (os->nlabel) __builtin_prefetch(&out->labels[os->label_off]);
-            __builtin_prefetch(&out->values[(size_t)cand[b] * nv]);
+            const sslot *sl = &t->slots[stable_start(t, batch[b].h)];
+            if (!sl->idx1 || sl->tag != (uint32_t)(batch[b].h >> 32)) continue;
+            if (batch[b].nloc) __builtin_prefetch(&out->sample_locs[sl->loc_off]);
+            __builtin_prefetch(&out->values[(size_t)(sl->idx1 - 1) * nv]);
         }
         for (int b = 0; b < nb; b++)
             if (add_sample(m, &batch[b])) return -1;
@@ -632,8 +751,9 @@ static int prepare_input(ap_pprof_merger *m, const ap_pprof_profile *src)
 static int first_input(ap_pprof_merger *m, const ap_pprof_profile *src)
 {
     ap_pprof_profile *out = m->out;
-    if (table_init(&m->samples, src->nsamples) || table_init(&m->locations, src->nlocations) ||
-        table_init(&m->functions, src->nfunctions) || table_init(&m->mappings, src->nmappings))
+    if (stable_init(&m->samples, src->nsamples) || table_init(&m->lsets, 64) ||
+        table_init(&m->locations, src->nlocations) || table_init(&m->functions, src->nfunctions) ||
+        table_init(&m->mappings, src->nmappings))
         return -1;
     m->tables_ready = 1;
     if (ap_pprof_grow(out, (void **)&out->sample_type, &out->cap_sample_type, 2 * sizeof(uint32_t),
