@@ -122,6 +122,12 @@ struct ap_pprof_merger {
     size_t nlsets, cap_lset_off;
     ap_pprof_label *lset_lab;
     size_t nlset_lab, cap_lset_lab;
+    /* The label sets of this input's samples by their input bytes (direct-mapped; nl 0 is
+     * empty): a set seen before in the input is not mapped, sorted and interned again. */
+    struct {
+        uint64_t h, hl; /* hash of the input bytes; of the mapped labels */
+        uint32_t src_off, nl, lset, pad;
+    } lmemo[256];
     uint8_t *comment_seen; /* by output string index */
     size_t comment_seen_cap;
 
@@ -514,11 +520,22 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
         m->klocs[lo + j] = x;
     }
     uint32_t nl = ss->nlabel;
+    uint64_t seed = nl, hs = 0;
+    pd->lset = 0;
     if (nl) {
         if (ap_pprof_sgrow((void **)&m->klabels, &m->cap_klabels, sizeof *m->klabels, ko + nl))
             goto nomem;
         const ap_pprof_label *l = &src->labels[ss->label_off];
         ap_pprof_label *kl = &m->klabels[ko];
+        hs = ap_hash_bytes(l, nl * sizeof *l, nl);
+        size_t e = hs & (sizeof m->lmemo / sizeof m->lmemo[0] - 1);
+        if (m->lmemo[e].nl == nl && m->lmemo[e].h == hs &&
+            memcmp(&src->labels[m->lmemo[e].src_off], l, nl * sizeof *l) == 0) {
+            pd->lset = m->lmemo[e].lset;
+            seed = m->lmemo[e].hl;
+            memcpy(kl, &m->lset_lab[m->lset_off[pd->lset - 1]], nl * sizeof *kl);
+            goto labelled;
+        }
         for (uint32_t j = 0; j < nl; j++) {
             ap_pprof_label *k = &kl[j];
             k->key = MS(m, l[j].key, nomem);
@@ -535,7 +552,19 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
         }
         if (!src->labels_sorted) ap_pprof_sort_labels(m->out, kl, nl, NULL);
         normalize_units(kl, nl);
+        uint64_t hl = ap_hash_bytes(kl, nl * sizeof *kl, nl);
+        pd->lset = intern_lset(m, kl, nl, hl);
+        if (pd->lset == AP_PPROF_NONE) goto nomem;
+        seed = hl;
+        if (pd->lset != LSET_OVER) {
+            m->lmemo[e].h = hs;
+            m->lmemo[e].hl = hl;
+            m->lmemo[e].src_off = ss->label_off;
+            m->lmemo[e].nl = nl;
+            m->lmemo[e].lset = pd->lset;
+        }
     }
+labelled:
     m->nklocs = lo + ss->nloc;
     m->nklabels = ko + nl;
     pd->si = si;
@@ -543,14 +572,6 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
     pd->nloc = ss->nloc;
     pd->lab_off = (uint32_t)ko;
     pd->nlab = nl;
-    uint64_t seed = nl;
-    pd->lset = 0;
-    if (nl) {
-        uint64_t hl = ap_hash_bytes(&m->klabels[ko], nl * sizeof *m->klabels, nl);
-        pd->lset = intern_lset(m, &m->klabels[ko], nl, hl);
-        if (pd->lset == AP_PPROF_NONE) goto nomem;
-        seed = hl;
-    }
     uint64_t h = ap_hash_bytes(&m->klocs[lo], (size_t)ss->nloc * 4, seed);
     pd->h = h;
     __builtin_prefetch(&m->samples.slots[stable_start(&m->samples, h)]);
@@ -745,6 +766,7 @@ static int prepare_input(ap_pprof_merger *m, const ap_pprof_profile *src)
     memset(m->fmap, 0xff, (size_t)src->nfunctions * sizeof *m->fmap);
     memset(m->lmap, 0xff, (size_t)src->nlocations * sizeof *m->lmap);
     memset(m->mmap, 0xff, (size_t)src->nmappings * sizeof *m->mmap);
+    for (size_t i = 0; i < sizeof m->lmemo / sizeof m->lmemo[0]; i++) m->lmemo[i].nl = 0;
     return 0;
 }
 
