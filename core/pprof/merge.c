@@ -109,6 +109,35 @@ static int stable_grow(stable *t)
     return 0;
 }
 
+/* The output entry an earlier input's entry of the same id became: inputs that number their
+ * tables alike (profiles of one generator or binary build, a merged profile merged again) find
+ * their functions and locations by id, compared in full (keys are unique in the output, so an
+ * equal key is the table's answer), without hashing and probing. An input that numbers them
+ * otherwise stops guessing after a few misses. */
+typedef struct {
+    uint32_t *at; /* by id: output index + 1, 0 for none */
+    size_t cap;
+    uint32_t hits, misses; /* this input's */
+} guess;
+
+static inline uint32_t guess_get(const guess *g, uint64_t id)
+{
+    if (id >= g->cap || (g->misses > 64 && g->misses > g->hits)) return AP_PPROF_NONE;
+    return g->at[id] - 1;
+}
+
+/* Records x for id (ids past `bound`, sparse ones, are not worth an array). */
+static void guess_set(guess *g, uint64_t id, uint32_t x, uint64_t bound)
+{
+    if (id > bound) return;
+    if (id >= g->cap) {
+        size_t old = g->cap;
+        if (ap_pprof_sgrow((void **)&g->at, &g->cap, sizeof *g->at, (size_t)id + 1)) return;
+        memset(g->at + old, 0, (g->cap - old) * sizeof *g->at);
+    }
+    g->at[id] = x + 1;
+}
+
 struct ap_pprof_merger {
     ap_pprof_profile *out;
     uint32_t ninputs;
@@ -118,6 +147,7 @@ struct ap_pprof_merger {
     /* Label sets of the merged profile, interned (id = index + 1; 0 is no labels): runs of
      * lset_lab, as the samples carry them (sorted, units normalized). */
     table lsets;
+    guess fguess, lguess;
     uint32_t *lset_off; /* by id - 1: offset in lset_lab; the run ends at the next one's */
     size_t nlsets, cap_lset_off;
     ap_pprof_label *lset_lab;
@@ -169,6 +199,9 @@ static void free_tables(ap_pprof_merger *m)
     free(m->lsets.slots);
     memset(&m->lsets, 0, sizeof m->lsets);
     m->nlsets = m->nlset_lab = 0;
+    /* Guesses name entries of this output. */
+    if (m->fguess.cap) memset(m->fguess.at, 0, m->fguess.cap * sizeof *m->fguess.at);
+    if (m->lguess.cap) memset(m->lguess.at, 0, m->lguess.cap * sizeof *m->lguess.at);
     memset(&m->samples, 0, sizeof m->samples);
     memset(&m->locations, 0, sizeof m->locations);
     memset(&m->functions, 0, sizeof m->functions);
@@ -190,6 +223,8 @@ void ap_pprof_merger_free(ap_pprof_merger *m)
     free(m->klocs);
     free(m->klabels);
     free(m->klines);
+    free(m->fguess.at);
+    free(m->lguess.at);
     free(m->lset_off);
     free(m->lset_lab);
     free(m->touched);
@@ -311,6 +346,18 @@ static uint32_t map_function(ap_pprof_merger *m, uint32_t i)
     k.system_name = MS(m, sf->system_name, fail);
     k.filename = MS(m, sf->filename, fail);
     k.pad = 0;
+    uint32_t g = guess_get(&m->fguess, sf->id);
+    if (g != AP_PPROF_NONE && g < out->nfunctions) {
+        const ap_pprof_function *of = &out->functions[g];
+        if (of->start_line == k.start_line && of->name == k.name &&
+            of->system_name == k.system_name && of->filename == k.filename) {
+            m->fguess.hits++;
+            m->fmap[i] = g;
+            return g;
+        }
+        m->fguess.misses++;
+    }
+    uint64_t bound = 4 * (uint64_t)m->src->nfunctions + 1024;
     uint64_t h = ap_hash_bytes(&k, sizeof k, 0);
     table *t = &m->functions;
     uint64_t mask = (1ull << t->bits) - 1, tag = h >> 32;
@@ -324,6 +371,7 @@ static uint32_t map_function(ap_pprof_merger *m, uint32_t i)
         if (of->start_line == k.start_line && of->name == k.name &&
             of->system_name == k.system_name && of->filename == k.filename) {
             m->fmap[i] = x;
+            guess_set(&m->fguess, sf->id, x, bound);
             return x;
         }
     }
@@ -340,6 +388,7 @@ static uint32_t map_function(ap_pprof_merger *m, uint32_t i)
     t->slots[j] = (tag << 32) | ((uint64_t)x + 1);
     if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) goto fail;
     m->fmap[i] = x;
+    guess_set(&m->fguess, sf->id, x, bound);
     return x;
 fail:
     if (!m->status) m->status = AP_PPROF_ENOMEM;
@@ -347,6 +396,23 @@ fail:
 }
 
 /* ---- locations ---- */
+
+typedef struct {
+    uint64_t addr; /* relative to the mapping's start */
+    uint32_t mapping, folded;
+} location_key;
+
+/* Whether output location x has Go's locationKey k with those lines. */
+static inline int location_is(const ap_pprof_profile *out, uint32_t x, const location_key *k,
+                              const ap_pprof_line *lines, uint32_t nline)
+{
+    const ap_pprof_location *ol = &out->locations[x];
+    if (ol->mapping != k->mapping || ol->is_folded != k->folded || ol->nline != nline) return 0;
+    uint64_t oaddr =
+        ol->mapping != AP_PPROF_NONE ? ol->address - out->mappings[ol->mapping].start : ol->address;
+    return oaddr == k->addr &&
+           (nline == 0 || memcmp(&out->lines[ol->line_off], lines, nline * sizeof *lines) == 0);
+}
 
 static uint32_t map_location(ap_pprof_merger *m, uint32_t i)
 {
@@ -371,13 +437,20 @@ static uint32_t map_location(ap_pprof_merger *m, uint32_t i)
         m->klines[j].column = ln->column;
     }
     /* Go's locationKey: address relative to the mapping start, mapping id, lines, folded. */
-    struct {
-        uint64_t addr;
-        uint32_t mapping, folded;
-    } k;
+    location_key k;
     k.addr = mi != AP_PPROF_NONE ? addr - out->mappings[mi].start : addr;
     k.mapping = mi;
     k.folded = sl->is_folded;
+    uint32_t g = guess_get(&m->lguess, sl->id);
+    if (g != AP_PPROF_NONE && g < out->nlocations) {
+        if (location_is(out, g, &k, m->klines, sl->nline)) {
+            m->lguess.hits++;
+            m->lmap[i] = g;
+            return g;
+        }
+        m->lguess.misses++;
+    }
+    uint64_t bound = 4 * (uint64_t)src->nlocations + 1024;
     uint64_t h = ap_hash_bytes(&k, sizeof k, sl->nline);
     if (sl->nline) h = ap_hash_bytes(m->klines, sl->nline * sizeof *m->klines, h);
     table *t = &m->locations;
@@ -388,15 +461,9 @@ static uint32_t map_location(ap_pprof_merger *m, uint32_t i)
         if (!s) break;
         if ((s >> 32) != tag) continue;
         uint32_t x = (uint32_t)s - 1;
-        const ap_pprof_location *ol = &out->locations[x];
-        uint64_t oaddr = ol->mapping != AP_PPROF_NONE
-                             ? ol->address - out->mappings[ol->mapping].start
-                             : ol->address;
-        if (ol->mapping == k.mapping && oaddr == k.addr && ol->is_folded == k.folded &&
-            ol->nline == sl->nline &&
-            (sl->nline == 0 ||
-             memcmp(&out->lines[ol->line_off], m->klines, sl->nline * sizeof *m->klines) == 0)) {
+        if (location_is(out, x, &k, m->klines, sl->nline)) {
             m->lmap[i] = x;
+            guess_set(&m->lguess, sl->id, x, bound);
             return x;
         }
     }
@@ -418,6 +485,7 @@ static uint32_t map_location(ap_pprof_merger *m, uint32_t i)
     t->slots[j] = (tag << 32) | ((uint64_t)x + 1);
     if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) goto nomem;
     m->lmap[i] = x;
+    guess_set(&m->lguess, sl->id, x, bound);
     return x;
 nomem:
     if (!m->status) m->status = AP_PPROF_ENOMEM;
@@ -767,6 +835,7 @@ static int prepare_input(ap_pprof_merger *m, const ap_pprof_profile *src)
     memset(m->lmap, 0xff, (size_t)src->nlocations * sizeof *m->lmap);
     memset(m->mmap, 0xff, (size_t)src->nmappings * sizeof *m->mmap);
     for (size_t i = 0; i < sizeof m->lmemo / sizeof m->lmemo[0]; i++) m->lmemo[i].nl = 0;
+    m->fguess.hits = m->fguess.misses = m->lguess.hits = m->lguess.misses = 0;
     return 0;
 }
 

@@ -357,23 +357,24 @@ static void test_long_stacks_and_label_sets(void)
         {300, 3, 1, "k", "v", NULL, NULL},    {300, 2, 2, "k", "v", NULL, NULL},
         {300, 3, 4, "t", "x", "k", "v"},      {254, 1, 8, NULL, NULL, NULL, NULL},
         {255, 1, 16, NULL, NULL, NULL, NULL}, {256, 1, 32, NULL, NULL, NULL, NULL},
-        {254, 1, 64, "k", "w", NULL, NULL},
+        {254, 1, 64, "k", "w", NULL, NULL},   {254, 2, 128, NULL, NULL, NULL, NULL},
     };
     /* The same samples, labels in the other order, and the first one twice. */
     deep_sample b[] = {
-        {256, 1, 3200, NULL, NULL, NULL, NULL}, {255, 1, 1600, NULL, NULL, NULL, NULL},
-        {254, 1, 800, NULL, NULL, NULL, NULL},  {300, 3, 400, "k", "v", "t", "x"},
-        {300, 2, 200, "k", "v", NULL, NULL},    {300, 3, 100, "k", "v", NULL, NULL},
-        {300, 3, 100000, "k", "v", NULL, NULL}, {254, 1, 6400, "k", "w", NULL, NULL},
+        {256, 1, 3200, NULL, NULL, NULL, NULL},  {255, 1, 1600, NULL, NULL, NULL, NULL},
+        {254, 1, 800, NULL, NULL, NULL, NULL},   {300, 3, 400, "k", "v", "t", "x"},
+        {300, 2, 200, "k", "v", NULL, NULL},     {300, 3, 100, "k", "v", NULL, NULL},
+        {300, 3, 100000, "k", "v", NULL, NULL},  {254, 1, 6400, "k", "w", NULL, NULL},
+        {254, 2, 12800, NULL, NULL, NULL, NULL},
     };
-    ap_pprof_profile *pa = deep(a, 7), *pb_ = deep(b, 8);
+    ap_pprof_profile *pa = deep(a, 8), *pb_ = deep(b, 9);
     ap_pprof_profile *m = pa && pb_ ? merge2(pa, pb_) : NULL;
     CHECK(m != NULL);
     if (m) {
-        CHECK_INT(m->nsamples, 7);
-        int64_t want[] = {100101, 202, 404, 808, 1616, 3232, 6464};
-        int nloc[] = {300, 300, 300, 254, 255, 256, 254};
-        for (uint32_t i = 0; i < m->nsamples && i < 7; i++) {
+        CHECK_INT(m->nsamples, 8);
+        int64_t want[] = {100101, 202, 404, 808, 1616, 3232, 6464, 12928};
+        int nloc[] = {300, 300, 300, 254, 255, 256, 254, 254};
+        for (uint32_t i = 0; i < m->nsamples && i < 8; i++) {
             CHECK_INT(value(m, i, 0), want[i]);
             CHECK_INT(m->samples[i].nloc, nloc[i]);
         }
@@ -387,7 +388,7 @@ static void test_long_stacks_and_label_sets(void)
         c = ap_pprof_merge(in, 3, &err);
         CHECK(c != NULL);
         if (c) {
-            CHECK_INT(c->nsamples, 7);
+            CHECK_INT(c->nsamples, 8);
             CHECK_INT(value(c, 0, 0), 100102);
             CHECK_INT(value(c, 6, 1), 6528);
         }
