@@ -398,6 +398,76 @@ static void test_long_stacks_and_label_sets(void)
     ap_pprof_profile_free(pb_);
 }
 
+/* n locations (address 0x1000 + 16 i, one line of function i % 7, both with ids given by
+ * `rev`: i + 1, or n - i) and one sample per location (value i + 1), in location order. */
+static ap_pprof_profile *numbered(int n, int rev)
+{
+    pb p = {0}, m = {0};
+    const char *strs[] = {"",   "samples", "count", "/bin/app", "f0", "f1",
+                          "f2", "f3",      "f4",    "f5",       "f6", "main.go"};
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 2, 2);
+    pb_msg(&p, 1, &m);
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 2, 0x1000);
+    pb_u64(&m, 3, 0x100000);
+    pb_u64(&m, 5, 3);
+    pb_msg(&p, 3, &m);
+    for (int f = 0; f < 7; f++) {
+        pb_u64(&m, 1, (uint64_t)(rev ? 7 - f : f + 1));
+        pb_u64(&m, 2, (uint64_t)(4 + f));
+        pb_u64(&m, 4, 11);
+        pb_msg(&p, 5, &m);
+    }
+    for (int i = 0; i < n; i++) {
+        pb line = {0};
+        pb_u64(&m, 1, (uint64_t)(rev ? n - i : i + 1));
+        pb_u64(&m, 2, 1);
+        pb_u64(&m, 3, (uint64_t)(0x1000 + 16 * i));
+        pb_u64(&line, 1, (uint64_t)(rev ? 7 - i % 7 : i % 7 + 1));
+        pb_u64(&line, 2, (uint64_t)(i + 1));
+        pb_msg(&m, 4, &line);
+        pb_msg(&p, 4, &m);
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t loc = (uint64_t)(rev ? n - i : i + 1);
+        pb_packed(&m, 1, &loc, 1);
+        pb_u64(&m, 2, (uint64_t)(i + 1));
+        pb_msg(&p, 2, &m);
+    }
+    for (int i = 0; i < 12; i++) pb_str(&p, 6, strs[i]);
+    ap_pprof_profile *r = t_decode(p.b, p.n);
+    pb_free(&p);
+    return r;
+}
+
+static void test_ids_numbered_otherwise(void)
+{
+    /* Inputs that give the same functions and locations other ids: the id an earlier input
+     * gave an entry names another entry here, which must never be taken for it (200 locations:
+     * past the misses after which an input stops guessing). */
+    ap_pprof_profile *a = numbered(200, 0), *b = numbered(200, 1);
+    const ap_pprof_profile *in[] = {a, b, a, b, b};
+    ap_pprof_error err;
+    ap_pprof_profile *m = a && b ? ap_pprof_merge(in, 5, &err) : NULL;
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_INT(m->nsamples, 200);
+        CHECK_INT(m->nlocations, 200);
+        CHECK_INT(m->nfunctions, 7);
+        for (uint32_t i = 0; i < m->nsamples && i < 200; i++) {
+            const ap_pprof_location *l = &m->locations[m->sample_locs[m->samples[i].loc_off]];
+            CHECK_INT(value(m, i, 0), 5 * (int64_t)(i + 1));
+            CHECK_INT(l->address, 0x1000 + 16 * i);
+            CHECK_INT(m->lines[l->line_off].line, i + 1);
+            CHECK_INT(m->functions[m->lines[l->line_off].function].name, m->functions[i % 7].name);
+        }
+    }
+    ap_pprof_profile_free(m);
+    ap_pprof_profile_free(a);
+    ap_pprof_profile_free(b);
+}
+
 int main(void)
 {
     test_sum_and_identity();
@@ -407,6 +477,7 @@ int main(void)
     test_mappings();
     test_numeric_units();
     test_long_stacks_and_label_sets();
+    test_ids_numbered_otherwise();
     test_corpus();
     return t_done();
 }
