@@ -52,11 +52,112 @@ static inline uint64_t table_start(const table *t, uint64_t h)
     return h >> (64 - t->bits);
 }
 
+/* The sample table's slots also hold what confirms a match without reading the sample itself
+ * (a cache miss each, with millions of samples): where its locations start, its label set (an
+ * id interned per merged profile, equal ids for equal labels) and its location count, capped.
+ * A match then costs the slot, the location run and the values. */
+typedef struct {
+    uint32_t tag, idx1; /* the hash's top 32 bits; sample index + 1 (0: empty) */
+    uint32_t loc_off;   /* the sample's sample_locs offset */
+    uint32_t meta;      /* label set << 8 | min(nloc, 255) */
+} sslot;
+
+typedef struct {
+    sslot *slots;
+    uint32_t bits, n;
+} stable;
+
+static inline uint64_t stable_start(const stable *t, uint64_t h)
+{
+    return h >> (64 - t->bits);
+}
+
+#define LSET_OVER 0xffffffu /* label sets past this many are not interned: compare in full */
+#define NLOC_CAP  255u
+
+static int stable_init(stable *t, uint64_t expect)
+{
+    uint64_t cap = ap_pow2(expect * 2 + 64);
+    if (cap > (1ull << 32)) cap = 1ull << 32;
+    t->bits = 0;
+    while ((1ull << t->bits) < cap) t->bits++;
+    t->slots = calloc(cap, sizeof *t->slots);
+    t->n = 0;
+    return t->slots ? 0 : -1;
+}
+
+static int stable_grow(stable *t)
+{
+    if (t->bits >= 32) return -1;
+    uint32_t nbits = t->bits + 1;
+    uint64_t ncap = 1ull << nbits, mask = ncap - 1;
+    sslot *ns = calloc(ncap, sizeof *ns);
+    if (!ns) return -1;
+    for (uint64_t i = 0, cap = 1ull << t->bits; i < cap; i++) {
+        const sslot *s = &t->slots[i];
+        if (!s->idx1) continue;
+        for (uint64_t j = s->tag >> (32 - nbits);; j = (j + 1) & mask) {
+            if (!ns[j].idx1) {
+                ns[j] = *s;
+                break;
+            }
+        }
+    }
+    free(t->slots);
+    t->slots = ns;
+    t->bits = nbits;
+    return 0;
+}
+
+/* The output entry an earlier input's entry of the same id became: inputs that number their
+ * tables alike (profiles of one generator or binary build, a merged profile merged again) find
+ * their functions and locations by id, compared in full (keys are unique in the output, so an
+ * equal key is the table's answer), without hashing and probing. An input that numbers them
+ * otherwise stops guessing after a few misses. */
+typedef struct {
+    uint32_t *at; /* by id: output index + 1, 0 for none */
+    size_t cap;
+    uint32_t hits, misses; /* this input's */
+} guess;
+
+static inline uint32_t guess_get(const guess *g, uint64_t id)
+{
+    if (id >= g->cap || (g->misses > 64 && g->misses > g->hits)) return AP_PPROF_NONE;
+    return g->at[id] - 1;
+}
+
+/* Records x for id (ids past `bound`, sparse ones, are not worth an array). */
+static void guess_set(guess *g, uint64_t id, uint32_t x, uint64_t bound)
+{
+    if (id > bound) return;
+    if (id >= g->cap) {
+        size_t old = g->cap;
+        if (ap_pprof_sgrow((void **)&g->at, &g->cap, sizeof *g->at, (size_t)id + 1)) return;
+        memset(g->at + old, 0, (g->cap - old) * sizeof *g->at);
+    }
+    g->at[id] = x + 1;
+}
+
 struct ap_pprof_merger {
     ap_pprof_profile *out;
     uint32_t ninputs;
-    table samples, locations, functions, mappings;
+    stable samples;
+    table locations, functions, mappings;
     int tables_ready;
+    /* Label sets of the merged profile, interned (id = index + 1; 0 is no labels): runs of
+     * lset_lab, as the samples carry them (sorted, units normalized). */
+    table lsets;
+    guess fguess, lguess;
+    uint32_t *lset_off; /* by id - 1: offset in lset_lab; the run ends at the next one's */
+    size_t nlsets, cap_lset_off;
+    ap_pprof_label *lset_lab;
+    size_t nlset_lab, cap_lset_lab;
+    /* The label sets of this input's samples by their input bytes (direct-mapped; nl 0 is
+     * empty): a set seen before in the input is not mapped, sorted and interned again. */
+    struct {
+        uint64_t h, hl; /* hash of the input bytes; of the mapped labels */
+        uint32_t src_off, nl, lset, pad;
+    } lmemo[256];
     uint8_t *comment_seen; /* by output string index */
     size_t comment_seen_cap;
 
@@ -95,6 +196,12 @@ static void free_tables(ap_pprof_merger *m)
     free(m->locations.slots);
     free(m->functions.slots);
     free(m->mappings.slots);
+    free(m->lsets.slots);
+    memset(&m->lsets, 0, sizeof m->lsets);
+    m->nlsets = m->nlset_lab = 0;
+    /* Guesses name entries of this output. */
+    if (m->fguess.cap) memset(m->fguess.at, 0, m->fguess.cap * sizeof *m->fguess.at);
+    if (m->lguess.cap) memset(m->lguess.at, 0, m->lguess.cap * sizeof *m->lguess.at);
     memset(&m->samples, 0, sizeof m->samples);
     memset(&m->locations, 0, sizeof m->locations);
     memset(&m->functions, 0, sizeof m->functions);
@@ -116,6 +223,10 @@ void ap_pprof_merger_free(ap_pprof_merger *m)
     free(m->klocs);
     free(m->klabels);
     free(m->klines);
+    free(m->fguess.at);
+    free(m->lguess.at);
+    free(m->lset_off);
+    free(m->lset_lab);
     free(m->touched);
     free(m);
 }
@@ -235,6 +346,18 @@ static uint32_t map_function(ap_pprof_merger *m, uint32_t i)
     k.system_name = MS(m, sf->system_name, fail);
     k.filename = MS(m, sf->filename, fail);
     k.pad = 0;
+    uint32_t g = guess_get(&m->fguess, sf->id);
+    if (g != AP_PPROF_NONE && g < out->nfunctions) {
+        const ap_pprof_function *of = &out->functions[g];
+        if (of->start_line == k.start_line && of->name == k.name &&
+            of->system_name == k.system_name && of->filename == k.filename) {
+            m->fguess.hits++;
+            m->fmap[i] = g;
+            return g;
+        }
+        m->fguess.misses++;
+    }
+    uint64_t bound = 4 * (uint64_t)m->src->nfunctions + 1024;
     uint64_t h = ap_hash_bytes(&k, sizeof k, 0);
     table *t = &m->functions;
     uint64_t mask = (1ull << t->bits) - 1, tag = h >> 32;
@@ -248,6 +371,7 @@ static uint32_t map_function(ap_pprof_merger *m, uint32_t i)
         if (of->start_line == k.start_line && of->name == k.name &&
             of->system_name == k.system_name && of->filename == k.filename) {
             m->fmap[i] = x;
+            guess_set(&m->fguess, sf->id, x, bound);
             return x;
         }
     }
@@ -264,6 +388,7 @@ static uint32_t map_function(ap_pprof_merger *m, uint32_t i)
     t->slots[j] = (tag << 32) | ((uint64_t)x + 1);
     if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) goto fail;
     m->fmap[i] = x;
+    guess_set(&m->fguess, sf->id, x, bound);
     return x;
 fail:
     if (!m->status) m->status = AP_PPROF_ENOMEM;
@@ -271,6 +396,23 @@ fail:
 }
 
 /* ---- locations ---- */
+
+typedef struct {
+    uint64_t addr; /* relative to the mapping's start */
+    uint32_t mapping, folded;
+} location_key;
+
+/* Whether output location x has Go's locationKey k with those lines. */
+static inline int location_is(const ap_pprof_profile *out, uint32_t x, const location_key *k,
+                              const ap_pprof_line *lines, uint32_t nline)
+{
+    const ap_pprof_location *ol = &out->locations[x];
+    if (ol->mapping != k->mapping || ol->is_folded != k->folded || ol->nline != nline) return 0;
+    uint64_t oaddr =
+        ol->mapping != AP_PPROF_NONE ? ol->address - out->mappings[ol->mapping].start : ol->address;
+    return oaddr == k->addr &&
+           (nline == 0 || memcmp(&out->lines[ol->line_off], lines, nline * sizeof *lines) == 0);
+}
 
 static uint32_t map_location(ap_pprof_merger *m, uint32_t i)
 {
@@ -295,13 +437,20 @@ static uint32_t map_location(ap_pprof_merger *m, uint32_t i)
         m->klines[j].column = ln->column;
     }
     /* Go's locationKey: address relative to the mapping start, mapping id, lines, folded. */
-    struct {
-        uint64_t addr;
-        uint32_t mapping, folded;
-    } k;
+    location_key k;
     k.addr = mi != AP_PPROF_NONE ? addr - out->mappings[mi].start : addr;
     k.mapping = mi;
     k.folded = sl->is_folded;
+    uint32_t g = guess_get(&m->lguess, sl->id);
+    if (g != AP_PPROF_NONE && g < out->nlocations) {
+        if (location_is(out, g, &k, m->klines, sl->nline)) {
+            m->lguess.hits++;
+            m->lmap[i] = g;
+            return g;
+        }
+        m->lguess.misses++;
+    }
+    uint64_t bound = 4 * (uint64_t)src->nlocations + 1024;
     uint64_t h = ap_hash_bytes(&k, sizeof k, sl->nline);
     if (sl->nline) h = ap_hash_bytes(m->klines, sl->nline * sizeof *m->klines, h);
     table *t = &m->locations;
@@ -312,15 +461,9 @@ static uint32_t map_location(ap_pprof_merger *m, uint32_t i)
         if (!s) break;
         if ((s >> 32) != tag) continue;
         uint32_t x = (uint32_t)s - 1;
-        const ap_pprof_location *ol = &out->locations[x];
-        uint64_t oaddr = ol->mapping != AP_PPROF_NONE
-                             ? ol->address - out->mappings[ol->mapping].start
-                             : ol->address;
-        if (ol->mapping == k.mapping && oaddr == k.addr && ol->is_folded == k.folded &&
-            ol->nline == sl->nline &&
-            (sl->nline == 0 ||
-             memcmp(&out->lines[ol->line_off], m->klines, sl->nline * sizeof *m->klines) == 0)) {
+        if (location_is(out, x, &k, m->klines, sl->nline)) {
             m->lmap[i] = x;
+            guess_set(&m->lguess, sl->id, x, bound);
             return x;
         }
     }
@@ -342,6 +485,7 @@ static uint32_t map_location(ap_pprof_merger *m, uint32_t i)
     t->slots[j] = (tag << 32) | ((uint64_t)x + 1);
     if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) goto nomem;
     m->lmap[i] = x;
+    guess_set(&m->lguess, sl->id, x, bound);
     return x;
 nomem:
     if (!m->status) m->status = AP_PPROF_ENOMEM;
@@ -389,7 +533,41 @@ typedef struct {
     uint32_t si;
     uint32_t loc_off, nloc;
     uint32_t lab_off, nlab;
+    uint32_t lset; /* label set id (0: none; LSET_OVER: not interned) */
 } pending;
+
+/* The id of a label set (interned on first sight); LSET_OVER past 2^24 - 2 sets, NONE when
+ * out of memory. */
+static uint32_t intern_lset(ap_pprof_merger *m, const ap_pprof_label *l, uint32_t n, uint64_t h)
+{
+    table *t = &m->lsets;
+    uint64_t mask = (1ull << t->bits) - 1, tag = h >> 32;
+    uint64_t j = table_start(t, h);
+    size_t bytes = n * sizeof *l;
+    for (;; j = (j + 1) & mask) {
+        uint64_t s = t->slots[j];
+        if (!s) break;
+        if ((s >> 32) != tag) continue;
+        uint32_t x = (uint32_t)s - 1;
+        size_t off = m->lset_off[x];
+        size_t end = x + 1 < m->nlsets ? m->lset_off[x + 1] : m->nlset_lab;
+        if (end - off == n && memcmp(&m->lset_lab[off], l, bytes) == 0) return x + 1;
+    }
+    if (m->nlsets >= LSET_OVER - 1) return LSET_OVER;
+    if (ap_pprof_sgrow((void **)&m->lset_off, &m->cap_lset_off, sizeof *m->lset_off,
+                       m->nlsets + 1) ||
+        ap_pprof_sgrow((void **)&m->lset_lab, &m->cap_lset_lab, sizeof *m->lset_lab,
+                       m->nlset_lab + n) ||
+        m->nlset_lab + n > UINT32_MAX)
+        return AP_PPROF_NONE;
+    uint32_t x = (uint32_t)m->nlsets++;
+    m->lset_off[x] = (uint32_t)m->nlset_lab;
+    memcpy(&m->lset_lab[m->nlset_lab], l, bytes);
+    m->nlset_lab += n;
+    t->slots[j] = (tag << 32) | ((uint64_t)x + 1);
+    if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) return AP_PPROF_NONE;
+    return x + 1;
+}
 
 #define BATCH 32
 
@@ -410,11 +588,22 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
         m->klocs[lo + j] = x;
     }
     uint32_t nl = ss->nlabel;
+    uint64_t seed = nl, hs = 0;
+    pd->lset = 0;
     if (nl) {
         if (ap_pprof_sgrow((void **)&m->klabels, &m->cap_klabels, sizeof *m->klabels, ko + nl))
             goto nomem;
         const ap_pprof_label *l = &src->labels[ss->label_off];
         ap_pprof_label *kl = &m->klabels[ko];
+        hs = ap_hash_bytes(l, nl * sizeof *l, nl);
+        size_t e = hs & (sizeof m->lmemo / sizeof m->lmemo[0] - 1);
+        if (m->lmemo[e].nl == nl && m->lmemo[e].h == hs &&
+            memcmp(&src->labels[m->lmemo[e].src_off], l, nl * sizeof *l) == 0) {
+            pd->lset = m->lmemo[e].lset;
+            seed = m->lmemo[e].hl;
+            memcpy(kl, &m->lset_lab[m->lset_off[pd->lset - 1]], nl * sizeof *kl);
+            goto labelled;
+        }
         for (uint32_t j = 0; j < nl; j++) {
             ap_pprof_label *k = &kl[j];
             k->key = MS(m, l[j].key, nomem);
@@ -431,7 +620,19 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
         }
         if (!src->labels_sorted) ap_pprof_sort_labels(m->out, kl, nl, NULL);
         normalize_units(kl, nl);
+        uint64_t hl = ap_hash_bytes(kl, nl * sizeof *kl, nl);
+        pd->lset = intern_lset(m, kl, nl, hl);
+        if (pd->lset == AP_PPROF_NONE) goto nomem;
+        seed = hl;
+        if (pd->lset != LSET_OVER) {
+            m->lmemo[e].h = hs;
+            m->lmemo[e].hl = hl;
+            m->lmemo[e].src_off = ss->label_off;
+            m->lmemo[e].nl = nl;
+            m->lmemo[e].lset = pd->lset;
+        }
     }
+labelled:
     m->nklocs = lo + ss->nloc;
     m->nklabels = ko + nl;
     pd->si = si;
@@ -439,14 +640,31 @@ static int build_key(ap_pprof_merger *m, uint32_t si, pending *pd)
     pd->nloc = ss->nloc;
     pd->lab_off = (uint32_t)ko;
     pd->nlab = nl;
-    uint64_t h = ap_hash_bytes(&m->klocs[lo], (size_t)ss->nloc * 4, nl);
-    if (nl) h = ap_hash_bytes(&m->klabels[ko], nl * sizeof *m->klabels, h);
+    uint64_t h = ap_hash_bytes(&m->klocs[lo], (size_t)ss->nloc * 4, seed);
     pd->h = h;
-    __builtin_prefetch(&m->samples.slots[table_start(&m->samples, h)]);
+    __builtin_prefetch(&m->samples.slots[stable_start(&m->samples, h)]);
     return 0;
 nomem:
     if (!m->status) m->status = AP_PPROF_ENOMEM;
     return -1;
+}
+
+/* Whether output sample x (slot s) has the key of pd. */
+static inline int sample_matches(const ap_pprof_profile *out, const sslot *s, const pending *pd,
+                                 const uint32_t *klocs, const ap_pprof_label *klabels)
+{
+    uint32_t nloc = pd->nloc, nl = pd->nlab;
+    uint32_t meta = s->meta;
+    if ((meta >> 8) != LSET_OVER && pd->lset != LSET_OVER && (meta & 255) != NLOC_CAP &&
+        nloc < NLOC_CAP) {
+        /* Both label sets interned and both counts exact: the slot decides. */
+        if (meta != (pd->lset << 8 | nloc)) return 0;
+        return nloc == 0 || memcmp(&out->sample_locs[s->loc_off], klocs, (size_t)nloc * 4) == 0;
+    }
+    const ap_pprof_sample *os = &out->samples[s->idx1 - 1];
+    return os->nloc == nloc && os->nlabel == nl &&
+           (nloc == 0 || memcmp(ap_pprof_sample_locs(out, os), klocs, (size_t)nloc * 4) == 0) &&
+           (nl == 0 || memcmp(&out->labels[os->label_off], klabels, nl * sizeof *klabels) == 0);
 }
 
 static int add_sample(ap_pprof_merger *m, const pending *pd)
@@ -457,30 +675,26 @@ static int add_sample(ap_pprof_merger *m, const pending *pd)
     uint32_t nloc = pd->nloc, nl = pd->nlab;
     const uint32_t *klocs = nloc ? &m->klocs[pd->loc_off] : NULL;
     const ap_pprof_label *klabels = nl ? &m->klabels[pd->lab_off] : NULL;
-    table *t = &m->samples;
-    uint64_t h = pd->h, mask = (1ull << t->bits) - 1, tag = h >> 32;
-    uint64_t j = table_start(t, h);
+    stable *t = &m->samples;
+    uint64_t h = pd->h, mask = (1ull << t->bits) - 1;
+    uint32_t tag = (uint32_t)(h >> 32);
+    uint64_t j = stable_start(t, h);
     for (;; j = (j + 1) & mask) {
-        uint64_t s = t->slots[j];
-        if (!s) break;
-        if ((s >> 32) != tag) continue;
-        uint32_t x = (uint32_t)s - 1;
-        const ap_pprof_sample *os = &out->samples[x];
-        if (os->nloc == nloc && os->nlabel == nl &&
-            (nloc == 0 || memcmp(ap_pprof_sample_locs(out, os), klocs, (size_t)nloc * 4) == 0) &&
-            (nl == 0 || memcmp(&out->labels[os->label_off], klabels, nl * sizeof *klabels) == 0)) {
-            int64_t *ov = &out->values[(size_t)x * nv];
-            for (uint32_t v = 0; v < nv; v++) ov[v] = ap_add_wrap(ov[v], sv[v]);
-            if (m->track) {
-                if (ap_pprof_sgrow((void **)&m->touched, &m->cap_touched, sizeof *m->touched,
-                                   m->ntouched + 1)) {
-                    m->status = AP_PPROF_ENOMEM;
-                    return -1;
-                }
-                m->touched[m->ntouched++] = x;
+        const sslot *s = &t->slots[j];
+        if (!s->idx1) break;
+        if (s->tag != tag || !sample_matches(out, s, pd, klocs, klabels)) continue;
+        uint32_t x = s->idx1 - 1;
+        int64_t *ov = &out->values[(size_t)x * nv];
+        for (uint32_t v = 0; v < nv; v++) ov[v] = ap_add_wrap(ov[v], sv[v]);
+        if (m->track) {
+            if (ap_pprof_sgrow((void **)&m->touched, &m->cap_touched, sizeof *m->touched,
+                               m->ntouched + 1)) {
+                m->status = AP_PPROF_ENOMEM;
+                return -1;
             }
-            return 0;
+            m->touched[m->ntouched++] = x;
         }
+        return 0;
     }
     if (ap_pprof_grow(out, (void **)&out->samples, &out->cap_samples, sizeof *out->samples,
                       (uint64_t)out->nsamples + 1, &m->status) ||
@@ -507,8 +721,9 @@ static int add_sample(ap_pprof_merger *m, const pending *pd)
     if (nl) memcpy(&out->labels[out->nlabels], klabels, nl * sizeof *klabels);
     out->nlabels += nl;
     memcpy(&out->values[(size_t)x * nv], sv, nv * sizeof *sv);
-    t->slots[j] = (tag << 32) | ((uint64_t)x + 1);
-    if (++t->n * 2 > (1ull << t->bits) && table_grow(t)) {
+    t->slots[j] =
+        (sslot){tag, x + 1, ns->loc_off, pd->lset << 8 | (nloc < NLOC_CAP ? nloc : NLOC_CAP)};
+    if (++t->n * 2 > (1ull << t->bits) && stable_grow(t)) {
         m->status = AP_PPROF_ENOMEM;
         return -1;
     }
@@ -534,22 +749,15 @@ static int map_samples(ap_pprof_merger *m)
             if (build_key(m, i, &batch[nb])) return -1;
             nb++;
         }
-        /* Walk the likely match of each sample one dependent load at a time, so the batch's
-         * cache misses overlap instead of queueing: slot -> sample -> its key arrays. */
+        /* The slots were prefetched as the keys were built; now the likely match's location
+         * run and values, so the batch's cache misses overlap instead of queueing. */
         ap_pprof_profile *out = m->out;
-        const table *t = &m->samples;
-        uint32_t cand[BATCH];
+        const stable *t = &m->samples;
         for (int b = 0; b < nb; b++) {
-            uint64_t sl = t->slots[table_start(t, batch[b].h)];
-            cand[b] = sl && (sl >> 32) == (batch[b].h >> 32) ? (uint32_t)sl - 1 : AP_PPROF_NONE;
-            if (cand[b] != AP_PPROF_NONE) __builtin_prefetch(&out->samples[cand[b]]);
-        }
-        for (int b = 0; b < nb; b++) {
-            if (cand[b] == AP_PPROF_NONE) continue;
-            const ap_pprof_sample *os = &out->samples[cand[b]];
-            __builtin_prefetch(ap_pprof_sample_locs(out, os));
-            if (os->nlabel) __builtin_prefetch(&out->labels[os->label_off]);
-            __builtin_prefetch(&out->values[(size_t)cand[b] * nv]);
+            const sslot *sl = &t->slots[stable_start(t, batch[b].h)];
+            if (!sl->idx1 || sl->tag != (uint32_t)(batch[b].h >> 32)) continue;
+            if (batch[b].nloc) __builtin_prefetch(&out->sample_locs[sl->loc_off]);
+            __builtin_prefetch(&out->values[(size_t)(sl->idx1 - 1) * nv]);
         }
         for (int b = 0; b < nb; b++)
             if (add_sample(m, &batch[b])) return -1;
@@ -626,14 +834,17 @@ static int prepare_input(ap_pprof_merger *m, const ap_pprof_profile *src)
     memset(m->fmap, 0xff, (size_t)src->nfunctions * sizeof *m->fmap);
     memset(m->lmap, 0xff, (size_t)src->nlocations * sizeof *m->lmap);
     memset(m->mmap, 0xff, (size_t)src->nmappings * sizeof *m->mmap);
+    for (size_t i = 0; i < sizeof m->lmemo / sizeof m->lmemo[0]; i++) m->lmemo[i].nl = 0;
+    m->fguess.hits = m->fguess.misses = m->lguess.hits = m->lguess.misses = 0;
     return 0;
 }
 
 static int first_input(ap_pprof_merger *m, const ap_pprof_profile *src)
 {
     ap_pprof_profile *out = m->out;
-    if (table_init(&m->samples, src->nsamples) || table_init(&m->locations, src->nlocations) ||
-        table_init(&m->functions, src->nfunctions) || table_init(&m->mappings, src->nmappings))
+    if (stable_init(&m->samples, src->nsamples) || table_init(&m->lsets, 64) ||
+        table_init(&m->locations, src->nlocations) || table_init(&m->functions, src->nfunctions) ||
+        table_init(&m->mappings, src->nmappings))
         return -1;
     m->tables_ready = 1;
     if (ap_pprof_grow(out, (void **)&out->sample_type, &out->cap_sample_type, 2 * sizeof(uint32_t),

@@ -189,7 +189,9 @@ static int submit(ap_zpar *z, int last)
         memcpy(z->tail + keep, b->in, b->in_len);
         z->tail_len = keep + b->in_len;
     }
-    if (z->threads <= 1) {
+    /* One thread, or a stream that is one block in all (no worker started yet and this block
+     * is the last): compress here rather than start workers for nothing. */
+    if (z->threads <= 1 || (last && !z->started)) {
         b->state = compress_block(&z->zs, b) ? -1 : 1;
         int rc = collect(z, b);
         block_free(b);

@@ -1,6 +1,7 @@
 /* Tests core/pprof/merge.c: sample identity (stack + labels), zero samples, values that cancel
  * out, header combination, compatibility, mapping address normalization and compaction. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "helpers.h"
 
@@ -309,6 +310,164 @@ static void test_corpus(void)
     ap_pprof_profile_free(p);
 }
 
+/* A profile of t_profile's tables with samples of long stacks (n frames over locations 1-3,
+ * the last one `last`) and up to two labels: the sample table confirms a match from its slot
+ * when the label set is interned and the stack is shorter than 255 frames, and from the sample
+ * itself otherwise; both must give the same identity. */
+typedef struct {
+    int n;
+    uint64_t last;
+    int64_t v;
+    const char *k1, *v1, *k2, *v2;
+} deep_sample;
+
+static ap_pprof_profile *deep(const deep_sample *s, int n)
+{
+    pb p = t_profile(NULL, 0, 10, 0); /* strings 0-9 */
+    const char *strs[] = {"k", "v", "w", "t", "x"};
+    for (int i = 0; i < 5; i++) pb_str(&p, 6, strs[i]);
+    uint64_t locs[400];
+    for (int i = 0; i < n; i++) {
+        pb m = {0};
+        for (int k = 0; k < s[i].n; k++) locs[k] = (uint64_t)(k % 3) + 1;
+        locs[s[i].n - 1] = s[i].last;
+        pb_packed(&m, 1, locs, (size_t)s[i].n);
+        pb_u64(&m, 2, (uint64_t)s[i].v);
+        pb_u64(&m, 2, (uint64_t)s[i].v);
+        const char *kv[2][2] = {{s[i].k1, s[i].v1}, {s[i].k2, s[i].v2}};
+        for (int l = 0; l < 2; l++) {
+            if (!kv[l][0]) continue;
+            pb lab = {0};
+            for (uint64_t j = 0; j < 5; j++) {
+                if (!strcmp(strs[j], kv[l][0])) pb_u64(&lab, 1, 10 + j);
+                if (!strcmp(strs[j], kv[l][1])) pb_u64(&lab, 2, 10 + j);
+            }
+            pb_msg(&m, 3, &lab);
+        }
+        pb_msg(&p, 2, &m);
+    }
+    ap_pprof_profile *r = t_decode(p.b, p.n);
+    pb_free(&p);
+    return r;
+}
+
+static void test_long_stacks_and_label_sets(void)
+{
+    deep_sample a[] = {
+        {300, 3, 1, "k", "v", NULL, NULL},    {300, 2, 2, "k", "v", NULL, NULL},
+        {300, 3, 4, "t", "x", "k", "v"},      {254, 1, 8, NULL, NULL, NULL, NULL},
+        {255, 1, 16, NULL, NULL, NULL, NULL}, {256, 1, 32, NULL, NULL, NULL, NULL},
+        {254, 1, 64, "k", "w", NULL, NULL},   {254, 2, 128, NULL, NULL, NULL, NULL},
+    };
+    /* The same samples, labels in the other order, and the first one twice. */
+    deep_sample b[] = {
+        {256, 1, 3200, NULL, NULL, NULL, NULL},  {255, 1, 1600, NULL, NULL, NULL, NULL},
+        {254, 1, 800, NULL, NULL, NULL, NULL},   {300, 3, 400, "k", "v", "t", "x"},
+        {300, 2, 200, "k", "v", NULL, NULL},     {300, 3, 100, "k", "v", NULL, NULL},
+        {300, 3, 100000, "k", "v", NULL, NULL},  {254, 1, 6400, "k", "w", NULL, NULL},
+        {254, 2, 12800, NULL, NULL, NULL, NULL},
+    };
+    ap_pprof_profile *pa = deep(a, 8), *pb_ = deep(b, 9);
+    ap_pprof_profile *m = pa && pb_ ? merge2(pa, pb_) : NULL;
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_INT(m->nsamples, 8);
+        int64_t want[] = {100101, 202, 404, 808, 1616, 3232, 6464, 12928};
+        int nloc[] = {300, 300, 300, 254, 255, 256, 254, 254};
+        for (uint32_t i = 0; i < m->nsamples && i < 8; i++) {
+            CHECK_INT(value(m, i, 0), want[i]);
+            CHECK_INT(m->samples[i].nloc, nloc[i]);
+        }
+    }
+    ap_pprof_profile_free(m);
+    /* Merged again with input 0 repeated, the same samples in the same order. */
+    if (pa && pb_) {
+        ap_pprof_profile *c = NULL;
+        const ap_pprof_profile *in[] = {pa, pb_, pa};
+        ap_pprof_error err;
+        c = ap_pprof_merge(in, 3, &err);
+        CHECK(c != NULL);
+        if (c) {
+            CHECK_INT(c->nsamples, 8);
+            CHECK_INT(value(c, 0, 0), 100102);
+            CHECK_INT(value(c, 6, 1), 6528);
+        }
+        ap_pprof_profile_free(c);
+    }
+    ap_pprof_profile_free(pa);
+    ap_pprof_profile_free(pb_);
+}
+
+/* n locations (address 0x1000 + 16 i, one line of function i % 7, both with ids given by
+ * `rev`: i + 1, or n - i) and one sample per location (value i + 1), in location order. */
+static ap_pprof_profile *numbered(int n, int rev)
+{
+    pb p = {0}, m = {0};
+    const char *strs[] = {"",   "samples", "count", "/bin/app", "f0", "f1",
+                          "f2", "f3",      "f4",    "f5",       "f6", "main.go"};
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 2, 2);
+    pb_msg(&p, 1, &m);
+    pb_u64(&m, 1, 1);
+    pb_u64(&m, 2, 0x1000);
+    pb_u64(&m, 3, 0x100000);
+    pb_u64(&m, 5, 3);
+    pb_msg(&p, 3, &m);
+    for (int f = 0; f < 7; f++) {
+        pb_u64(&m, 1, (uint64_t)(rev ? 7 - f : f + 1));
+        pb_u64(&m, 2, (uint64_t)(4 + f));
+        pb_u64(&m, 4, 11);
+        pb_msg(&p, 5, &m);
+    }
+    for (int i = 0; i < n; i++) {
+        pb line = {0};
+        pb_u64(&m, 1, (uint64_t)(rev ? n - i : i + 1));
+        pb_u64(&m, 2, 1);
+        pb_u64(&m, 3, (uint64_t)(0x1000 + 16 * i));
+        pb_u64(&line, 1, (uint64_t)(rev ? 7 - i % 7 : i % 7 + 1));
+        pb_u64(&line, 2, (uint64_t)(i + 1));
+        pb_msg(&m, 4, &line);
+        pb_msg(&p, 4, &m);
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t loc = (uint64_t)(rev ? n - i : i + 1);
+        pb_packed(&m, 1, &loc, 1);
+        pb_u64(&m, 2, (uint64_t)(i + 1));
+        pb_msg(&p, 2, &m);
+    }
+    for (int i = 0; i < 12; i++) pb_str(&p, 6, strs[i]);
+    ap_pprof_profile *r = t_decode(p.b, p.n);
+    pb_free(&p);
+    return r;
+}
+
+static void test_ids_numbered_otherwise(void)
+{
+    /* Inputs that give the same functions and locations other ids: the id an earlier input
+     * gave an entry names another entry here, which must never be taken for it (200 locations:
+     * past the misses after which an input stops guessing). */
+    ap_pprof_profile *a = numbered(200, 0), *b = numbered(200, 1);
+    const ap_pprof_profile *in[] = {a, b, a, b, b};
+    ap_pprof_error err;
+    ap_pprof_profile *m = a && b ? ap_pprof_merge(in, 5, &err) : NULL;
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_INT(m->nsamples, 200);
+        CHECK_INT(m->nlocations, 200);
+        CHECK_INT(m->nfunctions, 7);
+        for (uint32_t i = 0; i < m->nsamples && i < 200; i++) {
+            const ap_pprof_location *l = &m->locations[m->sample_locs[m->samples[i].loc_off]];
+            CHECK_INT(value(m, i, 0), 5 * (int64_t)(i + 1));
+            CHECK_INT(l->address, 0x1000 + 16 * i);
+            CHECK_INT(m->lines[l->line_off].line, i + 1);
+            CHECK_INT(m->functions[m->lines[l->line_off].function].name, m->functions[i % 7].name);
+        }
+    }
+    ap_pprof_profile_free(m);
+    ap_pprof_profile_free(a);
+    ap_pprof_profile_free(b);
+}
+
 int main(void)
 {
     test_sum_and_identity();
@@ -317,6 +476,8 @@ int main(void)
     test_incompatible();
     test_mappings();
     test_numeric_units();
+    test_long_stacks_and_label_sets();
+    test_ids_numbered_otherwise();
     test_corpus();
     return t_done();
 }
