@@ -211,7 +211,6 @@ static int cmd_fold(int argc, char **argv)
         if (read_file(argv[k], &d, &in[1].len)) return 2;
         in[1].data = d;
         uint8_t *bytes = NULL;
-        const uint8_t *folded = NULL;
         size_t len = 0;
         ap_pprof_fold_stats st;
         double t0 = cpu_seconds();
@@ -227,10 +226,8 @@ static int cmd_fold(int argc, char **argv)
             if (stats) fprintf(stderr, "start cpu=%.4f\n", cpu_seconds() - t0);
             t0 = cpu_seconds();
         }
-        rc = ap_pprof_folder_fold(f, &in[1], 1, NULL, pr, &folded, &len, &st, &err);
+        rc = ap_pprof_folder_fold(f, &in[1], 1, NULL, pr, &bytes, &len, &st, &err);
         double cpu = cpu_seconds() - t0;
-        if (!rc && !(bytes = malloc(len ? len : 1))) return 2;
-        if (!rc) memcpy(bytes, folded, len);
         if (rc == 1 && fallback) {
             /* As the worker: merge in full, and make a folder over the result next time. */
             if (stats) fprintf(stderr, "full: %s\n", err.msg);
