@@ -998,12 +998,19 @@ static uint32_t seg_of(const ap_pprof_folder *f, uint32_t x)
     return f->sseg[lo];
 }
 
-/* Lays the output out again from itself (decoded: a full merge's cost, once the base doubled). */
+/* Lays the output out again from itself (decoded: a full merge's cost, once the base doubled);
+ * the segments of samples whose values changed need not have been written again. */
 static int compact(ap_pprof_folder *f, const uint8_t *bytes, size_t len,
                    const ap_pprof_pruner *pruner)
 {
     ap_pprof_profile *p = ap_pprof_decode(bytes, len, NULL, f->err);
     if (!p) return -1;
+    if (p->nsamples != f->nsamples || p->nsample_type != f->nv) {
+        ap_pprof_profile_free(p);
+        return ap_pprof_fail(f->err, AP_PPROF_EIO, "folder: its output reads back wrong");
+    }
+    /* The output's samples are the folder's, in order; their values are the folder's. */
+    memcpy(p->values, f->vals, (size_t)f->nsamples * f->nv * sizeof *p->values);
     int rc = layout(f, p, pruner);
     ap_pprof_profile_free(p);
     trim();
@@ -1023,6 +1030,10 @@ static int fold_in(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
     }
     f->fresh = 0;
     f->ntouched = 0;
+    /* The base doubled since the last layout, or the file holds as much garbage as segments:
+     * this fold lays the profile out again (from its output, once folded). */
+    int relayout =
+        f->raw_appended > f->raw_layout || (f->garbage > (1u << 20) && 2 * f->garbage > f->fend);
     uint32_t base_samples = f->done[K_SMP];
     for (size_t i = 0; i < n; i++) {
         int rc = fold_one(f, &inputs[i], limits, pruner, err);
@@ -1051,13 +1062,17 @@ static int fold_in(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
     }
     uint32_t added = f->nsamples - base_samples;
     for (size_t s = 0, ns = f->nseg; s < ns; s++)
-        if (f->dirty[s] && write_samples(f, s + 1, f->segs[s].a, f->segs[s].b, 1)) return -1;
+        if (!relayout && f->dirty[s] && write_samples(f, s + 1, f->segs[s].a, f->segs[s].b, 1))
+            return -1;
     if (pruner && update_marks(f, pruner)) return -1;
     if (extend(f) || write_out(f, out, out_len)) return -1;
-    /* The base doubled since the last layout, or the file holds as much garbage as segments. */
-    if (f->raw_appended > f->raw_layout || (f->garbage > (1u << 20) && 2 * f->garbage > f->fend)) {
+    if (relayout) {
+        /* The bytes just written hold the stale values of the segments not rewritten: the
+         * values are patched in the decoded profile (same sample order) before the layout. */
         uint8_t *again = NULL;
         size_t alen = 0;
+        f->st.rewritten = 0;
+        f->st.raw_deflated = 0;
         int rc = compact(f, *out, *out_len, pruner);
         if (!rc) rc = write_out(f, &again, &alen);
         free(*out);
