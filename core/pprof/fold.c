@@ -353,7 +353,8 @@ static int sink(void *ctx, const uint32_t *locs, uint32_t nloc, const ap_pprof_l
     size_t k = x - f->done[K_SMP];
     if (x == UINT32_MAX ||
         ap_pprof_sgrow((void **)&f->dig, &f->cap_dig, 2 * sizeof *f->dig, (size_t)x + 1) ||
-        ap_pprof_sgrow((void **)&f->vals, &f->cap_vals, nv * sizeof *f->vals + 1, (size_t)x + 1) ||
+        ap_pprof_sgrow((void **)&f->vals, &f->cap_vals, (nv ? nv : 1) * sizeof *f->vals,
+                       (size_t)x + 1) ||
         ap_pprof_sgrow((void **)&f->poff, &f->cap_poff, sizeof *f->poff, k + 2))
         return nomem(f->err);
     f->poff[k] = f->plen;
@@ -773,9 +774,14 @@ static int layout(ap_pprof_folder *f, const ap_pprof_profile *src, const ap_ppro
     for (size_t i = 0; i < f->nseg; i++) raw += f->segs[i].raw;
     f->raw_layout = raw ? raw : 1;
     f->raw_appended = 0;
-    free(f->touched); /* the base's own repeats */
+    /* What only the layout needed: the keys of the whole base, its own repeats. */
+    free(f->pend);
+    free(f->poff);
+    free(f->touched);
+    f->pend = NULL;
+    f->poff = NULL;
     f->touched = NULL;
-    f->ntouched = f->cap_touched = 0;
+    f->cap_pend = f->cap_poff = f->ntouched = f->cap_touched = 0;
     f->st.compacted = 1;
     rc = 0;
 done:
