@@ -32,15 +32,15 @@ void ap_pprof_folder_free(ap_pprof_folder *f);
 
 /* Folds inputs (uploads, as in ap_pprof_merge_encoded, each with its scale) into the folder:
  * each is decoded, scaled, pruned with pruner (per location, as Prune on the merged whole
- * would) and merged, then the output is written to *out (gzip, malloc'd: the caller's to free). The
- * result is what ap_pprof_merge_encoded([previous output, inputs...], pruner) gives, up to the
- * order of its tables: with rules, that merge prunes the previous output again, which a fold does
- * only when it would change nothing (the folder tracks the samples a Prune would cut again).
- * Returns 0; 1 when the inputs cannot be folded (sample types other than the base's, a sum
- * cancelled out to an all-zero sample, samples a Prune would cut again), with err saying why:
- * the caller merges in full instead; -1 with err (err->input the 0-based input at fault, when
- * one is). After a non-zero return the folder is
- * spent (it may hold part of the inputs): free it. */
+ * would) and merged, then the output is written to *out (gzip, malloc'd: the caller frees it).
+ * The result is what ap_pprof_merge_encoded([previous output, inputs...], pruner) gives, up to
+ * the order of its tables: with rules, that merge prunes the previous output again, which a fold
+ * does only when it would change nothing (the folder tracks the samples a Prune would cut
+ * again). Returns 0; 1 when the inputs cannot be folded (sample types other than the base's, a
+ * sum cancelled out to an all-zero sample, samples a Prune would cut again), with err saying
+ * why: the caller merges in full instead; -1 with err (err->input the 0-based input at fault,
+ * when one is; IO when the temp file fails). After a non-zero return *out is NULL and the folder
+ * is spent (it may hold part of the inputs): free it. */
 int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
                          const ap_pprof_limits *limits, const ap_pprof_pruner *pruner,
                          uint8_t **out, size_t *out_len, ap_pprof_fold_stats *stats,
@@ -49,7 +49,8 @@ int ap_pprof_folder_fold(ap_pprof_folder *f, const ap_pprof_input *inputs, size_
 /* Segment size (protobuf bytes) a fold aims at. A fold lays the whole profile out again (a
  * compaction: hottest samples first, tables in fewer segments) once the segments appended since
  * the last layout hold as many bytes as that layout did: the base has doubled, so compactions
- * cost O(log) layouts over the base's growth. */
+ * cost O(log) layouts over the base's growth (or when the temp file holds more bytes no segment
+ * uses than segments, past 1 MiB: segments that outgrew their room moved to its end). */
 #define AP_PPROF_FOLD_SEGMENT (2u << 10)
 
 #endif
