@@ -44,22 +44,29 @@ struct ap_pprof_folder {
     ap_pprof_merger *m; /* every table but the samples, and the header */
     int level;
     uint32_t nv;
-    /* Samples: index i is the output's i-th; its key's digest (2 words) and values. */
+    /* Samples: index i is the output's i-th; its key's digest (2 words). Their values are in the
+     * segments (pending samples: in pvals). */
     uint64_t *dig;
-    int64_t *vals;
     uint32_t nsamples;
-    size_t cap_dig, cap_vals;
+    size_t cap_dig;
     uint32_t *slots; /* open addressing: sample index + 1, probed from the digest's top bits */
     uint32_t sbits;
     /* Samples not yet in segments ([done[K_SMP], nsamples)): their keys encoded (a varint length
-     * of the location field, the location field, the label fields) at pend[poff[k]..poff[k+1]). */
+     * of the location field, the location field, the label fields) at pend[poff[k]..poff[k+1]),
+     * and their values at pvals[k * nv]. */
     uint8_t *pend;
     size_t plen, cap_pend;
     size_t *poff;
     size_t cap_poff;
-    /* Samples the adds of this fold found again (repeats possible). */
-    uint32_t *touched;
-    size_t ntouched, cap_touched;
+    int64_t *pvals;
+    size_t cap_pvals;
+    /* What the adds of this fold add to samples in segments: entry e is sample dx[e] + dv[e * nv];
+     * dslot an open-addressing table of e + 1 by sample (2^dbits slots). An entry is zeroed once
+     * its segment is written with it. */
+    uint32_t *dx, *dslot;
+    int64_t *dv;
+    size_t nd, cap_dx, cap_dv;
+    uint32_t dbits;
     seg *segs; /* in output order */
     size_t nseg, capseg;
     uint32_t *sseg; /* the sample segments, in sample order */
@@ -324,6 +331,58 @@ static int put_key_bytes(ap_pprof_folder *f, const uint32_t *locs, uint32_t nloc
     return 0;
 }
 
+/* The delta of sample x (in a segment) in this fold: NULL when it has none (or, with add, when
+ * out of memory: a new zero one otherwise). */
+static int64_t *delta(ap_pprof_folder *f, uint32_t x, int add)
+{
+    uint32_t nv = f->nv ? f->nv : 1;
+    if (f->dslot) {
+        uint64_t mask = (1ull << f->dbits) - 1, j = ap_hash_u64(x) >> (64 - f->dbits);
+        for (; f->dslot[j]; j = (j + 1) & mask)
+            if (f->dx[f->dslot[j] - 1] == x) return &f->dv[(size_t)(f->dslot[j] - 1) * nv];
+        if (!add) return NULL;
+        if ((f->nd + 1) * 2 <= (1ull << f->dbits)) {
+            if (ap_pprof_sgrow((void **)&f->dx, &f->cap_dx, sizeof *f->dx, f->nd + 1) ||
+                ap_pprof_sgrow((void **)&f->dv, &f->cap_dv, nv * sizeof *f->dv, f->nd + 1))
+                return NULL;
+            f->dx[f->nd] = x;
+            memset(&f->dv[f->nd * nv], 0, nv * sizeof *f->dv);
+            f->dslot[j] = (uint32_t)++f->nd;
+            return &f->dv[(f->nd - 1) * nv];
+        }
+    } else if (!add) {
+        return NULL;
+    }
+    /* (re)build the table twice as large, then add */
+    uint32_t bits = f->dslot ? f->dbits + 1 : 10;
+    uint32_t *ns = calloc((size_t)1 << bits, sizeof *ns);
+    if (!ns) return NULL;
+    free(f->dslot);
+    f->dslot = ns;
+    f->dbits = bits;
+    uint64_t mask = (1ull << bits) - 1;
+    for (size_t e = 0; e < f->nd; e++) {
+        uint64_t j = ap_hash_u64(f->dx[e]) >> (64 - bits);
+        while (ns[j]) j = (j + 1) & mask;
+        ns[j] = (uint32_t)e + 1;
+    }
+    return delta(f, x, 1);
+}
+
+/* Forgets this fold's deltas. */
+static void deltas_clear(ap_pprof_folder *f)
+{
+    if (f->dslot) memset(f->dslot, 0, ((size_t)1 << f->dbits) * sizeof *f->dslot);
+    f->nd = 0;
+}
+
+static int all_zero(const int64_t *v, uint32_t nv)
+{
+    for (uint32_t k = 0; k < nv; k++)
+        if (v[k]) return 0;
+    return 1;
+}
+
 /* The merger's sink: a sample found again adds its values, a new one is indexed and its key kept
  * until it is written. */
 static int sink(void *ctx, const uint32_t *locs, uint32_t nloc, const ap_pprof_label *lb,
@@ -341,20 +400,18 @@ static int sink(void *ctx, const uint32_t *locs, uint32_t nloc, const ap_pprof_l
     for (; f->slots[j]; j = (j + 1) & mask) {
         uint32_t x = f->slots[j] - 1;
         if (f->dig[2 * (size_t)x] != h1 || f->dig[2 * (size_t)x + 1] != h2) continue;
-        int64_t *ov = &f->vals[(size_t)x * nv];
+        int64_t *ov =
+            x >= f->done[K_SMP] ? &f->pvals[(size_t)(x - f->done[K_SMP]) * nv] : delta(f, x, 1);
+        if (!ov) return nomem(f->err);
         for (uint32_t k = 0; k < nv; k++) ov[k] = ap_add_wrap(ov[k], v[k]);
-        if (ap_pprof_sgrow((void **)&f->touched, &f->cap_touched, sizeof *f->touched,
-                           f->ntouched + 1))
-            return nomem(f->err);
-        f->touched[f->ntouched++] = x;
         return 0;
     }
     uint32_t x = f->nsamples;
     size_t k = x - f->done[K_SMP];
     if (x == UINT32_MAX ||
         ap_pprof_sgrow((void **)&f->dig, &f->cap_dig, 2 * sizeof *f->dig, (size_t)x + 1) ||
-        ap_pprof_sgrow((void **)&f->vals, &f->cap_vals, (nv ? nv : 1) * sizeof *f->vals,
-                       (size_t)x + 1) ||
+        ap_pprof_sgrow((void **)&f->pvals, &f->cap_pvals, (nv ? nv : 1) * sizeof *f->pvals,
+                       k + 1) ||
         ap_pprof_sgrow((void **)&f->poff, &f->cap_poff, sizeof *f->poff, k + 2))
         return nomem(f->err);
     f->poff[k] = f->plen;
@@ -362,7 +419,7 @@ static int sink(void *ctx, const uint32_t *locs, uint32_t nloc, const ap_pprof_l
     f->poff[k + 1] = f->plen;
     f->dig[2 * (size_t)x] = h1;
     f->dig[2 * (size_t)x + 1] = h2;
-    memcpy(&f->vals[(size_t)x * nv], v, nv * sizeof *v);
+    memcpy(&f->pvals[k * nv], v, nv * sizeof *v);
     f->slots[j] = x + 1;
     f->nsamples++;
     if ((uint64_t)f->nsamples * 2 > (1ull << f->sbits) && slots_grow(f)) return nomem(f->err);
@@ -412,7 +469,8 @@ static int put_sample(ap_pprof_folder *f, const uint8_t *loc, size_t nloc, const
 /* Splits the next sample message of an inflated segment into its location and label fields
  * (the folder wrote it: locations, values, labels). Returns the byte after it, NULL if bad. */
 static const uint8_t *split_sample(const uint8_t *p, const uint8_t *end, const uint8_t **loc,
-                                   size_t *nloc, const uint8_t **lab, size_t *nlab)
+                                   size_t *nloc, const uint8_t **val, const uint8_t **lab,
+                                   size_t *nlab)
 {
     uint64_t key, len;
     if (!(p = ap_varint(p, end, &key)) || key != ((2u << 3) | 2) ||
@@ -439,9 +497,33 @@ static const uint8_t *split_sample(const uint8_t *p, const uint8_t *end, const u
     if (!v0) v0 = v1 = mend; /* no values: cannot be, a zero sample is dropped */
     *loc = p;
     *nloc = (size_t)(v0 - p);
+    *val = v0;
     *lab = v1;
     *nlab = (size_t)(mend - v1);
     return mend;
+}
+
+/* Reads the values field(s) [p, end) of a sample the folder wrote (packed past two values) into
+ * v; 0, or -1 when they are not nv values. */
+static int read_values(const uint8_t *p, const uint8_t *end, int64_t *v, uint32_t nv)
+{
+    uint32_t n = 0;
+    while (p < end) {
+        uint64_t k, x, len;
+        if (!(p = ap_varint(p, end, &k))) return -1;
+        if ((k & 7) == 0) {
+            if (!(p = ap_varint(p, end, &x)) || n >= nv) return -1;
+            v[n++] = (int64_t)x;
+        } else {
+            if (!(p = ap_varint(p, end, &len)) || len > (uint64_t)(end - p)) return -1;
+            const uint8_t *pe = p + len;
+            while (p < pe) {
+                if (!(p = ap_varint(p, pe, &x)) || n >= nv) return -1;
+                v[n++] = (int64_t)x;
+            }
+        }
+    }
+    return n == nv ? 0 : -1;
 }
 
 /* ---- the temp file ---- */
@@ -593,8 +675,9 @@ static int write_range(ap_pprof_folder *f, const ap_pprof_profile *p, int kind, 
 }
 
 /* Writes samples [a, b) with their current values: those of segment `into` (an index + 1, 0 for
- * none) from its bytes, the others (pending) from their keys; into one segment when whole, else
- * into segments of about AP_PPROF_FOLD_SEGMENT bytes, the first into `into`. */
+ * none) from its bytes plus their deltas (applied, then zeroed), the others (pending) from their
+ * keys and values; into one segment when whole, else into segments of about
+ * AP_PPROF_FOLD_SEGMENT bytes, the first into `into`. 1 (err set) when a sum cancels out. */
 static int write_samples(ap_pprof_folder *f, size_t into, uint32_t a, uint32_t b, int whole)
 {
     const uint8_t *ip = NULL, *iend = NULL;
@@ -606,17 +689,34 @@ static int write_samples(ap_pprof_folder *f, size_t into, uint32_t a, uint32_t b
         iend = ip + s->raw;
         old_b = s->b;
     }
+    uint32_t nv = f->nv;
+    if (ap_pprof_sgrow((void **)&f->ids, &f->cap_ids, sizeof *f->ids, (size_t)nv + 1))
+        return nomem(f->err);
+    int64_t *v = (int64_t *)f->ids;
     f->blen = 0;
     for (uint32_t i = a; i < b; i++) {
-        const uint8_t *loc, *lab;
+        const uint8_t *loc, *val, *lab;
         size_t nloc, nlab;
         if (i < old_b) {
-            if (!(ip = split_sample(ip, iend, &loc, &nloc, &lab, &nlab)))
+            if (!(ip = split_sample(ip, iend, &loc, &nloc, &val, &lab, &nlab)) ||
+                read_values(val, lab, v, nv))
                 return ap_pprof_fail(f->err, AP_PPROF_EIO, "folder temp file: a bad segment");
+            int64_t *d = f->nd ? delta(f, i, 0) : NULL;
+            if (d) {
+                for (uint32_t k = 0; k < nv; k++) v[k] = ap_add_wrap(v[k], d[k]);
+                memset(d, 0, nv * sizeof *d);
+                if (all_zero(v, nv)) {
+                    ap_pprof_fail(f->err, AP_PPROF_EINVAL,
+                                  "a sum cancelled out to zero: merge in full");
+                    return 1;
+                }
+            }
         } else {
             pending_key(f, i, &loc, &nloc, &lab, &nlab);
+            v = &f->pvals[(size_t)(i - f->done[K_SMP]) * nv];
         }
-        if (put_sample(f, loc, nloc, lab, nlab, &f->vals[(size_t)i * f->nv])) return nomem(f->err);
+        if (put_sample(f, loc, nloc, lab, nlab, v)) return nomem(f->err);
+        v = (int64_t *)f->ids;
         if ((whole || f->blen < AP_PPROF_FOLD_SEGMENT) && i + 1 < b) continue;
         seg *s = into ? &f->segs[into - 1] : seg_add(f, K_SMP);
         if (!s) return nomem(f->err);
@@ -660,7 +760,7 @@ static int extend(ap_pprof_folder *f)
         uint64_t raw0 = f->st.raw_deflated;
         int rc = k == K_SMP ? write_samples(f, into, a, count[k], 0)
                             : write_range(f, p, k, a, count[k], into);
-        if (rc) return -1;
+        if (rc) return rc;
         if (f->raw_layout) f->raw_appended += f->st.raw_deflated - raw0;
         f->done[k] = count[k];
     }
@@ -759,6 +859,7 @@ static int layout(ap_pprof_folder *f, const ap_pprof_profile *src, const ap_ppro
     f->nv = nv;
     f->nsamples = 0;
     f->plen = 0;
+    deltas_clear(f);
     f->nmarked = f->ncounted = 0; /* indices change */
     f->ncut = 0;
     if (segs_clear(f)) goto done;
@@ -774,14 +875,14 @@ static int layout(ap_pprof_folder *f, const ap_pprof_profile *src, const ap_ppro
     for (size_t i = 0; i < f->nseg; i++) raw += f->segs[i].raw;
     f->raw_layout = raw ? raw : 1;
     f->raw_appended = 0;
-    /* What only the layout needed: the keys of the whole base, its own repeats. */
+    /* What only the layout needed: the keys and values of the whole base. */
     free(f->pend);
     free(f->poff);
-    free(f->touched);
+    free(f->pvals);
     f->pend = NULL;
     f->poff = NULL;
-    f->touched = NULL;
-    f->cap_pend = f->cap_poff = f->ntouched = f->cap_touched = 0;
+    f->pvals = NULL;
+    f->cap_pend = f->cap_poff = f->cap_pvals = 0;
     f->st.compacted = 1;
     rc = 0;
 done:
@@ -908,11 +1009,13 @@ void ap_pprof_folder_free(ap_pprof_folder *f)
     if (!f) return;
     if (f->fd >= 0) close(f->fd);
     free(f->dig);
-    free(f->vals);
+    free(f->pvals);
+    free(f->dx);
+    free(f->dv);
+    free(f->dslot);
     free(f->slots);
     free(f->pend);
     free(f->poff);
-    free(f->touched);
     free(f->segs);
     free(f->sseg);
     free(f->buf);
@@ -1005,18 +1108,28 @@ static uint32_t seg_of(const ap_pprof_folder *f, uint32_t x)
 }
 
 /* Lays the output out again from itself (decoded: a full merge's cost, once the base doubled);
- * the segments of samples whose values changed need not have been written again. */
+ * the deltas not written yet (the segments of the samples they change were not written again)
+ * are added to the decoded values. 1 (err set) when a sum cancels out. */
 static int compact(ap_pprof_folder *f, const uint8_t *bytes, size_t len,
                    const ap_pprof_pruner *pruner)
 {
     ap_pprof_profile *p = ap_pprof_decode(bytes, len, NULL, f->err);
     if (!p) return -1;
-    if (p->nsamples != f->nsamples || p->nsample_type != f->nv) {
+    uint32_t nv = f->nv;
+    if (p->nsamples != f->nsamples || p->nsample_type != nv) {
         ap_pprof_profile_free(p);
         return ap_pprof_fail(f->err, AP_PPROF_EIO, "folder: its output reads back wrong");
     }
-    /* The output's samples are the folder's, in order; their values are the folder's. */
-    memcpy(p->values, f->vals, (size_t)f->nsamples * f->nv * sizeof *p->values);
+    /* The output's samples are the folder's, in order. */
+    for (size_t e = 0; e < f->nd; e++) {
+        int64_t *v = &p->values[(size_t)f->dx[e] * nv];
+        for (uint32_t k = 0; k < nv; k++) v[k] = ap_add_wrap(v[k], f->dv[e * nv + k]);
+        if (all_zero(v, nv)) {
+            ap_pprof_profile_free(p);
+            ap_pprof_fail(f->err, AP_PPROF_EINVAL, "a sum cancelled out to zero: merge in full");
+            return 1;
+        }
+    }
     int rc = layout(f, p, pruner);
     ap_pprof_profile_free(p);
     trim();
@@ -1035,7 +1148,7 @@ static int fold_in(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
         return 1;
     }
     f->fresh = 0;
-    f->ntouched = 0;
+    deltas_clear(f);
     /* The base doubled since the last layout, or the file holds as much garbage as segments:
      * this fold lays the profile out again (from its output, once folded). */
     int relayout =
@@ -1049,29 +1162,26 @@ static int fold_in(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
         }
     }
     uint32_t nv = f->nv;
-    /* A sum that cancelled out: Go's Merge drops the sample (and what only it used). */
-    for (size_t i = 0; i < f->ntouched; i++) {
-        int zero = 1;
-        for (uint32_t k = 0; k < nv; k++) zero &= f->vals[(size_t)f->touched[i] * nv + k] == 0;
-        if (zero) {
+    /* A sum that cancelled out: Go's Merge drops the sample (and what only it used). Those of
+     * the samples in segments show when their segment is written with the delta. */
+    for (uint32_t x = base_samples; x < f->nsamples; x++) {
+        if (all_zero(&f->pvals[(size_t)(x - base_samples) * nv], nv)) {
             ap_pprof_fail(err, AP_PPROF_EINVAL, "a sum cancelled out to zero: merge in full");
             return 1;
         }
     }
     if (ap_pprof_sgrow((void **)&f->dirty, &f->cap_dirty, 1, f->nseg + 1)) return nomem(err);
     memset(f->dirty, 0, f->nseg);
-    uint32_t ntouched = 0;
-    for (size_t i = 0; i < f->ntouched; i++) {
-        if (f->touched[i] >= base_samples) continue;
-        ntouched++;
-        f->dirty[seg_of(f, f->touched[i])] = 1;
-    }
+    uint32_t ntouched = (uint32_t)f->nd;
+    for (size_t e = 0; e < f->nd; e++) f->dirty[seg_of(f, f->dx[e])] = 1;
     uint32_t added = f->nsamples - base_samples;
-    for (size_t s = 0, ns = f->nseg; s < ns; s++)
-        if (!relayout && f->dirty[s] && write_samples(f, s + 1, f->segs[s].a, f->segs[s].b, 1))
-            return -1;
-    if (pruner && update_marks(f, pruner)) return -1;
-    if (extend(f) || write_out(f, out, out_len)) return -1;
+    int rc = 0;
+    for (size_t s = 0, ns = f->nseg; s < ns && !rc; s++)
+        if (!relayout && f->dirty[s]) rc = write_samples(f, s + 1, f->segs[s].a, f->segs[s].b, 1);
+    if (!rc && pruner) rc = update_marks(f, pruner);
+    if (!rc) rc = extend(f);
+    if (!rc) rc = write_out(f, out, out_len);
+    if (rc) return rc;
     if (relayout) {
         /* The bytes just written hold the stale values of the segments not rewritten: the
          * values are patched in the decoded profile (same sample order) before the layout. */
@@ -1079,12 +1189,12 @@ static int fold_in(ap_pprof_folder *f, const ap_pprof_input *inputs, size_t n,
         size_t alen = 0;
         f->st.rewritten = 0;
         f->st.raw_deflated = 0;
-        int rc = compact(f, *out, *out_len, pruner);
+        rc = compact(f, *out, *out_len, pruner);
         if (!rc) rc = write_out(f, &again, &alen);
         free(*out);
         *out = again;
         *out_len = alen;
-        if (rc) return -1;
+        if (rc) return rc;
     }
     f->st.touched = ntouched;
     f->st.added = added;
