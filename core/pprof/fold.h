@@ -24,8 +24,8 @@ typedef struct {
  * into it must use the same rules: a folder is made again when they change); level is the gzip
  * level of what it writes. Its segments go to a temp file under $TMPDIR (else /tmp), unlinked at
  * once. Memory: the strings, functions, locations and mappings, 24 bytes per sample (digest and
- * index slot) and its values, and 48 bytes per segment. NULL with err set (MALFORMED base, IO:
- * the temp file, ...). */
+ * index slot; the values are in the segments) and 48 bytes per segment. NULL with err set
+ * (MALFORMED base, IO: the temp file, ...). */
 ap_pprof_folder *ap_pprof_folder_new(const void *base, size_t len, const ap_pprof_limits *limits,
                                      const ap_pprof_pruner *pruner, int level, ap_pprof_error *err);
 void ap_pprof_folder_free(ap_pprof_folder *f);
