@@ -48,8 +48,8 @@ M.PAGE = 256 -- staged keys listed per request: a pass lists what it merges, not
 M.DECODED = 128 * 1024 * 1024 -- decoded bytes a batch holds at most (pprof info.memory)
 M.DECODERS = 8 -- uploads read and decoded at once (thread pool jobs, beside the server's validations)
 -- Folders kept (one per app, each holding its merged profile's index: its tables but the samples,
--- some 24 bytes per sample; the segments are in a temp file): past this, another
--- app's is dropped, to be made again (from its base, as a full merge costs) when that app merges.
+-- some 24 bytes per sample; the segments are in a temp file): past this, another app's is
+-- dropped, to be made again (from its base, as a full merge costs) when that app merges.
 M.MAX_FOLDERS = 8
 
 local m = {
