@@ -12,7 +12,7 @@ build_pkgs=(
     cmake make gcc pkg-config
     lua5.4 liblua5.4-dev lua-luv-dev lua-cjson-dev
     lua-yaml
-    libuv1-dev libh2o-dev libcurl4-openssl-dev libssl-dev zlib1g-dev
+    libuv1-dev libh2o-dev libcurl4-openssl-dev libssl-dev zlib1g-dev libdeflate-dev
     libprotobuf-c-dev protobuf-c-compiler libpcre2-dev
     librdkafka-dev libnats-dev libhiredis-dev
 )

@@ -24,7 +24,7 @@ mkdir -p "$work"
 "$root/tests/goref/build.sh" "$build/goref" >/dev/null
 for t in zfloor decode_bench phases; do
     cc -O2 -I"$root/core/pprof" "$root/bench/merge/$t.c" "$root"/core/pprof/*.c \
-        $(pkg-config --cflags --libs zlib libpcre2-8) -lpthread -lm -o "$work/$t"
+        $(pkg-config --cflags --libs zlib libdeflate libpcre2-8) -lpthread -lm -o "$work/$t"
 done
 gen=$build/goref/bin/pprofgen
 

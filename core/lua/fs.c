@@ -1,11 +1,13 @@
 /* File-system calls luv does not offer, for lua/autopgo/blob/file.lua: advisory locks (flock) that
- * the kernel drops when a process dies, and core/fs's atomic writes as single thread-pool jobs. */
+ * the kernel drops when a process dies, and core/fs's atomic writes and directory pages as single
+ * thread-pool jobs. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 
 #include "atomic.h"
+#include "list.h"
 #include "binding.h"
 
 /* fs.flock(fd, "exclusive" | "shared" | "unlock") -> true | nil, "BUSY: ...", "BUSY"
@@ -40,6 +42,19 @@ static void push_errno(lua_State *L, int rc, const char *path)
     ap_push_error(L, uv_err_name(rc), "%s: %s", uv_strerror(rc), path);
 }
 
+/* The fields of a file's ap_fs_info into the table on top. */
+static void push_info_fields(lua_State *L, const ap_fs_info *info)
+{
+    lua_pushinteger(L, (lua_Integer)info->ino);
+    lua_setfield(L, -2, "ino");
+    lua_pushinteger(L, (lua_Integer)info->size);
+    lua_setfield(L, -2, "size");
+    lua_pushinteger(L, (lua_Integer)info->mtime_sec);
+    lua_setfield(L, -2, "mtime_sec");
+    lua_pushinteger(L, (lua_Integer)info->mtime_nsec);
+    lua_setfield(L, -2, "mtime_nsec");
+}
+
 static void write_new_work(void *d)
 {
     fs_job *j = d;
@@ -55,14 +70,7 @@ static int write_new_after(lua_State *L, void *d)
     }
     lua_pushnil(L);
     lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)j->info.ino);
-    lua_setfield(L, -2, "ino");
-    lua_pushinteger(L, (lua_Integer)j->info.size);
-    lua_setfield(L, -2, "size");
-    lua_pushinteger(L, (lua_Integer)j->info.mtime_sec);
-    lua_setfield(L, -2, "mtime_sec");
-    lua_pushinteger(L, (lua_Integer)j->info.mtime_nsec);
-    lua_setfield(L, -2, "mtime_nsec");
+    push_info_fields(L, &j->info);
     return 2;
 }
 
@@ -136,12 +144,84 @@ static int l_place_async(lua_State *L)
     return 1;
 }
 
+typedef struct {
+    char *dir, *prefix, *after;
+    size_t limit;
+    int rc;
+    ap_fs_page page;
+} list_job;
+
+static void list_work(void *d)
+{
+    list_job *j = d;
+    j->rc = ap_fs_list_page(j->dir, j->prefix, j->after, j->limit, &j->page);
+}
+
+static int list_after(lua_State *L, void *d)
+{
+    list_job *j = d;
+    if (j->rc) {
+        push_errno(L, j->rc, j->dir);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_createtable(L, (int)j->page.n, 0);
+    for (size_t i = 0; i < j->page.n; i++) {
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, j->page.entries[i].name);
+        lua_setfield(L, -2, "name");
+        push_info_fields(L, &j->page.entries[i].info);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_pushboolean(L, j->page.has_dirs);
+    return 3;
+}
+
+static void list_free(void *d)
+{
+    list_job *j = d;
+    ap_fs_page_free(&j->page);
+    free(j->dir);
+    free(j->prefix);
+    free(j->after);
+    free(j);
+}
+
+/* fs.list_page_async(dir, prefix, after|nil, limit, cb(err, files, has_dirs)) -> true
+ * The first limit regular files of dir named prefix... and sorting after `after`, by name:
+ * { name, ino, size, mtime_sec, mtime_nsec } each (core/fs/list.h). has_dirs: a directory named
+ * prefix... is there too (its files would interleave in key order). */
+static int l_list_page_async(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    const char *prefix = luaL_checkstring(L, 2);
+    const char *after = luaL_optstring(L, 3, NULL);
+    lua_Integer limit = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, limit >= 0 && limit <= 1000000, 4, "limit must be in 0..1000000");
+    luaL_checktype(L, 5, LUA_TFUNCTION);
+    list_job *j = calloc(1, sizeof *j);
+    if (j) {
+        j->dir = strdup(dir);
+        j->prefix = strdup(prefix);
+        j->after = after ? strdup(after) : NULL;
+    }
+    if (!j || !j->dir || !j->prefix || (after && !j->after)) {
+        if (j) list_free(j);
+        return luaL_error(L, "out of memory");
+    }
+    j->limit = (size_t)limit;
+    ap_work_queue(L, 5, NULL, 0, j, list_work, list_after, list_free);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 int ap_open_fs(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"flock", l_flock},
         {"write_new_async", l_write_new_async},
         {"place_async", l_place_async},
+        {"list_page_async", l_list_page_async},
         {NULL, NULL},
     };
     luaL_newlib(L, funcs);

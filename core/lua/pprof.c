@@ -378,6 +378,7 @@ typedef struct {
     size_t out_len;
     ap_pprof_profile *result;
     ap_pprof_merge_summary sum;
+    ap_pprof_input_facts *facts; /* one per input when opts.facts */
     lfolder *folder; /* fold into it instead of merging (opts.folder): the output is out too */
     ap_pprof_fold_stats fold;
     char sha256[65]; /* hex digest of out, "" for a profile */
@@ -443,6 +444,21 @@ static void push_summary(lua_State *L, const merge_job *j)
         lua_pushboolean(L, f->compacted);
         lua_setfield(L, -2, "compacted");
         lua_setfield(L, -2, "fold");
+    }
+    if (j->facts) {
+        /* per input, what profile:info() would say of these fields (absent: not decoded) */
+        lua_createtable(L, (int)j->n, 0);
+        for (size_t i = 0; i < j->n; i++) {
+            const ap_pprof_input_facts *f = &j->facts[i];
+            if (!f->filled) continue;
+            lua_createtable(L, 0, 4);
+            set_int(L, f->time_nanos, "time_nanos");
+            set_int(L, f->duration_nanos, "duration_nanos");
+            set_int(L, f->samples, "samples");
+            set_int(L, f->first_total, "first_total");
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_setfield(L, -2, "facts");
     }
 }
 
@@ -521,6 +537,7 @@ static void merge_cleanup(void *d)
     free(j->out);
     free(j->inputs);
     free(j->busy);
+    free(j->facts);
     free(j);
 }
 
@@ -556,6 +573,12 @@ static int do_merge(lua_State *L, int async)
                 luaL_argerror(L, 2, "output must be \"bytes\" or \"profile\"");
             want_profile = strcmp(o, "profile") == 0;
         }
+        lua_pop(L, 1);
+    }
+    int want_facts = 0;
+    if (has_opts) {
+        lua_getfield(L, 2, "facts");
+        want_facts = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
     lfolder *folder = NULL;
@@ -626,10 +649,12 @@ static int do_merge(lua_State *L, int async)
     merge_job *j = calloc(1, sizeof *j);
     if (j) j->inputs = calloc((size_t)n, sizeof *j->inputs);
     if (j) j->busy = calloc((size_t)n, sizeof *j->busy);
-    if (!j || !j->inputs || !j->busy) {
+    if (j && want_facts) j->facts = calloc((size_t)n, sizeof *j->facts);
+    if (!j || !j->inputs || !j->busy || (want_facts && !j->facts)) {
         if (j) {
             free(j->inputs);
             free(j->busy);
+            free(j->facts);
             free(j);
         }
         ap_pprof_pruner_free(pruner);
@@ -646,6 +671,7 @@ static int do_merge(lua_State *L, int async)
         int idx = base + (int)i;
         /* 0 would mean "none" in ap_pprof_input: a zero scale is kept as the smallest one. */
         j->inputs[i - 1].scale = scales[i - 1] == 0 ? 1e-300 : scales[i - 1];
+        if (j->facts) j->inputs[i - 1].facts = &j->facts[i - 1];
         if (kinds[i - 1] == 2) {
             /* Paths are read on the pool thread: the file's bytes never reach Lua. */
             j->inputs[i - 1].path = lua_tostring(L, idx);
@@ -693,6 +719,8 @@ static int do_merge(lua_State *L, int async)
  * opts: { prune = {{drop=, keep=}...}, limits = {...}, level = -1..9, raw = bool,
  *         scales = {number per input: Go's Profile.Scale of that input before merging},
  *         threads = n (0: automatic), output = "bytes" | "profile",
+ *         facts = true: summary.facts[i] = { time_nanos, duration_nanos, samples, first_total }
+ *         of each input as decoded (first_total: its first sample type's sum),
  *         folder = a folder (pprof.folder_async): the inputs are uploads folded into it (with
  *         the prune rules it was made with), summary.fold tells what was deflated again; a
  *         failure (INVALID_ARGUMENT when the uploads need a full merge) spends the folder } */

@@ -364,6 +364,20 @@ static void pool_stop(decode_pool *pl, pthread_t *helpers, int nhelpers)
     for (int k = 0; k < nhelpers; k++) pthread_join(helpers[k], NULL);
 }
 
+static void note_facts(ap_pprof_input_facts *f, const ap_pprof_profile *p)
+{
+    f->time_nanos = p->time_nanos;
+    f->duration_nanos = p->duration_nanos;
+    f->samples = p->nsamples;
+    int64_t total = 0; /* as ap_pprof_totals adds (wrapping), for the first type only */
+    uint32_t nv = p->nsample_type;
+    if (nv)
+        for (uint32_t k = 0; k < p->nsamples; k++)
+            total = ap_add_wrap(total, p->values[(size_t)k * nv]);
+    f->first_total = total;
+    f->filled = 1;
+}
+
 /* One pass over the inputs into a merged profile. In the first pass (types->fixed == 0) input 0
  * goes in whole and the types are counted; when a later input lacks one of input 0's types the
  * pass stops merging (*redo = 1) and only decodes the rest, so that a second pass with the
@@ -420,6 +434,7 @@ static ap_pprof_profile *merge_pass(const ap_pprof_input *inputs, size_t n,
         }
         sum->inputs++;
         sum->samples_in += src->nsamples;
+        if (inputs[i].facts) note_facts(inputs[i].facts, src);
         if (!types->fixed) {
             if (i == 0 && types_init(types, src)) {
                 ap_pprof_fail(err, AP_PPROF_ENOMEM, "out of memory");

@@ -247,12 +247,22 @@ int ap_pprof_encode(const ap_pprof_profile *p, const ap_pprof_encode_opts *opts,
 
 /* ---- one-shot pipeline -------------------------------------------------------------------- */
 
+/* What an input says of itself, as decoded (before any projection or scale): what a caller that
+ * merges undecoded bodies still needs of each (the worker files uploads by capture time). */
+typedef struct {
+    int64_t time_nanos, duration_nanos;
+    int64_t first_total; /* the sum of the first sample type's values, 0 when there is none */
+    uint32_t samples;
+    int filled; /* 1 once the input was decoded */
+} ap_pprof_input_facts;
+
 typedef struct {
     const void *data;
     size_t len;
     const ap_pprof_profile *profile; /* used instead of data/len when set */
     const char *path;                /* a file to read instead, when set (and no profile) */
     double scale; /* Go's Profile.Scale(scale) of this input before it is merged; 0 or 1: none */
+    ap_pprof_input_facts *facts; /* filled when set (by ap_pprof_merge_encoded) */
 } ap_pprof_input;
 
 typedef struct {

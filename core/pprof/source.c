@@ -1,6 +1,11 @@
-/* Streaming gunzip for the decoder, with Go's gzip.Reader behaviour: multi-member streams are
+/* Gunzip for the decoder, with Go's gzip.Reader behaviour: multi-member streams are
  * concatenated, trailing bytes that are not a gzip header are an error, and a truncated
- * stream is "unexpected EOF". Output past the size limit is refused (gzip bombs). */
+ * stream is "unexpected EOF". Output past the size limit is refused (gzip bombs).
+ * Two paths, one result: libdeflate inflates the whole input at once when its output fits in
+ * AP_SRC_WHOLE_MAX and the limit; anything else, and anything libdeflate refuses, goes to
+ * zlib's streaming inflate, which alone words every error (so a malformed input fails as it
+ * always did, after being tried twice). */
+#include <libdeflate.h>
 #include <stdlib.h>
 
 #include "source.h"
@@ -70,8 +75,92 @@ static int make_room(ap_src *s, size_t want, ap_pprof_error *err)
     return 0;
 }
 
+/* ---- whole-buffer path (libdeflate) ---- */
+
+#define GZIP_MIN          18u   /* a gzip member's smallest size: 10-byte header, 8-byte trailer */
+#define GZIP_FHCRC        0x02u /* header flag: a CRC-16 of the header follows it */
+#define DEFLATE_MAX_RATIO 1032  /* DEFLATE never expands a byte into more than 1032 */
+
+/* Resizes the whole-output buffer to `ncap` bytes, charged to the profile's budget. */
+static int whole_resize(ap_src *s, uint64_t ncap)
+{
+    if (s->charge && ap_pprof_charge(s->charge, (int64_t)(ncap - s->cap), NULL)) return -1;
+    uint8_t *nb = realloc(s->buf, (size_t)ncap);
+    if (!nb) {
+        if (s->charge) s->charge->mem_used -= ncap - s->cap;
+        return -1;
+    }
+    s->charged += ncap - s->cap;
+    s->buf = nb;
+    s->cap = (size_t)ncap;
+    return 0;
+}
+
+/* Inflates every member of the input into one buffer. Returns 1 when buf[0..hi) holds the
+ * whole output, or 0 with the source as new, for zlib's path: an input libdeflate refuses
+ * (malformed, truncated, trailing bytes), a member with a header CRC (libdeflate skips it
+ * unchecked; zlib and Go check it), an output over AP_SRC_WHOLE_MAX or the limit, a buffer
+ * over the memory budget. The last member's ISIZE trailer sizes the first try; it is only a
+ * hint (one member's size, mod 2^32, and a crafted input may lie): a buffer too small is
+ * doubled and the member inflated again, never past the bound. Known difference: libdeflate
+ * accepts a few degenerate Huffman codes that zlib rejects (e.g. an empty distance code, or a
+ * one-symbol code-length code) when the member's CRC-32 and ISIZE still match. */
+static int inflate_whole(ap_src *s)
+{
+    uint64_t max = s->limit < AP_SRC_WHOLE_MAX ? s->limit : AP_SRC_WHOLE_MAX;
+    if (s->in_len < GZIP_MIN || max == 0) return 0;
+    const uint8_t *t = s->in + s->in_len - 4;
+    uint64_t cap =
+        (uint64_t)t[0] | (uint64_t)t[1] << 8 | (uint64_t)t[2] << 16 | (uint64_t)t[3] << 24;
+    if (cap > (uint64_t)s->in_len * DEFLATE_MAX_RATIO)
+        cap = (uint64_t)s->in_len * DEFLATE_MAX_RATIO;
+    if (cap > max) return 0; /* too large for this path, or a lie: zlib decides */
+    if (cap < 4096) cap = max < 4096 ? max : 4096;
+    struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+    if (!d) return 0;
+    size_t off = 0;
+    int whole = 0;
+    while (!whole && whole_resize(s, cap) == 0) {
+        enum libdeflate_result r = LIBDEFLATE_SUCCESS;
+        while (off < s->in_len) {
+            if (s->in_len - off < GZIP_MIN || (s->in[off + 3] & GZIP_FHCRC)) break;
+            size_t used = 0, got = 0;
+            r = libdeflate_gzip_decompress_ex(d, s->in + off, s->in_len - off, s->buf + s->hi,
+                                              s->cap - s->hi, &used, &got);
+            if (r != LIBDEFLATE_SUCCESS) break;
+            s->hi += got;
+            s->members++;
+            off += used;
+        }
+        if (off == s->in_len)
+            whole = 1;
+        else if (r != LIBDEFLATE_INSUFFICIENT_SPACE || cap >= max)
+            break;
+        else
+            cap = cap * 2 > max ? max : cap * 2; /* this member again, with more room */
+    }
+    libdeflate_free_decompressor(d);
+    if (!whole) {
+        free(s->buf);
+        if (s->charge) s->charge->mem_used -= s->charged;
+        s->buf = NULL;
+        s->cap = s->hi = s->charged = 0;
+        s->members = 0;
+        return 0;
+    }
+    s->total = s->hi;
+    s->eof = 1;
+    return 1;
+}
+
+/* ---- streaming path (zlib) ---- */
+
 int ap_src_fill(ap_src *s, size_t need, ap_pprof_error *err)
 {
+    if (s->gz && !s->tried_whole) {
+        s->tried_whole = 1;
+        if (inflate_whole(s)) return 0;
+    }
     while (s->hi - s->lo < need && !s->eof) {
         if (!s->zinit) {
             s->zs.next_in = (Bytef *)s->in;

@@ -1,11 +1,19 @@
-/* The byte source of the decoder: raw protobuf in place, or gzip inflated in a bounded,
- * growing window so that only the unparsed tail of the stream is held in memory. */
+/* The byte source of the decoder: raw protobuf in place; gzip up to AP_SRC_WHOLE_MAX bytes
+ * inflated whole with libdeflate; else (or when libdeflate refuses the input) gzip inflated by
+ * zlib in a bounded, growing window so that only the unparsed tail of the stream is held. */
 #ifndef AP_PPROF_SOURCE_H
 #define AP_PPROF_SOURCE_H
 
 #include <zlib.h>
 
 #include "internal.h"
+
+/* Gzip whose output fits in this many bytes is inflated whole by libdeflate (2-2.7x zlib's
+ * inflate here; bench/merge/RESULTS.md): every upload (a few hundred KiB to a few MiB) and
+ * every bench/merge input. The whole output is held, and charged to the profile, for the
+ * whole decode, so beyond this (up to the profile's max_decompressed) zlib's window, which
+ * holds only the unparsed tail, keeps the memory of a decode small. */
+#define AP_SRC_WHOLE_MAX ((uint64_t)64 << 20)
 
 typedef struct {
     const uint8_t *in;
@@ -21,6 +29,7 @@ typedef struct {
     uint64_t limit;
     uint32_t members; /* gzip members started */
     int eof;
+    int tried_whole; /* the libdeflate whole-buffer path was tried (it ran or was skipped) */
     ap_pprof_profile *charge; /* the window is charged to this profile's budget */
     size_t charged;
 } ap_src;

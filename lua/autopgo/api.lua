@@ -442,15 +442,15 @@ function Api:history_of(req, res)
   local app = req.params.app
   if not keys.is_app_name(app) then return answer(res, 400, bad_name(app)) end
   if not self.history then return answer(res, 400, "this server keeps no history (--segment 0)") end
-  local segs, err = self.history:segments(app)
+  local segs, err = self.history:segments_uploads(app)
   if not segs then return answer(res, failure("cannot read the history of the app", err, "app", app)) end
   local seglen = self.history.seglen
   local out_segs, out_uploads = json.array(), json.array()
   for _, s in ipairs(segs) do
     local start = utc.rfc3339(s.start)
     out_segs[#out_segs + 1] = json.object("start", start, "end", utc.rfc3339(s.start + seglen),
-      "uploads", #s.doc.uploads, "samples", s.doc.samples or 0, "bytes", s.doc.bytes or 0)
-    for _, u in ipairs(s.doc.uploads) do
+      "uploads", s.doc.count, "samples", s.doc.samples or 0, "bytes", s.doc.bytes or 0)
+    for _, u in ipairs(s.uploads) do
       out_uploads[#out_uploads + 1] = json.object("key", u.key, "captured", u.captured, "duration", u.duration or 0,
         "size", u.size or 0, "source", u.source or "", "segment", start)
     end

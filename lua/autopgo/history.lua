@@ -1,6 +1,7 @@
 -- Profile history (README "Time model"): every merged upload also goes into the time segment of
--- its capture time, kept as a manifest (the commit point) plus an immutable profile object named by
--- its sha256; windows merge the segments they overlap; retention and range deletes drop segments.
+-- its capture time, kept as a manifest (the commit point) naming immutable parts (lists of its
+-- uploads) and an immutable profile object named by its sha256, which a pass folds its batch into;
+-- windows merge the segments they overlap; retention and range deletes drop segments.
 local async = require "autopgo.async"
 local fail = require "autopgo.fail"
 local httpd = require "autopgo.httpd"
@@ -9,6 +10,7 @@ local keys = require "autopgo.keys"
 local limits = require "autopgo.limits"
 local log = require "autopgo.log"
 local merging = require "autopgo.merging"
+local segparts = require "autopgo.segment_parts"
 local utc = require "autopgo.utc"
 local uv = require "luv"
 local core = require "autopgo.core"
@@ -78,7 +80,7 @@ function M.new(o)
   local seglen = math.tointeger(o.segment or M.DEFAULT_SEGMENT)
   assert(seglen and seglen >= 1, "history: the segment length is a whole number of seconds")
   return setmetatable({ store = assert(o.store, "history: store"), seglen = seglen,
-    retention = o.retention, now = o.now or M.now_nanos }, History)
+    retention = o.retention, now = o.now or M.now_nanos, folders = {} }, History)
 end
 
 --- The history a role keeps under opts.segment / opts.retention (seconds), or nil when
@@ -110,7 +112,14 @@ function History:expired(start)
   return cutoff ~= nil and (start + self.seglen) * NS <= cutoff
 end
 
---- The manifest of a segment and its etag, false when there is none, or nil, err, code.
+local function sha256_hex(s)
+  local h = crypto.hasher("sha256")
+  h:update(s)
+  return crypto.hex(h:digest())
+end
+
+--- The manifest of a segment and its etag, false when there is none, or nil, err, code. Either
+-- layout (autopgo.segment_parts): doc.count is the number of uploads it holds.
 function History:read_manifest(app, start, seglen)
   local key = keys.segment_manifest(app, seglen or self.seglen, start)
   local got, err, code = self.store:get(key)
@@ -119,21 +128,47 @@ function History:read_manifest(app, start, seglen)
     return nil, err, code
   end
   local doc = json.decode(got.body)
-  if type(doc) ~= "table" or type(doc.uploads) ~= "table" or (doc.profile ~= nil and type(doc.profile) ~= "string") then
+  if type(doc) ~= "table" or (doc.uploads ~= nil and type(doc.uploads) ~= "table")
+      or (doc.uploads == nil and type(doc.upload_parts) ~= "table") or not segparts.valid(doc.upload_parts)
+      or (doc.profile ~= nil and type(doc.profile) ~= "string") then
     return fail.new("INVALID", "the segment manifest %s is unreadable", key)
   end
+  doc.count = segparts.count(doc)
   return doc, got.etag
 end
 
-local function encode_manifest(app, seglen, start, profile, bytes, uploads)
-  local list, samples = json.array(), 0
-  for i, u in ipairs(uploads) do
-    samples = samples + (u.samples or 0)
-    list[i] = json.object("key", u.key, "captured", u.captured, "duration", u.duration or 0, "size", u.size or 0,
-      "samples", u.samples or 0, "source", u.source or "", "weight", u.scale or u.weight or 1)
+--- Which of keyset (a set of staged keys) segment start (manifest doc, or false) holds: a set,
+-- reading only the parts that may hold them, or nil, err, code.
+function History:holds(app, start, doc, keyset)
+  return segparts.holds(self.store, app, self.seglen, start, doc, keyset)
+end
+
+--- Every upload segment seg ({ start, doc, seglen }) holds, by capture time then key. Returns the
+-- list or nil, err, code (PRECONDITION_FAILED: a part is gone, read the manifest again).
+function History:uploads(app, seg)
+  return segparts.uploads(self.store, app, seg.seglen or self.seglen, seg.start, seg.doc)
+end
+
+--- History:segments with each segment's uploads (seg.uploads, from History:uploads), read again
+-- when a segment changed meanwhile. Returns the list or nil, err, code.
+function History:segments_uploads(app, from, to)
+  local err, code
+  for _ = 1, M.MAX_ATTEMPTS do
+    local segs
+    segs, err, code = self:segments(app, from, to)
+    if not segs then return nil, err, code end
+    local whole = true
+    for _, s in ipairs(segs) do
+      s.uploads, err, code = self:uploads(app, s)
+      if not s.uploads then
+        if code ~= "PRECONDITION_FAILED" then return nil, err, code end
+        whole = false
+        break
+      end
+    end
+    if whole then return segs end
   end
-  return json.encode(json.object("app", app, "segment", seglen, "start", start, "profile", profile,
-    "bytes", bytes, "samples", samples, "uploads", list))
+  return fail.new("UNAVAILABLE", "the history of %s kept changing while being read", app)
 end
 
 -- The source the API recorded for a staged key ("" when there is no record).
@@ -144,6 +179,25 @@ function History:source_of(key)
   if not got then return "" end
   local doc = json.decode(got.body)
   return type(doc) == "table" and type(doc.source) == "string" and doc.source or ""
+end
+
+M.READERS = 8 -- provenance records read at once
+
+-- The sources of items' keys (source_of each), M.READERS store reads at a time: one pass files
+-- hundreds of uploads, and one read after another would cost a round trip each.
+function History:sources_of(items)
+  local out, next_i, fns = {}, 1, {}
+  for _ = 1, math.min(M.READERS, #items) do
+    fns[#fns + 1] = function()
+      while next_i <= #items do
+        local i = next_i
+        next_i = i + 1
+        out[i] = self:source_of(items[i].key)
+      end
+    end
+  end
+  async.all(fns)
+  return out
 end
 
 --- The info (pprof validate) of a staged body.
@@ -160,7 +214,8 @@ end
 -- segment folds whole instead of merging the items again. Returns true or nil, err, code.
 function History:add(app, items, whole)
   local groups, order = {}, {}
-  for _, item in ipairs(items) do
+  local sources = self:sources_of(items)
+  for i, item in ipairs(items) do
     local info, err, code = item.info, nil, nil
     if not info then info, err, code = M.info(item.body) end
     if not info then return nil, err, code end
@@ -178,7 +233,7 @@ function History:add(app, items, whole)
       table.insert(groups[start], { key = item.key, input = item.input, scale = item.scale or 1,
         captured = M.rfc3339_nanos(captured),
         duration = (info.duration_nanos or 0) / NS, size = #item.body, samples = st and st.total or 0,
-        source = self:source_of(item.key) })
+        source = sources[i] })
     end
   end
   table.sort(order)
@@ -190,66 +245,158 @@ function History:add(app, items, whole)
   return true
 end
 
--- Merges entries not yet in segment start into it: the new profile object first, then the
--- manifest with a conditional write (the commit point), then the old object is deleted. whole
--- (optional) is the merge of every entry's input: used when the segment holds none of them yet.
+-- Folders over segment profiles (merging.folder), kept per (app, segment): past this many, another
+-- is dropped, to be made again from its object (a full merge's cost) when that segment grows next.
+M.MAX_FOLDERS = 8
+
+-- The folder held for segment id over the profile of that digest, taken (given back by keep_folder
+-- once its result is committed), or nil.
+function History:take_folder(id, digest)
+  local held = self.folders[id]
+  self.folders[id] = nil
+  if held and held.digest ~= digest then
+    held.folder:close()
+    held = nil
+  end
+  return held and held.folder
+end
+
+function History:keep_folder(id, folder, digest)
+  local old = self.folders[id]
+  if old then old.folder:close() end
+  self.folders[id] = nil
+  local n = 0
+  for _ in pairs(self.folders) do n = n + 1 end
+  if n >= M.MAX_FOLDERS then
+    local victim = next(self.folders)
+    self.folders[victim].folder:close()
+    self.folders[victim] = nil
+  end
+  self.folders[id] = { folder = folder, digest = digest }
+end
+
+--- Drops the folders held over app's segments (the app was deleted).
+function History:drop_folders(app)
+  local prefix = app .. "/"
+  for id, held in pairs(self.folders) do
+    if id:sub(1, #prefix) == prefix then
+      held.folder:close()
+      self.folders[id] = nil
+    end
+  end
+end
+
+-- The profile of segment start (manifest doc, or false) with inputs (under scales) merged in: the
+-- merging result, with .folder when it was folded (a folder over the object it read, or the one
+-- kept at this segment's last commit when it is still over the profile the manifest names), so a
+-- pass over a large segment costs its batch. Returns the result or nil, err, code.
+function History:merge_segment(app, start, doc, inputs, scales)
+  if not (doc and doc.profile) then return merging.merge(inputs, nil, scales) end
+  local id = ("%s/%d/%d"):format(app, self.seglen, start)
+  local okey = keys.segment_object(app, self.seglen, start, doc.profile)
+  local folder, body = self:take_folder(id, doc.profile), nil
+  local function read()
+    local obj, err, code = self.store:get(okey)
+    if not obj then
+      if code == "NOT_FOUND" then
+        return fail.new("UNAVAILABLE", "the profile of segment %d of %s is missing", start, app)
+      end
+      return nil, err, code
+    end
+    body = obj.body
+    return true
+  end
+  if not folder then
+    local ok, err, code = read()
+    if not ok then return nil, err, code end
+    folder = merging.folder(body, nil)
+  end
+  if folder then
+    local res, err = merging.fold(folder, inputs, nil, scales)
+    if res then
+      res.folder = folder
+      return res
+    end
+    folder:close() -- spent
+    log.debug("the batch does not fold into its segment; merging in full", "app", app, "segment", start,
+      "error", err)
+  end
+  if not body then
+    local ok, err, code = read()
+    if not ok then return nil, err, code end
+  end
+  local all, ss = { body }, { 1 }
+  for i, input in ipairs(inputs) do
+    all[i + 1], ss[i + 1] = input, scales[i]
+  end
+  return merging.merge(all, nil, ss)
+end
+
+-- Adds entries not yet in segment start to it: the new profile object and the part of the new
+-- uploads (autopgo.segment_parts) first, then the manifest with a conditional
+-- write (the commit point), then the objects it no longer names are deleted. whole (optional) is
+-- the merge of every entry's input: used when the segment holds none of them yet.
 function History:commit_segment(app, start, entries, whole)
   local store, seglen = self.store, self.seglen
+  local keyset = {}
+  for _, e in ipairs(entries) do keyset[e.key] = true end
+  local gone_under
   for _ = 1, M.MAX_ATTEMPTS do
     local doc, etag, code = self:read_manifest(app, start)
     if doc == nil then return nil, etag, code end
-    local held, uploads = {}, {}
-    for _, u in ipairs(doc and doc.uploads or {}) do
-      held[u.key] = true
-      uploads[#uploads + 1] = u
+    local held, herr, hcode = self:holds(app, start, doc, keyset)
+    if not held and hcode ~= "PRECONDITION_FAILED" then return nil, herr, hcode end
+    if not held then
+      -- a part is gone: the manifest changed since (read it again), or it names a missing part
+      if gone_under == etag then
+        return fail.new("UNAVAILABLE", "segment %d of %s names a part that is missing (%s)", start, app,
+          fail.message(herr))
+      end
+      gone_under = etag
     end
-    local new = {}
-    for _, e in ipairs(entries) do
-      if not held[e.key] then new[#new + 1] = e end
-    end
-    if #new == 0 then return true end
-    local inputs, scales = {}, {}
-    if doc and doc.profile then
-      local obj, oerr, ocode = store:get(keys.segment_object(app, seglen, start, doc.profile))
-      if not obj then
-        if ocode == "NOT_FOUND" then
-          return fail.new("UNAVAILABLE", "the profile of segment %d of %s is missing", start, app)
+    if held then
+      local new = {}
+      for _, e in ipairs(entries) do
+        if not held[e.key] then new[#new + 1] = e end
+      end
+      if #new == 0 then return true end
+      local inputs, scales = {}, {}
+      if whole and #new == #entries then
+        inputs[1], scales[1] = whole, 1
+      else
+        for i, e in ipairs(new) do inputs[i], scales[i] = e.input, e.scale end
+      end
+      local res, merr, mcode = self:merge_segment(app, start, doc, inputs, scales)
+      if not res then return nil, merr, mcode end
+      local function spent()
+        if res.folder then res.folder:close() end
+      end
+      local ok, perr, pcode = store:put(keys.segment_object(app, seglen, start, res.sha256), res.bytes)
+      local list, gone
+      if ok then
+        list, gone, pcode = segparts.next(store, app, seglen, start, doc, new)
+        ok, perr = list, gone
+      end
+      if not ok then
+        spent()
+        if pcode ~= "PRECONDITION_FAILED" then return nil, perr, pcode end
+      else
+        local body = segparts.encode_manifest(app, seglen, start, res.sha256, #res.bytes, list)
+        local opts = doc and { if_match = etag } or { if_none_match = "*" }
+        opts.content_type = "application/json"
+        local put, merr2, mcode2 = store:put(keys.segment_manifest(app, seglen, start), body, opts)
+        if put then
+          if res.folder then self:keep_folder(("%s/%d/%d"):format(app, seglen, start), res.folder, res.sha256) end
+          if doc and doc.profile and doc.profile ~= res.sha256 then
+            store:delete(keys.segment_object(app, seglen, start, doc.profile))
+          end
+          for _, digest in ipairs(gone) do store:delete(keys.segment_part(app, seglen, start, digest)) end
+          return true
         end
-        return nil, oerr, ocode
+        spent()
+        if mcode2 ~= "PRECONDITION_FAILED" and mcode2 ~= "NOT_FOUND" then return nil, merr2, mcode2 end
       end
-      inputs[1] = obj.body
-      scales[1] = 1
     end
-    for _, e in ipairs(new) do
-      if not whole or #new < #entries then
-        inputs[#inputs + 1] = e.input
-        scales[#scales + 1] = e.scale
-      end
-      uploads[#uploads + 1] = e
-    end
-    if whole and #new == #entries then
-      inputs[#inputs + 1] = whole
-      scales[#scales + 1] = 1
-    end
-    local res, merr, mcode = merging.merge(inputs, nil, scales)
-    if not res then return nil, merr, mcode end
-    local ok, perr, pcode = store:put(keys.segment_object(app, seglen, start, res.sha256), res.bytes)
-    if not ok then return nil, perr, pcode end
-    table.sort(uploads, function(a, b)
-      if a.captured ~= b.captured then return a.captured < b.captured end
-      return a.key < b.key
-    end)
-    local body = encode_manifest(app, seglen, start, res.sha256, #res.bytes, uploads)
-    local opts = doc and { if_match = etag } or { if_none_match = "*" }
-    opts.content_type = "application/json"
-    local put, merr2, mcode2 = store:put(keys.segment_manifest(app, seglen, start), body, opts)
-    if put then
-      if doc and doc.profile and doc.profile ~= res.sha256 then
-        store:delete(keys.segment_object(app, seglen, start, doc.profile))
-      end
-      return true
-    end
-    if mcode2 ~= "PRECONDITION_FAILED" and mcode2 ~= "NOT_FOUND" then return nil, merr2, mcode2 end
     log.debug("another merge wrote the segment first; merging again from it", "app", app, "segment", start)
   end
   return fail.new("CONFLICT", "gave up adding to segment %d of %s after %d attempts", start, app, M.MAX_ATTEMPTS)
@@ -354,12 +501,6 @@ function History:build_rollup(app, day)
   return self.store:put(keys.segment_manifest(app, M.ROLLUP, day), json.encode(json.object("app", app,
     "segment", M.ROLLUP, "start", day, "profile", res.sha256, "bytes", #res.bytes, "parts", parts,
     "uploads", json.array())), { content_type = "application/json" })
-end
-
-local function sha256_hex(s)
-  local h = crypto.hasher("sha256")
-  h:update(s)
-  return crypto.hex(h:digest())
 end
 
 --- Merges the profiles of segments (from History:segments) in groups of M.GROUP, pruning with
@@ -498,16 +639,26 @@ function History:drop_cache(app)
 end
 
 --- Removes one segment: its manifest first (the segment is gone from then on), then its profile
--- object and the provenance records of its uploads.
+-- object, the provenance records of its uploads and its parts (a part that cannot be read is left
+-- to the sweep of unnamed objects, and so are the records it lists, with retention).
 function History:remove_segment(app, seg)
   local store = self.store
   local seglen = seg.seglen or self.seglen
+  local uploads = {}
+  for _, u in ipairs(seg.doc.uploads or {}) do uploads[#uploads + 1] = u end
+  for _, p in ipairs(seg.doc.upload_parts or {}) do
+    local list = segparts.read(store, app, seglen, seg.start, p)
+    for _, u in ipairs(list or {}) do uploads[#uploads + 1] = u end
+  end
   local ok, err, code = store:delete(keys.segment_manifest(app, seglen, seg.start))
   if not ok and code ~= "NOT_FOUND" then return nil, err, code end
   if seg.doc.profile then store:delete(keys.segment_object(app, seglen, seg.start, seg.doc.profile)) end
-  for _, u in ipairs(seg.doc.uploads) do
+  for _, u in ipairs(uploads) do
     local rkey = type(u.key) == "string" and keys.record_of(u.key)
     if rkey then store:delete(rkey) end
+  end
+  for _, p in ipairs(seg.doc.upload_parts or {}) do
+    store:delete(keys.segment_part(app, seglen, seg.start, p.part))
   end
   return true
 end
@@ -534,8 +685,8 @@ function History:delete_range(app, from, to)
   return #segs
 end
 
--- Leftovers older than this (seconds) are swept: profile objects no manifest names (a lost race
--- or a crash between writes) and, with retention, provenance records of no retained segment.
+-- Leftovers older than this (seconds) are swept: profile objects and parts no manifest names (a
+-- lost race or a crash between writes) and, with retention, provenance records of no retained segment.
 M.ORPHAN_AGE = 600
 
 -- Builds the roll-ups of complete past days (two segments or more) that have none or whose
@@ -572,7 +723,8 @@ end
 
 --- One maintenance sweep over the whole store: with retention, segments entirely before the
 -- cutoff go (their records with them), and provenance records older than it; always, profile
--- objects that no manifest names and that are older than M.ORPHAN_AGE. Staged uploads are never
+-- objects and parts that no manifest names and that are older than M.ORPHAN_AGE (a manifest that
+-- cannot be read keeps everything of its segment). Staged uploads are never
 -- touched. Returns the number of objects removed, or nil, err, code.
 function History:sweep()
   local store = self.store
@@ -584,9 +736,10 @@ function History:sweep()
   for _, item in ipairs(items) do
     local kind, app = keys.kind_of(item.key)
     if kind == "history" then
-      local seglen, start, digest = keys.parse_history(item.key)
+      local seglen, start, digest, what = keys.parse_history(item.key)
       if digest then
-        objects[#objects + 1] = { item = item, app = app, seglen = seglen, start = start, digest = digest }
+        objects[#objects + 1] = { item = item, app = app, seglen = seglen, start = start, digest = digest,
+          what = what }
       else
         manifests[("%s/%d/%d"):format(app, seglen, start)] = { app = app, seglen = seglen, start = start,
           lm = item.last_modified or 0 }
@@ -633,7 +786,15 @@ function History:sweep()
           m.doc = self:read_manifest(m.app, m.start, m.seglen)
           m.err = m.doc == nil -- unreadable: keep what it may name
         end
-        named = m.err or (m.doc and m.doc.profile == o.digest) or false
+        if m.doc and not m.parts then
+          m.parts = {}
+          for _, p in ipairs(m.doc.upload_parts or {}) do m.parts[p.part] = true end
+        end
+        if o.what == "part" then
+          named = m.err or (m.doc and m.parts[o.digest]) or false
+        else
+          named = m.err or (m.doc and m.doc.profile == o.digest) or false
+        end
       end
       if not named and store:delete(o.item.key) then removed = removed + 1 end
     end

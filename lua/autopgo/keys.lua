@@ -9,6 +9,7 @@
 -- {app}/uploads/{unix-nanos}.json  provenance of the staged upload of that name (API-written)
 -- {app}/history/{seglen}/{start}.json         manifest of a time segment (the commit point)
 -- {app}/history/{seglen}/{start}.{sha256}.pgo the segment's merged profile (immutable)
+-- {app}/history/{seglen}/{start}.part.{sha256}.json  uploads of the segment a manifest names (immutable)
 -- {app}/cache/{digest}.pgo, .json             a merged window, by the digest of what it holds
 local M = {}
 
@@ -64,14 +65,21 @@ function M.segment_manifest(app, seglen, start) return ("%s/history/%d/%d.json")
 function M.segment_object(app, seglen, start, digest)
   return ("%s/history/%d/%d.%s.pgo"):format(app, seglen, start, digest)
 end
--- Of a key under history/: seglen, start, and the digest when it is a profile object (nil for a manifest).
+-- A part of a segment: a list of uploads its manifest names, by the sha256 of the part's body.
+function M.segment_part(app, seglen, start, digest)
+  return ("%s/history/%d/%d.part.%s.json"):format(app, seglen, start, digest)
+end
+-- Of a key under history/: seglen, start, the digest (nil for a manifest) and the kind of object:
+-- "manifest", "profile" or "part".
 function M.parse_history(key)
   local seglen, start, rest = key:match("^[^/]+/history/(%d+)/(%-?%d+)%.(.+)$")
   if not seglen then return nil end
-  if rest == "json" then return tonumber(seglen), tonumber(start), nil end
+  if rest == "json" then return tonumber(seglen), tonumber(start), nil, "manifest" end
   local digest = rest:match("^(%x+)%.pgo$")
-  if not digest then return nil end
-  return tonumber(seglen), tonumber(start), digest
+  if digest then return tonumber(seglen), tonumber(start), digest, "profile" end
+  digest = rest:match("^part%.(%x+)%.json$")
+  if digest then return tonumber(seglen), tonumber(start), digest, "part" end
+  return nil
 end
 -- Cached window merges.
 function M.cache_prefix(app) return app .. "/cache/" end

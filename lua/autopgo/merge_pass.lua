@@ -131,6 +131,7 @@ end
 function Pass:forget_app(app)
   self.bases[app] = nil
   self:drop_folder(app)
+  if self.history then self.history:drop_folders(app) end
   m.size:remove({ app = app })
 end
 
@@ -161,14 +162,18 @@ end
 -- Reads and decodes the staged items ({ key, size }, oldest first) M.DECODERS at a time, each
 -- once (its info, normalization weight and the hook all work on that one decoded profile, which
 -- the base and the history merge alike), until M.DECODED bytes of decoded profiles are held.
--- Without history, normalization or hook the bodies go to the merge as they are (it decodes
--- them). Items that vanished are skipped; those that do not decode or that the hook refuses are
--- rejected. Returns the list of { key, body, input, info, scale } to merge and whether staged
--- items were left for a later pass, or nil, err, code.
+-- Without normalization or hook the bodies go to the merge as they are (it decodes them; with
+-- history merge_once tells each item's info). Items that vanished are skipped; those that do not
+-- decode or that the hook refuses are rejected. Returns the list of { key, body, input, info,
+-- scale } to merge and whether staged items were left for a later pass, or nil, err, code.
 function Pass:apply_policy(app, items)
   local hook = self.policy:hook_for(app)
   local mode = self.policy:normalize_for(app)
-  local decode = hook or self.history or mode ~= "none"
+  -- The hook and normalization need each upload decoded first. History needs each upload's
+  -- capture time, which a batch gets from merge_once's one C merge of the bodies (decoding on the
+  -- merge's threads while it merges, never holding more than a few decoded): only a lone upload
+  -- is decoded here.
+  local decode = hook or mode ~= "none" or (self.history and #items < 2)
   local store = self.store
   local function load(item)
     local got, err, code = store:get(item.key)
@@ -354,17 +359,27 @@ end
 
 -- The batch staged (apply_policy's items) merged once, each under its scale, as a decoded
 -- profile, or nil when there is no point (one upload) or it does not merge: the uploads then go
--- in one by one through merge_batch, which rejects what must be.
+-- in one by one through merge_batch, which rejects what must be (and history.add decodes what it
+-- needs). An item merged from its body gets its info here, from what the merge decoded: the
+-- fields of profile:info() that history.add reads (times, and the first sample type's total).
 local function merge_once(staged)
   if #staged < 2 then return nil end
-  local inputs, scales = {}, {}
+  local inputs, scales, facts = {}, {}, false
   for i, s in ipairs(staged) do
     inputs[i], scales[i] = s.input, s.scale
+    facts = facts or not s.info
   end
-  local res, err = merging.merge(inputs, nil, scales, true)
+  local res, err = merging.merge(inputs, nil, scales, true, facts)
   if not res then
     log.debug("the batch does not merge on its own; merging its uploads one by one", "error", err)
     return nil
+  end
+  for i, s in ipairs(staged) do
+    local f = facts and res.summary.facts[i]
+    if not s.info and f then
+      s.info = { time_nanos = f.time_nanos, duration_nanos = f.duration_nanos, samples = f.samples,
+        sample_types = { { total = f.first_total } } }
+    end
   end
   return res.profile
 end
@@ -778,20 +793,26 @@ function Pass:rebuild(app)
       end
     end
     -- what is still staged and in a segment is in the rebuilt base: its ledger says so
-    local segs, gerr, gcode = history:segments(app)
-    if not segs then return nil, gerr, gcode end
-    local in_history = {}
-    for _, sg in ipairs(segs) do
-      for _, u in ipairs(sg.doc.uploads) do in_history[u.key] = true end
-    end
     local staged, serr, scode = store:list(keys.staging_prefix(app))
     if not staged then return nil, serr, scode end
-    local contents = {}
-    for _, item in ipairs(staged) do
-      if in_history[item.key] then contents[#contents + 1] = item.key end
+    local still = {}
+    for _, item in ipairs(staged) do still[item.key] = true end
+    local segs, gerr, gcode = history:segments(app)
+    if not segs then return nil, gerr, gcode end
+    local contents, res, merr, mcode = {}, nil, nil, nil
+    for _, sg in ipairs(segs) do
+      local held
+      held, merr, mcode = history:holds(app, sg.start, sg.doc, still)
+      if not held then break end
+      for k in pairs(held) do
+        still[k] = nil
+        contents[#contents + 1] = k
+      end
     end
     table.sort(contents)
-    local res, merr, mcode = history:merge_view(app, self.policy:view_for(app), self.policy:rules_for(app))
+    if not mcode then
+      res, merr, mcode = history:merge_view(app, self.policy:view_for(app), self.policy:rules_for(app))
+    end
     if not res and mcode == "NOT_FOUND" then
       if base then
         local ok, derr, dcode = store:delete(keys.base(app))

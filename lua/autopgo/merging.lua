@@ -31,9 +31,12 @@ end
 -- summary }, or nil, err, code, failure where failure is { code, message, input, other } with
 -- 1-based input indices (input is absent when no input is to blame). With as_profile the result
 -- is { profile (a decoded profile object, not encoded: the caller closes it), summary } instead,
--- for a merge whose output only feeds other merges.
-function M.merge(inputs, rules, scales, as_profile)
-  local opts = { level = M.GZIP_LEVEL, limits = limits.profile, output = as_profile and "profile" or nil }
+-- for a merge whose output only feeds other merges. With facts, summary.facts[i] is what input i
+-- said of itself once decoded ({ time_nanos, duration_nanos, samples, first_total }), for a
+-- caller that merges bodies it did not decode.
+function M.merge(inputs, rules, scales, as_profile, facts)
+  local opts = { level = M.GZIP_LEVEL, limits = limits.profile, output = as_profile and "profile" or nil,
+    facts = facts or nil }
   if rules and #rules > 0 then opts.prune = rules end
   if scales then opts.scales = scales end
   return run(inputs, opts)

@@ -9,6 +9,9 @@ local duration_units = {
 -- Go durations stop at hours; people write days and weeks. What to write instead, for the message.
 local long_units = { d = 24, day = 24, days = 24, w = 168, wk = 168, week = 168, weeks = 168 }
 
+-- The longest duration Go has: (2^63 - 1) nanoseconds.
+local MAX_SECONDS, MAX_TEXT = 9223372036.854775807, "2562047h47m16.854775807s"
+
 local function suggestion(orig, unit)
   local hours = long_units[unit:lower()]
   if not hours then return " (valid units are ns, us, ms, s, m, h)" end
@@ -52,6 +55,8 @@ function M.parse_duration(s)
     total = total + value * scale
     pos = nextpos
   end
+  -- Go's Duration is int64 nanoseconds: past about 2562047h it is an error there, not "forever"
+  if total > MAX_SECONDS then return fail.new("INVALID", "invalid duration %q (longer than %s)", orig, MAX_TEXT) end
   return sign * total
 end
 

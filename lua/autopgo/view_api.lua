@@ -351,7 +351,7 @@ function View:versions(req, res)
     local uploads = 0
     local rows = {}
     for _, sg in ipairs(segs) do
-      uploads = uploads + #sg.doc.uploads
+      uploads = uploads + sg.doc.count
       local stop = utc.rfc3339(sg.start + h.seglen)
       rows[#rows + 1] = json.object("id", stop, "query", "to=" .. stop, "label", "as of " .. stop,
         "uploads", uploads, "end", stop)

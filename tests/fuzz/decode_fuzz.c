@@ -1,7 +1,9 @@
 /* libFuzzer target for the pprof decoder. Whatever the bytes, decode must either fail with a
  * message or give a profile that the rest of the core handles: PGO check, top, re-encode and
  * re-decode, merge with itself, prune, gzip'd encode, and the compiler's view (the minimal
- * profile and the preprofile text read back to the same edge map). Broken invariants abort. */
+ * profile and the preprofile text read back to the same edge map); a gzip input gunzips the
+ * same through libdeflate's whole-buffer path and zlib's streaming one (source.c). Broken
+ * invariants abort. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 
 #include "edges.h"
 #include "pprof.h"
+#include "source.h"
 
 #define REQUIRE(c)                                                                                 \
     do {                                                                                           \
@@ -68,11 +71,53 @@ static void check_edges(const ap_pprof_profile *p)
     ap_pgo_edges_free(e);
 }
 
+/* Reads all of `data` through the source, the whole-buffer path first or zlib's alone: the
+ * output's length and CRC-32, or the error. */
+typedef struct {
+    int rc;
+    uint64_t n;
+    uint32_t crc;
+    ap_pprof_error err;
+} gunzipped;
+
+static gunzipped gunzip(const uint8_t *data, size_t size, uint64_t limit, int zlib_only)
+{
+    gunzipped g = {0};
+    ap_src s;
+    ap_src_init(&s, data, size, limit, NULL);
+    s.tried_whole = zlib_only;
+    for (;;) {
+        if (ap_src_fill(&s, 1 << 16, &g.err)) {
+            g.rc = -1;
+            break;
+        }
+        size_t n = ap_src_avail(&s);
+        if (n == 0) break;
+        g.crc = (uint32_t)crc32_z(g.crc, s.buf + s.lo, n);
+        g.n += n;
+        s.lo = s.hi;
+    }
+    ap_src_free(&s);
+    return g;
+}
+
+static void check_gunzip(const uint8_t *data, size_t size, uint64_t limit)
+{
+    if (size < 2 || data[0] != 0x1f || data[1] != 0x8b) return;
+    gunzipped w = gunzip(data, size, limit, 0), z = gunzip(data, size, limit, 1);
+    REQUIRE(w.rc == z.rc);
+    if (w.rc)
+        REQUIRE(w.err.code == z.err.code && strcmp(w.err.msg, z.err.msg) == 0);
+    else
+        REQUIRE(w.n == z.n && w.crc == z.crc);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* Small limits keep each run fast and make the limit paths reachable. */
     ap_pprof_limits lim = {.max_decompressed = 8u << 20, .max_memory = 256u << 20};
     ap_pprof_error err;
+    check_gunzip(data, size, lim.max_decompressed);
     ap_pprof_profile *p = ap_pprof_decode(data, size, &lim, &err);
     if (!p) {
         REQUIRE(err.code != AP_PPROF_OK && err.msg[0] != 0);

@@ -14,7 +14,7 @@ pass=0 fail=0
 
 if ! clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -fno-omit-frame-pointer -I"$root/core/pprof" "$root"/core/pprof/*.c "$root/tests/fuzz/decode_fuzz.c" \
-    $(pkg-config --cflags --libs zlib libpcre2-8) -o "$out/decode_fuzz" 2>"$out/build.log"; then
+    $(pkg-config --cflags --libs zlib libdeflate libpcre2-8) -o "$out/decode_fuzz" 2>"$out/build.log"; then
     cat "$out/build.log"
     echo "0 passed, 1 failed"
     exit 1

@@ -65,9 +65,10 @@ end
 -- { [start] = { keys } } of the app's manifests.
 local function manifests(e, app)
   local out = {}
-  for _, s in ipairs(assert(e.history:segments(app))) do
+  for _, s in ipairs(assert(e.history:segments_uploads(app))) do
     local ks = {}
-    for _, u in ipairs(s.doc.uploads) do ks[#ks + 1] = u.key end
+    for _, u in ipairs(s.uploads) do ks[#ks + 1] = u.key end
+    assert.equals(#ks, s.doc.count)
     out[s.start] = ks
   end
   return out
@@ -161,6 +162,36 @@ describe("history", function()
       assert.same({ 1, 1, 1 }, c3)
       for i = 1, history.CACHE_KEEP + 3 do window_counts(e, "app", T0 - i, T0 + 7200) end
       assert.is_true(#list(e.store, "app/cache/") <= 2 * history.CACHE_KEEP)
+    end)
+  end)
+
+  it("files a batch merged from its bodies by each upload's own time, and rejects a bad one", function()
+    run(function()
+      local e = setup()
+      local function stage_body(body, offset)
+        seq = seq + 1
+        local key = keys.staging("app", (T0 + offset) * NS + seq)
+        assert(e.store:put(key, body, { if_none_match = "*" }))
+        return key
+      end
+      -- captured an hour before arrival (time_nanos), 20 s long: the body says where it goes
+      local early = profiles.with_time(profiles.variant(1), (T0 - 3600 + 7) * NS, 20 * NS)
+      local k1 = stage_body(early, 30)
+      local k2 = stage_body(profiles.variant(2), 40)
+      local bad = stage_body("\31\139 not a profile", 50)
+      local k3 = stage_body(profiles.variant(3), 60)
+      assert(e.worker:merge_app("app"))
+      local m = manifests(e, "app")
+      assert.same({ k1 }, m[T0 - 3600])
+      assert.same({ k2, k3 }, m[T0])
+      assert.equals(2, #list(e.store, "app/rejected/" .. bad:match("[^/]+$"))) -- kept aside, with its reason
+      assert.same({ 1, 1, 1 }, base_counts(e, "app"))
+      local seg = assert(e.history:segments_uploads("app"))[1]
+      local u = seg.uploads[1]
+      assert.equals(20, u.duration)
+      local info = assert(require("autopgo.core").pprof.validate(early))
+      assert.equals(info.sample_types[1].total, u.samples) -- the first sample type's total, as before
+      assert.equals(#early, u.size)
     end)
   end)
 
@@ -297,9 +328,9 @@ describe("history", function()
       local e = setup { policy = { app = { normalize = "duration" } } }
       local k = stage(e, "app", 1, 10, false)
       assert(e.worker:merge_app("app"))
-      local seg = assert(e.history:segments("app"))[1]
-      assert.equals(k, seg.doc.uploads[1].key)
-      assert.equals(history.weight(info, "duration"), seg.doc.uploads[1].weight)
+      local seg = assert(e.history:segments_uploads("app"))[1]
+      assert.equals(k, seg.uploads[1].key)
+      assert.equals(history.weight(info, "duration"), seg.uploads[1].weight)
       local want = assert(merging.merge({ profiles.variant(1) }, nil, { history.weight(info, "duration") }))
       assert.equals(profiles.total(want.bytes), profiles.total(assert(e.store:get(keys.base("app"))).body))
     end)

@@ -131,6 +131,22 @@ describe("pprof", function()
     assert.not_equals(0x1f, raw:byte(1))
   end)
 
+  it("tells what each input said of itself, as decoded, when asked (facts)", function()
+    local p2 = assert(pprof.decode(cpu2))
+    local inputs = { cpu1, p2, go123 }
+    local _, sum = assert(pprof.merge(inputs, { facts = true, output = "profile" }))
+    assert.equals(3, #sum.facts)
+    for i, input in ipairs(inputs) do
+      local info = type(input) == "string" and assert(pprof.decode(input)):info() or input:info()
+      local f = sum.facts[i]
+      assert.same({ info.time_nanos, info.duration_nanos, info.samples, info.sample_types[1].total },
+        { f.time_nanos, f.duration_nanos, f.samples, f.first_total })
+    end
+    assert.is_nil(select(2, pprof.merge({ cpu1, cpu2 })).facts)
+    -- a failed merge gives no summary: the caller learns the inputs' facts some other way
+    assert.is_nil(pprof.merge({ cpu1, "junk" }, { facts = true }))
+  end)
+
   it("names the input that failed, in a structured failure", function()
     local v, err, code, failure = pprof.merge({ cpu1, data("bad/truncated.pb.gz"), cpu2 })
     assert.is_nil(v)

@@ -162,12 +162,13 @@ function M.padded_profile(n)
 end
 
 -- A store over a fresh mem:// one (named after prefix) counting each call by method
--- (store.counts.calls) and the entries its listings return (store.counts.listed); on_put(key, body)
+-- (store.counts.calls), the entries its listings return (store.counts.listed) and the bytes put and
+-- got (store.counts.put_bytes, got_bytes); on_put(key, body)
 -- sees every put; store.reset() starts the counts again.
 function M.counting_store(prefix, on_put)
   local crypto = require("autopgo.core").crypto
   local real = assert(require("autopgo.blob").open("mem://" .. prefix .. "-" .. crypto.hex(crypto.random(5))))
-  local c = { calls = {}, listed = 0 }
+  local c = { calls = {}, listed = 0, put_bytes = 0, got_bytes = 0 }
   local store = setmetatable({ name = real.name, counts = c }, { __index = function(_, method)
     return function(_, ...)
       c.calls[method] = (c.calls[method] or 0) + 1
@@ -182,11 +183,18 @@ function M.counting_store(prefix, on_put)
   end
   store.put = function(_, key, body, opts)
     c.calls.put = (c.calls.put or 0) + 1
+    c.put_bytes = c.put_bytes + #body
     if on_put then on_put(key, body) end
     return real:put(key, body, opts)
   end
+  store.get = function(_, key, opts)
+    c.calls.get = (c.calls.get or 0) + 1
+    local got, err, code = real:get(key, opts)
+    if got and got.body then c.got_bytes = c.got_bytes + #got.body end
+    return got, err, code
+  end
   function store.reset()
-    c.calls, c.listed = {}, 0
+    c.calls, c.listed, c.put_bytes, c.got_bytes = {}, 0, 0, 0
   end
   return store
 end

@@ -23,6 +23,16 @@ describe("units.parse_duration", function()
     end)
   end
 
+  it("rejects what overflows Go's int64 nanoseconds, as time.ParseDuration does", function()
+    assert.equals(2562047 * 3600, units.parse_duration("2562047h"))
+    for _, s in ipairs({ "99999999999999h", "2562048h", "-2562048h", "9300000000s" }) do
+      local v, err, code = units.parse_duration(s)
+      assert.is_nil(v, s)
+      assert.equals("INVALID", code)
+      assert.matches("longer than 2562047h47m16.854775807s", err, 1, true)
+    end
+  end)
+
   it("says what to write instead of days and weeks, which Go durations do not have", function()
     local cases = {
       { "1d", 'unknown unit "d" in duration "1d" (durations stop at hours: use "24h")' },

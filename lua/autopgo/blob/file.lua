@@ -433,12 +433,49 @@ end
 
 -- Names are read first and only the entries opts (after, limit) leave are stat'ed: a bounded
 -- listing of a large directory costs one scandir, not a stat per file.
+-- One page of a listing (opts.limit, opts.after) when the prefix's directory holds only files:
+-- a thread-pool job reads the directory once and stats only the page (core/fs/list.h), so a page
+-- of a large staging area costs what the page holds, not a sorted copy of every name. false when
+-- a directory there would interleave its keys (the whole walk answers then).
+function Store:_page(start, prefix, opts)
+  local after = opts.after
+  local after_name
+  if after ~= nil and after >= start then
+    if after:sub(1, #start) ~= start then return {} end -- past every key under start
+    after_name = after:sub(#start + 1)
+  end
+  local dir = start == "" and self.root or (self.root .. "/" .. start:sub(1, -2))
+  -- files, has_dirs | nil, err, code
+  local files, has_dirs, code = async.await(core.fs.list_page_async, dir, prefix:sub(#start + 1), after_name,
+    math.min(opts.limit, 1000000))
+  if not files then
+    if code == "ENOENT" or code == "ENOTDIR" then return {} end
+    return io_fail(has_dirs, code)
+  end
+  if has_dirs then return false end
+  local out = {}
+  for i, f in ipairs(files) do
+    local key = start .. f.name
+    if not (start == "" and f.name == INTERNAL) then
+      out[#out + 1] = { key = key, size = f.size, last_modified = f.mtime_sec + f.mtime_nsec / 1e9,
+        etag = etag_of({ ino = f.ino, size = f.size, mtime = { sec = f.mtime_sec, nsec = f.mtime_nsec } }) }
+    end
+    files[i] = nil
+  end
+  return out
+end
+
 function Store:list(prefix, opts)
   prefix = prefix or ""
   -- Start at the deepest directory the prefix names.
   local start = prefix:match("^(.*/)") or ""
   for seg in start:gmatch("([^/]*)/") do
     if seg == "" or seg == "." or seg == ".." then return fail.new("INVALID", "prefix %q leaves the store", prefix) end
+  end
+  if opts and opts.limit then
+    local page, perr, pcode = self:_page(start, prefix, opts)
+    if page then return page end
+    if page == nil then return nil, perr, pcode end
   end
   local found = {}
   local ok, err, code = self:_walk(start, prefix, found)

@@ -184,6 +184,56 @@ describe("file:// blob store", function()
     end)
   end)
 
+  it("lists a page of a flat directory as the whole walk would, whatever the after, limit and prefix", function()
+    support.run(function()
+      local names = { "a", "a.5", "a0", "b-1", "b-2", "b10", "b2", "c", "zz" }
+      for _, n in ipairs(names) do assert(store:put("app/staging/" .. n, n)) end
+      -- the whole walk (no limit) is the reference: the page path only answers with a limit
+      local function walk(prefix, after)
+        local out = {}
+        for _, it in ipairs(assert(store:list(prefix))) do
+          if not after or it.key > after then out[#out + 1] = it end
+        end
+        return out
+      end
+      local afters = { false, "app/staging/", "app/staging/a", "app/staging/a.", "app/staging/b-1", "app/staging/b3",
+        "app/staging/zz", "app/stag", "app/staginh", "app/staging/a/x", "a" }
+      for _, prefix in ipairs({ "app/staging/", "app/staging/b", "app/staging/a", "app/sta", "app/staging/q" }) do
+        for _, after in ipairs(afters) do
+          for _, limit in ipairs({ 0, 1, 2, 3, 100 }) do
+            local want = walk(prefix, after or nil)
+            while #want > limit do want[#want] = nil end
+            local got = assert(store:list(prefix, { after = after or nil, limit = limit }))
+            assert.same(want, got, ("prefix %s after %s limit %d"):format(prefix, tostring(after), limit))
+          end
+        end
+      end
+      -- a directory beside the files: its keys interleave ("b/x" sorts between "b-2" and "b10")
+      assert(store:put("app/staging/b/x", "x"))
+      assert.same({ "app/staging/b-2", "app/staging/b/x", "app/staging/b10" }, (function()
+        local out = {}
+        for _, it in ipairs(assert(store:list("app/staging/", { after = "app/staging/b-1", limit = 3 }))) do
+          out[#out + 1] = it.key
+        end
+        return out
+      end)())
+    end)
+  end)
+
+  it("pages a large staging area: the page after a key, each with the etag a stat gives", function()
+    support.run(function()
+      local d = dir .. "/data/big/staging"
+      assert(os.execute(("mkdir -p %s && cd %s && seq -f '%%08g' 1 5000 | xargs touch"):format(d, d)))
+      local page = assert(store:list("big/staging/", { after = "big/staging/00002500", limit = 3 }))
+      assert.same({ "big/staging/00002501", "big/staging/00002502", "big/staging/00002503" },
+        { page[1].key, page[2].key, page[3].key })
+      assert.equals(0, page[1].size)
+      assert.matches('^"%x+%-%x+%-0"$', page[1].etag)
+      local st = assert(store:stat("big/staging/00002501"))
+      assert.equals(st.etag, page[1].etag) -- the same etag a stat gives
+    end)
+  end)
+
   it("is unhealthy when its directory is gone", function()
     support.run(function()
       assert.is_true(store:health())
