@@ -3,9 +3,12 @@
 # into bases of about 1, 10, 20 and 50 MB (gzip, as served), three ways in one run: autopgo's fold
 # (core/pprof/fold.c through `pproftool fold`: a folder made over the base once, then UPLOADS
 # uploads folded one by one, compactions included), today's full merge (`autopgo merge base
-# upload`) and Go's (tests/goref pprofmerge: Parse base + upload, Merge, Write). CPU time and peak
-# RSS; the load average is printed beside them. Not a test.
-# usage: bench/merge/fold.sh [SIZE...]   (MB: 1 10 20 50; env BUILD, UPLOADS (40), GO_SKIP="50")
+# upload`) and Go's (tests/goref pprofmerge: Parse base + upload, Merge, Write). CPU time, the
+# folder's resident set between folds (what a worker holds per app: pproftool's VmRSS after each
+# fold, its output handed on) and the peak RSS (the folder's start decodes the base once); the load
+# average is printed beside them. With BEFORE=path/to/an/older/pproftool, that fold is measured in
+# the same run (CPU per fold, peak RSS). Not a test.
+# usage: bench/merge/fold.sh [SIZE...]   (MB: 1 10 20 50; env BUILD, UPLOADS (40), GO_SKIP="50", BEFORE)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD:-$root/build}
@@ -39,8 +42,8 @@ measure() { # OUTFILE CMD... -> "wall user sys maxrss_kb"
 
 results=$work/results.md
 {
-    echo "| base (gzip) | upload | autopgo fold: CPU ms per upload (median / mean over $uploads, compactions included) | folder start (decode + layout) CPU s | autopgo fold RSS MiB | autopgo merge (today) CPU s / RSS MiB | Go fold CPU s / RSS MiB | Go / fold (CPU, mean) |"
-    echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| base (gzip) | upload | autopgo fold: CPU ms per upload (median / mean over $uploads, compactions included) | folder start (decode + layout) CPU s | folder RSS between folds / peak MiB |${BEFORE:+ before: CPU ms per upload (median) / peak RSS MiB |} autopgo merge (today) CPU s / RSS MiB | Go fold CPU s / RSS MiB | Go / fold (CPU, mean) |"
+    echo "| ---: | ---: | ---: | ---: | ---: |${BEFORE:+ ---: |} ---: | ---: | ---: |"
 } >"$results"
 
 for size in "${sizes[@]}"; do
@@ -67,6 +70,15 @@ for size in "${sizes[@]}"; do
     read -r median mean <<<"$(awk '/^fold/ { sub(/.*cpu=/, ""); split($0, a, " "); print a[1] * 1000 }' "$dir/fold.log" |
         sort -n | awk '{ v[NR] = $1; s += $1 } END { printf "%.1f %.1f", v[int((NR + 1) / 2)], s / NR }')"
     compactions=$(grep -c 'compacted=1' "$dir/fold.log" || true)
+    steady=$(awk '/^fold/ { sub(/.*rss_kb=/, ""); if ($1 > m) m = $1 } END { printf "%d", m / 1024 }' "$dir/fold.log")
+    before=""
+    if [ -n "${BEFORE:-}" ]; then
+        measure "$dir/before.t" "$BEFORE" fold -stats -o "$dir/before.pgo" "$dir/base.pgo" "${ups[@]}" 2>"$dir/before.log"
+        read -r _ _ _ brss <"$dir/before.t"
+        bmedian=$(awk '/^fold/ { sub(/.*cpu=/, ""); split($0, a, " "); print a[1] * 1000 }' "$dir/before.log" |
+            sort -n | awk '{ v[NR] = $1 } END { printf "%.1f", v[int((NR + 1) / 2)] }')
+        before=" $bmedian / $((brss / 1024)) |"
+    fi
 
     measure "$dir/merge.t" "$build/autopgo" merge -l error -o "$dir/merge.pgo" "$dir/base.pgo" "${ups[0]}"
     read -r _ mu ms mrss <"$dir/merge.t"
@@ -79,8 +91,8 @@ for size in "${sizes[@]}"; do
         go=$(awk -v u="$gu" -v s="$gs" -v r="$grss" 'BEGIN { printf "%.2f / %d", u + s, r / 1024 }')
         ratio=$(awk -v u="$gu" -v s="$gs" -v m="$mean" 'BEGIN { printf "%.0f×", (u + s) * 1000 / m }')
     fi
-    printf "| %s MB | %s KB | %s / %s (%s compactions) | %s | %d | %s | %s | %s |\n" "$base_mb" "$up_kb" \
-        "$median" "$mean" "$compactions" "$start" $((frss / 1024)) \
+    printf "| %s MB | %s KB | %s / %s (%s compactions) | %s | %s / %d |%s %s | %s | %s |\n" "$base_mb" "$up_kb" \
+        "$median" "$mean" "$compactions" "$start" "$steady" $((frss / 1024)) "$before" \
         "$(awk -v u="$mu" -v s="$ms" -v r="$mrss" 'BEGIN { printf "%.2f / %d", u + s, r / 1024 }')" \
         "$go" "$ratio" >>"$results"
     tail -n1 "$results"

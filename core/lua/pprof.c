@@ -379,8 +379,7 @@ typedef struct {
     ap_pprof_profile *result;
     ap_pprof_merge_summary sum;
     ap_pprof_input_facts *facts; /* one per input when opts.facts */
-    lfolder *folder;             /* fold into it instead of merging (opts.folder) */
-    const uint8_t *fold_out;     /* the folder's output (owned by it) */
+    lfolder *folder; /* fold into it instead of merging (opts.folder): the output is out too */
     ap_pprof_fold_stats fold;
     char sha256[65]; /* hex digest of out, "" for a profile */
     ap_pprof_error err;
@@ -391,8 +390,8 @@ static void merge_work(void *d)
 {
     merge_job *j = d;
     if (j->folder) {
-        j->rc = ap_pprof_folder_fold(j->folder->f, j->inputs, j->n, &j->limits, j->pruner,
-                                     &j->fold_out, &j->out_len, &j->fold, &j->err);
+        j->rc = ap_pprof_folder_fold(j->folder->f, j->inputs, j->n, &j->limits, j->pruner, &j->out,
+                                     &j->out_len, &j->fold, &j->err);
         if (j->rc == 1) j->rc = -1; /* err says why: the caller merges in full */
         j->sum.inputs = (uint32_t)j->n;
         j->sum.bytes_out = j->out_len;
@@ -406,7 +405,7 @@ static void merge_work(void *d)
         /* The digest names the base's ledger: computed here, on the pool, from the bytes. */
         uint8_t md[32];
         static const char hex[] = "0123456789abcdef";
-        if (ap_digest("sha256", j->folder ? j->fold_out : j->out, j->out_len, md) == 32) {
+        if (ap_digest("sha256", j->out, j->out_len, md) == 32) {
             for (int i = 0; i < 32; i++) {
                 j->sha256[2 * i] = hex[md[i] >> 4];
                 j->sha256[2 * i + 1] = hex[md[i] & 15];
@@ -515,7 +514,7 @@ static int merge_push(lua_State *L, merge_job *j, int callback)
         push_profile(L, j->result);
         j->result = NULL;
     } else {
-        lua_pushlstring(L, (const char *)(j->folder ? j->fold_out : j->out), j->out_len);
+        lua_pushlstring(L, (const char *)j->out, j->out_len);
     }
     push_summary(L, j);
     return callback ? 3 : 2;

@@ -241,6 +241,15 @@ ap_pprof_profile *ap_pprof_merger_profile(ap_pprof_merger *m);
 /* The samples that existing adds changed since the last call (indices, repeats possible; valid
  * until the next add), and whether the adds to come record them. */
 const uint32_t *ap_pprof_merger_touched(ap_pprof_merger *m, int track, size_t *n);
+/* Takes one sample's key (output location indices, output labels: valid during the call) and
+ * values; 0, or -1 with the caller's error set by the sink. */
+typedef int (*ap_pprof_key_sink)(void *ctx, const uint32_t *locs, uint32_t nloc,
+                                 const ap_pprof_label *labels, uint32_t nlabel,
+                                 const int64_t *values);
+/* ap_pprof_merger_add whose samples go to sink instead of the merged profile (which keeps the
+ * other tables): what a fold indexes itself. Not to be mixed with ap_pprof_merger_add. */
+int ap_pprof_merger_add_keys(ap_pprof_merger *m, const ap_pprof_profile *src,
+                             ap_pprof_key_sink sink, void *ctx, ap_pprof_error *err);
 
 /* ---- Prune, seen from a fold ---- */
 
@@ -253,6 +262,8 @@ int ap_pprof_prune_marks(const ap_pprof_profile *p, const ap_pprof_pruner *pr, u
 /* Whether Prune with those rules would cut sample s again (a matching location beneath a
  * frame the same rule does not match, from the root). */
 int ap_pprof_prune_would_cut(const ap_pprof_profile *p, const uint64_t *marks, uint32_t s);
+/* The same for a stack given as location indices, leaf first. */
+int ap_pprof_prune_would_cut_locs(const uint64_t *marks, const uint32_t *locs, uint32_t nloc);
 
 /* ---- PGO ---- */
 

@@ -1010,3 +1010,58 @@ ap_pprof_profile *ap_pprof_compact(const ap_pprof_profile *p, ap_pprof_error *er
 {
     return ap_pprof_merge(&p, 1, err);
 }
+
+/* ---- keyed adds (fold.c) ---- */
+
+/* ap_pprof_merger_add, except that the samples are not kept: each non-zero sample of src goes
+ * to sink with its key (output location indices, labels as the merged profile has them) once
+ * its locations are mapped, in Go's order. The tables other than the samples grow as in an add. */
+int ap_pprof_merger_add_keys(ap_pprof_merger *m, const ap_pprof_profile *src,
+                             ap_pprof_key_sink sink, void *ctx, ap_pprof_error *err)
+{
+    m->status = AP_PPROF_OK;
+    if (!m->out) {
+        m->out = ap_pprof_profile_new();
+        if (!m->out) return nomem(err);
+        if (ap_pprof_strings_index(m->out)) return nomem(err);
+        m->ninputs = 0;
+    }
+    ap_pprof_profile *out = m->out;
+    if (prepare_input(m, src)) return nomem(err);
+    if (m->ninputs == 0) {
+        if (first_input(m, src)) goto failed;
+        free(m->samples.slots); /* the sink keeps the samples */
+        if (table_init(&m->samples, 0)) goto failed;
+    } else if (check_compatible(m, src, err)) {
+        return -1;
+    }
+    if (combine_header(m, src)) goto failed;
+    if (out->nmappings == 0 && src->nmappings > 0) {
+        uint32_t x;
+        int64_t off;
+        if (map_mapping(m, 0, &x, &off)) goto failed;
+    }
+    uint32_t nv = src->nsample_type;
+    for (uint32_t i = 0; i < src->nsamples; i++) {
+        const int64_t *v = &src->values[(size_t)i * nv];
+        int zero = 1;
+        for (uint32_t k = 0; k < nv; k++) zero &= v[k] == 0;
+        if (zero) continue;
+        pending pd;
+        m->nklocs = m->nklabels = 0;
+        if (build_key(m, i, &pd)) goto failed;
+        if (sink(ctx, pd.nloc ? m->klocs : NULL, pd.nloc, pd.nlab ? m->klabels : NULL, pd.nlab,
+                 v)) {
+            m->src = NULL;
+            return -1; /* the sink set err */
+        }
+    }
+    m->ninputs++;
+    m->src = NULL;
+    return 0;
+failed:
+    m->src = NULL;
+    if (m->status == AP_PPROF_ETOOLARGE)
+        return ap_pprof_fail(err, AP_PPROF_ETOOLARGE, "merged profile is too large");
+    return nomem(err);
+}

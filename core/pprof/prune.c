@@ -248,9 +248,13 @@ int ap_pprof_prune_marks(const ap_pprof_profile *p, const ap_pprof_pruner *pr, u
 int ap_pprof_prune_would_cut(const ap_pprof_profile *p, const uint64_t *marks, uint32_t s)
 {
     const ap_pprof_sample *sm = &p->samples[s];
-    const uint32_t *locs = ap_pprof_sample_locs(p, sm);
+    return ap_pprof_prune_would_cut_locs(marks, ap_pprof_sample_locs(p, sm), sm->nloc);
+}
+
+int ap_pprof_prune_would_cut_locs(const uint64_t *marks, const uint32_t *locs, uint32_t nloc)
+{
     uint64_t user = 0; /* rules for which a user frame was seen from the root */
-    for (int64_t i = (int64_t)sm->nloc - 1; i >= 0; i--) {
+    for (int64_t i = (int64_t)nloc - 1; i >= 0; i--) {
         uint64_t m = marks[locs[i]];
         if (m & user) return 1;
         user |= ~m;

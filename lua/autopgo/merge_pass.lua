@@ -15,9 +15,11 @@
 --
 -- A batch is folded into the base (autopgo.merging.fold) when the pass holds a folder over that
 -- very base (by its sha256) and rules: one made at the previous commit of this process, or made
--- over the base read from the store (which costs what a full merge costs, once). The folder lives
--- in memory only and is taken up again only once its result is committed, so what the store
--- holds, the ledger and the commit point are the same whichever way a batch was merged.
+-- over the base read from the store (which costs what a full merge costs, once). A folder
+-- committed as the version the store still holds (same etag) spares the pass reading the base:
+-- its store traffic is the batch (the base is read only when the batch does not fold). The folder
+-- lives in this process only and is taken up again only once its result is committed, so what
+-- the store holds, the ledger and the commit point are the same whichever way a batch was merged.
 --
 -- With history (autopgo.history), each batch also goes into the time segments of its uploads
 -- before the base is committed, so a staged key the base's ledger holds is in its segment too:
@@ -45,8 +47,9 @@ M.BATCH = 256 -- staged uploads per pass at most (fewer when fewer wait: the bat
 M.PAGE = 256 -- staged keys listed per request: a pass lists what it merges, not the whole backlog
 M.DECODED = 128 * 1024 * 1024 -- decoded bytes a batch holds at most (pprof info.memory)
 M.DECODERS = 8 -- uploads read and decoded at once (thread pool jobs, beside the server's validations)
--- Folders kept (one per app, each holding its merged profile decoded): past this, another app's
--- is dropped, to be made again (from its base, as a full merge costs) when that app merges next.
+-- Folders kept (one per app, each holding its merged profile's index: its tables but the samples,
+-- some 24 bytes per sample; the segments are in a temp file): past this, another app's is
+-- dropped, to be made again (from its base, as a full merge costs) when that app merges.
 M.MAX_FOLDERS = 8
 
 local m = {
@@ -247,6 +250,28 @@ function Pass:drop_folder(app)
   if held then held.folder:close() end
 end
 
+-- Whether the folder held for app was committed as the very version base (state) is: then a
+-- batch folds into it without reading the base.
+function Pass:holds(app, base)
+  local held = self.folders[app]
+  return held ~= nil and held.etag ~= nil and held.etag == base.etag
+    and held.key:sub(1, #base.hash + 1) == base.hash .. "\0"
+end
+
+-- Reads the body of base (a state whose body was not read, see holds) when it is wanted after
+-- all: true, or nil, err, code (UNAVAILABLE when the store holds another version by now: the pass
+-- is retried from it).
+function Pass:base_body(app, base)
+  if base.body then return true end
+  local got, err, code = self.store:get(keys.base(app))
+  if not got then return nil, err, code end
+  if got.etag ~= base.etag then
+    return fail.new("UNAVAILABLE", "the merged profile of %s changed while merging", app)
+  end
+  base.body = got.body
+  return true
+end
+
 -- Folds the staged batch into a folder over base (the app's own when it is over this base and
 -- these rules, else a new one): the result of merging.fold with .folder, the folder to keep once
 -- the result is committed, or nil when the batch is to be merged in full.
@@ -259,6 +284,7 @@ function Pass:fold(app, base, staged, rules, scales)
     held = nil
   end
   if not held then
+    if not self:base_body(app, base) then return nil end
     local folder, err = merging.folder(base.body, rules)
     if not folder then
       log.debug("cannot fold into the merged profile; merging in full", "app", app, "error", err)
@@ -291,10 +317,6 @@ function Pass:merge_batch(app, base, staged)
     if #staged == 0 then return nil, nil, "EMPTY" end
     -- Base first, then the uploads oldest first: the order the original's one-by-one merges add up to.
     local inputs, scales, scaled = {}, {}, false
-    if base then
-      inputs[1] = base.body
-      scales[1] = 1
-    end
     for _, s in ipairs(staged) do
       inputs[#inputs + 1] = s.input
       scales[#scales + 1] = s.scale
@@ -302,8 +324,14 @@ function Pass:merge_batch(app, base, staged)
     end
     local res, err, code, failure
     if base and foldable then
-      res = self:fold(app, base, staged, rules, scaled and { table.unpack(scales, 2) } or nil)
+      res = self:fold(app, base, staged, rules, scaled and scales or nil)
       foldable = res ~= nil -- after a batch that did not fold, this pass merges in full
+    end
+    if not res and base then
+      local ok, berr, bcode = self:base_body(app, base)
+      if not ok then return nil, berr, bcode end
+      table.insert(inputs, 1, base.body)
+      table.insert(scales, 1, 1)
     end
     if not res then res, err, code, failure = merging.merge(inputs, rules, scaled and scales or nil) end
     if res then
@@ -471,7 +499,7 @@ function Pass:commit(app, base, res, contents)
     local n = 0
     for _ in pairs(self.folders) do n = n + 1 end
     if n >= M.MAX_FOLDERS then self:drop_folder((next(self.folders))) end
-    self.folders[app] = { folder = res.folder, key = res.sha256 .. "\0" .. res.rules_key }
+    self.folders[app] = { folder = res.folder, key = res.sha256 .. "\0" .. res.rules_key, etag = put.etag }
   elseif res.folder then
     res.folder:close()
   end
@@ -600,13 +628,18 @@ function Pass:run(app)
       self:delete_staged(seen.already)
       return true, 0, false
     end
-    if base and not base.body then
+    if base and not base.body and not self:holds(app, base) then
       -- Work to do and only the remembered state at hand: read the base; when it is the version
-      -- listed against, the listing stands, else look again.
+      -- listed against, the listing stands, else look again. (A folder committed as that very
+      -- version needs no read: the conditional put of the result still checks it.)
       local full, ferr, fcode = self:base_state(app, true)
       if full == nil then return nil, ferr, fcode end
       if not full or full.etag ~= base.etag then goto continue end
       base = full
+    end
+    if base and not base.body then
+      -- the remembered state is shared: a body read later (base_body) goes in a copy
+      base = { etag = base.etag, hash = base.hash, merged = base.merged, ledger = base.ledger }
     end
     do
       local started = uv.hrtime()

@@ -43,8 +43,9 @@ function M.merge(inputs, rules, scales, as_profile, facts)
 end
 
 --- A folder over base (the encoded bytes of a merged profile, any layout) pruned with rules: what
--- M.fold folds uploads into, kept between merges (it holds the merged profile decoded, and its
--- output as separately deflated segments). Returns the folder, or nil, err, code.
+-- M.fold folds uploads into, kept between merges (it holds an index of the merged profile: its
+-- tables but the samples, a digest per sample; its output as separately deflated segments, with
+-- the values, is in a temp file, unlinked at once). Returns the folder, or nil, err, code.
 function M.folder(base, rules)
   local opts = { level = M.GZIP_LEVEL, limits = limits.profile }
   if rules and #rules > 0 then opts.prune = rules end

@@ -101,16 +101,26 @@ describe("folding", function()
       goref.ensure()
       local dir = support.tmpdir()
       local store, pass = setup(dir)
-      local ups = uploads(dir, 20, 7)
+      -- reads of the base: a pass holding the folder committed as the stored version reads none
+      local reads, real_get = 0, store.get
+      store.get = function(st, key, ...)
+        if key == "app/default.pgo" then reads = reads + 1 end
+        return real_get(st, key, ...)
+      end
+      local ups = uploads(dir, 20, 8)
       stage(store, "app", ups[1])
       assert(pass:run("app"))
       local f0 = folds(false) + folds(true)
       for i = 2, 4 do stage(store, "app", ups[i]) end
-      assert.same({ true, 3, false }, { pass:run("app") })
-      local _, again = setup(dir) -- nothing in memory: the folder is made over the stored base
-      for i = 5, 7 do stage(store, "app", ups[i]) end
+      assert.same({ true, 3, false }, { pass:run("app") }) -- the base is read: no folder yet
+      local r0 = reads
+      stage(store, "app", ups[5])
+      assert.same({ true, 1, false }, { pass:run("app") })
+      assert.equals(r0, reads, "a pass holding the folder of the stored base read it")
+      local again_store, again = setup(dir) -- nothing in memory: the folder is made over the stored base
+      for i = 6, 8 do stage(again_store, "app", ups[i]) end
       assert.same({ true, 3, false }, { again:run("app") })
-      assert.equals(2, folds(false) + folds(true) - f0)
+      assert.equals(3, folds(false) + folds(true) - f0)
       assert_as_go(dir, store, "app", ups)
       support.rm_rf(dir)
     end, 240000)

@@ -125,6 +125,18 @@ grep -q '^fold ' "$work/prune-runtime.fold.err" || bad "prune-runtime: no upload
 "$autopgo" merge -l error -o "$work/old.pgo" "${std[0]}" "${std[1]}" || bad "autopgo merge failed"
 fold_case upgrade "" "$work/old.pgo" "${std[2]}" "${std[3]}"
 fold_case upgrade-corpus "" "$data/autopgo/default.pgo" "$data"/goapp-go123-cpu-{1,2}.pb.gz
+# A base written by the first fold layout (segments kept in memory, commit 61a388a) is read and
+# extended.
+fold_case upgrade-fold-v1 "" "$data/folded-v1.pgo" "$data"/goapp-go123-cpu-{2,3}.pb.gz "$data/goapp-cpu-3.pb.gz"
+# The folder's temp file (segments) is unlinked as soon as it is made: nothing is left under
+# TMPDIR after a fold, a failed one, or at all while folding; no TMPDIR to write to is an IO error.
+mkdir -p "$work/tmp"
+TMPDIR=$work/tmp "$pproftool" fold -o "$work/x.pgo" "${std[0]}" "${std[1]}" 2>/dev/null || bad "fold under TMPDIR failed"
+TMPDIR=$work/tmp "$pproftool" fold -o "$work/x.pgo" "${std[0]}" "$data/bad/truncated-goapp.pb.gz" 2>/dev/null
+[ $? -eq 1 ] && ok || bad "a malformed upload: expected exit 1"
+[ -z "$(ls -A "$work/tmp")" ] && ok || bad "the folder left files under TMPDIR: $(ls "$work/tmp")"
+TMPDIR=$work/none "$pproftool" fold -o "$work/x.pgo" "${std[0]}" "${std[1]}" 2>"$work/none.err"
+[ $? -eq 1 ] && grep -q '^IO: folder temp file' "$work/none.err" && ok || bad "no TMPDIR: $(cat "$work/none.err")"
 # A fold's own output is a base like any other (a new folder over it, as after a restart).
 cp "$work/std.fold.pgo" "$work/restart.pgo"
 fold_case restart "" "$work/restart.pgo" "${std[0]}"

@@ -4,7 +4,7 @@
  *   pproftool merge -o OUT [-raw] [-drop RE [-keep RE]]... FILE...   merge, prune, encode
  *   pproftool fold -o OUT [-drop RE [-keep RE]]... [-stats] [-fallback] BASE UPLOAD...
  *     one fold per upload (core/pprof/fold.c) as the worker does, the last result written to
- *     OUT; -stats prints one line per fold (CPU time, segments deflated) to stderr; an upload
+ *     OUT; -stats prints one line per fold (CPU time, segments deflated, RSS) to stderr; an upload
  *     that needs a full merge is merged in full with -fallback (a new folder next time), else
  *     exit 3
  *   pproftool views FILE [MAX_NODES [ROWS [OUT]]]   the web view's JSON (flame.h): sizes and
@@ -190,6 +190,18 @@ static int cmd_merge(int argc, char **argv)
     return rc;
 }
 
+/* The resident set of this process in KiB (VmRSS), 0 when unknown. */
+static long rss_kb(void)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = 0;
+    while (fp && fgets(line, sizeof line, fp))
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1) break;
+    if (fp) fclose(fp);
+    return kb;
+}
+
 static int cmd_fold(int argc, char **argv)
 {
     opts_t o;
@@ -200,6 +212,8 @@ static int cmd_fold(int argc, char **argv)
     ap_pprof_error err;
     ap_pprof_pruner *pr = opts_pruner(&o, &bad);
     if (bad) return 1;
+    /* The last result: in memory, or (cur NULL) in OUT while a folder holds it, so that the RSS
+     * printed is the folder's, as in the worker (which hands each result to the store). */
     uint8_t *cur;
     size_t cur_len;
     if (read_file(argv[i], &cur, &cur_len)) return 2;
@@ -211,7 +225,6 @@ static int cmd_fold(int argc, char **argv)
         if (read_file(argv[k], &d, &in[1].len)) return 2;
         in[1].data = d;
         uint8_t *bytes = NULL;
-        const uint8_t *folded = NULL;
         size_t len = 0;
         ap_pprof_fold_stats st;
         double t0 = cpu_seconds();
@@ -227,27 +240,20 @@ static int cmd_fold(int argc, char **argv)
             if (stats) fprintf(stderr, "start cpu=%.4f\n", cpu_seconds() - t0);
             t0 = cpu_seconds();
         }
-        rc = ap_pprof_folder_fold(f, &in[1], 1, NULL, pr, &folded, &len, &st, &err);
+        rc = ap_pprof_folder_fold(f, &in[1], 1, NULL, pr, &bytes, &len, &st, &err);
         double cpu = cpu_seconds() - t0;
-        if (!rc && !(bytes = malloc(len ? len : 1))) return 2;
-        if (!rc) memcpy(bytes, folded, len);
+        int folded = rc == 0;
         if (rc == 1 && fallback) {
             /* As the worker: merge in full, and make a folder over the result next time. */
             if (stats) fprintf(stderr, "full: %s\n", err.msg);
             ap_pprof_folder_free(f);
             f = NULL;
+            if (!cur && read_file(out, &cur, &cur_len)) return 2;
             in[0].data = cur;
             in[0].len = cur_len;
             ap_pprof_encode_opts o = {.level = 1};
             rc = ap_pprof_merge_encoded(in, 2, NULL, pr, &o, &bytes, &len, NULL, NULL, &err) ? -1
                                                                                              : 0;
-        } else if (!rc && stats) {
-            fprintf(stderr,
-                    "fold cpu=%.4f bytes=%zu segments=%u rewritten=%u touched=%u added=%u "
-                    "raw_deflated=%llu raw_total=%llu compacted=%d\n",
-                    cpu, len, st.segments, st.rewritten, st.touched, st.added,
-                    (unsigned long long)st.raw_deflated, (unsigned long long)st.raw_total,
-                    st.compacted);
         }
         free(d);
         if (rc == 1) {
@@ -260,9 +266,21 @@ static int cmd_fold(int argc, char **argv)
             free(cur);
             cur = bytes;
             cur_len = len;
+            if (f) {
+                rc = write_out(out, cur, cur_len);
+                free(cur);
+                cur = NULL;
+            }
         }
+        if (folded && stats)
+            fprintf(stderr,
+                    "fold cpu=%.4f bytes=%zu segments=%u rewritten=%u touched=%u added=%u "
+                    "raw_deflated=%llu raw_total=%llu compacted=%d rss_kb=%ld\n",
+                    cpu, len, st.segments, st.rewritten, st.touched, st.added,
+                    (unsigned long long)st.raw_deflated, (unsigned long long)st.raw_total,
+                    st.compacted, rss_kb());
     }
-    if (!rc) rc = write_out(out, cur, cur_len);
+    if (!rc && cur) rc = write_out(out, cur, cur_len);
     free(cur);
     ap_pprof_folder_free(f);
     ap_pprof_pruner_free(pr);
