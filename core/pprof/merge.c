@@ -1031,7 +1031,7 @@ int ap_pprof_merger_add_keys(ap_pprof_merger *m, const ap_pprof_profile *src,
     if (m->ninputs == 0) {
         if (first_input(m, src)) goto failed;
         free(m->samples.slots); /* the sink keeps the samples */
-        if (table_init(&m->samples, 0)) goto failed;
+        if (stable_init(&m->samples, 0)) goto failed;
     } else if (check_compatible(m, src, err)) {
         return -1;
     }
