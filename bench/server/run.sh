@@ -36,6 +36,14 @@ gobuild "$here" loadgen
 # A typical 30 s CPU profile of a busy service: 2500 samples over 3000 locations, with start lines.
 profile="$out/profile.pb.gz"
 "$out/goref/bin/pprofgen" -o "$profile" -samples 2500 -locations 3000 -functions 1500 -duration 30000000000
+# The drain rows post 8 such profiles in turn: one program, 8 processes (other samples, mappings
+# at other addresses), so the worker merges uploads that differ, as a fleet's do.
+drainset=""
+for s in 1 2 3 4 5 6 7 8; do
+    "$out/goref/bin/pprofgen" -o "$out/drain-$s.pb.gz" -samples 2500 -locations 3000 -functions 1500 \
+        -duration 30000000000 -seed "$s" -aslr
+    drainset="$drainset${drainset:+,}$out/drain-$s.pb.gz"
+done
 
 current=""
 cleanup() { [ -z "$current" ] || kill "$current" 2>/dev/null || true; }
@@ -158,7 +166,7 @@ for seg in 1h 0; do
         current=$!
         wait_up 19107
         t0=$(now)
-        line=$("$out/bin/loadgen" -url "http://127.0.0.1:19107/api/profile/bench-app" -file "$profile" -c 16 \
+        line=$("$out/bin/loadgen" -url "http://127.0.0.1:19107/api/profile/bench-app" -file "$drainset" -c 16 \
             -d "${secs}s" -warmup 0s)
         t1=$(now)
         n=$(metric 19107 'autopgo_uploads_total{status="201"}')
@@ -175,7 +183,7 @@ for seg in 1h 0; do
         "$bin" run bench/server/server_only.lua --port 19108 --data-dir "$data/dw" 2>"$out/dw-server.log" &
         current=$!
         wait_up 19108
-        line=$("$out/bin/loadgen" -url "http://127.0.0.1:19108/api/profile/bench-app" -file "$profile" -c 16 \
+        line=$("$out/bin/loadgen" -url "http://127.0.0.1:19108/api/profile/bench-app" -file "$drainset" -c 16 \
             -d "${secs}s" -warmup 0s)
         kill "$current"; wait "$current" 2>/dev/null || true; current=""
         n=$(find "$data/dw/bench-app/staging" -type f | wc -l)
@@ -222,8 +230,8 @@ done
     done
     if [ ${#drains[@]} -gt 0 ]; then
         echo
-        echo "Ingest and drain side by side (one app, 16 clients for ${secs} s, then until every accepted upload"
-        echo "is merged; rates in uploads/s; CPU: the process's CPU time per merged upload, all of its"
+        echo "Ingest and drain side by side (one app, 16 clients for ${secs} s posting 8 profiles of one program in"
+        echo "turn, then until every accepted upload is merged; rates in uploads/s; CPU: the process's CPU time per merged upload, all of its"
         echo "threads: the embedded server's covers ingest and merge, the separate worker's the merge alone;"
         echo "load: the 1-minute load average when the row ended):"
         echo

@@ -1,5 +1,5 @@
-// loadgen: the client of bench/server. N concurrent clients (keep-alive connections) post one
-// profile file to URL in a loop for a duration after a warm-up, and it prints one JSON line:
+// loadgen: the client of bench/server. N concurrent clients (keep-alive connections) post a
+// profile file (or, with -file A,B,..., each file in turn: uploads that differ) to URL in a loop for a duration after a warm-up, and it prints one JSON line:
 // uploads (201s), errors, uploads/s, p50 and p99 latency in milliseconds. With -ca (an https://
 // URL) it verifies the server with that CA; -h2 offers HTTP/2 by ALPN as Go's default client does
 // (one connection, the clients' requests multiplexed on it).
@@ -18,13 +18,15 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 func main() {
 	url := flag.String("url", "", "upload URL")
-	file := flag.String("file", "", "profile to post")
+	file := flag.String("file", "", "profile to post (a comma-separated list: posted in turn)")
 	conc := flag.Int("c", 1, "concurrent clients")
 	dur := flag.Duration("d", 10*time.Second, "measured duration")
 	warm := flag.Duration("warmup", 2*time.Second, "warm-up before measuring")
@@ -32,11 +34,16 @@ func main() {
 	ca := flag.String("ca", "", "PEM file of the CA that verifies an https:// server")
 	h2 := flag.Bool("h2", false, "offer HTTP/2 (ALPN) over TLS")
 	flag.Parse()
-	body, err := os.ReadFile(*file)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	var bodies [][]byte
+	for _, f := range strings.Split(*file, ",") {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		bodies = append(bodies, b)
 	}
+	var turn uint64
 	tr := &http.Transport{MaxIdleConnsPerHost: *conc, MaxIdleConns: *conc, ForceAttemptHTTP2: *h2}
 	if *ca != "" {
 		pem, err := os.ReadFile(*ca)
@@ -66,6 +73,7 @@ func main() {
 				if t0.After(end) {
 					return
 				}
+				body := bodies[(atomic.AddUint64(&turn, 1)-1)%uint64(len(bodies))]
 				req, err := http.NewRequest("POST", *url, bytes.NewReader(body))
 				if err != nil {
 					panic(err)
