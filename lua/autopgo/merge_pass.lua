@@ -658,9 +658,9 @@ function Pass:run(app)
         return nil, left, acode
       end
       local more = seen.more or left
-      -- With history the batch goes into the base and into its segment: it is merged once and
-      -- both fold that (history.add takes it), else the base merges the uploads themselves.
-      local whole = self.history and merge_once(staged)
+      -- The batch is merged once (one C merge decoding its uploads on threads as it goes) and the
+      -- base folds that; with history its segment folds the same profile (history.add takes it).
+      local whole = merge_once(staged)
       local res, merr, mcode
       if whole then
         res = self:fold_whole(app, base, staged, whole)
