@@ -13,13 +13,21 @@ typedef struct {
     uint32_t bits, n;
 } table;
 
-static int table_init(table *t, uint64_t expect)
+/* Bits of a table for about `expect` entries: at most half full, 64 slots at least, 2^32 at most
+ * (the sample table below sizes alike). */
+static uint32_t table_bits(uint64_t expect)
 {
     uint64_t cap = ap_pow2(expect * 2 + 64);
     if (cap > (1ull << 32)) cap = 1ull << 32;
-    t->bits = 0;
-    while ((1ull << t->bits) < cap) t->bits++;
-    t->slots = calloc(cap, sizeof *t->slots);
+    uint32_t bits = 0;
+    while ((1ull << bits) < cap) bits++;
+    return bits;
+}
+
+static int table_init(table *t, uint64_t expect)
+{
+    t->bits = table_bits(expect);
+    t->slots = calloc(1ull << t->bits, sizeof *t->slots);
     t->n = 0;
     return t->slots ? 0 : -1;
 }
@@ -77,11 +85,8 @@ static inline uint64_t stable_start(const stable *t, uint64_t h)
 
 static int stable_init(stable *t, uint64_t expect)
 {
-    uint64_t cap = ap_pow2(expect * 2 + 64);
-    if (cap > (1ull << 32)) cap = 1ull << 32;
-    t->bits = 0;
-    while ((1ull << t->bits) < cap) t->bits++;
-    t->slots = calloc(cap, sizeof *t->slots);
+    t->bits = table_bits(expect);
+    t->slots = calloc(1ull << t->bits, sizeof *t->slots);
     t->n = 0;
     return t->slots ? 0 : -1;
 }
