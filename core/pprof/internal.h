@@ -238,9 +238,6 @@ void ap_pprof_sort_labels(const ap_pprof_profile *p, ap_pprof_label *l, uint32_t
 
 /* The profile being merged (owned by the merger; valid until the next add or finish). */
 ap_pprof_profile *ap_pprof_merger_profile(ap_pprof_merger *m);
-/* The samples that existing adds changed since the last call (indices, repeats possible; valid
- * until the next add), and whether the adds to come record them. */
-const uint32_t *ap_pprof_merger_touched(ap_pprof_merger *m, int track, size_t *n);
 /* Takes one sample's key (output location indices, output labels: valid during the call) and
  * values; 0, or -1 with the caller's error set by the sink. */
 typedef int (*ap_pprof_key_sink)(void *ctx, const uint32_t *locs, uint32_t nloc,

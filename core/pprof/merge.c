@@ -180,12 +180,6 @@ struct ap_pprof_merger {
     ap_pprof_line *klines;
     size_t cap_klines;
 
-    /* When track is set, the output index of every existing sample an add changed (a sample
-     * may appear more than once): what an incremental encoder has to write again (fold.c). */
-    uint32_t *touched;
-    size_t ntouched, cap_touched;
-    int track;
-
     ap_pprof_status status;
 };
 
@@ -232,7 +226,6 @@ void ap_pprof_merger_free(ap_pprof_merger *m)
     free(m->lguess.at);
     free(m->lset_off);
     free(m->lset_lab);
-    free(m->touched);
     free(m);
 }
 
@@ -691,14 +684,6 @@ static int add_sample(ap_pprof_merger *m, const pending *pd)
         uint32_t x = s->idx1 - 1;
         int64_t *ov = &out->values[(size_t)x * nv];
         for (uint32_t v = 0; v < nv; v++) ov[v] = ap_add_wrap(ov[v], sv[v]);
-        if (m->track) {
-            if (ap_pprof_sgrow((void **)&m->touched, &m->cap_touched, sizeof *m->touched,
-                               m->ntouched + 1)) {
-                m->status = AP_PPROF_ENOMEM;
-                return -1;
-            }
-            m->touched[m->ntouched++] = x;
-        }
         return 0;
     }
     if (ap_pprof_grow(out, (void **)&out->samples, &out->cap_samples, sizeof *out->samples,
@@ -972,14 +957,6 @@ ap_pprof_profile *ap_pprof_merger_finish(ap_pprof_merger *m, ap_pprof_error *err
 ap_pprof_profile *ap_pprof_merger_profile(ap_pprof_merger *m)
 {
     return m->out;
-}
-
-const uint32_t *ap_pprof_merger_touched(ap_pprof_merger *m, int track, size_t *n)
-{
-    m->track = track;
-    *n = m->ntouched;
-    m->ntouched = 0;
-    return m->touched;
 }
 
 ap_pprof_profile *ap_pprof_merge(const ap_pprof_profile *const *srcs, size_t n, ap_pprof_error *err)
