@@ -1,6 +1,7 @@
 /* Hand-written profile.proto wire decoder with the exact acceptance rules of Go's
  * profile/proto.go + encode.go (field types, packed/unpacked, unknown fields, concatenation),
- * streaming over the inflate window. References are resolved and checked in resolve.c. */
+ * reading the window its source gives (source.c: a whole inflated buffer, or zlib's streaming
+ * window past 64 MiB). References are resolved and checked in resolve.c. */
 #include <stdio.h>
 #include <stdlib.h>
 
