@@ -112,12 +112,6 @@ function History:expired(start)
   return cutoff ~= nil and (start + self.seglen) * NS <= cutoff
 end
 
-local function sha256_hex(s)
-  local h = crypto.hasher("sha256")
-  h:update(s)
-  return crypto.hex(h:digest())
-end
-
 --- The manifest of a segment and its etag, false when there is none, or nil, err, code. Either
 -- layout (autopgo.segment_parts): doc.count is the number of uploads it holds.
 function History:read_manifest(app, start, seglen)
@@ -587,7 +581,7 @@ function History:window(app, from, to, rules)
       if s.doc.profile then parts[#parts + 1] = ("%d:%s"):format(s.start, s.doc.profile) end
     end
     if #parts == 2 then return fail.new("NOT_FOUND", "no profile for app %s in that window", app) end
-    local digest = sha256_hex(table.concat(parts, "\n"))
+    local digest = crypto.hex(crypto.digest("sha256", table.concat(parts, "\n")))
     local ckey, ikey = keys.cache(app, digest), keys.cache_info(app, digest)
     local info = self.store:get(ikey)
     local doc = info and json.decode(info.body)

@@ -19,12 +19,6 @@ local M = {}
 
 M.FANOUT = 8
 
-local function sha256_hex(s)
-  local h = crypto.hasher("sha256")
-  h:update(s)
-  return crypto.hex(h:digest())
-end
-
 --- Whether list (a manifest's upload_parts, or nil) is well formed; normalizes its numbers.
 function M.valid(list)
   if list == nil then return true end
@@ -80,7 +74,7 @@ function M.write(store, app, seglen, start, uploads)
       "samples", u.samples or 0, "source", u.source or "", "weight", u.scale or u.weight or 1)
   end
   local body = json.encode(json.object("app", app, "segment", seglen, "start", start, "uploads", list))
-  local digest = sha256_hex(body .. crypto.random(16))
+  local digest = crypto.hex(crypto.digest("sha256", body .. crypto.random(16)))
   local ok, err, code = store:put(keys.segment_part(app, seglen, start, digest), body,
     { content_type = "application/json" })
   if not ok then return nil, err, code end
