@@ -157,4 +157,24 @@ function M.all(fns)
   return results
 end
 
+--- Calls fn(i) for i = 1..count, at most n at a time (n tasks each taking the next index in
+-- turn), while go_on() (optional, asked before each start) says to. Waits for all; an error in fn
+-- is raised here once all stopped. Returns the first index not started (count + 1: all were).
+function M.each(n, count, fn, go_on)
+  local next_i, fns = 1, {}
+  for _ = 1, math.min(n, count) do
+    fns[#fns + 1] = function()
+      while next_i <= count and (not go_on or go_on()) do
+        local i = next_i
+        next_i = i + 1
+        fn(i)
+      end
+    end
+  end
+  for _, r in ipairs(M.all(fns)) do
+    if not r[1] then error(r[2], 0) end
+  end
+  return next_i
+end
+
 return M

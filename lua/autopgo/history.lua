@@ -180,17 +180,8 @@ M.READERS = 8 -- provenance records read at once
 -- The sources of items' keys (source_of each), M.READERS store reads at a time: one pass files
 -- hundreds of uploads, and one read after another would cost a round trip each.
 function History:sources_of(items)
-  local out, next_i, fns = {}, 1, {}
-  for _ = 1, math.min(M.READERS, #items) do
-    fns[#fns + 1] = function()
-      while next_i <= #items do
-        local i = next_i
-        next_i = i + 1
-        out[i] = self:source_of(items[i].key)
-      end
-    end
-  end
-  async.all(fns)
+  local out = {}
+  async.each(M.READERS, #items, function(i) out[i] = self:source_of(items[i].key) end)
   return out
 end
 

@@ -199,26 +199,16 @@ function Pass:apply_policy(app, items)
     return s
   end
   -- M.DECODERS loaders take the next item in turn; results keep the items' order
-  local results, held, next_i, failure = {}, 0, 1, nil
-  local fns = {}
-  for _ = 1, math.min(M.DECODERS, #items) do
-    fns[#fns + 1] = function()
-      while not failure and next_i <= #items and held <= M.DECODED do
-        local i = next_i
-        next_i = i + 1
-        local r = table.pack(load(items[i]))
-        if r[1] == nil then
-          failure = failure or r
-        else
-          results[i] = r[1]
-          if r[1] then held = held + (r[1].info and r[1].info.memory or 0) end
-        end
-      end
+  local results, held, failure = {}, 0, nil
+  local next_i = async.each(M.DECODERS, #items, function(i)
+    local r = table.pack(load(items[i]))
+    if r[1] == nil then
+      failure = failure or r
+    else
+      results[i] = r[1]
+      if r[1] then held = held + (r[1].info and r[1].info.memory or 0) end
     end
-  end
-  for _, r in ipairs(async.all(fns)) do
-    if not r[1] then error(r[2], 0) end
-  end
+  end, function() return not failure and held <= M.DECODED end)
   local staged = {}
   for i = 1, next_i - 1 do
     if results[i] then staged[#staged + 1] = results[i] end

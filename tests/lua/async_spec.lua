@@ -103,4 +103,27 @@ describe("async", function()
     assert.is_false(res[3][1])
     assert.matches("three", res[3][2])
   end)
+
+  it("calls fn for each index, n at a time, while go_on says to (each)", function()
+    support.run(function()
+      local running, most, seen = 0, 0, {}
+      local next_i = async.each(3, 10, function(i)
+        running = running + 1
+        most = math.max(most, running)
+        async.sleep(2)
+        seen[#seen + 1] = i
+        running = running - 1
+      end)
+      assert.equals(11, next_i)
+      assert.equals(3, most)
+      table.sort(seen)
+      assert.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, seen)
+      local started = 0
+      assert.equals(5, async.each(1, 10, function() started = started + 1 end, function() return started < 4 end))
+      assert.equals(1, async.each(4, 0, function() error("never") end))
+      local ok, err = pcall(async.each, 2, 5, function(i) if i == 3 then error("item three", 0) end end)
+      assert.is_false(ok)
+      assert.equals("item three", err)
+    end)
+  end)
 end)

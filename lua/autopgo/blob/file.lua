@@ -55,6 +55,11 @@ local function meta_of(st)
   return { etag = etag_of(st), size = st.size, last_modified = st.mtime.sec + st.mtime.nsec / 1e9 }
 end
 
+-- A stat as luv gives it, from core.fs's { ino, size, mtime_sec, mtime_nsec }.
+local function st_of(info)
+  return { ino = info.ino, size = info.size, mtime = { sec = info.mtime_sec, nsec = info.mtime_nsec } }
+end
+
 local function dirname(path)
   return path:match("^(.*)/[^/]*$")
 end
@@ -285,7 +290,7 @@ function Store:put(key, body, opts)
     if not tmp then return nil, terr, tcode end
     local info, werr, wcode = async.await(core.fs.write_new_async, tmp, body)
     if not info then return io_fail(werr, wcode) end
-    st = { ino = info.ino, size = info.size, mtime = { sec = info.mtime_sec, nsec = info.mtime_nsec } }
+    st = st_of(info)
   else
     local wcode
     tmp, st, wcode = self:_write_temp(body)
@@ -459,8 +464,9 @@ function Store:_page(start, prefix, opts)
     if has_dirs then return false end
     for _, f in ipairs(files) do
       if not (start == "" and f.name == INTERNAL) then
-        out[#out + 1] = { key = start .. f.name, size = f.size, last_modified = f.mtime_sec + f.mtime_nsec / 1e9,
-          etag = etag_of({ ino = f.ino, size = f.size, mtime = { sec = f.mtime_sec, nsec = f.mtime_nsec } }) }
+        local item = meta_of(st_of(f))
+        item.key = start .. f.name
+        out[#out + 1] = item
       end
     end
     if not through or #out >= limit then return out end
