@@ -24,6 +24,16 @@ void ap_pprof_totals(const ap_pprof_profile *p, int64_t *totals)
             totals[k] = ap_add_wrap(totals[k], p->values[(size_t)i * nv + k]);
 }
 
+int64_t ap_pprof_total_of(const ap_pprof_profile *p, uint32_t k)
+{
+    uint32_t nv = p->nsample_type;
+    int64_t total = 0;
+    if (k < nv)
+        for (uint32_t i = 0; i < p->nsamples; i++)
+            total = ap_add_wrap(total, p->values[(size_t)i * nv + k]);
+    return total;
+}
+
 /* Whether entry x ranks before y: by the chosen weight, then the other, then by name. */
 static int ranks_before(const ap_pprof_profile *p, int by_cum, const ap_pprof_top_entry *x,
                         const ap_pprof_top_entry *y)

@@ -369,12 +369,7 @@ static void note_facts(ap_pprof_input_facts *f, const ap_pprof_profile *p)
     f->time_nanos = p->time_nanos;
     f->duration_nanos = p->duration_nanos;
     f->samples = p->nsamples;
-    int64_t total = 0; /* as ap_pprof_totals adds (wrapping), for the first type only */
-    uint32_t nv = p->nsample_type;
-    if (nv)
-        for (uint32_t k = 0; k < p->nsamples; k++)
-            total = ap_add_wrap(total, p->values[(size_t)k * nv]);
-    f->first_total = total;
+    f->first_total = ap_pprof_total_of(p, 0);
     f->filled = 1;
 }
 

@@ -302,6 +302,8 @@ int ap_pprof_top(const ap_pprof_profile *p, int index, int by_cum, ap_pprof_top_
                  size_t n);
 /* Sum of each sample type's values into totals[nsample_type]. */
 void ap_pprof_totals(const ap_pprof_profile *p, int64_t *totals);
+/* The sum of sample type k's values (as ap_pprof_totals adds them); 0 when there is no type k. */
+int64_t ap_pprof_total_of(const ap_pprof_profile *p, uint32_t k);
 
 /* Renames function f (its name, and its system name when that equaled the name). */
 int ap_pprof_rename_function(ap_pprof_profile *p, uint32_t f, const char *name, size_t len,
